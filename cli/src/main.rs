@@ -1,0 +1,291 @@
+//! `basalt`: every Basalt service from one binary. `basalt up` runs the embedded default (gateway,
+//! scheduler and one volume node in one process, SQLite, the file backend); the other commands
+//! run one service each, talking gRPC and NATS.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::{Context, Result};
+use basalt::{bus::Bus, ids::NodeId};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "basalt",
+    version,
+    about = "Block storage as a service, speaking Cinder v3"
+)]
+struct Cli {
+    /// Log JSON lines instead of human-readable text.
+    #[arg(long, global = true, env = "BASALT_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run gateway, scheduler and one volume node in one process (SQLite, file backend, in-process bus).
+    Up(UpArgs),
+    /// Run the scheduler (VolumeService gRPC; owns the database).
+    Scheduler(SchedulerArgs),
+    /// Run a volume node (NodeAgent gRPC; the file backend).
+    VolumeNode(VolumeNodeArgs),
+    /// Run the REST gateway (Cinder v3).
+    Gateway(GatewayArgs),
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// Directory for the SQLite database and the volume files.
+    #[arg(long, env = "BASALT_DATA_DIR", default_value = "basalt-data")]
+    data_dir: PathBuf,
+    /// REST (Cinder v3) listen address.
+    #[arg(long, env = "BASALT_REST_LISTEN", default_value = "127.0.0.1:8776")]
+    rest_listen: SocketAddr,
+    /// gRPC (VolumeService) listen address.
+    #[arg(long, env = "BASALT_GRPC_LISTEN", default_value = "127.0.0.1:8780")]
+    grpc_listen: SocketAddr,
+    #[command(flatten)]
+    pool: PoolArgs,
+}
+
+#[derive(Args)]
+struct BusArgs {
+    /// NATS server for capacity reports and events.
+    #[arg(long, env = "BASALT_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// Prefix for every subject, so several deployments can share one NATS server (e.g. `site-a`).
+    #[arg(long, env = "BASALT_BUS_NAMESPACE", default_value = "")]
+    bus_namespace: String,
+}
+
+#[derive(Args)]
+struct SchedulerArgs {
+    /// `sqlite://path?mode=rwc` or `postgres://user@host/db`.
+    #[arg(
+        long,
+        env = "BASALT_DATABASE_URL",
+        default_value = "sqlite://basalt.db?mode=rwc"
+    )]
+    database_url: String,
+    #[arg(long, env = "BASALT_GRPC_LISTEN", default_value = "127.0.0.1:8780")]
+    listen: SocketAddr,
+    /// This replica's name in the service list (default: the host name).
+    #[arg(long, env = "BASALT_INSTANCE")]
+    instance: Option<String>,
+    #[command(flatten)]
+    bus: BusArgs,
+}
+
+#[derive(Args)]
+struct PoolArgs {
+    /// The file pool's over-subscription ratio (Cinder's max_over_subscription_ratio).
+    #[arg(
+        long,
+        env = "BASALT_MAX_OVER_SUBSCRIPTION_RATIO",
+        default_value_t = 1.0
+    )]
+    max_over_subscription_ratio: f64,
+    /// Percent of the pool never handed out (Cinder's reserved_percentage).
+    #[arg(long, env = "BASALT_RESERVED_PERCENTAGE", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    reserved_percentage: u32,
+    /// Milliseconds between capacity reports (the node's heartbeat).
+    #[arg(long, env = "BASALT_REPORT_INTERVAL_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
+    report_interval_ms: u64,
+}
+
+#[derive(Args)]
+struct VolumeNodeArgs {
+    /// This node's id (default: the host name); letters, digits, '.', '_' and '-'.
+    #[arg(long, env = "BASALT_NODE_ID")]
+    node_id: Option<String>,
+    /// Directory of the file backend's pool.
+    #[arg(long, env = "BASALT_DATA_DIR", default_value = "basalt-data/volumes")]
+    data_dir: PathBuf,
+    #[arg(long, env = "BASALT_NODE_LISTEN", default_value = "127.0.0.1:8781")]
+    listen: SocketAddr,
+    /// The endpoint the scheduler calls, when it differs from the listen address (e.g. behind NAT).
+    #[arg(long, env = "BASALT_NODE_ADVERTISE")]
+    advertise: Option<String>,
+    #[arg(long, env = "BASALT_AVAILABILITY_ZONE", default_value = "nova")]
+    availability_zone: String,
+    #[command(flatten)]
+    pool: PoolArgs,
+    #[command(flatten)]
+    bus: BusArgs,
+}
+
+#[derive(Args)]
+struct GatewayArgs {
+    #[arg(long, env = "BASALT_REST_LISTEN", default_value = "127.0.0.1:8776")]
+    listen: SocketAddr,
+    /// The scheduler's VolumeService endpoint.
+    #[arg(
+        long,
+        env = "BASALT_SCHEDULER_ENDPOINT",
+        default_value = "http://127.0.0.1:8780"
+    )]
+    scheduler_endpoint: String,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    basalt::telemetry::init(cli.log_json);
+    match cli.command {
+        Command::Up(args) => up(args).await,
+        Command::Scheduler(args) => scheduler(args).await,
+        Command::VolumeNode(args) => volume_node(args).await,
+        Command::Gateway(args) => gateway(args).await,
+    }
+}
+
+async fn up(args: UpArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&args.data_dir)?;
+    let bus = Bus::local();
+    let database_url = format!("sqlite://{}?mode=rwc", data_dir.join("basalt.db").display());
+    let scheduler = basalt_scheduler::start(
+        basalt_scheduler::SchedulerConfig {
+            database_url,
+            listen: args.grpc_listen,
+            instance: host_name(),
+            initial_report_wait: Duration::from_millis(500),
+        },
+        bus.clone(),
+    )
+    .await?;
+    let node_config = node_config(
+        NodeId::parse(&host_name())?,
+        data_dir.join("volumes"),
+        &args.pool,
+        None,
+        None,
+        "nova".into(),
+    );
+    let node = basalt_volume_node::start(node_config, bus).await?;
+    let gateway = basalt_api_gateway::start(basalt_api_gateway::GatewayConfig {
+        listen: args.rest_listen,
+        scheduler_endpoint: format!("http://{}", scheduler.grpc_addr),
+    })
+    .await?;
+
+    println!("Basalt is up: gateway, scheduler and one volume node in this process.");
+    println!("  rest: http://{}/v3", gateway.rest_addr);
+    println!("  grpc: {}", scheduler.grpc_addr);
+    println!("  data: {}", data_dir.display());
+    println!("Press Ctrl-C to stop.");
+
+    wait_for_shutdown_signal().await;
+    gateway.shutdown().await;
+    node.shutdown().await;
+    scheduler.shutdown().await;
+    println!("Basalt stopped.");
+    Ok(())
+}
+
+async fn scheduler(args: SchedulerArgs) -> Result<()> {
+    let bus = Bus::connect_nats(&args.bus.nats_url, &args.bus.bus_namespace).await?;
+    let scheduler = basalt_scheduler::start(
+        basalt_scheduler::SchedulerConfig {
+            database_url: args.database_url,
+            listen: args.listen,
+            instance: args.instance.unwrap_or_else(host_name),
+            initial_report_wait: Duration::from_secs(2),
+        },
+        bus,
+    )
+    .await?;
+    println!("basalt scheduler");
+    println!("  grpc: {}", scheduler.grpc_addr);
+    wait_for_shutdown_signal().await;
+    scheduler.shutdown().await;
+    Ok(())
+}
+
+async fn volume_node(args: VolumeNodeArgs) -> Result<()> {
+    let bus = Bus::connect_nats(&args.bus.nats_url, &args.bus.bus_namespace).await?;
+    let node_id = NodeId::parse(&args.node_id.unwrap_or_else(host_name))?;
+    let config = node_config(
+        node_id,
+        args.data_dir,
+        &args.pool,
+        Some(args.listen),
+        args.advertise,
+        args.availability_zone,
+    );
+    let node = basalt_volume_node::start(config, bus).await?;
+    println!("basalt volume-node");
+    println!("  grpc: {}", node.grpc_addr);
+    wait_for_shutdown_signal().await;
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn gateway(args: GatewayArgs) -> Result<()> {
+    let gateway = basalt_api_gateway::start(basalt_api_gateway::GatewayConfig {
+        listen: args.listen,
+        scheduler_endpoint: args.scheduler_endpoint,
+    })
+    .await?;
+    println!("basalt gateway");
+    println!("  rest: http://{}/v3", gateway.rest_addr);
+    wait_for_shutdown_signal().await;
+    gateway.shutdown().await;
+    Ok(())
+}
+
+fn node_config(
+    node_id: NodeId,
+    file_root: PathBuf,
+    pool: &PoolArgs,
+    listen: Option<SocketAddr>,
+    advertise: Option<String>,
+    availability_zone: String,
+) -> basalt_volume_node::NodeConfig {
+    let mut config = basalt_volume_node::NodeConfig::new(node_id, file_root);
+    if let Some(listen) = listen {
+        config.listen = listen;
+    }
+    config.advertise = advertise;
+    config.availability_zone = availability_zone;
+    config.max_over_subscription_ratio = pool.max_over_subscription_ratio;
+    config.reserved_percentage = pool.reserved_percentage;
+    config.report_interval = Duration::from_millis(pool.report_interval_ms);
+    config
+}
+
+fn host_name() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name: String = name
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(64)
+        .collect();
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+async fn wait_for_shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops this process");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}

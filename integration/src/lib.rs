@@ -1,0 +1,418 @@
+//! Helpers for Basalt's end-to-end tests: an in-process mesh, the real `basalt` binary as child
+//! processes, a fresh PostgreSQL database per test, the real NATS server, and a Python venv for
+//! outside clients. Every helper fails loudly with what is missing; none skips a test.
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use basalt::{
+    bus::Bus,
+    context::CallContext,
+    ids::{NodeId, ProjectId},
+    proto::{
+        GetVolumeRequest, ListPoolsRequest, Volume, VolumeStatus,
+        volume_service_client::VolumeServiceClient,
+    },
+};
+use sea_orm::{ConnectionTrait, Database};
+use tonic::transport::Channel;
+
+pub const NATS_URL: &str = "nats://127.0.0.1:4222";
+pub const GIB: u64 = 1 << 30;
+
+/// How long a test waits for an asynchronous state change before it fails.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub fn project(name: &str) -> CallContext {
+    CallContext::new(
+        ProjectId::parse(name).expect("test project ids are valid"),
+        "tester",
+        false,
+    )
+}
+
+pub fn admin(name: &str) -> CallContext {
+    CallContext::new(
+        ProjectId::parse(name).expect("test project ids are valid"),
+        "admin",
+        true,
+    )
+}
+
+pub async fn volume_client(grpc_addr: &str) -> Result<VolumeServiceClient<Channel>> {
+    Ok(VolumeServiceClient::new(basalt::channel::channel(
+        grpc_addr,
+    )?))
+}
+
+/// Polls the volume until it reaches `status`; fails on an error status or after [`WAIT`].
+pub async fn wait_for_status(
+    client: &mut VolumeServiceClient<Channel>,
+    context: &CallContext,
+    volume_id: &str,
+    status: VolumeStatus,
+) -> Result<Volume> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let volume = client
+            .get_volume(context.request(GetVolumeRequest {
+                volume_id: volume_id.into(),
+            }))
+            .await?
+            .into_inner();
+        if volume.status == status as i32 {
+            return Ok(volume);
+        }
+        if volume.status == VolumeStatus::Error as i32 {
+            bail!("volume {volume_id} went to error: {}", volume.error_reason);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "volume {volume_id} is still {:?}, not {status:?}",
+                volume.status()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls until the volume is gone (NOT_FOUND).
+pub async fn wait_until_gone(
+    client: &mut VolumeServiceClient<Channel>,
+    context: &CallContext,
+    volume_id: &str,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match client
+            .get_volume(context.request(GetVolumeRequest {
+                volume_id: volume_id.into(),
+            }))
+            .await
+        {
+            Err(status) if status.code() == tonic::Code::NotFound => return Ok(()),
+            Err(status) => bail!("unexpected error while waiting for {volume_id} to go: {status}"),
+            Ok(volume) if tokio::time::Instant::now() > deadline => {
+                bail!(
+                    "volume {volume_id} is still there: {:?}",
+                    volume.into_inner().status()
+                )
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Waits for an async condition, polling; fails with `what` after [`WAIT`].
+pub async fn eventually<F, Fut>(what: &str, mut condition: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !condition().await? {
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// A scheduler and volume nodes in this process, on SQLite and the in-process bus: `basalt up`
+/// without the gateway, with as many nodes as a test asks for.
+pub struct InProcessMesh {
+    pub grpc_addr: String,
+    pub node_dirs: Vec<PathBuf>,
+    scheduler: Option<basalt_scheduler::RunningScheduler>,
+    nodes: Vec<basalt_volume_node::RunningNode>,
+    pub bus: Bus,
+    _root: tempfile::TempDir,
+}
+
+impl InProcessMesh {
+    pub async fn start(node_count: usize) -> Result<Self> {
+        Self::start_with_database(node_count, None).await
+    }
+
+    /// `database_url` defaults to a fresh SQLite file.
+    pub async fn start_with_database(
+        node_count: usize,
+        database_url: Option<String>,
+    ) -> Result<Self> {
+        let root = tempfile::tempdir()?;
+        let bus = Bus::local();
+        let database_url = database_url.unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                root.path().join("basalt.db").display()
+            )
+        });
+        let scheduler = basalt_scheduler::start(
+            basalt_scheduler::SchedulerConfig {
+                database_url,
+                listen: "127.0.0.1:0".parse()?,
+                instance: "test-scheduler".into(),
+                initial_report_wait: Duration::from_millis(100),
+            },
+            bus.clone(),
+        )
+        .await?;
+        let mut mesh = Self {
+            grpc_addr: scheduler.grpc_addr.to_string(),
+            node_dirs: Vec::new(),
+            scheduler: Some(scheduler),
+            nodes: Vec::new(),
+            bus,
+            _root: root,
+        };
+        for index in 0..node_count {
+            mesh.add_node(&format!("node-{index}")).await?;
+        }
+        Ok(mesh)
+    }
+
+    pub async fn add_node(&mut self, node_id: &str) -> Result<()> {
+        let dir = self._root.path().join(node_id);
+        let mut config = basalt_volume_node::NodeConfig::new(NodeId::parse(node_id)?, dir.clone());
+        config.report_interval = Duration::from_millis(200);
+        let node = basalt_volume_node::start(config, self.bus.clone()).await?;
+        self.nodes.push(node);
+        self.node_dirs.push(dir);
+        let pool_name = format!("{node_id}@file#default");
+        let client = volume_client(&self.grpc_addr).await?;
+        eventually(&format!("the scheduler hears from {node_id}"), || {
+            let mut client = client.clone();
+            let pool_name = pool_name.clone();
+            async move {
+                let pools = client
+                    .list_pools(admin("ops").request(ListPoolsRequest::default()))
+                    .await?
+                    .into_inner()
+                    .pools;
+                Ok(pools
+                    .iter()
+                    .any(|pool| pool.name == pool_name && pool.schedulable))
+            }
+        })
+        .await
+    }
+
+    /// Stops node `index` (its reports stop too).
+    pub async fn stop_node(&mut self, index: usize) {
+        let node = self.nodes.remove(index);
+        node.shutdown().await;
+    }
+
+    pub async fn shutdown(mut self) {
+        for node in self.nodes.drain(..) {
+            node.shutdown().await;
+        }
+        if let Some(scheduler) = self.scheduler.take() {
+            scheduler.shutdown().await;
+        }
+    }
+}
+
+/// The `basalt` binary of this build: `BASALT_BIN`, or `basalt` beside the test's `deps/` folder.
+pub fn basalt_binary() -> Result<PathBuf> {
+    if let Ok(path) = std::env::var("BASALT_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test binary has no profile directory")?;
+    let binary = profile_dir.join("basalt");
+    if !binary.exists() {
+        bail!(
+            "{} is missing: build it first with `cargo build --bins` (the README's test command does)",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+/// A child process, killed (SIGKILL) when dropped.
+pub struct BasaltProcess {
+    child: Child,
+    /// The `  key: value` lines the process printed when it came up (`grpc`, `rest`, ...).
+    pub endpoints: HashMap<String, String>,
+}
+
+impl BasaltProcess {
+    /// Runs `basalt <args>` and waits until it has printed every key in `ready_keys`.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)], ready_keys: &[&str]) -> Result<Self> {
+        let mut command = Command::new(basalt_binary()?);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot run basalt {args:?}"))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                println!("[basalt] {line}");
+                if let Some((key, value)) = line.trim().split_once(": ") {
+                    let _ = sender.send((key.to_owned(), value.to_owned()));
+                }
+            }
+        });
+        let mut process = Self {
+            child,
+            endpoints: HashMap::new(),
+        };
+        while !ready_keys
+            .iter()
+            .all(|key| process.endpoints.contains_key(*key))
+        {
+            match receiver.recv_timeout(WAIT) {
+                Ok((key, value)) => {
+                    process.endpoints.insert(key, value);
+                }
+                Err(_) => bail!(
+                    "basalt {args:?} did not print {ready_keys:?} in time (exit: {:?})",
+                    process.child.try_wait()
+                ),
+            }
+        }
+        Ok(process)
+    }
+
+    pub fn endpoint(&self, key: &str) -> &str {
+        &self.endpoints[key]
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns whether it exited with success.
+    pub fn terminate(&mut self) -> Result<bool> {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()?;
+        if !status.success() {
+            bail!("cannot signal basalt");
+        }
+        Ok(self.child.wait()?.success())
+    }
+}
+
+impl Drop for BasaltProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A fresh database on the machine's PostgreSQL, dropped afterwards.
+pub struct PostgresDatabase {
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl PostgresDatabase {
+    pub async fn create() -> Result<Self> {
+        let server = std::env::var("BASALT_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        let admin_url = format!("{server}/postgres");
+        let name = format!("basalt_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = Database::connect(&admin_url).await.with_context(|| {
+            format!(
+                "PostgreSQL is required at {server} (set BASALT_TEST_POSTGRES to point elsewhere)"
+            )
+        })?;
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await?;
+        Ok(Self {
+            url: format!("{server}/{name}"),
+            admin_url,
+            name,
+        })
+    }
+
+    pub async fn drop_database(self) -> Result<()> {
+        let admin = Database::connect(&self.admin_url).await?;
+        admin
+            .execute_unprepared(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .await?;
+        Ok(())
+    }
+}
+
+/// A namespace of NATS subjects private to one test, so tests sharing the server stay apart.
+pub fn bus_namespace() -> String {
+    format!("test-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A Python with `packages` installed, in a venv cached across runs under
+/// `BASALT_TEST_CACHE` (default `~/.cache/basalt-tests`). Installs from PyPI when missing.
+pub fn python_with(venv_name: &str, packages: &[&str], probe_import: &str) -> Result<PathBuf> {
+    let cache = std::env::var("BASALT_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into()))
+                .join(".cache/basalt-tests")
+        });
+    std::fs::create_dir_all(&cache)?;
+    let lock = std::fs::File::create(cache.join(format!("{venv_name}.lock")))?;
+    lock.lock()?;
+    let venv = cache.join(venv_name);
+    let python = venv.join("bin/python");
+    let ready = python.exists()
+        && Command::new(&python)
+            .args(["-c", &format!("import {probe_import}")])
+            .status()?
+            .success();
+    if !ready {
+        let created = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .context("python3 is required")?;
+        if !created.success() {
+            bail!(
+                "cannot create a venv at {} (is python3-venv installed?)",
+                venv.display()
+            );
+        }
+        let installed = Command::new(&python)
+            .args(["-m", "pip", "install", "-q"])
+            .args(packages)
+            .status()?;
+        if !installed.success() {
+            bail!("pip could not install {packages:?} from PyPI");
+        }
+    }
+    Ok(python)
+}
+
+/// The repository root, for scripts kept in it.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("integration/ lives in the repo")
+        .to_path_buf()
+}

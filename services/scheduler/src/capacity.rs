@@ -1,0 +1,145 @@
+//! The scheduler's view of the nodes: the last capacity report of each, kept from the bus. A node
+//! whose reports stop for three of its own intervals is stale: unschedulable, not "down".
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use basalt::{ServiceError, bus::Bus, proto::CapacityReport};
+use futures::StreamExt;
+use tokio::{sync::watch, task::JoinHandle};
+
+/// Reports older than this many of the node's intervals make it unschedulable.
+const STALE_AFTER_INTERVALS: u32 = 3;
+/// A floor on the staleness window, so a very short interval does not flap.
+const MIN_STALE_WINDOW: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone)]
+pub struct NodeReport {
+    pub report: CapacityReport,
+    pub received_at: Instant,
+}
+
+impl NodeReport {
+    pub fn stale_window(&self) -> Duration {
+        (Duration::from_millis(u64::from(self.report.report_interval_ms)) * STALE_AFTER_INTERVALS)
+            .max(MIN_STALE_WINDOW)
+    }
+
+    pub fn is_fresh(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.received_at) <= self.stale_window()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct CapacityView {
+    nodes: RwLock<HashMap<String, NodeReport>>,
+}
+
+impl CapacityView {
+    /// Keeps `report` unless it is older than what we hold from the same boot of that node.
+    pub fn record(&self, report: CapacityReport) -> bool {
+        let mut nodes = self
+            .nodes
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(known) = nodes.get(&report.node_id)
+            && known.report.boot_id == report.boot_id
+            && known.report.sequence >= report.sequence
+        {
+            return false;
+        }
+        nodes.insert(
+            report.node_id.clone(),
+            NodeReport {
+                report,
+                received_at: Instant::now(),
+            },
+        );
+        true
+    }
+
+    pub fn nodes(&self) -> Vec<NodeReport> {
+        let nodes = self
+            .nodes
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut all: Vec<_> = nodes.values().cloned().collect();
+        all.sort_by(|a, b| a.report.node_id.cmp(&b.report.node_id));
+        all
+    }
+
+    pub fn node(&self, node_id: &str) -> Option<NodeReport> {
+        self.nodes
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(node_id)
+            .cloned()
+    }
+
+    /// Follows the bus until `stopped` turns true. Subscribes before returning, so a poll sent
+    /// right after cannot be answered before we listen.
+    pub async fn follow(
+        self: Arc<Self>,
+        bus: &Bus,
+        mut stopped: watch::Receiver<bool>,
+    ) -> Result<JoinHandle<()>, ServiceError> {
+        let mut reports = bus.subscribe_capacity().await?;
+        Ok(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    report = reports.next() => match report {
+                        Some(report) => {
+                            self.record(report);
+                        }
+                        None => {
+                            tracing::warn!("the capacity bus closed; placement keeps the last reports");
+                            return;
+                        }
+                    },
+                    _ = stopped.wait_for(|stop| *stop) => return,
+                }
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(node: &str, boot: &str, sequence: u64) -> CapacityReport {
+        CapacityReport {
+            node_id: node.into(),
+            boot_id: boot.into(),
+            sequence,
+            report_interval_ms: 1000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn older_reports_of_the_same_boot_are_ignored() {
+        let view = CapacityView::default();
+        assert!(view.record(report("n1", "b1", 5)));
+        assert!(!view.record(report("n1", "b1", 4)));
+        assert!(!view.record(report("n1", "b1", 5)));
+        assert!(view.record(report("n1", "b1", 6)));
+        // A restart starts its sequence again; its first report wins.
+        assert!(view.record(report("n1", "b2", 1)));
+        assert_eq!(view.node("n1").unwrap().report.boot_id, "b2");
+    }
+
+    #[test]
+    fn a_node_goes_stale_after_three_intervals() {
+        let received_at = Instant::now();
+        let node = NodeReport {
+            report: report("n1", "b1", 1),
+            received_at,
+        };
+        assert!(node.is_fresh(received_at + Duration::from_millis(2900)));
+        assert!(!node.is_fresh(received_at + Duration::from_millis(3100)));
+    }
+}

@@ -1,0 +1,221 @@
+//! The scheduler's database: the only place Basalt's durable state lives. SQLite by default,
+//! PostgreSQL for several scheduler replicas. Migrations run at start, under a lock on PostgreSQL
+//! so two replicas starting together do not race.
+
+pub mod volume;
+
+use sea_orm::{
+    ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait,
+    sea_query::{ColumnDef, Index, Table},
+};
+
+use basalt::ServiceError;
+
+/// Connects to `url` (`sqlite://path?mode=rwc`, `postgres://...`) and applies pending migrations.
+pub async fn connect(url: &str) -> Result<DatabaseConnection, ServiceError> {
+    let db = Database::connect(url).await.map_err(|error| {
+        ServiceError::unavailable(format!("cannot open the database {}: {error}", redact(url)))
+    })?;
+    if db.get_database_backend() == DbBackend::Sqlite {
+        // WAL lets readers proceed while a write is committing; busy_timeout waits out short locks.
+        db.execute_unprepared(
+            "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;",
+        )
+        .await
+        .map_err(db_error)?;
+    }
+    migrate(&db).await?;
+    Ok(db)
+}
+
+/// Hides a password in a database URL before it reaches a log or an error.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((credentials, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match credentials.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => format!("{scheme}://{credentials}@{host}"),
+    }
+}
+
+pub fn db_error(error: DbErr) -> ServiceError {
+    ServiceError::unavailable(format!("database error: {error}"))
+}
+
+/// One schema change; applied once, in order, recorded in `basalt_schema_migrations`.
+struct Migration {
+    version: i64,
+    name: &'static str,
+    statements: fn(DbBackend) -> Vec<Statement>,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "volumes",
+    statements: volumes_table,
+}];
+
+fn volumes_table(backend: DbBackend) -> Vec<Statement> {
+    use volume::Column as C;
+    let table = Table::create()
+        .table(volume::Entity)
+        .col(
+            ColumnDef::new(C::Id)
+                .string_len(36)
+                .not_null()
+                .primary_key(),
+        )
+        .col(ColumnDef::new(C::ProjectId).string_len(64).not_null())
+        .col(ColumnDef::new(C::UserId).string_len(255).not_null())
+        .col(ColumnDef::new(C::Name).string_len(255).not_null())
+        .col(ColumnDef::new(C::Description).string_len(255).not_null())
+        .col(ColumnDef::new(C::SizeGib).big_integer().not_null())
+        .col(ColumnDef::new(C::Status).string_len(32).not_null())
+        .col(ColumnDef::new(C::AttachStatus).string_len(32).not_null())
+        .col(
+            ColumnDef::new(C::AvailabilityZone)
+                .string_len(255)
+                .not_null(),
+        )
+        .col(ColumnDef::new(C::VolumeTypeId).string_len(36).null())
+        .col(ColumnDef::new(C::NodeId).string_len(64).null())
+        .col(ColumnDef::new(C::Backend).string_len(32).null())
+        .col(ColumnDef::new(C::Pool).string_len(255).null())
+        .col(ColumnDef::new(C::SnapshotId).string_len(36).null())
+        .col(ColumnDef::new(C::SourceVolumeId).string_len(36).null())
+        .col(ColumnDef::new(C::Metadata).text().not_null())
+        .col(ColumnDef::new(C::Bootable).boolean().not_null())
+        .col(ColumnDef::new(C::ErrorReason).text().not_null())
+        .col(ColumnDef::new(C::IdempotencyKey).string_len(255).null())
+        .col(
+            ColumnDef::new(C::CreatedAt)
+                .timestamp_with_time_zone()
+                .not_null(),
+        )
+        .col(
+            ColumnDef::new(C::UpdatedAt)
+                .timestamp_with_time_zone()
+                .not_null(),
+        )
+        .to_owned();
+    let by_project = Index::create()
+        .name("volumes_by_project")
+        .table(volume::Entity)
+        .col(C::ProjectId)
+        .col(C::CreatedAt)
+        .to_owned();
+    let by_pool = Index::create()
+        .name("volumes_by_pool")
+        .table(volume::Entity)
+        .col(C::NodeId)
+        .col(C::Pool)
+        .to_owned();
+    let idempotency = Index::create()
+        .name("volumes_by_idempotency_key")
+        .table(volume::Entity)
+        .col(C::ProjectId)
+        .col(C::IdempotencyKey)
+        .unique()
+        .to_owned();
+    vec![
+        backend.build(&table),
+        backend.build(&by_project),
+        backend.build(&by_pool),
+        backend.build(&idempotency),
+    ]
+}
+
+async fn migrate(db: &DatabaseConnection) -> Result<(), ServiceError> {
+    let backend = db.get_database_backend();
+    db.execute_unprepared(
+        "CREATE TABLE IF NOT EXISTS basalt_schema_migrations (version BIGINT PRIMARY KEY, name VARCHAR(255) NOT NULL)",
+    )
+    .await
+    .map_err(db_error)?;
+    let transaction = db.begin().await.map_err(db_error)?;
+    if backend == DbBackend::Postgres {
+        // Serialises concurrent starts of several schedulers; released at commit.
+        transaction
+            .execute_unprepared("SELECT pg_advisory_xact_lock(7350221)")
+            .await
+            .map_err(db_error)?;
+    }
+    let applied: Vec<i64> = transaction
+        .query_all_raw(Statement::from_string(
+            backend,
+            "SELECT version FROM basalt_schema_migrations",
+        ))
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(|row| row.try_get_by_index::<i64>(0))
+        .collect::<Result<_, _>>()
+        .map_err(db_error)?;
+    for migration in MIGRATIONS
+        .iter()
+        .filter(|migration| !applied.contains(&migration.version))
+    {
+        for statement in (migration.statements)(backend) {
+            transaction.execute_raw(statement).await.map_err(db_error)?;
+        }
+        transaction
+            .execute_raw(Statement::from_sql_and_values(
+                backend,
+                match backend {
+                    DbBackend::Postgres => {
+                        "INSERT INTO basalt_schema_migrations (version, name) VALUES ($1, $2)"
+                    }
+                    _ => "INSERT INTO basalt_schema_migrations (version, name) VALUES (?, ?)",
+                },
+                [migration.version.into(), migration.name.into()],
+            ))
+            .await
+            .map_err(db_error)?;
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "database migration applied"
+        );
+    }
+    transaction.commit().await.map_err(db_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact("postgres://basalt:s3cret@db:5432/basalt"),
+            "postgres://basalt:***@db:5432/basalt"
+        );
+        assert_eq!(
+            redact("postgres://basalt@db/basalt"),
+            "postgres://basalt@db/basalt"
+        );
+        assert_eq!(redact("sqlite://x.db?mode=rwc"), "sqlite://x.db?mode=rwc");
+    }
+
+    #[tokio::test]
+    async fn migrations_apply_once_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("b.db").display());
+        let db = connect(&url).await.unwrap();
+        drop(db);
+        // A second start finds everything applied and changes nothing.
+        let db = connect(&url).await.unwrap();
+        let rows = db
+            .query_all_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "SELECT version FROM basalt_schema_migrations",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), MIGRATIONS.len());
+    }
+}

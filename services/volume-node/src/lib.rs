@@ -1,0 +1,115 @@
+//! The volume node: one per storage host. It serves `NodeAgent` to the scheduler, keeps the bytes
+//! of volumes in its backend, and reports its capacity on the bus. It never writes the database.
+
+pub mod agent;
+pub mod backend;
+pub mod reporter;
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use basalt::{
+    ServiceError, bus::Bus, ids::NodeId, proto::node_agent_server::NodeAgentServer,
+    server::GrpcServices,
+};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+
+use crate::{
+    agent::Agent,
+    backend::{Backend, FileBackend, file::FileBackendConfig},
+    reporter::Reporter,
+};
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node_id: NodeId,
+    pub availability_zone: String,
+    /// Where the NodeAgent gRPC server listens; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// The endpoint the scheduler should call; defaults to the bound listen address.
+    pub advertise: Option<String>,
+    /// Directory of the `file` backend's pool.
+    pub file_root: PathBuf,
+    pub pool: String,
+    pub max_over_subscription_ratio: f64,
+    pub reserved_percentage: u32,
+    pub report_interval: Duration,
+}
+
+impl NodeConfig {
+    pub fn new(node_id: NodeId, file_root: PathBuf) -> Self {
+        Self {
+            node_id,
+            availability_zone: "nova".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
+            file_root,
+            pool: "default".into(),
+            max_over_subscription_ratio: 1.0,
+            reserved_percentage: 0,
+            report_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A started volume node. Dropping it does not stop it; call [`RunningNode::shutdown`].
+pub struct RunningNode {
+    pub grpc_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningNode {
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+pub async fn start(config: NodeConfig, bus: Bus) -> Result<RunningNode, ServiceError> {
+    let backend = Backend::File(FileBackend::open(FileBackendConfig {
+        root: config.file_root.clone(),
+        pool: config.pool.clone(),
+        max_over_subscription_ratio: config.max_over_subscription_ratio,
+        reserved_percentage: config.reserved_percentage,
+    })?);
+    let listener = TcpListener::bind(config.listen).await.map_err(|error| {
+        ServiceError::unavailable(format!("cannot listen on {}: {error}", config.listen))
+    })?;
+    let grpc_addr = listener.local_addr().map_err(|error| {
+        ServiceError::internal(format!("cannot read the bound address: {error}"))
+    })?;
+    let endpoint = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| format!("http://{grpc_addr}"));
+
+    let reporter = Arc::new(Reporter::new(&config, endpoint, bus));
+    let agent = Agent::new(Arc::new(backend), reporter.clone());
+    let (stop, stopped) = watch::channel(false);
+
+    let reporting = reporter
+        .clone()
+        .run(agent.backend(), stopped.clone())
+        .await?;
+    let mut stopped_server = stopped;
+    let serving = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped_server.wait_for(|stop| *stop).await;
+        };
+        if let Err(error) = GrpcServices::new()
+            .with_service(NodeAgentServer::new(agent))
+            .serve(listener, shutdown)
+            .await
+        {
+            tracing::error!(%error, "node agent server stopped");
+        }
+    });
+    tracing::info!(node = %config.node_id, %grpc_addr, "volume node started");
+    Ok(RunningNode {
+        grpc_addr,
+        stop,
+        tasks: vec![reporting, serving],
+    })
+}

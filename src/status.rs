@@ -1,0 +1,105 @@
+//! Cinder's status strings for Basalt's status enums. The database stores these strings and the
+//! REST gateway shows them, so the mapping lives here, once.
+
+use crate::proto::{AttachStatus, VolumeStatus};
+
+const VOLUME_STATUS_NAMES: &[(VolumeStatus, &str)] = &[
+    (VolumeStatus::Creating, "creating"),
+    (VolumeStatus::Available, "available"),
+    (VolumeStatus::Reserved, "reserved"),
+    (VolumeStatus::Attaching, "attaching"),
+    (VolumeStatus::Detaching, "detaching"),
+    (VolumeStatus::InUse, "in-use"),
+    (VolumeStatus::Maintenance, "maintenance"),
+    (VolumeStatus::Deleting, "deleting"),
+    (VolumeStatus::AwaitingTransfer, "awaiting-transfer"),
+    (VolumeStatus::Error, "error"),
+    (VolumeStatus::ErrorDeleting, "error_deleting"),
+    (VolumeStatus::BackingUp, "backing-up"),
+    (VolumeStatus::RestoringBackup, "restoring-backup"),
+    (VolumeStatus::ErrorBackingUp, "error_backing-up"),
+    (VolumeStatus::ErrorRestoring, "error_restoring"),
+    (VolumeStatus::ErrorExtending, "error_extending"),
+    (VolumeStatus::Downloading, "downloading"),
+    (VolumeStatus::Uploading, "uploading"),
+    (VolumeStatus::Retyping, "retyping"),
+    (VolumeStatus::Extending, "extending"),
+    (VolumeStatus::Reverting, "reverting"),
+];
+
+const ATTACH_STATUS_NAMES: &[(AttachStatus, &str)] = &[
+    (AttachStatus::Detached, "detached"),
+    (AttachStatus::Reserved, "reserved"),
+    (AttachStatus::Attaching, "attaching"),
+    (AttachStatus::Attached, "attached"),
+    (AttachStatus::Detaching, "detaching"),
+    (AttachStatus::ErrorAttaching, "error_attaching"),
+    (AttachStatus::ErrorDetaching, "error_detaching"),
+];
+
+impl VolumeStatus {
+    /// Cinder's name, e.g. `in-use`; `unspecified` for the zero value.
+    pub fn cinder_name(self) -> &'static str {
+        lookup_name(VOLUME_STATUS_NAMES, self)
+    }
+
+    pub fn from_cinder_name(name: &str) -> Option<Self> {
+        lookup_value(VOLUME_STATUS_NAMES, name)
+    }
+}
+
+impl AttachStatus {
+    pub fn cinder_name(self) -> &'static str {
+        lookup_name(ATTACH_STATUS_NAMES, self)
+    }
+
+    pub fn from_cinder_name(name: &str) -> Option<Self> {
+        lookup_value(ATTACH_STATUS_NAMES, name)
+    }
+}
+
+fn lookup_name<T: PartialEq + Copy>(table: &[(T, &'static str)], value: T) -> &'static str {
+    table
+        .iter()
+        .find(|(candidate, _)| *candidate == value)
+        .map_or("unspecified", |(_, name)| name)
+}
+
+fn lookup_value<T: Copy>(table: &[(T, &'static str)], name: &str) -> Option<T> {
+    table
+        .iter()
+        .find(|(_, candidate)| *candidate == name)
+        .map(|(value, _)| *value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_volume_status_has_one_cinder_name() {
+        for value in 1..=21 {
+            let status = VolumeStatus::try_from(value).unwrap();
+            let name = status.cinder_name();
+            assert_ne!(name, "unspecified", "{status:?}");
+            assert_eq!(VolumeStatus::from_cinder_name(name), Some(status));
+        }
+        assert_eq!(VolumeStatus::InUse.cinder_name(), "in-use");
+        assert_eq!(
+            VolumeStatus::ErrorBackingUp.cinder_name(),
+            "error_backing-up"
+        );
+        assert_eq!(VolumeStatus::from_cinder_name("bogus"), None);
+    }
+
+    #[test]
+    fn every_attach_status_has_one_cinder_name() {
+        for value in 1..=7 {
+            let status = AttachStatus::try_from(value).unwrap();
+            assert_eq!(
+                AttachStatus::from_cinder_name(status.cinder_name()),
+                Some(status)
+            );
+        }
+    }
+}
