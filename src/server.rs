@@ -1,9 +1,9 @@
 //! gRPC server set-up shared by every service: each one also serves `grpc.health.v1` and server
 //! reflection, so `grpcurl` and load balancers work against any Basalt process.
 
-use std::{convert::Infallible, future::Future};
+use std::{convert::Infallible, future::Future, net::SocketAddr};
 
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{body::Body, server::NamedService, service::Routes, transport::Server};
 use tonic_health::ServingStatus;
@@ -84,5 +84,69 @@ impl GrpcServices {
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
             .await
             .map_err(|error| ServiceError::internal(format!("grpc server failed: {error}")))
+    }
+}
+
+impl GrpcServices {
+    /// Serves in the background until `tasks` is shut down.
+    pub fn spawn(self, listener: TcpListener, tasks: &mut Tasks, what: &'static str) {
+        let stopped = tasks.stopped();
+        tasks.spawn(async move {
+            if let Err(error) = self.serve(listener, stopped).await {
+                tracing::error!(%error, "{what} stopped");
+            }
+        });
+    }
+}
+
+/// Binds `addr` (port 0 picks a free port) and returns the listener with its real address.
+pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServiceError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|error| ServiceError::unavailable(format!("cannot listen on {addr}: {error}")))?;
+    let bound = listener.local_addr().map_err(|error| {
+        ServiceError::internal(format!("cannot read the bound address: {error}"))
+    })?;
+    Ok((listener, bound))
+}
+
+/// The background tasks of a started service and the one signal that stops them all.
+pub struct Tasks {
+    stop: watch::Sender<bool>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Default for Tasks {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tasks {
+    pub fn new() -> Self {
+        Self {
+            stop: watch::channel(false).0,
+            handles: Vec::new(),
+        }
+    }
+
+    /// Resolves once [`Tasks::shutdown`] is called; give one to each loop.
+    pub fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut receiver = self.stop.subscribe();
+        async move {
+            let _ = receiver.wait_for(|stop| *stop).await;
+        }
+    }
+
+    pub fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        self.handles.push(tokio::spawn(task));
+    }
+
+    /// Signals every task to stop and waits for them.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for handle in self.handles {
+            let _ = handle.await;
+        }
     }
 }

@@ -9,8 +9,11 @@ pub mod versions;
 use std::{net::SocketAddr, time::Duration};
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
-use basalt::{ServiceError, channel::channel_with_timeout};
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use basalt::{
+    ServiceError,
+    channel::channel_with_timeout,
+    server::{self, Tasks},
+};
 use tonic::transport::Channel;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -32,25 +35,18 @@ struct GatewayState {
 
 pub struct RunningGateway {
     pub rest_addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    tasks: Tasks,
 }
 
 impl RunningGateway {
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
+        self.tasks.shutdown().await;
     }
 }
 
 pub async fn start(config: GatewayConfig) -> Result<RunningGateway, ServiceError> {
     let scheduler = channel_with_timeout(&config.scheduler_endpoint, SCHEDULER_CALL_TIMEOUT)?;
-    let listener = TcpListener::bind(config.listen).await.map_err(|error| {
-        ServiceError::unavailable(format!("cannot listen on {}: {error}", config.listen))
-    })?;
-    let rest_addr = listener.local_addr().map_err(|error| {
-        ServiceError::internal(format!("cannot read the bound address: {error}"))
-    })?;
+    let (listener, rest_addr) = server::bind(config.listen).await?;
     let router = Router::new()
         .route("/", get(versions::all_versions))
         .route("/v3", get(versions::v3_versions))
@@ -58,24 +54,18 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, ServiceError
         .route("/healthcheck", get(healthcheck))
         .fallback(versions::not_found)
         .with_state(GatewayState { scheduler });
-    let (stop, mut stopped) = watch::channel(false);
-    let task = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        };
+    let mut tasks = Tasks::new();
+    let stopped = tasks.stopped();
+    tasks.spawn(async move {
         if let Err(error) = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(stopped)
             .await
         {
             tracing::error!(%error, "rest gateway stopped");
         }
     });
     tracing::info!(%rest_addr, scheduler = %config.scheduler_endpoint, "rest gateway started");
-    Ok(RunningGateway {
-        rest_addr,
-        stop,
-        task,
-    })
+    Ok(RunningGateway { rest_addr, tasks })
 }
 
 /// 200 when the scheduler answers its gRPC health check, 503 otherwise.

@@ -9,7 +9,6 @@ use std::{
 
 use basalt::{ServiceError, bus::Bus, proto::CapacityReport};
 use futures::StreamExt;
-use tokio::{sync::watch, task::JoinHandle};
 
 /// Reports older than this many of the node's intervals make it unschedulable.
 const STALE_AFTER_INTERVALS: u32 = 3;
@@ -79,15 +78,16 @@ impl CapacityView {
             .cloned()
     }
 
-    /// Follows the bus until `stopped` turns true. Subscribes before returning, so a poll sent
+    /// Returns the loop that follows the bus until `stopped` resolves. Subscribes before returning, so a poll sent
     /// right after cannot be answered before we listen.
     pub async fn follow(
         self: Arc<Self>,
         bus: &Bus,
-        mut stopped: watch::Receiver<bool>,
-    ) -> Result<JoinHandle<()>, ServiceError> {
+        stopped: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<impl Future<Output = ()> + Send + 'static, ServiceError> {
         let mut reports = bus.subscribe_capacity().await?;
-        Ok(tokio::spawn(async move {
+        Ok(async move {
+            tokio::pin!(stopped);
             loop {
                 tokio::select! {
                     report = reports.next() => match report {
@@ -99,10 +99,10 @@ impl CapacityView {
                             return;
                         }
                     },
-                    _ = stopped.wait_for(|stop| *stop) => return,
+                    _ = &mut stopped => return,
                 }
             }
-        }))
+        })
     }
 }
 

@@ -15,10 +15,9 @@ use basalt::{
     ServiceError,
     bus::Bus,
     proto::{CapacityPoll, volume_service_server::VolumeServiceServer},
-    server::GrpcServices,
+    server::{self, GrpcServices, Tasks},
 };
 use sea_orm::DatabaseConnection;
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 use crate::{api::VolumeApi, capacity::CapacityView, nodes::NodeClients, volumes::Volumes};
 
@@ -43,31 +42,23 @@ pub struct Core {
 
 pub struct RunningScheduler {
     pub grpc_addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Tasks,
 }
 
 impl RunningScheduler {
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = task.await;
-        }
+        self.tasks.shutdown().await;
     }
 }
 
 pub async fn start(config: SchedulerConfig, bus: Bus) -> Result<RunningScheduler, ServiceError> {
     let db = db::connect(&config.database_url).await?;
-    let listener = TcpListener::bind(config.listen).await.map_err(|error| {
-        ServiceError::unavailable(format!("cannot listen on {}: {error}", config.listen))
-    })?;
-    let grpc_addr = listener.local_addr().map_err(|error| {
-        ServiceError::internal(format!("cannot read the bound address: {error}"))
-    })?;
-    let (stop, stopped) = watch::channel(false);
+    let (listener, grpc_addr) = server::bind(config.listen).await?;
+    let mut tasks = Tasks::new();
 
     let capacity = Arc::new(CapacityView::default());
-    let following = capacity.clone().follow(&bus, stopped.clone()).await?;
+    let following = capacity.clone().follow(&bus, tasks.stopped()).await?;
+    tasks.spawn(following);
     bus.publish_capacity_poll(&CapacityPoll {
         requested_by: config.instance.clone(),
     })
@@ -82,10 +73,10 @@ pub async fn start(config: SchedulerConfig, bus: Bus) -> Result<RunningScheduler
 
     // Give the nodes a moment to answer the poll, so resumed operations find their node at once;
     // operations whose node is still silent retry on their own.
-    let resuming = {
+    {
         let core = core.clone();
         let wait = config.initial_report_wait;
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             tokio::time::sleep(wait).await;
             match Volumes::new(core).resume_in_flight().await {
                 Ok(0) => {}
@@ -94,27 +85,12 @@ pub async fn start(config: SchedulerConfig, bus: Bus) -> Result<RunningScheduler
                     tracing::error!(%error, "cannot resume interrupted volume operations")
                 }
             }
-        })
-    };
+        });
+    }
 
-    let mut stopped_server = stopped;
-    let api = VolumeApi::new(core);
-    let serving = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stopped_server.wait_for(|stop| *stop).await;
-        };
-        if let Err(error) = GrpcServices::new()
-            .with_service(VolumeServiceServer::new(api))
-            .serve(listener, shutdown)
-            .await
-        {
-            tracing::error!(%error, "volume service stopped");
-        }
-    });
+    GrpcServices::new()
+        .with_service(VolumeServiceServer::new(VolumeApi::new(core)))
+        .spawn(listener, &mut tasks, "volume service");
     tracing::info!(%grpc_addr, database = %db::redact(&config.database_url), "scheduler started");
-    Ok(RunningScheduler {
-        grpc_addr,
-        stop,
-        tasks: vec![following, resuming, serving],
-    })
+    Ok(RunningScheduler { grpc_addr, tasks })
 }

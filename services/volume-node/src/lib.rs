@@ -8,10 +8,12 @@ pub mod reporter;
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use basalt::{
-    ServiceError, bus::Bus, ids::NodeId, proto::node_agent_server::NodeAgentServer,
-    server::GrpcServices,
+    ServiceError,
+    bus::Bus,
+    ids::NodeId,
+    proto::node_agent_server::NodeAgentServer,
+    server::{self, GrpcServices, Tasks},
 };
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 use crate::{
     agent::Agent,
@@ -54,16 +56,12 @@ impl NodeConfig {
 /// A started volume node. Dropping it does not stop it; call [`RunningNode::shutdown`].
 pub struct RunningNode {
     pub grpc_addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Tasks,
 }
 
 impl RunningNode {
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = task.await;
-        }
+        self.tasks.shutdown().await;
     }
 }
 
@@ -74,12 +72,7 @@ pub async fn start(config: NodeConfig, bus: Bus) -> Result<RunningNode, ServiceE
         max_over_subscription_ratio: config.max_over_subscription_ratio,
         reserved_percentage: config.reserved_percentage,
     })?);
-    let listener = TcpListener::bind(config.listen).await.map_err(|error| {
-        ServiceError::unavailable(format!("cannot listen on {}: {error}", config.listen))
-    })?;
-    let grpc_addr = listener.local_addr().map_err(|error| {
-        ServiceError::internal(format!("cannot read the bound address: {error}"))
-    })?;
+    let (listener, grpc_addr) = server::bind(config.listen).await?;
     let endpoint = config
         .advertise
         .clone()
@@ -87,29 +80,12 @@ pub async fn start(config: NodeConfig, bus: Bus) -> Result<RunningNode, ServiceE
 
     let reporter = Arc::new(Reporter::new(&config, endpoint, bus));
     let agent = Agent::new(Arc::new(backend), reporter.clone());
-    let (stop, stopped) = watch::channel(false);
-
-    let reporting = reporter
-        .clone()
-        .run(agent.backend(), stopped.clone())
-        .await?;
-    let mut stopped_server = stopped;
-    let serving = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stopped_server.wait_for(|stop| *stop).await;
-        };
-        if let Err(error) = GrpcServices::new()
-            .with_service(NodeAgentServer::new(agent))
-            .serve(listener, shutdown)
-            .await
-        {
-            tracing::error!(%error, "node agent server stopped");
-        }
-    });
+    let mut tasks = Tasks::new();
+    let reporting = reporter.run(agent.backend(), tasks.stopped()).await?;
+    tasks.spawn(reporting);
+    GrpcServices::new()
+        .with_service(NodeAgentServer::new(agent))
+        .spawn(listener, &mut tasks, "node agent server");
     tracing::info!(node = %config.node_id, %grpc_addr, "volume node started");
-    Ok(RunningNode {
-        grpc_addr,
-        stop,
-        tasks: vec![reporting, serving],
-    })
+    Ok(RunningNode { grpc_addr, tasks })
 }

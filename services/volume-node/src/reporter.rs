@@ -11,10 +11,7 @@ use std::{
 
 use basalt::{ServiceError, bus::Bus, ids::NodeId, proto::CapacityReport};
 use futures::StreamExt;
-use tokio::{
-    sync::{Notify, watch},
-    task::JoinHandle,
-};
+use tokio::sync::Notify;
 
 use crate::{NodeConfig, backend::Backend};
 
@@ -76,14 +73,15 @@ impl Reporter {
         }
     }
 
-    /// Starts the reporting loop; it ends when `stopped` turns true.
+    /// Subscribes to polls and returns the reporting loop, which ends when `stopped` resolves.
     pub async fn run(
         self: Arc<Self>,
         backend: Arc<Backend>,
-        mut stopped: watch::Receiver<bool>,
-    ) -> Result<JoinHandle<()>, ServiceError> {
+        stopped: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<impl Future<Output = ()> + Send + 'static, ServiceError> {
         let mut polls = self.bus.subscribe_capacity_polls().await?;
-        Ok(tokio::spawn(async move {
+        Ok(async move {
+            tokio::pin!(stopped);
             let mut ticker = tokio::time::interval(self.interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -91,10 +89,10 @@ impl Reporter {
                     _ = ticker.tick() => {}
                     _ = self.changed.notified() => {}
                     Some(_) = polls.next() => {}
-                    _ = stopped.wait_for(|stop| *stop) => return,
+                    _ = &mut stopped => return,
                 }
                 self.publish(&backend).await;
             }
-        }))
+        })
     }
 }
