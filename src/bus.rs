@@ -12,13 +12,14 @@ use tokio::sync::broadcast;
 use crate::{
     ServiceError,
     ids::NodeId,
-    proto::{CapacityPoll, CapacityReport},
+    proto::{CapacityPoll, CapacityReport, StatusEvent},
 };
 
 /// Subjects are `basalt.v1.capacity.<node>`; a namespace (e.g. `site-a.`) may prefix them so that
 /// several deployments, or several tests, share one NATS server without seeing each other.
 const CAPACITY_SUBJECT: &str = "basalt.v1.capacity";
 const CAPACITY_POLL_SUBJECT: &str = "basalt.v1.capacity-poll";
+const EVENTS_SUBJECT: &str = "basalt.v1.events";
 
 /// How many messages an in-process subscriber may fall behind before it skips ahead.
 const LOCAL_BUS_BACKLOG: usize = 1024;
@@ -136,6 +137,25 @@ impl Bus {
         let messages = self.subscribe(CAPACITY_POLL_SUBJECT).await?;
         Ok(Box::pin(messages.filter_map(|message| {
             futures::future::ready(decode_or_warn::<CapacityPoll>(&message))
+        })))
+    }
+}
+
+impl Bus {
+    /// Publishes a status change on `basalt.v1.events.<kind>`.
+    pub async fn publish_event(&self, event: &StatusEvent) -> Result<(), ServiceError> {
+        self.publish(
+            &format!("{EVENTS_SUBJECT}.{}", event.resource_kind),
+            event.encode_to_vec().into(),
+        )
+        .await
+    }
+
+    /// Every status event, of every kind.
+    pub async fn subscribe_events(&self) -> Result<BusStream<StatusEvent>, ServiceError> {
+        let messages = self.subscribe(&format!("{EVENTS_SUBJECT}.*")).await?;
+        Ok(Box::pin(messages.filter_map(|message| {
+            futures::future::ready(decode_or_warn::<StatusEvent>(&message))
         })))
     }
 }

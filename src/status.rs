@@ -1,7 +1,7 @@
 //! Cinder's status strings for Basalt's status enums. The database stores these strings and the
 //! REST gateway shows them, so the mapping lives here, once.
 
-use crate::proto::{AttachStatus, VolumeStatus};
+use crate::proto::{AttachStatus, SnapshotStatus, VolumeStatus};
 
 const VOLUME_STATUS_NAMES: &[(VolumeStatus, &str)] = &[
     (VolumeStatus::Creating, "creating"),
@@ -36,6 +36,26 @@ const ATTACH_STATUS_NAMES: &[(AttachStatus, &str)] = &[
     (AttachStatus::ErrorAttaching, "error_attaching"),
     (AttachStatus::ErrorDetaching, "error_detaching"),
 ];
+
+const SNAPSHOT_STATUS_NAMES: &[(SnapshotStatus, &str)] = &[
+    (SnapshotStatus::Creating, "creating"),
+    (SnapshotStatus::Available, "available"),
+    (SnapshotStatus::Error, "error"),
+    (SnapshotStatus::Deleting, "deleting"),
+    (SnapshotStatus::ErrorDeleting, "error_deleting"),
+    (SnapshotStatus::BackingUp, "backing-up"),
+    (SnapshotStatus::Restoring, "restoring"),
+];
+
+impl SnapshotStatus {
+    pub fn cinder_name(self) -> &'static str {
+        lookup_name(SNAPSHOT_STATUS_NAMES, self)
+    }
+
+    pub fn from_cinder_name(name: &str) -> Option<Self> {
+        lookup_value(SNAPSHOT_STATUS_NAMES, name)
+    }
+}
 
 impl VolumeStatus {
     /// Cinder's name, e.g. `in-use`; `unspecified` for the zero value.
@@ -90,6 +110,17 @@ mod tests {
             "error_backing-up"
         );
         assert_eq!(VolumeStatus::from_cinder_name("bogus"), None);
+    }
+
+    #[test]
+    fn every_snapshot_status_has_one_cinder_name() {
+        for value in 1..=7 {
+            let status = SnapshotStatus::try_from(value).unwrap();
+            assert_eq!(
+                SnapshotStatus::from_cinder_name(status.cinder_name()),
+                Some(status)
+            );
+        }
     }
 
     #[test]

@@ -60,6 +60,44 @@ struct BusArgs {
 }
 
 #[derive(Args)]
+struct ControlArgs {
+    /// Seconds an operation's owner holds it without renewing; then another scheduler takes over.
+    #[arg(long, env = "BASALT_OPERATION_LEASE_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    operation_lease_secs: u64,
+    /// Weighers with multipliers, Cinder's order: e.g. `capacity=1` or `allocated-capacity=-1`.
+    #[arg(
+        long = "weigher",
+        env = "BASALT_WEIGHERS",
+        value_delimiter = ',',
+        default_value = "capacity=1"
+    )]
+    weighers: Vec<String>,
+}
+
+impl ControlArgs {
+    fn into_config(self) -> Result<basalt_scheduler::ControlPlaneConfig> {
+        let mut config = basalt_scheduler::ControlPlaneConfig {
+            operation_lease: Duration::from_secs(self.operation_lease_secs),
+            reconcile_interval: Duration::from_secs(self.operation_lease_secs.div_ceil(5).max(1)),
+            ..Default::default()
+        };
+        config.weighers =
+            self.weighers
+                .iter()
+                .map(|entry| {
+                    let (name, multiplier) = entry.split_once('=').unwrap_or((entry.as_str(), "1"));
+                    let weigher = name.trim().parse().map_err(anyhow::Error::msg)?;
+                    let multiplier: f64 = multiplier.trim().parse().with_context(|| {
+                        format!("weigher {name}: {multiplier:?} is not a number")
+                    })?;
+                    Ok((weigher, multiplier))
+                })
+                .collect::<Result<_>>()?;
+        Ok(config)
+    }
+}
+
+#[derive(Args)]
 struct SchedulerArgs {
     /// `sqlite://path?mode=rwc` or `postgres://user@host/db`.
     #[arg(
@@ -73,6 +111,8 @@ struct SchedulerArgs {
     /// This replica's name in the service list (default: the host name).
     #[arg(long, env = "BASALT_INSTANCE")]
     instance: Option<String>,
+    #[command(flatten)]
+    control: ControlArgs,
     #[command(flatten)]
     bus: BusArgs,
 }
@@ -89,6 +129,9 @@ struct PoolArgs {
     /// Percent of the pool never handed out (Cinder's reserved_percentage).
     #[arg(long, env = "BASALT_RESERVED_PERCENTAGE", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
     reserved_percentage: u32,
+    /// Caps the file pool below its filesystem's size, in GiB.
+    #[arg(long, env = "BASALT_MAX_CAPACITY_GIB")]
+    max_capacity_gib: Option<u64>,
     /// Milliseconds between capacity reports (the node's heartbeat).
     #[arg(long, env = "BASALT_REPORT_INTERVAL_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
     report_interval_ms: u64,
@@ -152,6 +195,7 @@ async fn up(args: UpArgs) -> Result<()> {
             listen: args.grpc_listen,
             instance: host_name(),
             initial_report_wait: Duration::from_millis(500),
+            control: Default::default(),
         },
         bus.clone(),
     )
@@ -193,6 +237,7 @@ async fn scheduler(args: SchedulerArgs) -> Result<()> {
             listen: args.listen,
             instance: args.instance.unwrap_or_else(host_name),
             initial_report_wait: Duration::from_secs(2),
+            control: args.control.into_config()?,
         },
         bus,
     )
@@ -253,6 +298,7 @@ fn node_config(
     config.max_over_subscription_ratio = pool.max_over_subscription_ratio;
     config.reserved_percentage = pool.reserved_percentage;
     config.report_interval = Duration::from_millis(pool.report_interval_ms);
+    config.max_capacity_bytes = pool.max_capacity_gib.map(|gib| gib << 30);
     config
 }
 

@@ -126,6 +126,15 @@ where
     Ok(())
 }
 
+/// Production settings with short timers, so tests of take-overs finish quickly.
+pub fn fast_control_plane() -> basalt_scheduler::ControlPlaneConfig {
+    basalt_scheduler::ControlPlaneConfig {
+        operation_lease: Duration::from_secs(2),
+        reconcile_interval: Duration::from_millis(500),
+        ..Default::default()
+    }
+}
+
 /// A scheduler and volume nodes in this process, on SQLite and the in-process bus: `basalt up`
 /// without the gateway, with as many nodes as a test asks for.
 pub struct InProcessMesh {
@@ -161,6 +170,7 @@ impl InProcessMesh {
                 listen: "127.0.0.1:0".parse()?,
                 instance: "test-scheduler".into(),
                 initial_report_wait: Duration::from_millis(100),
+                control: fast_control_plane(),
             },
             bus.clone(),
         )

@@ -1,21 +1,34 @@
-//! The VolumeService gRPC surface: authenticates the call context and hands over to the domain
-//! modules.
+//! The VolumeService gRPC surface: reads the call context and hands over to the domain modules.
 
-use std::{sync::Arc, time::Instant};
+use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
 use basalt::{
+    ServiceError,
     context::CallContext,
     proto::{
-        CreateVolumeRequest, DeleteVolumeRequest, GetVolumeRequest, ListPoolsRequest,
-        ListPoolsResponse, ListServicesRequest, ListServicesResponse, ListVolumesRequest,
-        ListVolumesResponse, Pool, PoolRef, Service, Volume, volume_service_server::VolumeService,
+        AvailabilityZone, CreateSnapshotRequest, CreateVolumeRequest, CreateVolumeTypeRequest,
+        DeleteSnapshotRequest, DeleteVolumeRequest, DeleteVolumeTypeRequest,
+        DeleteVolumeTypeResponse, ExtendVolumeRequest, GetDefaultVolumeTypeRequest,
+        GetQuotasRequest, GetSnapshotRequest, GetVolumeRequest, GetVolumeTypeRequest,
+        ListAvailabilityZonesRequest, ListAvailabilityZonesResponse, ListPoolsRequest,
+        ListPoolsResponse, ListServicesRequest, ListServicesResponse, ListSnapshotsRequest,
+        ListSnapshotsResponse, ListVolumeTypesRequest, ListVolumeTypesResponse, ListVolumesRequest,
+        ListVolumesResponse, Pool, PoolRef, QuotaSet, ResetSnapshotStatusRequest,
+        ResetVolumeStatusRequest, RevertVolumeRequest, Service, SetVolumeTypeExtraSpecsRequest,
+        Snapshot, UnsetVolumeTypeExtraSpecRequest, UpdateQuotasRequest, UpdateSnapshotRequest,
+        UpdateVolumeRequest, UpdateVolumeTypeRequest, Volume, VolumeType, VolumeTypeAccessRequest,
+        volume_service_server::VolumeService,
     },
 };
 use tonic::{Request, Response, Status};
 
 use crate::{
-    Core,
-    volumes::{Volumes, to_proto},
+    Core, claims,
+    db::{self, volume},
+    quotas,
+    snapshots::{self, Snapshots},
+    types,
+    volumes::{self, Volumes},
 };
 
 const GIB: u64 = 1 << 30;
@@ -23,19 +36,42 @@ const GIB: u64 = 1 << 30;
 pub struct VolumeApi {
     core: Arc<Core>,
     volumes: Volumes,
+    snapshots: Snapshots,
 }
 
 impl VolumeApi {
     pub fn new(core: Arc<Core>) -> Self {
         Self {
             volumes: Volumes::new(core.clone()),
+            snapshots: Snapshots::new(core.clone()),
             core,
         }
+    }
+
+    async fn volume_reply(&self, model: &volume::Model) -> Result<Response<Volume>, Status> {
+        let names = types::names(&self.core.db).await?;
+        Ok(Response::new(volumes::to_proto(model, &names)))
+    }
+
+    async fn type_reply(
+        &self,
+        model: &db::volume_type::Model,
+    ) -> Result<Response<VolumeType>, Status> {
+        Ok(Response::new(types::to_proto(&self.core.db, model).await?))
     }
 }
 
 fn context<T>(request: &Request<T>) -> Result<CallContext, Status> {
     CallContext::from_metadata(request.metadata()).map_err(Status::from)
+}
+
+/// The project a quota call is about: the caller's own, or another one for admins.
+fn quota_project(context: &CallContext, requested: &str) -> Result<String, ServiceError> {
+    if requested.is_empty() || requested == context.project_id.as_str() {
+        return Ok(context.project_id.to_string());
+    }
+    context.require_admin("reading or changing another project's quotas")?;
+    Ok(basalt::ids::ProjectId::parse(requested)?.to_string())
 }
 
 #[tonic::async_trait]
@@ -46,7 +82,7 @@ impl VolumeService for VolumeApi {
     ) -> Result<Response<Volume>, Status> {
         let context = context(&request)?;
         let model = self.volumes.create(&context, request.into_inner()).await?;
-        Ok(Response::new(to_proto(&model)))
+        self.volume_reply(&model).await
     }
 
     async fn get_volume(
@@ -58,7 +94,7 @@ impl VolumeService for VolumeApi {
             .volumes
             .get(&context, &request.get_ref().volume_id)
             .await?;
-        Ok(Response::new(to_proto(&model)))
+        self.volume_reply(&model).await
     }
 
     async fn list_volumes(
@@ -67,8 +103,12 @@ impl VolumeService for VolumeApi {
     ) -> Result<Response<ListVolumesResponse>, Status> {
         let context = context(&request)?;
         let (rows, page) = self.volumes.list(&context, request.get_ref()).await?;
+        let names = types::names(&self.core.db).await?;
         Ok(Response::new(ListVolumesResponse {
-            volumes: rows.iter().map(to_proto).collect(),
+            volumes: rows
+                .iter()
+                .map(|row| volumes::to_proto(row, &names))
+                .collect(),
             page: Some(page),
         }))
     }
@@ -79,7 +119,276 @@ impl VolumeService for VolumeApi {
     ) -> Result<Response<Volume>, Status> {
         let context = context(&request)?;
         let model = self.volumes.delete(&context, request.get_ref()).await?;
-        Ok(Response::new(to_proto(&model)))
+        self.volume_reply(&model).await
+    }
+
+    async fn update_volume(
+        &self,
+        request: Request<UpdateVolumeRequest>,
+    ) -> Result<Response<Volume>, Status> {
+        let context = context(&request)?;
+        let model = self.volumes.update(&context, request.into_inner()).await?;
+        self.volume_reply(&model).await
+    }
+
+    async fn extend_volume(
+        &self,
+        request: Request<ExtendVolumeRequest>,
+    ) -> Result<Response<Volume>, Status> {
+        let context = context(&request)?;
+        let model = self.volumes.extend(&context, request.into_inner()).await?;
+        self.volume_reply(&model).await
+    }
+
+    async fn reset_volume_status(
+        &self,
+        request: Request<ResetVolumeStatusRequest>,
+    ) -> Result<Response<Volume>, Status> {
+        let context = context(&request)?;
+        let model = self
+            .volumes
+            .reset_status(&context, request.into_inner())
+            .await?;
+        self.volume_reply(&model).await
+    }
+
+    async fn revert_volume_to_snapshot(
+        &self,
+        request: Request<RevertVolumeRequest>,
+    ) -> Result<Response<Volume>, Status> {
+        let context = context(&request)?;
+        let model = self.volumes.revert(&context, request.into_inner()).await?;
+        self.volume_reply(&model).await
+    }
+
+    async fn create_snapshot(
+        &self,
+        request: Request<CreateSnapshotRequest>,
+    ) -> Result<Response<Snapshot>, Status> {
+        let context = context(&request)?;
+        let model = self
+            .snapshots
+            .create(&context, request.into_inner())
+            .await?;
+        Ok(Response::new(snapshots::to_proto(&model)))
+    }
+
+    async fn get_snapshot(
+        &self,
+        request: Request<GetSnapshotRequest>,
+    ) -> Result<Response<Snapshot>, Status> {
+        let context = context(&request)?;
+        let model = self
+            .snapshots
+            .get(&context, &request.get_ref().snapshot_id)
+            .await?;
+        Ok(Response::new(snapshots::to_proto(&model)))
+    }
+
+    async fn list_snapshots(
+        &self,
+        request: Request<ListSnapshotsRequest>,
+    ) -> Result<Response<ListSnapshotsResponse>, Status> {
+        let context = context(&request)?;
+        let (rows, page) = self.snapshots.list(&context, request.get_ref()).await?;
+        Ok(Response::new(ListSnapshotsResponse {
+            snapshots: rows.iter().map(snapshots::to_proto).collect(),
+            page: Some(page),
+        }))
+    }
+
+    async fn update_snapshot(
+        &self,
+        request: Request<UpdateSnapshotRequest>,
+    ) -> Result<Response<Snapshot>, Status> {
+        let context = context(&request)?;
+        let model = self
+            .snapshots
+            .update(&context, request.into_inner())
+            .await?;
+        Ok(Response::new(snapshots::to_proto(&model)))
+    }
+
+    async fn delete_snapshot(
+        &self,
+        request: Request<DeleteSnapshotRequest>,
+    ) -> Result<Response<Snapshot>, Status> {
+        let context = context(&request)?;
+        let model = self.snapshots.delete(&context, request.get_ref()).await?;
+        Ok(Response::new(snapshots::to_proto(&model)))
+    }
+
+    async fn reset_snapshot_status(
+        &self,
+        request: Request<ResetSnapshotStatusRequest>,
+    ) -> Result<Response<Snapshot>, Status> {
+        let context = context(&request)?;
+        let model = self
+            .snapshots
+            .reset_status(&context, request.into_inner())
+            .await?;
+        Ok(Response::new(snapshots::to_proto(&model)))
+    }
+
+    async fn create_volume_type(
+        &self,
+        request: Request<CreateVolumeTypeRequest>,
+    ) -> Result<Response<VolumeType>, Status> {
+        let context = context(&request)?;
+        let model = types::create(&self.core, &context, request.into_inner()).await?;
+        self.type_reply(&model).await
+    }
+
+    async fn get_volume_type(
+        &self,
+        request: Request<GetVolumeTypeRequest>,
+    ) -> Result<Response<VolumeType>, Status> {
+        let context = context(&request)?;
+        let model = types::resolve(&self.core.db, &context, &request.get_ref().volume_type).await?;
+        self.type_reply(&model).await
+    }
+
+    async fn get_default_volume_type(
+        &self,
+        request: Request<GetDefaultVolumeTypeRequest>,
+    ) -> Result<Response<VolumeType>, Status> {
+        context(&request)?;
+        let model = types::default_type(&self.core.db).await?;
+        self.type_reply(&model).await
+    }
+
+    async fn list_volume_types(
+        &self,
+        request: Request<ListVolumeTypesRequest>,
+    ) -> Result<Response<ListVolumeTypesResponse>, Status> {
+        let context = context(&request)?;
+        let models = types::list(&self.core.db, &context, request.get_ref()).await?;
+        let mut volume_types = Vec::with_capacity(models.len());
+        for model in &models {
+            volume_types.push(types::to_proto(&self.core.db, model).await?);
+        }
+        Ok(Response::new(ListVolumeTypesResponse { volume_types }))
+    }
+
+    async fn update_volume_type(
+        &self,
+        request: Request<UpdateVolumeTypeRequest>,
+    ) -> Result<Response<VolumeType>, Status> {
+        let context = context(&request)?;
+        let model = types::update(&self.core, &context, request.into_inner()).await?;
+        self.type_reply(&model).await
+    }
+
+    async fn delete_volume_type(
+        &self,
+        request: Request<DeleteVolumeTypeRequest>,
+    ) -> Result<Response<DeleteVolumeTypeResponse>, Status> {
+        let context = context(&request)?;
+        types::delete(&self.core, &context, &request.get_ref().volume_type_id).await?;
+        Ok(Response::new(DeleteVolumeTypeResponse {}))
+    }
+
+    async fn set_volume_type_extra_specs(
+        &self,
+        request: Request<SetVolumeTypeExtraSpecsRequest>,
+    ) -> Result<Response<VolumeType>, Status> {
+        let context = context(&request)?;
+        let model = types::set_extra_specs(&self.core, &context, request.into_inner()).await?;
+        self.type_reply(&model).await
+    }
+
+    async fn unset_volume_type_extra_spec(
+        &self,
+        request: Request<UnsetVolumeTypeExtraSpecRequest>,
+    ) -> Result<Response<VolumeType>, Status> {
+        let context = context(&request)?;
+        let request = request.get_ref();
+        let model =
+            types::unset_extra_spec(&self.core, &context, &request.volume_type_id, &request.key)
+                .await?;
+        self.type_reply(&model).await
+    }
+
+    async fn add_volume_type_access(
+        &self,
+        request: Request<VolumeTypeAccessRequest>,
+    ) -> Result<Response<VolumeType>, Status> {
+        let context = context(&request)?;
+        let request = request.get_ref();
+        let model = types::set_access(
+            &self.core,
+            &context,
+            &request.volume_type_id,
+            &request.project_id,
+            true,
+        )
+        .await?;
+        self.type_reply(&model).await
+    }
+
+    async fn remove_volume_type_access(
+        &self,
+        request: Request<VolumeTypeAccessRequest>,
+    ) -> Result<Response<VolumeType>, Status> {
+        let context = context(&request)?;
+        let request = request.get_ref();
+        let model = types::set_access(
+            &self.core,
+            &context,
+            &request.volume_type_id,
+            &request.project_id,
+            false,
+        )
+        .await?;
+        self.type_reply(&model).await
+    }
+
+    async fn get_quotas(
+        &self,
+        request: Request<GetQuotasRequest>,
+    ) -> Result<Response<QuotaSet>, Status> {
+        let context = context(&request)?;
+        let project = quota_project(&context, &request.get_ref().project_id)?;
+        Ok(Response::new(
+            quotas::quota_set(&self.core.db, &self.core.config.quota_defaults, &project).await?,
+        ))
+    }
+
+    async fn update_quotas(
+        &self,
+        request: Request<UpdateQuotasRequest>,
+    ) -> Result<Response<QuotaSet>, Status> {
+        let context = context(&request)?;
+        context.require_admin("changing quotas")?;
+        let request = request.into_inner();
+        let project = quota_project(&context, &request.project_id)?;
+        let txn = self.core.begin_write().await?;
+        quotas::update_limits(&*txn, &project, &request.limits).await?;
+        txn.commit().await?;
+        Ok(Response::new(
+            quotas::quota_set(&self.core.db, &self.core.config.quota_defaults, &project).await?,
+        ))
+    }
+
+    async fn list_availability_zones(
+        &self,
+        request: Request<ListAvailabilityZonesRequest>,
+    ) -> Result<Response<ListAvailabilityZonesResponse>, Status> {
+        context(&request)?;
+        let now = Instant::now();
+        let mut zones: BTreeMap<String, bool> = BTreeMap::new();
+        for node in self.core.capacity.nodes() {
+            let available = zones
+                .entry(node.report.availability_zone.clone())
+                .or_insert(false);
+            *available |= node.is_fresh(now);
+        }
+        Ok(Response::new(ListAvailabilityZonesResponse {
+            availability_zones: zones
+                .into_iter()
+                .map(|(name, available)| AvailabilityZone { name, available })
+                .collect(),
+        }))
     }
 
     async fn list_pools(
@@ -87,6 +396,7 @@ impl VolumeService for VolumeApi {
         request: Request<ListPoolsRequest>,
     ) -> Result<Response<ListPoolsResponse>, Status> {
         context(&request)?.require_admin("listing pools")?;
+        let claimed = claims::claimed(&self.core.db).await?;
         let now = Instant::now();
         let mut pools = Vec::new();
         for node in self.core.capacity.nodes() {
@@ -96,8 +406,8 @@ impl VolumeService for VolumeApi {
                 if !request.get_ref().name.is_empty() && request.get_ref().name != name {
                     continue;
                 }
+                let booked_gib = claimed.get(&name).copied().unwrap_or(0).max(0) as u64;
                 pools.push(Pool {
-                    name,
                     r#ref: Some(PoolRef {
                         node_id: report.node_id.clone(),
                         backend: capacity.backend.clone(),
@@ -106,8 +416,8 @@ impl VolumeService for VolumeApi {
                     availability_zone: report.availability_zone.clone(),
                     total_capacity_gib: capacity.total_bytes / GIB,
                     free_capacity_gib: capacity.free_bytes / GIB,
-                    provisioned_capacity_gib: capacity.provisioned_bytes / GIB,
-                    allocated_capacity_gib: capacity.allocated_bytes / GIB,
+                    provisioned_capacity_gib: (capacity.provisioned_bytes / GIB).max(booked_gib),
+                    allocated_capacity_gib: (capacity.allocated_bytes / GIB).max(booked_gib),
                     thin_provisioning_support: capacity.thin_provisioning_support,
                     thick_provisioning_support: capacity.thick_provisioning_support,
                     max_over_subscription_ratio: capacity.max_over_subscription_ratio,
@@ -116,6 +426,7 @@ impl VolumeService for VolumeApi {
                     capabilities: capacity.capabilities.clone(),
                     schedulable: node.is_fresh(now),
                     reported_at: report.reported_at,
+                    name,
                 });
             }
         }

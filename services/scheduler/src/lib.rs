@@ -1,12 +1,20 @@
 //! The scheduler: Basalt's control plane. It owns the database (the only service that does),
 //! serves the public `VolumeService`, places volumes on pools from the capacity reports on the
-//! bus, and drives the nodes through `NodeAgent`.
+//! bus, and drives the nodes through `NodeAgent` by way of the operation journal.
 
 pub mod api;
 pub mod capacity;
+pub mod claims;
+pub mod core;
 pub mod db;
+pub mod events;
+pub mod journal;
+pub mod lifecycle;
 pub mod nodes;
 pub mod placement;
+pub mod quotas;
+pub mod snapshots;
+pub mod types;
 pub mod volumes;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -17,9 +25,9 @@ use basalt::{
     proto::{CapacityPoll, volume_service_server::VolumeServiceServer},
     server::{self, GrpcServices, Tasks},
 };
-use sea_orm::DatabaseConnection;
 
-use crate::{api::VolumeApi, capacity::CapacityView, nodes::NodeClients, volumes::Volumes};
+pub use crate::core::{ControlPlaneConfig, Core};
+use crate::{api::VolumeApi, capacity::CapacityView};
 
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
@@ -28,16 +36,9 @@ pub struct SchedulerConfig {
     pub listen: SocketAddr,
     /// This replica's name in the service list.
     pub instance: String,
-    /// How long to wait at start for the first capacity reports before resuming operations.
+    /// How long to wait at start for the first capacity reports before re-driving operations.
     pub initial_report_wait: Duration,
-}
-
-/// State shared by the scheduler's parts.
-pub struct Core {
-    pub db: DatabaseConnection,
-    pub capacity: Arc<CapacityView>,
-    pub nodes: NodeClients,
-    pub instance: String,
+    pub control: ControlPlaneConfig,
 }
 
 pub struct RunningScheduler {
@@ -64,27 +65,23 @@ pub async fn start(config: SchedulerConfig, bus: Bus) -> Result<RunningScheduler
     })
     .await?;
 
-    let core = Arc::new(Core {
+    let core = Arc::new(Core::new(
         db,
         capacity,
-        nodes: NodeClients::default(),
-        instance: config.instance.clone(),
-    });
+        bus,
+        config.instance.clone(),
+        config.control.clone(),
+    ));
 
-    // Give the nodes a moment to answer the poll, so resumed operations find their node at once;
+    // Give the nodes a moment to answer the poll, so re-driven operations find their node at once;
     // operations whose node is still silent retry on their own.
     {
         let core = core.clone();
         let wait = config.initial_report_wait;
+        let stopped = tasks.stopped();
         tasks.spawn(async move {
             tokio::time::sleep(wait).await;
-            match Volumes::new(core).resume_in_flight().await {
-                Ok(0) => {}
-                Ok(count) => tracing::info!(count, "resumed interrupted volume operations"),
-                Err(error) => {
-                    tracing::error!(%error, "cannot resume interrupted volume operations")
-                }
-            }
+            journal::reconcile(core, stopped).await;
         });
     }
 

@@ -1,52 +1,44 @@
-//! Volume operations: validation, placement with its database record, status changes by
-//! compare-and-set, and the node calls that make the bytes real.
-//!
-//! A create or delete is recorded (status `creating`/`deleting`, node and pool chosen) before the
-//! node is called; the node call is idempotent, so a scheduler that restarts re-drives every
-//! volume it finds in a transitional status (see [`Volumes::resume_in_flight`]).
+//! Volume operations: validation, placement with its capacity claim and quota in the same
+//! transaction as the row, status changes by compare-and-set through the lifecycle table, and an
+//! operation in the journal for everything a node must do.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Instant,
+};
 
 use basalt::{
     ErrorCode, ServiceError,
     context::CallContext,
-    ids::VolumeId,
+    ids::{SnapshotId, VolumeId},
     proto::{
-        self, CreateVolumeRequest, DeleteVolumeRequest, ListVolumesRequest,
-        NodeCreateVolumeRequest, NodeDeleteVolumeRequest, PageInfo, PoolRef, VolumeStatus,
+        self, CreateVolumeRequest, DeleteVolumeRequest, ExtendVolumeRequest, ListVolumesRequest,
+        PageInfo, PoolRef, ResetVolumeStatusRequest, RevertVolumeRequest, SnapshotStatus,
+        UpdateVolumeRequest, VolumeStatus,
     },
 };
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, sea_query::Expr,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, Set, sea_query::Expr,
 };
 
 use crate::{
-    Core,
-    db::{db_error, volume},
+    Core, claims,
+    db::{db_error, snapshot, volume, volume_type},
+    events,
+    journal::{self, Operation, PendingEvent},
+    lifecycle::{self, SnapshotAction, VolumeAction},
     placement::{self, PlacementRequest, PoolCandidate},
+    quotas, snapshots, types,
 };
 
-const GIB: u64 = 1 << 30;
 /// 1 PiB: far above any real pool, low enough that byte sizes never overflow.
 pub const MAX_VOLUME_GIB: u64 = 1 << 20;
 const MAX_NAME_LEN: usize = 255;
 const MAX_METADATA_ITEMS: usize = 128;
-const DEFAULT_PAGE_SIZE: u64 = 1000;
-/// How long a node operation is retried while the node is unreachable before the volume goes to
-/// an error status.
-const NODE_RETRY_WINDOW: Duration = Duration::from_secs(120);
-const NODE_RETRY_PAUSE: Duration = Duration::from_millis(500);
-
-/// Statuses from which a volume may be deleted without `force` (Cinder's rule).
-const DELETABLE: &[VolumeStatus] = &[
-    VolumeStatus::Available,
-    VolumeStatus::Error,
-    VolumeStatus::ErrorRestoring,
-    VolumeStatus::ErrorExtending,
-    VolumeStatus::ErrorDeleting,
-];
+const MAX_PAGE_SIZE: u64 = 1000;
 
 pub struct Volumes {
     core: Arc<Core>,
@@ -57,16 +49,27 @@ impl Volumes {
         Self { core }
     }
 
-    fn db(&self) -> &DatabaseConnection {
-        &self.core.db
-    }
-
     pub async fn create(
         &self,
         context: &CallContext,
         request: CreateVolumeRequest,
     ) -> Result<volume::Model, ServiceError> {
-        validate_create(&request)?;
+        validate_fields(&request.name, &request.description, &request.metadata)?;
+        if request.idempotency_key.chars().count() > MAX_NAME_LEN {
+            return Err(ServiceError::invalid(format!(
+                "idempotency_key is too long: at most {MAX_NAME_LEN} characters"
+            )));
+        }
+        if !request.backup_id.is_empty() {
+            return Err(ServiceError::invalid(
+                "backup_id is set, but creating a volume from a backup needs the backup service, which this deployment does not run",
+            ));
+        }
+        if !request.snapshot_id.is_empty() && !request.source_volume_id.is_empty() {
+            return Err(ServiceError::invalid(
+                "give snapshot_id or source_volume_id, not both",
+            ));
+        }
         if !request.idempotency_key.is_empty()
             && let Some(existing) = self
                 .find_by_idempotency_key(context, &request.idempotency_key)
@@ -75,34 +78,117 @@ impl Volumes {
             return same_request_or_conflict(existing, &request);
         }
 
-        let pool = self.place(&request).await?;
+        let db = &self.core.db;
+        let volume_type = match request.volume_type.as_str() {
+            "" => types::default_type(db).await?,
+            wanted => types::resolve(db, context, wanted).await?,
+        };
+        let source = self.source(context, &request).await?;
+        let size_gib = match (&source, request.size_gib) {
+            (None, 0) => {
+                return Err(ServiceError::invalid(format!(
+                    "a volume needs a size between 1 and {MAX_VOLUME_GIB} GiB"
+                )));
+            }
+            (Some(source), 0) => source.size_gib,
+            (Some(source), size) if (size as i64) < source.size_gib => {
+                return Err(ServiceError::invalid(format!(
+                    "a volume created from {} must be at least {} GiB, not {size}",
+                    source.description, source.size_gib
+                )));
+            }
+            (_, size) => size as i64,
+        };
+        if size_gib as u64 > MAX_VOLUME_GIB {
+            return Err(ServiceError::invalid(format!(
+                "invalid size {size_gib} GiB: a volume must be between 1 and {MAX_VOLUME_GIB} GiB"
+            )));
+        }
+        quotas::check_volume_size(
+            db,
+            &self.core.config.quota_defaults,
+            context.project_id.as_str(),
+            size_gib,
+        )
+        .await?;
+
+        let specs = types::extra_specs(&volume_type);
+        let placement_request = PlacementRequest {
+            size_gib: size_gib as f64,
+            availability_zones: match request.availability_zone.as_str() {
+                "" => types::zones(&specs),
+                zone => vec![zone.to_owned()],
+            },
+            thick: types::wants_thick(&specs),
+            extra_specs: specs,
+        };
+        let ranked = match &source {
+            // A copy is made by the node that holds the source, in the source's pool.
+            Some(source) => vec![self.source_pool(source)?],
+            None => {
+                let candidates = self.candidates().await?;
+                placement::rank(&candidates, &placement_request, &self.core.config.weighers)?
+            }
+        };
+
+        let txn = self.core.begin_write().await?;
+        if let Some(source) = &source {
+            source.lock(&*txn).await?;
+        }
+        quotas::reserve(
+            &*txn,
+            &self.core.config.quota_defaults,
+            context.project_id.as_str(),
+            &quotas::volume_usage(&volume_type.name, size_gib),
+        )
+        .await?;
+        let mut chosen = None;
+        for pool in &ranked {
+            let capacity = claims::capacity_gib(pool, placement_request.thick);
+            if claims::claim(&*txn, &pool.host(), capacity, size_gib).await? {
+                chosen = Some(pool.clone());
+                break;
+            }
+        }
+        let Some(pool) = chosen else {
+            return Err(ServiceError::new(
+                ErrorCode::NoCapacity,
+                format!(
+                    "no valid node: every pool that could take a {size_gib} GiB volume is fully booked"
+                ),
+            ));
+        };
         let now = Utc::now();
-        let row = volume::ActiveModel {
+        let model = volume::ActiveModel {
             id: Set(VolumeId::new_random().to_string()),
             project_id: Set(context.project_id.to_string()),
             user_id: Set(context.user_id.clone()),
             name: Set(request.name.clone()),
             description: Set(request.description.clone()),
-            size_gib: Set(request.size_gib as i64),
+            size_gib: Set(size_gib),
             status: Set(VolumeStatus::Creating.cinder_name().into()),
             attach_status: Set(proto::AttachStatus::Detached.cinder_name().into()),
             availability_zone: Set(pool.availability_zone.clone()),
-            volume_type_id: Set(None),
+            volume_type_id: Set(Some(volume_type.id.clone())),
             node_id: Set(Some(pool.node_id.clone())),
             backend: Set(Some(pool.backend.clone())),
             pool: Set(Some(pool.pool.clone())),
-            snapshot_id: Set(None),
-            source_volume_id: Set(None),
+            snapshot_id: Set(source
+                .as_ref()
+                .and_then(|source| source.snapshot_id.clone())),
+            source_volume_id: Set(source.as_ref().and_then(|source| source.volume_id.clone())),
             metadata: Set(metadata_to_json(&request.metadata)),
-            bootable: Set(false),
+            bootable: Set(source.as_ref().is_some_and(|source| source.bootable)),
             error_reason: Set(String::new()),
             idempotency_key: Set(
                 (!request.idempotency_key.is_empty()).then(|| request.idempotency_key.clone())
             ),
             created_at: Set(now),
             updated_at: Set(now),
-        };
-        let model = row.insert(self.db()).await.map_err(|error| {
+        }
+        .insert(&*txn)
+        .await
+        .map_err(|error| {
             if error.to_string().to_lowercase().contains("unique") {
                 ServiceError::new(
                     ErrorCode::AlreadyExists,
@@ -112,8 +198,28 @@ impl Volumes {
                 db_error(error)
             }
         })?;
-        tracing::info!(volume_id = %model.id, host = %pool.host(), size_gib = request.size_gib, "volume placed");
-        self.spawn_create(model.clone());
+        let operation = Operation::CreateVolume {
+            volume_id: model.id.clone(),
+            node_id: pool.node_id.clone(),
+            pool: pool.pool.clone(),
+            size_gib,
+            source_snapshot_id: model.snapshot_id.clone(),
+            source_volume_id: model.source_volume_id.clone(),
+        };
+        let record = journal::record(&*txn, &self.core, &operation).await?;
+        txn.commit().await?;
+        tracing::info!(volume_id = %model.id, host = %pool.host(), size_gib, "volume placed");
+        self.core
+            .publish_status(
+                events::VOLUME,
+                &model.id,
+                &model.project_id,
+                "",
+                &model.status,
+                "",
+            )
+            .await;
+        journal::launch(self.core.clone(), record);
         Ok(model)
     }
 
@@ -125,14 +231,90 @@ impl Volumes {
         volume::Entity::find()
             .filter(volume::Column::ProjectId.eq(context.project_id.as_str()))
             .filter(volume::Column::IdempotencyKey.eq(key))
-            .one(self.db())
+            .one(&self.core.db)
             .await
             .map_err(db_error)
     }
 
-    /// Chooses a pool among the fresh reports, debiting what the database has booked there.
-    async fn place(&self, request: &CreateVolumeRequest) -> Result<PoolCandidate, ServiceError> {
-        let now = std::time::Instant::now();
+    /// Resolves and checks the snapshot or volume a new volume copies, if any.
+    async fn source(
+        &self,
+        context: &CallContext,
+        request: &CreateVolumeRequest,
+    ) -> Result<Option<Source>, ServiceError> {
+        if !request.snapshot_id.is_empty() {
+            let snapshot = snapshots::load(&self.core.db, context, &request.snapshot_id).await?;
+            let allowed = lifecycle::snapshot(SnapshotAction::VolumeSource).from;
+            let status = SnapshotStatus::from_cinder_name(&snapshot.status).unwrap_or_default();
+            if !allowed.contains(&status) {
+                return Err(ServiceError::conflict(format!(
+                    "snapshot {} is {}; a volume can be created from it only when it is {}",
+                    snapshot.id,
+                    snapshot.status,
+                    lifecycle::snapshot_names(allowed)
+                )));
+            }
+            let source_volume = volume::Entity::find_by_id(snapshot.volume_id.clone())
+                .one(&self.core.db)
+                .await
+                .map_err(db_error)?;
+            return Ok(Some(Source {
+                description: format!("snapshot {}", snapshot.id),
+                size_gib: snapshot.size_gib,
+                node_id: snapshot.node_id.clone(),
+                pool: snapshot.pool.clone(),
+                snapshot_id: Some(snapshot.id.clone()),
+                volume_id: None,
+                bootable: source_volume.is_some_and(|volume| volume.bootable),
+            }));
+        }
+        if !request.source_volume_id.is_empty() {
+            let source = self.get(context, &request.source_volume_id).await?;
+            check_action(&source, VolumeAction::CloneSource, "cloning")?;
+            let (node_id, pool) = placement_of(&source);
+            return Ok(Some(Source {
+                description: format!("volume {}", source.id),
+                size_gib: source.size_gib,
+                node_id,
+                pool,
+                snapshot_id: None,
+                volume_id: Some(source.id.clone()),
+                bootable: source.bootable,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// The pool of a copy's source, from its node's latest report.
+    fn source_pool(&self, source: &Source) -> Result<PoolCandidate, ServiceError> {
+        let node = self.core.capacity.node(&source.node_id).ok_or_else(|| {
+            ServiceError::unavailable(format!(
+                "node {} holding {} has not reported since this scheduler started; retry shortly",
+                source.node_id, source.description
+            ))
+        })?;
+        let pool = node
+            .report
+            .pools
+            .iter()
+            .find(|pool| pool.name == source.pool)
+            .ok_or_else(|| {
+                ServiceError::unavailable(format!(
+                    "node {} no longer reports pool {}",
+                    source.node_id, source.pool
+                ))
+            })?;
+        Ok(PoolCandidate::from_report(
+            &node.report.node_id,
+            &node.report.availability_zone,
+            pool,
+        ))
+    }
+
+    /// Every pool of every fresh report, with what the database has booked on it.
+    async fn candidates(&self) -> Result<Vec<PoolCandidate>, ServiceError> {
+        let booked = claims::claimed(&self.core.db).await?;
+        let now = Instant::now();
         let mut candidates = Vec::new();
         for node in self
             .core
@@ -142,36 +324,16 @@ impl Volumes {
             .filter(|node| node.is_fresh(now))
         {
             for pool in &node.report.pools {
-                let booked_gib = self.booked_gib(&node.report.node_id, &pool.name).await?;
-                candidates.push(
-                    PoolCandidate::from_report(
-                        &node.report.node_id,
-                        &node.report.availability_zone,
-                        pool,
-                    )
-                    .with_booked(booked_gib),
+                let candidate = PoolCandidate::from_report(
+                    &node.report.node_id,
+                    &node.report.availability_zone,
+                    pool,
                 );
+                let booked_gib = booked.get(&candidate.host()).copied().unwrap_or(0) as f64;
+                candidates.push(candidate.with_booked(booked_gib));
             }
         }
-        let placement_request = PlacementRequest {
-            size_gib: request.size_gib as f64,
-            availability_zone: request.availability_zone.clone(),
-            thick: false,
-        };
-        placement::place(&candidates, &placement_request)
-    }
-
-    async fn booked_gib(&self, node_id: &str, pool: &str) -> Result<f64, ServiceError> {
-        let sizes: Vec<i64> = volume::Entity::find()
-            .select_only()
-            .column(volume::Column::SizeGib)
-            .filter(volume::Column::NodeId.eq(node_id))
-            .filter(volume::Column::Pool.eq(pool))
-            .into_tuple()
-            .all(self.db())
-            .await
-            .map_err(db_error)?;
-        Ok(sizes.iter().sum::<i64>() as f64)
+        Ok(candidates)
     }
 
     pub async fn get(
@@ -179,18 +341,7 @@ impl Volumes {
         context: &CallContext,
         volume_id: &str,
     ) -> Result<volume::Model, ServiceError> {
-        let id = VolumeId::parse(volume_id)?;
-        let found = volume::Entity::find_by_id(id.to_string())
-            .one(self.db())
-            .await
-            .map_err(db_error)?;
-        match found {
-            Some(model) if context.is_admin || model.project_id == context.project_id.as_str() => {
-                Ok(model)
-            }
-            // Another project's volume is reported exactly like a missing one.
-            _ => Err(ServiceError::not_found(format!("volume {id} not found"))),
-        }
+        load(&self.core.db, context, volume_id).await
     }
 
     pub async fn list(
@@ -226,66 +377,190 @@ impl Volumes {
             condition =
                 condition.add(volume::Column::IdempotencyKey.eq(request.idempotency_key.as_str()));
         }
-
-        let (sort_column, descending) = sort_order(&request.sort)?;
-        let page = request.page.clone().unwrap_or_default();
-        let limit = if page.limit == 0 {
-            DEFAULT_PAGE_SIZE
-        } else {
-            u64::from(page.limit).min(DEFAULT_PAGE_SIZE)
-        };
-        let total_count = if request.with_count {
-            Some(
-                volume::Entity::find()
-                    .filter(condition.clone())
-                    .count(self.db())
-                    .await
-                    .map_err(db_error)?,
-            )
-        } else {
-            None
-        };
-
-        let mut page_condition = condition;
-        if !page.marker.is_empty() {
-            let marker = self.get(context, &page.marker).await.map_err(|_| {
-                ServiceError::invalid(format!(
-                    "marker {} is not a volume of this listing; start again without a marker",
-                    page.marker
-                ))
-            })?;
-            page_condition = page_condition.add(after_marker(sort_column, descending, &marker));
-        }
-        let mut query = volume::Entity::find().filter(page_condition);
-        query = if descending {
-            query
-                .order_by_desc(sort_column)
-                .order_by_desc(volume::Column::Id)
-        } else {
-            query
-                .order_by_asc(sort_column)
-                .order_by_asc(volume::Column::Id)
-        };
-        let mut rows = query
-            .offset(u64::from(page.offset))
-            .limit(limit + 1)
-            .all(self.db())
+        let db = &self.core.db;
+        let mut rows = volume::Entity::find()
+            .filter(condition.clone())
+            .all(db)
             .await
             .map_err(db_error)?;
-        let has_more = rows.len() as u64 > limit;
-        rows.truncate(limit as usize);
+        // Metadata filters match on the decoded map, so they work the same on every database.
+        if !request.metadata.is_empty() {
+            rows.retain(|row| {
+                let metadata = metadata_from_json(&row.metadata);
+                request
+                    .metadata
+                    .iter()
+                    .all(|(key, value)| metadata.get(key) == Some(value))
+            });
+        }
+        let total_count = request.with_count.then_some(rows.len() as u64);
+        let sort = sort_keys(&request.sort)?;
+        rows.sort_by(|a, b| compare(a, b, &sort));
+
+        let page = request.page.clone().unwrap_or_default();
+        let limit = if page.limit == 0 {
+            MAX_PAGE_SIZE
+        } else {
+            u64::from(page.limit).min(MAX_PAGE_SIZE)
+        } as usize;
+        let start = if page.marker.is_empty() {
+            0
+        } else {
+            let position = rows
+                .iter()
+                .position(|row| row.id == page.marker)
+                .ok_or_else(|| {
+                    ServiceError::invalid(format!(
+                        "marker {} is not a volume of this listing; start again without a marker",
+                        page.marker
+                    ))
+                })?;
+            position + 1
+        };
+        let start = start + page.offset as usize;
+        let page_rows: Vec<volume::Model> = rows.iter().skip(start).take(limit).cloned().collect();
+        let has_more = rows.len() > start + page_rows.len();
         let next_marker = if has_more {
-            rows.last().map(|row| row.id.clone()).unwrap_or_default()
+            page_rows
+                .last()
+                .map(|row| row.id.clone())
+                .unwrap_or_default()
         } else {
             String::new()
         };
         Ok((
-            rows,
+            page_rows,
             PageInfo {
                 next_marker,
                 total_count,
             },
         ))
+    }
+
+    pub async fn update(
+        &self,
+        context: &CallContext,
+        request: UpdateVolumeRequest,
+    ) -> Result<volume::Model, ServiceError> {
+        let model = self.get(context, &request.volume_id).await?;
+        check_action(&model, VolumeAction::Update, "updating")?;
+        let metadata = request.metadata.map(|update| update.items);
+        validate_fields(
+            request.name.as_deref().unwrap_or_default(),
+            request.description.as_deref().unwrap_or_default(),
+            metadata.as_ref().unwrap_or(&HashMap::new()),
+        )?;
+        let mut update = volume::Entity::update_many()
+            .col_expr(volume::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(volume::Column::Id.eq(model.id.as_str()))
+            .filter(statuses_condition(
+                lifecycle::volume(VolumeAction::Update).from,
+            ));
+        if let Some(name) = request.name {
+            update = update.col_expr(volume::Column::Name, Expr::value(name));
+        }
+        if let Some(description) = request.description {
+            update = update.col_expr(volume::Column::Description, Expr::value(description));
+        }
+        if let Some(metadata) = metadata {
+            update = update.col_expr(
+                volume::Column::Metadata,
+                Expr::value(metadata_to_json(&metadata)),
+            );
+        }
+        let updated = update.exec(&self.core.db).await.map_err(db_error)?;
+        if updated.rows_affected == 0 {
+            return Err(ServiceError::conflict(format!(
+                "volume {} changed status meanwhile; it can no longer be updated",
+                model.id
+            )));
+        }
+        self.get(context, &model.id).await
+    }
+
+    pub async fn extend(
+        &self,
+        context: &CallContext,
+        request: ExtendVolumeRequest,
+    ) -> Result<volume::Model, ServiceError> {
+        let model = self.get(context, &request.volume_id).await?;
+        let new_size = request.new_size_gib as i64;
+        if request.new_size_gib > MAX_VOLUME_GIB {
+            return Err(ServiceError::invalid(format!(
+                "invalid size {}: a volume can grow to at most {MAX_VOLUME_GIB} GiB",
+                request.new_size_gib
+            )));
+        }
+        if new_size <= model.size_gib {
+            return Err(ServiceError::invalid(format!(
+                "new size {new_size} GiB must be larger than the current {} GiB; volumes only grow",
+                model.size_gib
+            )));
+        }
+        check_action(&model, VolumeAction::Extend, "extending")?;
+        quotas::check_volume_size(
+            &self.core.db,
+            &self.core.config.quota_defaults,
+            &model.project_id,
+            new_size,
+        )
+        .await?;
+        let delta = new_size - model.size_gib;
+        let type_name = self.type_name(&model).await?;
+        let (node_id, pool_name) = placement_of(&model);
+        let host = host_of(&model);
+        let pool = self.core.capacity.node(&node_id).and_then(|node| {
+            node.report
+                .pools
+                .iter()
+                .find(|pool| pool.name == pool_name)
+                .map(|pool| {
+                    PoolCandidate::from_report(&node_id, &node.report.availability_zone, pool)
+                })
+        });
+
+        let txn = self.core.begin_write().await?;
+        let (before, model) = transition(&*txn, &model.id, VolumeAction::Extend, "").await?;
+        quotas::reserve(
+            &*txn,
+            &self.core.config.quota_defaults,
+            &model.project_id,
+            &quotas::extend_usage(&type_name, delta),
+        )
+        .await?;
+        let capacity = pool
+            .map(|pool| claims::capacity_gib(&pool, false))
+            .unwrap_or(0);
+        if !claims::claim(&*txn, &host, capacity, delta).await? {
+            return Err(ServiceError::new(
+                ErrorCode::NoCapacity,
+                format!(
+                    "pool {host} cannot take {delta} GiB more; the volume stays at {} GiB",
+                    model.size_gib
+                ),
+            ));
+        }
+        let operation = Operation::ExtendVolume {
+            volume_id: model.id.clone(),
+            node_id,
+            pool: pool_name,
+            old_size_gib: model.size_gib,
+            new_size_gib: new_size,
+        };
+        let record = journal::record(&*txn, &self.core, &operation).await?;
+        txn.commit().await?;
+        self.core
+            .publish_status(
+                events::VOLUME,
+                &model.id,
+                &model.project_id,
+                &before,
+                &model.status,
+                "",
+            )
+            .await;
+        journal::launch(self.core.clone(), record);
+        Ok(model)
     }
 
     pub async fn delete(
@@ -296,266 +571,555 @@ impl Volumes {
         if request.force {
             context.require_admin("force delete")?;
         }
-        if request.cascade {
-            return Err(ServiceError::invalid(
-                "cascade delete needs snapshots, which this deployment does not have; delete without cascade",
-            ));
-        }
         let model = self.get(context, &request.volume_id).await?;
-        let current =
-            VolumeStatus::from_cinder_name(&model.status).unwrap_or(VolumeStatus::Unspecified);
-        if current == VolumeStatus::Deleting {
-            // A repeated delete of a volume already on its way out is not an error.
+        if model.status == VolumeStatus::Deleting.cinder_name() {
+            // A repeated delete of a volume on its way out is not an error.
             return Ok(model);
         }
-        let allowed: Vec<VolumeStatus> = if request.force {
-            // Force skips the status rules, except that a create in flight must finish first: its
-            // node call could otherwise land after the delete and leave an orphaned volume.
-            all_statuses()
-                .into_iter()
-                .filter(|status| *status != VolumeStatus::Creating)
-                .collect()
+        let action = if request.force {
+            VolumeAction::ForceDelete
         } else {
-            DELETABLE.to_vec()
+            VolumeAction::Delete
         };
-        if !allowed.contains(&current) {
+        check_action(&model, action, "deleting")?;
+
+        let txn = self.core.begin_write().await?;
+        let (before, model) = transition(&*txn, &model.id, action, "").await?;
+        // Counted after the compare-and-set, which locks the row: a snapshot created meanwhile
+        // either committed before (and is seen here) or waits and then finds the volume deleting.
+        let volume_snapshots = snapshot::Entity::find()
+            .filter(snapshot::Column::VolumeId.eq(model.id.as_str()))
+            .all(&*txn)
+            .await
+            .map_err(db_error)?;
+        if !volume_snapshots.is_empty() && !request.cascade {
             return Err(ServiceError::conflict(format!(
-                "volume {} is {}; it can be deleted only when {}",
+                "volume {} has {} snapshots; delete them first, or delete with cascade",
                 model.id,
-                model.status,
-                names(DELETABLE)
+                volume_snapshots.len()
             )));
         }
-        let model = self
-            .transition(&model.id, &allowed, VolumeStatus::Deleting, "")
-            .await?;
-        self.spawn_delete(model.clone());
+        let snapshot_action = if request.force {
+            SnapshotAction::ForceDelete
+        } else {
+            SnapshotAction::Delete
+        };
+        let mut cascaded = Vec::new();
+        for volume_snapshot in &volume_snapshots {
+            let (snapshot_before, deleting) =
+                snapshots::transition(&*txn, &volume_snapshot.id, snapshot_action, "").await?;
+            cascaded.push((snapshot_before, deleting));
+        }
+        let (node_id, pool) = placement_of(&model);
+        let operation = Operation::DeleteVolume {
+            volume_id: model.id.clone(),
+            node_id,
+            pool,
+            snapshot_ids: volume_snapshots
+                .iter()
+                .map(|snapshot| snapshot.id.clone())
+                .collect(),
+        };
+        let record = journal::record(&*txn, &self.core, &operation).await?;
+        txn.commit().await?;
+        for (snapshot_before, deleting) in cascaded {
+            self.core
+                .publish_status(
+                    events::SNAPSHOT,
+                    &deleting.id,
+                    &deleting.project_id,
+                    &snapshot_before,
+                    &deleting.status,
+                    "",
+                )
+                .await;
+        }
+        self.core
+            .publish_status(
+                events::VOLUME,
+                &model.id,
+                &model.project_id,
+                &before,
+                &model.status,
+                "",
+            )
+            .await;
+        journal::launch(self.core.clone(), record);
         Ok(model)
     }
 
-    /// Compare-and-set: moves the volume to `to` only if it is still in one of `from`.
-    async fn transition(
+    pub async fn reset_status(
         &self,
-        volume_id: &str,
-        from: &[VolumeStatus],
-        to: VolumeStatus,
-        reason: &str,
+        context: &CallContext,
+        request: ResetVolumeStatusRequest,
     ) -> Result<volume::Model, ServiceError> {
-        let updated = volume::Entity::update_many()
-            .col_expr(volume::Column::Status, Expr::value(to.cinder_name()))
-            .col_expr(volume::Column::ErrorReason, Expr::value(reason))
+        context.require_admin("resetting a volume's status")?;
+        let target = VolumeStatus::try_from(request.status).unwrap_or_default();
+        if !lifecycle::VOLUME_RESETTABLE.contains(&target) {
+            return Err(ServiceError::invalid(format!(
+                "a volume can be reset to {} only",
+                lifecycle::volume_names(lifecycle::VOLUME_RESETTABLE)
+            )));
+        }
+        let attach_status =
+            proto::AttachStatus::try_from(request.attach_status).unwrap_or_default();
+        if attach_status == proto::AttachStatus::Attached || target == VolumeStatus::InUse {
+            return Err(ServiceError::invalid(
+                "a volume without attachments cannot be reset to attached or in-use",
+            ));
+        }
+        let model = self.get(context, &request.volume_id).await?;
+        let txn = self.core.begin_write().await?;
+        if journal::in_flight(&*txn, &model.id).await? {
+            return Err(ServiceError::conflict(format!(
+                "volume {} is {} with an operation in flight; wait for it to finish rather than reset it",
+                model.id, model.status
+            )));
+        }
+        let mut update = volume::Entity::update_many()
+            .col_expr(volume::Column::Status, Expr::value(target.cinder_name()))
             .col_expr(volume::Column::UpdatedAt, Expr::value(Utc::now()))
-            .filter(volume::Column::Id.eq(volume_id))
-            .filter(volume::Column::Status.is_in(from.iter().map(|status| status.cinder_name())))
-            .exec(self.db())
-            .await
-            .map_err(db_error)?;
-        let current = volume::Entity::find_by_id(volume_id.to_owned())
-            .one(self.db())
-            .await
-            .map_err(db_error)?;
-        match (updated.rows_affected, current) {
-            (1, Some(model)) => Ok(model),
-            (_, Some(model)) => Err(ServiceError::conflict(format!(
-                "volume {volume_id} is {} now; it can become {} only from {}",
-                model.status,
-                to.cinder_name(),
-                names(from)
-            ))),
-            (_, None) => Err(ServiceError::not_found(format!(
-                "volume {volume_id} not found"
-            ))),
+            .filter(volume::Column::Id.eq(model.id.as_str()))
+            .filter(volume::Column::Status.eq(model.status.as_str()));
+        if attach_status != proto::AttachStatus::Unspecified {
+            update = update.col_expr(
+                volume::Column::AttachStatus,
+                Expr::value(attach_status.cinder_name()),
+            );
         }
-    }
-
-    /// Re-drives every create and delete a previous run of the scheduler left unfinished.
-    pub async fn resume_in_flight(&self) -> Result<usize, ServiceError> {
-        let in_flight = volume::Entity::find()
-            .filter(volume::Column::Status.is_in([
-                VolumeStatus::Creating.cinder_name(),
-                VolumeStatus::Deleting.cinder_name(),
-            ]))
-            .all(self.db())
-            .await
-            .map_err(db_error)?;
-        let count = in_flight.len();
-        for model in in_flight {
-            tracing::info!(volume_id = %model.id, status = %model.status, "resuming an interrupted operation");
-            if model.status == VolumeStatus::Creating.cinder_name() {
-                self.spawn_create(model);
-            } else {
-                self.spawn_delete(model);
-            }
+        if update.exec(&*txn).await.map_err(db_error)?.rows_affected == 0 {
+            return Err(ServiceError::conflict(format!(
+                "volume {} changed status meanwhile; look again and retry",
+                model.id
+            )));
         }
-        Ok(count)
-    }
-
-    fn spawn_create(&self, model: volume::Model) {
-        let volumes = Volumes {
-            core: self.core.clone(),
-        };
-        tokio::spawn(async move { volumes.finish_create(model).await });
-    }
-
-    fn spawn_delete(&self, model: volume::Model) {
-        let volumes = Volumes {
-            core: self.core.clone(),
-        };
-        tokio::spawn(async move { volumes.finish_delete(model).await });
-    }
-
-    async fn finish_create(&self, model: volume::Model) {
-        let (node_id, pool) = placement_of(&model);
-        let request = NodeCreateVolumeRequest {
-            volume_id: model.id.clone(),
-            pool: pool.clone(),
-            size_bytes: model.size_gib as u64 * GIB,
-            source_snapshot_id: String::new(),
-            source_volume_id: String::new(),
-        };
-        let result = self
-            .with_node_retries(&node_id, |mut client| {
-                let request = request.clone();
-                async move { client.create_volume(request).await.map(|_| ()) }
-            })
+        txn.commit().await?;
+        tracing::warn!(volume_id = %model.id, from = %model.status, to = target.cinder_name(), "volume status reset by an admin");
+        self.core
+            .publish_status(
+                events::VOLUME,
+                &model.id,
+                &model.project_id,
+                &model.status,
+                target.cinder_name(),
+                "reset by an admin",
+            )
             .await;
-        let (to, reason) = match result {
-            Ok(()) => (VolumeStatus::Available, String::new()),
-            Err(error) => {
-                tracing::warn!(volume_id = %model.id, %error, "volume creation failed");
-                (
-                    VolumeStatus::Error,
-                    format!("creation on {node_id} failed: {error}"),
-                )
-            }
-        };
-        if let Err(error) = self
-            .transition(&model.id, &[VolumeStatus::Creating], to, &reason)
-            .await
-        {
-            // Someone else (a force delete, an admin reset) moved it meanwhile; their word stands.
-            tracing::info!(volume_id = %model.id, %error, "volume changed while it was being created");
-        }
+        self.get(context, &model.id).await
     }
 
-    async fn finish_delete(&self, model: volume::Model) {
+    pub async fn revert(
+        &self,
+        context: &CallContext,
+        request: RevertVolumeRequest,
+    ) -> Result<volume::Model, ServiceError> {
+        let model = self.get(context, &request.volume_id).await?;
+        let snapshot_id = SnapshotId::parse(&request.snapshot_id)?.to_string();
+        let latest = snapshot::Entity::find()
+            .filter(snapshot::Column::VolumeId.eq(model.id.as_str()))
+            .order_by_desc(snapshot::Column::CreatedAt)
+            .order_by_desc(snapshot::Column::Id)
+            .one(&self.core.db)
+            .await
+            .map_err(db_error)?;
+        match latest {
+            Some(latest) if latest.id == snapshot_id => {}
+            Some(latest) => {
+                return Err(ServiceError::invalid(format!(
+                    "a volume can only be reverted to its latest snapshot, which is {}, not {snapshot_id}",
+                    latest.id
+                )));
+            }
+            None => {
+                return Err(ServiceError::not_found(format!(
+                    "snapshot {snapshot_id} of volume {} not found",
+                    model.id
+                )));
+            }
+        }
+        check_action(&model, VolumeAction::Revert, "reverting")?;
+        let txn = self.core.begin_write().await?;
+        let (before, model) = transition(&*txn, &model.id, VolumeAction::Revert, "").await?;
+        let (snapshot_before, snapshot) =
+            snapshots::transition(&*txn, &snapshot_id, SnapshotAction::Revert, "").await?;
         let (node_id, pool) = placement_of(&model);
-        let result = if node_id.is_empty() {
-            Ok(())
-        } else {
-            let request = NodeDeleteVolumeRequest {
-                volume_id: model.id.clone(),
-                pool,
-            };
-            self.with_node_retries(&node_id, |mut client| {
-                let request = request.clone();
-                async move { client.delete_volume(request).await.map(|_| ()) }
-            })
-            .await
+        let operation = Operation::RevertVolume {
+            volume_id: model.id.clone(),
+            snapshot_id: snapshot.id.clone(),
+            node_id,
+            pool,
         };
-        match result {
-            Ok(()) => {
-                let deleted = volume::Entity::delete_many()
-                    .filter(volume::Column::Id.eq(model.id.as_str()))
-                    .filter(volume::Column::Status.eq(VolumeStatus::Deleting.cinder_name()))
-                    .exec(self.db())
-                    .await;
-                match deleted {
-                    Ok(_) => tracing::info!(volume_id = %model.id, "volume deleted"),
-                    Err(error) => {
-                        tracing::error!(volume_id = %model.id, %error, "volume storage removed but its row remains")
-                    }
-                }
-            }
-            Err(error) => {
-                tracing::warn!(volume_id = %model.id, %error, "volume deletion failed");
-                let reason = format!("deletion on {node_id} failed: {error}");
-                let _ = self
-                    .transition(
-                        &model.id,
-                        &[VolumeStatus::Deleting],
-                        VolumeStatus::ErrorDeleting,
-                        &reason,
-                    )
-                    .await;
-            }
-        }
+        let record = journal::record(&*txn, &self.core, &operation).await?;
+        txn.commit().await?;
+        self.core
+            .publish_status(
+                events::VOLUME,
+                &model.id,
+                &model.project_id,
+                &before,
+                &model.status,
+                "",
+            )
+            .await;
+        self.core
+            .publish_status(
+                events::SNAPSHOT,
+                &snapshot.id,
+                &snapshot.project_id,
+                &snapshot_before,
+                &snapshot.status,
+                "",
+            )
+            .await;
+        journal::launch(self.core.clone(), record);
+        Ok(model)
     }
 
-    /// Calls the node, retrying while it is unreachable; other errors are final.
-    async fn with_node_retries<F, Fut>(&self, node_id: &str, call: F) -> Result<(), ServiceError>
-    where
-        F: Fn(basalt::proto::node_agent_client::NodeAgentClient<tonic::transport::Channel>) -> Fut,
-        Fut: Future<Output = Result<(), tonic::Status>>,
-    {
-        let deadline = tokio::time::Instant::now() + NODE_RETRY_WINDOW;
-        loop {
-            let attempt = match self.core.nodes.client(&self.core.capacity, node_id) {
-                Ok(client) => call(client).await.map_err(ServiceError::from),
-                Err(error) => Err(error),
-            };
-            match attempt {
-                Err(error)
-                    if error.code == ErrorCode::Unavailable || error.code == ErrorCode::Timeout =>
-                {
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(error);
-                    }
-                    tokio::time::sleep(NODE_RETRY_PAUSE).await;
-                }
-                other => return other,
-            }
-        }
+    pub async fn type_name(&self, model: &volume::Model) -> Result<String, ServiceError> {
+        type_name_of(&self.core.db, model.volume_type_id.as_deref()).await
     }
 }
 
-fn placement_of(model: &volume::Model) -> (String, String) {
+pub async fn type_name_of(
+    db: &impl ConnectionTrait,
+    type_id: Option<&str>,
+) -> Result<String, ServiceError> {
+    let Some(type_id) = type_id else {
+        return Ok(String::new());
+    };
+    Ok(volume_type::Entity::find_by_id(type_id.to_owned())
+        .one(db)
+        .await
+        .map_err(db_error)?
+        .map(|model| model.name)
+        .unwrap_or_default())
+}
+
+/// What a new volume copies.
+struct Source {
+    description: String,
+    size_gib: i64,
+    node_id: String,
+    pool: String,
+    snapshot_id: Option<String>,
+    volume_id: Option<String>,
+    bootable: bool,
+}
+
+impl Source {
+    /// Touches the source row inside `txn` with a compare-and-set on its status: it stays a valid
+    /// source until the commit, and a concurrent delete of it waits for us.
+    async fn lock(&self, txn: &impl ConnectionTrait) -> Result<(), ServiceError> {
+        let locked = if let Some(snapshot_id) = &self.snapshot_id {
+            snapshot::Entity::update_many()
+                .col_expr(snapshot::Column::UpdatedAt, Expr::value(Utc::now()))
+                .filter(snapshot::Column::Id.eq(snapshot_id.as_str()))
+                .filter(snapshots::statuses_condition(
+                    lifecycle::snapshot(SnapshotAction::VolumeSource).from,
+                ))
+                .exec(txn)
+                .await
+                .map_err(db_error)?
+                .rows_affected
+        } else if let Some(volume_id) = &self.volume_id {
+            volume::Entity::update_many()
+                .col_expr(volume::Column::UpdatedAt, Expr::value(Utc::now()))
+                .filter(volume::Column::Id.eq(volume_id.as_str()))
+                .filter(statuses_condition(
+                    lifecycle::volume(VolumeAction::CloneSource).from,
+                ))
+                .exec(txn)
+                .await
+                .map_err(db_error)?
+                .rows_affected
+        } else {
+            1
+        };
+        if locked == 0 {
+            return Err(ServiceError::conflict(format!(
+                "{} changed status meanwhile; it can no longer be copied",
+                self.description
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Loads a volume the caller may see; another project's volume is reported like a missing one.
+pub async fn load(
+    db: &impl ConnectionTrait,
+    context: &CallContext,
+    volume_id: &str,
+) -> Result<volume::Model, ServiceError> {
+    let id = VolumeId::parse(volume_id)?;
+    let found = volume::Entity::find_by_id(id.to_string())
+        .one(db)
+        .await
+        .map_err(db_error)?;
+    match found {
+        Some(model) if context.is_admin || model.project_id == context.project_id.as_str() => {
+            Ok(model)
+        }
+        _ => Err(ServiceError::not_found(format!("volume {id} not found"))),
+    }
+}
+
+/// Fails with the statuses the action accepts when the volume is in another.
+fn check_action(
+    model: &volume::Model,
+    action: VolumeAction,
+    doing: &str,
+) -> Result<(), ServiceError> {
+    let allowed = lifecycle::volume(action).from;
+    let status = VolumeStatus::from_cinder_name(&model.status).unwrap_or_default();
+    if allowed.contains(&status) {
+        return Ok(());
+    }
+    Err(ServiceError::conflict(format!(
+        "volume {} is {}; {doing} needs it to be {}",
+        model.id,
+        model.status,
+        lifecycle::volume_names(allowed)
+    )))
+}
+
+pub fn statuses_condition(statuses: &[VolumeStatus]) -> Condition {
+    Condition::all()
+        .add(volume::Column::Status.is_in(statuses.iter().map(|status| status.cinder_name())))
+}
+
+/// Applies `action`'s start by compare-and-set inside `txn`; returns the status before and the
+/// updated row.
+pub async fn transition(
+    txn: &impl ConnectionTrait,
+    volume_id: &str,
+    action: VolumeAction,
+    reason: &str,
+) -> Result<(String, volume::Model), ServiceError> {
+    let rule = lifecycle::volume(action);
+    let before = volume::Entity::find_by_id(volume_id.to_owned())
+        .one(txn)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| ServiceError::not_found(format!("volume {volume_id} not found")))?;
+    let Some(during) = rule.during else {
+        return Ok((before.status.clone(), before));
+    };
+    set_status(txn, volume_id, rule.from, during, reason).await?;
+    let after = volume::Entity::find_by_id(volume_id.to_owned())
+        .one(txn)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| ServiceError::not_found(format!("volume {volume_id} not found")))?;
+    Ok((before.status, after))
+}
+
+/// `UPDATE volumes SET status = to WHERE id = ? AND status IN (from)`, failing when nothing matched.
+async fn set_status(
+    txn: &impl ConnectionTrait,
+    volume_id: &str,
+    from: &[VolumeStatus],
+    to: VolumeStatus,
+    reason: &str,
+) -> Result<(), ServiceError> {
+    let updated = volume::Entity::update_many()
+        .col_expr(volume::Column::Status, Expr::value(to.cinder_name()))
+        .col_expr(volume::Column::ErrorReason, Expr::value(reason))
+        .col_expr(volume::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(volume::Column::Id.eq(volume_id))
+        .filter(statuses_condition(from))
+        .exec(txn)
+        .await
+        .map_err(db_error)?;
+    if updated.rows_affected == 1 {
+        return Ok(());
+    }
+    let current = volume::Entity::find_by_id(volume_id.to_owned())
+        .one(txn)
+        .await
+        .map_err(db_error)?;
+    match current {
+        Some(model) => Err(ServiceError::conflict(format!(
+            "volume {volume_id} is {} now; it can become {} only from {}",
+            model.status,
+            to.cinder_name(),
+            lifecycle::volume_names(from)
+        ))),
+        None => Err(ServiceError::not_found(format!(
+            "volume {volume_id} not found"
+        ))),
+    }
+}
+
+/// Applies a finished volume operation's outcome inside the completion transaction.
+pub async fn complete(
+    txn: &impl ConnectionTrait,
+    operation: &Operation,
+    outcome: &Result<(), ServiceError>,
+) -> Result<Vec<PendingEvent>, ServiceError> {
+    let volume_id = operation.resource_id();
+    let Some(model) = volume::Entity::find_by_id(volume_id.to_owned())
+        .one(txn)
+        .await
+        .map_err(db_error)?
+    else {
+        tracing::warn!(volume_id, "the volume of a finished operation is gone");
+        return Ok(Vec::new());
+    };
+    let reason = outcome
+        .as_ref()
+        .err()
+        .map(|error| error.message.clone())
+        .unwrap_or_default();
+    let event = |to: &str| PendingEvent {
+        kind: events::VOLUME,
+        id: model.id.clone(),
+        project: model.project_id.clone(),
+        from: model.status.clone(),
+        to: to.to_owned(),
+        reason: reason.clone(),
+    };
+    let (action, during) = match operation {
+        Operation::CreateVolume { .. } => (VolumeAction::Create, VolumeStatus::Creating),
+        Operation::DeleteVolume { .. } => (VolumeAction::Delete, VolumeStatus::Deleting),
+        Operation::ExtendVolume { .. } => (VolumeAction::Extend, VolumeStatus::Extending),
+        Operation::RevertVolume { .. } => (VolumeAction::Revert, VolumeStatus::Reverting),
+        _ => {
+            return Err(ServiceError::internal(
+                "a snapshot operation reached the volume completion",
+            ));
+        }
+    };
+    let rule = lifecycle::volume(action);
+    let mut pending = Vec::new();
+    match (operation, outcome) {
+        (Operation::DeleteVolume { snapshot_ids, .. }, Ok(())) => {
+            for snapshot_id in snapshot_ids {
+                if let Some(removed) = snapshots::remove(txn, snapshot_id).await? {
+                    pending.push(removed);
+                }
+            }
+            let type_name = type_name_of(txn, model.volume_type_id.as_deref()).await?;
+            quotas::release(
+                txn,
+                &model.project_id,
+                &quotas::volume_usage(&type_name, model.size_gib),
+            )
+            .await?;
+            claims::release(txn, &host_of(&model), model.size_gib).await?;
+            volume::Entity::delete_by_id(model.id.clone())
+                .exec(txn)
+                .await
+                .map_err(db_error)?;
+            pending.push(event(events::DELETED));
+        }
+        (Operation::DeleteVolume { snapshot_ids, .. }, Err(_)) => {
+            for snapshot_id in snapshot_ids {
+                if let Some(failed) = snapshots::fail_deletion(txn, snapshot_id, &reason).await? {
+                    pending.push(failed);
+                }
+            }
+            set_status(txn, &model.id, &[during], rule.failure, &reason).await?;
+            pending.push(event(rule.failure.cinder_name()));
+        }
+        (
+            Operation::ExtendVolume {
+                old_size_gib,
+                new_size_gib,
+                ..
+            },
+            Ok(()),
+        ) => {
+            let success = rule.success.unwrap_or(VolumeStatus::Available);
+            volume::Entity::update_many()
+                .col_expr(volume::Column::SizeGib, Expr::value(*new_size_gib))
+                .filter(volume::Column::Id.eq(model.id.as_str()))
+                .filter(volume::Column::SizeGib.eq(*old_size_gib))
+                .exec(txn)
+                .await
+                .map_err(db_error)?;
+            set_status(txn, &model.id, &[during], success, "").await?;
+            pending.push(event(success.cinder_name()));
+        }
+        (
+            Operation::ExtendVolume {
+                old_size_gib,
+                new_size_gib,
+                ..
+            },
+            Err(_),
+        ) => {
+            // The volume keeps its old size; the space and quota taken for the growth go back.
+            let delta = new_size_gib - old_size_gib;
+            let type_name = type_name_of(txn, model.volume_type_id.as_deref()).await?;
+            quotas::release(
+                txn,
+                &model.project_id,
+                &quotas::extend_usage(&type_name, delta),
+            )
+            .await?;
+            claims::release(txn, &host_of(&model), delta).await?;
+            set_status(txn, &model.id, &[during], rule.failure, &reason).await?;
+            pending.push(event(rule.failure.cinder_name()));
+        }
+        (Operation::RevertVolume { snapshot_id, .. }, outcome) => {
+            if let Some(restored) = snapshots::finish_revert(txn, snapshot_id).await? {
+                pending.push(restored);
+            }
+            let to = if outcome.is_ok() {
+                rule.success.unwrap_or(VolumeStatus::Available)
+            } else {
+                rule.failure
+            };
+            set_status(txn, &model.id, &[during], to, &reason).await?;
+            pending.push(event(to.cinder_name()));
+        }
+        (_, outcome) => {
+            let to = if outcome.is_ok() {
+                rule.success.unwrap_or(VolumeStatus::Available)
+            } else {
+                rule.failure
+            };
+            set_status(txn, &model.id, &[during], to, &reason).await?;
+            pending.push(event(to.cinder_name()));
+        }
+    }
+    Ok(pending)
+}
+
+pub fn placement_of(model: &volume::Model) -> (String, String) {
     (
         model.node_id.clone().unwrap_or_default(),
         model.pool.clone().unwrap_or_default(),
     )
 }
 
-fn validate_create(request: &CreateVolumeRequest) -> Result<(), ServiceError> {
-    for (field, value) in [
-        ("snapshot_id", &request.snapshot_id),
-        ("source_volume_id", &request.source_volume_id),
-        ("backup_id", &request.backup_id),
-    ] {
-        if !value.is_empty() {
-            return Err(ServiceError::invalid(format!(
-                "{field} is set, but this deployment creates empty volumes only; create an empty volume without {field}"
-            )));
-        }
+/// The volume's pool as `host@backend#pool`, the key of its capacity claim.
+pub fn host_of(model: &volume::Model) -> String {
+    match (&model.node_id, &model.backend, &model.pool) {
+        (Some(node), Some(backend), Some(pool)) => format!("{node}@{backend}#{pool}"),
+        _ => String::new(),
     }
-    if !request.volume_type.is_empty() {
-        return Err(ServiceError::invalid(
-            "volume types are not defined in this deployment; leave volume_type empty",
-        ));
-    }
-    if request.size_gib == 0 || request.size_gib > MAX_VOLUME_GIB {
-        return Err(ServiceError::invalid(format!(
-            "invalid size {} GiB: a volume must be between 1 and {MAX_VOLUME_GIB} GiB",
-            request.size_gib
-        )));
-    }
-    for (field, value) in [
-        ("name", &request.name),
-        ("description", &request.description),
-        ("idempotency_key", &request.idempotency_key),
-    ] {
+}
+
+pub fn validate_fields(
+    name: &str,
+    description: &str,
+    metadata: &HashMap<String, String>,
+) -> Result<(), ServiceError> {
+    for (field, value) in [("name", name), ("description", description)] {
         if value.chars().count() > MAX_NAME_LEN {
             return Err(ServiceError::invalid(format!(
                 "{field} is too long: at most {MAX_NAME_LEN} characters"
             )));
         }
     }
-    if request.metadata.len() > MAX_METADATA_ITEMS {
+    if metadata.len() > MAX_METADATA_ITEMS {
         return Err(ServiceError::invalid(format!(
             "too many metadata items: at most {MAX_METADATA_ITEMS}"
         )));
     }
-    for (key, value) in &request.metadata {
+    for (key, value) in metadata {
         if key.is_empty()
             || key.chars().count() > MAX_NAME_LEN
             || value.chars().count() > MAX_NAME_LEN
@@ -572,7 +1136,10 @@ fn same_request_or_conflict(
     existing: volume::Model,
     request: &CreateVolumeRequest,
 ) -> Result<volume::Model, ServiceError> {
-    if existing.size_gib as u64 == request.size_gib && existing.name == request.name {
+    let same_size = request.size_gib == 0 || existing.size_gib as u64 == request.size_gib;
+    let same_source = existing.snapshot_id.clone().unwrap_or_default() == request.snapshot_id
+        && existing.source_volume_id.clone().unwrap_or_default() == request.source_volume_id;
+    if same_size && same_source && existing.name == request.name {
         return Ok(existing);
     }
     Err(ServiceError::new(
@@ -584,88 +1151,80 @@ fn same_request_or_conflict(
     ))
 }
 
-fn sort_order(sort: &[proto::SortKey]) -> Result<(volume::Column, bool), ServiceError> {
-    let Some(first) = sort.first() else {
-        return Ok((volume::Column::CreatedAt, true));
-    };
-    if sort.len() > 1 {
-        return Err(ServiceError::invalid(
-            "sort by one key at a time: created_at, updated_at, name, size, status or id",
-        ));
-    }
-    let column = match first.key.as_str() {
-        "created_at" => volume::Column::CreatedAt,
-        "updated_at" => volume::Column::UpdatedAt,
-        "name" => volume::Column::Name,
-        "size" => volume::Column::SizeGib,
-        "status" => volume::Column::Status,
-        "id" => volume::Column::Id,
-        other => {
-            return Err(ServiceError::invalid(format!(
-                "cannot sort by {other:?}: use created_at, updated_at, name, size, status or id"
-            )));
-        }
-    };
-    Ok((column, first.descending))
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SortField {
+    CreatedAt,
+    UpdatedAt,
+    Name,
+    Size,
+    Status,
+    Id,
 }
 
-/// Keyset pagination: rows strictly after the marker in (sort column, id) order.
-fn after_marker(column: volume::Column, descending: bool, marker: &volume::Model) -> Condition {
-    let value: sea_orm::Value = match column {
-        volume::Column::CreatedAt => marker.created_at.into(),
-        volume::Column::UpdatedAt => marker.updated_at.into(),
-        volume::Column::Name => marker.name.clone().into(),
-        volume::Column::SizeGib => marker.size_gib.into(),
-        volume::Column::Status => marker.status.clone().into(),
-        _ => marker.id.clone().into(),
-    };
-    let id = marker.id.clone();
-    if descending {
-        Condition::any().add(column.lt(value.clone())).add(
-            Condition::all()
-                .add(column.eq(value))
-                .add(volume::Column::Id.lt(id)),
-        )
-    } else {
-        Condition::any().add(column.gt(value.clone())).add(
-            Condition::all()
-                .add(column.eq(value))
-                .add(volume::Column::Id.gt(id)),
-        )
+fn sort_keys(sort: &[proto::SortKey]) -> Result<Vec<(SortField, bool)>, ServiceError> {
+    if sort.is_empty() {
+        return Ok(vec![(SortField::CreatedAt, true)]);
     }
-}
-
-fn all_statuses() -> Vec<VolumeStatus> {
-    (1..=21)
-        .filter_map(|value| VolumeStatus::try_from(value).ok())
+    sort.iter()
+        .map(|key| {
+            let field = match key.key.as_str() {
+                "created_at" => SortField::CreatedAt,
+                "updated_at" => SortField::UpdatedAt,
+                "name" => SortField::Name,
+                "size" => SortField::Size,
+                "status" => SortField::Status,
+                "id" => SortField::Id,
+                other => {
+                    return Err(ServiceError::invalid(format!(
+                        "cannot sort by {other:?}: use created_at, updated_at, name, size, status or id"
+                    )));
+                }
+            };
+            Ok((field, key.descending))
+        })
         .collect()
 }
 
-fn names(statuses: &[VolumeStatus]) -> String {
-    statuses
-        .iter()
-        .map(|status| status.cinder_name())
-        .collect::<Vec<_>>()
-        .join(", ")
+/// Orders by the sort keys, then by id, so pages are stable.
+fn compare(a: &volume::Model, b: &volume::Model, keys: &[(SortField, bool)]) -> std::cmp::Ordering {
+    for (field, descending) in keys {
+        let ordering = match field {
+            SortField::CreatedAt => a.created_at.cmp(&b.created_at),
+            SortField::UpdatedAt => a.updated_at.cmp(&b.updated_at),
+            SortField::Name => a.name.cmp(&b.name),
+            SortField::Size => a.size_gib.cmp(&b.size_gib),
+            SortField::Status => a.status.cmp(&b.status),
+            SortField::Id => a.id.cmp(&b.id),
+        };
+        let ordering = if *descending {
+            ordering.reverse()
+        } else {
+            ordering
+        };
+        if ordering.is_ne() {
+            return ordering;
+        }
+    }
+    a.id.cmp(&b.id)
 }
 
-pub fn metadata_to_json(metadata: &std::collections::HashMap<String, String>) -> String {
+pub fn metadata_to_json(metadata: &HashMap<String, String>) -> String {
     let sorted: BTreeMap<&String, &String> = metadata.iter().collect();
     serde_json::to_string(&sorted).unwrap_or_else(|_| "{}".into())
 }
 
-pub fn metadata_from_json(text: &str) -> std::collections::HashMap<String, String> {
+pub fn metadata_from_json(text: &str) -> HashMap<String, String> {
     serde_json::from_str(text).unwrap_or_default()
 }
 
-fn timestamp(time: chrono::DateTime<Utc>) -> prost_types::Timestamp {
+pub fn timestamp(time: chrono::DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: time.timestamp(),
         nanos: time.timestamp_subsec_nanos() as i32,
     }
 }
 
-pub fn to_proto(model: &volume::Model) -> proto::Volume {
+pub fn to_proto(model: &volume::Model, type_names: &HashMap<String, String>) -> proto::Volume {
     let status = VolumeStatus::from_cinder_name(&model.status).unwrap_or(VolumeStatus::Unspecified);
     let attach_status = proto::AttachStatus::from_cinder_name(&model.attach_status)
         .unwrap_or(proto::AttachStatus::Unspecified);
@@ -674,6 +1233,7 @@ pub fn to_proto(model: &volume::Model) -> proto::Volume {
         backend: model.backend.clone().unwrap_or_default(),
         pool: model.pool.clone().unwrap_or_default(),
     });
+    let type_id = model.volume_type_id.clone().unwrap_or_default();
     proto::Volume {
         id: model.id.clone(),
         project_id: model.project_id.clone(),
@@ -684,7 +1244,8 @@ pub fn to_proto(model: &volume::Model) -> proto::Volume {
         status: status as i32,
         attach_status: attach_status as i32,
         availability_zone: model.availability_zone.clone(),
-        volume_type_id: model.volume_type_id.clone().unwrap_or_default(),
+        volume_type_name: type_names.get(&type_id).cloned().unwrap_or_default(),
+        volume_type_id: type_id,
         pool,
         snapshot_id: model.snapshot_id.clone().unwrap_or_default(),
         source_volume_id: model.source_volume_id.clone().unwrap_or_default(),
@@ -703,43 +1264,24 @@ pub fn to_proto(model: &volume::Model) -> proto::Volume {
 mod tests {
     use super::*;
 
-    fn request(size: u64) -> CreateVolumeRequest {
-        CreateVolumeRequest {
-            size_gib: size,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn sizes_outside_the_range_are_refused_with_the_range() {
-        for size in [0, MAX_VOLUME_GIB + 1, u64::MAX] {
-            let error = validate_create(&request(size)).unwrap_err();
-            assert_eq!(error.code, ErrorCode::InvalidArgument);
-            assert!(error.message.contains("between 1 and"), "{}", error.message);
-        }
-        assert!(validate_create(&request(1)).is_ok());
-    }
-
     #[test]
     fn long_names_and_bad_metadata_are_refused() {
-        let mut long_name = request(1);
-        long_name.name = "n".repeat(256);
-        assert!(validate_create(&long_name).is_err());
-        let mut empty_key = request(1);
-        empty_key.metadata.insert(String::new(), "v".into());
-        assert!(validate_create(&empty_key).is_err());
+        assert!(validate_fields(&"n".repeat(256), "", &HashMap::new()).is_err());
+        let empty_key: HashMap<String, String> = [(String::new(), "v".to_owned())].into();
+        assert!(validate_fields("ok", "", &empty_key).is_err());
+        assert!(validate_fields("ok", "fine", &HashMap::new()).is_ok());
     }
 
     #[test]
     fn only_known_sort_keys_are_accepted() {
         assert!(
-            sort_order(&[proto::SortKey {
+            sort_keys(&[proto::SortKey {
                 key: "size".into(),
                 descending: false
             }])
             .is_ok()
         );
-        let error = sort_order(&[proto::SortKey {
+        let error = sort_keys(&[proto::SortKey {
             key: "password".into(),
             descending: false,
         }])

@@ -5,19 +5,23 @@ use std::{collections::HashMap, sync::Arc};
 
 use basalt::{
     ServiceError,
-    ids::VolumeId,
+    ids::{SnapshotId, VolumeId},
     proto::{
-        CapacityReport, NodeCreateVolumeRequest, NodeDeleteVolumeRequest, NodeDeleteVolumeResponse,
-        NodeGetCapacityRequest, NodeGetVolumeRequest, NodeVolume, node_agent_server::NodeAgent,
+        CapacityReport, NodeCreateVolumeRequest, NodeDeleteSnapshotResponse,
+        NodeDeleteVolumeRequest, NodeDeleteVolumeResponse, NodeExtendVolumeRequest,
+        NodeGetCapacityRequest, NodeGetVolumeRequest, NodeListStorageRequest,
+        NodeListStorageResponse, NodeRevertVolumeRequest, NodeSnapshot, NodeSnapshotRequest,
+        NodeVolume, node_agent_server::NodeAgent,
     },
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    backend::{Backend, BackendVolume},
+    backend::{Backend, BackendSnapshot, BackendVolume, VolumeSource},
     reporter::Reporter,
 };
+use uuid::Uuid;
 
 #[derive(Clone)]
 pub struct Agent {
@@ -40,25 +44,25 @@ impl Agent {
     }
 }
 
-/// One async lock per volume id; entries are dropped when nobody holds or waits for them.
+/// One async lock per resource id (volume or snapshot); entries are dropped when nobody holds or waits for them.
 #[derive(Default)]
 struct VolumeLocks {
-    locks: std::sync::Mutex<HashMap<VolumeId, Arc<Mutex<()>>>>,
+    locks: std::sync::Mutex<HashMap<Uuid, Arc<Mutex<()>>>>,
 }
 
 impl VolumeLocks {
-    async fn lock(&self, volume_id: VolumeId) -> VolumeLockGuard<'_> {
+    async fn lock(&self, id: Uuid) -> VolumeLockGuard<'_> {
         let lock = {
             let mut locks = self
                 .locks
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            locks.entry(volume_id).or_default().clone()
+            locks.entry(id).or_default().clone()
         };
         VolumeLockGuard {
             guard: Some(lock.lock_owned().await),
             locks: self,
-            volume_id,
+            id,
         }
     }
 }
@@ -66,7 +70,7 @@ impl VolumeLocks {
 struct VolumeLockGuard<'a> {
     guard: Option<OwnedMutexGuard<()>>,
     locks: &'a VolumeLocks,
-    volume_id: VolumeId,
+    id: Uuid,
 }
 
 impl Drop for VolumeLockGuard<'_> {
@@ -79,21 +83,43 @@ impl Drop for VolumeLockGuard<'_> {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         // Only the map holds the lock when strong_count is 1: nobody waits for it any more.
         if locks
-            .get(&self.volume_id)
+            .get(&self.id)
             .is_some_and(|lock| Arc::strong_count(lock) == 1)
         {
-            locks.remove(&self.volume_id);
+            locks.remove(&self.id);
         }
     }
 }
 
-fn to_proto(volume: BackendVolume) -> NodeVolume {
+fn volume_to_proto(volume: BackendVolume) -> NodeVolume {
     NodeVolume {
         volume_id: volume.volume_id.to_string(),
         pool: volume.pool,
         size_bytes: volume.size_bytes,
         path: volume.path,
         allocated_bytes: volume.allocated_bytes,
+    }
+}
+
+fn snapshot_to_proto(snapshot: BackendSnapshot, volume_id: String) -> NodeSnapshot {
+    NodeSnapshot {
+        snapshot_id: snapshot.snapshot_id.to_string(),
+        volume_id,
+        pool: snapshot.pool,
+        size_bytes: snapshot.size_bytes,
+        path: snapshot.path,
+    }
+}
+
+/// Parses an optional id field: empty is `None`.
+fn optional_id<T>(
+    text: &str,
+    parse: fn(&str) -> Result<T, ServiceError>,
+) -> Result<Option<T>, ServiceError> {
+    if text.is_empty() {
+        Ok(None)
+    } else {
+        parse(text).map(Some)
     }
 }
 
@@ -105,17 +131,27 @@ impl NodeAgent for Agent {
     ) -> Result<Response<NodeVolume>, Status> {
         let request = request.into_inner();
         let volume_id = VolumeId::parse(&request.volume_id)?;
-        if !request.source_snapshot_id.is_empty() || !request.source_volume_id.is_empty() {
-            return Err(ServiceError::invalid("this node creates empty volumes only; clear source_snapshot_id and source_volume_id").into());
-        }
-        let _guard = self.locks.lock(volume_id).await;
+        let snapshot = optional_id(&request.source_snapshot_id, SnapshotId::parse)?;
+        let source_volume = optional_id(&request.source_volume_id, VolumeId::parse)?;
+        let source = match (snapshot, source_volume) {
+            (None, None) => VolumeSource::Empty,
+            (Some(snapshot), None) => VolumeSource::Snapshot(snapshot),
+            (None, Some(volume)) => VolumeSource::Volume(volume),
+            (Some(_), Some(_)) => {
+                return Err(ServiceError::invalid(
+                    "give source_snapshot_id or source_volume_id, not both",
+                )
+                .into());
+            }
+        };
+        let _guard = self.locks.lock(*volume_id.as_uuid()).await;
         let volume = self
             .backend
-            .create_volume(&request.pool, volume_id, request.size_bytes)
+            .create_volume(&request.pool, volume_id, request.size_bytes, source)
             .await?;
-        tracing::info!(volume_id = %volume_id, pool = %request.pool, size_bytes = request.size_bytes, "volume created");
+        tracing::info!(volume_id = %volume_id, pool = %request.pool, size_bytes = request.size_bytes, ?source, "volume created");
         self.reporter.report_soon();
-        Ok(Response::new(to_proto(volume)))
+        Ok(Response::new(volume_to_proto(volume)))
     }
 
     async fn delete_volume(
@@ -124,7 +160,7 @@ impl NodeAgent for Agent {
     ) -> Result<Response<NodeDeleteVolumeResponse>, Status> {
         let request = request.into_inner();
         let volume_id = VolumeId::parse(&request.volume_id)?;
-        let _guard = self.locks.lock(volume_id).await;
+        let _guard = self.locks.lock(*volume_id.as_uuid()).await;
         let existed = self.backend.delete_volume(&request.pool, volume_id).await?;
         tracing::info!(volume_id = %volume_id, pool = %request.pool, existed, "volume deleted");
         self.reporter.report_soon();
@@ -138,7 +174,7 @@ impl NodeAgent for Agent {
         let request = request.into_inner();
         let volume_id = VolumeId::parse(&request.volume_id)?;
         match self.backend.get_volume(&request.pool, volume_id).await? {
-            Some(volume) => Ok(Response::new(to_proto(volume))),
+            Some(volume) => Ok(Response::new(volume_to_proto(volume))),
             None => Err(ServiceError::not_found(format!(
                 "volume {volume_id} is not in pool {:?} on this node",
                 request.pool
@@ -154,5 +190,88 @@ impl NodeAgent for Agent {
         Ok(Response::new(
             self.reporter.current_report(&self.backend).await?,
         ))
+    }
+
+    async fn extend_volume(
+        &self,
+        request: Request<NodeExtendVolumeRequest>,
+    ) -> Result<Response<NodeVolume>, Status> {
+        let request = request.into_inner();
+        let volume_id = VolumeId::parse(&request.volume_id)?;
+        let _guard = self.locks.lock(*volume_id.as_uuid()).await;
+        let volume = self
+            .backend
+            .extend_volume(&request.pool, volume_id, request.new_size_bytes)
+            .await?;
+        tracing::info!(volume_id = %volume_id, new_size_bytes = request.new_size_bytes, "volume extended");
+        self.reporter.report_soon();
+        Ok(Response::new(volume_to_proto(volume)))
+    }
+
+    async fn create_snapshot(
+        &self,
+        request: Request<NodeSnapshotRequest>,
+    ) -> Result<Response<NodeSnapshot>, Status> {
+        let request = request.into_inner();
+        let snapshot_id = SnapshotId::parse(&request.snapshot_id)?;
+        let volume_id = VolumeId::parse(&request.volume_id)?;
+        // The volume's lock: no revert or extend of it runs while its bytes are copied.
+        let _guard = self.locks.lock(*volume_id.as_uuid()).await;
+        let snapshot = self
+            .backend
+            .create_snapshot(&request.pool, snapshot_id, volume_id)
+            .await?;
+        tracing::info!(snapshot_id = %snapshot_id, volume_id = %volume_id, "snapshot created");
+        self.reporter.report_soon();
+        Ok(Response::new(snapshot_to_proto(
+            snapshot,
+            request.volume_id,
+        )))
+    }
+
+    async fn delete_snapshot(
+        &self,
+        request: Request<NodeSnapshotRequest>,
+    ) -> Result<Response<NodeDeleteSnapshotResponse>, Status> {
+        let request = request.into_inner();
+        let snapshot_id = SnapshotId::parse(&request.snapshot_id)?;
+        let _guard = self.locks.lock(*snapshot_id.as_uuid()).await;
+        let existed = self
+            .backend
+            .delete_snapshot(&request.pool, snapshot_id)
+            .await?;
+        tracing::info!(snapshot_id = %snapshot_id, existed, "snapshot deleted");
+        self.reporter.report_soon();
+        Ok(Response::new(NodeDeleteSnapshotResponse { existed }))
+    }
+
+    async fn revert_volume(
+        &self,
+        request: Request<NodeRevertVolumeRequest>,
+    ) -> Result<Response<NodeVolume>, Status> {
+        let request = request.into_inner();
+        let volume_id = VolumeId::parse(&request.volume_id)?;
+        let snapshot_id = SnapshotId::parse(&request.snapshot_id)?;
+        let _guard = self.locks.lock(*volume_id.as_uuid()).await;
+        let volume = self
+            .backend
+            .revert_volume(&request.pool, volume_id, snapshot_id)
+            .await?;
+        tracing::info!(volume_id = %volume_id, snapshot_id = %snapshot_id, "volume reverted");
+        Ok(Response::new(volume_to_proto(volume)))
+    }
+
+    async fn list_storage(
+        &self,
+        _request: Request<NodeListStorageRequest>,
+    ) -> Result<Response<NodeListStorageResponse>, Status> {
+        let (volumes, snapshots) = self.backend.list().await?;
+        Ok(Response::new(NodeListStorageResponse {
+            volumes: volumes.into_iter().map(volume_to_proto).collect(),
+            snapshots: snapshots
+                .into_iter()
+                .map(|snapshot| snapshot_to_proto(snapshot, String::new()))
+                .collect(),
+        }))
     }
 }

@@ -34,6 +34,8 @@ pub struct NodeConfig {
     pub pool: String,
     pub max_over_subscription_ratio: f64,
     pub reserved_percentage: u32,
+    /// Caps the file pool below its filesystem's size.
+    pub max_capacity_bytes: Option<u64>,
     pub report_interval: Duration,
 }
 
@@ -48,6 +50,7 @@ impl NodeConfig {
             pool: "default".into(),
             max_over_subscription_ratio: 1.0,
             reserved_percentage: 0,
+            max_capacity_bytes: None,
             report_interval: Duration::from_secs(10),
         }
     }
@@ -71,6 +74,7 @@ pub async fn start(config: NodeConfig, bus: Bus) -> Result<RunningNode, ServiceE
         pool: config.pool.clone(),
         max_over_subscription_ratio: config.max_over_subscription_ratio,
         reserved_percentage: config.reserved_percentage,
+        max_capacity_bytes: config.max_capacity_bytes,
     })?);
     let (listener, grpc_addr) = server::bind(config.listen).await?;
     let endpoint = config

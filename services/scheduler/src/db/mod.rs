@@ -2,7 +2,14 @@
 //! PostgreSQL for several scheduler replicas. Migrations run at start, under a lock on PostgreSQL
 //! so two replicas starting together do not race.
 
+pub mod operation;
+pub mod pool_claim;
+pub mod quota_limit;
+pub mod quota_usage;
+pub mod snapshot;
 pub mod volume;
+pub mod volume_type;
+pub mod volume_type_access;
 
 use sea_orm::{
     ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait,
@@ -53,11 +60,222 @@ struct Migration {
     statements: fn(DbBackend) -> Vec<Statement>,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "volumes",
-    statements: volumes_table,
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "volumes",
+        statements: volumes_table,
+    },
+    Migration {
+        version: 2,
+        name: "lifecycle",
+        statements: lifecycle_tables,
+    },
+];
+
+/// The name of the type every deployment starts with (Cinder's `__DEFAULT__`).
+pub const DEFAULT_VOLUME_TYPE: &str = "__DEFAULT__";
+
+/// Snapshots, volume types, quotas, pool claims and the operation journal.
+fn lifecycle_tables(backend: DbBackend) -> Vec<Statement> {
+    let snapshots = {
+        use snapshot::Column as C;
+        Table::create()
+            .table(snapshot::Entity)
+            .col(
+                ColumnDef::new(C::Id)
+                    .string_len(36)
+                    .not_null()
+                    .primary_key(),
+            )
+            .col(ColumnDef::new(C::ProjectId).string_len(64).not_null())
+            .col(ColumnDef::new(C::UserId).string_len(255).not_null())
+            .col(ColumnDef::new(C::VolumeId).string_len(36).not_null())
+            .col(ColumnDef::new(C::Name).string_len(255).not_null())
+            .col(ColumnDef::new(C::Description).string_len(255).not_null())
+            .col(ColumnDef::new(C::SizeGib).big_integer().not_null())
+            .col(ColumnDef::new(C::Status).string_len(32).not_null())
+            .col(ColumnDef::new(C::Metadata).text().not_null())
+            .col(ColumnDef::new(C::Progress).integer().not_null())
+            .col(ColumnDef::new(C::ErrorReason).text().not_null())
+            .col(ColumnDef::new(C::NodeId).string_len(64).not_null())
+            .col(ColumnDef::new(C::Backend).string_len(32).not_null())
+            .col(ColumnDef::new(C::Pool).string_len(255).not_null())
+            .col(ColumnDef::new(C::VolumeTypeId).string_len(36).null())
+            .col(ColumnDef::new(C::IdempotencyKey).string_len(255).null())
+            .col(
+                ColumnDef::new(C::CreatedAt)
+                    .timestamp_with_time_zone()
+                    .not_null(),
+            )
+            .col(
+                ColumnDef::new(C::UpdatedAt)
+                    .timestamp_with_time_zone()
+                    .not_null(),
+            )
+            .to_owned()
+    };
+    let snapshots_by_volume = Index::create()
+        .name("snapshots_by_volume")
+        .table(snapshot::Entity)
+        .col(snapshot::Column::VolumeId)
+        .to_owned();
+    let snapshots_by_project = Index::create()
+        .name("snapshots_by_project")
+        .table(snapshot::Entity)
+        .col(snapshot::Column::ProjectId)
+        .col(snapshot::Column::CreatedAt)
+        .to_owned();
+    let volume_types = {
+        use volume_type::Column as C;
+        Table::create()
+            .table(volume_type::Entity)
+            .col(
+                ColumnDef::new(C::Id)
+                    .string_len(36)
+                    .not_null()
+                    .primary_key(),
+            )
+            .col(
+                ColumnDef::new(C::Name)
+                    .string_len(255)
+                    .not_null()
+                    .unique_key(),
+            )
+            .col(ColumnDef::new(C::Description).string_len(255).not_null())
+            .col(ColumnDef::new(C::IsPublic).boolean().not_null())
+            .col(ColumnDef::new(C::ExtraSpecs).text().not_null())
+            .col(ColumnDef::new(C::IsDefault).boolean().not_null())
+            .col(
+                ColumnDef::new(C::CreatedAt)
+                    .timestamp_with_time_zone()
+                    .not_null(),
+            )
+            .col(
+                ColumnDef::new(C::UpdatedAt)
+                    .timestamp_with_time_zone()
+                    .not_null(),
+            )
+            .to_owned()
+    };
+    let type_access = {
+        use volume_type_access::Column as C;
+        Table::create()
+            .table(volume_type_access::Entity)
+            .col(ColumnDef::new(C::VolumeTypeId).string_len(36).not_null())
+            .col(ColumnDef::new(C::ProjectId).string_len(64).not_null())
+            .primary_key(Index::create().col(C::VolumeTypeId).col(C::ProjectId))
+            .to_owned()
+    };
+    let quota_limits = {
+        use quota_limit::Column as C;
+        Table::create()
+            .table(quota_limit::Entity)
+            .col(ColumnDef::new(C::ProjectId).string_len(64).not_null())
+            .col(ColumnDef::new(C::Resource).string_len(300).not_null())
+            .col(ColumnDef::new(C::HardLimit).big_integer().not_null())
+            .primary_key(Index::create().col(C::ProjectId).col(C::Resource))
+            .to_owned()
+    };
+    let quota_usages = {
+        use quota_usage::Column as C;
+        Table::create()
+            .table(quota_usage::Entity)
+            .col(ColumnDef::new(C::ProjectId).string_len(64).not_null())
+            .col(ColumnDef::new(C::Resource).string_len(300).not_null())
+            .col(ColumnDef::new(C::InUse).big_integer().not_null())
+            .primary_key(Index::create().col(C::ProjectId).col(C::Resource))
+            .to_owned()
+    };
+    let pool_claims = {
+        use pool_claim::Column as C;
+        Table::create()
+            .table(pool_claim::Entity)
+            .col(
+                ColumnDef::new(C::Host)
+                    .string_len(400)
+                    .not_null()
+                    .primary_key(),
+            )
+            .col(ColumnDef::new(C::ClaimedGib).big_integer().not_null())
+            .col(ColumnDef::new(C::CapacityGib).big_integer().not_null())
+            .col(
+                ColumnDef::new(C::UpdatedAt)
+                    .timestamp_with_time_zone()
+                    .not_null(),
+            )
+            .to_owned()
+    };
+    let operations = {
+        use operation::Column as C;
+        Table::create()
+            .table(operation::Entity)
+            .col(
+                ColumnDef::new(C::Id)
+                    .string_len(36)
+                    .not_null()
+                    .primary_key(),
+            )
+            .col(ColumnDef::new(C::Kind).string_len(64).not_null())
+            .col(ColumnDef::new(C::ResourceId).string_len(36).not_null())
+            .col(ColumnDef::new(C::Payload).text().not_null())
+            .col(ColumnDef::new(C::Owner).string_len(255).not_null())
+            .col(
+                ColumnDef::new(C::LeaseExpiresAt)
+                    .timestamp_with_time_zone()
+                    .not_null(),
+            )
+            .col(ColumnDef::new(C::Attempt).integer().not_null())
+            .col(
+                ColumnDef::new(C::CreatedAt)
+                    .timestamp_with_time_zone()
+                    .not_null(),
+            )
+            .to_owned()
+    };
+    let operations_by_resource = Index::create()
+        .name("operations_by_resource")
+        .table(operation::Entity)
+        .col(operation::Column::ResourceId)
+        .to_owned();
+    let now = chrono::Utc::now();
+    let default_type = sea_orm::sea_query::Query::insert()
+        .into_table(volume_type::Entity)
+        .columns([
+            volume_type::Column::Id,
+            volume_type::Column::Name,
+            volume_type::Column::Description,
+            volume_type::Column::IsPublic,
+            volume_type::Column::ExtraSpecs,
+            volume_type::Column::IsDefault,
+            volume_type::Column::CreatedAt,
+            volume_type::Column::UpdatedAt,
+        ])
+        .values_panic([
+            uuid::Uuid::new_v4().to_string().into(),
+            DEFAULT_VOLUME_TYPE.into(),
+            "Default Volume Type".into(),
+            true.into(),
+            "{}".into(),
+            true.into(),
+            now.into(),
+            now.into(),
+        ])
+        .to_owned();
+    vec![
+        backend.build(&snapshots),
+        backend.build(&snapshots_by_volume),
+        backend.build(&snapshots_by_project),
+        backend.build(&volume_types),
+        backend.build(&type_access),
+        backend.build(&quota_limits),
+        backend.build(&quota_usages),
+        backend.build(&pool_claims),
+        backend.build(&operations),
+        backend.build(&operations_by_resource),
+        backend.build(&default_type),
+    ]
+}
 
 fn volumes_table(backend: DbBackend) -> Vec<Statement> {
     use volume::Column as C;

@@ -1,10 +1,26 @@
 //! Filters: a pool passes or is dropped. Formulas follow Cinder's AvailabilityZoneFilter and
 //! CapacityFilter (`cinder/scheduler/filters/capacity_filter.py`).
 
-use super::{PlacementRequest, PoolCandidate};
+use std::collections::HashMap;
+
+use super::{PlacementRequest, PoolCandidate, extra_specs};
 
 pub fn availability_zone(pool: &PoolCandidate, request: &PlacementRequest) -> bool {
-    request.availability_zone.is_empty() || pool.availability_zone == request.availability_zone
+    request.availability_zones.is_empty()
+        || request.availability_zones.contains(&pool.availability_zone)
+}
+
+/// Cinder's CapabilitiesFilter: every checked extra spec must match the pool's capability.
+pub fn capabilities(pool: &PoolCandidate, specs: &HashMap<String, String>) -> bool {
+    specs.iter().all(
+        |(key, requirement)| match extra_specs::capability_key(key) {
+            None => true,
+            Some(capability) => pool
+                .capabilities
+                .get(capability)
+                .is_some_and(|have| extra_specs::matches(have, requirement)),
+        },
+    )
 }
 
 /// The largest request [`capacity`] would let through, for error messages.

@@ -1,7 +1,35 @@
-//! Weighers: rank the pools that passed the filters. Cinder's CapacityWeigher weighs by virtual
-//! free capacity (`sched_utils.calculate_capacity_factors`), normalised over the candidates.
+//! Weighers: rank the pools that passed the filters. Each weigher's raw weights are normalised to
+//! 0..1 over the candidates (Cinder's `base_weight.normalize`), multiplied by the weigher's
+//! multiplier, and summed.
 
 use super::PoolCandidate;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weigher {
+    /// Virtual free capacity (Cinder's CapacityWeigher). Multiplier 1.0 spreads volumes; a
+    /// negative one stacks them.
+    Capacity,
+    /// Allocated capacity (Cinder's AllocatedCapacityWeigher); use a negative multiplier (Cinder's
+    /// default is -1.0) so the least allocated pool wins.
+    AllocatedCapacity,
+    /// Number of volumes (Cinder's VolumeNumberWeigher); negative to prefer fewer volumes.
+    VolumeNumber,
+}
+
+impl std::str::FromStr for Weigher {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "capacity" => Ok(Self::Capacity),
+            "allocated-capacity" => Ok(Self::AllocatedCapacity),
+            "volume-number" => Ok(Self::VolumeNumber),
+            other => Err(format!(
+                "unknown weigher {other:?}: use capacity, allocated-capacity or volume-number"
+            )),
+        }
+    }
+}
 
 /// Cinder's virtual free capacity in GiB: thin pools count the over-subscription they may still
 /// promise, thick pools the smaller of free space and unprovisioned space.
@@ -15,14 +43,23 @@ pub fn virtual_free_gib(pool: &PoolCandidate, thick: bool) -> f64 {
     pool.free_gib.min(available - pool.provisioned_gib)
 }
 
-/// CapacityWeigher with multiplier 1.0: weights normalised to 0..1 (all equal gives all 0).
-pub fn capacity(pools: &[&PoolCandidate], thick: bool) -> Vec<f64> {
-    normalise(
-        pools
+/// The summed, normalised weights of `pools`, in their order.
+pub fn weigh(pools: &[&PoolCandidate], thick: bool, weighers: &[(Weigher, f64)]) -> Vec<f64> {
+    let mut total = vec![0.0; pools.len()];
+    for (weigher, multiplier) in weighers {
+        let raw: Vec<f64> = pools
             .iter()
-            .map(|pool| virtual_free_gib(pool, thick))
-            .collect(),
-    )
+            .map(|pool| match weigher {
+                Weigher::Capacity => virtual_free_gib(pool, thick),
+                Weigher::AllocatedCapacity => pool.allocated_gib,
+                Weigher::VolumeNumber => pool.total_volumes as f64,
+            })
+            .collect();
+        for (sum, weight) in total.iter_mut().zip(normalise(raw)) {
+            *sum += weight * multiplier;
+        }
+    }
+    total
 }
 
 /// Cinder's `base_weight.normalize`: (w - min) / (max - min).
@@ -58,5 +95,25 @@ mod tests {
     fn weights_are_normalised() {
         assert_eq!(normalise(vec![10.0, 20.0, 30.0]), vec![0.0, 0.5, 1.0]);
         assert_eq!(normalise(vec![5.0, 5.0]), vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn allocated_capacity_weigher_prefers_the_least_allocated_pool() {
+        // The big pool has the most free space, but the most allocated; Cinder's
+        // AllocatedCapacityWeigher (multiplier -1) picks the empty one.
+        let busy = pool("busy", 1000.0, 900.0, 100.0);
+        let idle = pool("idle", 100.0, 100.0, 0.0);
+        let pools = [&busy, &idle];
+        let by_allocation = weigh(&pools, false, &[(Weigher::AllocatedCapacity, -1.0)]);
+        assert!(by_allocation[1] > by_allocation[0]);
+        let by_capacity = weigh(&pools, false, &[(Weigher::Capacity, 1.0)]);
+        assert!(by_capacity[0] > by_capacity[1]);
+        // Summed weighers: the stronger multiplier decides.
+        let combined = weigh(
+            &pools,
+            false,
+            &[(Weigher::Capacity, 1.0), (Weigher::AllocatedCapacity, -2.0)],
+        );
+        assert!(combined[1] > combined[0]);
     }
 }

@@ -1,36 +1,46 @@
-//! The `file` backend: each volume is a sparse raw file `volume-<uuid>` in the pool's directory.
+//! The `file` backend: each volume is a sparse raw file `volume-<uuid>` and each snapshot a file
+//! `snapshot-<uuid>` in the pool's directory.
 //!
-//! Secure delete: before a file is unlinked its whole range is punched out (`FALLOC_FL_PUNCH_HOLE`),
-//! so the filesystem discards the blocks instead of leaving old bytes on the disk; where punching is
-//! unsupported every data extent is overwritten with zeros first. A new volume is a fresh sparse
-//! file, which reads as zeros, so one tenant's bytes never reach the next.
+//! - Every change is atomic: the new content is written to a temporary file and renamed into
+//!   place, so a crash leaves the old state or the new one, never half of each. Leftover temporary
+//!   files are removed when the backend opens.
+//! - Snapshots, clones and volumes from snapshots are reflinks where the filesystem shares extents
+//!   (XFS, btrfs), else copies of the data extents only: holes are never copied.
+//! - Secure delete: a file's whole range is punched out (or its data overwritten with zeros where
+//!   punching is unsupported) before it is unlinked. A new volume is a fresh sparse file, which
+//!   reads as zeros, so one tenant's bytes never reach the next.
 
 use std::{
     fs::{self, File, OpenOptions},
-    io::{self, Write},
-    os::{
-        fd::AsRawFd,
-        unix::fs::{MetadataExt, OpenOptionsExt},
-    },
+    io,
+    os::unix::fs::{MetadataExt, OpenOptionsExt},
     path::{Path, PathBuf},
 };
 
-use basalt::{ErrorCode, ServiceError, ids::VolumeId, proto::PoolCapacity};
+use basalt::{
+    ErrorCode, ServiceError,
+    ids::{SnapshotId, VolumeId},
+    proto::PoolCapacity,
+};
 
-use super::BackendVolume;
+use super::{BackendSnapshot, BackendVolume, VolumeSource, sparse};
 
 const VOLUME_PREFIX: &str = "volume-";
-const ZERO_CHUNK: usize = 1 << 20;
+const SNAPSHOT_PREFIX: &str = "snapshot-";
+/// Temporary files carry this in their name until they are renamed into place.
+const STAGING_MARK: &str = ".staging-";
 
 #[derive(Debug, Clone)]
 pub struct FileBackendConfig {
-    /// The directory that holds the pool's volume files.
+    /// The directory that holds the pool's files.
     pub root: PathBuf,
     pub pool: String,
     /// Cinder's `max_over_subscription_ratio` for this thin pool. 1.0 (the default) never promises
     /// more virtual bytes than the filesystem holds, so a sparse volume can always be filled.
     pub max_over_subscription_ratio: f64,
     pub reserved_percentage: u32,
+    /// Caps the pool below the filesystem's size, for a filesystem shared with other data.
+    pub max_capacity_bytes: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -40,17 +50,20 @@ pub struct FileBackend {
 
 impl FileBackend {
     pub fn open(config: FileBackendConfig) -> Result<Self, ServiceError> {
-        fs::create_dir_all(&config.root).map_err(|error| {
-            ServiceError::internal(format!(
-                "cannot create the file backend directory {}: {error}",
-                config.root.display()
-            ))
-        })?;
+        fs::create_dir_all(&config.root)
+            .map_err(|error| io_error("create the directory", &config.root, error))?;
+        remove_staging_files(&config.root)?;
         Ok(Self { config })
     }
 
     pub fn volume_path(&self, volume_id: VolumeId) -> PathBuf {
         self.config.root.join(format!("{VOLUME_PREFIX}{volume_id}"))
+    }
+
+    pub fn snapshot_path(&self, snapshot_id: SnapshotId) -> PathBuf {
+        self.config
+            .root
+            .join(format!("{SNAPSHOT_PREFIX}{snapshot_id}"))
     }
 
     fn check_pool(&self, pool: &str) -> Result<(), ServiceError> {
@@ -68,6 +81,7 @@ impl FileBackend {
         pool: &str,
         volume_id: VolumeId,
         size_bytes: u64,
+        source: VolumeSource,
     ) -> Result<BackendVolume, ServiceError> {
         self.check_pool(pool)?;
         if size_bytes == 0 {
@@ -76,13 +90,43 @@ impl FileBackend {
             ));
         }
         let path = self.volume_path(volume_id);
-        let pool = pool.to_owned();
-        blocking(move || create_sparse_file(&path, size_bytes)).await?;
-        self.describe(&pool, volume_id).await?.ok_or_else(|| {
-            ServiceError::internal(format!(
-                "volume {volume_id} vanished right after its creation"
-            ))
+        let source_path = match source {
+            VolumeSource::Empty => None,
+            VolumeSource::Snapshot(snapshot_id) => Some(self.snapshot_path(snapshot_id)),
+            VolumeSource::Volume(source_id) => Some(self.volume_path(source_id)),
+        };
+        blocking(move || create_file(&path, size_bytes, source_path.as_deref())).await?;
+        self.describe_volume(pool, volume_id).await
+    }
+
+    pub async fn extend_volume(
+        &self,
+        pool: &str,
+        volume_id: VolumeId,
+        new_size_bytes: u64,
+    ) -> Result<BackendVolume, ServiceError> {
+        self.check_pool(pool)?;
+        let path = self.volume_path(volume_id);
+        blocking(move || {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|error| io_error("open", &path, error))?;
+            let current = file
+                .metadata()
+                .map_err(|error| io_error("inspect", &path, error))?
+                .len();
+            // A repeated extend finds the file already grown: success.
+            if current < new_size_bytes {
+                file.set_len(new_size_bytes)
+                    .map_err(|error| io_error("extend", &path, error))?;
+                file.sync_all()
+                    .map_err(|error| io_error("sync", &path, error))?;
+            }
+            Ok(())
         })
+        .await?;
+        self.describe_volume(pool, volume_id).await
     }
 
     pub async fn delete_volume(
@@ -101,107 +145,322 @@ impl FileBackend {
         volume_id: VolumeId,
     ) -> Result<Option<BackendVolume>, ServiceError> {
         self.check_pool(pool)?;
-        self.describe(pool, volume_id).await
+        let path = self.volume_path(volume_id);
+        let pool = pool.to_owned();
+        blocking(move || {
+            Ok(
+                inspect(&path)?.map(|(size_bytes, allocated_bytes)| BackendVolume {
+                    volume_id,
+                    pool,
+                    size_bytes,
+                    path: path.display().to_string(),
+                    allocated_bytes,
+                }),
+            )
+        })
+        .await
     }
 
-    async fn describe(
+    async fn describe_volume(
         &self,
         pool: &str,
         volume_id: VolumeId,
-    ) -> Result<Option<BackendVolume>, ServiceError> {
-        let path = self.volume_path(volume_id);
+    ) -> Result<BackendVolume, ServiceError> {
+        self.get_volume(pool, volume_id).await?.ok_or_else(|| {
+            ServiceError::internal(format!(
+                "volume {volume_id} vanished right after it was written"
+            ))
+        })
+    }
+
+    pub async fn create_snapshot(
+        &self,
+        pool: &str,
+        snapshot_id: SnapshotId,
+        volume_id: VolumeId,
+    ) -> Result<BackendSnapshot, ServiceError> {
+        self.check_pool(pool)?;
+        let path = self.snapshot_path(snapshot_id);
+        let source = self.volume_path(volume_id);
+        blocking(move || {
+            if inspect(&path)?.is_some() {
+                // A repeated snapshot request: the snapshot was already taken.
+                return Ok(());
+            }
+            let size = inspect(&source)?
+                .ok_or_else(|| {
+                    ServiceError::not_found(format!("volume {volume_id} is not on this node"))
+                })?
+                .0;
+            create_file(&path, size, Some(&source))
+        })
+        .await?;
+        self.get_snapshot(pool, snapshot_id).await?.ok_or_else(|| {
+            ServiceError::internal(format!(
+                "snapshot {snapshot_id} vanished right after it was taken"
+            ))
+        })
+    }
+
+    pub async fn get_snapshot(
+        &self,
+        pool: &str,
+        snapshot_id: SnapshotId,
+    ) -> Result<Option<BackendSnapshot>, ServiceError> {
+        self.check_pool(pool)?;
+        let path = self.snapshot_path(snapshot_id);
         let pool = pool.to_owned();
-        blocking(move || match fs::metadata(&path) {
-            Ok(metadata) => Ok(Some(BackendVolume {
-                volume_id,
+        blocking(move || {
+            Ok(inspect(&path)?.map(|(size_bytes, _)| BackendSnapshot {
+                snapshot_id,
                 pool,
-                size_bytes: metadata.len(),
+                size_bytes,
                 path: path.display().to_string(),
-                allocated_bytes: metadata.blocks() * 512,
-            })),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(io_error("inspect", &path, error)),
+            }))
+        })
+        .await
+    }
+
+    pub async fn delete_snapshot(
+        &self,
+        pool: &str,
+        snapshot_id: SnapshotId,
+    ) -> Result<bool, ServiceError> {
+        self.check_pool(pool)?;
+        let path = self.snapshot_path(snapshot_id);
+        blocking(move || wipe_and_remove(&path)).await
+    }
+
+    /// Replaces the volume's content with the snapshot's; the volume keeps its own size if it grew
+    /// after the snapshot (Cinder's revert keeps the current size).
+    pub async fn revert_volume(
+        &self,
+        pool: &str,
+        volume_id: VolumeId,
+        snapshot_id: SnapshotId,
+    ) -> Result<BackendVolume, ServiceError> {
+        self.check_pool(pool)?;
+        let path = self.volume_path(volume_id);
+        let snapshot = self.snapshot_path(snapshot_id);
+        blocking(move || {
+            let size = inspect(&path)?
+                .ok_or_else(|| {
+                    ServiceError::not_found(format!("volume {volume_id} is not on this node"))
+                })?
+                .0;
+            if inspect(&snapshot)?.is_none() {
+                return Err(ServiceError::not_found(format!(
+                    "snapshot {snapshot_id} is not on this node"
+                )));
+            }
+            // The old content is replaced by a rename; its blocks are discarded when the old
+            // inode goes, so they never reach another volume.
+            write_atomically(&path, |staging| {
+                let source = File::open(&snapshot)?;
+                sparse::copy_sparse(&source, staging)?;
+                if staging.metadata()?.len() < size {
+                    staging.set_len(size)?;
+                }
+                Ok(())
+            })
+        })
+        .await?;
+        self.describe_volume(pool, volume_id).await
+    }
+
+    /// Every volume and snapshot in the pool.
+    pub async fn list(&self) -> Result<(Vec<BackendVolume>, Vec<BackendSnapshot>), ServiceError> {
+        let root = self.config.root.clone();
+        let pool = self.config.pool.clone();
+        blocking(move || {
+            let mut volumes = Vec::new();
+            let mut snapshots = Vec::new();
+            for (name, path) in pool_files(&root)? {
+                let Some((size_bytes, allocated_bytes)) = inspect(&path)? else {
+                    continue;
+                };
+                if let Some(id) = name
+                    .strip_prefix(VOLUME_PREFIX)
+                    .and_then(|id| VolumeId::parse(id).ok())
+                {
+                    volumes.push(BackendVolume {
+                        volume_id: id,
+                        pool: pool.clone(),
+                        size_bytes,
+                        path: path.display().to_string(),
+                        allocated_bytes,
+                    });
+                } else if let Some(id) = name
+                    .strip_prefix(SNAPSHOT_PREFIX)
+                    .and_then(|id| SnapshotId::parse(id).ok())
+                {
+                    snapshots.push(BackendSnapshot {
+                        snapshot_id: id,
+                        pool: pool.clone(),
+                        size_bytes,
+                        path: path.display().to_string(),
+                    });
+                }
+            }
+            Ok((volumes, snapshots))
         })
         .await
     }
 
     pub async fn capacity(&self) -> Result<Vec<PoolCapacity>, ServiceError> {
         let config = self.config.clone();
+        let (volumes, snapshots) = self.list().await?;
         blocking(move || {
-            let (total_bytes, free_bytes) = filesystem_space(&config.root)?;
-            let mut provisioned_bytes = 0;
-            let mut total_volumes = 0;
-            let entries = fs::read_dir(&config.root)
-                .map_err(|error| io_error("list", &config.root, error))?;
-            for entry in entries {
-                let entry = entry.map_err(|error| io_error("list", &config.root, error))?;
-                if !entry
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with(VOLUME_PREFIX)
-                {
-                    continue;
-                }
-                let metadata = entry
-                    .metadata()
-                    .map_err(|error| io_error("inspect", &entry.path(), error))?;
-                provisioned_bytes += metadata.len();
-                total_volumes += 1;
-            }
+            let (filesystem_total, filesystem_free) = filesystem_space(&config.root)?;
+            let volume_bytes: u64 = volumes.iter().map(|volume| volume.size_bytes).sum();
+            let snapshot_bytes: u64 = snapshots.iter().map(|snapshot| snapshot.size_bytes).sum();
+            let used_bytes: u64 = volumes.iter().map(|volume| volume.allocated_bytes).sum();
+            let (total_bytes, free_bytes) = match config.max_capacity_bytes {
+                Some(cap) => (
+                    filesystem_total.min(cap),
+                    filesystem_free.min(cap.saturating_sub(used_bytes)),
+                ),
+                None => (filesystem_total, filesystem_free),
+            };
             Ok(vec![PoolCapacity {
                 name: config.pool.clone(),
                 backend: "file".into(),
                 total_bytes,
                 free_bytes,
-                provisioned_bytes,
-                allocated_bytes: provisioned_bytes,
+                provisioned_bytes: volume_bytes + snapshot_bytes,
+                allocated_bytes: volume_bytes,
                 thin_provisioning_support: true,
                 thick_provisioning_support: false,
                 max_over_subscription_ratio: config.max_over_subscription_ratio,
                 reserved_percentage: config.reserved_percentage,
-                total_volumes,
+                total_volumes: volumes.len() as u64,
                 multiattach: true,
-                capabilities: [("volume_backend_name".to_owned(), "file".to_owned())].into(),
+                capabilities: [
+                    ("volume_backend_name".to_owned(), "file".to_owned()),
+                    ("storage_protocol".to_owned(), "iSCSI".to_owned()),
+                    ("sparse_copy_volume".to_owned(), "True".to_owned()),
+                ]
+                .into(),
             }])
         })
         .await
     }
 }
 
-/// Creates `path` as a sparse file of `size_bytes`, atomically: a crash leaves either no file or a
-/// complete one. An existing file of the same size is success (idempotent create).
-fn create_sparse_file(path: &Path, size_bytes: u64) -> Result<(), ServiceError> {
-    match fs::metadata(path) {
-        Ok(metadata) if metadata.len() == size_bytes => return Ok(()),
-        Ok(metadata) => {
-            return Err(ServiceError::new(
-                ErrorCode::AlreadyExists,
-                format!(
-                    "{} already exists with {} bytes, not the {size_bytes} requested",
-                    path.display(),
-                    metadata.len()
-                ),
-            ));
+/// The pool's volume and snapshot files (not staging files), by name.
+fn pool_files(root: &Path) -> Result<Vec<(String, PathBuf)>, ServiceError> {
+    let entries = fs::read_dir(root).map_err(|error| io_error("list", root, error))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|error| io_error("list", root, error))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.contains(STAGING_MARK) {
+            continue;
         }
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-        Err(error) => return Err(io_error("inspect", path, error)),
+        if name.starts_with(VOLUME_PREFIX) || name.starts_with(SNAPSHOT_PREFIX) {
+            files.push((name, entry.path()));
+        }
     }
-    let staging = path.with_extension(format!("creating-{}", uuid::Uuid::new_v4()));
+    Ok(files)
+}
+
+/// Size and allocated bytes of `path`, or `None` when it does not exist.
+fn inspect(path: &Path) -> Result<Option<(u64, u64)>, ServiceError> {
+    match fs::metadata(path) {
+        Ok(metadata) => Ok(Some((metadata.len(), metadata.blocks() * 512))),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(io_error("inspect", path, error)),
+    }
+}
+
+/// Creates `path` of `size_bytes`, empty or as a copy of `source` grown to that size. An existing
+/// file of the same size is success (idempotent create); of another size, a conflict.
+fn create_file(path: &Path, size_bytes: u64, source: Option<&Path>) -> Result<(), ServiceError> {
+    if let Some((existing, _)) = inspect(path)? {
+        if existing == size_bytes {
+            return Ok(());
+        }
+        return Err(ServiceError::new(
+            ErrorCode::AlreadyExists,
+            format!(
+                "{} already exists with {existing} bytes, not the {size_bytes} requested",
+                path.display()
+            ),
+        ));
+    }
+    let source = match source {
+        None => None,
+        Some(source) => Some(File::open(source).map_err(|error| match error.kind() {
+            io::ErrorKind::NotFound => ServiceError::not_found(format!(
+                "the source {} is not on this node",
+                source.display()
+            )),
+            _ => io_error("open", source, error),
+        })?),
+    };
+    if let Some(source) = &source {
+        let source_size = source
+            .metadata()
+            .map_err(|error| ServiceError::internal(error.to_string()))?
+            .len();
+        if source_size > size_bytes {
+            return Err(ServiceError::invalid(format!(
+                "the new volume ({size_bytes} bytes) cannot be smaller than its source ({source_size} bytes)"
+            )));
+        }
+    }
+    write_atomically(path, |staging| {
+        if let Some(source) = &source {
+            sparse::copy_sparse(source, staging)?;
+        }
+        staging.set_len(size_bytes)
+    })
+}
+
+/// Writes `path` through a staging file renamed into place once complete and synced.
+fn write_atomically(
+    path: &Path,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> Result<(), ServiceError> {
+    let staging = path.with_file_name(format!(
+        "{}{STAGING_MARK}{}",
+        path.file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        uuid::Uuid::new_v4().simple()
+    ));
     let result = (|| {
-        // Owner-only: a volume file holds a tenant's bytes.
-        let file = OpenOptions::new()
+        // Owner-only: the file holds a tenant's bytes.
+        let mut file = OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&staging)?;
-        file.set_len(size_bytes)?;
+        fill(&mut file)?;
         file.sync_all()?;
         fs::rename(&staging, path)?;
         sync_parent(path)
     })();
     if let Err(error) = result {
+        if let Ok(mut file) = OpenOptions::new().write(true).open(&staging) {
+            let _ = sparse::wipe(&mut file);
+        }
         let _ = fs::remove_file(&staging);
-        return Err(io_error("create", path, error));
+        return Err(io_error("write", path, error));
+    }
+    Ok(())
+}
+
+/// Removes staging files a crash left behind, wiping them first: they may hold tenant bytes.
+fn remove_staging_files(root: &Path) -> Result<(), ServiceError> {
+    let entries = fs::read_dir(root).map_err(|error| io_error("list", root, error))?;
+    for entry in entries {
+        let entry = entry.map_err(|error| io_error("list", root, error))?;
+        if entry.file_name().to_string_lossy().contains(STAGING_MARK) {
+            tracing::warn!(path = %entry.path().display(), "removing a staging file left by an interrupted operation");
+            wipe_and_remove(&entry.path())?;
+        }
     }
     Ok(())
 }
@@ -213,66 +472,11 @@ fn wipe_and_remove(path: &Path) -> Result<bool, ServiceError> {
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(error) => return Err(io_error("open", path, error)),
     };
-    wipe(&mut file).map_err(|error| io_error("wipe", path, error))?;
+    sparse::wipe(&mut file).map_err(|error| io_error("wipe", path, error))?;
     drop(file);
     fs::remove_file(path).map_err(|error| io_error("remove", path, error))?;
     sync_parent(path).map_err(|error| io_error("sync the directory of", path, error))?;
     Ok(true)
-}
-
-/// Punches the whole file out; falls back to overwriting its data extents with zeros.
-fn wipe(file: &mut File) -> io::Result<()> {
-    let length = file.metadata()?.len();
-    if length == 0 {
-        return Ok(());
-    }
-    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-    // SAFETY: fallocate on a file descriptor we own, with a range inside the file.
-    let punched = unsafe { libc::fallocate(file.as_raw_fd(), mode, 0, length as libc::off_t) } == 0;
-    if !punched {
-        let error = io::Error::last_os_error();
-        if error.raw_os_error() != Some(libc::EOPNOTSUPP) {
-            return Err(error);
-        }
-        zero_data_extents(file, length)?;
-    }
-    file.sync_all()
-}
-
-fn zero_data_extents(file: &mut File, length: u64) -> io::Result<()> {
-    use std::io::{Seek, SeekFrom};
-    let zeros = vec![0u8; ZERO_CHUNK];
-    let mut offset = 0u64;
-    while offset < length {
-        let Some(data_start) = seek_data(file, offset, libc::SEEK_DATA)? else {
-            break;
-        };
-        let data_end = seek_data(file, data_start, libc::SEEK_HOLE)?.unwrap_or(length);
-        file.seek(SeekFrom::Start(data_start))?;
-        let mut position = data_start;
-        while position < data_end {
-            let chunk = ZERO_CHUNK.min((data_end - position) as usize);
-            file.write_all(&zeros[..chunk])?;
-            position += chunk as u64;
-        }
-        offset = data_end;
-    }
-    Ok(())
-}
-
-/// `lseek` with SEEK_DATA/SEEK_HOLE; `None` when there is no more data after `offset`.
-fn seek_data(file: &File, offset: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
-    // SAFETY: lseek on a file descriptor we own.
-    let position = unsafe { libc::lseek(file.as_raw_fd(), offset as libc::off_t, whence) };
-    if position >= 0 {
-        return Ok(Some(position as u64));
-    }
-    let error = io::Error::last_os_error();
-    if error.raw_os_error() == Some(libc::ENXIO) {
-        Ok(None)
-    } else {
-        Err(error)
-    }
 }
 
 fn sync_parent(path: &Path) -> io::Result<()> {
@@ -288,6 +492,7 @@ fn filesystem_space(path: &Path) -> Result<(u64, u64), ServiceError> {
     let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| {
         ServiceError::internal(format!("path {} contains a NUL byte", path.display()))
     })?;
+    // SAFETY: statvfs is plain old data; zeroes are a valid value.
     let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: c_path is a valid C string and stats a valid out-pointer.
     if unsafe { libc::statvfs(c_path.as_ptr(), &mut stats) } != 0 {
@@ -314,7 +519,7 @@ async fn blocking<T: Send + 'static>(
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Read, Seek, SeekFrom};
+    use std::io::{Read, Seek, SeekFrom, Write};
 
     use super::*;
 
@@ -324,8 +529,24 @@ mod tests {
             pool: "default".into(),
             max_over_subscription_ratio: 1.0,
             reserved_percentage: 0,
+            max_capacity_bytes: None,
         })
         .unwrap()
+    }
+
+    fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
+        let mut file = OpenOptions::new().write(true).open(path).unwrap();
+        file.seek(SeekFrom::Start(offset)).unwrap();
+        file.write_all(bytes).unwrap();
+        file.sync_all().unwrap();
+    }
+
+    fn read_at(path: &Path, offset: u64, length: usize) -> Vec<u8> {
+        let mut file = File::open(path).unwrap();
+        file.seek(SeekFrom::Start(offset)).unwrap();
+        let mut bytes = vec![0; length];
+        file.read_exact(&mut bytes).unwrap();
+        bytes
     }
 
     #[tokio::test]
@@ -333,18 +554,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let backend = backend(dir.path());
         let id = VolumeId::new_random();
-        let created = backend.create_volume("default", id, 1 << 30).await.unwrap();
+        let created = backend
+            .create_volume("default", id, 1 << 30, VolumeSource::Empty)
+            .await
+            .unwrap();
         assert_eq!(created.size_bytes, 1 << 30);
         assert_eq!(
             created.allocated_bytes, 0,
             "a new volume must not allocate blocks"
         );
         assert_eq!(
-            backend.create_volume("default", id, 1 << 30).await.unwrap(),
-            created
+            fs::metadata(backend.volume_path(id)).unwrap().mode() & 0o777,
+            0o600
         );
+        let again = backend
+            .create_volume("default", id, 1 << 30, VolumeSource::Empty)
+            .await
+            .unwrap();
+        assert_eq!(again, created);
         let conflict = backend
-            .create_volume("default", id, 2 << 30)
+            .create_volume("default", id, 2 << 30, VolumeSource::Empty)
             .await
             .unwrap_err();
         assert_eq!(conflict.code, ErrorCode::AlreadyExists);
@@ -355,81 +584,172 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let backend = backend(dir.path());
         let id = VolumeId::new_random();
-        backend.create_volume("default", id, 4096).await.unwrap();
+        backend
+            .create_volume("default", id, 4096, VolumeSource::Empty)
+            .await
+            .unwrap();
         assert!(backend.delete_volume("default", id).await.unwrap());
         assert!(!backend.delete_volume("default", id).await.unwrap());
         assert_eq!(backend.get_volume("default", id).await.unwrap(), None);
-        assert_eq!(
-            backend
-                .create_volume("other", id, 4096)
-                .await
-                .unwrap_err()
-                .code,
-            ErrorCode::NotFound
-        );
-    }
-
-    #[test]
-    fn wipe_leaves_only_zeros() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        file.set_len(8 << 20).unwrap();
-        file.seek(SeekFrom::Start(3 << 20)).unwrap();
-        file.write_all(&[0xAB; 65536]).unwrap();
-        wipe(&mut file).unwrap();
-        let mut contents = Vec::new();
-        file.seek(SeekFrom::Start(0)).unwrap();
-        file.read_to_end(&mut contents).unwrap();
-        assert_eq!(contents.len(), 8 << 20);
-        assert!(contents.iter().all(|&b| b == 0));
-    }
-
-    #[test]
-    fn zero_fallback_overwrites_every_data_extent() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        file.set_len(4 << 20).unwrap();
-        for offset in [0u64, 2 << 20, (4 << 20) - 10] {
-            file.seek(SeekFrom::Start(offset)).unwrap();
-            file.write_all(&[0x5A; 10]).unwrap();
-        }
-        zero_data_extents(&mut file, 4 << 20).unwrap();
-        let mut contents = Vec::new();
-        file.seek(SeekFrom::Start(0)).unwrap();
-        file.read_to_end(&mut contents).unwrap();
-        assert!(contents.iter().all(|&b| b == 0));
+        let elsewhere = backend
+            .create_volume("other", id, 4096, VolumeSource::Empty)
+            .await
+            .unwrap_err();
+        assert_eq!(elsewhere.code, ErrorCode::NotFound);
     }
 
     #[tokio::test]
-    async fn capacity_counts_provisioned_volumes() {
+    async fn snapshots_clones_and_reverts_keep_the_right_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let backend = backend(dir.path());
+        let volume = VolumeId::new_random();
         backend
-            .create_volume("default", VolumeId::new_random(), 1 << 30)
+            .create_volume("default", volume, 8 << 20, VolumeSource::Empty)
+            .await
+            .unwrap();
+        write_at(&backend.volume_path(volume), 4096, b"before");
+
+        let snapshot = SnapshotId::new_random();
+        backend
+            .create_snapshot("default", snapshot, volume)
+            .await
+            .unwrap();
+        // Idempotent: a repeat does not retake the snapshot after the volume changed.
+        write_at(&backend.volume_path(volume), 4096, b"after!");
+        backend
+            .create_snapshot("default", snapshot, volume)
+            .await
+            .unwrap();
+        assert_eq!(
+            read_at(&backend.snapshot_path(snapshot), 4096, 6),
+            b"before"
+        );
+
+        let from_snapshot = VolumeId::new_random();
+        let restored = backend
+            .create_volume(
+                "default",
+                from_snapshot,
+                16 << 20,
+                VolumeSource::Snapshot(snapshot),
+            )
+            .await
+            .unwrap();
+        assert_eq!(restored.size_bytes, 16 << 20);
+        assert_eq!(
+            read_at(&backend.volume_path(from_snapshot), 4096, 6),
+            b"before"
+        );
+
+        let clone = VolumeId::new_random();
+        backend
+            .create_volume("default", clone, 8 << 20, VolumeSource::Volume(volume))
+            .await
+            .unwrap();
+        assert_eq!(read_at(&backend.volume_path(clone), 4096, 6), b"after!");
+        let too_small = backend
+            .create_volume(
+                "default",
+                VolumeId::new_random(),
+                4 << 20,
+                VolumeSource::Volume(volume),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(too_small.code, ErrorCode::InvalidArgument);
+
+        backend
+            .extend_volume("default", volume, 12 << 20)
+            .await
+            .unwrap();
+        let reverted = backend
+            .revert_volume("default", volume, snapshot)
+            .await
+            .unwrap();
+        assert_eq!(reverted.size_bytes, 12 << 20, "revert keeps the grown size");
+        assert_eq!(read_at(&backend.volume_path(volume), 4096, 6), b"before");
+
+        let (volumes, snapshots) = backend.list().await.unwrap();
+        assert_eq!(volumes.len(), 3);
+        assert_eq!(snapshots.len(), 1);
+        assert!(backend.delete_snapshot("default", snapshot).await.unwrap());
+        assert!(!backend.delete_snapshot("default", snapshot).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn extend_is_idempotent_and_never_shrinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = backend(dir.path());
+        let id = VolumeId::new_random();
+        backend
+            .create_volume("default", id, 1 << 20, VolumeSource::Empty)
+            .await
+            .unwrap();
+        assert_eq!(
+            backend
+                .extend_volume("default", id, 2 << 20)
+                .await
+                .unwrap()
+                .size_bytes,
+            2 << 20
+        );
+        assert_eq!(
+            backend
+                .extend_volume("default", id, 2 << 20)
+                .await
+                .unwrap()
+                .size_bytes,
+            2 << 20
+        );
+        assert_eq!(
+            backend
+                .extend_volume("default", id, 1 << 20)
+                .await
+                .unwrap()
+                .size_bytes,
+            2 << 20
+        );
+    }
+
+    #[tokio::test]
+    async fn staging_files_of_a_crash_are_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let leftover = dir.path().join(format!("volume-x{STAGING_MARK}abc"));
+        fs::write(&leftover, b"tenant bytes").unwrap();
+        let backend = backend(dir.path());
+        assert!(!leftover.exists());
+        assert!(backend.list().await.unwrap().0.is_empty());
+    }
+
+    #[tokio::test]
+    async fn capacity_counts_provisioned_volumes_and_honours_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = backend(dir.path()).config;
+        config.max_capacity_bytes = Some(10 << 30);
+        let backend = FileBackend::open(config).unwrap();
+        backend
+            .create_volume(
+                "default",
+                VolumeId::new_random(),
+                1 << 30,
+                VolumeSource::Empty,
+            )
             .await
             .unwrap();
         backend
-            .create_volume("default", VolumeId::new_random(), 2 << 30)
+            .create_volume(
+                "default",
+                VolumeId::new_random(),
+                2 << 30,
+                VolumeSource::Empty,
+            )
             .await
             .unwrap();
         let pools = backend.capacity().await.unwrap();
         assert_eq!(pools.len(), 1);
         assert_eq!(pools[0].provisioned_bytes, 3 << 30);
         assert_eq!(pools[0].total_volumes, 2);
-        assert!(pools[0].total_bytes >= pools[0].free_bytes && pools[0].total_bytes > 0);
+        assert_eq!(pools[0].total_bytes, 10 << 30);
+        assert!(pools[0].free_bytes <= 10 << 30);
     }
 }

@@ -1,13 +1,18 @@
-//! Storage backends. A backend owns the bytes of volumes in its pools; it knows nothing of exports,
-//! projects or statuses. Selected by configuration, no dynamic loading.
+//! Storage backends. A backend owns the bytes of volumes and snapshots in its pools; it knows
+//! nothing of exports, projects or statuses. Selected by configuration, no dynamic loading.
 //!
-//! Every operation is idempotent by volume UUID: a repeated create of the same size succeeds, a
-//! repeated delete of a missing volume succeeds. The scheduler relies on that to re-drive work
-//! after a crash.
+//! Every operation is idempotent by UUID: a repeated create of the same size succeeds, a repeated
+//! delete of a missing volume succeeds, an extend to a size already reached succeeds. The
+//! scheduler relies on that to re-drive work after a crash.
 
 pub mod file;
+pub mod sparse;
 
-use basalt::{ServiceError, ids::VolumeId, proto::PoolCapacity};
+use basalt::{
+    ServiceError,
+    ids::{SnapshotId, VolumeId},
+    proto::PoolCapacity,
+};
 
 pub use file::FileBackend;
 
@@ -19,6 +24,22 @@ pub struct BackendVolume {
     pub size_bytes: u64,
     pub path: String,
     pub allocated_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSnapshot {
+    pub snapshot_id: SnapshotId,
+    pub pool: String,
+    pub size_bytes: u64,
+    pub path: String,
+}
+
+/// What a new volume starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeSource {
+    Empty,
+    Snapshot(SnapshotId),
+    Volume(VolumeId),
 }
 
 #[derive(Debug)]
@@ -38,9 +59,25 @@ impl Backend {
         pool: &str,
         volume_id: VolumeId,
         size_bytes: u64,
+        source: VolumeSource,
     ) -> Result<BackendVolume, ServiceError> {
         match self {
-            Self::File(backend) => backend.create_volume(pool, volume_id, size_bytes).await,
+            Self::File(backend) => {
+                backend
+                    .create_volume(pool, volume_id, size_bytes, source)
+                    .await
+            }
+        }
+    }
+
+    pub async fn extend_volume(
+        &self,
+        pool: &str,
+        volume_id: VolumeId,
+        new_size_bytes: u64,
+    ) -> Result<BackendVolume, ServiceError> {
+        match self {
+            Self::File(backend) => backend.extend_volume(pool, volume_id, new_size_bytes).await,
         }
     }
 
@@ -62,6 +99,45 @@ impl Backend {
     ) -> Result<Option<BackendVolume>, ServiceError> {
         match self {
             Self::File(backend) => backend.get_volume(pool, volume_id).await,
+        }
+    }
+
+    pub async fn create_snapshot(
+        &self,
+        pool: &str,
+        snapshot_id: SnapshotId,
+        volume_id: VolumeId,
+    ) -> Result<BackendSnapshot, ServiceError> {
+        match self {
+            Self::File(backend) => backend.create_snapshot(pool, snapshot_id, volume_id).await,
+        }
+    }
+
+    /// Wipes and removes the snapshot; `Ok(false)` when it was already gone.
+    pub async fn delete_snapshot(
+        &self,
+        pool: &str,
+        snapshot_id: SnapshotId,
+    ) -> Result<bool, ServiceError> {
+        match self {
+            Self::File(backend) => backend.delete_snapshot(pool, snapshot_id).await,
+        }
+    }
+
+    pub async fn revert_volume(
+        &self,
+        pool: &str,
+        volume_id: VolumeId,
+        snapshot_id: SnapshotId,
+    ) -> Result<BackendVolume, ServiceError> {
+        match self {
+            Self::File(backend) => backend.revert_volume(pool, volume_id, snapshot_id).await,
+        }
+    }
+
+    pub async fn list(&self) -> Result<(Vec<BackendVolume>, Vec<BackendSnapshot>), ServiceError> {
+        match self {
+            Self::File(backend) => backend.list().await,
         }
     }
 

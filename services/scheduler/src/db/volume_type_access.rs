@@ -1,0 +1,17 @@
+//! The `volume_type_access` table: projects allowed to use a private type.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "volume_type_access")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub volume_type_id: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub project_id: String,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,326 @@
+//! Cinder's status machines (`cinder-api.md` §1.6) as one table per resource. Every status change
+//! in the scheduler goes through [`Transition`]s from here, applied by compare-and-set, so a
+//! request that finds the resource in the wrong status fails with a message naming the statuses
+//! that would have been accepted.
+
+use basalt::proto::{SnapshotStatus, VolumeStatus};
+
+/// One action's passage through the machine: accepted from `from`, shown as `during` while its
+/// operation runs, then `success` or `failure`. `None` for `during` means the action does not
+/// change the status; `None` for `success` means the row is removed.
+#[derive(Debug)]
+pub struct Transition<S: 'static> {
+    pub from: &'static [S],
+    pub during: Option<S>,
+    pub success: Option<S>,
+    pub failure: S,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeAction {
+    Create,
+    Delete,
+    /// Admin only: skips the status rules, but never races an operation in flight.
+    ForceDelete,
+    Extend,
+    Revert,
+    /// The volume is the source of a snapshot; its status does not change.
+    Snapshot,
+    /// A snapshot of an in-use volume (`force`).
+    SnapshotForce,
+    /// The volume is the source of a clone; its status does not change.
+    CloneSource,
+    /// Name, description, metadata.
+    Update,
+}
+
+use VolumeStatus as V;
+
+/// Statuses that belong to an operation in flight; only its outcome may move the volume on.
+pub const VOLUME_BUSY: &[VolumeStatus] = &[V::Creating, V::Deleting, V::Extending, V::Reverting];
+
+const VOLUME_DELETABLE: &[VolumeStatus] = &[
+    V::Available,
+    V::Error,
+    V::ErrorRestoring,
+    V::ErrorExtending,
+    V::ErrorDeleting,
+];
+const VOLUME_FORCE_DELETABLE: &[VolumeStatus] = &[
+    V::Available,
+    V::Error,
+    V::ErrorRestoring,
+    V::ErrorExtending,
+    V::ErrorDeleting,
+    V::ErrorBackingUp,
+    V::Reserved,
+    V::Attaching,
+    V::Detaching,
+    V::InUse,
+    V::Maintenance,
+    V::AwaitingTransfer,
+    V::BackingUp,
+    V::RestoringBackup,
+    V::Downloading,
+    V::Uploading,
+    V::Retyping,
+];
+const VOLUME_UPDATABLE: &[VolumeStatus] = &[
+    V::Creating,
+    V::Available,
+    V::Reserved,
+    V::Attaching,
+    V::Detaching,
+    V::InUse,
+    V::Maintenance,
+    V::AwaitingTransfer,
+    V::Error,
+    V::ErrorDeleting,
+    V::BackingUp,
+    V::RestoringBackup,
+    V::ErrorBackingUp,
+    V::ErrorRestoring,
+    V::ErrorExtending,
+    V::Downloading,
+    V::Uploading,
+    V::Retyping,
+    V::Extending,
+    V::Reverting,
+];
+
+/// Statuses an admin may reset a volume to (Cinder's os-reset_status): never one that claims an
+/// operation is running, which nothing would then finish.
+pub const VOLUME_RESETTABLE: &[VolumeStatus] = &[
+    V::Available,
+    V::Error,
+    V::ErrorDeleting,
+    V::ErrorExtending,
+    V::ErrorRestoring,
+    V::ErrorBackingUp,
+    V::Maintenance,
+];
+
+pub fn volume(action: VolumeAction) -> &'static Transition<VolumeStatus> {
+    const CREATE: Transition<VolumeStatus> = Transition {
+        from: &[],
+        during: Some(V::Creating),
+        success: Some(V::Available),
+        failure: V::Error,
+    };
+    const DELETE: Transition<VolumeStatus> = Transition {
+        from: VOLUME_DELETABLE,
+        during: Some(V::Deleting),
+        success: None,
+        failure: V::ErrorDeleting,
+    };
+    const FORCE_DELETE: Transition<VolumeStatus> = Transition {
+        from: VOLUME_FORCE_DELETABLE,
+        during: Some(V::Deleting),
+        success: None,
+        failure: V::ErrorDeleting,
+    };
+    const EXTEND: Transition<VolumeStatus> = Transition {
+        from: &[V::Available],
+        during: Some(V::Extending),
+        success: Some(V::Available),
+        failure: V::ErrorExtending,
+    };
+    const REVERT: Transition<VolumeStatus> = Transition {
+        from: &[V::Available],
+        during: Some(V::Reverting),
+        success: Some(V::Available),
+        failure: V::Error,
+    };
+    const SNAPSHOT: Transition<VolumeStatus> = Transition {
+        from: &[V::Available],
+        during: None,
+        success: None,
+        failure: V::Available,
+    };
+    const SNAPSHOT_FORCE: Transition<VolumeStatus> = Transition {
+        from: &[V::Available, V::InUse],
+        during: None,
+        success: None,
+        failure: V::Available,
+    };
+    const CLONE_SOURCE: Transition<VolumeStatus> = Transition {
+        from: &[V::Available, V::InUse],
+        during: None,
+        success: None,
+        failure: V::Available,
+    };
+    const UPDATE: Transition<VolumeStatus> = Transition {
+        from: VOLUME_UPDATABLE,
+        during: None,
+        success: None,
+        failure: V::Available,
+    };
+    match action {
+        VolumeAction::Create => &CREATE,
+        VolumeAction::Delete => &DELETE,
+        VolumeAction::ForceDelete => &FORCE_DELETE,
+        VolumeAction::Extend => &EXTEND,
+        VolumeAction::Revert => &REVERT,
+        VolumeAction::Snapshot => &SNAPSHOT,
+        VolumeAction::SnapshotForce => &SNAPSHOT_FORCE,
+        VolumeAction::CloneSource => &CLONE_SOURCE,
+        VolumeAction::Update => &UPDATE,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotAction {
+    Create,
+    Delete,
+    ForceDelete,
+    /// The snapshot is the one a volume reverts to.
+    Revert,
+    /// The snapshot is the source of a new volume; its status does not change.
+    VolumeSource,
+    Update,
+}
+
+use SnapshotStatus as S;
+
+pub const SNAPSHOT_BUSY: &[SnapshotStatus] = &[S::Creating, S::Deleting, S::Restoring];
+
+pub const SNAPSHOT_RESETTABLE: &[SnapshotStatus] = &[S::Available, S::Error, S::ErrorDeleting];
+
+pub fn snapshot(action: SnapshotAction) -> &'static Transition<SnapshotStatus> {
+    const CREATE: Transition<SnapshotStatus> = Transition {
+        from: &[],
+        during: Some(S::Creating),
+        success: Some(S::Available),
+        failure: S::Error,
+    };
+    const DELETE: Transition<SnapshotStatus> = Transition {
+        from: &[S::Available, S::Error, S::ErrorDeleting],
+        during: Some(S::Deleting),
+        success: None,
+        failure: S::ErrorDeleting,
+    };
+    const FORCE_DELETE: Transition<SnapshotStatus> = Transition {
+        from: &[S::Available, S::Error, S::ErrorDeleting, S::BackingUp],
+        during: Some(S::Deleting),
+        success: None,
+        failure: S::ErrorDeleting,
+    };
+    const REVERT: Transition<SnapshotStatus> = Transition {
+        from: &[S::Available],
+        during: Some(S::Restoring),
+        success: Some(S::Available),
+        failure: S::Available,
+    };
+    const VOLUME_SOURCE: Transition<SnapshotStatus> = Transition {
+        from: &[S::Available],
+        during: None,
+        success: None,
+        failure: S::Available,
+    };
+    const UPDATE: Transition<SnapshotStatus> = Transition {
+        from: &[
+            S::Creating,
+            S::Available,
+            S::Error,
+            S::ErrorDeleting,
+            S::BackingUp,
+            S::Restoring,
+        ],
+        during: None,
+        success: None,
+        failure: S::Available,
+    };
+    match action {
+        SnapshotAction::Create => &CREATE,
+        SnapshotAction::Delete => &DELETE,
+        SnapshotAction::ForceDelete => &FORCE_DELETE,
+        SnapshotAction::Revert => &REVERT,
+        SnapshotAction::VolumeSource => &VOLUME_SOURCE,
+        SnapshotAction::Update => &UPDATE,
+    }
+}
+
+/// `available, error` for messages.
+pub fn volume_names(statuses: &[VolumeStatus]) -> String {
+    statuses
+        .iter()
+        .map(|status| status.cinder_name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn snapshot_names(statuses: &[SnapshotStatus]) -> String {
+    statuses
+        .iter()
+        .map(|status| status.cinder_name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VOLUME_ACTIONS: [VolumeAction; 9] = [
+        VolumeAction::Create,
+        VolumeAction::Delete,
+        VolumeAction::ForceDelete,
+        VolumeAction::Extend,
+        VolumeAction::Revert,
+        VolumeAction::Snapshot,
+        VolumeAction::SnapshotForce,
+        VolumeAction::CloneSource,
+        VolumeAction::Update,
+    ];
+
+    #[test]
+    fn only_operations_own_busy_statuses() {
+        for action in VOLUME_ACTIONS {
+            let transition = volume(action);
+            if let Some(during) = transition.during {
+                assert!(
+                    VOLUME_BUSY.contains(&during),
+                    "{action:?} shows {during:?}, which is not marked busy"
+                );
+            }
+            if action != VolumeAction::Update {
+                for from in transition.from {
+                    assert!(
+                        !VOLUME_BUSY.contains(from),
+                        "{action:?} may start from busy {from:?}"
+                    );
+                }
+            }
+        }
+        for busy in VOLUME_BUSY {
+            assert!(
+                !VOLUME_RESETTABLE.contains(busy),
+                "an admin reset must not fake an operation"
+            );
+        }
+    }
+
+    #[test]
+    fn cinder_rules_hold() {
+        assert!(volume(VolumeAction::Delete).from.contains(&V::Available));
+        assert!(!volume(VolumeAction::Delete).from.contains(&V::InUse));
+        assert!(volume(VolumeAction::ForceDelete).from.contains(&V::InUse));
+        assert!(
+            !volume(VolumeAction::ForceDelete)
+                .from
+                .contains(&V::Creating)
+        );
+        assert_eq!(volume(VolumeAction::Extend).from, &[V::Available]);
+        assert!(!volume(VolumeAction::Snapshot).from.contains(&V::InUse));
+        assert!(volume(VolumeAction::SnapshotForce).from.contains(&V::InUse));
+        assert!(!volume(VolumeAction::Update).from.contains(&V::Deleting));
+        assert!(!snapshot(SnapshotAction::Delete).from.contains(&S::Creating));
+    }
+
+    #[test]
+    fn snapshot_resets_never_fake_an_operation() {
+        for busy in SNAPSHOT_BUSY {
+            assert!(!SNAPSHOT_RESETTABLE.contains(busy));
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! Per-project quotas. Usage lives in `quota_usages` and changes only inside the transaction that
+//! creates or removes the resource, by an increment guarded by the limit: two concurrent requests
+//! can never both take the last unit, and usage can never drift from what exists.
+
+use std::collections::BTreeMap;
+
+use basalt::{
+    ErrorCode, ServiceError,
+    proto::{QuotaSet, QuotaValue},
+};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    sea_query::{Expr, ExprTrait, OnConflict, Query},
+};
+
+use crate::db::{db_error, quota_limit, quota_usage};
+
+pub const VOLUMES: &str = "volumes";
+pub const SNAPSHOTS: &str = "snapshots";
+pub const GIGABYTES: &str = "gigabytes";
+pub const BACKUPS: &str = "backups";
+pub const BACKUP_GIGABYTES: &str = "backup_gigabytes";
+pub const PER_VOLUME_GIGABYTES: &str = "per_volume_gigabytes";
+pub const GROUPS: &str = "groups";
+
+/// Cinder's default limits; -1 means unlimited.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuotaDefaults {
+    pub volumes: i64,
+    pub snapshots: i64,
+    pub gigabytes: i64,
+    pub backups: i64,
+    pub backup_gigabytes: i64,
+    pub per_volume_gigabytes: i64,
+    pub groups: i64,
+}
+
+impl Default for QuotaDefaults {
+    fn default() -> Self {
+        Self {
+            volumes: 10,
+            snapshots: 10,
+            gigabytes: 1000,
+            backups: 10,
+            backup_gigabytes: 1000,
+            per_volume_gigabytes: -1,
+            groups: 10,
+        }
+    }
+}
+
+impl QuotaDefaults {
+    fn get(&self, resource: &str) -> i64 {
+        match resource {
+            VOLUMES => self.volumes,
+            SNAPSHOTS => self.snapshots,
+            GIGABYTES => self.gigabytes,
+            BACKUPS => self.backups,
+            BACKUP_GIGABYTES => self.backup_gigabytes,
+            PER_VOLUME_GIGABYTES => self.per_volume_gigabytes,
+            GROUPS => self.groups,
+            // Per-type quotas (volumes_<type>, ...) are unlimited unless set.
+            _ => -1,
+        }
+    }
+
+    fn global_resources() -> [&'static str; 7] {
+        [
+            VOLUMES,
+            SNAPSHOTS,
+            GIGABYTES,
+            BACKUPS,
+            BACKUP_GIGABYTES,
+            PER_VOLUME_GIGABYTES,
+            GROUPS,
+        ]
+    }
+}
+
+/// What a resource consumes: the global counters plus the per-type ones.
+pub fn volume_usage(type_name: &str, size_gib: i64) -> Vec<(String, i64)> {
+    vec![
+        (VOLUMES.into(), 1),
+        (GIGABYTES.into(), size_gib),
+        (format!("volumes_{type_name}"), 1),
+        (format!("gigabytes_{type_name}"), size_gib),
+    ]
+}
+
+/// Snapshots count against `gigabytes` too, as in Cinder.
+pub fn snapshot_usage(type_name: &str, size_gib: i64) -> Vec<(String, i64)> {
+    vec![
+        (SNAPSHOTS.into(), 1),
+        (GIGABYTES.into(), size_gib),
+        (format!("snapshots_{type_name}"), 1),
+        (format!("gigabytes_{type_name}"), size_gib),
+    ]
+}
+
+pub fn extend_usage(type_name: &str, delta_gib: i64) -> Vec<(String, i64)> {
+    vec![
+        (GIGABYTES.into(), delta_gib),
+        (format!("gigabytes_{type_name}"), delta_gib),
+    ]
+}
+
+async fn limit(
+    db: &impl ConnectionTrait,
+    defaults: &QuotaDefaults,
+    project: &str,
+    resource: &str,
+) -> Result<i64, ServiceError> {
+    let explicit = quota_limit::Entity::find_by_id((project.to_owned(), resource.to_owned()))
+        .one(db)
+        .await
+        .map_err(db_error)?;
+    Ok(explicit.map_or_else(|| defaults.get(resource), |row| row.hard_limit))
+}
+
+/// Refuses a volume larger than the project's `per_volume_gigabytes`.
+pub async fn check_volume_size(
+    db: &impl ConnectionTrait,
+    defaults: &QuotaDefaults,
+    project: &str,
+    size_gib: i64,
+) -> Result<(), ServiceError> {
+    let maximum = limit(db, defaults, project, PER_VOLUME_GIGABYTES).await?;
+    if maximum >= 0 && size_gib > maximum {
+        return Err(ServiceError::new(
+            ErrorCode::QuotaExceeded,
+            format!(
+                "a {size_gib} GiB volume exceeds the per-volume quota of {maximum} GiB for this project"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Takes `usage` from the project's quotas inside `txn`; fails (leaving the transaction to be
+/// rolled back) with the first resource that would go over its limit.
+pub async fn reserve(
+    txn: &impl ConnectionTrait,
+    defaults: &QuotaDefaults,
+    project: &str,
+    usage: &[(String, i64)],
+) -> Result<(), ServiceError> {
+    for (resource, delta) in usage {
+        if *delta == 0 {
+            continue;
+        }
+        ensure_usage_row(txn, project, resource).await?;
+        let hard_limit = limit(txn, defaults, project, resource).await?;
+        let mut update = quota_usage::Entity::update_many()
+            .col_expr(
+                quota_usage::Column::InUse,
+                Expr::col(quota_usage::Column::InUse).add(*delta),
+            )
+            .filter(quota_usage::Column::ProjectId.eq(project))
+            .filter(quota_usage::Column::Resource.eq(resource.as_str()));
+        if hard_limit >= 0 {
+            update = update.filter(
+                Expr::col(quota_usage::Column::InUse)
+                    .add(*delta)
+                    .lte(hard_limit),
+            );
+        }
+        let updated = update.exec(txn).await.map_err(db_error)?;
+        if updated.rows_affected == 0 {
+            let in_use = in_use(txn, project, resource).await?;
+            return Err(ServiceError::new(
+                ErrorCode::QuotaExceeded,
+                format!(
+                    "quota exceeded for {resource}: this needs {delta}, the project uses {in_use} of {hard_limit}; \
+                     free some or ask an admin to raise the limit"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Gives `usage` back inside `txn`.
+pub async fn release(
+    txn: &impl ConnectionTrait,
+    project: &str,
+    usage: &[(String, i64)],
+) -> Result<(), ServiceError> {
+    for (resource, delta) in usage {
+        if *delta == 0 {
+            continue;
+        }
+        ensure_usage_row(txn, project, resource).await?;
+        quota_usage::Entity::update_many()
+            .col_expr(
+                quota_usage::Column::InUse,
+                Expr::col(quota_usage::Column::InUse).sub(*delta),
+            )
+            .filter(quota_usage::Column::ProjectId.eq(project))
+            .filter(quota_usage::Column::Resource.eq(resource.as_str()))
+            .exec(txn)
+            .await
+            .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+async fn ensure_usage_row(
+    txn: &impl ConnectionTrait,
+    project: &str,
+    resource: &str,
+) -> Result<(), ServiceError> {
+    let insert = Query::insert()
+        .into_table(quota_usage::Entity)
+        .columns([
+            quota_usage::Column::ProjectId,
+            quota_usage::Column::Resource,
+            quota_usage::Column::InUse,
+        ])
+        .values_panic([project.into(), resource.into(), 0i64.into()])
+        .on_conflict(
+            OnConflict::columns([
+                quota_usage::Column::ProjectId,
+                quota_usage::Column::Resource,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .to_owned();
+    txn.execute(&insert).await.map_err(db_error)?;
+    Ok(())
+}
+
+async fn in_use(
+    db: &impl ConnectionTrait,
+    project: &str,
+    resource: &str,
+) -> Result<i64, ServiceError> {
+    Ok(
+        quota_usage::Entity::find_by_id((project.to_owned(), resource.to_owned()))
+            .one(db)
+            .await
+            .map_err(db_error)?
+            .map_or(0, |row| row.in_use),
+    )
+}
+
+/// The project's quota set with usage: the global resources always, per-type ones when set or used.
+pub async fn quota_set(
+    db: &impl ConnectionTrait,
+    defaults: &QuotaDefaults,
+    project: &str,
+) -> Result<QuotaSet, ServiceError> {
+    let mut values: BTreeMap<String, QuotaValue> = BTreeMap::new();
+    for resource in QuotaDefaults::global_resources() {
+        values.insert(
+            resource.into(),
+            QuotaValue {
+                limit: defaults.get(resource),
+                in_use: 0,
+                reserved: 0,
+            },
+        );
+    }
+    let limits = quota_limit::Entity::find()
+        .filter(quota_limit::Column::ProjectId.eq(project))
+        .all(db)
+        .await
+        .map_err(db_error)?;
+    for row in limits {
+        values.entry(row.resource).or_default().limit = row.hard_limit;
+    }
+    let usages = quota_usage::Entity::find()
+        .filter(quota_usage::Column::ProjectId.eq(project))
+        .all(db)
+        .await
+        .map_err(db_error)?;
+    for row in usages {
+        let resource = row.resource.clone();
+        let value = values.entry(row.resource).or_insert_with(|| QuotaValue {
+            limit: defaults.get(&resource),
+            in_use: 0,
+            reserved: 0,
+        });
+        value.in_use = row.in_use;
+    }
+    Ok(QuotaSet {
+        project_id: project.into(),
+        quotas: values.into_iter().collect(),
+    })
+}
+
+/// Sets limits; a limit below what the project already uses is refused.
+pub async fn update_limits(
+    txn: &impl ConnectionTrait,
+    project: &str,
+    limits: &std::collections::HashMap<String, i64>,
+) -> Result<(), ServiceError> {
+    for (resource, hard_limit) in limits {
+        if !is_known_resource(resource) {
+            return Err(ServiceError::invalid(format!(
+                "unknown quota {resource:?}: use volumes, snapshots, gigabytes, backups, backup_gigabytes, \
+                 per_volume_gigabytes, groups, or volumes_<type>, snapshots_<type>, gigabytes_<type>"
+            )));
+        }
+        if *hard_limit < -1 {
+            return Err(ServiceError::invalid(format!(
+                "quota {resource} must be -1 (unlimited) or more, not {hard_limit}"
+            )));
+        }
+        let used = in_use(txn, project, resource).await?;
+        if *hard_limit >= 0 && *hard_limit < used {
+            return Err(ServiceError::invalid(format!(
+                "quota {resource} cannot be {hard_limit}: the project already uses {used}"
+            )));
+        }
+        let upsert = Query::insert()
+            .into_table(quota_limit::Entity)
+            .columns([
+                quota_limit::Column::ProjectId,
+                quota_limit::Column::Resource,
+                quota_limit::Column::HardLimit,
+            ])
+            .values_panic([
+                project.into(),
+                resource.as_str().into(),
+                (*hard_limit).into(),
+            ])
+            .on_conflict(
+                OnConflict::columns([
+                    quota_limit::Column::ProjectId,
+                    quota_limit::Column::Resource,
+                ])
+                .update_column(quota_limit::Column::HardLimit)
+                .to_owned(),
+            )
+            .to_owned();
+        txn.execute(&upsert).await.map_err(db_error)?;
+    }
+    Ok(())
+}
+
+fn is_known_resource(resource: &str) -> bool {
+    QuotaDefaults::global_resources().contains(&resource)
+        || ["volumes_", "snapshots_", "gigabytes_"]
+            .iter()
+            .any(|prefix| {
+                resource
+                    .strip_prefix(prefix)
+                    .is_some_and(|name| !name.is_empty())
+            })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_names_are_checked() {
+        assert!(is_known_resource("gigabytes"));
+        assert!(is_known_resource("volumes_fast"));
+        assert!(!is_known_resource("volumes_"));
+        assert!(!is_known_resource("cores"));
+    }
+
+    #[test]
+    fn snapshots_count_against_gigabytes() {
+        let usage = snapshot_usage("t", 5);
+        assert!(usage.contains(&(GIGABYTES.to_owned(), 5)));
+        assert!(usage.contains(&("snapshots_t".to_owned(), 1)));
+    }
+}

@@ -1,0 +1,442 @@
+//! Volume types: named sets of extra specs that placement matches against pool capabilities.
+//! Public types are visible to every project, private ones to admins and the projects given
+//! access. One type is the default; it cannot be deleted.
+
+use std::collections::{BTreeMap, HashMap};
+
+use basalt::{
+    ErrorCode, ServiceError,
+    context::CallContext,
+    proto::{
+        CreateVolumeTypeRequest, ListVolumeTypesRequest, SetVolumeTypeExtraSpecsRequest,
+        UpdateVolumeTypeRequest, VolumeType,
+    },
+};
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, Set,
+    sea_query::{OnConflict, Query},
+};
+
+use crate::{
+    Core,
+    db::{db_error, snapshot, volume, volume_type, volume_type_access},
+};
+
+const MAX_FIELD_LEN: usize = 255;
+
+pub fn extra_specs(model: &volume_type::Model) -> HashMap<String, String> {
+    serde_json::from_str(&model.extra_specs).unwrap_or_default()
+}
+
+fn specs_to_json(specs: &HashMap<String, String>) -> String {
+    let sorted: BTreeMap<&String, &String> = specs.iter().collect();
+    serde_json::to_string(&sorted).unwrap_or_else(|_| "{}".into())
+}
+
+/// `provisioning:type=thick` in a type forces thick capacity math.
+pub fn wants_thick(specs: &HashMap<String, String>) -> bool {
+    specs
+        .get("provisioning:type")
+        .is_some_and(|value| value.trim().eq_ignore_ascii_case("thick"))
+}
+
+/// The zones a type restricts volumes to (`RESKEY:availability_zones`, comma-separated).
+pub fn zones(specs: &HashMap<String, String>) -> Vec<String> {
+    specs
+        .get("RESKEY:availability_zones")
+        .map(|zones| {
+            zones
+                .split(',')
+                .map(|zone| zone.trim().to_owned())
+                .filter(|zone| !zone.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn validate_specs(specs: &HashMap<String, String>) -> Result<(), ServiceError> {
+    for (key, value) in specs {
+        if key.is_empty()
+            || key.chars().count() > MAX_FIELD_LEN
+            || value.chars().count() > MAX_FIELD_LEN
+        {
+            return Err(ServiceError::invalid(format!(
+                "invalid extra spec {key:?}: keys need 1 to {MAX_FIELD_LEN} characters, values at most {MAX_FIELD_LEN}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub async fn names(db: &impl ConnectionTrait) -> Result<HashMap<String, String>, ServiceError> {
+    let types = volume_type::Entity::find()
+        .all(db)
+        .await
+        .map_err(db_error)?;
+    Ok(types
+        .into_iter()
+        .map(|model| (model.id, model.name))
+        .collect())
+}
+
+async fn may_use(
+    db: &impl ConnectionTrait,
+    context: &CallContext,
+    model: &volume_type::Model,
+) -> Result<bool, ServiceError> {
+    if model.is_public || context.is_admin {
+        return Ok(true);
+    }
+    let access =
+        volume_type_access::Entity::find_by_id((model.id.clone(), context.project_id.to_string()))
+            .one(db)
+            .await
+            .map_err(db_error)?;
+    Ok(access.is_some())
+}
+
+/// Finds a type by id or name that the caller may use; an invisible private type is not found.
+pub async fn resolve(
+    db: &impl ConnectionTrait,
+    context: &CallContext,
+    id_or_name: &str,
+) -> Result<volume_type::Model, ServiceError> {
+    let by_id = volume_type::Entity::find_by_id(id_or_name.to_owned())
+        .one(db)
+        .await
+        .map_err(db_error)?;
+    let found = match by_id {
+        Some(model) => Some(model),
+        None => volume_type::Entity::find()
+            .filter(volume_type::Column::Name.eq(id_or_name))
+            .one(db)
+            .await
+            .map_err(db_error)?,
+    };
+    match found {
+        Some(model) if may_use(db, context, &model).await? => Ok(model),
+        _ => Err(ServiceError::not_found(format!(
+            "volume type {id_or_name:?} not found"
+        ))),
+    }
+}
+
+pub async fn default_type(db: &impl ConnectionTrait) -> Result<volume_type::Model, ServiceError> {
+    volume_type::Entity::find()
+        .filter(volume_type::Column::IsDefault.eq(true))
+        .one(db)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| {
+            ServiceError::internal(
+                "no default volume type is defined; the database is missing its first migration",
+            )
+        })
+}
+
+pub async fn to_proto(
+    db: &impl ConnectionTrait,
+    model: &volume_type::Model,
+) -> Result<VolumeType, ServiceError> {
+    let project_ids = if model.is_public {
+        Vec::new()
+    } else {
+        volume_type_access::Entity::find()
+            .filter(volume_type_access::Column::VolumeTypeId.eq(model.id.as_str()))
+            .all(db)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(|row| row.project_id)
+            .collect()
+    };
+    Ok(VolumeType {
+        id: model.id.clone(),
+        name: model.name.clone(),
+        description: model.description.clone(),
+        is_public: model.is_public,
+        extra_specs: extra_specs(model),
+        qos_specs_id: String::new(),
+        project_ids,
+        is_default: model.is_default,
+    })
+}
+
+pub async fn create(
+    core: &Core,
+    context: &CallContext,
+    request: CreateVolumeTypeRequest,
+) -> Result<volume_type::Model, ServiceError> {
+    context.require_admin("creating a volume type")?;
+    let name = request.name.trim();
+    if name.is_empty() || name.chars().count() > MAX_FIELD_LEN {
+        return Err(ServiceError::invalid(format!(
+            "a volume type needs a name of 1 to {MAX_FIELD_LEN} characters"
+        )));
+    }
+    if request.description.chars().count() > MAX_FIELD_LEN {
+        return Err(ServiceError::invalid(format!(
+            "description is too long: at most {MAX_FIELD_LEN} characters"
+        )));
+    }
+    validate_specs(&request.extra_specs)?;
+    let txn = core.begin_write().await?;
+    let taken = volume_type::Entity::find()
+        .filter(volume_type::Column::Name.eq(name))
+        .count(&*txn)
+        .await
+        .map_err(db_error)?;
+    if taken > 0 {
+        return Err(ServiceError::new(
+            ErrorCode::AlreadyExists,
+            format!("a volume type named {name:?} already exists"),
+        ));
+    }
+    let now = Utc::now();
+    let model = volume_type::ActiveModel {
+        id: Set(uuid::Uuid::new_v4().to_string()),
+        name: Set(name.to_owned()),
+        description: Set(request.description),
+        is_public: Set(request.is_public.unwrap_or(true)),
+        extra_specs: Set(specs_to_json(&request.extra_specs)),
+        is_default: Set(false),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(&*txn)
+    .await
+    .map_err(db_error)?;
+    txn.commit().await?;
+    Ok(model)
+}
+
+pub async fn list(
+    db: &impl ConnectionTrait,
+    context: &CallContext,
+    request: &ListVolumeTypesRequest,
+) -> Result<Vec<volume_type::Model>, ServiceError> {
+    let all = volume_type::Entity::find()
+        .order_by_asc(volume_type::Column::Name)
+        .all(db)
+        .await
+        .map_err(db_error)?;
+    let mut visible = Vec::new();
+    for model in all {
+        if request
+            .is_public
+            .is_some_and(|public| public != model.is_public)
+        {
+            continue;
+        }
+        if !request.name.is_empty() && model.name != request.name {
+            continue;
+        }
+        if may_use(db, context, &model).await? {
+            visible.push(model);
+        }
+    }
+    Ok(visible)
+}
+
+async fn load_for_change(
+    db: &impl ConnectionTrait,
+    context: &CallContext,
+    id: &str,
+    action: &str,
+) -> Result<volume_type::Model, ServiceError> {
+    context.require_admin(action)?;
+    volume_type::Entity::find_by_id(id.to_owned())
+        .one(db)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| ServiceError::not_found(format!("volume type {id} not found")))
+}
+
+pub async fn update(
+    core: &Core,
+    context: &CallContext,
+    request: UpdateVolumeTypeRequest,
+) -> Result<volume_type::Model, ServiceError> {
+    let txn = core.begin_write().await?;
+    let model = load_for_change(
+        &*txn,
+        context,
+        &request.volume_type_id,
+        "changing a volume type",
+    )
+    .await?;
+    let mut active: volume_type::ActiveModel = model.into();
+    if let Some(name) = request.name {
+        let name = name.trim().to_owned();
+        if name.is_empty() || name.chars().count() > MAX_FIELD_LEN {
+            return Err(ServiceError::invalid(format!(
+                "a volume type needs a name of 1 to {MAX_FIELD_LEN} characters"
+            )));
+        }
+        let taken = volume_type::Entity::find()
+            .filter(volume_type::Column::Name.eq(name.as_str()))
+            .filter(volume_type::Column::Id.ne(request.volume_type_id.as_str()))
+            .count(&*txn)
+            .await
+            .map_err(db_error)?;
+        if taken > 0 {
+            return Err(ServiceError::new(
+                ErrorCode::AlreadyExists,
+                format!("a volume type named {name:?} already exists"),
+            ));
+        }
+        active.name = Set(name);
+    }
+    if let Some(description) = request.description {
+        if description.chars().count() > MAX_FIELD_LEN {
+            return Err(ServiceError::invalid(format!(
+                "description is too long: at most {MAX_FIELD_LEN} characters"
+            )));
+        }
+        active.description = Set(description);
+    }
+    if let Some(is_public) = request.is_public {
+        active.is_public = Set(is_public);
+    }
+    active.updated_at = Set(Utc::now());
+    let model = active.update(&*txn).await.map_err(db_error)?;
+    txn.commit().await?;
+    Ok(model)
+}
+
+pub async fn delete(core: &Core, context: &CallContext, id: &str) -> Result<(), ServiceError> {
+    let txn = core.begin_write().await?;
+    let model = load_for_change(&*txn, context, id, "deleting a volume type").await?;
+    if model.is_default {
+        return Err(ServiceError::invalid(format!(
+            "volume type {} is the default type and cannot be deleted",
+            model.name
+        )));
+    }
+    let volumes = volume::Entity::find()
+        .filter(volume::Column::VolumeTypeId.eq(id))
+        .count(&*txn)
+        .await
+        .map_err(db_error)?;
+    let snapshots = snapshot::Entity::find()
+        .filter(snapshot::Column::VolumeTypeId.eq(id))
+        .count(&*txn)
+        .await
+        .map_err(db_error)?;
+    if volumes + snapshots > 0 {
+        return Err(ServiceError::invalid(format!(
+            "volume type {} is used by {volumes} volumes and {snapshots} snapshots; delete or retype them first",
+            model.name
+        )));
+    }
+    volume_type_access::Entity::delete_many()
+        .filter(volume_type_access::Column::VolumeTypeId.eq(id))
+        .exec(&*txn)
+        .await
+        .map_err(db_error)?;
+    volume_type::Entity::delete_by_id(id.to_owned())
+        .exec(&*txn)
+        .await
+        .map_err(db_error)?;
+    txn.commit().await
+}
+
+pub async fn set_extra_specs(
+    core: &Core,
+    context: &CallContext,
+    request: SetVolumeTypeExtraSpecsRequest,
+) -> Result<volume_type::Model, ServiceError> {
+    validate_specs(&request.extra_specs)?;
+    let txn = core.begin_write().await?;
+    let model = load_for_change(
+        &*txn,
+        context,
+        &request.volume_type_id,
+        "changing extra specs",
+    )
+    .await?;
+    let mut specs = extra_specs(&model);
+    specs.extend(request.extra_specs);
+    let mut active: volume_type::ActiveModel = model.into();
+    active.extra_specs = Set(specs_to_json(&specs));
+    active.updated_at = Set(Utc::now());
+    let model = active.update(&*txn).await.map_err(db_error)?;
+    txn.commit().await?;
+    Ok(model)
+}
+
+pub async fn unset_extra_spec(
+    core: &Core,
+    context: &CallContext,
+    id: &str,
+    key: &str,
+) -> Result<volume_type::Model, ServiceError> {
+    let txn = core.begin_write().await?;
+    let model = load_for_change(&*txn, context, id, "changing extra specs").await?;
+    let mut specs = extra_specs(&model);
+    if specs.remove(key).is_none() {
+        return Err(ServiceError::not_found(format!(
+            "volume type {} has no extra spec {key:?}",
+            model.name
+        )));
+    }
+    let mut active: volume_type::ActiveModel = model.into();
+    active.extra_specs = Set(specs_to_json(&specs));
+    active.updated_at = Set(Utc::now());
+    let model = active.update(&*txn).await.map_err(db_error)?;
+    txn.commit().await?;
+    Ok(model)
+}
+
+pub async fn set_access(
+    core: &Core,
+    context: &CallContext,
+    id: &str,
+    project: &str,
+    grant: bool,
+) -> Result<volume_type::Model, ServiceError> {
+    let project = basalt::ids::ProjectId::parse(project)?;
+    let txn = core.begin_write().await?;
+    let model = load_for_change(&*txn, context, id, "changing volume type access").await?;
+    if model.is_public {
+        return Err(ServiceError::invalid(format!(
+            "volume type {} is public; access lists apply to private types only",
+            model.name
+        )));
+    }
+    if grant {
+        let insert = Query::insert()
+            .into_table(volume_type_access::Entity)
+            .columns([
+                volume_type_access::Column::VolumeTypeId,
+                volume_type_access::Column::ProjectId,
+            ])
+            .values_panic([id.into(), project.as_str().into()])
+            .on_conflict(
+                OnConflict::columns([
+                    volume_type_access::Column::VolumeTypeId,
+                    volume_type_access::Column::ProjectId,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .to_owned();
+        txn.execute(&insert).await.map_err(db_error)?;
+    } else {
+        let removed =
+            volume_type_access::Entity::delete_by_id((id.to_owned(), project.to_string()))
+                .exec(&*txn)
+                .await
+                .map_err(db_error)?;
+        if removed.rows_affected == 0 {
+            return Err(ServiceError::not_found(format!(
+                "project {project} has no access to volume type {}",
+                model.name
+            )));
+        }
+    }
+    txn.commit().await?;
+    Ok(model)
+}
