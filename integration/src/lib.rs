@@ -17,8 +17,8 @@ use basalt::{
     context::CallContext,
     ids::{NodeId, ProjectId},
     proto::{
-        GetVolumeRequest, ListPoolsRequest, Volume, VolumeStatus,
-        volume_service_client::VolumeServiceClient,
+        GetSnapshotRequest, GetVolumeRequest, ListPoolsRequest, Snapshot, SnapshotStatus, Volume,
+        VolumeStatus, volume_service_client::VolumeServiceClient,
     },
 };
 use sea_orm::{ConnectionTrait, Database};
@@ -213,6 +213,11 @@ impl InProcessMesh {
             }
         })
         .await
+    }
+
+    /// The file pool of the node named `node_id`.
+    pub fn node_dir(&self, node_id: &str) -> PathBuf {
+        self._root.path().join(node_id)
     }
 
     /// Stops node `index` (its reports stop too).
@@ -425,4 +430,86 @@ pub fn repo_root() -> PathBuf {
         .parent()
         .expect("integration/ lives in the repo")
         .to_path_buf()
+}
+
+/// Polls the snapshot until it reaches `status`; fails on an error status or after [`WAIT`].
+pub async fn wait_for_snapshot(
+    client: &mut VolumeServiceClient<Channel>,
+    context: &CallContext,
+    snapshot_id: &str,
+    status: SnapshotStatus,
+) -> Result<Snapshot> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let snapshot = client
+            .get_snapshot(context.request(GetSnapshotRequest {
+                snapshot_id: snapshot_id.into(),
+            }))
+            .await?
+            .into_inner();
+        if snapshot.status == status as i32 {
+            return Ok(snapshot);
+        }
+        if snapshot.status == SnapshotStatus::Error as i32 {
+            bail!(
+                "snapshot {snapshot_id} went to error: {}",
+                snapshot.error_reason
+            );
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "snapshot {snapshot_id} is still {:?}, not {status:?}",
+                snapshot.status()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Checks that a call failed with `code` and a message containing `fragment`; returns the message.
+pub fn expect_refusal<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: tonic::Code,
+    fragment: &str,
+) -> String {
+    match result {
+        Ok(value) => panic!("expected {code:?} ({fragment}), got success: {value:?}"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "wrong code for: {}", status.message());
+            assert!(
+                status.message().contains(fragment),
+                "message {:?} lacks {fragment:?}",
+                status.message()
+            );
+            status.message().to_owned()
+        }
+    }
+}
+
+pub fn write_at(path: &Path, offset: u64, bytes: &[u8]) -> Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))?;
+    file.seek(SeekFrom::Start(offset))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+pub fn read_at(path: &Path, offset: u64, length: usize) -> Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut bytes = vec![0; length];
+    file.read_exact(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// A reproducible byte pattern, different for each seed.
+pub fn pattern(seed: u8, length: usize) -> Vec<u8> {
+    (0..length)
+        .map(|index| (index as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
