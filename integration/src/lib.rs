@@ -249,7 +249,7 @@ pub fn basalt_binary() -> Result<PathBuf> {
     let binary = profile_dir.join("basalt");
     if !binary.exists() {
         bail!(
-            "{} is missing: build it first with `cargo build --bins` (the README's test command does)",
+            "{} is missing: build it first with `cargo build` (the README's test command does)",
             binary.display()
         );
     }
@@ -512,4 +512,176 @@ pub fn pattern(seed: u8, length: usize) -> Vec<u8> {
     (0..length)
         .map(|index| (index as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
+}
+
+/// A mesh of real `basalt` processes on the machine's NATS: schedulers and volume nodes that a
+/// test can kill (SIGKILL) and restart with the same database and data directories.
+pub struct ProcessMesh {
+    pub database_url: String,
+    pub namespace: String,
+    pub schedulers: Vec<Option<BasaltProcess>>,
+    pub nodes: Vec<Option<BasaltProcess>>,
+    pub node_ids: Vec<String>,
+    root: tempfile::TempDir,
+    extra_node_args: Vec<String>,
+}
+
+impl ProcessMesh {
+    /// `database_url` `None` uses a SQLite file in the mesh's directory.
+    pub fn start(
+        database_url: Option<String>,
+        schedulers: usize,
+        nodes: usize,
+        extra_node_args: &[&str],
+    ) -> Result<Self> {
+        let root = tempfile::tempdir()?;
+        let database_url = database_url.unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                root.path().join("basalt.db").display()
+            )
+        });
+        let mut mesh = Self {
+            database_url,
+            namespace: bus_namespace(),
+            schedulers: Vec::new(),
+            nodes: Vec::new(),
+            node_ids: (0..nodes).map(|index| format!("node-{index}")).collect(),
+            root,
+            extra_node_args: extra_node_args
+                .iter()
+                .map(|arg| (*arg).to_owned())
+                .collect(),
+        };
+        for index in 0..schedulers {
+            let scheduler = mesh.spawn_scheduler(index)?;
+            mesh.schedulers.push(Some(scheduler));
+        }
+        for index in 0..nodes {
+            let node = mesh.spawn_node(index)?;
+            mesh.nodes.push(Some(node));
+        }
+        Ok(mesh)
+    }
+
+    fn spawn_scheduler(&self, index: usize) -> Result<BasaltProcess> {
+        let instance = format!("scheduler-{index}");
+        BasaltProcess::spawn(
+            &[
+                "scheduler",
+                "--listen",
+                "127.0.0.1:0",
+                "--database-url",
+                &self.database_url,
+                "--instance",
+                &instance,
+                "--operation-lease-secs",
+                "2",
+                "--nats-url",
+                NATS_URL,
+                "--bus-namespace",
+                &self.namespace,
+            ],
+            &[],
+            &["grpc"],
+        )
+    }
+
+    fn spawn_node(&self, index: usize) -> Result<BasaltProcess> {
+        let dir = self.node_dir(index);
+        let dir = dir.to_str().context("utf-8 temp dir")?;
+        let mut args = vec![
+            "volume-node",
+            "--node-id",
+            &self.node_ids[index],
+            "--data-dir",
+            dir,
+            "--listen",
+            "127.0.0.1:0",
+            "--report-interval-ms",
+            "200",
+            "--nats-url",
+            NATS_URL,
+            "--bus-namespace",
+            &self.namespace,
+        ];
+        args.extend(self.extra_node_args.iter().map(String::as_str));
+        BasaltProcess::spawn(&args, &[], &["grpc"])
+    }
+
+    pub fn node_dir(&self, index: usize) -> PathBuf {
+        self.root.path().join(&self.node_ids[index])
+    }
+
+    pub fn node_index(&self, node_id: &str) -> usize {
+        self.node_ids
+            .iter()
+            .position(|id| id == node_id)
+            .expect("a node of this mesh")
+    }
+
+    pub fn scheduler_addr(&self, index: usize) -> String {
+        self.schedulers[index]
+            .as_ref()
+            .expect("scheduler running")
+            .endpoint("grpc")
+            .to_owned()
+    }
+
+    pub fn kill_scheduler(&mut self, index: usize) {
+        if let Some(mut process) = self.schedulers[index].take() {
+            process.kill();
+        }
+    }
+
+    pub fn restart_scheduler(&mut self, index: usize) -> Result<()> {
+        self.schedulers[index] = Some(self.spawn_scheduler(index)?);
+        Ok(())
+    }
+
+    pub fn kill_node(&mut self, index: usize) {
+        if let Some(mut process) = self.nodes[index].take() {
+            process.kill();
+        }
+    }
+
+    pub fn restart_node(&mut self, index: usize) -> Result<()> {
+        self.nodes[index] = Some(self.spawn_node(index)?);
+        Ok(())
+    }
+
+    /// Waits until the scheduler at `index` sees every node as schedulable.
+    pub async fn wait_for_nodes(&self, index: usize) -> Result<()> {
+        let client = volume_client(&self.scheduler_addr(index)).await?;
+        let expected = self.node_ids.len();
+        eventually("the scheduler hears every node", || {
+            let mut client = client.clone();
+            async move {
+                let pools = client
+                    .list_pools(admin("ops").request(ListPoolsRequest::default()))
+                    .await?
+                    .into_inner()
+                    .pools;
+                Ok(pools.iter().filter(|pool| pool.schedulable).count() == expected)
+            }
+        })
+        .await
+    }
+
+    /// Names of the volume and snapshot files on every node (`volume-<id>`, `snapshot-<id>`, and
+    /// anything else left behind).
+    pub fn stored_files(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for index in 0..self.node_ids.len() {
+            let dir = self.node_dir(index);
+            if !dir.exists() {
+                continue;
+            }
+            for entry in std::fs::read_dir(dir)? {
+                names.push(entry?.file_name().to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
 }

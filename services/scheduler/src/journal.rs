@@ -336,11 +336,18 @@ where
     let deadline = tokio::time::Instant::now() + core.config.node_retry_window;
     loop {
         let attempt = match core.nodes.client(&core.capacity, node_id) {
-            Ok(client) => call(client).await.map_err(ServiceError::from),
-            Err(error) => Err(error),
+            Ok(client) => call(client).await.map_err(|status| {
+                let retryable = is_retryable(&status);
+                (ServiceError::from(status), retryable)
+            }),
+            Err(error) => {
+                let retryable = matches!(error.code, ErrorCode::Unavailable | ErrorCode::Timeout);
+                Err((error, retryable))
+            }
         };
         match attempt {
-            Err(error) if matches!(error.code, ErrorCode::Unavailable | ErrorCode::Timeout) => {
+            Ok(()) => return Ok(()),
+            Err((error, true)) => {
                 if tokio::time::Instant::now() >= deadline {
                     return Err(ServiceError::unavailable(format!(
                         "volume node {node_id} stayed unreachable for {}s: {error}",
@@ -349,8 +356,20 @@ where
                 }
                 tokio::time::sleep(NODE_RETRY_PAUSE).await;
             }
-            other => return other,
+            Err((error, false)) => return Err(error),
         }
+    }
+}
+
+/// Whether a failed node call may succeed on a retry: the node was unreachable, or the connection
+/// broke mid-call (a transport error, which tonic reports as UNKNOWN with its cause attached).
+/// Node operations are idempotent, so repeating one is always safe.
+fn is_retryable(status: &tonic::Status) -> bool {
+    use std::error::Error;
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => true,
+        tonic::Code::Unknown => status.source().is_some(),
+        _ => false,
     }
 }
 
