@@ -215,6 +215,11 @@ impl InProcessMesh {
         .await
     }
 
+    /// The NodeAgent address of node `index`.
+    pub fn node_grpc_addr(&self, index: usize) -> String {
+        self.nodes[index].grpc_addr.to_string()
+    }
+
     /// The file pool of the node named `node_id`.
     pub fn node_dir(&self, node_id: &str) -> PathBuf {
         self._root.path().join(node_id)

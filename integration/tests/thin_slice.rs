@@ -145,7 +145,21 @@ async fn slice_as_processes_on_postgres_and_nats() -> Result<()> {
     })
     .await?;
 
+    // Status events reach NATS subscribers outside the mesh.
+    let bus = basalt::bus::Bus::connect_nats(NATS_URL, &namespace).await?;
+    let mut events = bus.subscribe_events().await?;
     create_inspect_delete(&grpc, |_| node_dir.path().to_path_buf()).await?;
+    let mut transitions = Vec::new();
+    while transitions.len() < 4 {
+        let event = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut events))
+            .await?
+            .context("the event stream ended")?;
+        transitions.push(format!("{}->{}", event.from_status, event.to_status));
+    }
+    ensure!(
+        transitions == ["->creating", "creating->available", "available->deleting", "deleting->deleted"],
+        "events seen on nats: {transitions:?}"
+    );
 
     // A node killed without warning stops reporting; after three intervals it is unschedulable.
     node.kill();
