@@ -47,30 +47,25 @@ enum Transport {
 impl Bus {
     /// Connects to NATS at `url` (e.g. `nats://127.0.0.1:4222`).
     pub async fn connect_nats(url: &str, namespace: &str) -> Result<Self, ServiceError> {
-        let client = async_nats::connect(url).await.map_err(|error| {
-            ServiceError::unavailable(format!("cannot connect to nats at {url}: {error}"))
-        })?;
-        Ok(Self {
-            namespace: normalise_namespace(namespace)?,
-            transport: Transport::Nats(client),
-        })
+        let client = async_nats::connect(url)
+            .await
+            .map_err(|error| ServiceError::unavailable(format!("cannot connect to nats at {url}: {error}")))?;
+        Ok(Self { namespace: normalise_namespace(namespace)?, transport: Transport::Nats(client) })
     }
 
     /// An in-process bus; clones share it.
     pub fn local() -> Self {
         let (sender, _) = broadcast::channel(LOCAL_BUS_BACKLOG);
-        Self {
-            namespace: String::new(),
-            transport: Transport::Local(Arc::new(sender)),
-        }
+        Self { namespace: String::new(), transport: Transport::Local(Arc::new(sender)) }
     }
 
     pub async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), ServiceError> {
         let subject = format!("{}{subject}", self.namespace);
         match &self.transport {
-            Transport::Nats(client) => client.publish(subject, payload).await.map_err(|error| {
-                ServiceError::unavailable(format!("nats publish failed: {error}"))
-            }),
+            Transport::Nats(client) => client
+                .publish(subject, payload)
+                .await
+                .map_err(|error| ServiceError::unavailable(format!("nats publish failed: {error}"))),
             Transport::Local(sender) => {
                 // No receiver is not an error: nobody listening is normal for soft state.
                 let _ = sender.send(BusMessage { subject, payload });
@@ -86,9 +81,7 @@ impl Bus {
         match &self.transport {
             Transport::Nats(client) => {
                 let subscriber = client.subscribe(pattern.clone()).await.map_err(|error| {
-                    ServiceError::unavailable(format!(
-                        "nats subscribe to {pattern} failed: {error}"
-                    ))
+                    ServiceError::unavailable(format!("nats subscribe to {pattern} failed: {error}"))
                 })?;
                 Ok(Box::pin(subscriber.map(move |message| BusMessage {
                     subject: message.subject.as_str()[namespace_len..].to_owned(),
@@ -98,9 +91,7 @@ impl Bus {
             Transport::Local(sender) => {
                 let stream = tokio_stream::wrappers::BroadcastStream::new(sender.subscribe());
                 Ok(Box::pin(stream.filter_map(move |item| {
-                    let matched = item
-                        .ok()
-                        .filter(|message| subject_matches(&pattern, &message.subject));
+                    let matched = item.ok().filter(|message| subject_matches(&pattern, &message.subject));
                     futures::future::ready(matched.map(|message| BusMessage {
                         subject: message.subject[namespace_len..].to_owned(),
                         payload: message.payload,
@@ -112,51 +103,36 @@ impl Bus {
 
     pub async fn publish_capacity(&self, report: &CapacityReport) -> Result<(), ServiceError> {
         let node = NodeId::parse(&report.node_id)?;
-        self.publish(
-            &format!("{CAPACITY_SUBJECT}.{node}"),
-            report.encode_to_vec().into(),
-        )
-        .await
+        self.publish(&format!("{CAPACITY_SUBJECT}.{node}"), report.encode_to_vec().into()).await
     }
 
     /// Every node's capacity reports. Undecodable messages are dropped with a warning.
     pub async fn subscribe_capacity(&self) -> Result<BusStream<CapacityReport>, ServiceError> {
         let messages = self.subscribe(&format!("{CAPACITY_SUBJECT}.*")).await?;
-        Ok(Box::pin(messages.filter_map(|message| {
-            futures::future::ready(decode_or_warn::<CapacityReport>(&message))
-        })))
+        Ok(Box::pin(messages.filter_map(|message| futures::future::ready(decode_or_warn::<CapacityReport>(&message)))))
     }
 
     /// Asks every node to report now (a scheduler does this when it starts).
     pub async fn publish_capacity_poll(&self, poll: &CapacityPoll) -> Result<(), ServiceError> {
-        self.publish(CAPACITY_POLL_SUBJECT, poll.encode_to_vec().into())
-            .await
+        self.publish(CAPACITY_POLL_SUBJECT, poll.encode_to_vec().into()).await
     }
 
     pub async fn subscribe_capacity_polls(&self) -> Result<BusStream<CapacityPoll>, ServiceError> {
         let messages = self.subscribe(CAPACITY_POLL_SUBJECT).await?;
-        Ok(Box::pin(messages.filter_map(|message| {
-            futures::future::ready(decode_or_warn::<CapacityPoll>(&message))
-        })))
+        Ok(Box::pin(messages.filter_map(|message| futures::future::ready(decode_or_warn::<CapacityPoll>(&message)))))
     }
 }
 
 impl Bus {
     /// Publishes a status change on `basalt.v1.events.<kind>`.
     pub async fn publish_event(&self, event: &StatusEvent) -> Result<(), ServiceError> {
-        self.publish(
-            &format!("{EVENTS_SUBJECT}.{}", event.resource_kind),
-            event.encode_to_vec().into(),
-        )
-        .await
+        self.publish(&format!("{EVENTS_SUBJECT}.{}", event.resource_kind), event.encode_to_vec().into()).await
     }
 
     /// Every status event, of every kind.
     pub async fn subscribe_events(&self) -> Result<BusStream<StatusEvent>, ServiceError> {
         let messages = self.subscribe(&format!("{EVENTS_SUBJECT}.*")).await?;
-        Ok(Box::pin(messages.filter_map(|message| {
-            futures::future::ready(decode_or_warn::<StatusEvent>(&message))
-        })))
+        Ok(Box::pin(messages.filter_map(|message| futures::future::ready(decode_or_warn::<StatusEvent>(&message)))))
     }
 }
 
@@ -176,12 +152,9 @@ fn normalise_namespace(namespace: &str) -> Result<String, ServiceError> {
     if trimmed.is_empty() {
         return Ok(String::new());
     }
-    let valid = trimmed.split('.').all(|token| {
-        !token.is_empty()
-            && token
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
-    });
+    let valid = trimmed
+        .split('.')
+        .all(|token| !token.is_empty() && token.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-')));
     if !valid {
         return Err(ServiceError::invalid(format!(
             "invalid bus namespace {namespace:?}: use dot-separated tokens of letters, digits, '_' or '-'"
@@ -210,18 +183,9 @@ mod tests {
 
     #[test]
     fn subject_wildcards_follow_nats() {
-        assert!(subject_matches(
-            "basalt.v1.capacity.*",
-            "basalt.v1.capacity.node-1"
-        ));
-        assert!(!subject_matches(
-            "basalt.v1.capacity.*",
-            "basalt.v1.capacity.node-1.extra"
-        ));
-        assert!(!subject_matches(
-            "basalt.v1.capacity.*",
-            "basalt.v1.capacity"
-        ));
+        assert!(subject_matches("basalt.v1.capacity.*", "basalt.v1.capacity.node-1"));
+        assert!(!subject_matches("basalt.v1.capacity.*", "basalt.v1.capacity.node-1.extra"));
+        assert!(!subject_matches("basalt.v1.capacity.*", "basalt.v1.capacity"));
         assert!(subject_matches("basalt.>", "basalt.v1.events.volume"));
         assert!(!subject_matches("basalt.>", "basalt"));
         assert!(!subject_matches("a.b", "a.c"));
@@ -241,17 +205,9 @@ mod tests {
         let bus = Bus::local();
         let mut reports = bus.subscribe_capacity().await.unwrap();
         let mut polls = bus.subscribe_capacity_polls().await.unwrap();
-        let report = CapacityReport {
-            node_id: "n1".into(),
-            sequence: 7,
-            ..Default::default()
-        };
+        let report = CapacityReport { node_id: "n1".into(), sequence: 7, ..Default::default() };
         bus.publish_capacity(&report).await.unwrap();
-        bus.publish_capacity_poll(&CapacityPoll {
-            requested_by: "s".into(),
-        })
-        .await
-        .unwrap();
+        bus.publish_capacity_poll(&CapacityPoll { requested_by: "s".into() }).await.unwrap();
         assert_eq!(reports.next().await.unwrap(), report);
         assert_eq!(polls.next().await.unwrap().requested_by, "s");
     }
@@ -259,10 +215,7 @@ mod tests {
     #[tokio::test]
     async fn a_report_with_a_bad_node_id_is_refused() {
         let bus = Bus::local();
-        let report = CapacityReport {
-            node_id: "bad node".into(),
-            ..Default::default()
-        };
+        let report = CapacityReport { node_id: "bad node".into(), ..Default::default() };
         assert!(bus.publish_capacity(&report).await.is_err());
     }
 }

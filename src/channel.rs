@@ -16,15 +16,8 @@ pub fn channel(endpoint: &str) -> Result<Channel, ServiceError> {
     channel_with_timeout(endpoint, CALL_TIMEOUT)
 }
 
-pub fn channel_with_timeout(
-    endpoint: &str,
-    call_timeout: Duration,
-) -> Result<Channel, ServiceError> {
-    let uri = if endpoint.contains("://") {
-        endpoint.to_owned()
-    } else {
-        format!("http://{endpoint}")
-    };
+pub fn channel_with_timeout(endpoint: &str, call_timeout: Duration) -> Result<Channel, ServiceError> {
+    let uri = if endpoint.contains("://") { endpoint.to_owned() } else { format!("http://{endpoint}") };
     let endpoint = Endpoint::from_shared(uri.clone())
         .map_err(|error| ServiceError::invalid(format!("invalid grpc endpoint {uri:?}: {error}")))?
         .connect_timeout(CONNECT_TIMEOUT)

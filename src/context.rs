@@ -20,20 +20,11 @@ pub struct CallContext {
 
 impl CallContext {
     pub fn new(project_id: ProjectId, user_id: impl Into<String>, is_admin: bool) -> Self {
-        Self {
-            project_id,
-            user_id: user_id.into(),
-            is_admin,
-        }
+        Self { project_id, user_id: user_id.into(), is_admin }
     }
 
     pub fn from_metadata(metadata: &MetadataMap) -> Result<Self, ServiceError> {
-        let text = |key: &str| {
-            metadata
-                .get(key)
-                .and_then(|value| value.to_str().ok())
-                .map(str::trim)
-        };
+        let text = |key: &str| metadata.get(key).and_then(|value| value.to_str().ok()).map(str::trim);
         let project = text(PROJECT_HEADER).filter(|value| !value.is_empty()).ok_or_else(|| {
             ServiceError::new(
                 ErrorCode::Unauthenticated,
@@ -43,17 +34,9 @@ impl CallContext {
         let project_id = ProjectId::parse(project)?;
         let user_id = text(USER_HEADER).unwrap_or_default().to_owned();
         let is_admin = text(ROLES_HEADER)
-            .map(|roles| {
-                roles
-                    .split(',')
-                    .any(|role| role.trim().eq_ignore_ascii_case(ADMIN_ROLE))
-            })
+            .map(|roles| roles.split(',').any(|role| role.trim().eq_ignore_ascii_case(ADMIN_ROLE)))
             .unwrap_or(false);
-        Ok(Self {
-            project_id,
-            user_id,
-            is_admin,
-        })
+        Ok(Self { project_id, user_id, is_admin })
     }
 
     /// Wraps a message in a request that carries this context.
@@ -80,10 +63,7 @@ impl CallContext {
         if self.is_admin {
             return Ok(());
         }
-        Err(ServiceError::new(
-            ErrorCode::Forbidden,
-            format!("{action} is an admin-only action"),
-        ))
+        Err(ServiceError::new(ErrorCode::Forbidden, format!("{action} is an admin-only action")))
     }
 }
 
@@ -95,10 +75,7 @@ mod tests {
     fn context_round_trips_through_metadata() {
         let context = CallContext::new(ProjectId::parse("p1").unwrap(), "u1", true);
         let request = context.request(());
-        assert_eq!(
-            CallContext::from_metadata(request.metadata()).unwrap(),
-            context
-        );
+        assert_eq!(CallContext::from_metadata(request.metadata()).unwrap(), context);
     }
 
     #[test]
@@ -114,9 +91,6 @@ mod tests {
         metadata.insert(ROLES_HEADER, "member, reader".parse().unwrap());
         let context = CallContext::from_metadata(&metadata).unwrap();
         assert!(!context.is_admin);
-        assert_eq!(
-            context.require_admin("reset status").unwrap_err().code,
-            ErrorCode::Forbidden
-        );
+        assert_eq!(context.require_admin("reset status").unwrap_err().code, ErrorCode::Forbidden);
     }
 }

@@ -104,10 +104,7 @@ pub struct ServiceError {
 
 impl ServiceError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+        Self { code, message: message.into() }
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -147,10 +144,7 @@ impl From<ServiceError> for tonic::Status {
 
 impl From<tonic::Status> for ServiceError {
     fn from(status: tonic::Status) -> Self {
-        Self::new(
-            ErrorCode::from_grpc(status.code()),
-            status.message().to_owned(),
-        )
+        Self::new(ErrorCode::from_grpc(status.code()), status.message().to_owned())
     }
 }
 

@@ -73,9 +73,7 @@ macro_rules! name_id {
             pub fn parse(text: &str) -> Result<Self, ServiceError> {
                 let well_formed = !text.is_empty()
                     && text.len() <= 64
-                    && text
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+                    && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
                 if !well_formed {
                     return Err(ServiceError::invalid(format!(
                         concat!(
@@ -112,11 +110,7 @@ mod tests {
         assert_eq!(VolumeId::parse(&id.to_string()).unwrap(), id);
         let error = VolumeId::parse("not-a-uuid").unwrap_err();
         assert_eq!(error.code, ErrorCode::InvalidArgument);
-        assert!(
-            error.message.contains("invalid volume id"),
-            "{}",
-            error.message
-        );
+        assert!(error.message.contains("invalid volume id"), "{}", error.message);
     }
 
     #[test]

@@ -25,20 +25,12 @@ impl Default for GrpcServices {
 
 impl GrpcServices {
     pub fn new() -> Self {
-        Self {
-            routes: Routes::default(),
-            names: Vec::new(),
-        }
+        Self { routes: Routes::default(), names: Vec::new() }
     }
 
     pub fn with_service<S>(mut self, service: S) -> Self
     where
-        S: tower::Service<http::Request<Body>, Error = Infallible>
-            + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
+        S: tower::Service<http::Request<Body>, Error = Infallible> + NamedService + Clone + Send + Sync + 'static,
         S::Response: axum::response::IntoResponse,
         S::Future: Send + 'static,
     {
@@ -55,9 +47,7 @@ impl GrpcServices {
     ) -> Result<(), ServiceError> {
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         for name in &self.names {
-            health_reporter
-                .set_service_status(*name, ServingStatus::Serving)
-                .await;
+            health_reporter.set_service_status(*name, ServingStatus::Serving).await;
         }
         // Both reflection versions: grpcurl and grpcio-reflection still ask v1alpha.
         // Only the services this process serves are listed, though every Basalt type resolves.
@@ -66,19 +56,12 @@ impl GrpcServices {
                 .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
                 .with_service_name(HEALTH_SERVICE);
-            self.names
-                .iter()
-                .fold(builder, |builder, name| builder.with_service_name(*name))
+            self.names.iter().fold(builder, |builder, name| builder.with_service_name(*name))
         };
-        let reflection_error =
-            |error| ServiceError::internal(format!("cannot build the reflection service: {error}"));
+        let reflection_error = |error| ServiceError::internal(format!("cannot build the reflection service: {error}"));
         let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
         let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
-        let routes = self
-            .routes
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha);
+        let routes = self.routes.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
         Server::builder()
             .add_routes(routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
@@ -104,9 +87,9 @@ pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), Service
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|error| ServiceError::unavailable(format!("cannot listen on {addr}: {error}")))?;
-    let bound = listener.local_addr().map_err(|error| {
-        ServiceError::internal(format!("cannot read the bound address: {error}"))
-    })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|error| ServiceError::internal(format!("cannot read the bound address: {error}")))?;
     Ok((listener, bound))
 }
 
@@ -124,10 +107,7 @@ impl Default for Tasks {
 
 impl Tasks {
     pub fn new() -> Self {
-        Self {
-            stop: watch::channel(false).0,
-            handles: Vec::new(),
-        }
+        Self { stop: watch::channel(false).0, handles: Vec::new() }
     }
 
     /// Resolves once [`Tasks::shutdown`] is called; give one to each loop.

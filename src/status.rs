@@ -79,17 +79,11 @@ impl AttachStatus {
 }
 
 fn lookup_name<T: PartialEq + Copy>(table: &[(T, &'static str)], value: T) -> &'static str {
-    table
-        .iter()
-        .find(|(candidate, _)| *candidate == value)
-        .map_or("unspecified", |(_, name)| name)
+    table.iter().find(|(candidate, _)| *candidate == value).map_or("unspecified", |(_, name)| name)
 }
 
 fn lookup_value<T: Copy>(table: &[(T, &'static str)], name: &str) -> Option<T> {
-    table
-        .iter()
-        .find(|(_, candidate)| *candidate == name)
-        .map(|(value, _)| *value)
+    table.iter().find(|(_, candidate)| *candidate == name).map(|(value, _)| *value)
 }
 
 #[cfg(test)]
@@ -105,10 +99,7 @@ mod tests {
             assert_eq!(VolumeStatus::from_cinder_name(name), Some(status));
         }
         assert_eq!(VolumeStatus::InUse.cinder_name(), "in-use");
-        assert_eq!(
-            VolumeStatus::ErrorBackingUp.cinder_name(),
-            "error_backing-up"
-        );
+        assert_eq!(VolumeStatus::ErrorBackingUp.cinder_name(), "error_backing-up");
         assert_eq!(VolumeStatus::from_cinder_name("bogus"), None);
     }
 
@@ -116,10 +107,7 @@ mod tests {
     fn every_snapshot_status_has_one_cinder_name() {
         for value in 1..=7 {
             let status = SnapshotStatus::try_from(value).unwrap();
-            assert_eq!(
-                SnapshotStatus::from_cinder_name(status.cinder_name()),
-                Some(status)
-            );
+            assert_eq!(SnapshotStatus::from_cinder_name(status.cinder_name()), Some(status));
         }
     }
 
@@ -127,10 +115,7 @@ mod tests {
     fn every_attach_status_has_one_cinder_name() {
         for value in 1..=7 {
             let status = AttachStatus::try_from(value).unwrap();
-            assert_eq!(
-                AttachStatus::from_cinder_name(status.cinder_name()),
-                Some(status)
-            );
+            assert_eq!(AttachStatus::from_cinder_name(status.cinder_name()), Some(status));
         }
     }
 }

@@ -9,11 +9,7 @@ use basalt::{bus::Bus, ids::NodeId};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "basalt",
-    version,
-    about = "Block storage as a service, speaking Cinder v3"
-)]
+#[command(name = "basalt", version, about = "Block storage as a service, speaking Cinder v3")]
 struct Cli {
     /// Log JSON lines instead of human-readable text.
     #[arg(long, global = true, env = "BASALT_LOG_JSON")]
@@ -65,12 +61,7 @@ struct ControlArgs {
     #[arg(long, env = "BASALT_OPERATION_LEASE_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
     operation_lease_secs: u64,
     /// Weighers with multipliers, Cinder's order: e.g. `capacity=1` or `allocated-capacity=-1`.
-    #[arg(
-        long = "weigher",
-        env = "BASALT_WEIGHERS",
-        value_delimiter = ',',
-        default_value = "capacity=1"
-    )]
+    #[arg(long = "weigher", env = "BASALT_WEIGHERS", value_delimiter = ',', default_value = "capacity=1")]
     weighers: Vec<String>,
 }
 
@@ -81,18 +72,19 @@ impl ControlArgs {
             reconcile_interval: Duration::from_secs(self.operation_lease_secs.div_ceil(5).max(1)),
             ..Default::default()
         };
-        config.weighers =
-            self.weighers
-                .iter()
-                .map(|entry| {
-                    let (name, multiplier) = entry.split_once('=').unwrap_or((entry.as_str(), "1"));
-                    let weigher = name.trim().parse().map_err(anyhow::Error::msg)?;
-                    let multiplier: f64 = multiplier.trim().parse().with_context(|| {
-                        format!("weigher {name}: {multiplier:?} is not a number")
-                    })?;
-                    Ok((weigher, multiplier))
-                })
-                .collect::<Result<_>>()?;
+        config.weighers = self
+            .weighers
+            .iter()
+            .map(|entry| {
+                let (name, multiplier) = entry.split_once('=').unwrap_or((entry.as_str(), "1"));
+                let weigher = name.trim().parse().map_err(anyhow::Error::msg)?;
+                let multiplier: f64 = multiplier
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("weigher {name}: {multiplier:?} is not a number"))?;
+                Ok((weigher, multiplier))
+            })
+            .collect::<Result<_>>()?;
         Ok(config)
     }
 }
@@ -100,11 +92,7 @@ impl ControlArgs {
 #[derive(Args)]
 struct SchedulerArgs {
     /// `sqlite://path?mode=rwc` or `postgres://user@host/db`.
-    #[arg(
-        long,
-        env = "BASALT_DATABASE_URL",
-        default_value = "sqlite://basalt.db?mode=rwc"
-    )]
+    #[arg(long, env = "BASALT_DATABASE_URL", default_value = "sqlite://basalt.db?mode=rwc")]
     database_url: String,
     #[arg(long, env = "BASALT_GRPC_LISTEN", default_value = "127.0.0.1:8780")]
     listen: SocketAddr,
@@ -120,11 +108,7 @@ struct SchedulerArgs {
 #[derive(Args)]
 struct PoolArgs {
     /// The file pool's over-subscription ratio (Cinder's max_over_subscription_ratio).
-    #[arg(
-        long,
-        env = "BASALT_MAX_OVER_SUBSCRIPTION_RATIO",
-        default_value_t = 1.0
-    )]
+    #[arg(long, env = "BASALT_MAX_OVER_SUBSCRIPTION_RATIO", default_value_t = 1.0)]
     max_over_subscription_ratio: f64,
     /// Percent of the pool never handed out (Cinder's reserved_percentage).
     #[arg(long, env = "BASALT_RESERVED_PERCENTAGE", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
@@ -163,11 +147,7 @@ struct GatewayArgs {
     #[arg(long, env = "BASALT_REST_LISTEN", default_value = "127.0.0.1:8776")]
     listen: SocketAddr,
     /// The scheduler's VolumeService endpoint.
-    #[arg(
-        long,
-        env = "BASALT_SCHEDULER_ENDPOINT",
-        default_value = "http://127.0.0.1:8780"
-    )]
+    #[arg(long, env = "BASALT_SCHEDULER_ENDPOINT", default_value = "http://127.0.0.1:8780")]
     scheduler_endpoint: String,
 }
 
@@ -184,8 +164,7 @@ async fn main() -> Result<()> {
 }
 
 async fn up(args: UpArgs) -> Result<()> {
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     let bus = Bus::local();
     let database_url = format!("sqlite://{}?mode=rwc", data_dir.join("basalt.db").display());
@@ -200,14 +179,8 @@ async fn up(args: UpArgs) -> Result<()> {
         bus.clone(),
     )
     .await?;
-    let node_config = node_config(
-        NodeId::parse(&host_name())?,
-        data_dir.join("volumes"),
-        &args.pool,
-        None,
-        None,
-        "nova".into(),
-    );
+    let node_config =
+        node_config(NodeId::parse(&host_name())?, data_dir.join("volumes"), &args.pool, None, None, "nova".into());
     let node = basalt_volume_node::start(node_config, bus).await?;
     let gateway = basalt_api_gateway::start(basalt_api_gateway::GatewayConfig {
         listen: args.rest_listen,
@@ -252,14 +225,8 @@ async fn scheduler(args: SchedulerArgs) -> Result<()> {
 async fn volume_node(args: VolumeNodeArgs) -> Result<()> {
     let bus = Bus::connect_nats(&args.bus.nats_url, &args.bus.bus_namespace).await?;
     let node_id = NodeId::parse(&args.node_id.unwrap_or_else(host_name))?;
-    let config = node_config(
-        node_id,
-        args.data_dir,
-        &args.pool,
-        Some(args.listen),
-        args.advertise,
-        args.availability_zone,
-    );
+    let config =
+        node_config(node_id, args.data_dir, &args.pool, Some(args.listen), args.advertise, args.availability_zone);
     let node = basalt_volume_node::start(config, bus).await?;
     println!("basalt volume-node");
     println!("  grpc: {}", node.grpc_addr);
@@ -304,17 +271,9 @@ fn node_config(
 
 fn host_name() -> String {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let name: String = name
-        .trim()
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        .take(64)
-        .collect();
-    if name.is_empty() {
-        "localhost".into()
-    } else {
-        name
-    }
+    let name: String =
+        name.trim().chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')).take(64).collect();
+    if name.is_empty() { "localhost".into() } else { name }
 }
 
 /// Ctrl-C or SIGTERM.

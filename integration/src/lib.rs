@@ -17,8 +17,8 @@ use basalt::{
     context::CallContext,
     ids::{NodeId, ProjectId},
     proto::{
-        GetSnapshotRequest, GetVolumeRequest, ListPoolsRequest, Snapshot, SnapshotStatus, Volume,
-        VolumeStatus, volume_service_client::VolumeServiceClient,
+        GetSnapshotRequest, GetVolumeRequest, ListPoolsRequest, Snapshot, SnapshotStatus, Volume, VolumeStatus,
+        volume_service_client::VolumeServiceClient,
     },
 };
 use sea_orm::{ConnectionTrait, Database};
@@ -31,25 +31,15 @@ pub const GIB: u64 = 1 << 30;
 pub const WAIT: Duration = Duration::from_secs(30);
 
 pub fn project(name: &str) -> CallContext {
-    CallContext::new(
-        ProjectId::parse(name).expect("test project ids are valid"),
-        "tester",
-        false,
-    )
+    CallContext::new(ProjectId::parse(name).expect("test project ids are valid"), "tester", false)
 }
 
 pub fn admin(name: &str) -> CallContext {
-    CallContext::new(
-        ProjectId::parse(name).expect("test project ids are valid"),
-        "admin",
-        true,
-    )
+    CallContext::new(ProjectId::parse(name).expect("test project ids are valid"), "admin", true)
 }
 
 pub async fn volume_client(grpc_addr: &str) -> Result<VolumeServiceClient<Channel>> {
-    Ok(VolumeServiceClient::new(basalt::channel::channel(
-        grpc_addr,
-    )?))
+    Ok(VolumeServiceClient::new(basalt::channel::channel(grpc_addr)?))
 }
 
 /// Polls the volume until it reaches `status`; fails on an error status or after [`WAIT`].
@@ -61,12 +51,8 @@ pub async fn wait_for_status(
 ) -> Result<Volume> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let volume = client
-            .get_volume(context.request(GetVolumeRequest {
-                volume_id: volume_id.into(),
-            }))
-            .await?
-            .into_inner();
+        let volume =
+            client.get_volume(context.request(GetVolumeRequest { volume_id: volume_id.into() })).await?.into_inner();
         if volume.status == status as i32 {
             return Ok(volume);
         }
@@ -74,10 +60,7 @@ pub async fn wait_for_status(
             bail!("volume {volume_id} went to error: {}", volume.error_reason);
         }
         if tokio::time::Instant::now() > deadline {
-            bail!(
-                "volume {volume_id} is still {:?}, not {status:?}",
-                volume.status()
-            );
+            bail!("volume {volume_id} is still {:?}, not {status:?}", volume.status());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -91,19 +74,11 @@ pub async fn wait_until_gone(
 ) -> Result<()> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        match client
-            .get_volume(context.request(GetVolumeRequest {
-                volume_id: volume_id.into(),
-            }))
-            .await
-        {
+        match client.get_volume(context.request(GetVolumeRequest { volume_id: volume_id.into() })).await {
             Err(status) if status.code() == tonic::Code::NotFound => return Ok(()),
             Err(status) => bail!("unexpected error while waiting for {volume_id} to go: {status}"),
             Ok(volume) if tokio::time::Instant::now() > deadline => {
-                bail!(
-                    "volume {volume_id} is still there: {:?}",
-                    volume.into_inner().status()
-                )
+                bail!("volume {volume_id} is still there: {:?}", volume.into_inner().status())
             }
             Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
@@ -152,18 +127,11 @@ impl InProcessMesh {
     }
 
     /// `database_url` defaults to a fresh SQLite file.
-    pub async fn start_with_database(
-        node_count: usize,
-        database_url: Option<String>,
-    ) -> Result<Self> {
+    pub async fn start_with_database(node_count: usize, database_url: Option<String>) -> Result<Self> {
         let root = tempfile::tempdir()?;
         let bus = Bus::local();
-        let database_url = database_url.unwrap_or_else(|| {
-            format!(
-                "sqlite://{}?mode=rwc",
-                root.path().join("basalt.db").display()
-            )
-        });
+        let database_url =
+            database_url.unwrap_or_else(|| format!("sqlite://{}?mode=rwc", root.path().join("basalt.db").display()));
         let scheduler = basalt_scheduler::start(
             basalt_scheduler::SchedulerConfig {
                 database_url,
@@ -202,14 +170,9 @@ impl InProcessMesh {
             let mut client = client.clone();
             let pool_name = pool_name.clone();
             async move {
-                let pools = client
-                    .list_pools(admin("ops").request(ListPoolsRequest::default()))
-                    .await?
-                    .into_inner()
-                    .pools;
-                Ok(pools
-                    .iter()
-                    .any(|pool| pool.name == pool_name && pool.schedulable))
+                let pools =
+                    client.list_pools(admin("ops").request(ListPoolsRequest::default())).await?.into_inner().pools;
+                Ok(pools.iter().any(|pool| pool.name == pool_name && pool.schedulable))
             }
         })
         .await
@@ -247,16 +210,10 @@ pub fn basalt_binary() -> Result<PathBuf> {
         return Ok(PathBuf::from(path));
     }
     let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test binary has no profile directory")?;
+    let profile_dir = exe.parent().and_then(Path::parent).context("test binary has no profile directory")?;
     let binary = profile_dir.join("basalt");
     if !binary.exists() {
-        bail!(
-            "{} is missing: build it first with `cargo build` (the README's test command does)",
-            binary.display()
-        );
+        bail!("{} is missing: build it first with `cargo build` (the README's test command does)", binary.display());
     }
     Ok(binary)
 }
@@ -272,17 +229,11 @@ impl BasaltProcess {
     /// Runs `basalt <args>` and waits until it has printed every key in `ready_keys`.
     pub fn spawn(args: &[&str], env: &[(&str, &str)], ready_keys: &[&str]) -> Result<Self> {
         let mut command = Command::new(basalt_binary()?);
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
         for (key, value) in env {
             command.env(key, value);
         }
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("cannot run basalt {args:?}"))?;
+        let mut child = command.spawn().with_context(|| format!("cannot run basalt {args:?}"))?;
         let stdout = child.stdout.take().context("no stdout")?;
         let (sender, receiver) = mpsc::channel();
         std::thread::spawn(move || {
@@ -293,22 +244,15 @@ impl BasaltProcess {
                 }
             }
         });
-        let mut process = Self {
-            child,
-            endpoints: HashMap::new(),
-        };
-        while !ready_keys
-            .iter()
-            .all(|key| process.endpoints.contains_key(*key))
-        {
+        let mut process = Self { child, endpoints: HashMap::new() };
+        while !ready_keys.iter().all(|key| process.endpoints.contains_key(*key)) {
             match receiver.recv_timeout(WAIT) {
                 Ok((key, value)) => {
                     process.endpoints.insert(key, value);
                 }
-                Err(_) => bail!(
-                    "basalt {args:?} did not print {ready_keys:?} in time (exit: {:?})",
-                    process.child.try_wait()
-                ),
+                Err(_) => {
+                    bail!("basalt {args:?} did not print {ready_keys:?} in time (exit: {:?})", process.child.try_wait())
+                }
             }
         }
         Ok(process)
@@ -325,10 +269,7 @@ impl BasaltProcess {
 
     /// SIGTERM, then waits for a clean exit; returns whether it exited with success.
     pub fn terminate(&mut self) -> Result<bool> {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()?;
+        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status()?;
         if !status.success() {
             bail!("cannot signal basalt");
         }
@@ -351,33 +292,20 @@ pub struct PostgresDatabase {
 
 impl PostgresDatabase {
     pub async fn create() -> Result<Self> {
-        let server = std::env::var("BASALT_TEST_POSTGRES")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        let server =
+            std::env::var("BASALT_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
         let admin_url = format!("{server}/postgres");
         let name = format!("basalt_test_{}", uuid::Uuid::new_v4().simple());
         let admin = Database::connect(&admin_url).await.with_context(|| {
-            format!(
-                "PostgreSQL is required at {server} (set BASALT_TEST_POSTGRES to point elsewhere)"
-            )
+            format!("PostgreSQL is required at {server} (set BASALT_TEST_POSTGRES to point elsewhere)")
         })?;
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await?;
-        Ok(Self {
-            url: format!("{server}/{name}"),
-            admin_url,
-            name,
-        })
+        admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await?;
+        Ok(Self { url: format!("{server}/{name}"), admin_url, name })
     }
 
     pub async fn drop_database(self) -> Result<()> {
         let admin = Database::connect(&self.admin_url).await?;
-        admin
-            .execute_unprepared(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .await?;
+        admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).await?;
         Ok(())
     }
 }
@@ -390,38 +318,23 @@ pub fn bus_namespace() -> String {
 /// A Python with `packages` installed, in a venv cached across runs under
 /// `BASALT_TEST_CACHE` (default `~/.cache/basalt-tests`). Installs from PyPI when missing.
 pub fn python_with(venv_name: &str, packages: &[&str], probe_import: &str) -> Result<PathBuf> {
-    let cache = std::env::var("BASALT_TEST_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into()))
-                .join(".cache/basalt-tests")
-        });
+    let cache = std::env::var("BASALT_TEST_CACHE").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into())).join(".cache/basalt-tests")
+    });
     std::fs::create_dir_all(&cache)?;
     let lock = std::fs::File::create(cache.join(format!("{venv_name}.lock")))?;
     lock.lock()?;
     let venv = cache.join(venv_name);
     let python = venv.join("bin/python");
-    let ready = python.exists()
-        && Command::new(&python)
-            .args(["-c", &format!("import {probe_import}")])
-            .status()?
-            .success();
+    let ready =
+        python.exists() && Command::new(&python).args(["-c", &format!("import {probe_import}")]).status()?.success();
     if !ready {
-        let created = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .context("python3 is required")?;
+        let created =
+            Command::new("python3").args(["-m", "venv"]).arg(&venv).status().context("python3 is required")?;
         if !created.success() {
-            bail!(
-                "cannot create a venv at {} (is python3-venv installed?)",
-                venv.display()
-            );
+            bail!("cannot create a venv at {} (is python3-venv installed?)", venv.display());
         }
-        let installed = Command::new(&python)
-            .args(["-m", "pip", "install", "-q"])
-            .args(packages)
-            .status()?;
+        let installed = Command::new(&python).args(["-m", "pip", "install", "-q"]).args(packages).status()?;
         if !installed.success() {
             bail!("pip could not install {packages:?} from PyPI");
         }
@@ -431,10 +344,7 @@ pub fn python_with(venv_name: &str, packages: &[&str], probe_import: &str) -> Re
 
 /// The repository root, for scripts kept in it.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("integration/ lives in the repo")
-        .to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("integration/ lives in the repo").to_path_buf()
 }
 
 /// Polls the snapshot until it reaches `status`; fails on an error status or after [`WAIT`].
@@ -447,25 +357,17 @@ pub async fn wait_for_snapshot(
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let snapshot = client
-            .get_snapshot(context.request(GetSnapshotRequest {
-                snapshot_id: snapshot_id.into(),
-            }))
+            .get_snapshot(context.request(GetSnapshotRequest { snapshot_id: snapshot_id.into() }))
             .await?
             .into_inner();
         if snapshot.status == status as i32 {
             return Ok(snapshot);
         }
         if snapshot.status == SnapshotStatus::Error as i32 {
-            bail!(
-                "snapshot {snapshot_id} went to error: {}",
-                snapshot.error_reason
-            );
+            bail!("snapshot {snapshot_id} went to error: {}", snapshot.error_reason);
         }
         if tokio::time::Instant::now() > deadline {
-            bail!(
-                "snapshot {snapshot_id} is still {:?}, not {status:?}",
-                snapshot.status()
-            );
+            bail!("snapshot {snapshot_id} is still {:?}, not {status:?}", snapshot.status());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -481,11 +383,7 @@ pub fn expect_refusal<T: std::fmt::Debug>(
         Ok(value) => panic!("expected {code:?} ({fragment}), got success: {value:?}"),
         Err(status) => {
             assert_eq!(status.code(), code, "wrong code for: {}", status.message());
-            assert!(
-                status.message().contains(fragment),
-                "message {:?} lacks {fragment:?}",
-                status.message()
-            );
+            assert!(status.message().contains(fragment), "message {:?} lacks {fragment:?}", status.message());
             status.message().to_owned()
         }
     }
@@ -493,10 +391,8 @@ pub fn expect_refusal<T: std::fmt::Debug>(
 
 pub fn write_at(path: &Path, offset: u64, bytes: &[u8]) -> Result<()> {
     use std::io::{Seek, SeekFrom, Write};
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .with_context(|| format!("open {}", path.display()))?;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).open(path).with_context(|| format!("open {}", path.display()))?;
     file.seek(SeekFrom::Start(offset))?;
     file.write_all(bytes)?;
     file.sync_all()?;
@@ -514,9 +410,7 @@ pub fn read_at(path: &Path, offset: u64, length: usize) -> Result<Vec<u8>> {
 
 /// A reproducible byte pattern, different for each seed.
 pub fn pattern(seed: u8, length: usize) -> Vec<u8> {
-    (0..length)
-        .map(|index| (index as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
+    (0..length).map(|index| (index as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }
 
 /// A mesh of real `basalt` processes on the machine's NATS: schedulers and volume nodes that a
@@ -540,12 +434,8 @@ impl ProcessMesh {
         extra_node_args: &[&str],
     ) -> Result<Self> {
         let root = tempfile::tempdir()?;
-        let database_url = database_url.unwrap_or_else(|| {
-            format!(
-                "sqlite://{}?mode=rwc",
-                root.path().join("basalt.db").display()
-            )
-        });
+        let database_url =
+            database_url.unwrap_or_else(|| format!("sqlite://{}?mode=rwc", root.path().join("basalt.db").display()));
         let mut mesh = Self {
             database_url,
             namespace: bus_namespace(),
@@ -553,10 +443,7 @@ impl ProcessMesh {
             nodes: Vec::new(),
             node_ids: (0..nodes).map(|index| format!("node-{index}")).collect(),
             root,
-            extra_node_args: extra_node_args
-                .iter()
-                .map(|arg| (*arg).to_owned())
-                .collect(),
+            extra_node_args: extra_node_args.iter().map(|arg| (*arg).to_owned()).collect(),
         };
         for index in 0..schedulers {
             let scheduler = mesh.spawn_scheduler(index)?;
@@ -619,18 +506,11 @@ impl ProcessMesh {
     }
 
     pub fn node_index(&self, node_id: &str) -> usize {
-        self.node_ids
-            .iter()
-            .position(|id| id == node_id)
-            .expect("a node of this mesh")
+        self.node_ids.iter().position(|id| id == node_id).expect("a node of this mesh")
     }
 
     pub fn scheduler_addr(&self, index: usize) -> String {
-        self.schedulers[index]
-            .as_ref()
-            .expect("scheduler running")
-            .endpoint("grpc")
-            .to_owned()
+        self.schedulers[index].as_ref().expect("scheduler running").endpoint("grpc").to_owned()
     }
 
     pub fn kill_scheduler(&mut self, index: usize) {
@@ -662,11 +542,8 @@ impl ProcessMesh {
         eventually("the scheduler hears every node", || {
             let mut client = client.clone();
             async move {
-                let pools = client
-                    .list_pools(admin("ops").request(ListPoolsRequest::default()))
-                    .await?
-                    .into_inner()
-                    .pools;
+                let pools =
+                    client.list_pools(admin("ops").request(ListPoolsRequest::default())).await?.into_inner().pools;
                 Ok(pools.iter().filter(|pool| pool.schedulable).count() == expected)
             }
         })

@@ -14,7 +14,8 @@ const REQUESTS: usize = 200;
 #[tokio::test]
 async fn two_schedulers_never_overbook_a_pool() -> Result<()> {
     let database = PostgresDatabase::create().await?;
-    let mesh = ProcessMesh::start(Some(database.url.clone()), 2, NODES, &["--max-capacity-gib", &POOL_GIB.to_string()])?;
+    let mesh =
+        ProcessMesh::start(Some(database.url.clone()), 2, NODES, &["--max-capacity-gib", &POOL_GIB.to_string()])?;
     mesh.wait_for_nodes(0).await?;
     mesh.wait_for_nodes(1).await?;
     let clients = [volume_client(&mesh.scheduler_addr(0)).await?, volume_client(&mesh.scheduler_addr(1)).await?];
@@ -30,7 +31,8 @@ async fn two_schedulers_never_overbook_a_pool() -> Result<()> {
     let mut calls = Vec::new();
     for index in 0..REQUESTS {
         let mut client = clients[index % 2].clone();
-        let request = crowd.request(CreateVolumeRequest { size_gib: 1, name: format!("v{index}"), ..Default::default() });
+        let request =
+            crowd.request(CreateVolumeRequest { size_gib: 1, name: format!("v{index}"), ..Default::default() });
         calls.push(tokio::spawn(async move { client.create_volume(request).await }));
     }
     let mut accepted = Vec::new();
@@ -63,7 +65,12 @@ async fn two_schedulers_never_overbook_a_pool() -> Result<()> {
     }
     let pools = client.list_pools(admin("ops").request(ListPoolsRequest::default())).await?.into_inner().pools;
     for pool in pools {
-        ensure!(pool.provisioned_capacity_gib <= POOL_GIB as u64, "{} is over-booked: {}", pool.name, pool.provisioned_capacity_gib);
+        ensure!(
+            pool.provisioned_capacity_gib <= POOL_GIB as u64,
+            "{} is over-booked: {}",
+            pool.name,
+            pool.provisioned_capacity_gib
+        );
     }
     drop(mesh);
     database.drop_database().await

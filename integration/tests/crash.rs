@@ -6,9 +6,8 @@ use std::collections::BTreeSet;
 
 use anyhow::{Context, Result, ensure};
 use basalt::proto::{
-    CreateSnapshotRequest, CreateVolumeRequest, DeleteVolumeRequest, ExtendVolumeRequest,
-    ListSnapshotsRequest, ListVolumesRequest, Snapshot, SnapshotStatus, Volume, VolumeStatus,
-    volume_service_client::VolumeServiceClient,
+    CreateSnapshotRequest, CreateVolumeRequest, DeleteVolumeRequest, ExtendVolumeRequest, ListSnapshotsRequest,
+    ListVolumesRequest, Snapshot, SnapshotStatus, Volume, VolumeStatus, volume_service_client::VolumeServiceClient,
 };
 use basalt_integration::*;
 use tonic::transport::Channel;
@@ -17,23 +16,15 @@ const MIB: u64 = 1 << 20;
 /// Enough data that copies take a while, so the kill lands while they run.
 const DATA_MIB: u64 = 256;
 
-async fn everything(
-    client: &mut VolumeServiceClient<Channel>,
-) -> Result<(Vec<Volume>, Vec<Snapshot>)> {
+async fn everything(client: &mut VolumeServiceClient<Channel>) -> Result<(Vec<Volume>, Vec<Snapshot>)> {
     let ops = admin("ops");
     let volumes = client
-        .list_volumes(ops.request(ListVolumesRequest {
-            all_projects: true,
-            ..Default::default()
-        }))
+        .list_volumes(ops.request(ListVolumesRequest { all_projects: true, ..Default::default() }))
         .await?
         .into_inner()
         .volumes;
     let snapshots = client
-        .list_snapshots(ops.request(ListSnapshotsRequest {
-            all_projects: true,
-            ..Default::default()
-        }))
+        .list_snapshots(ops.request(ListSnapshotsRequest { all_projects: true, ..Default::default() }))
         .await?
         .into_inner()
         .snapshots;
@@ -50,10 +41,7 @@ async fn wait_until_settled(grpc: &str) -> Result<()> {
             let busy_volume = volumes.iter().any(|volume| {
                 matches!(
                     volume.status(),
-                    VolumeStatus::Creating
-                        | VolumeStatus::Deleting
-                        | VolumeStatus::Extending
-                        | VolumeStatus::Reverting
+                    VolumeStatus::Creating | VolumeStatus::Deleting | VolumeStatus::Extending | VolumeStatus::Reverting
                 )
             });
             let busy_snapshot = snapshots.iter().any(|snapshot| {
@@ -69,10 +57,7 @@ async fn wait_until_settled(grpc: &str) -> Result<()> {
 }
 
 /// Every row has its file and every file its row: nothing lost, nothing orphaned.
-async fn assert_storage_matches_records(
-    mesh: &ProcessMesh,
-    grpc: &str,
-) -> Result<(Vec<Volume>, Vec<Snapshot>)> {
+async fn assert_storage_matches_records(mesh: &ProcessMesh, grpc: &str) -> Result<(Vec<Volume>, Vec<Snapshot>)> {
     let mut client = volume_client(grpc).await?;
     let (volumes, snapshots) = everything(&mut client).await?;
     for volume in &volumes {
@@ -85,9 +70,7 @@ async fn assert_storage_matches_records(
         );
         let node = mesh.node_index(&volume.pool.clone().context("placed")?.node_id);
         let file = mesh.node_dir(node).join(format!("volume-{}", volume.id));
-        let size = std::fs::metadata(&file)
-            .with_context(|| format!("volume {} lost its file", volume.id))?
-            .len();
+        let size = std::fs::metadata(&file).with_context(|| format!("volume {} lost its file", volume.id))?.len();
         ensure!(
             size == volume.size_gib * GIB,
             "volume {} is {} GiB but its file {} bytes",
@@ -107,17 +90,10 @@ async fn assert_storage_matches_records(
     let expected: BTreeSet<String> = volumes
         .iter()
         .map(|volume| format!("volume-{}", volume.id))
-        .chain(
-            snapshots
-                .iter()
-                .map(|snapshot| format!("snapshot-{}", snapshot.id)),
-        )
+        .chain(snapshots.iter().map(|snapshot| format!("snapshot-{}", snapshot.id)))
         .collect();
     let stored: BTreeSet<String> = mesh.stored_files()?.into_iter().collect();
-    ensure!(
-        stored == expected,
-        "files and records differ:\n stored   {stored:?}\n recorded {expected:?}"
-    );
+    ensure!(stored == expected, "files and records differ:\n stored   {stored:?}\n recorded {expected:?}");
     Ok((volumes, snapshots))
 }
 
@@ -129,11 +105,7 @@ async fn volume_with_data(
 ) -> Result<(Volume, usize)> {
     let owner = project("crash");
     let created = client
-        .create_volume(owner.request(CreateVolumeRequest {
-            size_gib: 1,
-            name: name.into(),
-            ..Default::default()
-        }))
+        .create_volume(owner.request(CreateVolumeRequest { size_gib: 1, name: name.into(), ..Default::default() }))
         .await?
         .into_inner();
     let volume = wait_for_status(client, &owner, &created.id, VolumeStatus::Available).await?;
@@ -162,12 +134,9 @@ async fn start_a_burst(
             name: format!("s{index}"),
             ..Default::default()
         });
-        calls.push(tokio::spawn(async move {
-            client
-                .create_snapshot(request)
-                .await
-                .map(|reply| reply.into_inner().id)
-        }));
+        calls.push(tokio::spawn(
+            async move { client.create_snapshot(request).await.map(|reply| reply.into_inner().id) },
+        ));
     }
     for index in 0..2 {
         let mut client = client.clone();
@@ -176,52 +145,23 @@ async fn start_a_burst(
             name: format!("clone{index}"),
             ..Default::default()
         });
-        calls.push(tokio::spawn(async move {
-            client
-                .create_volume(request)
-                .await
-                .map(|reply| reply.into_inner().id)
-        }));
+        calls.push(tokio::spawn(async move { client.create_volume(request).await.map(|reply| reply.into_inner().id) }));
     }
     for index in 0..4 {
         let mut client = client.clone();
-        let request = owner.request(CreateVolumeRequest {
-            size_gib: 1,
-            name: format!("empty{index}"),
-            ..Default::default()
-        });
-        calls.push(tokio::spawn(async move {
-            client
-                .create_volume(request)
-                .await
-                .map(|reply| reply.into_inner().id)
-        }));
+        let request =
+            owner.request(CreateVolumeRequest { size_gib: 1, name: format!("empty{index}"), ..Default::default() });
+        calls.push(tokio::spawn(async move { client.create_volume(request).await.map(|reply| reply.into_inner().id) }));
     }
     {
         let mut client = client.clone();
-        let request = owner.request(ExtendVolumeRequest {
-            volume_id: extend.id.clone(),
-            new_size_gib: 3,
-        });
-        calls.push(tokio::spawn(async move {
-            client
-                .extend_volume(request)
-                .await
-                .map(|reply| reply.into_inner().id)
-        }));
+        let request = owner.request(ExtendVolumeRequest { volume_id: extend.id.clone(), new_size_gib: 3 });
+        calls.push(tokio::spawn(async move { client.extend_volume(request).await.map(|reply| reply.into_inner().id) }));
     }
     {
         let mut client = client.clone();
-        let request = owner.request(DeleteVolumeRequest {
-            volume_id: delete.id.clone(),
-            ..Default::default()
-        });
-        calls.push(tokio::spawn(async move {
-            client
-                .delete_volume(request)
-                .await
-                .map(|reply| reply.into_inner().id)
-        }));
+        let request = owner.request(DeleteVolumeRequest { volume_id: delete.id.clone(), ..Default::default() });
+        calls.push(tokio::spawn(async move { client.delete_volume(request).await.map(|reply| reply.into_inner().id) }));
     }
     let mut accepted = Vec::new();
     for call in calls {
@@ -233,11 +173,7 @@ async fn start_a_burst(
 async fn plain_volume(client: &mut VolumeServiceClient<Channel>, name: &str) -> Result<Volume> {
     let owner = project("crash");
     let created = client
-        .create_volume(owner.request(CreateVolumeRequest {
-            size_gib: 1,
-            name: name.into(),
-            ..Default::default()
-        }))
+        .create_volume(owner.request(CreateVolumeRequest { size_gib: 1, name: name.into(), ..Default::default() }))
         .await?
         .into_inner();
     wait_for_status(client, &owner, &created.id, VolumeStatus::Available).await
@@ -258,53 +194,22 @@ async fn check_outcome(
         .map(|volume| volume.id.as_str())
         .chain(snapshots.iter().map(|snapshot| snapshot.id.as_str()))
         .collect();
-    for id in accepted
-        .iter()
-        .filter(|id| **id != deleted.id && **id != extended.id)
-    {
-        ensure!(
-            present.contains(id.as_str()),
-            "accepted create {id} was lost"
-        );
+    for id in accepted.iter().filter(|id| **id != deleted.id && **id != extended.id) {
+        ensure!(present.contains(id.as_str()), "accepted create {id} was lost");
     }
-    ensure!(
-        !present.contains(deleted.id.as_str()),
-        "the deleted volume came back"
-    );
-    let grown = volumes
-        .iter()
-        .find(|volume| volume.id == extended.id)
-        .context("the extended volume is kept")?;
-    ensure!(
-        grown.size_gib == 3,
-        "the extend finished at {} GiB",
-        grown.size_gib
-    );
+    ensure!(!present.contains(deleted.id.as_str()), "the deleted volume came back");
+    let grown = volumes.iter().find(|volume| volume.id == extended.id).context("the extended volume is kept")?;
+    ensure!(grown.size_gib == 3, "the extend finished at {} GiB", grown.size_gib);
     // Every copy of the source holds its data.
     let source_node = mesh.node_index(&source.pool.clone().context("placed")?.node_id);
     let expected = pattern(7, MIB as usize);
-    for volume in volumes
-        .iter()
-        .filter(|volume| volume.source_volume_id == source.id)
-    {
-        let file = mesh
-            .node_dir(source_node)
-            .join(format!("volume-{}", volume.id));
-        ensure!(
-            read_at(&file, (DATA_MIB - 1) * MIB, MIB as usize)? == expected,
-            "clone {} lost data",
-            volume.id
-        );
+    for volume in volumes.iter().filter(|volume| volume.source_volume_id == source.id) {
+        let file = mesh.node_dir(source_node).join(format!("volume-{}", volume.id));
+        ensure!(read_at(&file, (DATA_MIB - 1) * MIB, MIB as usize)? == expected, "clone {} lost data", volume.id);
     }
     for snapshot in &snapshots {
-        let file = mesh
-            .node_dir(source_node)
-            .join(format!("snapshot-{}", snapshot.id));
-        ensure!(
-            read_at(&file, 0, MIB as usize)? == expected,
-            "snapshot {} lost data",
-            snapshot.id
-        );
+        let file = mesh.node_dir(source_node).join(format!("snapshot-{}", snapshot.id));
+        ensure!(read_at(&file, 0, MIB as usize)? == expected, "snapshot {} lost data", snapshot.id);
     }
     Ok(())
 }
@@ -322,15 +227,7 @@ async fn killing_the_scheduler_mid_operation_loses_nothing() -> Result<()> {
     mesh.kill_scheduler(0);
 
     mesh.restart_scheduler(0)?;
-    check_outcome(
-        &mesh,
-        &mesh.scheduler_addr(0),
-        &source,
-        &extend,
-        &delete,
-        &accepted,
-    )
-    .await
+    check_outcome(&mesh, &mesh.scheduler_addr(0), &source, &extend, &delete, &accepted).await
 }
 
 #[tokio::test]
@@ -364,13 +261,5 @@ async fn killing_both_at_once_loses_nothing() -> Result<()> {
     mesh.kill_scheduler(0);
     mesh.restart_scheduler(0)?;
     mesh.restart_node(source_node)?;
-    check_outcome(
-        &mesh,
-        &mesh.scheduler_addr(0),
-        &source,
-        &extend,
-        &delete,
-        &accepted,
-    )
-    .await
+    check_outcome(&mesh, &mesh.scheduler_addr(0), &source, &extend, &delete, &accepted).await
 }

@@ -6,72 +6,38 @@ use std::{os::unix::fs::MetadataExt, path::Path, process::Command};
 
 use anyhow::{Context, Result, ensure};
 use basalt::proto::{
-    CreateVolumeRequest, DeleteVolumeRequest, GetVolumeRequest, ListPoolsRequest,
-    ListServicesRequest, ListVolumesRequest, VolumeStatus,
+    CreateVolumeRequest, DeleteVolumeRequest, GetVolumeRequest, ListPoolsRequest, ListServicesRequest,
+    ListVolumesRequest, VolumeStatus,
 };
 use basalt_integration::*;
 
 /// The slice itself, against any mesh: `node_dirs` maps node ids to their file pools.
-async fn create_inspect_delete(
-    grpc_addr: &str,
-    node_dir: impl Fn(&str) -> std::path::PathBuf,
-) -> Result<()> {
+async fn create_inspect_delete(grpc_addr: &str, node_dir: impl Fn(&str) -> std::path::PathBuf) -> Result<()> {
     let mut client = volume_client(grpc_addr).await?;
     let context = project("slice");
     let created = client
-        .create_volume(context.request(CreateVolumeRequest {
-            size_gib: 1,
-            name: "first".into(),
-            ..Default::default()
-        }))
+        .create_volume(context.request(CreateVolumeRequest { size_gib: 1, name: "first".into(), ..Default::default() }))
         .await?
         .into_inner();
-    ensure!(
-        created.status() == VolumeStatus::Creating,
-        "a new volume starts in creating, got {:?}",
-        created.status()
-    );
+    ensure!(created.status() == VolumeStatus::Creating, "a new volume starts in creating, got {:?}", created.status());
 
-    let volume =
-        wait_for_status(&mut client, &context, &created.id, VolumeStatus::Available).await?;
+    let volume = wait_for_status(&mut client, &context, &created.id, VolumeStatus::Available).await?;
     let pool = volume.pool.context("an available volume has a pool")?;
     let file = node_dir(&pool.node_id).join(format!("volume-{}", volume.id));
-    let metadata =
-        std::fs::metadata(&file).with_context(|| format!("{} should exist", file.display()))?;
-    ensure!(
-        metadata.len() == GIB,
-        "the file holds {} bytes, not 1 GiB",
-        metadata.len()
-    );
-    ensure!(
-        metadata.blocks() == 0,
-        "the file should be sparse, but {} blocks are allocated",
-        metadata.blocks()
-    );
+    let metadata = std::fs::metadata(&file).with_context(|| format!("{} should exist", file.display()))?;
+    ensure!(metadata.len() == GIB, "the file holds {} bytes, not 1 GiB", metadata.len());
+    ensure!(metadata.blocks() == 0, "the file should be sparse, but {} blocks are allocated", metadata.blocks());
 
-    let listed = client
-        .list_volumes(context.request(ListVolumesRequest::default()))
-        .await?
-        .into_inner();
-    ensure!(
-        listed.volumes.iter().any(|listed| listed.id == volume.id),
-        "the volume is missing from the list"
-    );
+    let listed = client.list_volumes(context.request(ListVolumesRequest::default())).await?.into_inner();
+    ensure!(listed.volumes.iter().any(|listed| listed.id == volume.id), "the volume is missing from the list");
 
     let deleting = client
-        .delete_volume(context.request(DeleteVolumeRequest {
-            volume_id: volume.id.clone(),
-            ..Default::default()
-        }))
+        .delete_volume(context.request(DeleteVolumeRequest { volume_id: volume.id.clone(), ..Default::default() }))
         .await?
         .into_inner();
     ensure!(deleting.status() == VolumeStatus::Deleting);
     wait_until_gone(&mut client, &context, &volume.id).await?;
-    ensure!(
-        !file.exists(),
-        "{} should be gone after the delete",
-        file.display()
-    );
+    ensure!(!file.exists(), "{} should be gone after the delete", file.display());
     Ok(())
 }
 
@@ -92,17 +58,7 @@ async fn slice_as_processes_on_postgres_and_nats() -> Result<()> {
     let bus_args = ["--nats-url", NATS_URL, "--bus-namespace", &namespace];
 
     let scheduler = BasaltProcess::spawn(
-        &[
-            &[
-                "scheduler",
-                "--listen",
-                "127.0.0.1:0",
-                "--database-url",
-                &database.url,
-            ][..],
-            &bus_args,
-        ]
-        .concat(),
+        &[&["scheduler", "--listen", "127.0.0.1:0", "--database-url", &database.url][..], &bus_args].concat(),
         &[],
         &["grpc"],
     )?;
@@ -133,14 +89,8 @@ async fn slice_as_processes_on_postgres_and_nats() -> Result<()> {
         let mut client = client.clone();
         let admin = admin.clone();
         async move {
-            let pools = client
-                .list_pools(admin.request(ListPoolsRequest::default()))
-                .await?
-                .into_inner()
-                .pools;
-            Ok(pools
-                .iter()
-                .any(|pool| pool.name == "proc-node@file#default" && pool.schedulable))
+            let pools = client.list_pools(admin.request(ListPoolsRequest::default())).await?.into_inner().pools;
+            Ok(pools.iter().any(|pool| pool.name == "proc-node@file#default" && pool.schedulable))
         }
     })
     .await?;
@@ -167,47 +117,21 @@ async fn slice_as_processes_on_postgres_and_nats() -> Result<()> {
         let mut client = client.clone();
         let admin = admin.clone();
         async move {
-            let pools = client
-                .list_pools(admin.request(ListPoolsRequest::default()))
-                .await?
-                .into_inner()
-                .pools;
+            let pools = client.list_pools(admin.request(ListPoolsRequest::default())).await?.into_inner().pools;
             Ok(pools.iter().all(|pool| !pool.schedulable))
         }
     })
     .await?;
-    let services = client
-        .list_services(admin.request(ListServicesRequest::default()))
-        .await?
-        .into_inner()
-        .services;
-    let node_service = services
-        .iter()
-        .find(|service| service.host == "proc-node@file")
-        .context("the node is listed")?;
-    ensure!(
-        node_service.state == "down",
-        "a silent node shows as down, got {}",
-        node_service.state
-    );
+    let services = client.list_services(admin.request(ListServicesRequest::default())).await?.into_inner().services;
+    let node_service =
+        services.iter().find(|service| service.host == "proc-node@file").context("the node is listed")?;
+    ensure!(node_service.state == "down", "a silent node shows as down, got {}", node_service.state);
     let refused = client
-        .create_volume(project("slice").request(CreateVolumeRequest {
-            size_gib: 1,
-            ..Default::default()
-        }))
+        .create_volume(project("slice").request(CreateVolumeRequest { size_gib: 1, ..Default::default() }))
         .await
         .expect_err("no node is schedulable");
-    ensure!(
-        refused.code() == tonic::Code::ResourceExhausted,
-        "got {refused:?}"
-    );
-    ensure!(
-        refused
-            .message()
-            .contains("no volume node is reporting capacity"),
-        "{}",
-        refused.message()
-    );
+    ensure!(refused.code() == tonic::Code::ResourceExhausted, "got {refused:?}");
+    ensure!(refused.message().contains("no volume node is reporting capacity"), "{}", refused.message());
 
     drop(scheduler);
     database.drop_database().await
@@ -215,49 +139,26 @@ async fn slice_as_processes_on_postgres_and_nats() -> Result<()> {
 
 #[tokio::test]
 async fn a_generic_reflection_client_drives_basalt_up() -> Result<()> {
-    let python = python_with(
-        "grpc-reflection",
-        &["grpcio", "grpcio-reflection", "protobuf"],
-        "grpc_reflection",
-    )?;
+    let python = python_with("grpc-reflection", &["grpcio", "grpcio-reflection", "protobuf"], "grpc_reflection")?;
     let client_script = repo_root().join("integration/clients/grpc_reflect.py");
     let data_dir = tempfile::tempdir()?;
     let data_path = data_dir.path().to_str().context("utf-8 temp dir")?;
     let mut up = BasaltProcess::spawn(
-        &[
-            "up",
-            "--data-dir",
-            data_path,
-            "--rest-listen",
-            "127.0.0.1:0",
-            "--grpc-listen",
-            "127.0.0.1:0",
-        ],
+        &["up", "--data-dir", data_path, "--rest-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"],
         &[],
         &["rest", "grpc", "data"],
     )?;
     let grpc = up.endpoint("grpc").to_owned();
     let call = |args: &[&str]| -> Result<(bool, String, String)> {
-        let output = Command::new(&python)
-            .arg(&client_script)
-            .arg(&grpc)
-            .args(args)
-            .output()?;
-        Ok((
-            output.status.success(),
-            String::from_utf8(output.stdout)?,
-            String::from_utf8(output.stderr)?,
-        ))
+        let output = Command::new(&python).arg(&client_script).arg(&grpc).args(args).output()?;
+        Ok((output.status.success(), String::from_utf8(output.stdout)?, String::from_utf8(output.stderr)?))
     };
     let project = "-H=x-basalt-project-id=reflection";
 
     let (ok, services, errors) = call(&["list"])?;
     ensure!(ok, "listing services failed: {errors}");
     for expected in ["basalt.v1.VolumeService", "grpc.health.v1.Health"] {
-        ensure!(
-            services.lines().any(|line| line == expected),
-            "{expected} missing from {services}"
-        );
+        ensure!(services.lines().any(|line| line == expected), "{expected} missing from {services}");
     }
 
     let (ok, created, errors) = call(&[
@@ -270,12 +171,7 @@ async fn a_generic_reflection_client_drives_basalt_up() -> Result<()> {
     let id = json_field(&created, "id")?;
     let get_body = format!(r#"{{"volume_id": "{id}"}}"#);
     eventually("the volume is available", || {
-        let result = call(&[
-            "call",
-            "basalt.v1.VolumeService/GetVolume",
-            &get_body,
-            project,
-        ]);
+        let result = call(&["call", "basalt.v1.VolumeService/GetVolume", &get_body, project]);
         async move {
             let (ok, shown, errors) = result?;
             ensure!(ok, "get failed: {errors}");
@@ -283,30 +179,14 @@ async fn a_generic_reflection_client_drives_basalt_up() -> Result<()> {
         }
     })
     .await?;
-    let file = Path::new(up.endpoint("data"))
-        .join("volumes")
-        .join(format!("volume-{id}"));
-    let metadata =
-        std::fs::metadata(&file).with_context(|| format!("{} should exist", file.display()))?;
-    ensure!(
-        metadata.len() == GIB && metadata.blocks() == 0,
-        "expected a sparse 1 GiB file"
-    );
+    let file = Path::new(up.endpoint("data")).join("volumes").join(format!("volume-{id}"));
+    let metadata = std::fs::metadata(&file).with_context(|| format!("{} should exist", file.display()))?;
+    ensure!(metadata.len() == GIB && metadata.blocks() == 0, "expected a sparse 1 GiB file");
 
-    let (ok, _, errors) = call(&[
-        "call",
-        "basalt.v1.VolumeService/DeleteVolume",
-        &get_body,
-        project,
-    ])?;
+    let (ok, _, errors) = call(&["call", "basalt.v1.VolumeService/DeleteVolume", &get_body, project])?;
     ensure!(ok, "delete failed: {errors}");
     eventually("the volume is gone", || {
-        let result = call(&[
-            "call",
-            "basalt.v1.VolumeService/GetVolume",
-            &get_body,
-            project,
-        ]);
+        let result = call(&["call", "basalt.v1.VolumeService/GetVolume", &get_body, project]);
         async move {
             let (ok, _, errors) = result?;
             Ok(!ok && errors.starts_with("ERROR NOT_FOUND"))
@@ -315,12 +195,7 @@ async fn a_generic_reflection_client_drives_basalt_up() -> Result<()> {
     .await?;
     ensure!(!file.exists(), "the volume file should be gone");
 
-    let (ok, _, errors) = call(&[
-        "call",
-        "basalt.v1.VolumeService/CreateVolume",
-        r#"{"size_gib": 1000000}"#,
-        project,
-    ])?;
+    let (ok, _, errors) = call(&["call", "basalt.v1.VolumeService/CreateVolume", r#"{"size_gib": 1000000}"#, project])?;
     ensure!(
         !ok && errors.starts_with("ERROR RESOURCE_EXHAUSTED no valid node"),
         "a huge volume must be refused, got: {errors}"
@@ -333,10 +208,7 @@ async fn a_generic_reflection_client_drives_basalt_up() -> Result<()> {
 
 fn json_field(json: &str, field: &str) -> Result<String> {
     let needle = format!("\"{field}\": \"");
-    let start = json
-        .find(&needle)
-        .with_context(|| format!("no {field} in {json}"))?
-        + needle.len();
+    let start = json.find(&needle).with_context(|| format!("no {field} in {json}"))? + needle.len();
     let end = json[start..].find('"').context("unterminated string")? + start;
     Ok(json[start..end].to_owned())
 }
@@ -347,28 +219,13 @@ async fn a_volume_larger_than_every_pool_is_resource_exhausted() -> Result<()> {
     let mut client = volume_client(&mesh.grpc_addr).await?;
     let context = project("big");
     let refused = client
-        .create_volume(context.request(CreateVolumeRequest {
-            size_gib: 512 * 1024,
-            ..Default::default()
-        }))
+        .create_volume(context.request(CreateVolumeRequest { size_gib: 512 * 1024, ..Default::default() }))
         .await
         .expect_err("512 TiB fits no test machine");
     assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
-    assert!(
-        refused
-            .message()
-            .contains("no pool can fit a 524288 GiB volume"),
-        "{}",
-        refused.message()
-    );
-    let listed = client
-        .list_volumes(context.request(ListVolumesRequest::default()))
-        .await?
-        .into_inner();
-    assert!(
-        listed.volumes.is_empty(),
-        "a refused create leaves no volume behind"
-    );
+    assert!(refused.message().contains("no pool can fit a 524288 GiB volume"), "{}", refused.message());
+    let listed = client.list_volumes(context.request(ListVolumesRequest::default())).await?.into_inner();
+    assert!(listed.volumes.is_empty(), "a refused create leaves no volume behind");
     mesh.shutdown().await;
     Ok(())
 }
@@ -379,10 +236,7 @@ async fn a_node_that_stops_reporting_becomes_unschedulable() -> Result<()> {
     let mut client = volume_client(&mesh.grpc_addr).await?;
     let context = project("quiet");
     let created = client
-        .create_volume(context.request(CreateVolumeRequest {
-            size_gib: 1,
-            ..Default::default()
-        }))
+        .create_volume(context.request(CreateVolumeRequest { size_gib: 1, ..Default::default() }))
         .await?
         .into_inner();
     wait_for_status(&mut client, &context, &created.id, VolumeStatus::Available).await?;
@@ -392,12 +246,7 @@ async fn a_node_that_stops_reporting_becomes_unschedulable() -> Result<()> {
         let mut client = client.clone();
         let context = context.clone();
         async move {
-            match client
-                .create_volume(context.request(CreateVolumeRequest {
-                    size_gib: 1,
-                    ..Default::default()
-                }))
-                .await
+            match client.create_volume(context.request(CreateVolumeRequest { size_gib: 1, ..Default::default() })).await
             {
                 Err(status) if status.code() == tonic::Code::ResourceExhausted => Ok(true),
                 Err(status) => Err(status.into()),
@@ -410,11 +259,7 @@ async fn a_node_that_stops_reporting_becomes_unschedulable() -> Result<()> {
         }
     })
     .await?;
-    let pools = client
-        .list_pools(admin("ops").request(ListPoolsRequest::default()))
-        .await?
-        .into_inner()
-        .pools;
+    let pools = client.list_pools(admin("ops").request(ListPoolsRequest::default())).await?.into_inner().pools;
     assert!(pools.iter().all(|pool| !pool.schedulable));
     mesh.shutdown().await;
     Ok(())
@@ -427,75 +272,38 @@ async fn projects_are_isolated_and_the_caller_must_name_one() -> Result<()> {
     let owner = project("owner");
     let stranger = project("stranger");
     let volume = client
-        .create_volume(owner.request(CreateVolumeRequest {
-            size_gib: 1,
-            ..Default::default()
-        }))
+        .create_volume(owner.request(CreateVolumeRequest { size_gib: 1, ..Default::default() }))
         .await?
         .into_inner();
     wait_for_status(&mut client, &owner, &volume.id, VolumeStatus::Available).await?;
 
-    let hidden = client
-        .get_volume(stranger.request(GetVolumeRequest {
-            volume_id: volume.id.clone(),
-        }))
-        .await
-        .unwrap_err();
+    let hidden =
+        client.get_volume(stranger.request(GetVolumeRequest { volume_id: volume.id.clone() })).await.unwrap_err();
     assert_eq!(hidden.code(), tonic::Code::NotFound);
     let refused = client
-        .delete_volume(stranger.request(DeleteVolumeRequest {
-            volume_id: volume.id.clone(),
-            ..Default::default()
-        }))
+        .delete_volume(stranger.request(DeleteVolumeRequest { volume_id: volume.id.clone(), ..Default::default() }))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::NotFound);
-    let listed = client
-        .list_volumes(stranger.request(ListVolumesRequest::default()))
-        .await?
-        .into_inner();
+    let listed = client.list_volumes(stranger.request(ListVolumesRequest::default())).await?.into_inner();
     assert!(listed.volumes.is_empty());
     let all = client
-        .list_volumes(stranger.request(ListVolumesRequest {
-            all_projects: true,
-            ..Default::default()
-        }))
+        .list_volumes(stranger.request(ListVolumesRequest { all_projects: true, ..Default::default() }))
         .await
         .unwrap_err();
     assert_eq!(all.code(), tonic::Code::PermissionDenied);
-    let pools = client
-        .list_pools(stranger.request(ListPoolsRequest::default()))
-        .await
-        .unwrap_err();
+    let pools = client.list_pools(stranger.request(ListPoolsRequest::default())).await.unwrap_err();
     assert_eq!(pools.code(), tonic::Code::PermissionDenied);
 
-    let anonymous = client
-        .get_volume(tonic::Request::new(GetVolumeRequest {
-            volume_id: volume.id.clone(),
-        }))
-        .await
-        .unwrap_err();
+    let anonymous =
+        client.get_volume(tonic::Request::new(GetVolumeRequest { volume_id: volume.id.clone() })).await.unwrap_err();
     assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
-    let bad_id = client
-        .get_volume(owner.request(GetVolumeRequest {
-            volume_id: "nope".into(),
-        }))
-        .await
-        .unwrap_err();
+    let bad_id = client.get_volume(owner.request(GetVolumeRequest { volume_id: "nope".into() })).await.unwrap_err();
     assert_eq!(bad_id.code(), tonic::Code::InvalidArgument);
-    assert!(
-        bad_id.message().contains("expected a UUID"),
-        "{}",
-        bad_id.message()
-    );
+    assert!(bad_id.message().contains("expected a UUID"), "{}", bad_id.message());
 
     // The owner still has it, untouched.
-    let kept = client
-        .get_volume(owner.request(GetVolumeRequest {
-            volume_id: volume.id.clone(),
-        }))
-        .await?
-        .into_inner();
+    let kept = client.get_volume(owner.request(GetVolumeRequest { volume_id: volume.id.clone() })).await?.into_inner();
     assert_eq!(kept.status(), VolumeStatus::Available);
     mesh.shutdown().await;
     Ok(())

@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use basalt::proto::{
-    CreateVolumeRequest, DeleteVolumeRequest, GetVolumeRequest, NodeCreateVolumeRequest,
-    NodeDeleteVolumeRequest, UpdateQuotasRequest, VolumeStatus, node_agent_client::NodeAgentClient,
-    volume_service_client::VolumeServiceClient,
+    CreateVolumeRequest, DeleteVolumeRequest, GetVolumeRequest, NodeCreateVolumeRequest, NodeDeleteVolumeRequest,
+    UpdateQuotasRequest, VolumeStatus, node_agent_client::NodeAgentClient, volume_service_client::VolumeServiceClient,
 };
 use basalt_integration::{InProcessMesh, admin, project, volume_client};
 use tonic::transport::Channel;
@@ -33,7 +32,10 @@ async fn main() -> Result<()> {
 
     let node_endpoint = mesh.node_grpc_addr(0);
     let reference = reference_cycles(&node_endpoint, cycles).await?;
-    println!("reference: NodeAgent create {:?} p50, delete {:?} p50 (the node's own work over gRPC)", reference.0, reference.1);
+    println!(
+        "reference: NodeAgent create {:?} p50, delete {:?} p50 (the node's own work over gRPC)",
+        reference.0, reference.1
+    );
     println!();
     println!("| concurrency | create→available p50 | p99 | ×ref p50 | delete→gone p50 | p99 | ×ref p50 | cycles/s |");
     println!("|---|---|---|---|---|---|---|---|");
@@ -109,9 +111,13 @@ async fn run_cycles(mut client: VolumeServiceClient<Channel>, cycles: usize) -> 
     let mut deletes = Vec::with_capacity(cycles);
     for _ in 0..cycles {
         let started = Instant::now();
-        let volume = client.create_volume(owner.request(CreateVolumeRequest { size_gib: 1, ..Default::default() })).await?.into_inner();
+        let volume = client
+            .create_volume(owner.request(CreateVolumeRequest { size_gib: 1, ..Default::default() }))
+            .await?
+            .into_inner();
         loop {
-            let current = client.get_volume(owner.request(GetVolumeRequest { volume_id: volume.id.clone() })).await?.into_inner();
+            let current =
+                client.get_volume(owner.request(GetVolumeRequest { volume_id: volume.id.clone() })).await?.into_inner();
             match current.status() {
                 VolumeStatus::Available => break,
                 VolumeStatus::Creating => tokio::time::sleep(POLL).await,
@@ -120,7 +126,9 @@ async fn run_cycles(mut client: VolumeServiceClient<Channel>, cycles: usize) -> 
         }
         creates.push(started.elapsed());
         let started = Instant::now();
-        client.delete_volume(owner.request(DeleteVolumeRequest { volume_id: volume.id.clone(), ..Default::default() })).await?;
+        client
+            .delete_volume(owner.request(DeleteVolumeRequest { volume_id: volume.id.clone(), ..Default::default() }))
+            .await?;
         loop {
             match client.get_volume(owner.request(GetVolumeRequest { volume_id: volume.id.clone() })).await {
                 Err(status) if status.code() == tonic::Code::NotFound => break,

@@ -15,9 +15,7 @@ use basalt::{
     server::{self, Tasks},
 };
 use tonic::transport::Channel;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 const SCHEDULER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -57,10 +55,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, ServiceError
     let mut tasks = Tasks::new();
     let stopped = tasks.stopped();
     tasks.spawn(async move {
-        if let Err(error) = axum::serve(listener, router)
-            .with_graceful_shutdown(stopped)
-            .await
-        {
+        if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(stopped).await {
             tracing::error!(%error, "rest gateway stopped");
         }
     });
@@ -71,18 +66,8 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, ServiceError
 /// 200 when the scheduler answers its gRPC health check, 503 otherwise.
 async fn healthcheck(State(state): State<GatewayState>) -> (StatusCode, &'static str) {
     let mut client = HealthClient::new(state.scheduler);
-    match client
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-    {
-        Ok(response) if response.get_ref().status == ServingStatus::Serving as i32 => {
-            (StatusCode::OK, "OK")
-        }
-        _ => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the scheduler does not answer",
-        ),
+    match client.check(HealthCheckRequest { service: String::new() }).await {
+        Ok(response) if response.get_ref().status == ServingStatus::Serving as i32 => (StatusCode::OK, "OK"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "the scheduler does not answer"),
     }
 }

@@ -14,10 +14,7 @@ pub const MIN_MICROVERSION: &str = "3.0";
 pub const MAX_MICROVERSION: &str = "3.0";
 
 fn base_url(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("localhost");
+    let host = headers.get(header::HOST).and_then(|value| value.to_str().ok()).unwrap_or("localhost");
     format!("http://{host}")
 }
 
@@ -41,11 +38,7 @@ pub fn versions_document(base: &str) -> Value {
 }
 
 pub async fn all_versions(headers: HeaderMap) -> Response {
-    (
-        StatusCode::MULTIPLE_CHOICES,
-        Json(versions_document(&base_url(&headers))),
-    )
-        .into_response()
+    (StatusCode::MULTIPLE_CHOICES, Json(versions_document(&base_url(&headers)))).into_response()
 }
 
 pub async fn v3_versions(headers: HeaderMap) -> Response {

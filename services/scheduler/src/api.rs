@@ -6,24 +6,25 @@ use basalt::{
     ServiceError,
     context::CallContext,
     proto::{
-        AvailabilityZone, CreateSnapshotRequest, CreateVolumeRequest, CreateVolumeTypeRequest,
-        DeleteSnapshotRequest, DeleteVolumeRequest, DeleteVolumeTypeRequest,
-        DeleteVolumeTypeResponse, ExtendVolumeRequest, GetDefaultVolumeTypeRequest,
-        GetQuotasRequest, GetSnapshotRequest, GetVolumeRequest, GetVolumeTypeRequest,
-        ListAvailabilityZonesRequest, ListAvailabilityZonesResponse, ListPoolsRequest,
-        ListPoolsResponse, ListServicesRequest, ListServicesResponse, ListSnapshotsRequest,
+        Attachment, AvailabilityZone, CreateAttachmentRequest, CreateSnapshotRequest, CreateVolumeRequest,
+        CreateVolumeTypeRequest, DeleteAttachmentRequest, DeleteSnapshotRequest, DeleteVolumeRequest,
+        DeleteVolumeTypeRequest, DeleteVolumeTypeResponse, ExtendVolumeRequest, GetAttachmentRequest,
+        GetDefaultVolumeTypeRequest, GetQuotasRequest, GetSnapshotRequest, GetVolumeRequest, GetVolumeTypeRequest,
+        ListAttachmentsRequest, ListAttachmentsResponse, ListAvailabilityZonesRequest, ListAvailabilityZonesResponse,
+        ListPoolsRequest, ListPoolsResponse, ListServicesRequest, ListServicesResponse, ListSnapshotsRequest,
         ListSnapshotsResponse, ListVolumeTypesRequest, ListVolumeTypesResponse, ListVolumesRequest,
-        ListVolumesResponse, Pool, PoolRef, QuotaSet, ResetSnapshotStatusRequest,
-        ResetVolumeStatusRequest, RevertVolumeRequest, Service, SetVolumeTypeExtraSpecsRequest,
-        Snapshot, UnsetVolumeTypeExtraSpecRequest, UpdateQuotasRequest, UpdateSnapshotRequest,
-        UpdateVolumeRequest, UpdateVolumeTypeRequest, Volume, VolumeType, VolumeTypeAccessRequest,
-        volume_service_server::VolumeService,
+        ListVolumesResponse, Pool, PoolRef, QuotaSet, ResetSnapshotStatusRequest, ResetVolumeStatusRequest,
+        RevertVolumeRequest, Service, SetVolumeTypeExtraSpecsRequest, Snapshot, UnsetVolumeTypeExtraSpecRequest,
+        UpdateQuotasRequest, UpdateSnapshotRequest, UpdateVolumeRequest, UpdateVolumeTypeRequest, Volume, VolumeType,
+        VolumeTypeAccessRequest, volume_service_server::VolumeService,
     },
 };
 use tonic::{Request, Response, Status};
 
 use crate::{
-    Core, claims,
+    Core,
+    attachments::{self, Attachments},
+    claims,
     db::{self, volume},
     quotas,
     snapshots::{self, Snapshots},
@@ -37,6 +38,7 @@ pub struct VolumeApi {
     core: Arc<Core>,
     volumes: Volumes,
     snapshots: Snapshots,
+    attachments: Attachments,
 }
 
 impl VolumeApi {
@@ -44,19 +46,18 @@ impl VolumeApi {
         Self {
             volumes: Volumes::new(core.clone()),
             snapshots: Snapshots::new(core.clone()),
+            attachments: Attachments::new(core.clone()),
             core,
         }
     }
 
     async fn volume_reply(&self, model: &volume::Model) -> Result<Response<Volume>, Status> {
         let names = types::names(&self.core.db).await?;
-        Ok(Response::new(volumes::to_proto(model, &names)))
+        let attached = attachments::for_volumes(&self.core.db, std::slice::from_ref(&model.id)).await?;
+        Ok(Response::new(volumes::to_proto(model, &names, &attached)))
     }
 
-    async fn type_reply(
-        &self,
-        model: &db::volume_type::Model,
-    ) -> Result<Response<VolumeType>, Status> {
+    async fn type_reply(&self, model: &db::volume_type::Model) -> Result<Response<VolumeType>, Status> {
         Ok(Response::new(types::to_proto(&self.core.db, model).await?))
     }
 }
@@ -76,24 +77,15 @@ fn quota_project(context: &CallContext, requested: &str) -> Result<String, Servi
 
 #[tonic::async_trait]
 impl VolumeService for VolumeApi {
-    async fn create_volume(
-        &self,
-        request: Request<CreateVolumeRequest>,
-    ) -> Result<Response<Volume>, Status> {
+    async fn create_volume(&self, request: Request<CreateVolumeRequest>) -> Result<Response<Volume>, Status> {
         let context = context(&request)?;
         let model = self.volumes.create(&context, request.into_inner()).await?;
         self.volume_reply(&model).await
     }
 
-    async fn get_volume(
-        &self,
-        request: Request<GetVolumeRequest>,
-    ) -> Result<Response<Volume>, Status> {
+    async fn get_volume(&self, request: Request<GetVolumeRequest>) -> Result<Response<Volume>, Status> {
         let context = context(&request)?;
-        let model = self
-            .volumes
-            .get(&context, &request.get_ref().volume_id)
-            .await?;
+        let model = self.volumes.get(&context, &request.get_ref().volume_id).await?;
         self.volume_reply(&model).await
     }
 
@@ -104,37 +96,27 @@ impl VolumeService for VolumeApi {
         let context = context(&request)?;
         let (rows, page) = self.volumes.list(&context, request.get_ref()).await?;
         let names = types::names(&self.core.db).await?;
+        let ids: Vec<String> = rows.iter().map(|row| row.id.clone()).collect();
+        let attached = attachments::for_volumes(&self.core.db, &ids).await?;
         Ok(Response::new(ListVolumesResponse {
-            volumes: rows
-                .iter()
-                .map(|row| volumes::to_proto(row, &names))
-                .collect(),
+            volumes: rows.iter().map(|row| volumes::to_proto(row, &names, &attached)).collect(),
             page: Some(page),
         }))
     }
 
-    async fn delete_volume(
-        &self,
-        request: Request<DeleteVolumeRequest>,
-    ) -> Result<Response<Volume>, Status> {
+    async fn delete_volume(&self, request: Request<DeleteVolumeRequest>) -> Result<Response<Volume>, Status> {
         let context = context(&request)?;
         let model = self.volumes.delete(&context, request.get_ref()).await?;
         self.volume_reply(&model).await
     }
 
-    async fn update_volume(
-        &self,
-        request: Request<UpdateVolumeRequest>,
-    ) -> Result<Response<Volume>, Status> {
+    async fn update_volume(&self, request: Request<UpdateVolumeRequest>) -> Result<Response<Volume>, Status> {
         let context = context(&request)?;
         let model = self.volumes.update(&context, request.into_inner()).await?;
         self.volume_reply(&model).await
     }
 
-    async fn extend_volume(
-        &self,
-        request: Request<ExtendVolumeRequest>,
-    ) -> Result<Response<Volume>, Status> {
+    async fn extend_volume(&self, request: Request<ExtendVolumeRequest>) -> Result<Response<Volume>, Status> {
         let context = context(&request)?;
         let model = self.volumes.extend(&context, request.into_inner()).await?;
         self.volume_reply(&model).await
@@ -145,10 +127,7 @@ impl VolumeService for VolumeApi {
         request: Request<ResetVolumeStatusRequest>,
     ) -> Result<Response<Volume>, Status> {
         let context = context(&request)?;
-        let model = self
-            .volumes
-            .reset_status(&context, request.into_inner())
-            .await?;
+        let model = self.volumes.reset_status(&context, request.into_inner()).await?;
         self.volume_reply(&model).await
     }
 
@@ -161,27 +140,15 @@ impl VolumeService for VolumeApi {
         self.volume_reply(&model).await
     }
 
-    async fn create_snapshot(
-        &self,
-        request: Request<CreateSnapshotRequest>,
-    ) -> Result<Response<Snapshot>, Status> {
+    async fn create_snapshot(&self, request: Request<CreateSnapshotRequest>) -> Result<Response<Snapshot>, Status> {
         let context = context(&request)?;
-        let model = self
-            .snapshots
-            .create(&context, request.into_inner())
-            .await?;
+        let model = self.snapshots.create(&context, request.into_inner()).await?;
         Ok(Response::new(snapshots::to_proto(&model)))
     }
 
-    async fn get_snapshot(
-        &self,
-        request: Request<GetSnapshotRequest>,
-    ) -> Result<Response<Snapshot>, Status> {
+    async fn get_snapshot(&self, request: Request<GetSnapshotRequest>) -> Result<Response<Snapshot>, Status> {
         let context = context(&request)?;
-        let model = self
-            .snapshots
-            .get(&context, &request.get_ref().snapshot_id)
-            .await?;
+        let model = self.snapshots.get(&context, &request.get_ref().snapshot_id).await?;
         Ok(Response::new(snapshots::to_proto(&model)))
     }
 
@@ -197,22 +164,13 @@ impl VolumeService for VolumeApi {
         }))
     }
 
-    async fn update_snapshot(
-        &self,
-        request: Request<UpdateSnapshotRequest>,
-    ) -> Result<Response<Snapshot>, Status> {
+    async fn update_snapshot(&self, request: Request<UpdateSnapshotRequest>) -> Result<Response<Snapshot>, Status> {
         let context = context(&request)?;
-        let model = self
-            .snapshots
-            .update(&context, request.into_inner())
-            .await?;
+        let model = self.snapshots.update(&context, request.into_inner()).await?;
         Ok(Response::new(snapshots::to_proto(&model)))
     }
 
-    async fn delete_snapshot(
-        &self,
-        request: Request<DeleteSnapshotRequest>,
-    ) -> Result<Response<Snapshot>, Status> {
+    async fn delete_snapshot(&self, request: Request<DeleteSnapshotRequest>) -> Result<Response<Snapshot>, Status> {
         let context = context(&request)?;
         let model = self.snapshots.delete(&context, request.get_ref()).await?;
         Ok(Response::new(snapshots::to_proto(&model)))
@@ -223,10 +181,7 @@ impl VolumeService for VolumeApi {
         request: Request<ResetSnapshotStatusRequest>,
     ) -> Result<Response<Snapshot>, Status> {
         let context = context(&request)?;
-        let model = self
-            .snapshots
-            .reset_status(&context, request.into_inner())
-            .await?;
+        let model = self.snapshots.reset_status(&context, request.into_inner()).await?;
         Ok(Response::new(snapshots::to_proto(&model)))
     }
 
@@ -239,10 +194,7 @@ impl VolumeService for VolumeApi {
         self.type_reply(&model).await
     }
 
-    async fn get_volume_type(
-        &self,
-        request: Request<GetVolumeTypeRequest>,
-    ) -> Result<Response<VolumeType>, Status> {
+    async fn get_volume_type(&self, request: Request<GetVolumeTypeRequest>) -> Result<Response<VolumeType>, Status> {
         let context = context(&request)?;
         let model = types::resolve(&self.core.db, &context, &request.get_ref().volume_type).await?;
         self.type_reply(&model).await
@@ -303,9 +255,7 @@ impl VolumeService for VolumeApi {
     ) -> Result<Response<VolumeType>, Status> {
         let context = context(&request)?;
         let request = request.get_ref();
-        let model =
-            types::unset_extra_spec(&self.core, &context, &request.volume_type_id, &request.key)
-                .await?;
+        let model = types::unset_extra_spec(&self.core, &context, &request.volume_type_id, &request.key).await?;
         self.type_reply(&model).await
     }
 
@@ -315,14 +265,7 @@ impl VolumeService for VolumeApi {
     ) -> Result<Response<VolumeType>, Status> {
         let context = context(&request)?;
         let request = request.get_ref();
-        let model = types::set_access(
-            &self.core,
-            &context,
-            &request.volume_type_id,
-            &request.project_id,
-            true,
-        )
-        .await?;
+        let model = types::set_access(&self.core, &context, &request.volume_type_id, &request.project_id, true).await?;
         self.type_reply(&model).await
     }
 
@@ -332,32 +275,18 @@ impl VolumeService for VolumeApi {
     ) -> Result<Response<VolumeType>, Status> {
         let context = context(&request)?;
         let request = request.get_ref();
-        let model = types::set_access(
-            &self.core,
-            &context,
-            &request.volume_type_id,
-            &request.project_id,
-            false,
-        )
-        .await?;
+        let model =
+            types::set_access(&self.core, &context, &request.volume_type_id, &request.project_id, false).await?;
         self.type_reply(&model).await
     }
 
-    async fn get_quotas(
-        &self,
-        request: Request<GetQuotasRequest>,
-    ) -> Result<Response<QuotaSet>, Status> {
+    async fn get_quotas(&self, request: Request<GetQuotasRequest>) -> Result<Response<QuotaSet>, Status> {
         let context = context(&request)?;
         let project = quota_project(&context, &request.get_ref().project_id)?;
-        Ok(Response::new(
-            quotas::quota_set(&self.core.db, &self.core.config.quota_defaults, &project).await?,
-        ))
+        Ok(Response::new(quotas::quota_set(&self.core.db, &self.core.config.quota_defaults, &project).await?))
     }
 
-    async fn update_quotas(
-        &self,
-        request: Request<UpdateQuotasRequest>,
-    ) -> Result<Response<QuotaSet>, Status> {
+    async fn update_quotas(&self, request: Request<UpdateQuotasRequest>) -> Result<Response<QuotaSet>, Status> {
         let context = context(&request)?;
         context.require_admin("changing quotas")?;
         let request = request.into_inner();
@@ -365,9 +294,7 @@ impl VolumeService for VolumeApi {
         let txn = self.core.begin_write().await?;
         quotas::update_limits(&*txn, &project, &request.limits).await?;
         txn.commit().await?;
-        Ok(Response::new(
-            quotas::quota_set(&self.core.db, &self.core.config.quota_defaults, &project).await?,
-        ))
+        Ok(Response::new(quotas::quota_set(&self.core.db, &self.core.config.quota_defaults, &project).await?))
     }
 
     async fn list_availability_zones(
@@ -378,9 +305,7 @@ impl VolumeService for VolumeApi {
         let now = Instant::now();
         let mut zones: BTreeMap<String, bool> = BTreeMap::new();
         for node in self.core.capacity.nodes() {
-            let available = zones
-                .entry(node.report.availability_zone.clone())
-                .or_insert(false);
+            let available = zones.entry(node.report.availability_zone.clone()).or_insert(false);
             *available |= node.is_fresh(now);
         }
         Ok(Response::new(ListAvailabilityZonesResponse {
@@ -391,10 +316,42 @@ impl VolumeService for VolumeApi {
         }))
     }
 
-    async fn list_pools(
+    async fn create_attachment(
         &self,
-        request: Request<ListPoolsRequest>,
-    ) -> Result<Response<ListPoolsResponse>, Status> {
+        request: Request<CreateAttachmentRequest>,
+    ) -> Result<Response<Attachment>, Status> {
+        let context = context(&request)?;
+        let model = self.attachments.create(&context, request.into_inner()).await?;
+        Ok(Response::new(attachments::to_proto(&model)))
+    }
+
+    async fn get_attachment(&self, request: Request<GetAttachmentRequest>) -> Result<Response<Attachment>, Status> {
+        let context = context(&request)?;
+        let model = self.attachments.get(&context, &request.get_ref().attachment_id).await?;
+        Ok(Response::new(attachments::to_proto(&model)))
+    }
+
+    async fn list_attachments(
+        &self,
+        request: Request<ListAttachmentsRequest>,
+    ) -> Result<Response<ListAttachmentsResponse>, Status> {
+        let context = context(&request)?;
+        let models = self.attachments.list(&context, request.get_ref()).await?;
+        Ok(Response::new(ListAttachmentsResponse { attachments: models.iter().map(attachments::to_proto).collect() }))
+    }
+
+    async fn delete_attachment(
+        &self,
+        request: Request<DeleteAttachmentRequest>,
+    ) -> Result<Response<ListAttachmentsResponse>, Status> {
+        let context = context(&request)?;
+        let remaining = self.attachments.delete(&context, &request.get_ref().attachment_id).await?;
+        Ok(Response::new(ListAttachmentsResponse {
+            attachments: remaining.iter().map(attachments::to_proto).collect(),
+        }))
+    }
+
+    async fn list_pools(&self, request: Request<ListPoolsRequest>) -> Result<Response<ListPoolsResponse>, Status> {
         context(&request)?.require_admin("listing pools")?;
         let claimed = claims::claimed(&self.core.db).await?;
         let now = Instant::now();
@@ -450,12 +407,8 @@ impl VolumeService for VolumeApi {
             disabled_reason: String::new(),
         }];
         for node in self.core.capacity.nodes() {
-            let backends: std::collections::BTreeSet<&str> = node
-                .report
-                .pools
-                .iter()
-                .map(|pool| pool.backend.as_str())
-                .collect();
+            let backends: std::collections::BTreeSet<&str> =
+                node.report.pools.iter().map(|pool| pool.backend.as_str()).collect();
             for backend in backends {
                 services.push(Service {
                     binary: "basalt-volume".into(),

@@ -23,8 +23,7 @@ pub struct NodeReport {
 
 impl NodeReport {
     pub fn stale_window(&self) -> Duration {
-        (Duration::from_millis(u64::from(self.report.report_interval_ms)) * STALE_AFTER_INTERVALS)
-            .max(MIN_STALE_WINDOW)
+        (Duration::from_millis(u64::from(self.report.report_interval_ms)) * STALE_AFTER_INTERVALS).max(MIN_STALE_WINDOW)
     }
 
     pub fn is_fresh(&self, now: Instant) -> bool {
@@ -40,42 +39,26 @@ pub struct CapacityView {
 impl CapacityView {
     /// Keeps `report` unless it is older than what we hold from the same boot of that node.
     pub fn record(&self, report: CapacityReport) -> bool {
-        let mut nodes = self
-            .nodes
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut nodes = self.nodes.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(known) = nodes.get(&report.node_id)
             && known.report.boot_id == report.boot_id
             && known.report.sequence >= report.sequence
         {
             return false;
         }
-        nodes.insert(
-            report.node_id.clone(),
-            NodeReport {
-                report,
-                received_at: Instant::now(),
-            },
-        );
+        nodes.insert(report.node_id.clone(), NodeReport { report, received_at: Instant::now() });
         true
     }
 
     pub fn nodes(&self) -> Vec<NodeReport> {
-        let nodes = self
-            .nodes
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let nodes = self.nodes.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut all: Vec<_> = nodes.values().cloned().collect();
         all.sort_by(|a, b| a.report.node_id.cmp(&b.report.node_id));
         all
     }
 
     pub fn node(&self, node_id: &str) -> Option<NodeReport> {
-        self.nodes
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(node_id)
-            .cloned()
+        self.nodes.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(node_id).cloned()
     }
 
     /// Returns the loop that follows the bus until `stopped` resolves. Subscribes before returning, so a poll sent
@@ -135,10 +118,7 @@ mod tests {
     #[test]
     fn a_node_goes_stale_after_three_intervals() {
         let received_at = Instant::now();
-        let node = NodeReport {
-            report: report("n1", "b1", 1),
-            received_at,
-        };
+        let node = NodeReport { report: report("n1", "b1", 1), received_at };
         assert!(node.is_fresh(received_at + Duration::from_millis(2900)));
         assert!(!node.is_fresh(received_at + Duration::from_millis(3100)));
     }

@@ -30,12 +30,7 @@ pub fn capacity_gib(pool: &PoolCandidate, thick: bool) -> i64 {
 }
 
 /// Books `gib` on `pool` if it stays within `capacity_gib`; `false` when it would not.
-pub async fn claim(
-    txn: &impl ConnectionTrait,
-    host: &str,
-    capacity_gib: i64,
-    gib: i64,
-) -> Result<bool, ServiceError> {
+pub async fn claim(txn: &impl ConnectionTrait, host: &str, capacity_gib: i64, gib: i64) -> Result<bool, ServiceError> {
     let now = Utc::now();
     // The capacity comes from the freshest report this scheduler holds; any replica may update it.
     let upsert = Query::insert()
@@ -49,25 +44,15 @@ pub async fn claim(
         .values_panic([host.into(), 0i64.into(), capacity_gib.into(), now.into()])
         .on_conflict(
             OnConflict::column(pool_claim::Column::Host)
-                .update_columns([
-                    pool_claim::Column::CapacityGib,
-                    pool_claim::Column::UpdatedAt,
-                ])
+                .update_columns([pool_claim::Column::CapacityGib, pool_claim::Column::UpdatedAt])
                 .to_owned(),
         )
         .to_owned();
     txn.execute(&upsert).await.map_err(db_error)?;
     let updated = pool_claim::Entity::update_many()
-        .col_expr(
-            pool_claim::Column::ClaimedGib,
-            Expr::col(pool_claim::Column::ClaimedGib).add(gib),
-        )
+        .col_expr(pool_claim::Column::ClaimedGib, Expr::col(pool_claim::Column::ClaimedGib).add(gib))
         .filter(pool_claim::Column::Host.eq(host))
-        .filter(
-            Expr::col(pool_claim::Column::ClaimedGib)
-                .add(gib)
-                .lte(Expr::col(pool_claim::Column::CapacityGib)),
-        )
+        .filter(Expr::col(pool_claim::Column::ClaimedGib).add(gib).lte(Expr::col(pool_claim::Column::CapacityGib)))
         .exec(txn)
         .await
         .map_err(db_error)?;
@@ -76,16 +61,9 @@ pub async fn claim(
 
 /// Books `gib` on `host` without a limit: for space that exists already (a revert, a resumed
 /// operation) or that an admin forces.
-pub async fn claim_unchecked(
-    txn: &impl ConnectionTrait,
-    host: &str,
-    gib: i64,
-) -> Result<(), ServiceError> {
+pub async fn claim_unchecked(txn: &impl ConnectionTrait, host: &str, gib: i64) -> Result<(), ServiceError> {
     pool_claim::Entity::update_many()
-        .col_expr(
-            pool_claim::Column::ClaimedGib,
-            Expr::col(pool_claim::Column::ClaimedGib).add(gib),
-        )
+        .col_expr(pool_claim::Column::ClaimedGib, Expr::col(pool_claim::Column::ClaimedGib).add(gib))
         .filter(pool_claim::Column::Host.eq(host))
         .exec(txn)
         .await
@@ -99,10 +77,7 @@ pub async fn release(txn: &impl ConnectionTrait, host: &str, gib: i64) -> Result
         return Ok(());
     }
     pool_claim::Entity::update_many()
-        .col_expr(
-            pool_claim::Column::ClaimedGib,
-            Expr::col(pool_claim::Column::ClaimedGib).sub(gib),
-        )
+        .col_expr(pool_claim::Column::ClaimedGib, Expr::col(pool_claim::Column::ClaimedGib).sub(gib))
         .filter(pool_claim::Column::Host.eq(host))
         .exec(txn)
         .await
@@ -113,10 +88,7 @@ pub async fn release(txn: &impl ConnectionTrait, host: &str, gib: i64) -> Result
 /// GiB claimed per pool host.
 pub async fn claimed(db: &impl ConnectionTrait) -> Result<HashMap<String, i64>, ServiceError> {
     let rows = pool_claim::Entity::find().all(db).await.map_err(db_error)?;
-    Ok(rows
-        .into_iter()
-        .map(|row| (row.host, row.claimed_gib))
-        .collect())
+    Ok(rows.into_iter().map(|row| (row.host, row.claimed_gib)).collect())
 }
 
 #[cfg(test)]

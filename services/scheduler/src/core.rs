@@ -6,10 +6,7 @@ use basalt::{ServiceError, bus::Bus};
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbBackend, TransactionTrait};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::{
-    capacity::CapacityView, db::db_error, nodes::NodeClients, placement::Weigher,
-    quotas::QuotaDefaults,
-};
+use crate::{capacity::CapacityView, db::db_error, nodes::NodeClients, placement::Weigher, quotas::QuotaDefaults};
 
 /// Tunables of the control plane; the defaults suit production, tests shorten the timers.
 #[derive(Debug, Clone)]
@@ -80,8 +77,7 @@ impl Core {
         instance: String,
         config: ControlPlaneConfig,
     ) -> Self {
-        let sqlite_writer =
-            (db.get_database_backend() == DbBackend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        let sqlite_writer = (db.get_database_backend() == DbBackend::Sqlite).then(|| Arc::new(Mutex::new(())));
         Self {
             db,
             capacity,
@@ -100,9 +96,6 @@ impl Core {
             None => None,
         };
         let txn = self.db.begin().await.map_err(db_error)?;
-        Ok(WriteTxn {
-            txn,
-            _writer: writer,
-        })
+        Ok(WriteTxn { txn, _writer: writer })
     }
 }

@@ -11,15 +11,7 @@ pub const SNAPSHOT: &str = "snapshot";
 pub const DELETED: &str = "deleted";
 
 impl Core {
-    pub async fn publish_status(
-        &self,
-        kind: &str,
-        id: &str,
-        project: &str,
-        from: &str,
-        to: &str,
-        reason: &str,
-    ) {
+    pub async fn publish_status(&self, kind: &str, id: &str, project: &str, from: &str, to: &str, reason: &str) {
         if from == to {
             return;
         }

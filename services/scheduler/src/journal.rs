@@ -10,8 +10,8 @@ use std::{sync::Arc, time::Duration};
 use basalt::{
     ErrorCode, ServiceError,
     proto::{
-        NodeCreateVolumeRequest, NodeDeleteVolumeRequest, NodeExtendVolumeRequest,
-        NodeRevertVolumeRequest, NodeSnapshotRequest, node_agent_client::NodeAgentClient,
+        NodeCreateVolumeRequest, NodeDeleteVolumeRequest, NodeExtendVolumeRequest, NodeRevertVolumeRequest,
+        NodeSnapshotRequest, node_agent_client::NodeAgentClient,
     },
 };
 use chrono::Utc;
@@ -95,9 +95,7 @@ impl Operation {
             | Self::DeleteVolume { volume_id, .. }
             | Self::ExtendVolume { volume_id, .. }
             | Self::RevertVolume { volume_id, .. } => volume_id,
-            Self::CreateSnapshot { snapshot_id, .. } | Self::DeleteSnapshot { snapshot_id, .. } => {
-                snapshot_id
-            }
+            Self::CreateSnapshot { snapshot_id, .. } | Self::DeleteSnapshot { snapshot_id, .. } => snapshot_id,
         }
     }
 
@@ -148,8 +146,7 @@ pub async fn in_flight(db: &impl ConnectionTrait, resource_id: &str) -> Result<b
 }
 
 fn lease(core: &Core) -> chrono::TimeDelta {
-    chrono::TimeDelta::from_std(core.config.operation_lease)
-        .unwrap_or(chrono::TimeDelta::seconds(15))
+    chrono::TimeDelta::from_std(core.config.operation_lease).unwrap_or(chrono::TimeDelta::seconds(15))
 }
 
 /// Runs a recorded operation in the background.
@@ -192,10 +189,7 @@ async fn renew_lease(core: &Core, operation_id: &str) -> Result<(), ServiceError
     loop {
         tokio::time::sleep(period).await;
         let renewed = operation::Entity::update_many()
-            .col_expr(
-                operation::Column::LeaseExpiresAt,
-                Expr::value(Utc::now() + lease(core)),
-            )
+            .col_expr(operation::Column::LeaseExpiresAt, Expr::value(Utc::now() + lease(core)))
             .filter(operation::Column::Id.eq(operation_id))
             .filter(operation::Column::Owner.eq(core.owner.as_str()))
             .exec(&core.db)
@@ -213,14 +207,7 @@ async fn renew_lease(core: &Core, operation_id: &str) -> Result<(), ServiceError
 async fn execute(core: &Core, operation: &Operation) -> Result<(), ServiceError> {
     let node_id = operation.node_id().to_owned();
     match operation.clone() {
-        Operation::CreateVolume {
-            volume_id,
-            pool,
-            size_gib,
-            source_snapshot_id,
-            source_volume_id,
-            ..
-        } => {
+        Operation::CreateVolume { volume_id, pool, size_gib, source_snapshot_id, source_volume_id, .. } => {
             let request = NodeCreateVolumeRequest {
                 volume_id,
                 pool,
@@ -234,18 +221,9 @@ async fn execute(core: &Core, operation: &Operation) -> Result<(), ServiceError>
             })
             .await
         }
-        Operation::DeleteVolume {
-            volume_id,
-            pool,
-            snapshot_ids,
-            ..
-        } => {
+        Operation::DeleteVolume { volume_id, pool, snapshot_ids, .. } => {
             for snapshot_id in snapshot_ids {
-                let request = NodeSnapshotRequest {
-                    snapshot_id,
-                    volume_id: volume_id.clone(),
-                    pool: pool.clone(),
-                };
+                let request = NodeSnapshotRequest { snapshot_id, volume_id: volume_id.clone(), pool: pool.clone() };
                 with_node(core, &node_id, |mut client| {
                     let request = request.clone();
                     async move { client.delete_snapshot(request).await.map(drop) }
@@ -259,65 +237,32 @@ async fn execute(core: &Core, operation: &Operation) -> Result<(), ServiceError>
             })
             .await
         }
-        Operation::ExtendVolume {
-            volume_id,
-            pool,
-            new_size_gib,
-            ..
-        } => {
-            let request = NodeExtendVolumeRequest {
-                volume_id,
-                pool,
-                new_size_bytes: new_size_gib as u64 * GIB,
-            };
+        Operation::ExtendVolume { volume_id, pool, new_size_gib, .. } => {
+            let request = NodeExtendVolumeRequest { volume_id, pool, new_size_bytes: new_size_gib as u64 * GIB };
             with_node(core, &node_id, |mut client| {
                 let request = request.clone();
                 async move { client.extend_volume(request).await.map(drop) }
             })
             .await
         }
-        Operation::RevertVolume {
-            volume_id,
-            snapshot_id,
-            pool,
-            ..
-        } => {
-            let request = NodeRevertVolumeRequest {
-                volume_id,
-                snapshot_id,
-                pool,
-            };
+        Operation::RevertVolume { volume_id, snapshot_id, pool, .. } => {
+            let request = NodeRevertVolumeRequest { volume_id, snapshot_id, pool };
             with_node(core, &node_id, |mut client| {
                 let request = request.clone();
                 async move { client.revert_volume(request).await.map(drop) }
             })
             .await
         }
-        Operation::CreateSnapshot {
-            snapshot_id,
-            volume_id,
-            pool,
-            ..
-        } => {
-            let request = NodeSnapshotRequest {
-                snapshot_id,
-                volume_id,
-                pool,
-            };
+        Operation::CreateSnapshot { snapshot_id, volume_id, pool, .. } => {
+            let request = NodeSnapshotRequest { snapshot_id, volume_id, pool };
             with_node(core, &node_id, |mut client| {
                 let request = request.clone();
                 async move { client.create_snapshot(request).await.map(drop) }
             })
             .await
         }
-        Operation::DeleteSnapshot {
-            snapshot_id, pool, ..
-        } => {
-            let request = NodeSnapshotRequest {
-                snapshot_id,
-                volume_id: String::new(),
-                pool,
-            };
+        Operation::DeleteSnapshot { snapshot_id, pool, .. } => {
+            let request = NodeSnapshotRequest { snapshot_id, volume_id: String::new(), pool };
             with_node(core, &node_id, |mut client| {
                 let request = request.clone();
                 async move { client.delete_snapshot(request).await.map(drop) }
@@ -404,15 +349,7 @@ async fn complete(
     txn.commit().await?;
     tracing::info!(operation_id = %record.id, kind = operation.kind(), succeeded = outcome.is_ok(), "operation completed");
     for event in events {
-        core.publish_status(
-            event.kind,
-            &event.id,
-            &event.project,
-            &event.from,
-            &event.to,
-            &event.reason,
-        )
-        .await;
+        core.publish_status(event.kind, &event.id, &event.project, &event.from, &event.to, &event.reason).await;
     }
     Ok(())
 }
@@ -440,14 +377,8 @@ pub async fn reconcile_once(core: &Arc<Core>) -> Result<usize, ServiceError> {
     for record in expired {
         let claimed = operation::Entity::update_many()
             .col_expr(operation::Column::Owner, Expr::value(core.owner.as_str()))
-            .col_expr(
-                operation::Column::LeaseExpiresAt,
-                Expr::value(Utc::now() + lease(core)),
-            )
-            .col_expr(
-                operation::Column::Attempt,
-                Expr::col(operation::Column::Attempt).add(1),
-            )
+            .col_expr(operation::Column::LeaseExpiresAt, Expr::value(Utc::now() + lease(core)))
+            .col_expr(operation::Column::Attempt, Expr::col(operation::Column::Attempt).add(1))
             .filter(operation::Column::Id.eq(record.id.as_str()))
             .filter(operation::Column::Owner.eq(record.owner.as_str()))
             .filter(operation::Column::LeaseExpiresAt.lt(now))
@@ -457,10 +388,7 @@ pub async fn reconcile_once(core: &Arc<Core>) -> Result<usize, ServiceError> {
         if claimed.rows_affected != 1 {
             continue;
         }
-        let Some(record) = operation::Entity::find_by_id(record.id.clone())
-            .one(&core.db)
-            .await
-            .map_err(db_error)?
+        let Some(record) = operation::Entity::find_by_id(record.id.clone()).one(&core.db).await.map_err(db_error)?
         else {
             continue;
         };
@@ -500,10 +428,7 @@ mod tests {
         };
         let payload = serde_json::to_string(&operation).unwrap();
         assert!(payload.contains("\"kind\":\"extend_volume\""), "{payload}");
-        assert_eq!(
-            serde_json::from_str::<Operation>(&payload).unwrap(),
-            operation
-        );
+        assert_eq!(serde_json::from_str::<Operation>(&payload).unwrap(), operation);
         assert_eq!(operation.resource_id(), "v");
     }
 }

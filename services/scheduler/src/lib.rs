@@ -3,6 +3,7 @@
 //! bus, and drives the nodes through `NodeAgent` by way of the operation journal.
 
 pub mod api;
+pub mod attachments;
 pub mod capacity;
 pub mod claims;
 pub mod core;
@@ -60,18 +61,9 @@ pub async fn start(config: SchedulerConfig, bus: Bus) -> Result<RunningScheduler
     let capacity = Arc::new(CapacityView::default());
     let following = capacity.clone().follow(&bus, tasks.stopped()).await?;
     tasks.spawn(following);
-    bus.publish_capacity_poll(&CapacityPoll {
-        requested_by: config.instance.clone(),
-    })
-    .await?;
+    bus.publish_capacity_poll(&CapacityPoll { requested_by: config.instance.clone() }).await?;
 
-    let core = Arc::new(Core::new(
-        db,
-        capacity,
-        bus,
-        config.instance.clone(),
-        config.control.clone(),
-    ));
+    let core = Arc::new(Core::new(db, capacity, bus, config.instance.clone(), config.control.clone()));
 
     // Give the nodes a moment to answer the poll, so re-driven operations find their node at once;
     // operations whose node is still silent retry on their own.
@@ -85,9 +77,11 @@ pub async fn start(config: SchedulerConfig, bus: Bus) -> Result<RunningScheduler
         });
     }
 
-    GrpcServices::new()
-        .with_service(VolumeServiceServer::new(VolumeApi::new(core)))
-        .spawn(listener, &mut tasks, "volume service");
+    GrpcServices::new().with_service(VolumeServiceServer::new(VolumeApi::new(core))).spawn(
+        listener,
+        &mut tasks,
+        "volume service",
+    );
     tracing::info!(%grpc_addr, database = %db::redact(&config.database_url), "scheduler started");
     Ok(RunningScheduler { grpc_addr, tasks })
 }

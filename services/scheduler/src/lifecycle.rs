@@ -7,7 +7,8 @@ use basalt::proto::{SnapshotStatus, VolumeStatus};
 
 /// One action's passage through the machine: accepted from `from`, shown as `during` while its
 /// operation runs, then `success` or `failure`. `None` for `during` means the action does not
-/// change the status; `None` for `success` means the row is removed.
+/// change the status; `None` for `success` means the row is removed. Actions without a node
+/// operation (reserve, unreserve) leave the resource in `during`.
 #[derive(Debug)]
 pub struct Transition<S: 'static> {
     pub from: &'static [S],
@@ -32,6 +33,10 @@ pub enum VolumeAction {
     CloneSource,
     /// Name, description, metadata.
     Update,
+    /// An attachment reserves the volume (no node operation).
+    Reserve,
+    /// The last attachment went: the volume is free again (no node operation).
+    Unreserve,
 }
 
 use VolumeStatus as V;
@@ -39,13 +44,8 @@ use VolumeStatus as V;
 /// Statuses that belong to an operation in flight; only its outcome may move the volume on.
 pub const VOLUME_BUSY: &[VolumeStatus] = &[V::Creating, V::Deleting, V::Extending, V::Reverting];
 
-const VOLUME_DELETABLE: &[VolumeStatus] = &[
-    V::Available,
-    V::Error,
-    V::ErrorRestoring,
-    V::ErrorExtending,
-    V::ErrorDeleting,
-];
+const VOLUME_DELETABLE: &[VolumeStatus] =
+    &[V::Available, V::Error, V::ErrorRestoring, V::ErrorExtending, V::ErrorDeleting];
 const VOLUME_FORCE_DELETABLE: &[VolumeStatus] = &[
     V::Available,
     V::Error,
@@ -101,18 +101,10 @@ pub const VOLUME_RESETTABLE: &[VolumeStatus] = &[
 ];
 
 pub fn volume(action: VolumeAction) -> &'static Transition<VolumeStatus> {
-    const CREATE: Transition<VolumeStatus> = Transition {
-        from: &[],
-        during: Some(V::Creating),
-        success: Some(V::Available),
-        failure: V::Error,
-    };
-    const DELETE: Transition<VolumeStatus> = Transition {
-        from: VOLUME_DELETABLE,
-        during: Some(V::Deleting),
-        success: None,
-        failure: V::ErrorDeleting,
-    };
+    const CREATE: Transition<VolumeStatus> =
+        Transition { from: &[], during: Some(V::Creating), success: Some(V::Available), failure: V::Error };
+    const DELETE: Transition<VolumeStatus> =
+        Transition { from: VOLUME_DELETABLE, during: Some(V::Deleting), success: None, failure: V::ErrorDeleting };
     const FORCE_DELETE: Transition<VolumeStatus> = Transition {
         from: VOLUME_FORCE_DELETABLE,
         during: Some(V::Deleting),
@@ -131,27 +123,19 @@ pub fn volume(action: VolumeAction) -> &'static Transition<VolumeStatus> {
         success: Some(V::Available),
         failure: V::Error,
     };
-    const SNAPSHOT: Transition<VolumeStatus> = Transition {
-        from: &[V::Available],
-        during: None,
-        success: None,
-        failure: V::Available,
-    };
-    const SNAPSHOT_FORCE: Transition<VolumeStatus> = Transition {
-        from: &[V::Available, V::InUse],
-        during: None,
-        success: None,
-        failure: V::Available,
-    };
-    const CLONE_SOURCE: Transition<VolumeStatus> = Transition {
-        from: &[V::Available, V::InUse],
-        during: None,
-        success: None,
-        failure: V::Available,
-    };
-    const UPDATE: Transition<VolumeStatus> = Transition {
-        from: VOLUME_UPDATABLE,
-        during: None,
+    const SNAPSHOT: Transition<VolumeStatus> =
+        Transition { from: &[V::Available], during: None, success: None, failure: V::Available };
+    const SNAPSHOT_FORCE: Transition<VolumeStatus> =
+        Transition { from: &[V::Available, V::InUse], during: None, success: None, failure: V::Available };
+    const CLONE_SOURCE: Transition<VolumeStatus> =
+        Transition { from: &[V::Available, V::InUse], during: None, success: None, failure: V::Available };
+    const UPDATE: Transition<VolumeStatus> =
+        Transition { from: VOLUME_UPDATABLE, during: None, success: None, failure: V::Available };
+    const RESERVE: Transition<VolumeStatus> =
+        Transition { from: &[V::Available], during: Some(V::Reserved), success: None, failure: V::Available };
+    const UNRESERVE: Transition<VolumeStatus> = Transition {
+        from: &[V::Reserved, V::Attaching, V::InUse, V::Detaching],
+        during: Some(V::Available),
         success: None,
         failure: V::Available,
     };
@@ -165,6 +149,8 @@ pub fn volume(action: VolumeAction) -> &'static Transition<VolumeStatus> {
         VolumeAction::SnapshotForce => &SNAPSHOT_FORCE,
         VolumeAction::CloneSource => &CLONE_SOURCE,
         VolumeAction::Update => &UPDATE,
+        VolumeAction::Reserve => &RESERVE,
+        VolumeAction::Unreserve => &UNRESERVE,
     }
 }
 
@@ -187,12 +173,8 @@ pub const SNAPSHOT_BUSY: &[SnapshotStatus] = &[S::Creating, S::Deleting, S::Rest
 pub const SNAPSHOT_RESETTABLE: &[SnapshotStatus] = &[S::Available, S::Error, S::ErrorDeleting];
 
 pub fn snapshot(action: SnapshotAction) -> &'static Transition<SnapshotStatus> {
-    const CREATE: Transition<SnapshotStatus> = Transition {
-        from: &[],
-        during: Some(S::Creating),
-        success: Some(S::Available),
-        failure: S::Error,
-    };
+    const CREATE: Transition<SnapshotStatus> =
+        Transition { from: &[], during: Some(S::Creating), success: Some(S::Available), failure: S::Error };
     const DELETE: Transition<SnapshotStatus> = Transition {
         from: &[S::Available, S::Error, S::ErrorDeleting],
         during: Some(S::Deleting),
@@ -211,21 +193,10 @@ pub fn snapshot(action: SnapshotAction) -> &'static Transition<SnapshotStatus> {
         success: Some(S::Available),
         failure: S::Available,
     };
-    const VOLUME_SOURCE: Transition<SnapshotStatus> = Transition {
-        from: &[S::Available],
-        during: None,
-        success: None,
-        failure: S::Available,
-    };
+    const VOLUME_SOURCE: Transition<SnapshotStatus> =
+        Transition { from: &[S::Available], during: None, success: None, failure: S::Available };
     const UPDATE: Transition<SnapshotStatus> = Transition {
-        from: &[
-            S::Creating,
-            S::Available,
-            S::Error,
-            S::ErrorDeleting,
-            S::BackingUp,
-            S::Restoring,
-        ],
+        from: &[S::Creating, S::Available, S::Error, S::ErrorDeleting, S::BackingUp, S::Restoring],
         during: None,
         success: None,
         failure: S::Available,
@@ -242,25 +213,18 @@ pub fn snapshot(action: SnapshotAction) -> &'static Transition<SnapshotStatus> {
 
 /// `available, error` for messages.
 pub fn volume_names(statuses: &[VolumeStatus]) -> String {
-    statuses
-        .iter()
-        .map(|status| status.cinder_name())
-        .collect::<Vec<_>>()
-        .join(", ")
+    statuses.iter().map(|status| status.cinder_name()).collect::<Vec<_>>().join(", ")
 }
 
 pub fn snapshot_names(statuses: &[SnapshotStatus]) -> String {
-    statuses
-        .iter()
-        .map(|status| status.cinder_name())
-        .collect::<Vec<_>>()
-        .join(", ")
+    statuses.iter().map(|status| status.cinder_name()).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The actions that run a node operation.
     const VOLUME_ACTIONS: [VolumeAction; 9] = [
         VolumeAction::Create,
         VolumeAction::Delete,
@@ -278,25 +242,16 @@ mod tests {
         for action in VOLUME_ACTIONS {
             let transition = volume(action);
             if let Some(during) = transition.during {
-                assert!(
-                    VOLUME_BUSY.contains(&during),
-                    "{action:?} shows {during:?}, which is not marked busy"
-                );
+                assert!(VOLUME_BUSY.contains(&during), "{action:?} shows {during:?}, which is not marked busy");
             }
             if action != VolumeAction::Update {
                 for from in transition.from {
-                    assert!(
-                        !VOLUME_BUSY.contains(from),
-                        "{action:?} may start from busy {from:?}"
-                    );
+                    assert!(!VOLUME_BUSY.contains(from), "{action:?} may start from busy {from:?}");
                 }
             }
         }
         for busy in VOLUME_BUSY {
-            assert!(
-                !VOLUME_RESETTABLE.contains(busy),
-                "an admin reset must not fake an operation"
-            );
+            assert!(!VOLUME_RESETTABLE.contains(busy), "an admin reset must not fake an operation");
         }
     }
 
@@ -305,15 +260,13 @@ mod tests {
         assert!(volume(VolumeAction::Delete).from.contains(&V::Available));
         assert!(!volume(VolumeAction::Delete).from.contains(&V::InUse));
         assert!(volume(VolumeAction::ForceDelete).from.contains(&V::InUse));
-        assert!(
-            !volume(VolumeAction::ForceDelete)
-                .from
-                .contains(&V::Creating)
-        );
+        assert!(!volume(VolumeAction::ForceDelete).from.contains(&V::Creating));
         assert_eq!(volume(VolumeAction::Extend).from, &[V::Available]);
         assert!(!volume(VolumeAction::Snapshot).from.contains(&V::InUse));
         assert!(volume(VolumeAction::SnapshotForce).from.contains(&V::InUse));
         assert!(!volume(VolumeAction::Update).from.contains(&V::Deleting));
+        assert_eq!(volume(VolumeAction::Reserve).from, &[V::Available]);
+        assert!(!volume(VolumeAction::Delete).from.contains(&V::Reserved), "a reserved volume is attached");
         assert!(!snapshot(SnapshotAction::Delete).from.contains(&S::Creating));
     }
 

@@ -2,9 +2,7 @@
 
 use std::{collections::HashMap, sync::Mutex, time::Instant};
 
-use basalt::{
-    ErrorCode, ServiceError, channel::channel, proto::node_agent_client::NodeAgentClient,
-};
+use basalt::{ErrorCode, ServiceError, channel::channel, proto::node_agent_client::NodeAgentClient};
 use tonic::transport::Channel;
 
 use crate::capacity::CapacityView;
@@ -17,11 +15,7 @@ pub struct NodeClients {
 impl NodeClients {
     /// A client for `node_id` at the endpoint of its latest report. Fails with `Unavailable` when
     /// the node never reported or went stale, so callers retry rather than give up.
-    pub fn client(
-        &self,
-        capacity: &CapacityView,
-        node_id: &str,
-    ) -> Result<NodeAgentClient<Channel>, ServiceError> {
+    pub fn client(&self, capacity: &CapacityView, node_id: &str) -> Result<NodeAgentClient<Channel>, ServiceError> {
         let node = capacity.node(node_id).ok_or_else(|| {
             ServiceError::new(
                 ErrorCode::Unavailable,
@@ -34,10 +28,7 @@ impl NodeClients {
             )));
         }
         let endpoint = node.report.endpoint;
-        let mut channels = self
-            .channels
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let channel = match channels.get(&endpoint) {
             Some(channel) => channel.clone(),
             None => {

@@ -65,15 +65,7 @@ impl QuotaDefaults {
     }
 
     fn global_resources() -> [&'static str; 7] {
-        [
-            VOLUMES,
-            SNAPSHOTS,
-            GIGABYTES,
-            BACKUPS,
-            BACKUP_GIGABYTES,
-            PER_VOLUME_GIGABYTES,
-            GROUPS,
-        ]
+        [VOLUMES, SNAPSHOTS, GIGABYTES, BACKUPS, BACKUP_GIGABYTES, PER_VOLUME_GIGABYTES, GROUPS]
     }
 }
 
@@ -98,10 +90,7 @@ pub fn snapshot_usage(type_name: &str, size_gib: i64) -> Vec<(String, i64)> {
 }
 
 pub fn extend_usage(type_name: &str, delta_gib: i64) -> Vec<(String, i64)> {
-    vec![
-        (GIGABYTES.into(), delta_gib),
-        (format!("gigabytes_{type_name}"), delta_gib),
-    ]
+    vec![(GIGABYTES.into(), delta_gib), (format!("gigabytes_{type_name}"), delta_gib)]
 }
 
 async fn limit(
@@ -110,10 +99,8 @@ async fn limit(
     project: &str,
     resource: &str,
 ) -> Result<i64, ServiceError> {
-    let explicit = quota_limit::Entity::find_by_id((project.to_owned(), resource.to_owned()))
-        .one(db)
-        .await
-        .map_err(db_error)?;
+    let explicit =
+        quota_limit::Entity::find_by_id((project.to_owned(), resource.to_owned())).one(db).await.map_err(db_error)?;
     Ok(explicit.map_or_else(|| defaults.get(resource), |row| row.hard_limit))
 }
 
@@ -128,9 +115,7 @@ pub async fn check_volume_size(
     if maximum >= 0 && size_gib > maximum {
         return Err(ServiceError::new(
             ErrorCode::QuotaExceeded,
-            format!(
-                "a {size_gib} GiB volume exceeds the per-volume quota of {maximum} GiB for this project"
-            ),
+            format!("a {size_gib} GiB volume exceeds the per-volume quota of {maximum} GiB for this project"),
         ));
     }
     Ok(())
@@ -151,18 +136,11 @@ pub async fn reserve(
         ensure_usage_row(txn, project, resource).await?;
         let hard_limit = limit(txn, defaults, project, resource).await?;
         let mut update = quota_usage::Entity::update_many()
-            .col_expr(
-                quota_usage::Column::InUse,
-                Expr::col(quota_usage::Column::InUse).add(*delta),
-            )
+            .col_expr(quota_usage::Column::InUse, Expr::col(quota_usage::Column::InUse).add(*delta))
             .filter(quota_usage::Column::ProjectId.eq(project))
             .filter(quota_usage::Column::Resource.eq(resource.as_str()));
         if hard_limit >= 0 {
-            update = update.filter(
-                Expr::col(quota_usage::Column::InUse)
-                    .add(*delta)
-                    .lte(hard_limit),
-            );
+            update = update.filter(Expr::col(quota_usage::Column::InUse).add(*delta).lte(hard_limit));
         }
         let updated = update.exec(txn).await.map_err(db_error)?;
         if updated.rows_affected == 0 {
@@ -180,21 +158,14 @@ pub async fn reserve(
 }
 
 /// Gives `usage` back inside `txn`.
-pub async fn release(
-    txn: &impl ConnectionTrait,
-    project: &str,
-    usage: &[(String, i64)],
-) -> Result<(), ServiceError> {
+pub async fn release(txn: &impl ConnectionTrait, project: &str, usage: &[(String, i64)]) -> Result<(), ServiceError> {
     for (resource, delta) in usage {
         if *delta == 0 {
             continue;
         }
         ensure_usage_row(txn, project, resource).await?;
         quota_usage::Entity::update_many()
-            .col_expr(
-                quota_usage::Column::InUse,
-                Expr::col(quota_usage::Column::InUse).sub(*delta),
-            )
+            .col_expr(quota_usage::Column::InUse, Expr::col(quota_usage::Column::InUse).sub(*delta))
             .filter(quota_usage::Column::ProjectId.eq(project))
             .filter(quota_usage::Column::Resource.eq(resource.as_str()))
             .exec(txn)
@@ -204,44 +175,27 @@ pub async fn release(
     Ok(())
 }
 
-async fn ensure_usage_row(
-    txn: &impl ConnectionTrait,
-    project: &str,
-    resource: &str,
-) -> Result<(), ServiceError> {
+async fn ensure_usage_row(txn: &impl ConnectionTrait, project: &str, resource: &str) -> Result<(), ServiceError> {
     let insert = Query::insert()
         .into_table(quota_usage::Entity)
-        .columns([
-            quota_usage::Column::ProjectId,
-            quota_usage::Column::Resource,
-            quota_usage::Column::InUse,
-        ])
+        .columns([quota_usage::Column::ProjectId, quota_usage::Column::Resource, quota_usage::Column::InUse])
         .values_panic([project.into(), resource.into(), 0i64.into()])
         .on_conflict(
-            OnConflict::columns([
-                quota_usage::Column::ProjectId,
-                quota_usage::Column::Resource,
-            ])
-            .do_nothing()
-            .to_owned(),
+            OnConflict::columns([quota_usage::Column::ProjectId, quota_usage::Column::Resource])
+                .do_nothing()
+                .to_owned(),
         )
         .to_owned();
     txn.execute(&insert).await.map_err(db_error)?;
     Ok(())
 }
 
-async fn in_use(
-    db: &impl ConnectionTrait,
-    project: &str,
-    resource: &str,
-) -> Result<i64, ServiceError> {
-    Ok(
-        quota_usage::Entity::find_by_id((project.to_owned(), resource.to_owned()))
-            .one(db)
-            .await
-            .map_err(db_error)?
-            .map_or(0, |row| row.in_use),
-    )
+async fn in_use(db: &impl ConnectionTrait, project: &str, resource: &str) -> Result<i64, ServiceError> {
+    Ok(quota_usage::Entity::find_by_id((project.to_owned(), resource.to_owned()))
+        .one(db)
+        .await
+        .map_err(db_error)?
+        .map_or(0, |row| row.in_use))
 }
 
 /// The project's quota set with usage: the global resources always, per-type ones when set or used.
@@ -252,14 +206,7 @@ pub async fn quota_set(
 ) -> Result<QuotaSet, ServiceError> {
     let mut values: BTreeMap<String, QuotaValue> = BTreeMap::new();
     for resource in QuotaDefaults::global_resources() {
-        values.insert(
-            resource.into(),
-            QuotaValue {
-                limit: defaults.get(resource),
-                in_use: 0,
-                reserved: 0,
-            },
-        );
+        values.insert(resource.into(), QuotaValue { limit: defaults.get(resource), in_use: 0, reserved: 0 });
     }
     let limits = quota_limit::Entity::find()
         .filter(quota_limit::Column::ProjectId.eq(project))
@@ -283,10 +230,7 @@ pub async fn quota_set(
         });
         value.in_use = row.in_use;
     }
-    Ok(QuotaSet {
-        project_id: project.into(),
-        quotas: values.into_iter().collect(),
-    })
+    Ok(QuotaSet { project_id: project.into(), quotas: values.into_iter().collect() })
 }
 
 /// Sets limits; a limit below what the project already uses is refused.
@@ -315,23 +259,12 @@ pub async fn update_limits(
         }
         let upsert = Query::insert()
             .into_table(quota_limit::Entity)
-            .columns([
-                quota_limit::Column::ProjectId,
-                quota_limit::Column::Resource,
-                quota_limit::Column::HardLimit,
-            ])
-            .values_panic([
-                project.into(),
-                resource.as_str().into(),
-                (*hard_limit).into(),
-            ])
+            .columns([quota_limit::Column::ProjectId, quota_limit::Column::Resource, quota_limit::Column::HardLimit])
+            .values_panic([project.into(), resource.as_str().into(), (*hard_limit).into()])
             .on_conflict(
-                OnConflict::columns([
-                    quota_limit::Column::ProjectId,
-                    quota_limit::Column::Resource,
-                ])
-                .update_column(quota_limit::Column::HardLimit)
-                .to_owned(),
+                OnConflict::columns([quota_limit::Column::ProjectId, quota_limit::Column::Resource])
+                    .update_column(quota_limit::Column::HardLimit)
+                    .to_owned(),
             )
             .to_owned();
         txn.execute(&upsert).await.map_err(db_error)?;
@@ -343,11 +276,7 @@ fn is_known_resource(resource: &str) -> bool {
     QuotaDefaults::global_resources().contains(&resource)
         || ["volumes_", "snapshots_", "gigabytes_"]
             .iter()
-            .any(|prefix| {
-                resource
-                    .strip_prefix(prefix)
-                    .is_some_and(|name| !name.is_empty())
-            })
+            .any(|prefix| resource.strip_prefix(prefix).is_some_and(|name| !name.is_empty()))
 }
 
 #[cfg(test)]

@@ -8,14 +8,14 @@ use basalt::{
     context::CallContext,
     ids::SnapshotId,
     proto::{
-        self, CreateSnapshotRequest, DeleteSnapshotRequest, ListSnapshotsRequest, PageInfo,
-        ResetSnapshotStatusRequest, SnapshotStatus, UpdateSnapshotRequest,
+        self, CreateSnapshotRequest, DeleteSnapshotRequest, ListSnapshotsRequest, PageInfo, ResetSnapshotStatusRequest,
+        SnapshotStatus, UpdateSnapshotRequest,
     },
 };
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, Set, sea_query::Expr,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
+    sea_query::Expr,
 };
 
 use crate::{
@@ -26,8 +26,7 @@ use crate::{
     lifecycle::{self, SnapshotAction, VolumeAction},
     quotas,
     volumes::{
-        self, host_of, metadata_from_json, metadata_to_json, placement_of, timestamp, type_name_of,
-        validate_fields,
+        self, host_of, metadata_from_json, metadata_to_json, placement_of, timestamp, type_name_of, validate_fields,
     },
 };
 
@@ -49,14 +48,9 @@ impl Snapshots {
     ) -> Result<snapshot::Model, ServiceError> {
         validate_fields(&request.name, &request.description, &request.metadata)?;
         let volume = volumes::load(&self.core.db, context, &request.volume_id).await?;
-        let action = if request.force {
-            VolumeAction::SnapshotForce
-        } else {
-            VolumeAction::Snapshot
-        };
+        let action = if request.force { VolumeAction::SnapshotForce } else { VolumeAction::Snapshot };
         let allowed = lifecycle::volume(action).from;
-        let volume_status =
-            proto::VolumeStatus::from_cinder_name(&volume.status).unwrap_or_default();
+        let volume_status = proto::VolumeStatus::from_cinder_name(&volume.status).unwrap_or_default();
         if !allowed.contains(&volume_status) {
             let hint = if volume_status == proto::VolumeStatus::InUse {
                 "; pass force to snapshot an in-use volume"
@@ -101,10 +95,7 @@ impl Snapshots {
         if !claims::claim(&*txn, &host, capacity, volume.size_gib).await? {
             return Err(ServiceError::new(
                 ErrorCode::NoCapacity,
-                format!(
-                    "pool {host} cannot hold a {} GiB snapshot of volume {}",
-                    volume.size_gib, volume.id
-                ),
+                format!("pool {host} cannot hold a {} GiB snapshot of volume {}", volume.size_gib, volume.id),
             ));
         }
         let now = Utc::now();
@@ -124,33 +115,18 @@ impl Snapshots {
             backend: Set(volume.backend.clone().unwrap_or_default()),
             pool: Set(pool.clone()),
             volume_type_id: Set(volume.volume_type_id.clone()),
-            idempotency_key: Set(
-                (!request.idempotency_key.is_empty()).then_some(request.idempotency_key)
-            ),
+            idempotency_key: Set((!request.idempotency_key.is_empty()).then_some(request.idempotency_key)),
             created_at: Set(now),
             updated_at: Set(now),
         }
         .insert(&*txn)
         .await
         .map_err(db_error)?;
-        let operation = Operation::CreateSnapshot {
-            snapshot_id: model.id.clone(),
-            volume_id: volume.id.clone(),
-            node_id,
-            pool,
-        };
+        let operation =
+            Operation::CreateSnapshot { snapshot_id: model.id.clone(), volume_id: volume.id.clone(), node_id, pool };
         let record = journal::record(&*txn, &self.core, &operation).await?;
         txn.commit().await?;
-        self.core
-            .publish_status(
-                events::SNAPSHOT,
-                &model.id,
-                &model.project_id,
-                "",
-                &model.status,
-                "",
-            )
-            .await;
+        self.core.publish_status(events::SNAPSHOT, &model.id, &model.project_id, "", &model.status, "").await;
         journal::launch(self.core.clone(), record);
         Ok(model)
     }
@@ -160,29 +136,21 @@ impl Snapshots {
             .capacity
             .node(node_id)
             .and_then(|node| {
-                node.report
-                    .pools
-                    .iter()
-                    .find(|candidate| candidate.name == pool)
-                    .map(|capacity| {
-                        claims::capacity_gib(
-                            &crate::placement::PoolCandidate::from_report(
-                                node_id,
-                                &node.report.availability_zone,
-                                capacity,
-                            ),
-                            false,
-                        )
-                    })
+                node.report.pools.iter().find(|candidate| candidate.name == pool).map(|capacity| {
+                    claims::capacity_gib(
+                        &crate::placement::PoolCandidate::from_report(
+                            node_id,
+                            &node.report.availability_zone,
+                            capacity,
+                        ),
+                        false,
+                    )
+                })
             })
             .unwrap_or(0)
     }
 
-    pub async fn get(
-        &self,
-        context: &CallContext,
-        snapshot_id: &str,
-    ) -> Result<snapshot::Model, ServiceError> {
+    pub async fn get(&self, context: &CallContext, snapshot_id: &str) -> Result<snapshot::Model, ServiceError> {
         load(&self.core.db, context, snapshot_id).await
     }
 
@@ -205,9 +173,8 @@ impl Snapshots {
             condition = condition.add(snapshot::Column::Name.eq(request.name.as_str()));
         }
         if request.status != SnapshotStatus::Unspecified as i32 {
-            let status = SnapshotStatus::try_from(request.status).map_err(|_| {
-                ServiceError::invalid(format!("unknown snapshot status {}", request.status))
-            })?;
+            let status = SnapshotStatus::try_from(request.status)
+                .map_err(|_| ServiceError::invalid(format!("unknown snapshot status {}", request.status)))?;
             condition = condition.add(snapshot::Column::Status.eq(status.cinder_name()));
         }
         let rows = snapshot::Entity::find()
@@ -219,42 +186,22 @@ impl Snapshots {
             .map_err(db_error)?;
         let total_count = request.with_count.then_some(rows.len() as u64);
         let page = request.page.clone().unwrap_or_default();
-        let limit = if page.limit == 0 {
-            MAX_PAGE_SIZE
-        } else {
-            (page.limit as usize).min(MAX_PAGE_SIZE)
-        };
+        let limit = if page.limit == 0 { MAX_PAGE_SIZE } else { (page.limit as usize).min(MAX_PAGE_SIZE) };
         let start = if page.marker.is_empty() {
             0
         } else {
-            rows.iter()
-                .position(|row| row.id == page.marker)
-                .map(|position| position + 1)
-                .ok_or_else(|| {
-                    ServiceError::invalid(format!(
-                        "marker {} is not a snapshot of this listing; start again without a marker",
-                        page.marker
-                    ))
-                })?
+            rows.iter().position(|row| row.id == page.marker).map(|position| position + 1).ok_or_else(|| {
+                ServiceError::invalid(format!(
+                    "marker {} is not a snapshot of this listing; start again without a marker",
+                    page.marker
+                ))
+            })?
         } + page.offset as usize;
-        let page_rows: Vec<snapshot::Model> =
-            rows.iter().skip(start).take(limit).cloned().collect();
+        let page_rows: Vec<snapshot::Model> = rows.iter().skip(start).take(limit).cloned().collect();
         let has_more = rows.len() > start + page_rows.len();
-        let next_marker = if has_more {
-            page_rows
-                .last()
-                .map(|row| row.id.clone())
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok((
-            page_rows,
-            PageInfo {
-                next_marker,
-                total_count,
-            },
-        ))
+        let next_marker =
+            if has_more { page_rows.last().map(|row| row.id.clone()).unwrap_or_default() } else { String::new() };
+        Ok((page_rows, PageInfo { next_marker, total_count }))
     }
 
     pub async fn update(
@@ -272,9 +219,7 @@ impl Snapshots {
         let mut update = snapshot::Entity::update_many()
             .col_expr(snapshot::Column::UpdatedAt, Expr::value(Utc::now()))
             .filter(snapshot::Column::Id.eq(model.id.as_str()))
-            .filter(statuses_condition(
-                lifecycle::snapshot(SnapshotAction::Update).from,
-            ));
+            .filter(statuses_condition(lifecycle::snapshot(SnapshotAction::Update).from));
         if let Some(name) = request.name {
             update = update.col_expr(snapshot::Column::Name, Expr::value(name));
         }
@@ -282,18 +227,9 @@ impl Snapshots {
             update = update.col_expr(snapshot::Column::Description, Expr::value(description));
         }
         if let Some(metadata) = metadata {
-            update = update.col_expr(
-                snapshot::Column::Metadata,
-                Expr::value(metadata_to_json(&metadata)),
-            );
+            update = update.col_expr(snapshot::Column::Metadata, Expr::value(metadata_to_json(&metadata)));
         }
-        if update
-            .exec(&self.core.db)
-            .await
-            .map_err(db_error)?
-            .rows_affected
-            == 0
-        {
+        if update.exec(&self.core.db).await.map_err(db_error)?.rows_affected == 0 {
             return Err(ServiceError::conflict(format!(
                 "snapshot {} is {}; it cannot be updated now",
                 model.id, model.status
@@ -314,11 +250,7 @@ impl Snapshots {
         if model.status == SnapshotStatus::Deleting.cinder_name() {
             return Ok(model);
         }
-        let action = if request.force {
-            SnapshotAction::ForceDelete
-        } else {
-            SnapshotAction::Delete
-        };
+        let action = if request.force { SnapshotAction::ForceDelete } else { SnapshotAction::Delete };
         let txn = self.core.begin_write().await?;
         let (before, model) = transition(&*txn, &model.id, action, "").await?;
         let operation = Operation::DeleteSnapshot {
@@ -328,16 +260,7 @@ impl Snapshots {
         };
         let record = journal::record(&*txn, &self.core, &operation).await?;
         txn.commit().await?;
-        self.core
-            .publish_status(
-                events::SNAPSHOT,
-                &model.id,
-                &model.project_id,
-                &before,
-                &model.status,
-                "",
-            )
-            .await;
+        self.core.publish_status(events::SNAPSHOT, &model.id, &model.project_id, &before, &model.status, "").await;
         journal::launch(self.core.clone(), record);
         Ok(model)
     }
@@ -398,21 +321,15 @@ pub async fn load(
     snapshot_id: &str,
 ) -> Result<snapshot::Model, ServiceError> {
     let id = SnapshotId::parse(snapshot_id)?;
-    let found = snapshot::Entity::find_by_id(id.to_string())
-        .one(db)
-        .await
-        .map_err(db_error)?;
+    let found = snapshot::Entity::find_by_id(id.to_string()).one(db).await.map_err(db_error)?;
     match found {
-        Some(model) if context.is_admin || model.project_id == context.project_id.as_str() => {
-            Ok(model)
-        }
+        Some(model) if context.is_admin || model.project_id == context.project_id.as_str() => Ok(model),
         _ => Err(ServiceError::not_found(format!("snapshot {id} not found"))),
     }
 }
 
 pub fn statuses_condition(statuses: &[SnapshotStatus]) -> Condition {
-    Condition::all()
-        .add(snapshot::Column::Status.is_in(statuses.iter().map(|status| status.cinder_name())))
+    Condition::all().add(snapshot::Column::Status.is_in(statuses.iter().map(|status| status.cinder_name())))
 }
 
 /// Applies `action`'s start by compare-and-set inside `txn`; returns the status before and the row.
@@ -436,14 +353,8 @@ pub async fn transition(
     Ok((before.status, after))
 }
 
-async fn find(
-    db: &impl ConnectionTrait,
-    snapshot_id: &str,
-) -> Result<Option<snapshot::Model>, ServiceError> {
-    snapshot::Entity::find_by_id(snapshot_id.to_owned())
-        .one(db)
-        .await
-        .map_err(db_error)
+async fn find(db: &impl ConnectionTrait, snapshot_id: &str) -> Result<Option<snapshot::Model>, ServiceError> {
+    snapshot::Entity::find_by_id(snapshot_id.to_owned()).one(db).await.map_err(db_error)
 }
 
 async fn set_status(
@@ -472,9 +383,7 @@ async fn set_status(
             to.cinder_name(),
             lifecycle::snapshot_names(from)
         ))),
-        None => Err(ServiceError::not_found(format!(
-            "snapshot {snapshot_id} not found"
-        ))),
+        None => Err(ServiceError::not_found(format!("snapshot {snapshot_id} not found"))),
     }
 }
 
@@ -490,30 +399,14 @@ fn event(model: &snapshot::Model, to: &str, reason: &str) -> PendingEvent {
 }
 
 /// Removes a deleted snapshot's row and gives back its quota and claim.
-pub async fn remove(
-    txn: &impl ConnectionTrait,
-    snapshot_id: &str,
-) -> Result<Option<PendingEvent>, ServiceError> {
+pub async fn remove(txn: &impl ConnectionTrait, snapshot_id: &str) -> Result<Option<PendingEvent>, ServiceError> {
     let Some(model) = find(txn, snapshot_id).await? else {
         return Ok(None);
     };
     let type_name = type_name_of(txn, model.volume_type_id.as_deref()).await?;
-    quotas::release(
-        txn,
-        &model.project_id,
-        &quotas::snapshot_usage(&type_name, model.size_gib),
-    )
-    .await?;
-    claims::release(
-        txn,
-        &format!("{}@{}#{}", model.node_id, model.backend, model.pool),
-        model.size_gib,
-    )
-    .await?;
-    snapshot::Entity::delete_by_id(model.id.clone())
-        .exec(txn)
-        .await
-        .map_err(db_error)?;
+    quotas::release(txn, &model.project_id, &quotas::snapshot_usage(&type_name, model.size_gib)).await?;
+    claims::release(txn, &format!("{}@{}#{}", model.node_id, model.backend, model.pool), model.size_gib).await?;
+    snapshot::Entity::delete_by_id(model.id.clone()).exec(txn).await.map_err(db_error)?;
     Ok(Some(event(&model, events::DELETED, "")))
 }
 
@@ -526,14 +419,7 @@ pub async fn fail_deletion(
         return Ok(None);
     };
     let failure = lifecycle::snapshot(SnapshotAction::Delete).failure;
-    set_status(
-        txn,
-        snapshot_id,
-        &[SnapshotStatus::Deleting],
-        failure,
-        reason,
-    )
-    .await?;
+    set_status(txn, snapshot_id, &[SnapshotStatus::Deleting], failure, reason).await?;
     Ok(Some(event(&model, failure.cinder_name(), reason)))
 }
 
@@ -545,9 +431,7 @@ pub async fn finish_revert(
     let Some(model) = find(txn, snapshot_id).await? else {
         return Ok(None);
     };
-    let success = lifecycle::snapshot(SnapshotAction::Revert)
-        .success
-        .unwrap_or(SnapshotStatus::Available);
+    let success = lifecycle::snapshot(SnapshotAction::Revert).success.unwrap_or(SnapshotStatus::Available);
     set_status(txn, snapshot_id, &[SnapshotStatus::Restoring], success, "").await?;
     Ok(Some(event(&model, success.cinder_name(), "")))
 }
@@ -559,11 +443,7 @@ pub async fn complete(
     outcome: &Result<(), ServiceError>,
 ) -> Result<Vec<PendingEvent>, ServiceError> {
     let snapshot_id = operation.resource_id();
-    let reason = outcome
-        .as_ref()
-        .err()
-        .map(|error| error.message.clone())
-        .unwrap_or_default();
+    let reason = outcome.as_ref().err().map(|error| error.message.clone()).unwrap_or_default();
     let Some(model) = find(txn, snapshot_id).await? else {
         tracing::warn!(snapshot_id, "the snapshot of a finished operation is gone");
         return Ok(Vec::new());
@@ -571,24 +451,15 @@ pub async fn complete(
     match (operation, outcome) {
         (Operation::CreateSnapshot { .. }, outcome) => {
             let rule = lifecycle::snapshot(SnapshotAction::Create);
-            let to = if outcome.is_ok() {
-                rule.success.unwrap_or(SnapshotStatus::Available)
-            } else {
-                rule.failure
-            };
+            let to = if outcome.is_ok() { rule.success.unwrap_or(SnapshotStatus::Available) } else { rule.failure };
             set_status(txn, snapshot_id, &[SnapshotStatus::Creating], to, &reason).await?;
             Ok(vec![event(&model, to.cinder_name(), &reason)])
         }
-        (Operation::DeleteSnapshot { .. }, Ok(())) => {
-            Ok(remove(txn, snapshot_id).await?.into_iter().collect())
+        (Operation::DeleteSnapshot { .. }, Ok(())) => Ok(remove(txn, snapshot_id).await?.into_iter().collect()),
+        (Operation::DeleteSnapshot { .. }, Err(_)) => {
+            Ok(fail_deletion(txn, snapshot_id, &reason).await?.into_iter().collect())
         }
-        (Operation::DeleteSnapshot { .. }, Err(_)) => Ok(fail_deletion(txn, snapshot_id, &reason)
-            .await?
-            .into_iter()
-            .collect()),
-        _ => Err(ServiceError::internal(
-            "a volume operation reached the snapshot completion",
-        )),
+        _ => Err(ServiceError::internal("a volume operation reached the snapshot completion")),
     }
 }
 

@@ -8,14 +8,13 @@ use basalt::{
     ErrorCode, ServiceError,
     context::CallContext,
     proto::{
-        CreateVolumeTypeRequest, ListVolumeTypesRequest, SetVolumeTypeExtraSpecsRequest,
-        UpdateVolumeTypeRequest, VolumeType,
+        CreateVolumeTypeRequest, ListVolumeTypesRequest, SetVolumeTypeExtraSpecsRequest, UpdateVolumeTypeRequest,
+        VolumeType,
     },
 };
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set,
     sea_query::{OnConflict, Query},
 };
 
@@ -37,31 +36,20 @@ fn specs_to_json(specs: &HashMap<String, String>) -> String {
 
 /// `provisioning:type=thick` in a type forces thick capacity math.
 pub fn wants_thick(specs: &HashMap<String, String>) -> bool {
-    specs
-        .get("provisioning:type")
-        .is_some_and(|value| value.trim().eq_ignore_ascii_case("thick"))
+    specs.get("provisioning:type").is_some_and(|value| value.trim().eq_ignore_ascii_case("thick"))
 }
 
 /// The zones a type restricts volumes to (`RESKEY:availability_zones`, comma-separated).
 pub fn zones(specs: &HashMap<String, String>) -> Vec<String> {
     specs
         .get("RESKEY:availability_zones")
-        .map(|zones| {
-            zones
-                .split(',')
-                .map(|zone| zone.trim().to_owned())
-                .filter(|zone| !zone.is_empty())
-                .collect()
-        })
+        .map(|zones| zones.split(',').map(|zone| zone.trim().to_owned()).filter(|zone| !zone.is_empty()).collect())
         .unwrap_or_default()
 }
 
 fn validate_specs(specs: &HashMap<String, String>) -> Result<(), ServiceError> {
     for (key, value) in specs {
-        if key.is_empty()
-            || key.chars().count() > MAX_FIELD_LEN
-            || value.chars().count() > MAX_FIELD_LEN
-        {
+        if key.is_empty() || key.chars().count() > MAX_FIELD_LEN || value.chars().count() > MAX_FIELD_LEN {
             return Err(ServiceError::invalid(format!(
                 "invalid extra spec {key:?}: keys need 1 to {MAX_FIELD_LEN} characters, values at most {MAX_FIELD_LEN}"
             )));
@@ -71,14 +59,8 @@ fn validate_specs(specs: &HashMap<String, String>) -> Result<(), ServiceError> {
 }
 
 pub async fn names(db: &impl ConnectionTrait) -> Result<HashMap<String, String>, ServiceError> {
-    let types = volume_type::Entity::find()
-        .all(db)
-        .await
-        .map_err(db_error)?;
-    Ok(types
-        .into_iter()
-        .map(|model| (model.id, model.name))
-        .collect())
+    let types = volume_type::Entity::find().all(db).await.map_err(db_error)?;
+    Ok(types.into_iter().map(|model| (model.id, model.name)).collect())
 }
 
 async fn may_use(
@@ -89,11 +71,10 @@ async fn may_use(
     if model.is_public || context.is_admin {
         return Ok(true);
     }
-    let access =
-        volume_type_access::Entity::find_by_id((model.id.clone(), context.project_id.to_string()))
-            .one(db)
-            .await
-            .map_err(db_error)?;
+    let access = volume_type_access::Entity::find_by_id((model.id.clone(), context.project_id.to_string()))
+        .one(db)
+        .await
+        .map_err(db_error)?;
     Ok(access.is_some())
 }
 
@@ -103,10 +84,7 @@ pub async fn resolve(
     context: &CallContext,
     id_or_name: &str,
 ) -> Result<volume_type::Model, ServiceError> {
-    let by_id = volume_type::Entity::find_by_id(id_or_name.to_owned())
-        .one(db)
-        .await
-        .map_err(db_error)?;
+    let by_id = volume_type::Entity::find_by_id(id_or_name.to_owned()).one(db).await.map_err(db_error)?;
     let found = match by_id {
         Some(model) => Some(model),
         None => volume_type::Entity::find()
@@ -117,9 +95,7 @@ pub async fn resolve(
     };
     match found {
         Some(model) if may_use(db, context, &model).await? => Ok(model),
-        _ => Err(ServiceError::not_found(format!(
-            "volume type {id_or_name:?} not found"
-        ))),
+        _ => Err(ServiceError::not_found(format!("volume type {id_or_name:?} not found"))),
     }
 }
 
@@ -130,16 +106,11 @@ pub async fn default_type(db: &impl ConnectionTrait) -> Result<volume_type::Mode
         .await
         .map_err(db_error)?
         .ok_or_else(|| {
-            ServiceError::internal(
-                "no default volume type is defined; the database is missing its first migration",
-            )
+            ServiceError::internal("no default volume type is defined; the database is missing its first migration")
         })
 }
 
-pub async fn to_proto(
-    db: &impl ConnectionTrait,
-    model: &volume_type::Model,
-) -> Result<VolumeType, ServiceError> {
+pub async fn to_proto(db: &impl ConnectionTrait, model: &volume_type::Model) -> Result<VolumeType, ServiceError> {
     let project_ids = if model.is_public {
         Vec::new()
     } else {
@@ -172,22 +143,15 @@ pub async fn create(
     context.require_admin("creating a volume type")?;
     let name = request.name.trim();
     if name.is_empty() || name.chars().count() > MAX_FIELD_LEN {
-        return Err(ServiceError::invalid(format!(
-            "a volume type needs a name of 1 to {MAX_FIELD_LEN} characters"
-        )));
+        return Err(ServiceError::invalid(format!("a volume type needs a name of 1 to {MAX_FIELD_LEN} characters")));
     }
     if request.description.chars().count() > MAX_FIELD_LEN {
-        return Err(ServiceError::invalid(format!(
-            "description is too long: at most {MAX_FIELD_LEN} characters"
-        )));
+        return Err(ServiceError::invalid(format!("description is too long: at most {MAX_FIELD_LEN} characters")));
     }
     validate_specs(&request.extra_specs)?;
     let txn = core.begin_write().await?;
-    let taken = volume_type::Entity::find()
-        .filter(volume_type::Column::Name.eq(name))
-        .count(&*txn)
-        .await
-        .map_err(db_error)?;
+    let taken =
+        volume_type::Entity::find().filter(volume_type::Column::Name.eq(name)).count(&*txn).await.map_err(db_error)?;
     if taken > 0 {
         return Err(ServiceError::new(
             ErrorCode::AlreadyExists,
@@ -217,17 +181,10 @@ pub async fn list(
     context: &CallContext,
     request: &ListVolumeTypesRequest,
 ) -> Result<Vec<volume_type::Model>, ServiceError> {
-    let all = volume_type::Entity::find()
-        .order_by_asc(volume_type::Column::Name)
-        .all(db)
-        .await
-        .map_err(db_error)?;
+    let all = volume_type::Entity::find().order_by_asc(volume_type::Column::Name).all(db).await.map_err(db_error)?;
     let mut visible = Vec::new();
     for model in all {
-        if request
-            .is_public
-            .is_some_and(|public| public != model.is_public)
-        {
+        if request.is_public.is_some_and(|public| public != model.is_public) {
             continue;
         }
         if !request.name.is_empty() && model.name != request.name {
@@ -260,13 +217,7 @@ pub async fn update(
     request: UpdateVolumeTypeRequest,
 ) -> Result<volume_type::Model, ServiceError> {
     let txn = core.begin_write().await?;
-    let model = load_for_change(
-        &*txn,
-        context,
-        &request.volume_type_id,
-        "changing a volume type",
-    )
-    .await?;
+    let model = load_for_change(&*txn, context, &request.volume_type_id, "changing a volume type").await?;
     let mut active: volume_type::ActiveModel = model.into();
     if let Some(name) = request.name {
         let name = name.trim().to_owned();
@@ -291,9 +242,7 @@ pub async fn update(
     }
     if let Some(description) = request.description {
         if description.chars().count() > MAX_FIELD_LEN {
-            return Err(ServiceError::invalid(format!(
-                "description is too long: at most {MAX_FIELD_LEN} characters"
-            )));
+            return Err(ServiceError::invalid(format!("description is too long: at most {MAX_FIELD_LEN} characters")));
         }
         active.description = Set(description);
     }
@@ -315,16 +264,10 @@ pub async fn delete(core: &Core, context: &CallContext, id: &str) -> Result<(), 
             model.name
         )));
     }
-    let volumes = volume::Entity::find()
-        .filter(volume::Column::VolumeTypeId.eq(id))
-        .count(&*txn)
-        .await
-        .map_err(db_error)?;
-    let snapshots = snapshot::Entity::find()
-        .filter(snapshot::Column::VolumeTypeId.eq(id))
-        .count(&*txn)
-        .await
-        .map_err(db_error)?;
+    let volumes =
+        volume::Entity::find().filter(volume::Column::VolumeTypeId.eq(id)).count(&*txn).await.map_err(db_error)?;
+    let snapshots =
+        snapshot::Entity::find().filter(snapshot::Column::VolumeTypeId.eq(id)).count(&*txn).await.map_err(db_error)?;
     if volumes + snapshots > 0 {
         return Err(ServiceError::invalid(format!(
             "volume type {} is used by {volumes} volumes and {snapshots} snapshots; delete or retype them first",
@@ -336,10 +279,7 @@ pub async fn delete(core: &Core, context: &CallContext, id: &str) -> Result<(), 
         .exec(&*txn)
         .await
         .map_err(db_error)?;
-    volume_type::Entity::delete_by_id(id.to_owned())
-        .exec(&*txn)
-        .await
-        .map_err(db_error)?;
+    volume_type::Entity::delete_by_id(id.to_owned()).exec(&*txn).await.map_err(db_error)?;
     txn.commit().await
 }
 
@@ -350,13 +290,7 @@ pub async fn set_extra_specs(
 ) -> Result<volume_type::Model, ServiceError> {
     validate_specs(&request.extra_specs)?;
     let txn = core.begin_write().await?;
-    let model = load_for_change(
-        &*txn,
-        context,
-        &request.volume_type_id,
-        "changing extra specs",
-    )
-    .await?;
+    let model = load_for_change(&*txn, context, &request.volume_type_id, "changing extra specs").await?;
     let mut specs = extra_specs(&model);
     specs.extend(request.extra_specs);
     let mut active: volume_type::ActiveModel = model.into();
@@ -377,10 +311,7 @@ pub async fn unset_extra_spec(
     let model = load_for_change(&*txn, context, id, "changing extra specs").await?;
     let mut specs = extra_specs(&model);
     if specs.remove(key).is_none() {
-        return Err(ServiceError::not_found(format!(
-            "volume type {} has no extra spec {key:?}",
-            model.name
-        )));
+        return Err(ServiceError::not_found(format!("volume type {} has no extra spec {key:?}", model.name)));
     }
     let mut active: volume_type::ActiveModel = model.into();
     active.extra_specs = Set(specs_to_json(&specs));
@@ -409,27 +340,20 @@ pub async fn set_access(
     if grant {
         let insert = Query::insert()
             .into_table(volume_type_access::Entity)
-            .columns([
-                volume_type_access::Column::VolumeTypeId,
-                volume_type_access::Column::ProjectId,
-            ])
+            .columns([volume_type_access::Column::VolumeTypeId, volume_type_access::Column::ProjectId])
             .values_panic([id.into(), project.as_str().into()])
             .on_conflict(
-                OnConflict::columns([
-                    volume_type_access::Column::VolumeTypeId,
-                    volume_type_access::Column::ProjectId,
-                ])
-                .do_nothing()
-                .to_owned(),
+                OnConflict::columns([volume_type_access::Column::VolumeTypeId, volume_type_access::Column::ProjectId])
+                    .do_nothing()
+                    .to_owned(),
             )
             .to_owned();
         txn.execute(&insert).await.map_err(db_error)?;
     } else {
-        let removed =
-            volume_type_access::Entity::delete_by_id((id.to_owned(), project.to_string()))
-                .exec(&*txn)
-                .await
-                .map_err(db_error)?;
+        let removed = volume_type_access::Entity::delete_by_id((id.to_owned(), project.to_string()))
+            .exec(&*txn)
+            .await
+            .map_err(db_error)?;
         if removed.rows_affected == 0 {
             return Err(ServiceError::not_found(format!(
                 "project {project} has no access to volume type {}",

@@ -13,20 +13,19 @@ use basalt::{
     context::CallContext,
     ids::{SnapshotId, VolumeId},
     proto::{
-        self, CreateVolumeRequest, DeleteVolumeRequest, ExtendVolumeRequest, ListVolumesRequest,
-        PageInfo, PoolRef, ResetVolumeStatusRequest, RevertVolumeRequest, SnapshotStatus,
-        UpdateVolumeRequest, VolumeStatus,
+        self, CreateVolumeRequest, DeleteVolumeRequest, ExtendVolumeRequest, ListVolumesRequest, PageInfo, PoolRef,
+        ResetVolumeStatusRequest, RevertVolumeRequest, SnapshotStatus, UpdateVolumeRequest, VolumeStatus,
     },
 };
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, Set, sea_query::Expr,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
+    sea_query::Expr,
 };
 
 use crate::{
     Core, claims,
-    db::{db_error, snapshot, volume, volume_type},
+    db::{attachment, db_error, snapshot, volume, volume_type},
     events,
     journal::{self, Operation, PendingEvent},
     lifecycle::{self, SnapshotAction, VolumeAction},
@@ -66,14 +65,10 @@ impl Volumes {
             ));
         }
         if !request.snapshot_id.is_empty() && !request.source_volume_id.is_empty() {
-            return Err(ServiceError::invalid(
-                "give snapshot_id or source_volume_id, not both",
-            ));
+            return Err(ServiceError::invalid("give snapshot_id or source_volume_id, not both"));
         }
         if !request.idempotency_key.is_empty()
-            && let Some(existing) = self
-                .find_by_idempotency_key(context, &request.idempotency_key)
-                .await?
+            && let Some(existing) = self.find_by_idempotency_key(context, &request.idempotency_key).await?
         {
             return same_request_or_conflict(existing, &request);
         }
@@ -86,9 +81,7 @@ impl Volumes {
         let source = self.source(context, &request).await?;
         let size_gib = match (&source, request.size_gib) {
             (None, 0) => {
-                return Err(ServiceError::invalid(format!(
-                    "a volume needs a size between 1 and {MAX_VOLUME_GIB} GiB"
-                )));
+                return Err(ServiceError::invalid(format!("a volume needs a size between 1 and {MAX_VOLUME_GIB} GiB")));
             }
             (Some(source), 0) => source.size_gib,
             (Some(source), size) if (size as i64) < source.size_gib => {
@@ -104,13 +97,7 @@ impl Volumes {
                 "invalid size {size_gib} GiB: a volume must be between 1 and {MAX_VOLUME_GIB} GiB"
             )));
         }
-        quotas::check_volume_size(
-            db,
-            &self.core.config.quota_defaults,
-            context.project_id.as_str(),
-            size_gib,
-        )
-        .await?;
+        quotas::check_volume_size(db, &self.core.config.quota_defaults, context.project_id.as_str(), size_gib).await?;
 
         let specs = types::extra_specs(&volume_type);
         let placement_request = PlacementRequest {
@@ -153,9 +140,7 @@ impl Volumes {
         let Some(pool) = chosen else {
             return Err(ServiceError::new(
                 ErrorCode::NoCapacity,
-                format!(
-                    "no valid node: every pool that could take a {size_gib} GiB volume is fully booked"
-                ),
+                format!("no valid node: every pool that could take a {size_gib} GiB volume is fully booked"),
             ));
         };
         let now = Utc::now();
@@ -173,16 +158,13 @@ impl Volumes {
             node_id: Set(Some(pool.node_id.clone())),
             backend: Set(Some(pool.backend.clone())),
             pool: Set(Some(pool.pool.clone())),
-            snapshot_id: Set(source
-                .as_ref()
-                .and_then(|source| source.snapshot_id.clone())),
+            snapshot_id: Set(source.as_ref().and_then(|source| source.snapshot_id.clone())),
             source_volume_id: Set(source.as_ref().and_then(|source| source.volume_id.clone())),
             metadata: Set(metadata_to_json(&request.metadata)),
             bootable: Set(source.as_ref().is_some_and(|source| source.bootable)),
+            readonly: Set(false),
             error_reason: Set(String::new()),
-            idempotency_key: Set(
-                (!request.idempotency_key.is_empty()).then(|| request.idempotency_key.clone())
-            ),
+            idempotency_key: Set((!request.idempotency_key.is_empty()).then(|| request.idempotency_key.clone())),
             created_at: Set(now),
             updated_at: Set(now),
         }
@@ -209,16 +191,7 @@ impl Volumes {
         let record = journal::record(&*txn, &self.core, &operation).await?;
         txn.commit().await?;
         tracing::info!(volume_id = %model.id, host = %pool.host(), size_gib, "volume placed");
-        self.core
-            .publish_status(
-                events::VOLUME,
-                &model.id,
-                &model.project_id,
-                "",
-                &model.status,
-                "",
-            )
-            .await;
+        self.core.publish_status(events::VOLUME, &model.id, &model.project_id, "", &model.status, "").await;
         journal::launch(self.core.clone(), record);
         Ok(model)
     }
@@ -254,10 +227,8 @@ impl Volumes {
                     lifecycle::snapshot_names(allowed)
                 )));
             }
-            let source_volume = volume::Entity::find_by_id(snapshot.volume_id.clone())
-                .one(&self.core.db)
-                .await
-                .map_err(db_error)?;
+            let source_volume =
+                volume::Entity::find_by_id(snapshot.volume_id.clone()).one(&self.core.db).await.map_err(db_error)?;
             return Ok(Some(Source {
                 description: format!("snapshot {}", snapshot.id),
                 size_gib: snapshot.size_gib,
@@ -293,22 +264,10 @@ impl Volumes {
                 source.node_id, source.description
             ))
         })?;
-        let pool = node
-            .report
-            .pools
-            .iter()
-            .find(|pool| pool.name == source.pool)
-            .ok_or_else(|| {
-                ServiceError::unavailable(format!(
-                    "node {} no longer reports pool {}",
-                    source.node_id, source.pool
-                ))
-            })?;
-        Ok(PoolCandidate::from_report(
-            &node.report.node_id,
-            &node.report.availability_zone,
-            pool,
-        ))
+        let pool = node.report.pools.iter().find(|pool| pool.name == source.pool).ok_or_else(|| {
+            ServiceError::unavailable(format!("node {} no longer reports pool {}", source.node_id, source.pool))
+        })?;
+        Ok(PoolCandidate::from_report(&node.report.node_id, &node.report.availability_zone, pool))
     }
 
     /// Every pool of every fresh report, with what the database has booked on it.
@@ -316,19 +275,9 @@ impl Volumes {
         let booked = claims::claimed(&self.core.db).await?;
         let now = Instant::now();
         let mut candidates = Vec::new();
-        for node in self
-            .core
-            .capacity
-            .nodes()
-            .into_iter()
-            .filter(|node| node.is_fresh(now))
-        {
+        for node in self.core.capacity.nodes().into_iter().filter(|node| node.is_fresh(now)) {
             for pool in &node.report.pools {
-                let candidate = PoolCandidate::from_report(
-                    &node.report.node_id,
-                    &node.report.availability_zone,
-                    pool,
-                );
+                let candidate = PoolCandidate::from_report(&node.report.node_id, &node.report.availability_zone, pool);
                 let booked_gib = booked.get(&candidate.host()).copied().unwrap_or(0) as f64;
                 candidates.push(candidate.with_booked(booked_gib));
             }
@@ -336,11 +285,7 @@ impl Volumes {
         Ok(candidates)
     }
 
-    pub async fn get(
-        &self,
-        context: &CallContext,
-        volume_id: &str,
-    ) -> Result<volume::Model, ServiceError> {
+    pub async fn get(&self, context: &CallContext, volume_id: &str) -> Result<volume::Model, ServiceError> {
         load(&self.core.db, context, volume_id).await
     }
 
@@ -360,37 +305,26 @@ impl Volumes {
             condition = condition.add(volume::Column::Name.eq(request.name.as_str()));
         }
         if !request.name_contains.is_empty() {
-            condition =
-                condition.add(volume::Column::Name.contains(request.name_contains.as_str()));
+            condition = condition.add(volume::Column::Name.contains(request.name_contains.as_str()));
         }
         if request.status != VolumeStatus::Unspecified as i32 {
-            let status = VolumeStatus::try_from(request.status).map_err(|_| {
-                ServiceError::invalid(format!("unknown volume status {}", request.status))
-            })?;
+            let status = VolumeStatus::try_from(request.status)
+                .map_err(|_| ServiceError::invalid(format!("unknown volume status {}", request.status)))?;
             condition = condition.add(volume::Column::Status.eq(status.cinder_name()));
         }
         if !request.availability_zone.is_empty() {
-            condition = condition
-                .add(volume::Column::AvailabilityZone.eq(request.availability_zone.as_str()));
+            condition = condition.add(volume::Column::AvailabilityZone.eq(request.availability_zone.as_str()));
         }
         if !request.idempotency_key.is_empty() {
-            condition =
-                condition.add(volume::Column::IdempotencyKey.eq(request.idempotency_key.as_str()));
+            condition = condition.add(volume::Column::IdempotencyKey.eq(request.idempotency_key.as_str()));
         }
         let db = &self.core.db;
-        let mut rows = volume::Entity::find()
-            .filter(condition.clone())
-            .all(db)
-            .await
-            .map_err(db_error)?;
+        let mut rows = volume::Entity::find().filter(condition.clone()).all(db).await.map_err(db_error)?;
         // Metadata filters match on the decoded map, so they work the same on every database.
         if !request.metadata.is_empty() {
             rows.retain(|row| {
                 let metadata = metadata_from_json(&row.metadata);
-                request
-                    .metadata
-                    .iter()
-                    .all(|(key, value)| metadata.get(key) == Some(value))
+                request.metadata.iter().all(|(key, value)| metadata.get(key) == Some(value))
             });
         }
         let total_count = request.with_count.then_some(rows.len() as u64);
@@ -398,43 +332,24 @@ impl Volumes {
         rows.sort_by(|a, b| compare(a, b, &sort));
 
         let page = request.page.clone().unwrap_or_default();
-        let limit = if page.limit == 0 {
-            MAX_PAGE_SIZE
-        } else {
-            u64::from(page.limit).min(MAX_PAGE_SIZE)
-        } as usize;
+        let limit = if page.limit == 0 { MAX_PAGE_SIZE } else { u64::from(page.limit).min(MAX_PAGE_SIZE) } as usize;
         let start = if page.marker.is_empty() {
             0
         } else {
-            let position = rows
-                .iter()
-                .position(|row| row.id == page.marker)
-                .ok_or_else(|| {
-                    ServiceError::invalid(format!(
-                        "marker {} is not a volume of this listing; start again without a marker",
-                        page.marker
-                    ))
-                })?;
+            let position = rows.iter().position(|row| row.id == page.marker).ok_or_else(|| {
+                ServiceError::invalid(format!(
+                    "marker {} is not a volume of this listing; start again without a marker",
+                    page.marker
+                ))
+            })?;
             position + 1
         };
         let start = start + page.offset as usize;
         let page_rows: Vec<volume::Model> = rows.iter().skip(start).take(limit).cloned().collect();
         let has_more = rows.len() > start + page_rows.len();
-        let next_marker = if has_more {
-            page_rows
-                .last()
-                .map(|row| row.id.clone())
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok((
-            page_rows,
-            PageInfo {
-                next_marker,
-                total_count,
-            },
-        ))
+        let next_marker =
+            if has_more { page_rows.last().map(|row| row.id.clone()).unwrap_or_default() } else { String::new() };
+        Ok((page_rows, PageInfo { next_marker, total_count }))
     }
 
     pub async fn update(
@@ -453,9 +368,7 @@ impl Volumes {
         let mut update = volume::Entity::update_many()
             .col_expr(volume::Column::UpdatedAt, Expr::value(Utc::now()))
             .filter(volume::Column::Id.eq(model.id.as_str()))
-            .filter(statuses_condition(
-                lifecycle::volume(VolumeAction::Update).from,
-            ));
+            .filter(statuses_condition(lifecycle::volume(VolumeAction::Update).from));
         if let Some(name) = request.name {
             update = update.col_expr(volume::Column::Name, Expr::value(name));
         }
@@ -463,10 +376,13 @@ impl Volumes {
             update = update.col_expr(volume::Column::Description, Expr::value(description));
         }
         if let Some(metadata) = metadata {
-            update = update.col_expr(
-                volume::Column::Metadata,
-                Expr::value(metadata_to_json(&metadata)),
-            );
+            update = update.col_expr(volume::Column::Metadata, Expr::value(metadata_to_json(&metadata)));
+        }
+        if let Some(bootable) = request.bootable {
+            update = update.col_expr(volume::Column::Bootable, Expr::value(bootable));
+        }
+        if let Some(readonly) = request.readonly {
+            update = update.col_expr(volume::Column::Readonly, Expr::value(readonly));
         }
         let updated = update.exec(&self.core.db).await.map_err(db_error)?;
         if updated.rows_affected == 0 {
@@ -498,13 +414,7 @@ impl Volumes {
             )));
         }
         check_action(&model, VolumeAction::Extend, "extending")?;
-        quotas::check_volume_size(
-            &self.core.db,
-            &self.core.config.quota_defaults,
-            &model.project_id,
-            new_size,
-        )
-        .await?;
+        quotas::check_volume_size(&self.core.db, &self.core.config.quota_defaults, &model.project_id, new_size).await?;
         let delta = new_size - model.size_gib;
         let type_name = self.type_name(&model).await?;
         let (node_id, pool_name) = placement_of(&model);
@@ -514,9 +424,7 @@ impl Volumes {
                 .pools
                 .iter()
                 .find(|pool| pool.name == pool_name)
-                .map(|pool| {
-                    PoolCandidate::from_report(&node_id, &node.report.availability_zone, pool)
-                })
+                .map(|pool| PoolCandidate::from_report(&node_id, &node.report.availability_zone, pool))
         });
 
         let txn = self.core.begin_write().await?;
@@ -528,16 +436,11 @@ impl Volumes {
             &quotas::extend_usage(&type_name, delta),
         )
         .await?;
-        let capacity = pool
-            .map(|pool| claims::capacity_gib(&pool, false))
-            .unwrap_or(0);
+        let capacity = pool.map(|pool| claims::capacity_gib(&pool, false)).unwrap_or(0);
         if !claims::claim(&*txn, &host, capacity, delta).await? {
             return Err(ServiceError::new(
                 ErrorCode::NoCapacity,
-                format!(
-                    "pool {host} cannot take {delta} GiB more; the volume stays at {} GiB",
-                    model.size_gib
-                ),
+                format!("pool {host} cannot take {delta} GiB more; the volume stays at {} GiB", model.size_gib),
             ));
         }
         let operation = Operation::ExtendVolume {
@@ -549,16 +452,7 @@ impl Volumes {
         };
         let record = journal::record(&*txn, &self.core, &operation).await?;
         txn.commit().await?;
-        self.core
-            .publish_status(
-                events::VOLUME,
-                &model.id,
-                &model.project_id,
-                &before,
-                &model.status,
-                "",
-            )
-            .await;
+        self.core.publish_status(events::VOLUME, &model.id, &model.project_id, &before, &model.status, "").await;
         journal::launch(self.core.clone(), record);
         Ok(model)
     }
@@ -576,11 +470,7 @@ impl Volumes {
             // A repeated delete of a volume on its way out is not an error.
             return Ok(model);
         }
-        let action = if request.force {
-            VolumeAction::ForceDelete
-        } else {
-            VolumeAction::Delete
-        };
+        let action = if request.force { VolumeAction::ForceDelete } else { VolumeAction::Delete };
         check_action(&model, action, "deleting")?;
 
         let txn = self.core.begin_write().await?;
@@ -599,11 +489,7 @@ impl Volumes {
                 volume_snapshots.len()
             )));
         }
-        let snapshot_action = if request.force {
-            SnapshotAction::ForceDelete
-        } else {
-            SnapshotAction::Delete
-        };
+        let snapshot_action = if request.force { SnapshotAction::ForceDelete } else { SnapshotAction::Delete };
         let mut cascaded = Vec::new();
         for volume_snapshot in &volume_snapshots {
             let (snapshot_before, deleting) =
@@ -615,10 +501,7 @@ impl Volumes {
             volume_id: model.id.clone(),
             node_id,
             pool,
-            snapshot_ids: volume_snapshots
-                .iter()
-                .map(|snapshot| snapshot.id.clone())
-                .collect(),
+            snapshot_ids: volume_snapshots.iter().map(|snapshot| snapshot.id.clone()).collect(),
         };
         let record = journal::record(&*txn, &self.core, &operation).await?;
         txn.commit().await?;
@@ -634,16 +517,7 @@ impl Volumes {
                 )
                 .await;
         }
-        self.core
-            .publish_status(
-                events::VOLUME,
-                &model.id,
-                &model.project_id,
-                &before,
-                &model.status,
-                "",
-            )
-            .await;
+        self.core.publish_status(events::VOLUME, &model.id, &model.project_id, &before, &model.status, "").await;
         journal::launch(self.core.clone(), record);
         Ok(model)
     }
@@ -661,12 +535,9 @@ impl Volumes {
                 lifecycle::volume_names(lifecycle::VOLUME_RESETTABLE)
             )));
         }
-        let attach_status =
-            proto::AttachStatus::try_from(request.attach_status).unwrap_or_default();
+        let attach_status = proto::AttachStatus::try_from(request.attach_status).unwrap_or_default();
         if attach_status == proto::AttachStatus::Attached || target == VolumeStatus::InUse {
-            return Err(ServiceError::invalid(
-                "a volume without attachments cannot be reset to attached or in-use",
-            ));
+            return Err(ServiceError::invalid("a volume without attachments cannot be reset to attached or in-use"));
         }
         let model = self.get(context, &request.volume_id).await?;
         let txn = self.core.begin_write().await?;
@@ -682,10 +553,7 @@ impl Volumes {
             .filter(volume::Column::Id.eq(model.id.as_str()))
             .filter(volume::Column::Status.eq(model.status.as_str()));
         if attach_status != proto::AttachStatus::Unspecified {
-            update = update.col_expr(
-                volume::Column::AttachStatus,
-                Expr::value(attach_status.cinder_name()),
-            );
+            update = update.col_expr(volume::Column::AttachStatus, Expr::value(attach_status.cinder_name()));
         }
         if update.exec(&*txn).await.map_err(db_error)?.rows_affected == 0 {
             return Err(ServiceError::conflict(format!(
@@ -743,24 +611,11 @@ impl Volumes {
         let (snapshot_before, snapshot) =
             snapshots::transition(&*txn, &snapshot_id, SnapshotAction::Revert, "").await?;
         let (node_id, pool) = placement_of(&model);
-        let operation = Operation::RevertVolume {
-            volume_id: model.id.clone(),
-            snapshot_id: snapshot.id.clone(),
-            node_id,
-            pool,
-        };
+        let operation =
+            Operation::RevertVolume { volume_id: model.id.clone(), snapshot_id: snapshot.id.clone(), node_id, pool };
         let record = journal::record(&*txn, &self.core, &operation).await?;
         txn.commit().await?;
-        self.core
-            .publish_status(
-                events::VOLUME,
-                &model.id,
-                &model.project_id,
-                &before,
-                &model.status,
-                "",
-            )
-            .await;
+        self.core.publish_status(events::VOLUME, &model.id, &model.project_id, &before, &model.status, "").await;
         self.core
             .publish_status(
                 events::SNAPSHOT,
@@ -780,10 +635,7 @@ impl Volumes {
     }
 }
 
-pub async fn type_name_of(
-    db: &impl ConnectionTrait,
-    type_id: Option<&str>,
-) -> Result<String, ServiceError> {
+pub async fn type_name_of(db: &impl ConnectionTrait, type_id: Option<&str>) -> Result<String, ServiceError> {
     let Some(type_id) = type_id else {
         return Ok(String::new());
     };
@@ -814,9 +666,7 @@ impl Source {
             snapshot::Entity::update_many()
                 .col_expr(snapshot::Column::UpdatedAt, Expr::value(Utc::now()))
                 .filter(snapshot::Column::Id.eq(snapshot_id.as_str()))
-                .filter(snapshots::statuses_condition(
-                    lifecycle::snapshot(SnapshotAction::VolumeSource).from,
-                ))
+                .filter(snapshots::statuses_condition(lifecycle::snapshot(SnapshotAction::VolumeSource).from))
                 .exec(txn)
                 .await
                 .map_err(db_error)?
@@ -825,9 +675,7 @@ impl Source {
             volume::Entity::update_many()
                 .col_expr(volume::Column::UpdatedAt, Expr::value(Utc::now()))
                 .filter(volume::Column::Id.eq(volume_id.as_str()))
-                .filter(statuses_condition(
-                    lifecycle::volume(VolumeAction::CloneSource).from,
-                ))
+                .filter(statuses_condition(lifecycle::volume(VolumeAction::CloneSource).from))
                 .exec(txn)
                 .await
                 .map_err(db_error)?
@@ -852,24 +700,15 @@ pub async fn load(
     volume_id: &str,
 ) -> Result<volume::Model, ServiceError> {
     let id = VolumeId::parse(volume_id)?;
-    let found = volume::Entity::find_by_id(id.to_string())
-        .one(db)
-        .await
-        .map_err(db_error)?;
+    let found = volume::Entity::find_by_id(id.to_string()).one(db).await.map_err(db_error)?;
     match found {
-        Some(model) if context.is_admin || model.project_id == context.project_id.as_str() => {
-            Ok(model)
-        }
+        Some(model) if context.is_admin || model.project_id == context.project_id.as_str() => Ok(model),
         _ => Err(ServiceError::not_found(format!("volume {id} not found"))),
     }
 }
 
 /// Fails with the statuses the action accepts when the volume is in another.
-fn check_action(
-    model: &volume::Model,
-    action: VolumeAction,
-    doing: &str,
-) -> Result<(), ServiceError> {
+fn check_action(model: &volume::Model, action: VolumeAction, doing: &str) -> Result<(), ServiceError> {
     let allowed = lifecycle::volume(action).from;
     let status = VolumeStatus::from_cinder_name(&model.status).unwrap_or_default();
     if allowed.contains(&status) {
@@ -884,8 +723,7 @@ fn check_action(
 }
 
 pub fn statuses_condition(statuses: &[VolumeStatus]) -> Condition {
-    Condition::all()
-        .add(volume::Column::Status.is_in(statuses.iter().map(|status| status.cinder_name())))
+    Condition::all().add(volume::Column::Status.is_in(statuses.iter().map(|status| status.cinder_name())))
 }
 
 /// Applies `action`'s start by compare-and-set inside `txn`; returns the status before and the
@@ -934,10 +772,7 @@ async fn set_status(
     if updated.rows_affected == 1 {
         return Ok(());
     }
-    let current = volume::Entity::find_by_id(volume_id.to_owned())
-        .one(txn)
-        .await
-        .map_err(db_error)?;
+    let current = volume::Entity::find_by_id(volume_id.to_owned()).one(txn).await.map_err(db_error)?;
     match current {
         Some(model) => Err(ServiceError::conflict(format!(
             "volume {volume_id} is {} now; it can become {} only from {}",
@@ -945,9 +780,7 @@ async fn set_status(
             to.cinder_name(),
             lifecycle::volume_names(from)
         ))),
-        None => Err(ServiceError::not_found(format!(
-            "volume {volume_id} not found"
-        ))),
+        None => Err(ServiceError::not_found(format!("volume {volume_id} not found"))),
     }
 }
 
@@ -958,19 +791,11 @@ pub async fn complete(
     outcome: &Result<(), ServiceError>,
 ) -> Result<Vec<PendingEvent>, ServiceError> {
     let volume_id = operation.resource_id();
-    let Some(model) = volume::Entity::find_by_id(volume_id.to_owned())
-        .one(txn)
-        .await
-        .map_err(db_error)?
-    else {
+    let Some(model) = volume::Entity::find_by_id(volume_id.to_owned()).one(txn).await.map_err(db_error)? else {
         tracing::warn!(volume_id, "the volume of a finished operation is gone");
         return Ok(Vec::new());
     };
-    let reason = outcome
-        .as_ref()
-        .err()
-        .map(|error| error.message.clone())
-        .unwrap_or_default();
+    let reason = outcome.as_ref().err().map(|error| error.message.clone()).unwrap_or_default();
     let event = |to: &str| PendingEvent {
         kind: events::VOLUME,
         id: model.id.clone(),
@@ -985,9 +810,7 @@ pub async fn complete(
         Operation::ExtendVolume { .. } => (VolumeAction::Extend, VolumeStatus::Extending),
         Operation::RevertVolume { .. } => (VolumeAction::Revert, VolumeStatus::Reverting),
         _ => {
-            return Err(ServiceError::internal(
-                "a snapshot operation reached the volume completion",
-            ));
+            return Err(ServiceError::internal("a snapshot operation reached the volume completion"));
         }
     };
     let rule = lifecycle::volume(action);
@@ -1000,17 +823,15 @@ pub async fn complete(
                 }
             }
             let type_name = type_name_of(txn, model.volume_type_id.as_deref()).await?;
-            quotas::release(
-                txn,
-                &model.project_id,
-                &quotas::volume_usage(&type_name, model.size_gib),
-            )
-            .await?;
+            quotas::release(txn, &model.project_id, &quotas::volume_usage(&type_name, model.size_gib)).await?;
             claims::release(txn, &host_of(&model), model.size_gib).await?;
-            volume::Entity::delete_by_id(model.id.clone())
+            // A forced delete may take a reserved volume: its attachments go with it.
+            attachment::Entity::delete_many()
+                .filter(attachment::Column::VolumeId.eq(model.id.as_str()))
                 .exec(txn)
                 .await
                 .map_err(db_error)?;
+            volume::Entity::delete_by_id(model.id.clone()).exec(txn).await.map_err(db_error)?;
             pending.push(event(events::DELETED));
         }
         (Operation::DeleteVolume { snapshot_ids, .. }, Err(_)) => {
@@ -1022,14 +843,7 @@ pub async fn complete(
             set_status(txn, &model.id, &[during], rule.failure, &reason).await?;
             pending.push(event(rule.failure.cinder_name()));
         }
-        (
-            Operation::ExtendVolume {
-                old_size_gib,
-                new_size_gib,
-                ..
-            },
-            Ok(()),
-        ) => {
+        (Operation::ExtendVolume { old_size_gib, new_size_gib, .. }, Ok(())) => {
             let success = rule.success.unwrap_or(VolumeStatus::Available);
             volume::Entity::update_many()
                 .col_expr(volume::Column::SizeGib, Expr::value(*new_size_gib))
@@ -1041,23 +855,11 @@ pub async fn complete(
             set_status(txn, &model.id, &[during], success, "").await?;
             pending.push(event(success.cinder_name()));
         }
-        (
-            Operation::ExtendVolume {
-                old_size_gib,
-                new_size_gib,
-                ..
-            },
-            Err(_),
-        ) => {
+        (Operation::ExtendVolume { old_size_gib, new_size_gib, .. }, Err(_)) => {
             // The volume keeps its old size; the space and quota taken for the growth go back.
             let delta = new_size_gib - old_size_gib;
             let type_name = type_name_of(txn, model.volume_type_id.as_deref()).await?;
-            quotas::release(
-                txn,
-                &model.project_id,
-                &quotas::extend_usage(&type_name, delta),
-            )
-            .await?;
+            quotas::release(txn, &model.project_id, &quotas::extend_usage(&type_name, delta)).await?;
             claims::release(txn, &host_of(&model), delta).await?;
             set_status(txn, &model.id, &[during], rule.failure, &reason).await?;
             pending.push(event(rule.failure.cinder_name()));
@@ -1066,20 +868,12 @@ pub async fn complete(
             if let Some(restored) = snapshots::finish_revert(txn, snapshot_id).await? {
                 pending.push(restored);
             }
-            let to = if outcome.is_ok() {
-                rule.success.unwrap_or(VolumeStatus::Available)
-            } else {
-                rule.failure
-            };
+            let to = if outcome.is_ok() { rule.success.unwrap_or(VolumeStatus::Available) } else { rule.failure };
             set_status(txn, &model.id, &[during], to, &reason).await?;
             pending.push(event(to.cinder_name()));
         }
         (_, outcome) => {
-            let to = if outcome.is_ok() {
-                rule.success.unwrap_or(VolumeStatus::Available)
-            } else {
-                rule.failure
-            };
+            let to = if outcome.is_ok() { rule.success.unwrap_or(VolumeStatus::Available) } else { rule.failure };
             set_status(txn, &model.id, &[during], to, &reason).await?;
             pending.push(event(to.cinder_name()));
         }
@@ -1088,10 +882,7 @@ pub async fn complete(
 }
 
 pub fn placement_of(model: &volume::Model) -> (String, String) {
-    (
-        model.node_id.clone().unwrap_or_default(),
-        model.pool.clone().unwrap_or_default(),
-    )
+    (model.node_id.clone().unwrap_or_default(), model.pool.clone().unwrap_or_default())
 }
 
 /// The volume's pool as `host@backend#pool`, the key of its capacity claim.
@@ -1102,28 +893,17 @@ pub fn host_of(model: &volume::Model) -> String {
     }
 }
 
-pub fn validate_fields(
-    name: &str,
-    description: &str,
-    metadata: &HashMap<String, String>,
-) -> Result<(), ServiceError> {
+pub fn validate_fields(name: &str, description: &str, metadata: &HashMap<String, String>) -> Result<(), ServiceError> {
     for (field, value) in [("name", name), ("description", description)] {
         if value.chars().count() > MAX_NAME_LEN {
-            return Err(ServiceError::invalid(format!(
-                "{field} is too long: at most {MAX_NAME_LEN} characters"
-            )));
+            return Err(ServiceError::invalid(format!("{field} is too long: at most {MAX_NAME_LEN} characters")));
         }
     }
     if metadata.len() > MAX_METADATA_ITEMS {
-        return Err(ServiceError::invalid(format!(
-            "too many metadata items: at most {MAX_METADATA_ITEMS}"
-        )));
+        return Err(ServiceError::invalid(format!("too many metadata items: at most {MAX_METADATA_ITEMS}")));
     }
     for (key, value) in metadata {
-        if key.is_empty()
-            || key.chars().count() > MAX_NAME_LEN
-            || value.chars().count() > MAX_NAME_LEN
-        {
+        if key.is_empty() || key.chars().count() > MAX_NAME_LEN || value.chars().count() > MAX_NAME_LEN {
             return Err(ServiceError::invalid(format!(
                 "invalid metadata item {key:?}: keys need 1 to {MAX_NAME_LEN} characters, values at most {MAX_NAME_LEN}"
             )));
@@ -1196,11 +976,7 @@ fn compare(a: &volume::Model, b: &volume::Model, keys: &[(SortField, bool)]) -> 
             SortField::Status => a.status.cmp(&b.status),
             SortField::Id => a.id.cmp(&b.id),
         };
-        let ordering = if *descending {
-            ordering.reverse()
-        } else {
-            ordering
-        };
+        let ordering = if *descending { ordering.reverse() } else { ordering };
         if ordering.is_ne() {
             return ordering;
         }
@@ -1218,16 +994,17 @@ pub fn metadata_from_json(text: &str) -> HashMap<String, String> {
 }
 
 pub fn timestamp(time: chrono::DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: time.timestamp(),
-        nanos: time.timestamp_subsec_nanos() as i32,
-    }
+    prost_types::Timestamp { seconds: time.timestamp(), nanos: time.timestamp_subsec_nanos() as i32 }
 }
 
-pub fn to_proto(model: &volume::Model, type_names: &HashMap<String, String>) -> proto::Volume {
+pub fn to_proto(
+    model: &volume::Model,
+    type_names: &HashMap<String, String>,
+    attachments: &HashMap<String, Vec<proto::VolumeAttachment>>,
+) -> proto::Volume {
     let status = VolumeStatus::from_cinder_name(&model.status).unwrap_or(VolumeStatus::Unspecified);
-    let attach_status = proto::AttachStatus::from_cinder_name(&model.attach_status)
-        .unwrap_or(proto::AttachStatus::Unspecified);
+    let attach_status =
+        proto::AttachStatus::from_cinder_name(&model.attach_status).unwrap_or(proto::AttachStatus::Unspecified);
     let pool = model.node_id.as_ref().map(|node_id| PoolRef {
         node_id: node_id.clone(),
         backend: model.backend.clone().unwrap_or_default(),
@@ -1251,6 +1028,8 @@ pub fn to_proto(model: &volume::Model, type_names: &HashMap<String, String>) -> 
         source_volume_id: model.source_volume_id.clone().unwrap_or_default(),
         metadata: metadata_from_json(&model.metadata),
         bootable: model.bootable,
+        readonly: model.readonly,
+        attachments: attachments.get(&model.id).cloned().unwrap_or_default(),
         error_reason: model.error_reason.clone(),
         consumes_quota: true,
         created_at: Some(timestamp(model.created_at)),
@@ -1274,18 +1053,8 @@ mod tests {
 
     #[test]
     fn only_known_sort_keys_are_accepted() {
-        assert!(
-            sort_keys(&[proto::SortKey {
-                key: "size".into(),
-                descending: false
-            }])
-            .is_ok()
-        );
-        let error = sort_keys(&[proto::SortKey {
-            key: "password".into(),
-            descending: false,
-        }])
-        .unwrap_err();
+        assert!(sort_keys(&[proto::SortKey { key: "size".into(), descending: false }]).is_ok());
+        let error = sort_keys(&[proto::SortKey { key: "password".into(), descending: false }]).unwrap_err();
         assert!(error.message.contains("created_at"), "{}", error.message);
     }
 }

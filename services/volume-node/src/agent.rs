@@ -7,10 +7,9 @@ use basalt::{
     ServiceError,
     ids::{SnapshotId, VolumeId},
     proto::{
-        CapacityReport, NodeCreateVolumeRequest, NodeDeleteSnapshotResponse,
-        NodeDeleteVolumeRequest, NodeDeleteVolumeResponse, NodeExtendVolumeRequest,
-        NodeGetCapacityRequest, NodeGetVolumeRequest, NodeListStorageRequest,
-        NodeListStorageResponse, NodeRevertVolumeRequest, NodeSnapshot, NodeSnapshotRequest,
+        CapacityReport, NodeCreateVolumeRequest, NodeDeleteSnapshotResponse, NodeDeleteVolumeRequest,
+        NodeDeleteVolumeResponse, NodeExtendVolumeRequest, NodeGetCapacityRequest, NodeGetVolumeRequest,
+        NodeListStorageRequest, NodeListStorageResponse, NodeRevertVolumeRequest, NodeSnapshot, NodeSnapshotRequest,
         NodeVolume, node_agent_server::NodeAgent,
     },
 };
@@ -32,11 +31,7 @@ pub struct Agent {
 
 impl Agent {
     pub fn new(backend: Arc<Backend>, reporter: Arc<Reporter>) -> Self {
-        Self {
-            backend,
-            reporter,
-            locks: Arc::default(),
-        }
+        Self { backend, reporter, locks: Arc::default() }
     }
 
     pub fn backend(&self) -> Arc<Backend> {
@@ -53,17 +48,10 @@ struct VolumeLocks {
 impl VolumeLocks {
     async fn lock(&self, id: Uuid) -> VolumeLockGuard<'_> {
         let lock = {
-            let mut locks = self
-                .locks
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut locks = self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             locks.entry(id).or_default().clone()
         };
-        VolumeLockGuard {
-            guard: Some(lock.lock_owned().await),
-            locks: self,
-            id,
-        }
+        VolumeLockGuard { guard: Some(lock.lock_owned().await), locks: self, id }
     }
 }
 
@@ -76,16 +64,9 @@ struct VolumeLockGuard<'a> {
 impl Drop for VolumeLockGuard<'_> {
     fn drop(&mut self) {
         drop(self.guard.take());
-        let mut locks = self
-            .locks
-            .locks
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut locks = self.locks.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // Only the map holds the lock when strong_count is 1: nobody waits for it any more.
-        if locks
-            .get(&self.id)
-            .is_some_and(|lock| Arc::strong_count(lock) == 1)
-        {
+        if locks.get(&self.id).is_some_and(|lock| Arc::strong_count(lock) == 1) {
             locks.remove(&self.id);
         }
     }
@@ -112,23 +93,13 @@ fn snapshot_to_proto(snapshot: BackendSnapshot, volume_id: String) -> NodeSnapsh
 }
 
 /// Parses an optional id field: empty is `None`.
-fn optional_id<T>(
-    text: &str,
-    parse: fn(&str) -> Result<T, ServiceError>,
-) -> Result<Option<T>, ServiceError> {
-    if text.is_empty() {
-        Ok(None)
-    } else {
-        parse(text).map(Some)
-    }
+fn optional_id<T>(text: &str, parse: fn(&str) -> Result<T, ServiceError>) -> Result<Option<T>, ServiceError> {
+    if text.is_empty() { Ok(None) } else { parse(text).map(Some) }
 }
 
 #[tonic::async_trait]
 impl NodeAgent for Agent {
-    async fn create_volume(
-        &self,
-        request: Request<NodeCreateVolumeRequest>,
-    ) -> Result<Response<NodeVolume>, Status> {
+    async fn create_volume(&self, request: Request<NodeCreateVolumeRequest>) -> Result<Response<NodeVolume>, Status> {
         let request = request.into_inner();
         let volume_id = VolumeId::parse(&request.volume_id)?;
         let snapshot = optional_id(&request.source_snapshot_id, SnapshotId::parse)?;
@@ -138,17 +109,11 @@ impl NodeAgent for Agent {
             (Some(snapshot), None) => VolumeSource::Snapshot(snapshot),
             (None, Some(volume)) => VolumeSource::Volume(volume),
             (Some(_), Some(_)) => {
-                return Err(ServiceError::invalid(
-                    "give source_snapshot_id or source_volume_id, not both",
-                )
-                .into());
+                return Err(ServiceError::invalid("give source_snapshot_id or source_volume_id, not both").into());
             }
         };
         let _guard = self.locks.lock(*volume_id.as_uuid()).await;
-        let volume = self
-            .backend
-            .create_volume(&request.pool, volume_id, request.size_bytes, source)
-            .await?;
+        let volume = self.backend.create_volume(&request.pool, volume_id, request.size_bytes, source).await?;
         tracing::info!(volume_id = %volume_id, pool = %request.pool, size_bytes = request.size_bytes, ?source, "volume created");
         self.reporter.report_soon();
         Ok(Response::new(volume_to_proto(volume)))
@@ -167,10 +132,7 @@ impl NodeAgent for Agent {
         Ok(Response::new(NodeDeleteVolumeResponse { existed }))
     }
 
-    async fn get_volume(
-        &self,
-        request: Request<NodeGetVolumeRequest>,
-    ) -> Result<Response<NodeVolume>, Status> {
+    async fn get_volume(&self, request: Request<NodeGetVolumeRequest>) -> Result<Response<NodeVolume>, Status> {
         let request = request.into_inner();
         let volume_id = VolumeId::parse(&request.volume_id)?;
         match self.backend.get_volume(&request.pool, volume_id).await? {
@@ -187,46 +149,29 @@ impl NodeAgent for Agent {
         &self,
         _request: Request<NodeGetCapacityRequest>,
     ) -> Result<Response<CapacityReport>, Status> {
-        Ok(Response::new(
-            self.reporter.current_report(&self.backend).await?,
-        ))
+        Ok(Response::new(self.reporter.current_report(&self.backend).await?))
     }
 
-    async fn extend_volume(
-        &self,
-        request: Request<NodeExtendVolumeRequest>,
-    ) -> Result<Response<NodeVolume>, Status> {
+    async fn extend_volume(&self, request: Request<NodeExtendVolumeRequest>) -> Result<Response<NodeVolume>, Status> {
         let request = request.into_inner();
         let volume_id = VolumeId::parse(&request.volume_id)?;
         let _guard = self.locks.lock(*volume_id.as_uuid()).await;
-        let volume = self
-            .backend
-            .extend_volume(&request.pool, volume_id, request.new_size_bytes)
-            .await?;
+        let volume = self.backend.extend_volume(&request.pool, volume_id, request.new_size_bytes).await?;
         tracing::info!(volume_id = %volume_id, new_size_bytes = request.new_size_bytes, "volume extended");
         self.reporter.report_soon();
         Ok(Response::new(volume_to_proto(volume)))
     }
 
-    async fn create_snapshot(
-        &self,
-        request: Request<NodeSnapshotRequest>,
-    ) -> Result<Response<NodeSnapshot>, Status> {
+    async fn create_snapshot(&self, request: Request<NodeSnapshotRequest>) -> Result<Response<NodeSnapshot>, Status> {
         let request = request.into_inner();
         let snapshot_id = SnapshotId::parse(&request.snapshot_id)?;
         let volume_id = VolumeId::parse(&request.volume_id)?;
         // The volume's lock: no revert or extend of it runs while its bytes are copied.
         let _guard = self.locks.lock(*volume_id.as_uuid()).await;
-        let snapshot = self
-            .backend
-            .create_snapshot(&request.pool, snapshot_id, volume_id)
-            .await?;
+        let snapshot = self.backend.create_snapshot(&request.pool, snapshot_id, volume_id).await?;
         tracing::info!(snapshot_id = %snapshot_id, volume_id = %volume_id, "snapshot created");
         self.reporter.report_soon();
-        Ok(Response::new(snapshot_to_proto(
-            snapshot,
-            request.volume_id,
-        )))
+        Ok(Response::new(snapshot_to_proto(snapshot, request.volume_id)))
     }
 
     async fn delete_snapshot(
@@ -236,27 +181,18 @@ impl NodeAgent for Agent {
         let request = request.into_inner();
         let snapshot_id = SnapshotId::parse(&request.snapshot_id)?;
         let _guard = self.locks.lock(*snapshot_id.as_uuid()).await;
-        let existed = self
-            .backend
-            .delete_snapshot(&request.pool, snapshot_id)
-            .await?;
+        let existed = self.backend.delete_snapshot(&request.pool, snapshot_id).await?;
         tracing::info!(snapshot_id = %snapshot_id, existed, "snapshot deleted");
         self.reporter.report_soon();
         Ok(Response::new(NodeDeleteSnapshotResponse { existed }))
     }
 
-    async fn revert_volume(
-        &self,
-        request: Request<NodeRevertVolumeRequest>,
-    ) -> Result<Response<NodeVolume>, Status> {
+    async fn revert_volume(&self, request: Request<NodeRevertVolumeRequest>) -> Result<Response<NodeVolume>, Status> {
         let request = request.into_inner();
         let volume_id = VolumeId::parse(&request.volume_id)?;
         let snapshot_id = SnapshotId::parse(&request.snapshot_id)?;
         let _guard = self.locks.lock(*volume_id.as_uuid()).await;
-        let volume = self
-            .backend
-            .revert_volume(&request.pool, volume_id, snapshot_id)
-            .await?;
+        let volume = self.backend.revert_volume(&request.pool, volume_id, snapshot_id).await?;
         tracing::info!(volume_id = %volume_id, snapshot_id = %snapshot_id, "volume reverted");
         Ok(Response::new(volume_to_proto(volume)))
     }
@@ -268,10 +204,7 @@ impl NodeAgent for Agent {
         let (volumes, snapshots) = self.backend.list().await?;
         Ok(Response::new(NodeListStorageResponse {
             volumes: volumes.into_iter().map(volume_to_proto).collect(),
-            snapshots: snapshots
-                .into_iter()
-                .map(|snapshot| snapshot_to_proto(snapshot, String::new()))
-                .collect(),
+            snapshots: snapshots.into_iter().map(|snapshot| snapshot_to_proto(snapshot, String::new())).collect(),
         }))
     }
 }

@@ -77,19 +77,14 @@ pub async fn start(config: NodeConfig, bus: Bus) -> Result<RunningNode, ServiceE
         max_capacity_bytes: config.max_capacity_bytes,
     })?);
     let (listener, grpc_addr) = server::bind(config.listen).await?;
-    let endpoint = config
-        .advertise
-        .clone()
-        .unwrap_or_else(|| format!("http://{grpc_addr}"));
+    let endpoint = config.advertise.clone().unwrap_or_else(|| format!("http://{grpc_addr}"));
 
     let reporter = Arc::new(Reporter::new(&config, endpoint, bus));
     let agent = Agent::new(Arc::new(backend), reporter.clone());
     let mut tasks = Tasks::new();
     let reporting = reporter.run(agent.backend(), tasks.stopped()).await?;
     tasks.spawn(reporting);
-    GrpcServices::new()
-        .with_service(NodeAgentServer::new(agent))
-        .spawn(listener, &mut tasks, "node agent server");
+    GrpcServices::new().with_service(NodeAgentServer::new(agent)).spawn(listener, &mut tasks, "node agent server");
     tracing::info!(node = %config.node_id, %grpc_addr, "volume node started");
     Ok(RunningNode { grpc_addr, tasks })
 }

@@ -2,6 +2,7 @@
 //! PostgreSQL for several scheduler replicas. Migrations run at start, under a lock on PostgreSQL
 //! so two replicas starting together do not race.
 
+pub mod attachment;
 pub mod operation;
 pub mod pool_claim;
 pub mod quota_limit;
@@ -20,16 +21,14 @@ use basalt::ServiceError;
 
 /// Connects to `url` (`sqlite://path?mode=rwc`, `postgres://...`) and applies pending migrations.
 pub async fn connect(url: &str) -> Result<DatabaseConnection, ServiceError> {
-    let db = Database::connect(url).await.map_err(|error| {
-        ServiceError::unavailable(format!("cannot open the database {}: {error}", redact(url)))
-    })?;
+    let db = Database::connect(url)
+        .await
+        .map_err(|error| ServiceError::unavailable(format!("cannot open the database {}: {error}", redact(url))))?;
     if db.get_database_backend() == DbBackend::Sqlite {
         // WAL lets readers proceed while a write is committing; busy_timeout waits out short locks.
-        db.execute_unprepared(
-            "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;",
-        )
-        .await
-        .map_err(db_error)?;
+        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;")
+            .await
+            .map_err(db_error)?;
     }
     migrate(&db).await?;
     Ok(db)
@@ -61,17 +60,35 @@ struct Migration {
 }
 
 const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "volumes",
-        statements: volumes_table,
-    },
-    Migration {
-        version: 2,
-        name: "lifecycle",
-        statements: lifecycle_tables,
-    },
+    Migration { version: 1, name: "volumes", statements: volumes_table },
+    Migration { version: 2, name: "lifecycle", statements: lifecycle_tables },
+    Migration { version: 3, name: "attachments", statements: attachments_table },
 ];
+
+/// Attachments, and the read-only flag of volumes.
+fn attachments_table(backend: DbBackend) -> Vec<Statement> {
+    use attachment::Column as C;
+    let readonly = Table::alter()
+        .table(volume::Entity)
+        .add_column(ColumnDef::new(volume::Column::Readonly).boolean().not_null().default(false))
+        .to_owned();
+    let attachments = Table::create()
+        .table(attachment::Entity)
+        .col(ColumnDef::new(C::Id).string_len(36).not_null().primary_key())
+        .col(ColumnDef::new(C::VolumeId).string_len(36).not_null())
+        .col(ColumnDef::new(C::ProjectId).string_len(64).not_null())
+        .col(ColumnDef::new(C::InstanceId).string_len(255).not_null())
+        .col(ColumnDef::new(C::HostName).string_len(255).not_null())
+        .col(ColumnDef::new(C::Status).string_len(32).not_null())
+        .col(ColumnDef::new(C::Mode).string_len(8).not_null())
+        .col(ColumnDef::new(C::Connector).text().not_null())
+        .col(ColumnDef::new(C::Mountpoint).string_len(255).not_null())
+        .col(ColumnDef::new(C::AttachedAt).timestamp_with_time_zone().null())
+        .col(ColumnDef::new(C::CreatedAt).timestamp_with_time_zone().not_null())
+        .to_owned();
+    let by_volume = Index::create().name("attachments_by_volume").table(attachment::Entity).col(C::VolumeId).to_owned();
+    vec![backend.build(&readonly), backend.build(&attachments), backend.build(&by_volume)]
+}
 
 /// The name of the type every deployment starts with (Cinder's `__DEFAULT__`).
 pub const DEFAULT_VOLUME_TYPE: &str = "__DEFAULT__";
@@ -82,12 +99,7 @@ fn lifecycle_tables(backend: DbBackend) -> Vec<Statement> {
         use snapshot::Column as C;
         Table::create()
             .table(snapshot::Entity)
-            .col(
-                ColumnDef::new(C::Id)
-                    .string_len(36)
-                    .not_null()
-                    .primary_key(),
-            )
+            .col(ColumnDef::new(C::Id).string_len(36).not_null().primary_key())
             .col(ColumnDef::new(C::ProjectId).string_len(64).not_null())
             .col(ColumnDef::new(C::UserId).string_len(255).not_null())
             .col(ColumnDef::new(C::VolumeId).string_len(36).not_null())
@@ -103,23 +115,12 @@ fn lifecycle_tables(backend: DbBackend) -> Vec<Statement> {
             .col(ColumnDef::new(C::Pool).string_len(255).not_null())
             .col(ColumnDef::new(C::VolumeTypeId).string_len(36).null())
             .col(ColumnDef::new(C::IdempotencyKey).string_len(255).null())
-            .col(
-                ColumnDef::new(C::CreatedAt)
-                    .timestamp_with_time_zone()
-                    .not_null(),
-            )
-            .col(
-                ColumnDef::new(C::UpdatedAt)
-                    .timestamp_with_time_zone()
-                    .not_null(),
-            )
+            .col(ColumnDef::new(C::CreatedAt).timestamp_with_time_zone().not_null())
+            .col(ColumnDef::new(C::UpdatedAt).timestamp_with_time_zone().not_null())
             .to_owned()
     };
-    let snapshots_by_volume = Index::create()
-        .name("snapshots_by_volume")
-        .table(snapshot::Entity)
-        .col(snapshot::Column::VolumeId)
-        .to_owned();
+    let snapshots_by_volume =
+        Index::create().name("snapshots_by_volume").table(snapshot::Entity).col(snapshot::Column::VolumeId).to_owned();
     let snapshots_by_project = Index::create()
         .name("snapshots_by_project")
         .table(snapshot::Entity)
@@ -130,32 +131,14 @@ fn lifecycle_tables(backend: DbBackend) -> Vec<Statement> {
         use volume_type::Column as C;
         Table::create()
             .table(volume_type::Entity)
-            .col(
-                ColumnDef::new(C::Id)
-                    .string_len(36)
-                    .not_null()
-                    .primary_key(),
-            )
-            .col(
-                ColumnDef::new(C::Name)
-                    .string_len(255)
-                    .not_null()
-                    .unique_key(),
-            )
+            .col(ColumnDef::new(C::Id).string_len(36).not_null().primary_key())
+            .col(ColumnDef::new(C::Name).string_len(255).not_null().unique_key())
             .col(ColumnDef::new(C::Description).string_len(255).not_null())
             .col(ColumnDef::new(C::IsPublic).boolean().not_null())
             .col(ColumnDef::new(C::ExtraSpecs).text().not_null())
             .col(ColumnDef::new(C::IsDefault).boolean().not_null())
-            .col(
-                ColumnDef::new(C::CreatedAt)
-                    .timestamp_with_time_zone()
-                    .not_null(),
-            )
-            .col(
-                ColumnDef::new(C::UpdatedAt)
-                    .timestamp_with_time_zone()
-                    .not_null(),
-            )
+            .col(ColumnDef::new(C::CreatedAt).timestamp_with_time_zone().not_null())
+            .col(ColumnDef::new(C::UpdatedAt).timestamp_with_time_zone().not_null())
             .to_owned()
     };
     let type_access = {
@@ -191,46 +174,24 @@ fn lifecycle_tables(backend: DbBackend) -> Vec<Statement> {
         use pool_claim::Column as C;
         Table::create()
             .table(pool_claim::Entity)
-            .col(
-                ColumnDef::new(C::Host)
-                    .string_len(400)
-                    .not_null()
-                    .primary_key(),
-            )
+            .col(ColumnDef::new(C::Host).string_len(400).not_null().primary_key())
             .col(ColumnDef::new(C::ClaimedGib).big_integer().not_null())
             .col(ColumnDef::new(C::CapacityGib).big_integer().not_null())
-            .col(
-                ColumnDef::new(C::UpdatedAt)
-                    .timestamp_with_time_zone()
-                    .not_null(),
-            )
+            .col(ColumnDef::new(C::UpdatedAt).timestamp_with_time_zone().not_null())
             .to_owned()
     };
     let operations = {
         use operation::Column as C;
         Table::create()
             .table(operation::Entity)
-            .col(
-                ColumnDef::new(C::Id)
-                    .string_len(36)
-                    .not_null()
-                    .primary_key(),
-            )
+            .col(ColumnDef::new(C::Id).string_len(36).not_null().primary_key())
             .col(ColumnDef::new(C::Kind).string_len(64).not_null())
             .col(ColumnDef::new(C::ResourceId).string_len(36).not_null())
             .col(ColumnDef::new(C::Payload).text().not_null())
             .col(ColumnDef::new(C::Owner).string_len(255).not_null())
-            .col(
-                ColumnDef::new(C::LeaseExpiresAt)
-                    .timestamp_with_time_zone()
-                    .not_null(),
-            )
+            .col(ColumnDef::new(C::LeaseExpiresAt).timestamp_with_time_zone().not_null())
             .col(ColumnDef::new(C::Attempt).integer().not_null())
-            .col(
-                ColumnDef::new(C::CreatedAt)
-                    .timestamp_with_time_zone()
-                    .not_null(),
-            )
+            .col(ColumnDef::new(C::CreatedAt).timestamp_with_time_zone().not_null())
             .to_owned()
     };
     let operations_by_resource = Index::create()
@@ -281,12 +242,7 @@ fn volumes_table(backend: DbBackend) -> Vec<Statement> {
     use volume::Column as C;
     let table = Table::create()
         .table(volume::Entity)
-        .col(
-            ColumnDef::new(C::Id)
-                .string_len(36)
-                .not_null()
-                .primary_key(),
-        )
+        .col(ColumnDef::new(C::Id).string_len(36).not_null().primary_key())
         .col(ColumnDef::new(C::ProjectId).string_len(64).not_null())
         .col(ColumnDef::new(C::UserId).string_len(255).not_null())
         .col(ColumnDef::new(C::Name).string_len(255).not_null())
@@ -294,11 +250,7 @@ fn volumes_table(backend: DbBackend) -> Vec<Statement> {
         .col(ColumnDef::new(C::SizeGib).big_integer().not_null())
         .col(ColumnDef::new(C::Status).string_len(32).not_null())
         .col(ColumnDef::new(C::AttachStatus).string_len(32).not_null())
-        .col(
-            ColumnDef::new(C::AvailabilityZone)
-                .string_len(255)
-                .not_null(),
-        )
+        .col(ColumnDef::new(C::AvailabilityZone).string_len(255).not_null())
         .col(ColumnDef::new(C::VolumeTypeId).string_len(36).null())
         .col(ColumnDef::new(C::NodeId).string_len(64).null())
         .col(ColumnDef::new(C::Backend).string_len(32).null())
@@ -309,29 +261,12 @@ fn volumes_table(backend: DbBackend) -> Vec<Statement> {
         .col(ColumnDef::new(C::Bootable).boolean().not_null())
         .col(ColumnDef::new(C::ErrorReason).text().not_null())
         .col(ColumnDef::new(C::IdempotencyKey).string_len(255).null())
-        .col(
-            ColumnDef::new(C::CreatedAt)
-                .timestamp_with_time_zone()
-                .not_null(),
-        )
-        .col(
-            ColumnDef::new(C::UpdatedAt)
-                .timestamp_with_time_zone()
-                .not_null(),
-        )
+        .col(ColumnDef::new(C::CreatedAt).timestamp_with_time_zone().not_null())
+        .col(ColumnDef::new(C::UpdatedAt).timestamp_with_time_zone().not_null())
         .to_owned();
-    let by_project = Index::create()
-        .name("volumes_by_project")
-        .table(volume::Entity)
-        .col(C::ProjectId)
-        .col(C::CreatedAt)
-        .to_owned();
-    let by_pool = Index::create()
-        .name("volumes_by_pool")
-        .table(volume::Entity)
-        .col(C::NodeId)
-        .col(C::Pool)
-        .to_owned();
+    let by_project =
+        Index::create().name("volumes_by_project").table(volume::Entity).col(C::ProjectId).col(C::CreatedAt).to_owned();
+    let by_pool = Index::create().name("volumes_by_pool").table(volume::Entity).col(C::NodeId).col(C::Pool).to_owned();
     let idempotency = Index::create()
         .name("volumes_by_idempotency_key")
         .table(volume::Entity)
@@ -339,12 +274,7 @@ fn volumes_table(backend: DbBackend) -> Vec<Statement> {
         .col(C::IdempotencyKey)
         .unique()
         .to_owned();
-    vec![
-        backend.build(&table),
-        backend.build(&by_project),
-        backend.build(&by_pool),
-        backend.build(&idempotency),
-    ]
+    vec![backend.build(&table), backend.build(&by_project), backend.build(&by_pool), backend.build(&idempotency)]
 }
 
 async fn migrate(db: &DatabaseConnection) -> Result<(), ServiceError> {
@@ -357,26 +287,17 @@ async fn migrate(db: &DatabaseConnection) -> Result<(), ServiceError> {
     let transaction = db.begin().await.map_err(db_error)?;
     if backend == DbBackend::Postgres {
         // Serialises concurrent starts of several schedulers; released at commit.
-        transaction
-            .execute_unprepared("SELECT pg_advisory_xact_lock(7350221)")
-            .await
-            .map_err(db_error)?;
+        transaction.execute_unprepared("SELECT pg_advisory_xact_lock(7350221)").await.map_err(db_error)?;
     }
     let applied: Vec<i64> = transaction
-        .query_all_raw(Statement::from_string(
-            backend,
-            "SELECT version FROM basalt_schema_migrations",
-        ))
+        .query_all_raw(Statement::from_string(backend, "SELECT version FROM basalt_schema_migrations"))
         .await
         .map_err(db_error)?
         .iter()
         .map(|row| row.try_get_by_index::<i64>(0))
         .collect::<Result<_, _>>()
         .map_err(db_error)?;
-    for migration in MIGRATIONS
-        .iter()
-        .filter(|migration| !applied.contains(&migration.version))
-    {
+    for migration in MIGRATIONS.iter().filter(|migration| !applied.contains(&migration.version)) {
         for statement in (migration.statements)(backend) {
             transaction.execute_raw(statement).await.map_err(db_error)?;
         }
@@ -384,20 +305,14 @@ async fn migrate(db: &DatabaseConnection) -> Result<(), ServiceError> {
             .execute_raw(Statement::from_sql_and_values(
                 backend,
                 match backend {
-                    DbBackend::Postgres => {
-                        "INSERT INTO basalt_schema_migrations (version, name) VALUES ($1, $2)"
-                    }
+                    DbBackend::Postgres => "INSERT INTO basalt_schema_migrations (version, name) VALUES ($1, $2)",
                     _ => "INSERT INTO basalt_schema_migrations (version, name) VALUES (?, ?)",
                 },
                 [migration.version.into(), migration.name.into()],
             ))
             .await
             .map_err(db_error)?;
-        tracing::info!(
-            version = migration.version,
-            name = migration.name,
-            "database migration applied"
-        );
+        tracing::info!(version = migration.version, name = migration.name, "database migration applied");
     }
     transaction.commit().await.map_err(db_error)
 }
@@ -408,14 +323,8 @@ mod tests {
 
     #[test]
     fn passwords_never_reach_messages() {
-        assert_eq!(
-            redact("postgres://basalt:s3cret@db:5432/basalt"),
-            "postgres://basalt:***@db:5432/basalt"
-        );
-        assert_eq!(
-            redact("postgres://basalt@db/basalt"),
-            "postgres://basalt@db/basalt"
-        );
+        assert_eq!(redact("postgres://basalt:s3cret@db:5432/basalt"), "postgres://basalt:***@db:5432/basalt");
+        assert_eq!(redact("postgres://basalt@db/basalt"), "postgres://basalt@db/basalt");
         assert_eq!(redact("sqlite://x.db?mode=rwc"), "sqlite://x.db?mode=rwc");
     }
 
@@ -428,10 +337,7 @@ mod tests {
         // A second start finds everything applied and changes nothing.
         let db = connect(&url).await.unwrap();
         let rows = db
-            .query_all_raw(Statement::from_string(
-                DbBackend::Sqlite,
-                "SELECT version FROM basalt_schema_migrations",
-            ))
+            .query_all_raw(Statement::from_string(DbBackend::Sqlite, "SELECT version FROM basalt_schema_migrations"))
             .await
             .unwrap();
         assert_eq!(rows.len(), MIGRATIONS.len());

@@ -25,6 +25,7 @@ pub struct Model {
     /// A JSON object of string keys and values.
     pub metadata: String,
     pub bootable: bool,
+    pub readonly: bool,
     pub error_reason: String,
     pub idempotency_key: Option<String>,
     pub created_at: DateTimeUtc,

@@ -41,10 +41,7 @@ pub fn matches(capability: &str, requirement: &str) -> bool {
 
 /// Cinder's `<is>` compares booleans written as `True`/`true`/`1`.
 fn is_true(text: &str) -> bool {
-    matches!(
-        text.trim().to_ascii_lowercase().as_str(),
-        "true" | "1" | "yes" | "on"
-    )
+    matches!(text.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
 }
 
 /// The capability key an extra spec checks, or `None` for specs placement ignores: unscoped
@@ -89,24 +86,14 @@ mod tests {
             ("x", "= 5", false),
         ];
         for (capability, requirement, expected) in cases {
-            assert_eq!(
-                matches(capability, requirement),
-                expected,
-                "{capability:?} vs {requirement:?}"
-            );
+            assert_eq!(matches(capability, requirement), expected, "{capability:?} vs {requirement:?}");
         }
     }
 
     #[test]
     fn only_unscoped_and_capabilities_keys_are_checked() {
-        assert_eq!(
-            capability_key("volume_backend_name"),
-            Some("volume_backend_name")
-        );
-        assert_eq!(
-            capability_key("capabilities:multiattach"),
-            Some("multiattach")
-        );
+        assert_eq!(capability_key("volume_backend_name"), Some("volume_backend_name"));
+        assert_eq!(capability_key("capabilities:multiattach"), Some("multiattach"));
         assert_eq!(capability_key("provisioning:type"), None);
         assert_eq!(capability_key("RESKEY:availability_zones"), None);
     }

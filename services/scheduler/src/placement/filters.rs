@@ -6,21 +6,17 @@ use std::collections::HashMap;
 use super::{PlacementRequest, PoolCandidate, extra_specs};
 
 pub fn availability_zone(pool: &PoolCandidate, request: &PlacementRequest) -> bool {
-    request.availability_zones.is_empty()
-        || request.availability_zones.contains(&pool.availability_zone)
+    request.availability_zones.is_empty() || request.availability_zones.contains(&pool.availability_zone)
 }
 
 /// Cinder's CapabilitiesFilter: every checked extra spec must match the pool's capability.
 pub fn capabilities(pool: &PoolCandidate, specs: &HashMap<String, String>) -> bool {
-    specs.iter().all(
-        |(key, requirement)| match extra_specs::capability_key(key) {
-            None => true,
-            Some(capability) => pool
-                .capabilities
-                .get(capability)
-                .is_some_and(|have| extra_specs::matches(have, requirement)),
-        },
-    )
+    specs.iter().all(|(key, requirement)| match extra_specs::capability_key(key) {
+        None => true,
+        Some(capability) => {
+            pool.capabilities.get(capability).is_some_and(|have| extra_specs::matches(have, requirement))
+        }
+    })
 }
 
 /// The largest request [`capacity`] would let through, for error messages.
@@ -30,15 +26,14 @@ pub fn largest_fit_gib(pool: &PoolCandidate, thick: bool) -> f64 {
     }
     let reserved = (pool.total_gib * f64::from(pool.reserved_percentage) / 100.0).floor();
     let free = pool.free_gib - reserved;
-    let largest =
-        if !thick && pool.thin_provisioning_support && pool.max_over_subscription_ratio >= 1.0 {
-            let ratio = pool.max_over_subscription_ratio;
-            (free * ratio).min(pool.total_gib * ratio - pool.provisioned_gib)
-        } else if thick && !pool.thick_provisioning_support && pool.thin_provisioning_support {
-            0.0
-        } else {
-            free
-        };
+    let largest = if !thick && pool.thin_provisioning_support && pool.max_over_subscription_ratio >= 1.0 {
+        let ratio = pool.max_over_subscription_ratio;
+        (free * ratio).min(pool.total_gib * ratio - pool.provisioned_gib)
+    } else if thick && !pool.thick_provisioning_support && pool.thin_provisioning_support {
+        0.0
+    } else {
+        free
+    };
     largest.max(0.0)
 }
 
@@ -75,10 +70,7 @@ mod tests {
     use super::{super::tests::pool, *};
 
     fn request(size: f64) -> PlacementRequest {
-        PlacementRequest {
-            size_gib: size,
-            ..Default::default()
-        }
+        PlacementRequest { size_gib: size, ..Default::default() }
     }
 
     #[test]
@@ -113,11 +105,7 @@ mod tests {
 
     #[test]
     fn thick_requests_skip_thin_only_pools() {
-        let thick = PlacementRequest {
-            size_gib: 1.0,
-            thick: true,
-            ..Default::default()
-        };
+        let thick = PlacementRequest { size_gib: 1.0, thick: true, ..Default::default() };
         assert!(!capacity(&pool("a", 100.0, 100.0, 0.0), &thick));
     }
 }

@@ -35,11 +35,7 @@ pub struct PoolCandidate {
 }
 
 impl PoolCandidate {
-    pub fn from_report(
-        node_id: &str,
-        availability_zone: &str,
-        pool: &basalt::proto::PoolCapacity,
-    ) -> Self {
+    pub fn from_report(node_id: &str, availability_zone: &str, pool: &basalt::proto::PoolCapacity) -> Self {
         let mut candidate = Self {
             node_id: node_id.to_owned(),
             backend: pool.backend.clone(),
@@ -70,18 +66,9 @@ impl PoolCandidate {
             ("total_capacity_gb", format!("{}", self.total_gib.floor())),
             ("free_capacity_gb", format!("{}", self.free_gib.floor())),
             ("reserved_percentage", self.reserved_percentage.to_string()),
-            (
-                "max_over_subscription_ratio",
-                self.max_over_subscription_ratio.to_string(),
-            ),
-            (
-                "thin_provisioning_support",
-                title(self.thin_provisioning_support),
-            ),
-            (
-                "thick_provisioning_support",
-                title(self.thick_provisioning_support),
-            ),
+            ("max_over_subscription_ratio", self.max_over_subscription_ratio.to_string()),
+            ("thin_provisioning_support", title(self.thin_provisioning_support)),
+            ("thick_provisioning_support", title(self.thick_provisioning_support)),
             ("multiattach", title(multiattach)),
         ];
         for (key, value) in standard {
@@ -129,15 +116,10 @@ pub fn rank(
             "no valid node: no volume node is reporting capacity; start a volume node or check that it reaches the bus",
         ));
     }
-    let in_zone: Vec<&PoolCandidate> = candidates
-        .iter()
-        .filter(|pool| filters::availability_zone(pool, request))
-        .collect();
+    let in_zone: Vec<&PoolCandidate> =
+        candidates.iter().filter(|pool| filters::availability_zone(pool, request)).collect();
     if in_zone.is_empty() {
-        let mut zones: Vec<&str> = candidates
-            .iter()
-            .map(|pool| pool.availability_zone.as_str())
-            .collect();
+        let mut zones: Vec<&str> = candidates.iter().map(|pool| pool.availability_zone.as_str()).collect();
         zones.sort_unstable();
         zones.dedup();
         return Err(ServiceError::new(
@@ -149,10 +131,8 @@ pub fn rank(
             ),
         ));
     }
-    let capable: Vec<&PoolCandidate> = in_zone
-        .into_iter()
-        .filter(|pool| filters::capabilities(pool, &request.extra_specs))
-        .collect();
+    let capable: Vec<&PoolCandidate> =
+        in_zone.into_iter().filter(|pool| filters::capabilities(pool, &request.extra_specs)).collect();
     if capable.is_empty() {
         let mut specs: Vec<String> = request
             .extra_specs
@@ -163,22 +143,13 @@ pub fn rank(
         specs.sort();
         return Err(ServiceError::new(
             ErrorCode::NoCapacity,
-            format!(
-                "no valid node: no pool has the capabilities the volume type asks for ({})",
-                specs.join(", ")
-            ),
+            format!("no valid node: no pool has the capabilities the volume type asks for ({})", specs.join(", ")),
         ));
     }
-    let fitting: Vec<&PoolCandidate> = capable
-        .iter()
-        .copied()
-        .filter(|pool| filters::capacity(pool, request))
-        .collect();
+    let fitting: Vec<&PoolCandidate> =
+        capable.iter().copied().filter(|pool| filters::capacity(pool, request)).collect();
     if fitting.is_empty() {
-        let largest = capable
-            .iter()
-            .map(|pool| filters::largest_fit_gib(pool, request.thick))
-            .fold(0.0_f64, f64::max);
+        let largest = capable.iter().map(|pool| filters::largest_fit_gib(pool, request.thick)).fold(0.0_f64, f64::max);
         return Err(ServiceError::new(
             ErrorCode::NoCapacity,
             format!(
@@ -191,11 +162,7 @@ pub fn rank(
     let weights = weighers::weigh(&fitting, request.thick, weighers);
     let mut ranked: Vec<(&PoolCandidate, f64)> = fitting.into_iter().zip(weights).collect();
     // Highest weight first; ties go to the first host name, so placement is deterministic.
-    ranked.sort_by(|(a, weight_a), (b, weight_b)| {
-        weight_b
-            .total_cmp(weight_a)
-            .then_with(|| a.host().cmp(&b.host()))
-    });
+    ranked.sort_by(|(a, weight_a), (b, weight_b)| weight_b.total_cmp(weight_a).then_with(|| a.host().cmp(&b.host())));
     Ok(ranked.into_iter().map(|(pool, _)| pool.clone()).collect())
 }
 
@@ -225,10 +192,7 @@ pub(crate) mod tests {
     }
 
     fn request(size: f64) -> PlacementRequest {
-        PlacementRequest {
-            size_gib: size,
-            ..Default::default()
-        }
+        PlacementRequest { size_gib: size, ..Default::default() }
     }
 
     fn best(pools: &[PoolCandidate], request: &PlacementRequest) -> Result<String, ServiceError> {
@@ -237,11 +201,7 @@ pub(crate) mod tests {
 
     #[test]
     fn the_pool_with_most_virtual_free_space_wins() {
-        let pools = [
-            pool("a", 100.0, 100.0, 80.0),
-            pool("b", 100.0, 100.0, 10.0),
-            pool("c", 50.0, 50.0, 0.0),
-        ];
+        let pools = [pool("a", 100.0, 100.0, 80.0), pool("b", 100.0, 100.0, 10.0), pool("c", 50.0, 50.0, 0.0)];
         assert_eq!(best(&pools, &request(5.0)).unwrap(), "b");
         let ranked = rank(&pools, &request(5.0), &[(Weigher::Capacity, 1.0)]).unwrap();
         let order: Vec<&str> = ranked.iter().map(|pool| pool.node_id.as_str()).collect();
@@ -259,34 +219,17 @@ pub(crate) mod tests {
 
     #[test]
     fn no_nodes_wrong_zone_and_missing_capabilities_are_explained() {
-        assert!(
-            best(&[], &request(1.0))
-                .unwrap_err()
-                .message
-                .contains("no volume node is reporting")
-        );
-        let zoned = PlacementRequest {
-            size_gib: 1.0,
-            availability_zones: vec!["az9".into()],
-            ..Default::default()
-        };
+        assert!(best(&[], &request(1.0)).unwrap_err().message.contains("no volume node is reporting"));
+        let zoned = PlacementRequest { size_gib: 1.0, availability_zones: vec!["az9".into()], ..Default::default() };
         let error = best(&[pool("a", 10.0, 10.0, 0.0)], &zoned).unwrap_err();
-        assert!(
-            error.message.contains("az9") && error.message.contains("nova"),
-            "{}",
-            error.message
-        );
+        assert!(error.message.contains("az9") && error.message.contains("nova"), "{}", error.message);
         let lvm_only = PlacementRequest {
             size_gib: 1.0,
             extra_specs: [("volume_backend_name".to_owned(), "lvm".to_owned())].into(),
             ..Default::default()
         };
         let error = best(&[pool("a", 10.0, 10.0, 0.0)], &lvm_only).unwrap_err();
-        assert!(
-            error.message.contains("volume_backend_name=lvm"),
-            "{}",
-            error.message
-        );
+        assert!(error.message.contains("volume_backend_name=lvm"), "{}", error.message);
     }
 
     #[test]
@@ -305,12 +248,8 @@ pub(crate) mod tests {
         let mut thick = pool("thick", 200.0, 150.0, 50.0);
         thick.thin_provisioning_support = false;
         thick.thick_provisioning_support = true;
-        thick
-            .capabilities
-            .insert("thin_provisioning_support".into(), "False".into());
-        thick
-            .capabilities
-            .insert("thick_provisioning_support".into(), "True".into());
+        thick.capabilities.insert("thin_provisioning_support".into(), "False".into());
+        thick.capabilities.insert("thick_provisioning_support".into(), "True".into());
         let mut reserved = pool("reserved", 100.0, 100.0, 0.0);
         reserved.reserved_percentage = 50;
         let mut az2 = pool("az2", 700.0, 700.0, 0.0);
@@ -319,62 +258,25 @@ pub(crate) mod tests {
         ssd.capabilities.insert("disk".into(), "ssd nvme".into());
         let pools = [thin_oversubscribed, thick, reserved, az2, ssd];
 
-        let nova = |request: PlacementRequest| PlacementRequest {
-            availability_zones: vec!["nova".into()],
-            ..request
-        };
-        let spec = |key: &str, value: &str| -> HashMap<String, String> {
-            [(key.to_owned(), value.to_owned())].into()
-        };
+        let nova = |request: PlacementRequest| PlacementRequest { availability_zones: vec!["nova".into()], ..request };
+        let spec = |key: &str, value: &str| -> HashMap<String, String> { [(key.to_owned(), value.to_owned())].into() };
         let rows: Vec<(&str, PlacementRequest, Result<&str, &str>)> = vec![
             // In nova: thin-20x has (100 * 20 - 1500) = 500 GiB virtual free, thick min(150, 200 - 50)
             // = 150, reserved (100 - 50) - 0 = 50, ssd 50.
-            (
-                "largest virtual free wins",
-                nova(request(10.0)),
-                Ok("thin-20x"),
-            ),
+            ("largest virtual free wins", nova(request(10.0)), Ok("thin-20x")),
             // (1500 + 600) / 100 = 21 > 20: thin-20x is out; az2 takes it.
-            (
-                "over-subscription ratio bounds thin pools",
-                request(600.0),
-                Ok("az2"),
-            ),
-            (
-                "zones filter first",
-                nova(request(601.0)),
-                Err("no pool can fit"),
-            ),
+            ("over-subscription ratio bounds thin pools", request(600.0), Ok("az2")),
+            ("zones filter first", nova(request(601.0)), Err("no pool can fit")),
             (
                 "a zone picks its pools",
-                PlacementRequest {
-                    availability_zones: vec!["az2".into()],
-                    ..request(1.0)
-                },
+                PlacementRequest { availability_zones: vec!["az2".into()], ..request(1.0) },
                 Ok("az2"),
             ),
-            (
-                "thick requests use thick pools",
-                PlacementRequest {
-                    thick: true,
-                    ..request(120.0)
-                },
-                Ok("thick"),
-            ),
-            (
-                "thick math uses free space",
-                PlacementRequest {
-                    thick: true,
-                    ..request(151.0)
-                },
-                Err("no pool can fit"),
-            ),
+            ("thick requests use thick pools", PlacementRequest { thick: true, ..request(120.0) }, Ok("thick")),
+            ("thick math uses free space", PlacementRequest { thick: true, ..request(151.0) }, Err("no pool can fit")),
             (
                 "capabilities operators",
-                PlacementRequest {
-                    extra_specs: spec("disk", "<in> nvme"),
-                    ..request(1.0)
-                },
+                PlacementRequest { extra_specs: spec("disk", "<in> nvme"), ..request(1.0) },
                 Ok("ssd"),
             ),
             (
@@ -387,18 +289,12 @@ pub(crate) mod tests {
             ),
             (
                 "unknown capability fails",
-                PlacementRequest {
-                    extra_specs: spec("replication", "<is> True"),
-                    ..request(1.0)
-                },
+                PlacementRequest { extra_specs: spec("replication", "<is> True"), ..request(1.0) },
                 Err("capabilities"),
             ),
             (
                 "ignored scopes do not filter",
-                nova(PlacementRequest {
-                    extra_specs: spec("provisioning:min_iops", "100"),
-                    ..request(10.0)
-                }),
+                nova(PlacementRequest { extra_specs: spec("provisioning:min_iops", "100"), ..request(10.0) }),
                 Ok("thin-20x"),
             ),
             ("the biggest pool anywhere", request(10.0), Ok("az2")),
@@ -407,11 +303,7 @@ pub(crate) mod tests {
             let outcome = best(&pools, &request);
             match (expected, outcome) {
                 (Ok(node), Ok(chosen)) => assert_eq!(chosen, node, "{name}"),
-                (Err(fragment), Err(error)) => assert!(
-                    error.message.contains(fragment),
-                    "{name}: {}",
-                    error.message
-                ),
+                (Err(fragment), Err(error)) => assert!(error.message.contains(fragment), "{name}: {}", error.message),
                 (expected, outcome) => panic!("{name}: expected {expected:?}, got {outcome:?}"),
             }
         }

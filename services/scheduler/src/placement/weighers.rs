@@ -24,9 +24,7 @@ impl std::str::FromStr for Weigher {
             "capacity" => Ok(Self::Capacity),
             "allocated-capacity" => Ok(Self::AllocatedCapacity),
             "volume-number" => Ok(Self::VolumeNumber),
-            other => Err(format!(
-                "unknown weigher {other:?}: use capacity, allocated-capacity or volume-number"
-            )),
+            other => Err(format!("unknown weigher {other:?}: use capacity, allocated-capacity or volume-number")),
         }
     }
 }
@@ -70,10 +68,7 @@ fn normalise(weights: Vec<f64>) -> Vec<f64> {
     if max.partial_cmp(&min) != Some(std::cmp::Ordering::Greater) {
         return vec![0.0; weights.len()];
     }
-    weights
-        .into_iter()
-        .map(|weight| (weight - min) / (max - min))
-        .collect()
+    weights.into_iter().map(|weight| (weight - min) / (max - min)).collect()
 }
 
 #[cfg(test)]
@@ -109,11 +104,7 @@ mod tests {
         let by_capacity = weigh(&pools, false, &[(Weigher::Capacity, 1.0)]);
         assert!(by_capacity[0] > by_capacity[1]);
         // Summed weighers: the stronger multiplier decides.
-        let combined = weigh(
-            &pools,
-            false,
-            &[(Weigher::Capacity, 1.0), (Weigher::AllocatedCapacity, -2.0)],
-        );
+        let combined = weigh(&pools, false, &[(Weigher::Capacity, 1.0), (Weigher::AllocatedCapacity, -2.0)]);
         assert!(combined[1] > combined[0]);
     }
 }

@@ -50,8 +50,7 @@ pub struct FileBackend {
 
 impl FileBackend {
     pub fn open(config: FileBackendConfig) -> Result<Self, ServiceError> {
-        fs::create_dir_all(&config.root)
-            .map_err(|error| io_error("create the directory", &config.root, error))?;
+        fs::create_dir_all(&config.root).map_err(|error| io_error("create the directory", &config.root, error))?;
         remove_staging_files(&config.root)?;
         Ok(Self { config })
     }
@@ -61,9 +60,7 @@ impl FileBackend {
     }
 
     pub fn snapshot_path(&self, snapshot_id: SnapshotId) -> PathBuf {
-        self.config
-            .root
-            .join(format!("{SNAPSHOT_PREFIX}{snapshot_id}"))
+        self.config.root.join(format!("{SNAPSHOT_PREFIX}{snapshot_id}"))
     }
 
     fn check_pool(&self, pool: &str) -> Result<(), ServiceError> {
@@ -85,9 +82,7 @@ impl FileBackend {
     ) -> Result<BackendVolume, ServiceError> {
         self.check_pool(pool)?;
         if size_bytes == 0 {
-            return Err(ServiceError::invalid(
-                "a volume needs a size of at least 1 byte",
-            ));
+            return Err(ServiceError::invalid("a volume needs a size of at least 1 byte"));
         }
         let path = self.volume_path(volume_id);
         let source_path = match source {
@@ -108,20 +103,12 @@ impl FileBackend {
         self.check_pool(pool)?;
         let path = self.volume_path(volume_id);
         blocking(move || {
-            let file = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|error| io_error("open", &path, error))?;
-            let current = file
-                .metadata()
-                .map_err(|error| io_error("inspect", &path, error))?
-                .len();
+            let file = OpenOptions::new().write(true).open(&path).map_err(|error| io_error("open", &path, error))?;
+            let current = file.metadata().map_err(|error| io_error("inspect", &path, error))?.len();
             // A repeated extend finds the file already grown: success.
             if current < new_size_bytes {
-                file.set_len(new_size_bytes)
-                    .map_err(|error| io_error("extend", &path, error))?;
-                file.sync_all()
-                    .map_err(|error| io_error("sync", &path, error))?;
+                file.set_len(new_size_bytes).map_err(|error| io_error("extend", &path, error))?;
+                file.sync_all().map_err(|error| io_error("sync", &path, error))?;
             }
             Ok(())
         })
@@ -129,48 +116,32 @@ impl FileBackend {
         self.describe_volume(pool, volume_id).await
     }
 
-    pub async fn delete_volume(
-        &self,
-        pool: &str,
-        volume_id: VolumeId,
-    ) -> Result<bool, ServiceError> {
+    pub async fn delete_volume(&self, pool: &str, volume_id: VolumeId) -> Result<bool, ServiceError> {
         self.check_pool(pool)?;
         let path = self.volume_path(volume_id);
         blocking(move || wipe_and_remove(&path)).await
     }
 
-    pub async fn get_volume(
-        &self,
-        pool: &str,
-        volume_id: VolumeId,
-    ) -> Result<Option<BackendVolume>, ServiceError> {
+    pub async fn get_volume(&self, pool: &str, volume_id: VolumeId) -> Result<Option<BackendVolume>, ServiceError> {
         self.check_pool(pool)?;
         let path = self.volume_path(volume_id);
         let pool = pool.to_owned();
         blocking(move || {
-            Ok(
-                inspect(&path)?.map(|(size_bytes, allocated_bytes)| BackendVolume {
-                    volume_id,
-                    pool,
-                    size_bytes,
-                    path: path.display().to_string(),
-                    allocated_bytes,
-                }),
-            )
+            Ok(inspect(&path)?.map(|(size_bytes, allocated_bytes)| BackendVolume {
+                volume_id,
+                pool,
+                size_bytes,
+                path: path.display().to_string(),
+                allocated_bytes,
+            }))
         })
         .await
     }
 
-    async fn describe_volume(
-        &self,
-        pool: &str,
-        volume_id: VolumeId,
-    ) -> Result<BackendVolume, ServiceError> {
-        self.get_volume(pool, volume_id).await?.ok_or_else(|| {
-            ServiceError::internal(format!(
-                "volume {volume_id} vanished right after it was written"
-            ))
-        })
+    async fn describe_volume(&self, pool: &str, volume_id: VolumeId) -> Result<BackendVolume, ServiceError> {
+        self.get_volume(pool, volume_id)
+            .await?
+            .ok_or_else(|| ServiceError::internal(format!("volume {volume_id} vanished right after it was written")))
     }
 
     pub async fn create_snapshot(
@@ -188,18 +159,14 @@ impl FileBackend {
                 return Ok(());
             }
             let size = inspect(&source)?
-                .ok_or_else(|| {
-                    ServiceError::not_found(format!("volume {volume_id} is not on this node"))
-                })?
+                .ok_or_else(|| ServiceError::not_found(format!("volume {volume_id} is not on this node")))?
                 .0;
             create_file(&path, size, Some(&source))
         })
         .await?;
-        self.get_snapshot(pool, snapshot_id).await?.ok_or_else(|| {
-            ServiceError::internal(format!(
-                "snapshot {snapshot_id} vanished right after it was taken"
-            ))
-        })
+        self.get_snapshot(pool, snapshot_id)
+            .await?
+            .ok_or_else(|| ServiceError::internal(format!("snapshot {snapshot_id} vanished right after it was taken")))
     }
 
     pub async fn get_snapshot(
@@ -221,11 +188,7 @@ impl FileBackend {
         .await
     }
 
-    pub async fn delete_snapshot(
-        &self,
-        pool: &str,
-        snapshot_id: SnapshotId,
-    ) -> Result<bool, ServiceError> {
+    pub async fn delete_snapshot(&self, pool: &str, snapshot_id: SnapshotId) -> Result<bool, ServiceError> {
         self.check_pool(pool)?;
         let path = self.snapshot_path(snapshot_id);
         blocking(move || wipe_and_remove(&path)).await
@@ -244,14 +207,10 @@ impl FileBackend {
         let snapshot = self.snapshot_path(snapshot_id);
         blocking(move || {
             let size = inspect(&path)?
-                .ok_or_else(|| {
-                    ServiceError::not_found(format!("volume {volume_id} is not on this node"))
-                })?
+                .ok_or_else(|| ServiceError::not_found(format!("volume {volume_id} is not on this node")))?
                 .0;
             if inspect(&snapshot)?.is_none() {
-                return Err(ServiceError::not_found(format!(
-                    "snapshot {snapshot_id} is not on this node"
-                )));
+                return Err(ServiceError::not_found(format!("snapshot {snapshot_id} is not on this node")));
             }
             // The old content is replaced by a rename; its blocks are discarded when the old
             // inode goes, so they never reach another volume.
@@ -279,10 +238,7 @@ impl FileBackend {
                 let Some((size_bytes, allocated_bytes)) = inspect(&path)? else {
                     continue;
                 };
-                if let Some(id) = name
-                    .strip_prefix(VOLUME_PREFIX)
-                    .and_then(|id| VolumeId::parse(id).ok())
-                {
+                if let Some(id) = name.strip_prefix(VOLUME_PREFIX).and_then(|id| VolumeId::parse(id).ok()) {
                     volumes.push(BackendVolume {
                         volume_id: id,
                         pool: pool.clone(),
@@ -290,10 +246,7 @@ impl FileBackend {
                         path: path.display().to_string(),
                         allocated_bytes,
                     });
-                } else if let Some(id) = name
-                    .strip_prefix(SNAPSHOT_PREFIX)
-                    .and_then(|id| SnapshotId::parse(id).ok())
-                {
+                } else if let Some(id) = name.strip_prefix(SNAPSHOT_PREFIX).and_then(|id| SnapshotId::parse(id).ok()) {
                     snapshots.push(BackendSnapshot {
                         snapshot_id: id,
                         pool: pool.clone(),
@@ -316,10 +269,7 @@ impl FileBackend {
             let snapshot_bytes: u64 = snapshots.iter().map(|snapshot| snapshot.size_bytes).sum();
             let used_bytes: u64 = volumes.iter().map(|volume| volume.allocated_bytes).sum();
             let (total_bytes, free_bytes) = match config.max_capacity_bytes {
-                Some(cap) => (
-                    filesystem_total.min(cap),
-                    filesystem_free.min(cap.saturating_sub(used_bytes)),
-                ),
+                Some(cap) => (filesystem_total.min(cap), filesystem_free.min(cap.saturating_sub(used_bytes))),
                 None => (filesystem_total, filesystem_free),
             };
             Ok(vec![PoolCapacity {
@@ -382,27 +332,20 @@ fn create_file(path: &Path, size_bytes: u64, source: Option<&Path>) -> Result<()
         }
         return Err(ServiceError::new(
             ErrorCode::AlreadyExists,
-            format!(
-                "{} already exists with {existing} bytes, not the {size_bytes} requested",
-                path.display()
-            ),
+            format!("{} already exists with {existing} bytes, not the {size_bytes} requested", path.display()),
         ));
     }
     let source = match source {
         None => None,
         Some(source) => Some(File::open(source).map_err(|error| match error.kind() {
-            io::ErrorKind::NotFound => ServiceError::not_found(format!(
-                "the source {} is not on this node",
-                source.display()
-            )),
+            io::ErrorKind::NotFound => {
+                ServiceError::not_found(format!("the source {} is not on this node", source.display()))
+            }
             _ => io_error("open", source, error),
         })?),
     };
     if let Some(source) = &source {
-        let source_size = source
-            .metadata()
-            .map_err(|error| ServiceError::internal(error.to_string()))?
-            .len();
+        let source_size = source.metadata().map_err(|error| ServiceError::internal(error.to_string()))?.len();
         if source_size > size_bytes {
             return Err(ServiceError::invalid(format!(
                 "the new volume ({size_bytes} bytes) cannot be smaller than its source ({source_size} bytes)"
@@ -418,25 +361,15 @@ fn create_file(path: &Path, size_bytes: u64, source: Option<&Path>) -> Result<()
 }
 
 /// Writes `path` through a staging file renamed into place once complete and synced.
-fn write_atomically(
-    path: &Path,
-    fill: impl FnOnce(&mut File) -> io::Result<()>,
-) -> Result<(), ServiceError> {
+fn write_atomically(path: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> Result<(), ServiceError> {
     let staging = path.with_file_name(format!(
         "{}{STAGING_MARK}{}",
-        path.file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default(),
         uuid::Uuid::new_v4().simple()
     ));
     let result = (|| {
         // Owner-only: the file holds a tenant's bytes.
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&staging)?;
+        let mut file = OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&staging)?;
         fill(&mut file)?;
         file.sync_all()?;
         fs::rename(&staging, path)?;
@@ -489,9 +422,8 @@ fn sync_parent(path: &Path) -> io::Result<()> {
 /// Total and available bytes of the filesystem holding `path`.
 fn filesystem_space(path: &Path) -> Result<(u64, u64), ServiceError> {
     use std::{ffi::CString, os::unix::ffi::OsStrExt};
-    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| {
-        ServiceError::internal(format!("path {} contains a NUL byte", path.display()))
-    })?;
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| ServiceError::internal(format!("path {} contains a NUL byte", path.display())))?;
     // SAFETY: statvfs is plain old data; zeroes are a valid value.
     let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: c_path is a valid C string and stats a valid out-pointer.
@@ -499,10 +431,7 @@ fn filesystem_space(path: &Path) -> Result<(u64, u64), ServiceError> {
         return Err(io_error("statvfs", path, io::Error::last_os_error()));
     }
     let fragment = stats.f_frsize as u64;
-    Ok((
-        stats.f_blocks as u64 * fragment,
-        stats.f_bavail as u64 * fragment,
-    ))
+    Ok((stats.f_blocks as u64 * fragment, stats.f_bavail as u64 * fragment))
 }
 
 fn io_error(action: &str, path: &Path, error: io::Error) -> ServiceError {
@@ -512,9 +441,9 @@ fn io_error(action: &str, path: &Path, error: io::Error) -> ServiceError {
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
 ) -> Result<T, ServiceError> {
-    tokio::task::spawn_blocking(work).await.map_err(|error| {
-        ServiceError::internal(format!("a blocking storage task failed: {error}"))
-    })?
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| ServiceError::internal(format!("a blocking storage task failed: {error}")))?
 }
 
 #[cfg(test)]
@@ -554,28 +483,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let backend = backend(dir.path());
         let id = VolumeId::new_random();
-        let created = backend
-            .create_volume("default", id, 1 << 30, VolumeSource::Empty)
-            .await
-            .unwrap();
+        let created = backend.create_volume("default", id, 1 << 30, VolumeSource::Empty).await.unwrap();
         assert_eq!(created.size_bytes, 1 << 30);
-        assert_eq!(
-            created.allocated_bytes, 0,
-            "a new volume must not allocate blocks"
-        );
-        assert_eq!(
-            fs::metadata(backend.volume_path(id)).unwrap().mode() & 0o777,
-            0o600
-        );
-        let again = backend
-            .create_volume("default", id, 1 << 30, VolumeSource::Empty)
-            .await
-            .unwrap();
+        assert_eq!(created.allocated_bytes, 0, "a new volume must not allocate blocks");
+        assert_eq!(fs::metadata(backend.volume_path(id)).unwrap().mode() & 0o777, 0o600);
+        let again = backend.create_volume("default", id, 1 << 30, VolumeSource::Empty).await.unwrap();
         assert_eq!(again, created);
-        let conflict = backend
-            .create_volume("default", id, 2 << 30, VolumeSource::Empty)
-            .await
-            .unwrap_err();
+        let conflict = backend.create_volume("default", id, 2 << 30, VolumeSource::Empty).await.unwrap_err();
         assert_eq!(conflict.code, ErrorCode::AlreadyExists);
     }
 
@@ -584,17 +498,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let backend = backend(dir.path());
         let id = VolumeId::new_random();
-        backend
-            .create_volume("default", id, 4096, VolumeSource::Empty)
-            .await
-            .unwrap();
+        backend.create_volume("default", id, 4096, VolumeSource::Empty).await.unwrap();
         assert!(backend.delete_volume("default", id).await.unwrap());
         assert!(!backend.delete_volume("default", id).await.unwrap());
         assert_eq!(backend.get_volume("default", id).await.unwrap(), None);
-        let elsewhere = backend
-            .create_volume("other", id, 4096, VolumeSource::Empty)
-            .await
-            .unwrap_err();
+        let elsewhere = backend.create_volume("other", id, 4096, VolumeSource::Empty).await.unwrap_err();
         assert_eq!(elsewhere.code, ErrorCode::NotFound);
     }
 
@@ -603,69 +511,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let backend = backend(dir.path());
         let volume = VolumeId::new_random();
-        backend
-            .create_volume("default", volume, 8 << 20, VolumeSource::Empty)
-            .await
-            .unwrap();
+        backend.create_volume("default", volume, 8 << 20, VolumeSource::Empty).await.unwrap();
         write_at(&backend.volume_path(volume), 4096, b"before");
 
         let snapshot = SnapshotId::new_random();
-        backend
-            .create_snapshot("default", snapshot, volume)
-            .await
-            .unwrap();
+        backend.create_snapshot("default", snapshot, volume).await.unwrap();
         // Idempotent: a repeat does not retake the snapshot after the volume changed.
         write_at(&backend.volume_path(volume), 4096, b"after!");
-        backend
-            .create_snapshot("default", snapshot, volume)
-            .await
-            .unwrap();
-        assert_eq!(
-            read_at(&backend.snapshot_path(snapshot), 4096, 6),
-            b"before"
-        );
+        backend.create_snapshot("default", snapshot, volume).await.unwrap();
+        assert_eq!(read_at(&backend.snapshot_path(snapshot), 4096, 6), b"before");
 
         let from_snapshot = VolumeId::new_random();
-        let restored = backend
-            .create_volume(
-                "default",
-                from_snapshot,
-                16 << 20,
-                VolumeSource::Snapshot(snapshot),
-            )
-            .await
-            .unwrap();
+        let restored =
+            backend.create_volume("default", from_snapshot, 16 << 20, VolumeSource::Snapshot(snapshot)).await.unwrap();
         assert_eq!(restored.size_bytes, 16 << 20);
-        assert_eq!(
-            read_at(&backend.volume_path(from_snapshot), 4096, 6),
-            b"before"
-        );
+        assert_eq!(read_at(&backend.volume_path(from_snapshot), 4096, 6), b"before");
 
         let clone = VolumeId::new_random();
-        backend
-            .create_volume("default", clone, 8 << 20, VolumeSource::Volume(volume))
-            .await
-            .unwrap();
+        backend.create_volume("default", clone, 8 << 20, VolumeSource::Volume(volume)).await.unwrap();
         assert_eq!(read_at(&backend.volume_path(clone), 4096, 6), b"after!");
         let too_small = backend
-            .create_volume(
-                "default",
-                VolumeId::new_random(),
-                4 << 20,
-                VolumeSource::Volume(volume),
-            )
+            .create_volume("default", VolumeId::new_random(), 4 << 20, VolumeSource::Volume(volume))
             .await
             .unwrap_err();
         assert_eq!(too_small.code, ErrorCode::InvalidArgument);
 
-        backend
-            .extend_volume("default", volume, 12 << 20)
-            .await
-            .unwrap();
-        let reverted = backend
-            .revert_volume("default", volume, snapshot)
-            .await
-            .unwrap();
+        backend.extend_volume("default", volume, 12 << 20).await.unwrap();
+        let reverted = backend.revert_volume("default", volume, snapshot).await.unwrap();
         assert_eq!(reverted.size_bytes, 12 << 20, "revert keeps the grown size");
         assert_eq!(read_at(&backend.volume_path(volume), 4096, 6), b"before");
 
@@ -681,34 +553,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let backend = backend(dir.path());
         let id = VolumeId::new_random();
-        backend
-            .create_volume("default", id, 1 << 20, VolumeSource::Empty)
-            .await
-            .unwrap();
-        assert_eq!(
-            backend
-                .extend_volume("default", id, 2 << 20)
-                .await
-                .unwrap()
-                .size_bytes,
-            2 << 20
-        );
-        assert_eq!(
-            backend
-                .extend_volume("default", id, 2 << 20)
-                .await
-                .unwrap()
-                .size_bytes,
-            2 << 20
-        );
-        assert_eq!(
-            backend
-                .extend_volume("default", id, 1 << 20)
-                .await
-                .unwrap()
-                .size_bytes,
-            2 << 20
-        );
+        backend.create_volume("default", id, 1 << 20, VolumeSource::Empty).await.unwrap();
+        assert_eq!(backend.extend_volume("default", id, 2 << 20).await.unwrap().size_bytes, 2 << 20);
+        assert_eq!(backend.extend_volume("default", id, 2 << 20).await.unwrap().size_bytes, 2 << 20);
+        assert_eq!(backend.extend_volume("default", id, 1 << 20).await.unwrap().size_bytes, 2 << 20);
     }
 
     #[tokio::test]
@@ -727,24 +575,8 @@ mod tests {
         let mut config = backend(dir.path()).config;
         config.max_capacity_bytes = Some(10 << 30);
         let backend = FileBackend::open(config).unwrap();
-        backend
-            .create_volume(
-                "default",
-                VolumeId::new_random(),
-                1 << 30,
-                VolumeSource::Empty,
-            )
-            .await
-            .unwrap();
-        backend
-            .create_volume(
-                "default",
-                VolumeId::new_random(),
-                2 << 30,
-                VolumeSource::Empty,
-            )
-            .await
-            .unwrap();
+        backend.create_volume("default", VolumeId::new_random(), 1 << 30, VolumeSource::Empty).await.unwrap();
+        backend.create_volume("default", VolumeId::new_random(), 2 << 30, VolumeSource::Empty).await.unwrap();
         let pools = backend.capacity().await.unwrap();
         assert_eq!(pools.len(), 1);
         assert_eq!(pools[0].provisioned_bytes, 3 << 30);

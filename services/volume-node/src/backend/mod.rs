@@ -62,11 +62,7 @@ impl Backend {
         source: VolumeSource,
     ) -> Result<BackendVolume, ServiceError> {
         match self {
-            Self::File(backend) => {
-                backend
-                    .create_volume(pool, volume_id, size_bytes, source)
-                    .await
-            }
+            Self::File(backend) => backend.create_volume(pool, volume_id, size_bytes, source).await,
         }
     }
 
@@ -82,21 +78,13 @@ impl Backend {
     }
 
     /// Wipes and removes the volume; `Ok(false)` when it was already gone.
-    pub async fn delete_volume(
-        &self,
-        pool: &str,
-        volume_id: VolumeId,
-    ) -> Result<bool, ServiceError> {
+    pub async fn delete_volume(&self, pool: &str, volume_id: VolumeId) -> Result<bool, ServiceError> {
         match self {
             Self::File(backend) => backend.delete_volume(pool, volume_id).await,
         }
     }
 
-    pub async fn get_volume(
-        &self,
-        pool: &str,
-        volume_id: VolumeId,
-    ) -> Result<Option<BackendVolume>, ServiceError> {
+    pub async fn get_volume(&self, pool: &str, volume_id: VolumeId) -> Result<Option<BackendVolume>, ServiceError> {
         match self {
             Self::File(backend) => backend.get_volume(pool, volume_id).await,
         }
@@ -114,11 +102,7 @@ impl Backend {
     }
 
     /// Wipes and removes the snapshot; `Ok(false)` when it was already gone.
-    pub async fn delete_snapshot(
-        &self,
-        pool: &str,
-        snapshot_id: SnapshotId,
-    ) -> Result<bool, ServiceError> {
+    pub async fn delete_snapshot(&self, pool: &str, snapshot_id: SnapshotId) -> Result<bool, ServiceError> {
         match self {
             Self::File(backend) => backend.delete_snapshot(pool, snapshot_id).await,
         }

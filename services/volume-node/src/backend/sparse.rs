@@ -57,9 +57,7 @@ pub fn data_extents(file: &File, length: u64) -> io::Result<Vec<(u64, u64)>> {
         if start >= length {
             break;
         }
-        let end = seek(file, start, libc::SEEK_HOLE)?
-            .unwrap_or(length)
-            .min(length);
+        let end = seek(file, start, libc::SEEK_HOLE)?.unwrap_or(length).min(length);
         extents.push((start, end));
         offset = end;
     }
@@ -74,11 +72,7 @@ fn seek(file: &File, offset: u64, whence: libc::c_int) -> io::Result<Option<u64>
         return Ok(Some(position as u64));
     }
     let error = io::Error::last_os_error();
-    if error.raw_os_error() == Some(libc::ENXIO) {
-        Ok(None)
-    } else {
-        Err(error)
-    }
+    if error.raw_os_error() == Some(libc::ENXIO) { Ok(None) } else { Err(error) }
 }
 
 /// How a copy was made, for logs and tests.
@@ -124,10 +118,7 @@ fn copy_range(source: &File, destination: &File, start: u64, end: u64) -> io::Re
             return Err(io::Error::last_os_error());
         }
         if copied == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "source ended during the copy",
-            ));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "source ended during the copy"));
         }
     }
     Ok(())
@@ -139,19 +130,9 @@ mod tests {
 
     use super::*;
 
-    fn file_with(
-        dir: &std::path::Path,
-        name: &str,
-        length: u64,
-        writes: &[(u64, u8, usize)],
-    ) -> File {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(dir.join(name))
-            .unwrap();
+    fn file_with(dir: &std::path::Path, name: &str, length: u64, writes: &[(u64, u8, usize)]) -> File {
+        let mut file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(true).open(dir.join(name)).unwrap();
         file.set_len(length).unwrap();
         for &(offset, byte, count) in writes {
             file.seek(SeekFrom::Start(offset)).unwrap();
@@ -181,11 +162,7 @@ mod tests {
     #[test]
     fn zero_fallback_overwrites_every_data_extent() {
         let dir = tempfile::tempdir().unwrap();
-        let writes = [
-            (0, 0x5A, 10),
-            (2 << 20, 0x5A, 10),
-            ((4 << 20) - 10, 0x5A, 10),
-        ];
+        let writes = [(0, 0x5A, 10), (2 << 20, 0x5A, 10), ((4 << 20) - 10, 0x5A, 10)];
         let mut file = file_with(dir.path(), "f", 4 << 20, &writes);
         zero_data_extents(&mut file, 4 << 20).unwrap();
         assert!(contents(&mut file).iter().all(|&b| b == 0));
@@ -194,12 +171,7 @@ mod tests {
     #[test]
     fn a_sparse_copy_keeps_bytes_and_holes() {
         let dir = tempfile::tempdir().unwrap();
-        let mut source = file_with(
-            dir.path(),
-            "s",
-            64 << 20,
-            &[(1 << 20, 0x11, 4096), (40 << 20, 0x22, 8192)],
-        );
+        let mut source = file_with(dir.path(), "s", 64 << 20, &[(1 << 20, 0x11, 4096), (40 << 20, 0x22, 8192)]);
         let mut copy = file_with(dir.path(), "d", 0, &[]);
         let method = copy_sparse(&source, &mut copy).unwrap();
         assert_eq!(contents(&mut copy), contents(&mut source));
