@@ -53,7 +53,9 @@ impl ErrorCode {
             Self::Unauthenticated => 401,
             Self::Forbidden => 403,
             Self::NotFound => 404,
-            Self::Conflict | Self::AlreadyExists => 409,
+            // Cinder answers a request in the wrong status with 400 (InvalidVolume, ...).
+            Self::Conflict => 400,
+            Self::AlreadyExists => 409,
             Self::QuotaExceeded => 413,
             // Cinder reports "No valid backend" as a 400 on synchronous paths.
             Self::NoCapacity => 400,
@@ -77,6 +79,28 @@ impl ErrorCode {
         }
     }
 
+    /// A stable name, carried across gRPC hops in the `x-basalt-error` metadata so that kinds
+    /// sharing a gRPC code (quota exceeded, no capacity) stay apart.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "invalid_argument",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::Conflict => "conflict",
+            Self::AlreadyExists => "already_exists",
+            Self::QuotaExceeded => "quota_exceeded",
+            Self::NoCapacity => "no_capacity",
+            Self::Unavailable => "unavailable",
+            Self::Timeout => "timeout",
+            Self::Internal => "internal",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        ALL_CODES.iter().copied().find(|code| code.name() == name)
+    }
+
     /// The inverse of [`ErrorCode::grpc_code`], for errors that crossed a gRPC hop.
     pub const fn from_grpc(code: tonic::Code) -> Self {
         match code {
@@ -93,6 +117,23 @@ impl ErrorCode {
         }
     }
 }
+
+const ALL_CODES: [ErrorCode; 11] = [
+    ErrorCode::InvalidArgument,
+    ErrorCode::Unauthenticated,
+    ErrorCode::Forbidden,
+    ErrorCode::NotFound,
+    ErrorCode::Conflict,
+    ErrorCode::AlreadyExists,
+    ErrorCode::QuotaExceeded,
+    ErrorCode::NoCapacity,
+    ErrorCode::Unavailable,
+    ErrorCode::Timeout,
+    ErrorCode::Internal,
+];
+
+/// The gRPC metadata key that carries [`ErrorCode::name`].
+pub const ERROR_KIND_METADATA: &str = "x-basalt-error";
 
 /// An error with its code and a message for the caller: lowercase, says what was wrong and what is
 /// allowed, never holds a secret.
@@ -138,13 +179,21 @@ impl std::error::Error for ServiceError {}
 
 impl From<ServiceError> for tonic::Status {
     fn from(error: ServiceError) -> Self {
-        tonic::Status::new(error.code.grpc_code(), error.message)
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert(ERROR_KIND_METADATA, tonic::metadata::MetadataValue::from_static(error.code.name()));
+        tonic::Status::with_metadata(error.code.grpc_code(), error.message, metadata)
     }
 }
 
 impl From<tonic::Status> for ServiceError {
     fn from(status: tonic::Status) -> Self {
-        Self::new(ErrorCode::from_grpc(status.code()), status.message().to_owned())
+        let code = status
+            .metadata()
+            .get(ERROR_KIND_METADATA)
+            .and_then(|value| value.to_str().ok())
+            .and_then(ErrorCode::from_name)
+            .unwrap_or_else(|| ErrorCode::from_grpc(status.code()));
+        Self::new(code, status.message().to_owned())
     }
 }
 
@@ -152,25 +201,14 @@ impl From<tonic::Status> for ServiceError {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 11] = [
-        ErrorCode::InvalidArgument,
-        ErrorCode::Unauthenticated,
-        ErrorCode::Forbidden,
-        ErrorCode::NotFound,
-        ErrorCode::Conflict,
-        ErrorCode::AlreadyExists,
-        ErrorCode::QuotaExceeded,
-        ErrorCode::NoCapacity,
-        ErrorCode::Unavailable,
-        ErrorCode::Timeout,
-        ErrorCode::Internal,
-    ];
+    const ALL: [ErrorCode; 11] = ALL_CODES;
 
     #[test]
     fn cinder_fault_names_follow_the_http_status() {
         assert_eq!(ErrorCode::NotFound.cinder_fault(), "itemNotFound");
         assert_eq!(ErrorCode::QuotaExceeded.cinder_fault(), "overLimit");
-        assert_eq!(ErrorCode::Conflict.cinder_fault(), "conflictingRequest");
+        assert_eq!(ErrorCode::AlreadyExists.cinder_fault(), "conflictingRequest");
+        assert_eq!(ErrorCode::Conflict.cinder_fault(), "badRequest");
         assert_eq!(ErrorCode::InvalidArgument.cinder_fault(), "badRequest");
         assert_eq!(ErrorCode::Forbidden.cinder_fault(), "forbidden");
         assert_eq!(ErrorCode::Internal.cinder_fault(), "computeFault");
@@ -180,9 +218,9 @@ mod tests {
     fn grpc_codes_survive_a_hop() {
         for code in ALL {
             let status: tonic::Status = ServiceError::new(code, "x").into();
-            let back = ServiceError::from(status).code;
-            // Two kinds share RESOURCE_EXHAUSTED; both keep their gRPC code through the hop.
-            assert_eq!(back.grpc_code(), code.grpc_code(), "{code:?}");
+            assert_eq!(status.code(), code.grpc_code());
+            // Kinds sharing a gRPC code (quota exceeded, no capacity) stay apart across the hop.
+            assert_eq!(ServiceError::from(status).code, code, "{code:?}");
         }
     }
 }

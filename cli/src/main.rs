@@ -43,6 +43,27 @@ struct UpArgs {
     grpc_listen: SocketAddr,
     #[command(flatten)]
     pool: PoolArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
+}
+
+#[derive(Args)]
+struct AuthArgs {
+    /// Users (the `user` of a `user:project` token) allowed admin-only calls.
+    #[arg(long = "admin-user", env = "BASALT_ADMIN_USERS", value_delimiter = ',', default_value = "admin")]
+    admin_users: Vec<String>,
+    /// Project of REST calls whose token and URL name none.
+    #[arg(long, env = "BASALT_DEFAULT_PROJECT")]
+    default_project: Option<String>,
+}
+
+impl AuthArgs {
+    fn config(&self) -> basalt_api_gateway::AuthConfig {
+        basalt_api_gateway::AuthConfig {
+            admin_users: self.admin_users.clone(),
+            default_project: self.default_project.clone(),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -149,6 +170,8 @@ struct GatewayArgs {
     /// The scheduler's VolumeService endpoint.
     #[arg(long, env = "BASALT_SCHEDULER_ENDPOINT", default_value = "http://127.0.0.1:8780")]
     scheduler_endpoint: String,
+    #[command(flatten)]
+    auth: AuthArgs,
 }
 
 #[tokio::main]
@@ -185,6 +208,7 @@ async fn up(args: UpArgs) -> Result<()> {
     let gateway = basalt_api_gateway::start(basalt_api_gateway::GatewayConfig {
         listen: args.rest_listen,
         scheduler_endpoint: format!("http://{}", scheduler.grpc_addr),
+        auth: args.auth.config(),
     })
     .await?;
 
@@ -239,6 +263,7 @@ async fn gateway(args: GatewayArgs) -> Result<()> {
     let gateway = basalt_api_gateway::start(basalt_api_gateway::GatewayConfig {
         listen: args.listen,
         scheduler_endpoint: args.scheduler_endpoint,
+        auth: args.auth.config(),
     })
     .await?;
     println!("basalt gateway");

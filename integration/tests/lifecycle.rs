@@ -347,7 +347,9 @@ async fn quotas_refuse_what_would_exceed_them() -> Result<()> {
         .create_snapshot(owner.request(CreateSnapshotRequest { volume_id: a.id.clone(), ..Default::default() }))
         .await;
     expect_refusal(snapshot, Code::ResourceExhausted, "quota exceeded for snapshots");
-    let other_project = client.get_quotas(owner.request(GetQuotasRequest { project_id: "someone-else".into() })).await;
+    let other_project = client
+        .get_quotas(owner.request(GetQuotasRequest { project_id: "someone-else".into(), ..Default::default() }))
+        .await;
     expect_refusal(other_project, Code::PermissionDenied, "another project's quotas");
     let usage = client.get_quotas(owner.request(GetQuotasRequest::default())).await?.into_inner();
     assert_eq!((usage.quotas["volumes"].in_use, usage.quotas["gigabytes"].in_use), (2, 5));

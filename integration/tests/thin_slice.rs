@@ -144,7 +144,17 @@ async fn a_generic_reflection_client_drives_basalt_up() -> Result<()> {
     let data_dir = tempfile::tempdir()?;
     let data_path = data_dir.path().to_str().context("utf-8 temp dir")?;
     let mut up = BasaltProcess::spawn(
-        &["up", "--data-dir", data_path, "--rest-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"],
+        &[
+            "up",
+            "--data-dir",
+            data_path,
+            "--rest-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--max-capacity-gib",
+            "100",
+        ],
         &[],
         &["rest", "grpc", "data"],
     )?;
@@ -195,7 +205,7 @@ async fn a_generic_reflection_client_drives_basalt_up() -> Result<()> {
     .await?;
     ensure!(!file.exists(), "the volume file should be gone");
 
-    let (ok, _, errors) = call(&["call", "basalt.v1.VolumeService/CreateVolume", r#"{"size_gib": 1000000}"#, project])?;
+    let (ok, _, errors) = call(&["call", "basalt.v1.VolumeService/CreateVolume", r#"{"size_gib": 500}"#, project])?;
     ensure!(
         !ok && errors.starts_with("ERROR RESOURCE_EXHAUSTED no valid node"),
         "a huge volume must be refused, got: {errors}"
@@ -218,6 +228,13 @@ async fn a_volume_larger_than_every_pool_is_resource_exhausted() -> Result<()> {
     let mesh = InProcessMesh::start(2).await?;
     let mut client = volume_client(&mesh.grpc_addr).await?;
     let context = project("big");
+    // Quota would refuse 512 TiB first; lift it, so placement is what refuses.
+    client
+        .update_quotas(admin("ops").request(basalt::proto::UpdateQuotasRequest {
+            project_id: "big".into(),
+            limits: [("gigabytes".into(), -1)].into(),
+        }))
+        .await?;
     let refused = client
         .create_volume(context.request(CreateVolumeRequest { size_gib: 512 * 1024, ..Default::default() }))
         .await

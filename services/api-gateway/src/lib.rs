@@ -1,34 +1,59 @@
 //! The REST gateway: Cinder's Block Storage API v3 on the wire, translated into `VolumeService`
 //! gRPC calls. Stateless: it holds no data and never touches the database or a node.
 //!
-//! This first cut serves the version documents that every Cinder client reads before anything
-//! else, and a health check that follows the scheduler's gRPC health.
+//! Every `/v3` resource is routed twice, as Cinder does: under `/v3/{project_id}/...` and, for
+//! microversion 3.67 clients, under `/v3/...` with the project taken from the token.
 
+pub mod auth;
+pub mod body;
+pub mod fault;
+pub mod microversion;
+pub mod openapi;
+pub mod routes;
 pub mod versions;
+pub mod views;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
-use axum::{Router, extract::State, http::StatusCode, routing::get};
+use axum::{
+    Router,
+    extract::{FromRequestParts, Path, Query, Request, State},
+    http::{HeaderValue, StatusCode, header::HeaderName, request::Parts},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
 use basalt::{
     ServiceError,
     channel::channel_with_timeout,
+    context::CallContext,
+    proto::volume_service_client::VolumeServiceClient,
     server::{self, Tasks},
 };
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
+pub use crate::auth::AuthConfig;
+use crate::{
+    fault::Fault,
+    microversion::{ApiVersion, VersionError},
+};
+
 const SCHEDULER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+const REQUEST_ID_HEADER: &str = "x-openstack-request-id";
 
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// The scheduler's VolumeService endpoint, e.g. `http://127.0.0.1:8780`.
     pub scheduler_endpoint: String,
+    pub auth: AuthConfig,
 }
 
 #[derive(Clone)]
-struct GatewayState {
+pub struct GatewayState {
     scheduler: Channel,
+    auth: AuthConfig,
 }
 
 pub struct RunningGateway {
@@ -42,25 +67,72 @@ impl RunningGateway {
     }
 }
 
+impl GatewayState {
+    pub fn new(scheduler_endpoint: &str, auth: AuthConfig) -> Result<Self, ServiceError> {
+        Ok(Self { scheduler: channel_with_timeout(scheduler_endpoint, SCHEDULER_CALL_TIMEOUT)?, auth })
+    }
+}
+
 pub async fn start(config: GatewayConfig) -> Result<RunningGateway, ServiceError> {
-    let scheduler = channel_with_timeout(&config.scheduler_endpoint, SCHEDULER_CALL_TIMEOUT)?;
+    let state = GatewayState::new(&config.scheduler_endpoint, config.auth.clone())?;
     let (listener, rest_addr) = server::bind(config.listen).await?;
-    let router = Router::new()
-        .route("/", get(versions::all_versions))
-        .route("/v3", get(versions::v3_versions))
-        .route("/v3/", get(versions::v3_versions))
-        .route("/healthcheck", get(healthcheck))
-        .fallback(versions::not_found)
-        .with_state(GatewayState { scheduler });
+    let app = router(state);
     let mut tasks = Tasks::new();
     let stopped = tasks.stopped();
     tasks.spawn(async move {
-        if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(stopped).await {
+        if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
             tracing::error!(%error, "rest gateway stopped");
         }
     });
     tracing::info!(%rest_addr, scheduler = %config.scheduler_endpoint, "rest gateway started");
     Ok(RunningGateway { rest_addr, tasks })
+}
+
+pub fn router(state: GatewayState) -> Router {
+    let resources = routes::resources();
+    let api = Router::new()
+        .nest("/v3/{project_id}", resources.clone())
+        .nest("/v3", resources)
+        .layer(middleware::from_fn(versioned));
+    Router::new()
+        .route("/", get(versions::all_versions))
+        .route("/v3", get(versions::v3_versions))
+        .route("/v3/", get(versions::v3_versions))
+        .route("/healthcheck", get(healthcheck))
+        .route("/openapi.json", get(openapi::document))
+        .merge(api)
+        .fallback(versions::not_found)
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+/// Every response carries `x-openstack-request-id`.
+async fn request_id(request: Request, next: Next) -> Response {
+    let id = format!("req-{}", uuid::Uuid::new_v4());
+    let mut response = next.run(request).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
+    }
+    response
+}
+
+/// Negotiates the microversion, and echoes it (with `Vary`) on every response, errors included.
+async fn versioned(mut request: Request, next: Next) -> Response {
+    let version = match microversion::negotiate(request.headers()) {
+        Ok(version) => version,
+        Err(VersionError::Malformed(message)) => return Fault::bad_request(message).into_response(),
+        Err(VersionError::Unsupported(message)) => {
+            return Fault::new(StatusCode::NOT_ACCEPTABLE, message).into_response();
+        }
+    };
+    request.extensions_mut().insert(version);
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&version.header_value()) {
+        headers.insert(HeaderName::from_static(microversion::HEADER), value);
+    }
+    headers.insert(axum::http::header::VARY, HeaderValue::from_static("OpenStack-API-Version"));
+    response
 }
 
 /// 200 when the scheduler answers its gRPC health check, 503 otherwise.
@@ -69,5 +141,69 @@ async fn healthcheck(State(state): State<GatewayState>) -> (StatusCode, &'static
     match client.check(HealthCheckRequest { service: String::new() }).await {
         Ok(response) if response.get_ref().status == ServingStatus::Serving as i32 => (StatusCode::OK, "OK"),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "the scheduler does not answer"),
+    }
+}
+
+/// What every `/v3` handler needs: who calls, at which microversion, the path parameters and
+/// query, the base of links, and a client of the scheduler.
+pub struct Rest {
+    pub context: CallContext,
+    pub version: ApiVersion,
+    pub params: HashMap<String, String>,
+    pub query: Vec<(String, String)>,
+    /// `http://host/v3/<project>` (or `/v3` on project-less routes), for links.
+    pub base: String,
+    pub client: VolumeServiceClient<Channel>,
+}
+
+impl Rest {
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        self.context.request(message)
+    }
+
+    pub fn client(&self) -> VolumeServiceClient<Channel> {
+        self.client.clone()
+    }
+
+    pub fn param(&self, name: &str) -> &str {
+        self.params.get(name).map(String::as_str).unwrap_or_default()
+    }
+
+    /// The last value of a query parameter.
+    pub fn query(&self, name: &str) -> Option<&str> {
+        self.query.iter().rev().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
+    }
+
+    pub fn require_version(&self, minor: u16, what: &str) -> Result<(), Fault> {
+        if self.version.at_least(minor) {
+            return Ok(());
+        }
+        Err(Fault::not_found(format!(
+            "{what} needs microversion 3.{minor} or later; this request is at {}",
+            self.version
+        )))
+    }
+}
+
+impl FromRequestParts<GatewayState> for Rest {
+    type Rejection = Fault;
+
+    async fn from_request_parts(parts: &mut Parts, state: &GatewayState) -> Result<Self, Self::Rejection> {
+        let version = parts.extensions.get::<ApiVersion>().copied().unwrap_or(ApiVersion::MIN);
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|error| Fault::bad_request(format!("invalid path: {error}")))?;
+        let Query(query) = Query::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map_err(|error| Fault::bad_request(format!("invalid query string: {error}")))?;
+        let url_project = params.get("project_id").map(String::as_str);
+        let context = auth::authenticate(&parts.headers, url_project, &state.auth)?;
+        let host =
+            parts.headers.get(axum::http::header::HOST).and_then(|value| value.to_str().ok()).unwrap_or("localhost");
+        let base = match url_project {
+            Some(project) => format!("http://{host}/v3/{project}"),
+            None => format!("http://{host}/v3"),
+        };
+        Ok(Self { context, version, params, query, base, client: VolumeServiceClient::new(state.scheduler.clone()) })
     }
 }

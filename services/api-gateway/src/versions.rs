@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 /// The microversion range this gateway implements.
 pub const MIN_MICROVERSION: &str = "3.0";
-pub const MAX_MICROVERSION: &str = "3.0";
+pub const MAX_MICROVERSION: &str = "3.71";
 
 fn base_url(headers: &HeaderMap) -> String {
     let host = headers.get(header::HOST).and_then(|value| value.to_str().ok()).unwrap_or("localhost");

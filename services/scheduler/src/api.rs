@@ -282,6 +282,14 @@ impl VolumeService for VolumeApi {
 
     async fn get_quotas(&self, request: Request<GetQuotasRequest>) -> Result<Response<QuotaSet>, Status> {
         let context = context(&request)?;
+        if request.get_ref().defaults_only {
+            let project = if request.get_ref().project_id.is_empty() {
+                context.project_id.as_str()
+            } else {
+                &request.get_ref().project_id
+            };
+            return Ok(Response::new(quotas::default_set(&self.core.config.quota_defaults, project)));
+        }
         let project = quota_project(&context, &request.get_ref().project_id)?;
         Ok(Response::new(quotas::quota_set(&self.core.db, &self.core.config.quota_defaults, &project).await?))
     }

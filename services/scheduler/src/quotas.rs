@@ -121,6 +121,34 @@ pub async fn check_volume_size(
     Ok(())
 }
 
+/// Fails like [`reserve`] would, without reserving: lets a request learn it is over quota before
+/// placement is even tried. [`reserve`] stays the authority.
+pub async fn precheck(
+    db: &impl ConnectionTrait,
+    defaults: &QuotaDefaults,
+    project: &str,
+    usage: &[(String, i64)],
+) -> Result<(), ServiceError> {
+    for (resource, delta) in usage {
+        let hard_limit = limit(db, defaults, project, resource).await?;
+        let in_use = in_use(db, project, resource).await?;
+        if hard_limit >= 0 && in_use + delta > hard_limit {
+            return Err(over_quota(resource, *delta, in_use, hard_limit));
+        }
+    }
+    Ok(())
+}
+
+fn over_quota(resource: &str, delta: i64, in_use: i64, hard_limit: i64) -> ServiceError {
+    ServiceError::new(
+        ErrorCode::QuotaExceeded,
+        format!(
+            "quota exceeded for {resource}: this needs {delta}, the project uses {in_use} of {hard_limit}; \
+             free some or ask an admin to raise the limit"
+        ),
+    )
+}
+
 /// Takes `usage` from the project's quotas inside `txn`; fails (leaving the transaction to be
 /// rolled back) with the first resource that would go over its limit.
 pub async fn reserve(
@@ -145,13 +173,7 @@ pub async fn reserve(
         let updated = update.exec(txn).await.map_err(db_error)?;
         if updated.rows_affected == 0 {
             let in_use = in_use(txn, project, resource).await?;
-            return Err(ServiceError::new(
-                ErrorCode::QuotaExceeded,
-                format!(
-                    "quota exceeded for {resource}: this needs {delta}, the project uses {in_use} of {hard_limit}; \
-                     free some or ask an admin to raise the limit"
-                ),
-            ));
+            return Err(over_quota(resource, *delta, in_use, hard_limit));
         }
     }
     Ok(())
@@ -196,6 +218,15 @@ async fn in_use(db: &impl ConnectionTrait, project: &str, resource: &str) -> Res
         .await
         .map_err(db_error)?
         .map_or(0, |row| row.in_use))
+}
+
+/// The deployment's default limits.
+pub fn default_set(defaults: &QuotaDefaults, project: &str) -> QuotaSet {
+    let quotas = QuotaDefaults::global_resources()
+        .into_iter()
+        .map(|resource| (resource.to_owned(), QuotaValue { limit: defaults.get(resource), in_use: 0, reserved: 0 }))
+        .collect();
+    QuotaSet { project_id: project.into(), quotas }
 }
 
 /// The project's quota set with usage: the global resources always, per-type ones when set or used.

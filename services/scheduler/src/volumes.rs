@@ -74,11 +74,14 @@ impl Volumes {
         }
 
         let db = &self.core.db;
-        let volume_type = match request.volume_type.as_str() {
-            "" => types::default_type(db).await?,
-            wanted => types::resolve(db, context, wanted).await?,
-        };
         let source = self.source(context, &request).await?;
+        // A copy keeps its source's type unless the request names another, as in Cinder.
+        let volume_type =
+            match (request.volume_type.as_str(), source.as_ref().and_then(|source| source.volume_type_id.as_deref())) {
+                ("", Some(source_type)) => types::resolve(db, context, source_type).await?,
+                ("", None) => types::default_type(db).await?,
+                (wanted, _) => types::resolve(db, context, wanted).await?,
+            };
         let size_gib = match (&source, request.size_gib) {
             (None, 0) => {
                 return Err(ServiceError::invalid(format!("a volume needs a size between 1 and {MAX_VOLUME_GIB} GiB")));
@@ -99,6 +102,8 @@ impl Volumes {
         }
         quotas::check_volume_size(db, &self.core.config.quota_defaults, context.project_id.as_str(), size_gib).await?;
 
+        let usage = quotas::volume_usage(&volume_type.name, size_gib);
+        quotas::precheck(db, &self.core.config.quota_defaults, context.project_id.as_str(), &usage).await?;
         let specs = types::extra_specs(&volume_type);
         let placement_request = PlacementRequest {
             size_gib: size_gib as f64,
@@ -236,6 +241,7 @@ impl Volumes {
                 pool: snapshot.pool.clone(),
                 snapshot_id: Some(snapshot.id.clone()),
                 volume_id: None,
+                volume_type_id: snapshot.volume_type_id.clone(),
                 bootable: source_volume.is_some_and(|volume| volume.bootable),
             }));
         }
@@ -250,6 +256,7 @@ impl Volumes {
                 pool,
                 snapshot_id: None,
                 volume_id: Some(source.id.clone()),
+                volume_type_id: source.volume_type_id.clone(),
                 bootable: source.bootable,
             }));
         }
@@ -655,6 +662,7 @@ struct Source {
     pool: String,
     snapshot_id: Option<String>,
     volume_id: Option<String>,
+    volume_type_id: Option<String>,
     bootable: bool,
 }
 

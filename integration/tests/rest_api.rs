@@ -1,0 +1,352 @@
+//! The Cinder v3 REST contract of the gateway, over a real mesh: version documents, microversion
+//! negotiation and field gating, project isolation, admin-only actions, and Cinder-shaped 400s for
+//! bad input that change nothing.
+
+use anyhow::Result;
+use axum::{
+    Router,
+    body::Body,
+    http::{HeaderMap, Method, Request, StatusCode},
+};
+use basalt_api_gateway::{AuthConfig, GatewayState, router};
+use basalt_integration::*;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const PROJECT_A: &str = "0123456789abcdef0123456789abcdef";
+const PROJECT_B: &str = "fedcba9876543210fedcba9876543210";
+
+struct Api {
+    router: Router,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl Api {
+    async fn start(mesh: &InProcessMesh) -> Result<Self> {
+        let state = GatewayState::new(&mesh.grpc_addr, AuthConfig::default())?;
+        Ok(Self { router: router(state) })
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        version: Option<&str>,
+        body: Option<&str>,
+    ) -> Result<Reply> {
+        let mut request = Request::builder().method(method).uri(path).header("host", "localhost");
+        if let Some(token) = token {
+            request = request.header("x-auth-token", token);
+        }
+        if let Some(version) = version {
+            request = request.header("openstack-api-version", format!("volume {version}"));
+        }
+        let request = request.body(body.map(|text| Body::from(text.to_owned())).unwrap_or_else(Body::empty))?;
+        let response = self.router.clone().oneshot(request).await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 16 << 20).await?;
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Ok(Reply { status, headers, body })
+    }
+}
+
+fn admin_of(project: &str) -> String {
+    format!("admin:{project}")
+}
+
+fn member_of(project: &str) -> String {
+    format!("alice:{project}")
+}
+
+fn assert_fault(reply: &Reply, status: u16, name: &str, fragment: &str) {
+    assert_eq!(reply.status.as_u16(), status, "{:?}", reply.body);
+    let fault = &reply.body[name];
+    assert_eq!(fault["code"], status, "fault {name} missing in {:?}", reply.body);
+    let message = fault["message"].as_str().unwrap_or_default();
+    assert!(message.contains(fragment), "{message:?} lacks {fragment:?}");
+}
+
+async fn wait_available(api: &Api, token: &str, id: &str) -> Result<Value> {
+    let path = format!("/v3/{PROJECT_A}/volumes/{id}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let reply = api.call(Method::GET, &path, Some(token), None, None).await?;
+        if reply.body["volume"]["status"] == "available" {
+            return Ok(reply.body["volume"].clone());
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "volume {id} never became available: {:?}", reply.body);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn version_documents_are_exact_and_unauthenticated() -> Result<()> {
+    let mesh = InProcessMesh::start(1).await?;
+    let api = Api::start(&mesh).await?;
+    let expected = json!({"versions": [{
+        "id": "v3.0",
+        "status": "CURRENT",
+        "version": "3.71",
+        "min_version": "3.0",
+        "updated": "2023-08-31T00:00:00Z",
+        "links": [
+            {"rel": "describedby", "type": "text/html", "href": "https://docs.openstack.org/"},
+            {"rel": "self", "href": "http://localhost/v3/"}
+        ],
+        "media-types": [{"base": "application/json", "type": "application/vnd.openstack.volume+json;version=3"}]
+    }]});
+    let root = api.call(Method::GET, "/", None, None, None).await?;
+    assert_eq!(root.status, StatusCode::MULTIPLE_CHOICES);
+    assert_eq!(root.body, expected);
+    for path in ["/v3", "/v3/"] {
+        let reply = api.call(Method::GET, path, None, None, None).await?;
+        assert_eq!((reply.status, &reply.body), (StatusCode::OK, &expected), "{path}");
+    }
+    let openapi = api.call(Method::GET, "/openapi.json", None, None, None).await?;
+    assert!(openapi.body["paths"]["/v3/{project_id}/volumes/detail"]["get"].is_object());
+    mesh.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn microversions_are_negotiated_echoed_and_gate_fields() -> Result<()> {
+    let mesh = InProcessMesh::start(1).await?;
+    let api = Api::start(&mesh).await?;
+    let token = admin_of(PROJECT_A);
+    let unsupported =
+        api.call(Method::GET, &format!("/v3/{PROJECT_A}/volumes"), Some(&token), Some("3.72"), None).await?;
+    assert_fault(&unsupported, 406, "notAcceptable", "minimum is 3.0 and the maximum is 3.71");
+    let latest = api.call(Method::GET, &format!("/v3/{PROJECT_A}/volumes"), Some(&token), Some("latest"), None).await?;
+    assert_eq!(latest.headers["openstack-api-version"], "volume 3.71");
+    assert_eq!(latest.headers["vary"], "OpenStack-API-Version");
+    assert!(latest.headers.contains_key("x-openstack-request-id"));
+    // Errors carry the echo too.
+    let missing = api
+        .call(
+            Method::GET,
+            &format!("/v3/{PROJECT_A}/volumes/{}", uuid::Uuid::new_v4()),
+            Some(&token),
+            Some("3.5"),
+            None,
+        )
+        .await?;
+    assert_fault(&missing, 404, "itemNotFound", "not found");
+    assert_eq!(missing.headers["openstack-api-version"], "volume 3.5");
+
+    let created = api
+        .call(
+            Method::POST,
+            &format!("/v3/{PROJECT_A}/volumes"),
+            Some(&token),
+            None,
+            Some(r#"{"volume": {"size": 1, "name": "gated"}}"#),
+        )
+        .await?;
+    assert_eq!(created.status, StatusCode::ACCEPTED, "{:?}", created.body);
+    let id = created.body["volume"]["id"].as_str().unwrap().to_owned();
+    wait_available(&api, &token, &id).await?;
+    let old = api.call(Method::GET, &format!("/v3/{PROJECT_A}/volumes/{id}"), Some(&token), Some("3.0"), None).await?;
+    let new = api.call(Method::GET, &format!("/v3/{PROJECT_A}/volumes/{id}"), Some(&token), Some("3.71"), None).await?;
+    for field in [
+        "volume_type_id",
+        "consumes_quota",
+        "group_id",
+        "shared_targets",
+        "service_uuid",
+        "cluster_name",
+        "provider_id",
+    ] {
+        assert!(old.body["volume"].get(field).is_none(), "{field} must not appear at 3.0");
+        assert!(new.body["volume"].get(field).is_some(), "{field} must appear at 3.71");
+    }
+    assert_eq!(old.body["volume"]["bootable"], "false");
+    // Attachments exist from 3.27 only.
+    let early =
+        api.call(Method::GET, &format!("/v3/{PROJECT_A}/attachments"), Some(&token), Some("3.26"), None).await?;
+    assert_fault(&early, 404, "itemNotFound", "needs microversion 3.27");
+    // Project-less routes (3.67) take the project from the token.
+    let projectless = api.call(Method::GET, &format!("/v3/volumes/{id}"), Some(&token), Some("3.67"), None).await?;
+    assert_eq!(projectless.status, StatusCode::OK);
+    assert_eq!(projectless.body["volume"]["id"], id.as_str());
+    mesh.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn projects_are_isolated_and_admin_actions_need_an_admin() -> Result<()> {
+    let mesh = InProcessMesh::start(1).await?;
+    let api = Api::start(&mesh).await?;
+    let owner = member_of(PROJECT_A);
+    let created = api
+        .call(Method::POST, &format!("/v3/{PROJECT_A}/volumes"), Some(&owner), None, Some(r#"{"volume": {"size": 1}}"#))
+        .await?;
+    let id = created.body["volume"]["id"].as_str().unwrap().to_owned();
+    wait_available(&api, &owner, &id).await?;
+
+    let stranger = member_of(PROJECT_B);
+    let volume_path = format!("/v3/{PROJECT_B}/volumes/{id}");
+    assert_fault(
+        &api.call(Method::GET, &volume_path, Some(&stranger), None, None).await?,
+        404,
+        "itemNotFound",
+        "not found",
+    );
+    let rename =
+        api.call(Method::PUT, &volume_path, Some(&stranger), None, Some(r#"{"volume": {"name": "mine"}}"#)).await?;
+    assert_fault(&rename, 404, "itemNotFound", "not found");
+    assert_fault(
+        &api.call(Method::DELETE, &volume_path, Some(&stranger), None, None).await?,
+        404,
+        "itemNotFound",
+        "not found",
+    );
+    let listed = api
+        .call(Method::GET, &format!("/v3/{PROJECT_B}/volumes/detail?all_tenants=1"), Some(&stranger), None, None)
+        .await?;
+    assert_eq!(listed.body["volumes"], json!([]), "all_tenants is ignored for non-admins");
+    // A token for one project cannot reach another's URL.
+    let crossed = api.call(Method::GET, &format!("/v3/{PROJECT_A}/volumes"), Some(&stranger), None, None).await?;
+    assert_fault(&crossed, 400, "badRequest", "malformed request url");
+    let reset = api
+        .call(
+            Method::POST,
+            &format!("/v3/{PROJECT_A}/volumes/{id}/action"),
+            Some(&owner),
+            None,
+            Some(r#"{"os-reset_status": {"status": "error"}}"#),
+        )
+        .await?;
+    assert_fault(&reset, 403, "forbidden", "admin-only");
+    let unauthenticated = api.call(Method::GET, &format!("/v3/{PROJECT_A}/volumes"), None, None, None).await?;
+    assert_fault(&unauthenticated, 401, "unauthorized", "X-Auth-Token");
+
+    let kept = wait_available(&api, &owner, &id).await?;
+    assert_eq!(kept["name"], "");
+    mesh.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_cinder_shaped_400_and_changes_nothing() -> Result<()> {
+    let mesh = InProcessMesh::start(1).await?;
+    let api = Api::start(&mesh).await?;
+    let token = admin_of(PROJECT_A);
+    let volumes = format!("/v3/{PROJECT_A}/volumes");
+    let cases: [(&str, Option<&str>, &str); 9] = [
+        ("{not json", None, "malformed JSON"),
+        (
+            r#"{"volume": {"size": 1, "colour": "red"}}"#,
+            Some("3.53"),
+            "additional properties are not allowed (colour unexpected)",
+        ),
+        (r#"{"volume": {"size": -1}}"#, None, "size must be a whole number of GiB from 1 to 1048576"),
+        (r#"{"volume": {"size": 0}}"#, None, "size must be a whole number"),
+        (r#"{"volume": {"size": 99999999999}}"#, None, "size must be a whole number"),
+        (r#"{"volume": {"size": "lots"}}"#, None, "size must be a whole number"),
+        (
+            r#"{"volume": {"size": 1, "snapshot_id": "not-a-uuid"}}"#,
+            None,
+            "snapshot_id \"not-a-uuid\" is not a valid UUID",
+        ),
+        (r#"{"volume": {"name": "no size"}}"#, None, "size is required"),
+        (r#"{"snapshot": {}}"#, None, "the body must be {\"volume\": {...}}"),
+    ];
+    for (body, version, fragment) in cases {
+        let reply = api.call(Method::POST, &volumes, Some(&token), version, Some(body)).await?;
+        assert_fault(&reply, 400, "badRequest", fragment);
+    }
+    // Below 3.53 unknown keys are ignored, as in Cinder.
+    let lenient = api
+        .call(Method::POST, &volumes, Some(&token), Some("3.52"), Some(r#"{"volume": {"size": 1, "colour": "red"}}"#))
+        .await?;
+    assert_eq!(lenient.status, StatusCode::ACCEPTED);
+    let bad_id = api.call(Method::GET, &format!("{volumes}/not-a-uuid"), Some(&token), None, None).await?;
+    assert_fault(&bad_id, 400, "badRequest", "expected a UUID");
+    let bad_action = api
+        .call(
+            Method::POST,
+            &format!("{volumes}/{}/action", uuid::Uuid::new_v4()),
+            Some(&token),
+            None,
+            Some(r#"{"os-teleport": {}}"#),
+        )
+        .await?;
+    assert_fault(&bad_action, 400, "badRequest", "unknown volume action");
+    let huge = "x".repeat(2 << 20);
+    let too_large = api
+        .call(Method::POST, &volumes, Some(&token), None, Some(&format!(r#"{{"volume": {{"name": "{huge}"}}}}"#)))
+        .await?;
+    assert_fault(&too_large, 413, "overLimit", "larger than 1 MiB");
+    let over_quota =
+        api.call(Method::POST, &volumes, Some(&token), None, Some(r#"{"volume": {"size": 5000}}"#)).await?;
+    assert_fault(&over_quota, 413, "overLimit", "quota exceeded for gigabytes");
+    assert_eq!(over_quota.headers["retry-after"], "0");
+
+    let listed =
+        api.call(Method::GET, &format!("{volumes}/detail?with_count=true"), Some(&token), Some("3.45"), None).await?;
+    assert_eq!(listed.body["count"], 1, "only the lenient create made a volume: {:?}", listed.body);
+    mesh.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn listings_paginate_with_links_and_counts() -> Result<()> {
+    let mesh = InProcessMesh::start(1).await?;
+    let api = Api::start(&mesh).await?;
+    let token = admin_of(PROJECT_A);
+    for index in 0..5 {
+        let body = format!(r#"{{"volume": {{"size": 1, "name": "page-{index}"}}}}"#);
+        let reply =
+            api.call(Method::POST, &format!("/v3/{PROJECT_A}/volumes"), Some(&token), None, Some(&body)).await?;
+        assert_eq!(reply.status, StatusCode::ACCEPTED);
+    }
+    let first = api
+        .call(
+            Method::GET,
+            &format!("/v3/{PROJECT_A}/volumes/detail?limit=2&sort=name:asc&with_count=true"),
+            Some(&token),
+            Some("3.45"),
+            None,
+        )
+        .await?;
+    let names: Vec<&str> =
+        first.body["volumes"].as_array().unwrap().iter().map(|volume| volume["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["page-0", "page-1"]);
+    assert_eq!(first.body["count"], 5);
+    let next = first.body["volumes_links"][0]["href"].as_str().unwrap().to_owned();
+    assert!(
+        next.starts_with(&format!("http://localhost/v3/{PROJECT_A}/volumes/detail?")) && next.contains("marker="),
+        "{next}"
+    );
+    let path = next.trim_start_matches("http://localhost");
+    let second = api.call(Method::GET, path, Some(&token), Some("3.45"), None).await?;
+    let names: Vec<&str> =
+        second.body["volumes"].as_array().unwrap().iter().map(|volume| volume["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["page-2", "page-3"]);
+    let filtered =
+        api.call(Method::GET, &format!("/v3/{PROJECT_A}/volumes?name=page-4"), Some(&token), None, None).await?;
+    assert_eq!(filtered.body["volumes"].as_array().unwrap().len(), 1);
+    let bad_filter = api
+        .call(
+            Method::GET,
+            &format!("/v3/{PROJECT_A}/volumes?colour=red"),
+            Some(&member_of(PROJECT_A)),
+            Some("3.31"),
+            None,
+        )
+        .await?;
+    assert_fault(&bad_filter, 400, "badRequest", "invalid filters colour");
+    mesh.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! Request bodies: read with a size limit, parsed as JSON, and validated field by field like
+//! Cinder's JSON schemas, with errors that name the field and what is allowed.
+
+use std::collections::HashMap;
+
+use axum::{body::Body, http::StatusCode};
+use serde_json::{Map, Value};
+
+use crate::fault::Fault;
+
+/// Cinder's default `osapi_max_request_body_size` is 112 KiB; 1 MiB leaves room for metadata.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+pub async fn read_json(body: Body) -> Result<Value, Fault> {
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| Fault::new(StatusCode::PAYLOAD_TOO_LARGE, "the request body is larger than 1 MiB"))?;
+    if bytes.is_empty() {
+        return Err(Fault::bad_request("the request needs a JSON body"));
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|error| Fault::bad_request(format!("malformed JSON in the request body: {error}")))
+}
+
+/// `body[key]` as an object.
+pub fn section<'a>(body: &'a Value, key: &str) -> Result<&'a Map<String, Value>, Fault> {
+    body.get(key)
+        .and_then(Value::as_object)
+        .ok_or_else(|| Fault::bad_request(format!("the body must be {{\"{key}\": {{...}}}}")))
+}
+
+/// Refuses keys outside `allowed` when `strict` (Cinder's `additionalProperties: false`).
+pub fn check_keys(map: &Map<String, Value>, allowed: &[&str], strict: bool) -> Result<(), Fault> {
+    if !strict {
+        return Ok(());
+    }
+    let mut unknown: Vec<&str> = map.keys().map(String::as_str).filter(|key| !allowed.contains(key)).collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    unknown.sort_unstable();
+    Err(Fault::bad_request(format!(
+        "additional properties are not allowed ({} unexpected); allowed: {}",
+        unknown.join(", "),
+        allowed.join(", ")
+    )))
+}
+
+/// A string field, absent or null as `None`.
+pub fn string(map: &Map<String, Value>, key: &str) -> Result<Option<String>, Fault> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.clone())),
+        Some(_) => Err(Fault::bad_request(format!("{key} must be a string"))),
+    }
+}
+
+/// A positive whole number (or a string of digits, as Cinder accepts), absent or null as `None`.
+pub fn size(map: &Map<String, Value>, key: &str) -> Result<Option<u64>, Fault> {
+    let invalid = || Fault::bad_request(format!("{key} must be a whole number of GiB from 1 to 1048576"));
+    let number = match map.get(key) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(number)) => number.as_u64().ok_or_else(invalid)?,
+        Some(Value::String(text)) => text.trim().parse::<u64>().map_err(|_| invalid())?,
+        Some(_) => return Err(invalid()),
+    };
+    if number == 0 || number > 1 << 20 {
+        return Err(invalid());
+    }
+    Ok(Some(number))
+}
+
+/// A boolean, or one of Cinder's boolean strings.
+pub fn boolean(map: &Map<String, Value>, key: &str) -> Result<Option<bool>, Fault> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(value)) => Ok(Some(*value)),
+        Some(Value::String(text)) => match text.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "y" | "on" | "t" => Ok(Some(true)),
+            "false" | "0" | "no" | "n" | "off" | "f" => Ok(Some(false)),
+            _ => Err(Fault::bad_request(format!("{key} must be a boolean, not {text:?}"))),
+        },
+        Some(_) => Err(Fault::bad_request(format!("{key} must be a boolean"))),
+    }
+}
+
+/// A map of strings (metadata, extra specs).
+pub fn string_map(map: &Map<String, Value>, key: &str) -> Result<Option<HashMap<String, String>>, Fault> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(entries)) => entries
+            .iter()
+            .map(|(name, value)| match value {
+                Value::String(text) => Ok((name.clone(), text.clone())),
+                _ => Err(Fault::bad_request(format!("{key}.{name} must be a string"))),
+            })
+            .collect::<Result<_, _>>()
+            .map(Some),
+        Some(_) => Err(Fault::bad_request(format!("{key} must be an object of strings"))),
+    }
+}
+
+/// A UUID field, checked here so the error names the field.
+pub fn uuid(map: &Map<String, Value>, key: &str) -> Result<Option<String>, Fault> {
+    let Some(text) = string(map, key)? else { return Ok(None) };
+    uuid::Uuid::try_parse(&text).map_err(|_| Fault::bad_request(format!("{key} {text:?} is not a valid UUID")))?;
+    Ok(Some(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn sizes_are_checked() {
+        let body = json!({"a": 1, "b": "2", "c": -1, "d": 0, "e": 1_048_577u64, "f": 1.5, "g": null});
+        let map = body.as_object().unwrap();
+        assert_eq!(size(map, "a").unwrap(), Some(1));
+        assert_eq!(size(map, "b").unwrap(), Some(2));
+        for key in ["c", "d", "e", "f"] {
+            assert_eq!(size(map, key).unwrap_err().status, StatusCode::BAD_REQUEST, "{key}");
+        }
+        assert_eq!(size(map, "g").unwrap(), None);
+    }
+
+    #[test]
+    fn strict_keys_name_the_unexpected_ones() {
+        let body = json!({"size": 1, "colour": "red"});
+        let error = check_keys(body.as_object().unwrap(), &["size"], true).unwrap_err();
+        assert!(error.message.contains("colour unexpected"), "{}", error.message);
+        assert!(check_keys(body.as_object().unwrap(), &["size"], false).is_ok());
+    }
+}

@@ -1,0 +1,100 @@
+//! Errors in Cinder's fault format: `{"<faultName>": {"code": <status>, "message": "..."}}`, with the
+//! status and fault name from the one error-code table.
+
+use axum::{
+    Json,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use basalt::{ErrorCode, ServiceError};
+use serde_json::json;
+
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl Fault {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
+    }
+
+    fn fault_name(&self) -> &'static str {
+        match self.status.as_u16() {
+            400 => "badRequest",
+            401 => "unauthorized",
+            403 => "forbidden",
+            404 => "itemNotFound",
+            405 => "badMethod",
+            406 => "notAcceptable",
+            409 => "conflictingRequest",
+            413 => "overLimit",
+            415 => "badMediaType",
+            501 => "notImplemented",
+            503 => "serviceUnavailable",
+            _ => "computeFault",
+        }
+    }
+}
+
+impl From<ServiceError> for Fault {
+    fn from(error: ServiceError) -> Self {
+        let status = StatusCode::from_u16(error.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self { status, message: error.message }
+    }
+}
+
+impl From<tonic::Status> for Fault {
+    fn from(status: tonic::Status) -> Self {
+        // The scheduler unreachable is a gateway-side unavailability, not a client error.
+        if matches!(status.code(), tonic::Code::Unavailable) && status.message().contains("transport") {
+            return Self::new(StatusCode::SERVICE_UNAVAILABLE, "the volume service is unreachable; retry shortly");
+        }
+        ServiceError::from(status).into()
+    }
+}
+
+impl IntoResponse for Fault {
+    fn into_response(self) -> Response {
+        let name = self.fault_name();
+        let body = json!({ name: { "code": self.status.as_u16(), "message": self.message } });
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // Cinder's quota faults carry Retry-After: 0.
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("0"));
+        }
+        response
+    }
+}
+
+/// Cinder's fault name for an error code, as the gateway shows it.
+pub fn fault_name(code: ErrorCode) -> &'static str {
+    code.cinder_fault()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_faults_are_over_limit_with_retry_after() {
+        let fault: Fault = ServiceError::new(ErrorCode::QuotaExceeded, "quota exceeded for volumes").into();
+        let response = fault.into_response();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "0");
+        assert_eq!(fault_name(ErrorCode::QuotaExceeded), "overLimit");
+    }
+}

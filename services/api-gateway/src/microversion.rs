@@ -1,0 +1,101 @@
+//! Microversions: `OpenStack-API-Version: volume 3.N` picks the wire format. Without the header
+//! 3.0 applies; `latest` means the maximum; a version outside the range is 406. Every response to
+//! a versioned request, errors included, echoes the version and adds `Vary`.
+
+use std::fmt;
+
+use axum::http::HeaderMap;
+
+pub const HEADER: &str = "openstack-api-version";
+const SERVICE: &str = "volume";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ApiVersion {
+    pub minor: u16,
+}
+
+impl ApiVersion {
+    pub const MIN: Self = Self { minor: 0 };
+    pub const MAX: Self = Self { minor: 71 };
+
+    pub const fn new(minor: u16) -> Self {
+        Self { minor }
+    }
+
+    /// At or above `3.<minor>`.
+    pub fn at_least(self, minor: u16) -> bool {
+        self.minor >= minor
+    }
+
+    pub fn header_value(self) -> String {
+        format!("{SERVICE} {self}")
+    }
+}
+
+impl fmt::Display for ApiVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "3.{}", self.minor)
+    }
+}
+
+/// Why a requested version cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionError {
+    /// Not of the form `3.N` or `latest` (400).
+    Malformed(String),
+    /// Outside the supported range (406).
+    Unsupported(String),
+}
+
+/// The version a request asks for.
+pub fn negotiate(headers: &HeaderMap) -> Result<ApiVersion, VersionError> {
+    let Some(value) = headers.get(HEADER) else { return Ok(ApiVersion::MIN) };
+    let text = value.to_str().map_err(|_| VersionError::Malformed("the version header is not text".into()))?;
+    // Several services may be listed: "volume 3.5, compute 2.1".
+    let Some(requested) = text.split(',').find_map(|entry| {
+        let mut words = entry.split_whitespace();
+        (words.next()?.eq_ignore_ascii_case(SERVICE)).then(|| words.next().unwrap_or_default().to_owned())
+    }) else {
+        return Ok(ApiVersion::MIN);
+    };
+    if requested.eq_ignore_ascii_case("latest") {
+        return Ok(ApiVersion::MAX);
+    }
+    let malformed = || VersionError::Malformed(format!("invalid microversion {requested:?}: use 3.N, or latest"));
+    let (major, minor) = requested.split_once('.').ok_or_else(malformed)?;
+    let major: u16 = major.parse().map_err(|_| malformed())?;
+    let minor: u16 = minor.parse().map_err(|_| malformed())?;
+    let version = ApiVersion::new(minor);
+    if major != 3 || version > ApiVersion::MAX {
+        return Err(VersionError::Unsupported(format!(
+            "version {major}.{minor} is not supported by the api: the minimum is {} and the maximum is {}",
+            ApiVersion::MIN,
+            ApiVersion::MAX
+        )));
+    }
+    Ok(version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn negotiation_follows_cinder() {
+        assert_eq!(negotiate(&HeaderMap::new()), Ok(ApiVersion::new(0)));
+        assert_eq!(negotiate(&headers("volume 3.27")), Ok(ApiVersion::new(27)));
+        assert_eq!(negotiate(&headers("volume latest")), Ok(ApiVersion::MAX));
+        assert_eq!(negotiate(&headers("compute 2.1, volume 3.44")), Ok(ApiVersion::new(44)));
+        assert_eq!(negotiate(&headers("compute 2.1")), Ok(ApiVersion::MIN));
+        assert!(matches!(negotiate(&headers("volume 3.72")), Err(VersionError::Unsupported(_))));
+        assert!(matches!(negotiate(&headers("volume 2.0")), Err(VersionError::Unsupported(_))));
+        assert!(matches!(negotiate(&headers("volume three")), Err(VersionError::Malformed(_))));
+        assert_eq!(ApiVersion::new(5).header_value(), "volume 3.5");
+    }
+}

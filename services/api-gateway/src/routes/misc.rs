@@ -1,0 +1,187 @@
+//! Quotas, limits, availability zones, services, pools and extensions.
+
+use std::collections::BTreeMap;
+
+use axum::{
+    Json,
+    body::Body,
+    response::{IntoResponse, Response},
+};
+use basalt::proto::{
+    GetQuotasRequest, ListAvailabilityZonesRequest, ListPoolsRequest, ListServicesRequest, QuotaSet,
+    UpdateQuotasRequest,
+};
+use serde_json::{Value, json};
+
+use crate::{Rest, body, fault::Fault, views};
+
+async fn quota_set(rest: &Rest, project: &str) -> Result<QuotaSet, Fault> {
+    let request = GetQuotasRequest { project_id: project.into(), defaults_only: false };
+    Ok(rest.client().get_quotas(rest.request(request)).await?.into_inner())
+}
+
+fn quota_view(set: &QuotaSet, usage: bool) -> Value {
+    let mut view = serde_json::Map::new();
+    view.insert("id".into(), json!(set.project_id));
+    let sorted: BTreeMap<_, _> = set.quotas.iter().collect();
+    for (resource, value) in sorted {
+        let entry = if usage {
+            json!({"limit": value.limit, "in_use": value.in_use, "reserved": value.reserved, "allocated": 0})
+        } else {
+            json!(value.limit)
+        };
+        view.insert(resource.clone(), entry);
+    }
+    Value::Object(view)
+}
+
+pub async fn quota_show(rest: Rest) -> Result<Response, Fault> {
+    let usage = rest.query("usage").is_some_and(|value| matches!(value.to_ascii_lowercase().as_str(), "true" | "1"));
+    let set = quota_set(&rest, rest.param("target")).await?;
+    Ok(Json(json!({"quota_set": quota_view(&set, usage)})).into_response())
+}
+
+pub async fn quota_defaults(rest: Rest) -> Result<Response, Fault> {
+    let request = GetQuotasRequest { project_id: rest.param("target").into(), defaults_only: true };
+    let set = rest.client().get_quotas(rest.request(request)).await?.into_inner();
+    Ok(Json(json!({"quota_set": quota_view(&set, false)})).into_response())
+}
+
+pub async fn quota_update(rest: Rest, request_body: Body) -> Result<Response, Fault> {
+    let body = body::read_json(request_body).await?;
+    let section = body::section(&body, "quota_set")?;
+    let mut limits = std::collections::HashMap::new();
+    for (resource, value) in section {
+        if resource == "tenant_id" || resource == "id" {
+            continue;
+        }
+        let limit = match value {
+            Value::Number(number) => number.as_i64(),
+            Value::String(text) => text.trim().parse::<i64>().ok(),
+            _ => None,
+        }
+        .ok_or_else(|| Fault::bad_request(format!("quota {resource} must be a whole number, -1 for unlimited")))?;
+        limits.insert(resource.clone(), limit);
+    }
+    let request = UpdateQuotasRequest { project_id: rest.param("target").into(), limits };
+    let set = rest.client().update_quotas(rest.request(request)).await?.into_inner();
+    Ok(Json(json!({"quota_set": quota_view(&set, false)})).into_response())
+}
+
+pub async fn limits(rest: Rest) -> Result<Response, Fault> {
+    let set = quota_set(&rest, "").await?;
+    let value = |resource: &str| set.quotas.get(resource).cloned().unwrap_or_default();
+    let absolute = json!({
+        "maxTotalVolumes": value("volumes").limit,
+        "maxTotalSnapshots": value("snapshots").limit,
+        "maxTotalVolumeGigabytes": value("gigabytes").limit,
+        "maxTotalBackups": value("backups").limit,
+        "maxTotalBackupGigabytes": value("backup_gigabytes").limit,
+        "totalVolumesUsed": value("volumes").in_use,
+        "totalGigabytesUsed": value("gigabytes").in_use,
+        "totalSnapshotsUsed": value("snapshots").in_use,
+        "totalBackupsUsed": value("backups").in_use,
+        "totalBackupGigabytesUsed": value("backup_gigabytes").in_use,
+    });
+    Ok(Json(json!({"limits": {"rate": [], "absolute": absolute}})).into_response())
+}
+
+pub async fn availability_zones(rest: Rest) -> Result<Response, Fault> {
+    let zones =
+        rest.client().list_availability_zones(rest.request(ListAvailabilityZonesRequest {})).await?.into_inner();
+    let info: Vec<Value> = zones
+        .availability_zones
+        .iter()
+        .map(|zone| json!({"zoneName": zone.name, "zoneState": {"available": zone.available}}))
+        .collect();
+    Ok(Json(json!({"availabilityZoneInfo": info})).into_response())
+}
+
+pub async fn services(rest: Rest) -> Result<Response, Fault> {
+    let request = ListServicesRequest {
+        host: rest.query("host").unwrap_or_default().to_owned(),
+        binary: rest.query("binary").unwrap_or_default().replace("cinder-", "basalt-"),
+    };
+    let services = rest.client().list_services(rest.request(request)).await?.into_inner().services;
+    let views: Vec<Value> = services
+        .iter()
+        .map(|service| {
+            let mut view = json!({
+                // Cinder's binary names, which clients filter on.
+                "binary": service.binary.replace("basalt-", "cinder-"),
+                "host": service.host,
+                "zone": service.zone,
+                "status": service.status,
+                "state": service.state,
+                "updated_at": views::timestamp(service.updated_at.as_ref()),
+                "disabled_reason": if service.disabled_reason.is_empty() { Value::Null } else { json!(service.disabled_reason) },
+                "replication_status": "disabled",
+                "active_backend_id": Value::Null,
+                "frozen": false,
+            });
+            if rest.version.at_least(7) {
+                view["cluster"] = Value::Null;
+            }
+            if rest.version.at_least(49) && service.binary == "basalt-volume" {
+                view["backend_state"] = json!(if service.state == "up" { "up" } else { "down" });
+            }
+            view
+        })
+        .collect();
+    Ok(Json(json!({"services": views})).into_response())
+}
+
+pub async fn pools(rest: Rest) -> Result<Response, Fault> {
+    let detail = rest.query("detail").is_some_and(|value| matches!(value.to_ascii_lowercase().as_str(), "true" | "1"));
+    let request = ListPoolsRequest { name: rest.query("name").unwrap_or_default().to_owned() };
+    let pools = rest.client().list_pools(rest.request(request)).await?.into_inner().pools;
+    let views: Vec<Value> = pools
+        .iter()
+        .map(|pool| {
+            if !detail {
+                return json!({"name": pool.name});
+            }
+            let mut capabilities = json!({
+                "pool_name": pool.r#ref.as_ref().map(|pool| pool.pool.clone()).unwrap_or_default(),
+                "total_capacity_gb": pool.total_capacity_gib,
+                "free_capacity_gb": pool.free_capacity_gib,
+                "allocated_capacity_gb": pool.allocated_capacity_gib,
+                "provisioned_capacity_gb": pool.provisioned_capacity_gib,
+                "reserved_percentage": pool.reserved_percentage,
+                "max_over_subscription_ratio": pool.max_over_subscription_ratio.to_string(),
+                "thin_provisioning_support": pool.thin_provisioning_support,
+                "thick_provisioning_support": pool.thick_provisioning_support,
+                "total_volumes": pool.total_volumes,
+                "timestamp": views::timestamp(pool.reported_at.as_ref()),
+                "vendor_name": "Basalt",
+                "driver_version": env!("CARGO_PKG_VERSION"),
+                "backend_state": if pool.schedulable { "up" } else { "down" },
+            });
+            for (key, value) in &pool.capabilities {
+                capabilities[key] = json!(value);
+            }
+            json!({"name": pool.name, "capabilities": capabilities})
+        })
+        .collect();
+    Ok(Json(json!({"pools": views})).into_response())
+}
+
+pub async fn extensions(_rest: Rest) -> Result<Response, Fault> {
+    let extension = |alias: &str, name: &str, description: &str| json!({"alias": alias, "name": name, "description": description, "updated": "2026-11-25T00:00:00Z", "links": []});
+    Ok(Json(json!({"extensions": [
+        extension("os-extended-snapshot-attributes", "ExtendedSnapshotAttributes", "Extended snapshot attributes"),
+        extension("os-vol-host-attr", "VolumeHostAttribute", "Expose the host of a volume"),
+        extension("os-vol-tenant-attr", "VolumeTenantAttribute", "Expose the project of a volume"),
+        extension("os-vol-mig-status-attr", "VolumeMigStatusAttribute", "Expose migration status"),
+        extension("os-volume-type-access", "VolumeTypeAccess", "Volume type access"),
+        extension("os-types-manage", "TypesManage", "Manage volume types"),
+        extension("os-types-extra-specs", "TypesExtraSpecs", "Volume type extra specs"),
+        extension("os-quota-sets", "Quotas", "Quota management"),
+        extension("os-availability-zone", "AvailabilityZones", "List availability zones"),
+        extension("os-services", "Services", "List services"),
+        extension("scheduler-stats", "Scheduler_stats", "Scheduler stats"),
+        extension("os-admin-actions", "AdminActions", "Admin actions"),
+        extension("os-volume-actions", "VolumeActions", "Volume actions"),
+    ]}))
+    .into_response())
+}

@@ -1,0 +1,148 @@
+//! The `/v3` resources, each a translation into `VolumeService` calls.
+
+pub mod attachments;
+pub mod misc;
+pub mod snapshots;
+pub mod types;
+pub mod volumes;
+
+use axum::{
+    Router,
+    routing::{get, post},
+};
+use basalt::proto::{PageRequest, SortKey};
+use serde_json::{Value, json};
+
+use crate::{GatewayState, Rest, fault::Fault};
+
+pub fn resources() -> Router<GatewayState> {
+    Router::new()
+        .route("/volumes", get(volumes::list_summary).post(volumes::create))
+        .route("/volumes/detail", get(volumes::list_detail))
+        .route("/volumes/summary", get(volumes::summary))
+        .route("/volumes/{volume_id}", get(volumes::show).put(volumes::update).delete(volumes::delete))
+        .route("/volumes/{volume_id}/action", post(volumes::action))
+        .route(
+            "/volumes/{volume_id}/metadata",
+            get(volumes::metadata_show).post(volumes::metadata_merge).put(volumes::metadata_replace),
+        )
+        .route(
+            "/volumes/{volume_id}/metadata/{key}",
+            get(volumes::metadata_item).put(volumes::metadata_item_set).delete(volumes::metadata_item_delete),
+        )
+        .route("/snapshots", get(snapshots::list).post(snapshots::create))
+        .route("/snapshots/detail", get(snapshots::list))
+        .route("/snapshots/{snapshot_id}", get(snapshots::show).put(snapshots::update).delete(snapshots::delete))
+        .route("/snapshots/{snapshot_id}/action", post(snapshots::action))
+        .route("/snapshots/{snapshot_id}/metadata", get(snapshots::metadata_show).post(snapshots::metadata_merge))
+        .route("/types", get(types::list).post(types::create))
+        .route("/types/default", get(types::show_default))
+        .route("/types/{type_id}", get(types::show).put(types::update).delete(types::delete))
+        .route("/types/{type_id}/extra_specs", get(types::extra_specs).post(types::set_extra_specs))
+        .route(
+            "/types/{type_id}/extra_specs/{key}",
+            get(types::extra_spec).put(types::set_extra_spec).delete(types::unset_extra_spec),
+        )
+        .route("/types/{type_id}/action", post(types::action))
+        .route("/types/{type_id}/os-volume-type-access", get(types::access_list))
+        .route("/attachments", get(attachments::list).post(attachments::create))
+        .route("/attachments/detail", get(attachments::list_detail))
+        .route(
+            "/attachments/{attachment_id}",
+            get(attachments::show).put(attachments::update).delete(attachments::delete),
+        )
+        .route("/attachments/{attachment_id}/action", post(attachments::action))
+        .route("/os-quota-sets/{target}", get(misc::quota_show).put(misc::quota_update))
+        .route("/os-quota-sets/{target}/defaults", get(misc::quota_defaults))
+        .route("/limits", get(misc::limits))
+        .route("/os-availability-zone", get(misc::availability_zones))
+        .route("/os-services", get(misc::services))
+        .route("/scheduler-stats/get_pools", get(misc::pools))
+        .route("/extensions", get(misc::extensions))
+}
+
+/// Query keys every listing understands.
+const PAGING_KEYS: &[&str] =
+    &["limit", "marker", "offset", "sort", "sort_key", "sort_dir", "with_count", "all_tenants"];
+
+/// Cinder's paging and sorting from the query string.
+pub fn paging(rest: &Rest) -> Result<(PageRequest, Vec<SortKey>), Fault> {
+    let number = |name: &str| -> Result<u32, Fault> {
+        match rest.query(name) {
+            None => Ok(0),
+            Some(text) => text
+                .parse::<u32>()
+                .map_err(|_| Fault::bad_request(format!("{name} must be a whole number, not {text:?}"))),
+        }
+    };
+    let page = PageRequest {
+        limit: number("limit")?,
+        marker: rest.query("marker").unwrap_or_default().to_owned(),
+        offset: number("offset")?,
+    };
+    let mut sort = Vec::new();
+    if let Some(keys) = rest.query("sort") {
+        for item in keys.split(',').filter(|item| !item.trim().is_empty()) {
+            let (key, direction) = item.split_once(':').unwrap_or((item, "desc"));
+            sort.push(SortKey { key: key.trim().to_owned(), descending: descending(direction)? });
+        }
+    } else if let Some(key) = rest.query("sort_key") {
+        sort.push(SortKey { key: key.to_owned(), descending: descending(rest.query("sort_dir").unwrap_or("desc"))? });
+    }
+    Ok((page, sort))
+}
+
+fn descending(direction: &str) -> Result<bool, Fault> {
+    match direction.trim().to_ascii_lowercase().as_str() {
+        "desc" => Ok(true),
+        "asc" => Ok(false),
+        other => Err(Fault::bad_request(format!("sort direction {other:?} is invalid: use asc or desc"))),
+    }
+}
+
+/// `all_tenants` lists every project for admins; Cinder ignores it for everyone else.
+pub fn all_tenants(rest: &Rest) -> bool {
+    rest.context.is_admin
+        && rest
+            .query("all_tenants")
+            .is_some_and(|value| !matches!(value.to_ascii_lowercase().as_str(), "0" | "false" | "no" | "f"))
+}
+
+pub fn with_count(rest: &Rest) -> bool {
+    rest.version.at_least(45)
+        && rest
+            .query("with_count")
+            .is_some_and(|value| matches!(value.to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
+}
+
+/// From 3.31 a filter the resource does not support is an error for non-admins.
+pub fn check_filters(rest: &Rest, supported: &[&str]) -> Result<(), Fault> {
+    if !rest.version.at_least(31) || rest.context.is_admin {
+        return Ok(());
+    }
+    let unknown: Vec<&str> = rest
+        .query
+        .iter()
+        .map(|(key, _)| key.as_str())
+        .filter(|key| !PAGING_KEYS.contains(key) && !supported.contains(key))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(Fault::bad_request(format!(
+        "invalid filters {} are found in query options; supported: {}",
+        unknown.join(", "),
+        supported.join(", ")
+    )))
+}
+
+/// `<collection>_links` with the next page, when there is one.
+pub fn next_link(rest: &Rest, path: &str, next_marker: &str) -> Option<Value> {
+    if next_marker.is_empty() {
+        return None;
+    }
+    let mut query: Vec<String> =
+        rest.query.iter().filter(|(key, _)| key != "marker").map(|(key, value)| format!("{key}={value}")).collect();
+    query.push(format!("marker={next_marker}"));
+    Some(json!([{"rel": "next", "href": format!("{}/{path}?{}", rest.base, query.join("&"))}]))
+}

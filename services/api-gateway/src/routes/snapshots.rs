@@ -1,0 +1,155 @@
+//! `/snapshots`: create, list, show, update, delete, metadata and admin actions.
+
+use axum::{
+    Json,
+    body::Body,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use basalt::proto::{
+    CreateSnapshotRequest, DeleteSnapshotRequest, GetSnapshotRequest, ListSnapshotsRequest, MetadataUpdate,
+    ResetSnapshotStatusRequest, Snapshot, SnapshotStatus, UpdateSnapshotRequest,
+};
+use serde_json::{Map, Value, json};
+
+use super::{all_tenants, check_filters, next_link, paging, with_count};
+use crate::{Rest, body, fault::Fault, views};
+
+const CREATE_KEYS: &[&str] =
+    &["volume_id", "name", "description", "display_name", "display_description", "force", "metadata"];
+const UPDATE_KEYS: &[&str] = &["name", "description", "display_name", "display_description"];
+
+fn view(rest: &Rest, snapshot: &Snapshot) -> Value {
+    views::snapshot_detail(snapshot, rest.version, &rest.base)
+}
+
+pub async fn create(rest: Rest, request_body: Body) -> Result<Response, Fault> {
+    let body = body::read_json(request_body).await?;
+    let section = body::section(&body, "snapshot")?;
+    body::check_keys(section, CREATE_KEYS, rest.version.at_least(53))?;
+    let volume_id = body::uuid(section, "volume_id")?.ok_or_else(|| Fault::bad_request("volume_id is required"))?;
+    // From 3.66 an in-use volume needs no force.
+    let force = body::boolean(section, "force")?.unwrap_or(false) || rest.version.at_least(66);
+    let request = CreateSnapshotRequest {
+        volume_id,
+        name: body::string(section, "name")?.or(body::string(section, "display_name")?).unwrap_or_default(),
+        description: body::string(section, "description")?
+            .or(body::string(section, "display_description")?)
+            .unwrap_or_default(),
+        force,
+        metadata: body::string_map(section, "metadata")?.unwrap_or_default(),
+        idempotency_key: String::new(),
+    };
+    let snapshot = rest.client().create_snapshot(rest.request(request)).await?.into_inner();
+    Ok((StatusCode::ACCEPTED, Json(json!({"snapshot": view(&rest, &snapshot)}))).into_response())
+}
+
+pub async fn list(rest: Rest) -> Result<Response, Fault> {
+    check_filters(&rest, &["name", "status", "volume_id", "metadata"])?;
+    let (page, _sort) = paging(&rest)?;
+    let status = match rest.query("status") {
+        None => SnapshotStatus::Unspecified,
+        Some(name) => SnapshotStatus::from_cinder_name(name)
+            .ok_or_else(|| Fault::bad_request(format!("unknown snapshot status {name:?}")))?,
+    };
+    let request = ListSnapshotsRequest {
+        page: Some(page),
+        sort: Vec::new(),
+        volume_id: rest.query("volume_id").unwrap_or_default().to_owned(),
+        name: rest.query("name").unwrap_or_default().to_owned(),
+        status: status as i32,
+        all_projects: all_tenants(&rest),
+        with_count: with_count(&rest),
+    };
+    let response = rest.client().list_snapshots(rest.request(request)).await?.into_inner();
+    let page = response.page.unwrap_or_default();
+    let mut body =
+        json!({"snapshots": response.snapshots.iter().map(|snapshot| view(&rest, snapshot)).collect::<Vec<_>>()});
+    if let Some(links) = next_link(&rest, "snapshots", &page.next_marker) {
+        body["snapshots_links"] = links;
+    }
+    if let Some(count) = page.total_count {
+        body["count"] = json!(count);
+    }
+    Ok(Json(body).into_response())
+}
+
+async fn fetch(rest: &Rest) -> Result<Snapshot, Fault> {
+    let request = GetSnapshotRequest { snapshot_id: rest.param("snapshot_id").into() };
+    Ok(rest.client().get_snapshot(rest.request(request)).await?.into_inner())
+}
+
+pub async fn show(rest: Rest) -> Result<Response, Fault> {
+    let snapshot = fetch(&rest).await?;
+    Ok(Json(json!({"snapshot": view(&rest, &snapshot)})).into_response())
+}
+
+pub async fn update(rest: Rest, request_body: Body) -> Result<Response, Fault> {
+    let body = body::read_json(request_body).await?;
+    let section = body::section(&body, "snapshot")?;
+    body::check_keys(section, UPDATE_KEYS, rest.version.at_least(53))?;
+    let request = UpdateSnapshotRequest {
+        snapshot_id: rest.param("snapshot_id").into(),
+        name: body::string(section, "name")?.or(body::string(section, "display_name")?),
+        description: body::string(section, "description")?.or(body::string(section, "display_description")?),
+        metadata: None,
+    };
+    let snapshot = rest.client().update_snapshot(rest.request(request)).await?.into_inner();
+    Ok(Json(json!({"snapshot": view(&rest, &snapshot)})).into_response())
+}
+
+pub async fn delete(rest: Rest) -> Result<Response, Fault> {
+    let request = DeleteSnapshotRequest { snapshot_id: rest.param("snapshot_id").into(), force: false };
+    rest.client().delete_snapshot(rest.request(request)).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
+    let body = body::read_json(request_body).await?;
+    let Some((name, argument)) = body.as_object().and_then(|object| object.iter().next()) else {
+        return Err(Fault::bad_request(
+            "an action body is {\"<action>\": {...}}; actions: os-reset_status, os-force_delete",
+        ));
+    };
+    let snapshot_id = rest.param("snapshot_id").to_owned();
+    let empty = Map::new();
+    let arguments = argument.as_object().unwrap_or(&empty);
+    match name.as_str() {
+        "os-reset_status" => {
+            let status =
+                body::string(arguments, "status")?.ok_or_else(|| Fault::bad_request("os-reset_status needs status"))?;
+            let status = SnapshotStatus::from_cinder_name(&status)
+                .ok_or_else(|| Fault::bad_request(format!("unknown snapshot status {status:?}")))?;
+            rest.client()
+                .reset_snapshot_status(rest.request(ResetSnapshotStatusRequest { snapshot_id, status: status as i32 }))
+                .await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        "os-force_delete" => {
+            rest.client().delete_snapshot(rest.request(DeleteSnapshotRequest { snapshot_id, force: true })).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        other => Err(Fault::bad_request(format!(
+            "unknown snapshot action {other:?}; actions: os-reset_status, os-force_delete"
+        ))),
+    }
+}
+
+pub async fn metadata_show(rest: Rest) -> Result<Response, Fault> {
+    Ok(Json(json!({"metadata": fetch(&rest).await?.metadata})).into_response())
+}
+
+pub async fn metadata_merge(rest: Rest, request_body: Body) -> Result<Response, Fault> {
+    let body = body::read_json(request_body).await?;
+    let items = body::string_map(body.as_object().unwrap_or(&Map::new()), "metadata")?
+        .ok_or_else(|| Fault::bad_request("the body must be {\"metadata\": {...}}"))?;
+    let mut merged = fetch(&rest).await?.metadata;
+    merged.extend(items);
+    let request = UpdateSnapshotRequest {
+        snapshot_id: rest.param("snapshot_id").into(),
+        metadata: Some(MetadataUpdate { items: merged }),
+        ..Default::default()
+    };
+    let snapshot = rest.client().update_snapshot(rest.request(request)).await?.into_inner();
+    Ok(Json(json!({"metadata": snapshot.metadata})).into_response())
+}
