@@ -1,0 +1,263 @@
+//! Unmodified Cinder clients against `basalt up`: python-cinderclient (the `cinder` CLI) and the
+//! `openstack` CLI, installed from PyPI into a venv, run the reference's command sequence; every
+//! command's exit code and output are checked.
+
+use std::{path::PathBuf, process::Command, time::Duration};
+
+use anyhow::{Context, Result, bail, ensure};
+use basalt_integration::*;
+
+const PROJECT: &str = "0123456789abcdef0123456789abcdef";
+
+struct Clients {
+    bin: PathBuf,
+    endpoint: String,
+    home: tempfile::TempDir,
+}
+
+impl Clients {
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(self.bin.join(program));
+        command.env("HOME", self.home.path()).env_remove("OS_CLOUD");
+        command
+    }
+
+    /// Runs `cinder <args>` with cinderclient's noauth plugin; fails on a non-zero exit.
+    fn cinder(&self, args: &[&str]) -> Result<String> {
+        let mut command = self.command("cinder");
+        command
+            .env("OS_AUTH_TYPE", "noauth")
+            .env("OS_USER_ID", "admin")
+            .env("OS_PROJECT_ID", PROJECT)
+            .env("CINDER_ENDPOINT", &self.endpoint)
+            .args(args);
+        run(command, &format!("cinder {args:?}"))
+    }
+
+    /// Runs `openstack <args>` with keystoneauth's `none` plugin (token `notused`).
+    fn openstack(&self, args: &[&str]) -> Result<String> {
+        let mut command = self.command("openstack");
+        command.args(["--os-auth-type", "none", "--os-endpoint", &self.endpoint]).args(args);
+        run(command, &format!("openstack {args:?}"))
+    }
+
+    /// Polls `cinder show` until the volume's status is `status`.
+    fn wait_for(&self, volume: &str, status: &str) -> Result<String> {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let shown = self.cinder(&["show", volume])?;
+            if field(&shown, "status").as_deref() == Some(status) {
+                return Ok(shown);
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("volume {volume} never became {status}:\n{shown}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn run(mut command: Command, what: &str) -> Result<String> {
+    let output = command.output().with_context(|| format!("cannot run {what}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        bail!("{what} failed ({}):\n{stdout}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(stdout)
+}
+
+/// The value of `| name | value |` in a cliff property table.
+fn field(table: &str, name: &str) -> Option<String> {
+    table.lines().find_map(|line| {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        (cells.len() >= 3 && cells[1] == name).then(|| cells[2].to_owned())
+    })
+}
+
+/// The first column of the row whose cells include `needle`, in a cliff list table.
+fn id_of(table: &str, needle: &str) -> Option<String> {
+    table.lines().find_map(|line| {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        (cells.len() >= 3 && cells.contains(&needle)).then(|| cells[1].to_owned())
+    })
+}
+
+fn start_clients() -> Result<(BasaltProcess, Clients, tempfile::TempDir)> {
+    let python = python_with(
+        "cinder-clients",
+        &["python-cinderclient", "python-openstackclient"],
+        "cinderclient, openstackclient",
+    )?;
+    let bin = python.parent().context("venv bin")?.to_path_buf();
+    let data = tempfile::tempdir()?;
+    let up = BasaltProcess::spawn(
+        &[
+            "up",
+            "--data-dir",
+            data.path().to_str().context("utf-8")?,
+            "--rest-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+        &["rest", "grpc"],
+    )?;
+    let endpoint = format!("{}/{PROJECT}", up.endpoint("rest"));
+    Ok((up, Clients { bin, endpoint, home: tempfile::tempdir()? }, data))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_cinderclient_runs_the_reference_sequence() -> Result<()> {
+    let (_up, clients, _data) = tokio::task::spawn_blocking(start_clients).await??;
+    tokio::task::spawn_blocking(move || cinder_sequence(&clients)).await?
+}
+
+fn cinder_sequence(clients: &Clients) -> Result<()> {
+    let versions = clients.cinder(&["version-list"])?;
+    ensure!(versions.contains("3.71"), "version-list: {versions}");
+    clients.cinder(&["type-create", "lvm-thin"])?;
+    clients.cinder(&["type-key", "lvm-thin", "set", "volume_backend_name=file"])?;
+    let types = clients.cinder(&["type-list"])?;
+    ensure!(types.contains("lvm-thin") && types.contains("__DEFAULT__"), "type-list: {types}");
+
+    let created = clients.cinder(&["create", "--name", "v1", "--volume-type", "lvm-thin", "1"])?;
+    ensure!(field(&created, "name").as_deref() == Some("v1"), "create: {created}");
+    let listed = clients.cinder(&["list"])?;
+    let volume = id_of(&listed, "v1").context("v1 in the list")?;
+    let shown = clients.wait_for(&volume, "available")?;
+    ensure!(field(&shown, "volume_type").as_deref() == Some("lvm-thin"), "show: {shown}");
+    ensure!(field(&shown, "size").as_deref() == Some("1"));
+
+    clients.cinder(&["extend", &volume, "2"])?;
+    let extended = clients.wait_for(&volume, "available")?;
+    ensure!(field(&extended, "size").as_deref() == Some("2"), "extend: {extended}");
+    clients.cinder(&["rename", &volume, "v1-renamed"])?;
+    ensure!(clients.cinder(&["list"])?.contains("v1-renamed"));
+
+    clients.cinder(&["snapshot-create", "--name", "s1", &volume])?;
+    let snapshots = clients.cinder(&["snapshot-list"])?;
+    let snapshot = id_of(&snapshots, "s1").context("s1 in the snapshot list")?;
+    let deadline = std::time::Instant::now() + WAIT;
+    while !clients
+        .cinder(&["snapshot-list"])?
+        .lines()
+        .any(|line| line.contains(&snapshot) && line.contains("available"))
+    {
+        ensure!(std::time::Instant::now() < deadline, "snapshot s1 never became available");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    clients.cinder(&["create", "--snapshot-id", &snapshot, "--name", "v2", "2"])?;
+    clients.cinder(&["create", "--source-volid", &volume, "--name", "v3", "2"])?;
+    let listed = clients.cinder(&["list"])?;
+    let from_snapshot = id_of(&listed, "v2").context("v2 listed")?;
+    let clone = id_of(&listed, "v3").context("v3 listed")?;
+    ensure!(
+        field(&clients.wait_for(&from_snapshot, "available")?, "snapshot_id").as_deref() == Some(snapshot.as_str())
+    );
+    ensure!(field(&clients.wait_for(&clone, "available")?, "source_volid").as_deref() == Some(volume.as_str()));
+
+    let quotas = clients.cinder(&["quota-show", PROJECT])?;
+    ensure!(
+        field(&quotas, "volumes").as_deref() == Some("10") && field(&quotas, "gigabytes").as_deref() == Some("1000"),
+        "quota-show: {quotas}"
+    );
+    let pools = clients.cinder(&["get-pools"])?;
+    ensure!(pools.contains("@file#default"), "get-pools: {pools}");
+    let detailed = clients.cinder(&["get-pools", "--detail"])?;
+    ensure!(
+        detailed.contains("total_capacity_gb") && detailed.contains("thin_provisioning_support"),
+        "get-pools --detail: {detailed}"
+    );
+    let services = clients.cinder(&["service-list"])?;
+    ensure!(
+        services.contains("cinder-volume") && services.contains("cinder-scheduler") && services.contains(" up "),
+        "service-list: {services}"
+    );
+
+    let server = "11111111-2222-3333-4444-555555555555";
+    let attached = clients.cinder(&["attachment-create", &volume, server])?;
+    ensure!(field(&attached, "status").as_deref() == Some("reserved"), "attachment-create: {attached}");
+    let attachments = clients.cinder(&["attachment-list"])?;
+    let attachment = attachments
+        .lines()
+        .find(|line| line.contains(&volume))
+        .and_then(|line| line.split('|').nth(1))
+        .map(|cell| cell.trim().to_owned())
+        .context("the attachment is listed")?;
+    ensure!(clients.wait_for(&volume, "reserved").is_ok());
+    clients.cinder(&["attachment-delete", &attachment])?;
+    clients.wait_for(&volume, "available")?;
+    ensure!(!clients.cinder(&["attachment-list"])?.contains(&volume));
+
+    clients.cinder(&["snapshot-delete", &snapshot])?;
+    let deadline = std::time::Instant::now() + WAIT;
+    while clients.cinder(&["snapshot-list"])?.contains(&snapshot) {
+        ensure!(std::time::Instant::now() < deadline, "snapshot s1 was never deleted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    clients.cinder(&["reset-state", "--state", "error", &clone])?;
+    ensure!(field(&clients.cinder(&["show", &clone])?, "status").as_deref() == Some("error"));
+    clients.cinder(&["force-delete", &clone])?;
+    clients.cinder(&["delete", &volume])?;
+    clients.cinder(&["delete", &from_snapshot])?;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let listed = clients.cinder(&["list"])?;
+        if ![&volume, &from_snapshot, &clone].iter().any(|id| listed.contains(id.as_str())) {
+            break;
+        }
+        ensure!(std::time::Instant::now() < deadline, "volumes were never deleted:\n{listed}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    clients.cinder(&["type-key", "lvm-thin", "unset", "volume_backend_name"])?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openstack_cli_creates_lists_shows_extends_and_deletes() -> Result<()> {
+    let (_up, clients, _data) = tokio::task::spawn_blocking(start_clients).await??;
+    tokio::task::spawn_blocking(move || openstack_sequence(&clients)).await?
+}
+
+fn openstack_sequence(clients: &Clients) -> Result<()> {
+    let created = clients.openstack(&["volume", "create", "--size", "1", "o1", "-f", "value", "-c", "id"])?;
+    let volume = created.trim().to_owned();
+    ensure!(uuid::Uuid::try_parse(&volume).is_ok(), "volume create printed {created:?}");
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let status = clients.openstack(&["volume", "show", &volume, "-f", "value", "-c", "status"])?;
+        if status.trim() == "available" {
+            break;
+        }
+        ensure!(std::time::Instant::now() < deadline, "o1 is still {status}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let listed = clients.openstack(&["volume", "list", "-f", "value", "-c", "Name"])?;
+    ensure!(listed.lines().any(|line| line.trim() == "o1"), "volume list: {listed}");
+    let shown = clients.openstack(&["volume", "show", "o1", "-f", "value", "-c", "size"])?;
+    ensure!(shown.trim() == "1", "volume show o1: {shown}");
+    clients.openstack(&["volume", "set", "--size", "2", &volume])?;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let size = clients.openstack(&["volume", "show", &volume, "-f", "value", "-c", "size"])?;
+        if size.trim() == "2" {
+            break;
+        }
+        ensure!(std::time::Instant::now() < deadline, "o1 never grew: {size}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while clients.openstack(&["volume", "show", &volume, "-f", "value", "-c", "status"])?.trim() != "available" {
+        ensure!(std::time::Instant::now() < deadline, "o1 never settled after the extend");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    clients.openstack(&["volume", "delete", &volume])?;
+    let deadline = std::time::Instant::now() + WAIT;
+    while clients.openstack(&["volume", "list", "-f", "value", "-c", "ID"])?.contains(&volume) {
+        ensure!(std::time::Instant::now() < deadline, "o1 was never deleted");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    Ok(())
+}
