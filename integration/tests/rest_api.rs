@@ -350,3 +350,139 @@ async fn listings_paginate_with_links_and_counts() -> Result<()> {
     mesh.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn qos_specs_legacy_reserve_and_retype() -> Result<()> {
+    let mesh = InProcessMesh::start(1).await?;
+    let api = Api::start(&mesh).await?;
+    let admin = admin_of(PROJECT_A);
+    let base = format!("/v3/{PROJECT_A}");
+
+    // QoS specs: create, set and delete keys, associate with a type, refuse a plain delete.
+    let created = api
+        .call(
+            Method::POST,
+            &format!("{base}/qos-specs"),
+            Some(&admin),
+            None,
+            Some(r#"{"qos_specs": {"name": "gold", "consumer": "front-end", "total_iops_sec": "1000"}}"#),
+        )
+        .await?;
+    assert_eq!(created.status, StatusCode::OK, "{:?}", created.body);
+    let qos = created.body["qos_specs"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(created.body["qos_specs"]["specs"]["total_iops_sec"], "1000");
+    let member = api.call(Method::GET, &format!("{base}/qos-specs"), Some(&member_of(PROJECT_A)), None, None).await?;
+    assert_fault(&member, 403, "forbidden", "listing qos specs");
+    api.call(
+        Method::PUT,
+        &format!("{base}/qos-specs/{qos}"),
+        Some(&admin),
+        None,
+        Some(r#"{"qos_specs": {"read_bytes_sec": "5000"}}"#),
+    )
+    .await?;
+    let removed = api
+        .call(
+            Method::PUT,
+            &format!("{base}/qos-specs/{qos}/delete_keys"),
+            Some(&admin),
+            None,
+            Some(r#"{"keys": ["total_iops_sec"]}"#),
+        )
+        .await?;
+    assert_eq!(removed.status, StatusCode::ACCEPTED);
+    let shown = api.call(Method::GET, &format!("{base}/qos-specs/{qos}"), Some(&admin), None, None).await?;
+    assert_eq!(shown.body["qos_specs"]["specs"], json!({"read_bytes_sec": "5000"}));
+    let gold_type = api
+        .call(
+            Method::POST,
+            &format!("{base}/types"),
+            Some(&admin),
+            None,
+            Some(r#"{"volume_type": {"name": "gold", "extra_specs": {"volume_backend_name": "file"}}}"#),
+        )
+        .await?;
+    let gold_type = gold_type.body["volume_type"]["id"].as_str().unwrap().to_owned();
+    let associated = api
+        .call(
+            Method::GET,
+            &format!("{base}/qos-specs/{qos}/associate?vol_type_id={gold_type}"),
+            Some(&admin),
+            None,
+            None,
+        )
+        .await?;
+    assert_eq!(associated.status, StatusCode::ACCEPTED, "{:?}", associated.body);
+    let listed =
+        api.call(Method::GET, &format!("{base}/qos-specs/{qos}/associations"), Some(&admin), None, None).await?;
+    assert_eq!(listed.body["qos_associations"][0]["id"], gold_type.as_str());
+    let typed = api.call(Method::GET, &format!("{base}/types/{gold_type}"), Some(&admin), None, None).await?;
+    assert_eq!(typed.body["volume_type"]["qos_specs_id"], qos.as_str());
+    let in_use = api.call(Method::DELETE, &format!("{base}/qos-specs/{qos}"), Some(&admin), None, None).await?;
+    assert_fault(&in_use, 400, "badRequest", "associated with 1 volume types");
+    let forced =
+        api.call(Method::DELETE, &format!("{base}/qos-specs/{qos}?force=true"), Some(&admin), None, None).await?;
+    assert_eq!(forced.status, StatusCode::ACCEPTED);
+
+    // Legacy reserve / unreserve through the status machine.
+    let created = api
+        .call(Method::POST, &format!("{base}/volumes"), Some(&admin), None, Some(r#"{"volume": {"size": 1}}"#))
+        .await?;
+    let volume = created.body["volume"]["id"].as_str().unwrap().to_owned();
+    wait_available(&api, &admin, &volume).await?;
+    let action = format!("{base}/volumes/{volume}/action");
+    assert_eq!(
+        api.call(Method::POST, &action, Some(&admin), None, Some(r#"{"os-reserve": null}"#)).await?.status,
+        StatusCode::ACCEPTED
+    );
+    let reserved = api.call(Method::GET, &format!("{base}/volumes/{volume}"), Some(&admin), None, None).await?;
+    assert_eq!(reserved.body["volume"]["status"], "attaching");
+    let again = api.call(Method::POST, &action, Some(&admin), None, Some(r#"{"os-reserve": null}"#)).await?;
+    assert_fault(&again, 400, "badRequest", "reserving needs it to be available");
+    let detach = api.call(Method::POST, &action, Some(&admin), None, Some(r#"{"os-begin_detaching": null}"#)).await?;
+    assert_fault(&detach, 400, "badRequest", "detaching needs it to be in-use");
+    assert_eq!(
+        api.call(Method::POST, &action, Some(&admin), None, Some(r#"{"os-unreserve": null}"#)).await?.status,
+        StatusCode::ACCEPTED
+    );
+    wait_available(&api, &admin, &volume).await?;
+
+    // Retype to a type the pool satisfies; refuse one it does not.
+    let retyped = api
+        .call(
+            Method::POST,
+            &action,
+            Some(&admin),
+            None,
+            Some(r#"{"os-retype": {"new_type": "gold", "migration_policy": "never"}}"#),
+        )
+        .await?;
+    assert_eq!(retyped.status, StatusCode::ACCEPTED, "{:?}", retyped.body);
+    let shown = api.call(Method::GET, &format!("{base}/volumes/{volume}"), Some(&admin), None, None).await?;
+    assert_eq!(shown.body["volume"]["volume_type"], "gold");
+    api.call(
+        Method::POST,
+        &format!("{base}/types"),
+        Some(&admin),
+        None,
+        Some(r#"{"volume_type": {"name": "lvm", "extra_specs": {"volume_backend_name": "lvm"}}}"#),
+    )
+    .await?;
+    let refused = api
+        .call(
+            Method::POST,
+            &action,
+            Some(&admin),
+            None,
+            Some(r#"{"os-retype": {"new_type": "lvm", "migration_policy": "on-demand"}}"#),
+        )
+        .await?;
+    assert_fault(&refused, 400, "badRequest", "does not satisfy volume type lvm");
+    let quotas = api
+        .call(Method::GET, &format!("{base}/os-quota-sets/{PROJECT_A}?usage=true"), Some(&admin), None, None)
+        .await?;
+    assert_eq!(quotas.body["quota_set"]["volumes_gold"]["in_use"], 1, "{:?}", quotas.body);
+    assert_eq!(quotas.body["quota_set"]["volumes___DEFAULT__"]["in_use"], 0);
+    mesh.shutdown().await;
+    Ok(())
+}

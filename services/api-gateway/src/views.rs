@@ -141,7 +141,7 @@ pub fn volume_type(volume_type: &VolumeType) -> Value {
         "is_public": volume_type.is_public,
         "os-volume-type-access:is_public": volume_type.is_public,
         "extra_specs": volume_type.extra_specs,
-        "qos_specs_id": Value::Null,
+        "qos_specs_id": optional_id(&volume_type.qos_specs_id),
     })
 }
 

@@ -6,15 +6,18 @@ use basalt::{
     ServiceError,
     context::CallContext,
     proto::{
-        Attachment, AvailabilityZone, CreateAttachmentRequest, CreateSnapshotRequest, CreateVolumeRequest,
-        CreateVolumeTypeRequest, DeleteAttachmentRequest, DeleteSnapshotRequest, DeleteVolumeRequest,
-        DeleteVolumeTypeRequest, DeleteVolumeTypeResponse, ExtendVolumeRequest, GetAttachmentRequest,
-        GetDefaultVolumeTypeRequest, GetQuotasRequest, GetSnapshotRequest, GetVolumeRequest, GetVolumeTypeRequest,
-        ListAttachmentsRequest, ListAttachmentsResponse, ListAvailabilityZonesRequest, ListAvailabilityZonesResponse,
-        ListPoolsRequest, ListPoolsResponse, ListServicesRequest, ListServicesResponse, ListSnapshotsRequest,
-        ListSnapshotsResponse, ListVolumeTypesRequest, ListVolumeTypesResponse, ListVolumesRequest,
-        ListVolumesResponse, Pool, PoolRef, QuotaSet, ResetSnapshotStatusRequest, ResetVolumeStatusRequest,
-        RevertVolumeRequest, Service, SetVolumeTypeExtraSpecsRequest, Snapshot, UnsetVolumeTypeExtraSpecRequest,
+        AssociateQosSpecsRequest, Attachment, AvailabilityZone, ChangeAttachStateRequest, CreateAttachmentRequest,
+        CreateQosSpecsRequest, CreateSnapshotRequest, CreateVolumeRequest, CreateVolumeTypeRequest,
+        DeleteAttachmentRequest, DeleteQosSpecsRequest, DeleteQosSpecsResponse, DeleteSnapshotRequest,
+        DeleteVolumeRequest, DeleteVolumeTypeRequest, DeleteVolumeTypeResponse, ExtendVolumeRequest,
+        GetAttachmentRequest, GetDefaultVolumeTypeRequest, GetQosSpecsRequest, GetQuotasRequest, GetSnapshotRequest,
+        GetVolumeRequest, GetVolumeTypeRequest, ListAttachmentsRequest, ListAttachmentsResponse,
+        ListAvailabilityZonesRequest, ListAvailabilityZonesResponse, ListPoolsRequest, ListPoolsResponse,
+        ListQosSpecsAssociationsResponse, ListQosSpecsRequest, ListQosSpecsResponse, ListServicesRequest,
+        ListServicesResponse, ListSnapshotsRequest, ListSnapshotsResponse, ListVolumeTypesRequest,
+        ListVolumeTypesResponse, ListVolumesRequest, ListVolumesResponse, Pool, PoolRef, QosSpecs, QuotaSet,
+        ResetSnapshotStatusRequest, ResetVolumeStatusRequest, RetypeVolumeRequest, RevertVolumeRequest, Service,
+        SetVolumeTypeExtraSpecsRequest, Snapshot, UnsetVolumeTypeExtraSpecRequest, UpdateQosSpecsRequest,
         UpdateQuotasRequest, UpdateSnapshotRequest, UpdateVolumeRequest, UpdateVolumeTypeRequest, Volume, VolumeType,
         VolumeTypeAccessRequest, volume_service_server::VolumeService,
     },
@@ -26,6 +29,7 @@ use crate::{
     attachments::{self, Attachments},
     claims,
     db::{self, volume},
+    qos::{self, Qos},
     quotas,
     snapshots::{self, Snapshots},
     types,
@@ -322,6 +326,76 @@ impl VolumeService for VolumeApi {
                 .map(|(name, available)| AvailabilityZone { name, available })
                 .collect(),
         }))
+    }
+
+    async fn change_attach_state(
+        &self,
+        request: Request<ChangeAttachStateRequest>,
+    ) -> Result<Response<Volume>, Status> {
+        let context = context(&request)?;
+        let model = self.volumes.change_attach_state(&context, request.into_inner()).await?;
+        self.volume_reply(&model).await
+    }
+
+    async fn retype_volume(&self, request: Request<RetypeVolumeRequest>) -> Result<Response<Volume>, Status> {
+        let context = context(&request)?;
+        let model = self.volumes.retype(&context, request.into_inner()).await?;
+        self.volume_reply(&model).await
+    }
+
+    async fn create_qos_specs(&self, request: Request<CreateQosSpecsRequest>) -> Result<Response<QosSpecs>, Status> {
+        let context = context(&request)?;
+        let model = Qos::new(&self.core).create(&context, request.into_inner()).await?;
+        Ok(Response::new(qos::to_proto(&model)))
+    }
+
+    async fn get_qos_specs(&self, request: Request<GetQosSpecsRequest>) -> Result<Response<QosSpecs>, Status> {
+        let context = context(&request)?;
+        let model = Qos::new(&self.core).get(&context, &request.get_ref().qos_specs_id).await?;
+        Ok(Response::new(qos::to_proto(&model)))
+    }
+
+    async fn list_qos_specs(
+        &self,
+        request: Request<ListQosSpecsRequest>,
+    ) -> Result<Response<ListQosSpecsResponse>, Status> {
+        let context = context(&request)?;
+        let models = Qos::new(&self.core).list(&context).await?;
+        Ok(Response::new(ListQosSpecsResponse { qos_specs: models.iter().map(qos::to_proto).collect() }))
+    }
+
+    async fn update_qos_specs(&self, request: Request<UpdateQosSpecsRequest>) -> Result<Response<QosSpecs>, Status> {
+        let context = context(&request)?;
+        let model = Qos::new(&self.core).update(&context, request.into_inner()).await?;
+        Ok(Response::new(qos::to_proto(&model)))
+    }
+
+    async fn delete_qos_specs(
+        &self,
+        request: Request<DeleteQosSpecsRequest>,
+    ) -> Result<Response<DeleteQosSpecsResponse>, Status> {
+        let context = context(&request)?;
+        let request = request.get_ref();
+        Qos::new(&self.core).delete(&context, &request.qos_specs_id, request.force).await?;
+        Ok(Response::new(DeleteQosSpecsResponse {}))
+    }
+
+    async fn associate_qos_specs(
+        &self,
+        request: Request<AssociateQosSpecsRequest>,
+    ) -> Result<Response<QosSpecs>, Status> {
+        let context = context(&request)?;
+        let model = Qos::new(&self.core).associate(&context, request.into_inner()).await?;
+        Ok(Response::new(qos::to_proto(&model)))
+    }
+
+    async fn list_qos_specs_associations(
+        &self,
+        request: Request<GetQosSpecsRequest>,
+    ) -> Result<Response<ListQosSpecsAssociationsResponse>, Status> {
+        let context = context(&request)?;
+        let associations = Qos::new(&self.core).associations(&context, &request.get_ref().qos_specs_id).await?;
+        Ok(Response::new(ListQosSpecsAssociationsResponse { associations }))
     }
 
     async fn create_attachment(

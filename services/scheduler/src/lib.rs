@@ -13,6 +13,7 @@ pub mod journal;
 pub mod lifecycle;
 pub mod nodes;
 pub mod placement;
+pub mod qos;
 pub mod quotas;
 pub mod snapshots;
 pub mod types;

@@ -37,6 +37,16 @@ pub enum VolumeAction {
     Reserve,
     /// The last attachment went: the volume is free again (no node operation).
     Unreserve,
+    /// Legacy `os-reserve`: available -> attaching.
+    LegacyReserve,
+    /// Legacy `os-unreserve`: attaching -> available.
+    LegacyUnreserve,
+    /// `os-begin_detaching`: in-use -> detaching.
+    BeginDetaching,
+    /// `os-roll_detaching`: detaching -> in-use.
+    RollDetaching,
+    /// A new volume type on the same pool; the status does not change.
+    Retype,
 }
 
 use VolumeStatus as V;
@@ -139,6 +149,16 @@ pub fn volume(action: VolumeAction) -> &'static Transition<VolumeStatus> {
         success: None,
         failure: V::Available,
     };
+    const LEGACY_RESERVE: Transition<VolumeStatus> =
+        Transition { from: &[V::Available], during: Some(V::Attaching), success: None, failure: V::Available };
+    const LEGACY_UNRESERVE: Transition<VolumeStatus> =
+        Transition { from: &[V::Attaching], during: Some(V::Available), success: None, failure: V::Attaching };
+    const BEGIN_DETACHING: Transition<VolumeStatus> =
+        Transition { from: &[V::InUse], during: Some(V::Detaching), success: None, failure: V::InUse };
+    const ROLL_DETACHING: Transition<VolumeStatus> =
+        Transition { from: &[V::Detaching], during: Some(V::InUse), success: None, failure: V::Detaching };
+    const RETYPE: Transition<VolumeStatus> =
+        Transition { from: &[V::Available, V::InUse], during: None, success: None, failure: V::Available };
     match action {
         VolumeAction::Create => &CREATE,
         VolumeAction::Delete => &DELETE,
@@ -151,6 +171,11 @@ pub fn volume(action: VolumeAction) -> &'static Transition<VolumeStatus> {
         VolumeAction::Update => &UPDATE,
         VolumeAction::Reserve => &RESERVE,
         VolumeAction::Unreserve => &UNRESERVE,
+        VolumeAction::LegacyReserve => &LEGACY_RESERVE,
+        VolumeAction::LegacyUnreserve => &LEGACY_UNRESERVE,
+        VolumeAction::BeginDetaching => &BEGIN_DETACHING,
+        VolumeAction::RollDetaching => &ROLL_DETACHING,
+        VolumeAction::Retype => &RETYPE,
     }
 }
 

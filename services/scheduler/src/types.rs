@@ -129,7 +129,7 @@ pub async fn to_proto(db: &impl ConnectionTrait, model: &volume_type::Model) -> 
         description: model.description.clone(),
         is_public: model.is_public,
         extra_specs: extra_specs(model),
-        qos_specs_id: String::new(),
+        qos_specs_id: model.qos_specs_id.clone().unwrap_or_default(),
         project_ids,
         is_default: model.is_default,
     })
@@ -166,6 +166,7 @@ pub async fn create(
         is_public: Set(request.is_public.unwrap_or(true)),
         extra_specs: Set(specs_to_json(&request.extra_specs)),
         is_default: Set(false),
+        qos_specs_id: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
     }

@@ -13,8 +13,9 @@ use basalt::{
     context::CallContext,
     ids::{SnapshotId, VolumeId},
     proto::{
-        self, CreateVolumeRequest, DeleteVolumeRequest, ExtendVolumeRequest, ListVolumesRequest, PageInfo, PoolRef,
-        ResetVolumeStatusRequest, RevertVolumeRequest, SnapshotStatus, UpdateVolumeRequest, VolumeStatus,
+        self, AttachStateChange, ChangeAttachStateRequest, CreateVolumeRequest, DeleteVolumeRequest,
+        ExtendVolumeRequest, ListVolumesRequest, PageInfo, PoolRef, ResetVolumeStatusRequest, RetypeVolumeRequest,
+        RevertVolumeRequest, SnapshotStatus, UpdateVolumeRequest, VolumeStatus,
     },
 };
 use chrono::Utc;
@@ -635,6 +636,121 @@ impl Volumes {
             .await;
         journal::launch(self.core.clone(), record);
         Ok(model)
+    }
+
+    /// The legacy attach-state actions, by compare-and-set through the lifecycle table.
+    pub async fn change_attach_state(
+        &self,
+        context: &CallContext,
+        request: ChangeAttachStateRequest,
+    ) -> Result<volume::Model, ServiceError> {
+        let (action, doing, attach_status) = match AttachStateChange::try_from(request.change).unwrap_or_default() {
+            AttachStateChange::Reserve => (VolumeAction::LegacyReserve, "reserving", proto::AttachStatus::Attaching),
+            AttachStateChange::Unreserve => {
+                (VolumeAction::LegacyUnreserve, "unreserving", proto::AttachStatus::Detached)
+            }
+            AttachStateChange::BeginDetaching => {
+                (VolumeAction::BeginDetaching, "detaching", proto::AttachStatus::Detaching)
+            }
+            AttachStateChange::RollDetaching => {
+                (VolumeAction::RollDetaching, "rolling back a detach", proto::AttachStatus::Attached)
+            }
+            AttachStateChange::Unspecified => {
+                return Err(ServiceError::invalid(
+                    "change must be reserve, unreserve, begin_detaching or roll_detaching",
+                ));
+            }
+        };
+        let model = self.get(context, &request.volume_id).await?;
+        check_action(&model, action, doing)?;
+        let txn = self.core.begin_write().await?;
+        let (before, after) = transition(&*txn, &model.id, action, "").await?;
+        volume::Entity::update_many()
+            .col_expr(volume::Column::AttachStatus, Expr::value(attach_status.cinder_name()))
+            .filter(volume::Column::Id.eq(model.id.as_str()))
+            .exec(&*txn)
+            .await
+            .map_err(db_error)?;
+        txn.commit().await?;
+        self.core.publish_status(events::VOLUME, &after.id, &after.project_id, &before, &after.status, "").await;
+        self.get(context, &model.id).await
+    }
+
+    /// Gives the volume a new type when its pool already satisfies it. A retype that needs the
+    /// volume moved to another pool is refused: Basalt does not migrate volumes.
+    pub async fn retype(
+        &self,
+        context: &CallContext,
+        request: RetypeVolumeRequest,
+    ) -> Result<volume::Model, ServiceError> {
+        let policy = match request.migration_policy.as_str() {
+            "" | "never" => "never",
+            "on-demand" => "on-demand",
+            other => {
+                return Err(ServiceError::invalid(format!(
+                    "migration_policy must be never or on-demand, not {other:?}"
+                )));
+            }
+        };
+        let model = self.get(context, &request.volume_id).await?;
+        check_action(&model, VolumeAction::Retype, "retyping")?;
+        let db = &self.core.db;
+        let new_type = types::resolve(db, context, &request.new_type).await?;
+        if model.volume_type_id.as_deref() == Some(new_type.id.as_str()) {
+            return Err(ServiceError::invalid(format!("volume {} is already of type {}", model.id, new_type.name)));
+        }
+        let specs = types::extra_specs(&new_type);
+        let (node_id, pool_name) = placement_of(&model);
+        let pool = self
+            .core
+            .capacity
+            .node(&node_id)
+            .and_then(|node| {
+                node.report
+                    .pools
+                    .iter()
+                    .find(|pool| pool.name == pool_name)
+                    .map(|pool| PoolCandidate::from_report(&node_id, &node.report.availability_zone, pool))
+            })
+            .ok_or_else(|| {
+                ServiceError::unavailable(format!("node {node_id} holding the volume is not reporting; retry shortly"))
+            })?;
+        let zones = types::zones(&specs);
+        let fits = placement::filters::capabilities(&pool, &specs)
+            && (zones.is_empty() || zones.contains(&model.availability_zone))
+            && !(types::wants_thick(&specs) && !pool.thick_provisioning_support);
+        if !fits {
+            let reason = format!("pool {} does not satisfy volume type {}", pool.host(), new_type.name);
+            return Err(ServiceError::invalid(match policy {
+                "on-demand" => {
+                    format!("{reason}, and moving the volume to another pool (migration) is not something Basalt does")
+                }
+                _ => format!("{reason}; with migration_policy never the volume must stay where it is"),
+            }));
+        }
+        let old_type = self.type_name(&model).await?;
+        let txn = self.core.begin_write().await?;
+        // The new type's per-type quotas take the volume; the old type's give it back.
+        let per_type = |name: &str| vec![(format!("volumes_{name}"), 1), (format!("gigabytes_{name}"), model.size_gib)];
+        quotas::reserve(&*txn, &self.core.config.quota_defaults, &model.project_id, &per_type(&new_type.name)).await?;
+        quotas::release(&*txn, &model.project_id, &per_type(&old_type)).await?;
+        let updated = volume::Entity::update_many()
+            .col_expr(volume::Column::VolumeTypeId, Expr::value(new_type.id.as_str()))
+            .col_expr(volume::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(volume::Column::Id.eq(model.id.as_str()))
+            .filter(statuses_condition(lifecycle::volume(VolumeAction::Retype).from))
+            .exec(&*txn)
+            .await
+            .map_err(db_error)?;
+        if updated.rows_affected == 0 {
+            return Err(ServiceError::conflict(format!(
+                "volume {} changed status meanwhile; retry the retype",
+                model.id
+            )));
+        }
+        txn.commit().await?;
+        tracing::info!(volume_id = %model.id, from = %old_type, to = %new_type.name, "volume retyped");
+        self.get(context, &model.id).await
     }
 
     pub async fn type_name(&self, model: &volume::Model) -> Result<String, ServiceError> {

@@ -2,13 +2,14 @@
 
 pub mod attachments;
 pub mod misc;
+pub mod qos;
 pub mod snapshots;
 pub mod types;
 pub mod volumes;
 
 use axum::{
     Router,
-    routing::{get, post},
+    routing::{get, post, put},
 };
 use basalt::proto::{PageRequest, SortKey};
 use serde_json::{Value, json};
@@ -45,6 +46,13 @@ pub fn resources() -> Router<GatewayState> {
         )
         .route("/types/{type_id}/action", post(types::action))
         .route("/types/{type_id}/os-volume-type-access", get(types::access_list))
+        .route("/qos-specs", get(qos::list).post(qos::create))
+        .route("/qos-specs/{qos_id}", get(qos::show).put(qos::update).delete(qos::delete))
+        .route("/qos-specs/{qos_id}/delete_keys", put(qos::delete_keys))
+        .route("/qos-specs/{qos_id}/associate", get(qos::associate))
+        .route("/qos-specs/{qos_id}/disassociate", get(qos::disassociate))
+        .route("/qos-specs/{qos_id}/disassociate_all", get(qos::disassociate_all))
+        .route("/qos-specs/{qos_id}/associations", get(qos::associations))
         .route("/attachments", get(attachments::list).post(attachments::create))
         .route("/attachments/detail", get(attachments::list_detail))
         .route(

@@ -9,8 +9,9 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use basalt::proto::{
-    CreateVolumeRequest, DeleteVolumeRequest, ExtendVolumeRequest, GetVolumeRequest, ListVolumesRequest,
-    MetadataUpdate, ResetVolumeStatusRequest, RevertVolumeRequest, UpdateVolumeRequest, Volume, VolumeStatus,
+    AttachStateChange, ChangeAttachStateRequest, CreateVolumeRequest, DeleteVolumeRequest, ExtendVolumeRequest,
+    GetVolumeRequest, ListVolumesRequest, MetadataUpdate, ResetVolumeStatusRequest, RetypeVolumeRequest,
+    RevertVolumeRequest, UpdateVolumeRequest, Volume, VolumeStatus,
 };
 use serde_json::{Map, Value, json};
 
@@ -36,7 +37,8 @@ const CREATE_KEYS: &[&str] = &[
 ];
 const UPDATE_KEYS: &[&str] = &["name", "description", "display_name", "display_description", "metadata"];
 const FILTERS: &[&str] = &["name", "status", "metadata", "availability_zone", "name~", "bootable", "size"];
-const ACTIONS: &str = "os-extend, os-reset_status, os-force_delete, os-set_bootable, os-update_readonly_flag, revert";
+const ACTIONS: &str = "os-extend, os-reset_status, os-force_delete, os-set_bootable, os-update_readonly_flag, revert, \
+                       os-reserve, os-unreserve, os-begin_detaching, os-roll_detaching, os-retype";
 
 async fn fetch(rest: &Rest, volume_id: &str) -> Result<Volume, Fault> {
     Ok(rest.client().get_volume(rest.request(GetVolumeRequest { volume_id: volume_id.into() })).await?.into_inner())
@@ -272,6 +274,25 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
             let snapshot_id =
                 body::uuid(arguments, "snapshot_id")?.ok_or_else(|| Fault::bad_request("revert needs snapshot_id"))?;
             client.revert_volume_to_snapshot(rest.request(RevertVolumeRequest { volume_id, snapshot_id })).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        "os-reserve" | "os-unreserve" | "os-begin_detaching" | "os-roll_detaching" => {
+            let change = match name.as_str() {
+                "os-reserve" => AttachStateChange::Reserve,
+                "os-unreserve" => AttachStateChange::Unreserve,
+                "os-begin_detaching" => AttachStateChange::BeginDetaching,
+                _ => AttachStateChange::RollDetaching,
+            };
+            client
+                .change_attach_state(rest.request(ChangeAttachStateRequest { volume_id, change: change as i32 }))
+                .await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        "os-retype" => {
+            let new_type =
+                body::string(arguments, "new_type")?.ok_or_else(|| Fault::bad_request("os-retype needs new_type"))?;
+            let migration_policy = body::string(arguments, "migration_policy")?.unwrap_or_default();
+            client.retype_volume(rest.request(RetypeVolumeRequest { volume_id, new_type, migration_policy })).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
         other => Err(Fault::bad_request(format!("unknown volume action {other:?}; actions: {ACTIONS}"))),

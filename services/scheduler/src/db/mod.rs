@@ -5,6 +5,7 @@
 pub mod attachment;
 pub mod operation;
 pub mod pool_claim;
+pub mod qos_specs;
 pub mod quota_limit;
 pub mod quota_usage;
 pub mod snapshot;
@@ -63,7 +64,26 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "volumes", statements: volumes_table },
     Migration { version: 2, name: "lifecycle", statements: lifecycle_tables },
     Migration { version: 3, name: "attachments", statements: attachments_table },
+    Migration { version: 4, name: "qos_specs", statements: qos_specs_table },
 ];
+
+/// QoS specs, and the association of a volume type with one.
+fn qos_specs_table(backend: DbBackend) -> Vec<Statement> {
+    use qos_specs::Column as C;
+    let qos = Table::create()
+        .table(qos_specs::Entity)
+        .col(ColumnDef::new(C::Id).string_len(36).not_null().primary_key())
+        .col(ColumnDef::new(C::Name).string_len(255).not_null().unique_key())
+        .col(ColumnDef::new(C::Consumer).string_len(16).not_null())
+        .col(ColumnDef::new(C::Specs).text().not_null())
+        .col(ColumnDef::new(C::CreatedAt).timestamp_with_time_zone().not_null())
+        .to_owned();
+    let association = Table::alter()
+        .table(volume_type::Entity)
+        .add_column(ColumnDef::new(volume_type::Column::QosSpecsId).string_len(36).null())
+        .to_owned();
+    vec![backend.build(&qos), backend.build(&association)]
+}
 
 /// Attachments, and the read-only flag of volumes.
 fn attachments_table(backend: DbBackend) -> Vec<Statement> {

@@ -13,6 +13,7 @@ pub struct Model {
     /// A JSON object of extra specs.
     pub extra_specs: String,
     pub is_default: bool,
+    pub qos_specs_id: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -1,0 +1,228 @@
+//! Benchmark (not a test): the REST gateway against the gRPC API it translates to, in one run.
+//!
+//! - create→available latency of 1 GiB volumes, REST (`POST /volumes`, polling `GET`) vs gRPC;
+//! - `GET /volumes/detail` requests/s at concurrency 8 with 1,000 volumes, vs gRPC `ListVolumes`.
+//!
+//!     cargo run --release -p basalt-integration --bin rest-bench
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use axum::body::Body;
+use basalt::{
+    bus::Bus,
+    ids::NodeId,
+    proto::{CreateVolumeRequest, GetVolumeRequest, ListVolumesRequest, UpdateQuotasRequest, VolumeStatus},
+};
+use basalt_integration::{admin, fast_control_plane, project, volume_client};
+use http_body_util::BodyExt;
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+
+const PROJECT: &str = "0123456789abcdef0123456789abcdef";
+const VOLUMES: usize = 1000;
+const CONCURRENCY: usize = 8;
+const LATENCY_SAMPLES: usize = 100;
+const THROUGHPUT_WINDOW: Duration = Duration::from_secs(10);
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Body>;
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let root = tempfile::tempdir()?;
+    let bus = Bus::local();
+    let scheduler = basalt_scheduler::start(
+        basalt_scheduler::SchedulerConfig {
+            database_url: format!("sqlite://{}?mode=rwc", root.path().join("basalt.db").display()),
+            listen: "127.0.0.1:0".parse()?,
+            instance: "bench".into(),
+            initial_report_wait: Duration::from_millis(100),
+            control: fast_control_plane(),
+        },
+        bus.clone(),
+    )
+    .await?;
+    let mut node_config =
+        basalt_volume_node::NodeConfig::new(NodeId::parse("bench-node")?, root.path().join("volumes"));
+    // A thousand sparse 1 GiB volumes: promise more than the disk holds, as a thin pool may.
+    node_config.max_over_subscription_ratio = 50.0;
+    node_config.report_interval = Duration::from_millis(200);
+    let node = basalt_volume_node::start(node_config, bus).await?;
+    let grpc = scheduler.grpc_addr.to_string();
+    let gateway = basalt_api_gateway::start(basalt_api_gateway::GatewayConfig {
+        listen: "127.0.0.1:0".parse()?,
+        scheduler_endpoint: format!("http://{grpc}"),
+        auth: Default::default(),
+    })
+    .await?;
+    let rest = format!("http://{}/v3/{PROJECT}", gateway.rest_addr);
+    let mut client = volume_client(&grpc).await?;
+    client
+        .update_quotas(admin("ops").request(UpdateQuotasRequest {
+            project_id: PROJECT.into(),
+            limits: [("volumes".into(), -1), ("gigabytes".into(), -1)].into(),
+        }))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let http: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+
+    // Latency: one create at a time, each followed until available.
+    let mut grpc_latency = Vec::new();
+    let mut rest_latency = Vec::new();
+    for _ in 0..LATENCY_SAMPLES {
+        grpc_latency.push(grpc_create(&grpc).await?);
+        rest_latency.push(rest_create(&http, &rest).await?);
+    }
+    let (grpc_p50, grpc_p99) = percentiles(&mut grpc_latency);
+    let (rest_p50, rest_p99) = percentiles(&mut rest_latency);
+
+    // Fill up to a thousand volumes.
+    let existing = 2 * LATENCY_SAMPLES;
+    let mut fills = Vec::new();
+    for worker in 0..CONCURRENCY {
+        let grpc = grpc.clone();
+        let share = (VOLUMES - existing) / CONCURRENCY + usize::from(worker < (VOLUMES - existing) % CONCURRENCY);
+        fills.push(tokio::spawn(async move {
+            let mut client = volume_client(&grpc).await?;
+            for _ in 0..share {
+                client
+                    .create_volume(project(PROJECT).request(CreateVolumeRequest { size_gib: 1, ..Default::default() }))
+                    .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for fill in fills {
+        fill.await??;
+    }
+    let listed = client.list_volumes(project(PROJECT).request(ListVolumesRequest::default())).await?.into_inner();
+    ensure!(listed.volumes.len() == VOLUMES, "expected {VOLUMES} volumes, found {}", listed.volumes.len());
+
+    let grpc_for_list = grpc.clone();
+    let grpc_rate = throughput(move || {
+        let grpc = grpc_for_list.clone();
+        async move {
+            let mut client = volume_client(&grpc).await?;
+            client.list_volumes(project(PROJECT).request(ListVolumesRequest::default())).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let list_url = format!("{rest}/volumes/detail");
+    let http_for_list = http.clone();
+    let rest_rate = throughput(move || {
+        let http = http_for_list.clone();
+        let url = list_url.clone();
+        async move {
+            let (status, body) = get(&http, &url).await?;
+            ensure!(status == 200 && body.len() > 100_000, "GET /volumes/detail answered {status}");
+            Ok(())
+        }
+    })
+    .await?;
+
+    println!("| measure | REST | gRPC (reference) | REST ÷ gRPC |");
+    println!("|---|---|---|---|");
+    println!(
+        "| create→available p50 ({LATENCY_SAMPLES} sequential) | {:.1} ms | {:.1} ms | {:.2}× |",
+        ms(rest_p50),
+        ms(grpc_p50),
+        rest_p50.as_secs_f64() / grpc_p50.as_secs_f64()
+    );
+    println!(
+        "| create→available p99 | {:.1} ms | {:.1} ms | {:.2}× |",
+        ms(rest_p99),
+        ms(grpc_p99),
+        rest_p99.as_secs_f64() / grpc_p99.as_secs_f64()
+    );
+    println!(
+        "| list {VOLUMES} volumes with details, concurrency {CONCURRENCY} | {rest_rate:.0} req/s | {grpc_rate:.0} req/s | {:.2}× |",
+        rest_rate / grpc_rate
+    );
+    gateway.shutdown().await;
+    node.shutdown().await;
+    scheduler.shutdown().await;
+    Ok(())
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
+    samples.sort();
+    let at = |fraction: f64| samples[((samples.len() as f64 * fraction) as usize).min(samples.len() - 1)];
+    (at(0.50), at(0.99))
+}
+
+async fn grpc_create(grpc: &str) -> Result<Duration> {
+    let mut client = volume_client(grpc).await?;
+    let owner = project(PROJECT);
+    let started = Instant::now();
+    let volume = client
+        .create_volume(owner.request(CreateVolumeRequest { size_gib: 1, ..Default::default() }))
+        .await?
+        .into_inner();
+    loop {
+        let current =
+            client.get_volume(owner.request(GetVolumeRequest { volume_id: volume.id.clone() })).await?.into_inner();
+        if current.status() == VolumeStatus::Available {
+            return Ok(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn rest_create(http: &HttpClient, rest: &str) -> Result<Duration> {
+    let started = Instant::now();
+    let request = http::Request::post(format!("{rest}/volumes"))
+        .header("x-auth-token", format!("admin:{PROJECT}"))
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"volume": {"size": 1}}"#))?;
+    let response = http.request(request).await?;
+    ensure!(response.status() == 202, "POST /volumes answered {}", response.status());
+    let body = response.into_body().collect().await?.to_bytes();
+    let created: serde_json::Value = serde_json::from_slice(&body)?;
+    let id = created["volume"]["id"].as_str().context("a volume id")?.to_owned();
+    loop {
+        let (_, body) = get(http, &format!("{rest}/volumes/{id}")).await?;
+        let shown: serde_json::Value = serde_json::from_slice(&body)?;
+        if shown["volume"]["status"] == "available" {
+            return Ok(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn get(http: &HttpClient, url: &str) -> Result<(u16, axum::body::Bytes)> {
+    let request = http::Request::get(url).header("x-auth-token", format!("admin:{PROJECT}")).body(Body::empty())?;
+    let response = http.request(request).await?;
+    let status = response.status().as_u16();
+    Ok((status, response.into_body().collect().await?.to_bytes()))
+}
+
+/// Requests per second of `call` run by `CONCURRENCY` workers for `THROUGHPUT_WINDOW`.
+async fn throughput<F, Fut>(call: F) -> Result<f64>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<()>> + Send,
+{
+    let deadline = Instant::now() + THROUGHPUT_WINDOW;
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let call = call.clone();
+        workers.push(tokio::spawn(async move {
+            let mut done = 0u64;
+            while Instant::now() < deadline {
+                call().await?;
+                done += 1;
+            }
+            anyhow::Ok(done)
+        }));
+    }
+    let mut total = 0;
+    for worker in workers {
+        total += worker.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}

@@ -1,0 +1,237 @@
+//! QoS specs (admin only): named sets of limits associated with volume types. Specs with consumer
+//! `front-end` or `both` travel to the host in the connection info; `back-end` ones to the node.
+
+use std::collections::{BTreeMap, HashMap};
+
+use basalt::{
+    ErrorCode, ServiceError,
+    context::CallContext,
+    proto::{AssociateQosSpecsRequest, CreateQosSpecsRequest, QosSpecs, QosSpecsAssociation, UpdateQosSpecsRequest},
+};
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set, sea_query::Expr,
+};
+
+use crate::{
+    Core,
+    db::{db_error, qos_specs, volume_type},
+};
+
+const CONSUMERS: [&str; 3] = ["back-end", "front-end", "both"];
+const MAX_FIELD_LEN: usize = 255;
+
+fn specs(model: &qos_specs::Model) -> HashMap<String, String> {
+    serde_json::from_str(&model.specs).unwrap_or_default()
+}
+
+fn specs_json(specs: &HashMap<String, String>) -> String {
+    let sorted: BTreeMap<&String, &String> = specs.iter().collect();
+    serde_json::to_string(&sorted).unwrap_or_else(|_| "{}".into())
+}
+
+fn check_consumer(consumer: &str) -> Result<(), ServiceError> {
+    if CONSUMERS.contains(&consumer) {
+        return Ok(());
+    }
+    Err(ServiceError::invalid(format!("consumer {consumer:?} is invalid: use back-end, front-end or both")))
+}
+
+fn check_specs(specs: &HashMap<String, String>) -> Result<(), ServiceError> {
+    for (key, value) in specs {
+        if key.is_empty() || key.chars().count() > MAX_FIELD_LEN || value.chars().count() > MAX_FIELD_LEN {
+            return Err(ServiceError::invalid(format!(
+                "invalid qos spec {key:?}: keys need 1 to {MAX_FIELD_LEN} characters, values at most {MAX_FIELD_LEN}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub fn to_proto(model: &qos_specs::Model) -> QosSpecs {
+    QosSpecs { id: model.id.clone(), name: model.name.clone(), consumer: model.consumer.clone(), specs: specs(model) }
+}
+
+pub struct Qos<'a> {
+    core: &'a Core,
+}
+
+impl<'a> Qos<'a> {
+    pub fn new(core: &'a Core) -> Self {
+        Self { core }
+    }
+
+    async fn load(&self, id: &str) -> Result<qos_specs::Model, ServiceError> {
+        qos_specs::Entity::find_by_id(id.to_owned())
+            .one(&self.core.db)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| ServiceError::not_found(format!("qos specs {id} not found")))
+    }
+
+    pub async fn create(
+        &self,
+        context: &CallContext,
+        request: CreateQosSpecsRequest,
+    ) -> Result<qos_specs::Model, ServiceError> {
+        context.require_admin("creating qos specs")?;
+        let name = request.name.trim().to_owned();
+        if name.is_empty() || name.chars().count() > MAX_FIELD_LEN {
+            return Err(ServiceError::invalid(format!("qos specs need a name of 1 to {MAX_FIELD_LEN} characters")));
+        }
+        let consumer = if request.consumer.is_empty() { "back-end".to_owned() } else { request.consumer };
+        check_consumer(&consumer)?;
+        check_specs(&request.specs)?;
+        let txn = self.core.begin_write().await?;
+        let taken = qos_specs::Entity::find()
+            .filter(qos_specs::Column::Name.eq(name.as_str()))
+            .count(&*txn)
+            .await
+            .map_err(db_error)?;
+        if taken > 0 {
+            return Err(ServiceError::new(ErrorCode::AlreadyExists, format!("qos specs named {name:?} already exist")));
+        }
+        let model = qos_specs::ActiveModel {
+            id: Set(uuid::Uuid::new_v4().to_string()),
+            name: Set(name),
+            consumer: Set(consumer),
+            specs: Set(specs_json(&request.specs)),
+            created_at: Set(Utc::now()),
+        }
+        .insert(&*txn)
+        .await
+        .map_err(db_error)?;
+        txn.commit().await?;
+        Ok(model)
+    }
+
+    pub async fn get(&self, context: &CallContext, id: &str) -> Result<qos_specs::Model, ServiceError> {
+        context.require_admin("reading qos specs")?;
+        self.load(id).await
+    }
+
+    pub async fn list(&self, context: &CallContext) -> Result<Vec<qos_specs::Model>, ServiceError> {
+        context.require_admin("listing qos specs")?;
+        qos_specs::Entity::find().order_by_asc(qos_specs::Column::Name).all(&self.core.db).await.map_err(db_error)
+    }
+
+    pub async fn update(
+        &self,
+        context: &CallContext,
+        request: UpdateQosSpecsRequest,
+    ) -> Result<qos_specs::Model, ServiceError> {
+        context.require_admin("changing qos specs")?;
+        check_specs(&request.specs)?;
+        let model = self.load(&request.qos_specs_id).await?;
+        let mut merged = specs(&model);
+        for key in &request.delete_keys {
+            if merged.remove(key).is_none() {
+                return Err(ServiceError::not_found(format!("qos specs {} have no key {key:?}", model.name)));
+            }
+        }
+        merged.extend(request.specs);
+        let mut active: qos_specs::ActiveModel = model.into();
+        active.specs = Set(specs_json(&merged));
+        if !request.consumer.is_empty() {
+            check_consumer(&request.consumer)?;
+            active.consumer = Set(request.consumer);
+        }
+        active.update(&self.core.db).await.map_err(db_error)
+    }
+
+    pub async fn delete(&self, context: &CallContext, id: &str, force: bool) -> Result<(), ServiceError> {
+        context.require_admin("deleting qos specs")?;
+        let model = self.load(id).await?;
+        let txn = self.core.begin_write().await?;
+        let associated = volume_type::Entity::find()
+            .filter(volume_type::Column::QosSpecsId.eq(id))
+            .count(&*txn)
+            .await
+            .map_err(db_error)?;
+        if associated > 0 && !force {
+            return Err(ServiceError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "qos specs {} are associated with {associated} volume types; disassociate them or delete with force",
+                    model.name
+                ),
+            ));
+        }
+        volume_type::Entity::update_many()
+            .col_expr(volume_type::Column::QosSpecsId, Expr::value(Option::<String>::None))
+            .filter(volume_type::Column::QosSpecsId.eq(id))
+            .exec(&*txn)
+            .await
+            .map_err(db_error)?;
+        qos_specs::Entity::delete_by_id(id.to_owned()).exec(&*txn).await.map_err(db_error)?;
+        txn.commit().await
+    }
+
+    pub async fn associate(
+        &self,
+        context: &CallContext,
+        request: AssociateQosSpecsRequest,
+    ) -> Result<qos_specs::Model, ServiceError> {
+        context.require_admin("associating qos specs")?;
+        let model = self.load(&request.qos_specs_id).await?;
+        let txn = self.core.begin_write().await?;
+        if request.disassociate && request.volume_type_id.is_empty() {
+            volume_type::Entity::update_many()
+                .col_expr(volume_type::Column::QosSpecsId, Expr::value(Option::<String>::None))
+                .filter(volume_type::Column::QosSpecsId.eq(model.id.as_str()))
+                .exec(&*txn)
+                .await
+                .map_err(db_error)?;
+            txn.commit().await?;
+            return Ok(model);
+        }
+        let volume_type = volume_type::Entity::find_by_id(request.volume_type_id.clone())
+            .one(&*txn)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| ServiceError::not_found(format!("volume type {} not found", request.volume_type_id)))?;
+        let value = if request.disassociate {
+            if volume_type.qos_specs_id.as_deref() != Some(model.id.as_str()) {
+                return Err(ServiceError::invalid(format!(
+                    "volume type {} is not associated with qos specs {}",
+                    volume_type.name, model.name
+                )));
+            }
+            None
+        } else {
+            if let Some(other) = volume_type.qos_specs_id.as_deref().filter(|other| *other != model.id) {
+                return Err(ServiceError::invalid(format!(
+                    "volume type {} is already associated with qos specs {other}; disassociate it first",
+                    volume_type.name
+                )));
+            }
+            Some(model.id.clone())
+        };
+        volume_type::Entity::update_many()
+            .col_expr(volume_type::Column::QosSpecsId, Expr::value(value))
+            .filter(volume_type::Column::Id.eq(volume_type.id.as_str()))
+            .exec(&*txn)
+            .await
+            .map_err(db_error)?;
+        txn.commit().await?;
+        Ok(model)
+    }
+
+    pub async fn associations(
+        &self,
+        context: &CallContext,
+        id: &str,
+    ) -> Result<Vec<QosSpecsAssociation>, ServiceError> {
+        context.require_admin("reading qos specs associations")?;
+        let model = self.load(id).await?;
+        let types = volume_type::Entity::find()
+            .filter(volume_type::Column::QosSpecsId.eq(model.id.as_str()))
+            .all(&self.core.db)
+            .await
+            .map_err(db_error)?;
+        Ok(types
+            .into_iter()
+            .map(|model| QosSpecsAssociation { volume_type_id: model.id, volume_type_name: model.name })
+            .collect())
+    }
+}
