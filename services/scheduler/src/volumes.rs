@@ -718,7 +718,7 @@ impl Volumes {
         let zones = types::zones(&specs);
         let fits = placement::filters::capabilities(&pool, &specs)
             && (zones.is_empty() || zones.contains(&model.availability_zone))
-            && !(types::wants_thick(&specs) && !pool.thick_provisioning_support);
+            && (pool.thick_provisioning_support || !types::wants_thick(&specs));
         if !fits {
             let reason = format!("pool {} does not satisfy volume type {}", pool.host(), new_type.name);
             return Err(ServiceError::invalid(match policy {
