@@ -25,6 +25,7 @@ async fn two_schedulers_never_overbook_a_pool() -> Result<()> {
         .update_quotas(admin("ops").request(UpdateQuotasRequest {
             project_id: "crowd".into(),
             limits: [("volumes".into(), -1), ("gigabytes".into(), -1)].into(),
+            ..Default::default()
         }))
         .await?;
 

@@ -296,15 +296,18 @@ async fn quotas_refuse_what_would_exceed_them() -> Result<()> {
     let owner = project("quota");
     let ops = admin("ops");
     let not_admin = client
-        .update_quotas(
-            owner.request(UpdateQuotasRequest { project_id: "quota".into(), limits: [("volumes".into(), 5)].into() }),
-        )
+        .update_quotas(owner.request(UpdateQuotasRequest {
+            project_id: "quota".into(),
+            limits: [("volumes".into(), 5)].into(),
+            ..Default::default()
+        }))
         .await;
     expect_refusal(not_admin, Code::PermissionDenied, "changing quotas");
     client
         .update_quotas(ops.request(UpdateQuotasRequest {
             project_id: "quota".into(),
             limits: [("volumes".into(), 2), ("gigabytes".into(), 5), ("per_volume_gigabytes".into(), 4)].into(),
+            ..Default::default()
         }))
         .await?;
     let too_big = client.create_volume(owner.request(create(5, "big"))).await;
@@ -320,15 +323,19 @@ async fn quotas_refuse_what_would_exceed_them() -> Result<()> {
     let over_count = client.create_volume(owner.request(create(1, "c"))).await;
     expect_refusal(over_count, Code::ResourceExhausted, "quota exceeded for volumes");
     let lower = client
-        .update_quotas(
-            ops.request(UpdateQuotasRequest { project_id: "quota".into(), limits: [("volumes".into(), 1)].into() }),
-        )
+        .update_quotas(ops.request(UpdateQuotasRequest {
+            project_id: "quota".into(),
+            limits: [("volumes".into(), 1)].into(),
+            ..Default::default()
+        }))
         .await;
     expect_refusal(lower, Code::InvalidArgument, "already uses 2");
     let unknown = client
-        .update_quotas(
-            ops.request(UpdateQuotasRequest { project_id: "quota".into(), limits: [("cores".into(), 1)].into() }),
-        )
+        .update_quotas(ops.request(UpdateQuotasRequest {
+            project_id: "quota".into(),
+            limits: [("cores".into(), 1)].into(),
+            ..Default::default()
+        }))
         .await;
     expect_refusal(unknown, Code::InvalidArgument, "unknown quota \"cores\"");
     wait_for_status(&mut client, &owner, &a.id, VolumeStatus::Available).await?;
@@ -338,9 +345,11 @@ async fn quotas_refuse_what_would_exceed_them() -> Result<()> {
     client.extend_volume(owner.request(ExtendVolumeRequest { volume_id: a.id.clone(), new_size_gib: 4 })).await?;
     wait_for_status(&mut client, &owner, &a.id, VolumeStatus::Available).await?;
     let refused_snapshot_quota = client
-        .update_quotas(
-            ops.request(UpdateQuotasRequest { project_id: "quota".into(), limits: [("snapshots".into(), 0)].into() }),
-        )
+        .update_quotas(ops.request(UpdateQuotasRequest {
+            project_id: "quota".into(),
+            limits: [("snapshots".into(), 0)].into(),
+            ..Default::default()
+        }))
         .await;
     assert!(refused_snapshot_quota.is_ok());
     let snapshot = client

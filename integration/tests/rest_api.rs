@@ -486,3 +486,45 @@ async fn qos_specs_legacy_reserve_and_retype() -> Result<()> {
     mesh.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn snapshot_metadata_and_quota_resets() -> Result<()> {
+    let mesh = InProcessMesh::start(1).await?;
+    let api = Api::start(&mesh).await?;
+    let admin = admin_of(PROJECT_A);
+    let base = format!("/v3/{PROJECT_A}");
+    let created = api
+        .call(Method::POST, &format!("{base}/volumes"), Some(&admin), None, Some(r#"{"volume": {"size": 1}}"#))
+        .await?;
+    let volume = created.body["volume"]["id"].as_str().unwrap().to_owned();
+    wait_available(&api, &admin, &volume).await?;
+    let body = format!(r#"{{"snapshot": {{"volume_id": "{volume}", "name": "s", "metadata": {{"a": "1"}}}}}}"#);
+    let snapshot = api.call(Method::POST, &format!("{base}/snapshots"), Some(&admin), None, Some(&body)).await?;
+    assert_eq!(snapshot.status, StatusCode::ACCEPTED, "{:?}", snapshot.body);
+    let id = snapshot.body["snapshot"]["id"].as_str().unwrap().to_owned();
+    let item = format!("{base}/snapshots/{id}/metadata/b");
+    let set = api.call(Method::PUT, &item, Some(&admin), None, Some(r#"{"meta": {"b": "2"}}"#)).await?;
+    assert_eq!(set.body, json!({"meta": {"b": "2"}}));
+    let all = api.call(Method::GET, &format!("{base}/snapshots/{id}/metadata"), Some(&admin), None, None).await?;
+    assert_eq!(all.body, json!({"metadata": {"a": "1", "b": "2"}}));
+    assert_eq!(api.call(Method::DELETE, &item, Some(&admin), None, None).await?.status, StatusCode::OK);
+    assert_fault(
+        &api.call(Method::GET, &item, Some(&admin), None, None).await?,
+        404,
+        "itemNotFound",
+        "metadata key \"b\" not found",
+    );
+
+    let quotas = format!("{base}/os-quota-sets/{PROJECT_A}");
+    let raised = api.call(Method::PUT, &quotas, Some(&admin), None, Some(r#"{"quota_set": {"volumes": 50}}"#)).await?;
+    assert_eq!(raised.body["quota_set"]["volumes"], 50);
+    let reset = api.call(Method::DELETE, &quotas, Some(&admin), None, None).await?;
+    assert_eq!(reset.status, StatusCode::OK);
+    let shown = api.call(Method::GET, &quotas, Some(&admin), None, None).await?;
+    assert_eq!(shown.body["quota_set"]["volumes"], 10, "back to the default");
+    let defaults =
+        api.call(Method::GET, &format!("{quotas}/defaults"), Some(&member_of(PROJECT_A)), None, None).await?;
+    assert_eq!(defaults.body["quota_set"]["gigabytes"], 1000);
+    mesh.shutdown().await;
+    Ok(())
+}

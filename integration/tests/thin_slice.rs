@@ -233,6 +233,7 @@ async fn a_volume_larger_than_every_pool_is_resource_exhausted() -> Result<()> {
         .update_quotas(admin("ops").request(basalt::proto::UpdateQuotasRequest {
             project_id: "big".into(),
             limits: [("gigabytes".into(), -1)].into(),
+            ..Default::default()
         }))
         .await?;
     let refused = client

@@ -27,6 +27,7 @@ async fn main() -> Result<()> {
         .update_quotas(admin("ops").request(UpdateQuotasRequest {
             project_id: "bench".into(),
             limits: [("volumes".into(), -1), ("gigabytes".into(), -1)].into(),
+            ..Default::default()
         }))
         .await?;
 

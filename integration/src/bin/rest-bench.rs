@@ -60,6 +60,7 @@ async fn main() -> Result<()> {
         .update_quotas(admin("ops").request(UpdateQuotasRequest {
             project_id: PROJECT.into(),
             limits: [("volumes".into(), -1), ("gigabytes".into(), -1)].into(),
+            ..Default::default()
         }))
         .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;

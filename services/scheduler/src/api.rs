@@ -304,6 +304,9 @@ impl VolumeService for VolumeApi {
         let request = request.into_inner();
         let project = quota_project(&context, &request.project_id)?;
         let txn = self.core.begin_write().await?;
+        if request.reset {
+            quotas::reset_limits(&*txn, &project).await?;
+        }
         quotas::update_limits(&*txn, &project, &request.limits).await?;
         txn.commit().await?;
         Ok(Response::new(quotas::quota_set(&self.core.db, &self.core.config.quota_defaults, &project).await?))

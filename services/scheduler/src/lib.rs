@@ -11,6 +11,7 @@ pub mod db;
 pub mod events;
 pub mod journal;
 pub mod lifecycle;
+pub mod listing;
 pub mod nodes;
 pub mod placement;
 pub mod qos;

@@ -264,6 +264,16 @@ pub async fn quota_set(
     Ok(QuotaSet { project_id: project.into(), quotas: values.into_iter().collect() })
 }
 
+/// Drops the project's own limits: the defaults apply again.
+pub async fn reset_limits(txn: &impl ConnectionTrait, project: &str) -> Result<(), ServiceError> {
+    quota_limit::Entity::delete_many()
+        .filter(quota_limit::Column::ProjectId.eq(project))
+        .exec(txn)
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
 /// Sets limits; a limit below what the project already uses is refused.
 pub async fn update_limits(
     txn: &impl ConnectionTrait,

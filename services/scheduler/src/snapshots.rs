@@ -14,8 +14,7 @@ use basalt::{
 };
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
-    sea_query::Expr,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, Set, sea_query::Expr,
 };
 
 use crate::{
@@ -24,13 +23,11 @@ use crate::{
     events,
     journal::{self, Operation, PendingEvent},
     lifecycle::{self, SnapshotAction, VolumeAction},
-    quotas,
+    listing, quotas,
     volumes::{
         self, host_of, metadata_from_json, metadata_to_json, placement_of, timestamp, type_name_of, validate_fields,
     },
 };
-
-const MAX_PAGE_SIZE: usize = 1000;
 
 pub struct Snapshots {
     core: Arc<Core>,
@@ -177,31 +174,8 @@ impl Snapshots {
                 .map_err(|_| ServiceError::invalid(format!("unknown snapshot status {}", request.status)))?;
             condition = condition.add(snapshot::Column::Status.eq(status.cinder_name()));
         }
-        let rows = snapshot::Entity::find()
-            .filter(condition)
-            .order_by_desc(snapshot::Column::CreatedAt)
-            .order_by_desc(snapshot::Column::Id)
-            .all(&self.core.db)
-            .await
-            .map_err(db_error)?;
-        let total_count = request.with_count.then_some(rows.len() as u64);
-        let page = request.page.clone().unwrap_or_default();
-        let limit = if page.limit == 0 { MAX_PAGE_SIZE } else { (page.limit as usize).min(MAX_PAGE_SIZE) };
-        let start = if page.marker.is_empty() {
-            0
-        } else {
-            rows.iter().position(|row| row.id == page.marker).map(|position| position + 1).ok_or_else(|| {
-                ServiceError::invalid(format!(
-                    "marker {} is not a snapshot of this listing; start again without a marker",
-                    page.marker
-                ))
-            })?
-        } + page.offset as usize;
-        let page_rows: Vec<snapshot::Model> = rows.iter().skip(start).take(limit).cloned().collect();
-        let has_more = rows.len() > start + page_rows.len();
-        let next_marker =
-            if has_more { page_rows.last().map(|row| row.id.clone()).unwrap_or_default() } else { String::new() };
-        Ok((page_rows, PageInfo { next_marker, total_count }))
+        let rows = snapshot::Entity::find().filter(condition).all(&self.core.db).await.map_err(db_error)?;
+        listing::page(rows, &request.sort, request.page.as_ref(), request.with_count, "snapshot")
     }
 
     pub async fn update(

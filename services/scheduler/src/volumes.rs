@@ -30,6 +30,7 @@ use crate::{
     events,
     journal::{self, Operation, PendingEvent},
     lifecycle::{self, SnapshotAction, VolumeAction},
+    listing,
     placement::{self, PlacementRequest, PoolCandidate},
     quotas, snapshots, types,
 };
@@ -38,7 +39,6 @@ use crate::{
 pub const MAX_VOLUME_GIB: u64 = 1 << 20;
 const MAX_NAME_LEN: usize = 255;
 const MAX_METADATA_ITEMS: usize = 128;
-const MAX_PAGE_SIZE: u64 = 1000;
 
 pub struct Volumes {
     core: Arc<Core>,
@@ -335,29 +335,7 @@ impl Volumes {
                 request.metadata.iter().all(|(key, value)| metadata.get(key) == Some(value))
             });
         }
-        let total_count = request.with_count.then_some(rows.len() as u64);
-        let sort = sort_keys(&request.sort)?;
-        rows.sort_by(|a, b| compare(a, b, &sort));
-
-        let page = request.page.clone().unwrap_or_default();
-        let limit = if page.limit == 0 { MAX_PAGE_SIZE } else { u64::from(page.limit).min(MAX_PAGE_SIZE) } as usize;
-        let start = if page.marker.is_empty() {
-            0
-        } else {
-            let position = rows.iter().position(|row| row.id == page.marker).ok_or_else(|| {
-                ServiceError::invalid(format!(
-                    "marker {} is not a volume of this listing; start again without a marker",
-                    page.marker
-                ))
-            })?;
-            position + 1
-        };
-        let start = start + page.offset as usize;
-        let page_rows: Vec<volume::Model> = rows.iter().skip(start).take(limit).cloned().collect();
-        let has_more = rows.len() > start + page_rows.len();
-        let next_marker =
-            if has_more { page_rows.last().map(|row| row.id.clone()).unwrap_or_default() } else { String::new() };
-        Ok((page_rows, PageInfo { next_marker, total_count }))
+        listing::page(rows, &request.sort, request.page.as_ref(), request.with_count, "volume")
     }
 
     pub async fn update(
@@ -1055,59 +1033,6 @@ fn same_request_or_conflict(
     ))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SortField {
-    CreatedAt,
-    UpdatedAt,
-    Name,
-    Size,
-    Status,
-    Id,
-}
-
-fn sort_keys(sort: &[proto::SortKey]) -> Result<Vec<(SortField, bool)>, ServiceError> {
-    if sort.is_empty() {
-        return Ok(vec![(SortField::CreatedAt, true)]);
-    }
-    sort.iter()
-        .map(|key| {
-            let field = match key.key.as_str() {
-                "created_at" => SortField::CreatedAt,
-                "updated_at" => SortField::UpdatedAt,
-                "name" => SortField::Name,
-                "size" => SortField::Size,
-                "status" => SortField::Status,
-                "id" => SortField::Id,
-                other => {
-                    return Err(ServiceError::invalid(format!(
-                        "cannot sort by {other:?}: use created_at, updated_at, name, size, status or id"
-                    )));
-                }
-            };
-            Ok((field, key.descending))
-        })
-        .collect()
-}
-
-/// Orders by the sort keys, then by id, so pages are stable.
-fn compare(a: &volume::Model, b: &volume::Model, keys: &[(SortField, bool)]) -> std::cmp::Ordering {
-    for (field, descending) in keys {
-        let ordering = match field {
-            SortField::CreatedAt => a.created_at.cmp(&b.created_at),
-            SortField::UpdatedAt => a.updated_at.cmp(&b.updated_at),
-            SortField::Name => a.name.cmp(&b.name),
-            SortField::Size => a.size_gib.cmp(&b.size_gib),
-            SortField::Status => a.status.cmp(&b.status),
-            SortField::Id => a.id.cmp(&b.id),
-        };
-        let ordering = if *descending { ordering.reverse() } else { ordering };
-        if ordering.is_ne() {
-            return ordering;
-        }
-    }
-    a.id.cmp(&b.id)
-}
-
 pub fn metadata_to_json(metadata: &HashMap<String, String>) -> String {
     let sorted: BTreeMap<&String, &String> = metadata.iter().collect();
     serde_json::to_string(&sorted).unwrap_or_else(|_| "{}".into())
@@ -1173,12 +1098,5 @@ mod tests {
         let empty_key: HashMap<String, String> = [(String::new(), "v".to_owned())].into();
         assert!(validate_fields("ok", "", &empty_key).is_err());
         assert!(validate_fields("ok", "fine", &HashMap::new()).is_ok());
-    }
-
-    #[test]
-    fn only_known_sort_keys_are_accepted() {
-        assert!(sort_keys(&[proto::SortKey { key: "size".into(), descending: false }]).is_ok());
-        let error = sort_keys(&[proto::SortKey { key: "password".into(), descending: false }]).unwrap_err();
-        assert!(error.message.contains("created_at"), "{}", error.message);
     }
 }

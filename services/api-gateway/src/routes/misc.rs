@@ -63,9 +63,15 @@ pub async fn quota_update(rest: Rest, request_body: Body) -> Result<Response, Fa
         .ok_or_else(|| Fault::bad_request(format!("quota {resource} must be a whole number, -1 for unlimited")))?;
         limits.insert(resource.clone(), limit);
     }
-    let request = UpdateQuotasRequest { project_id: rest.param("target").into(), limits };
+    let request = UpdateQuotasRequest { project_id: rest.param("target").into(), limits, reset: false };
     let set = rest.client().update_quotas(rest.request(request)).await?.into_inner();
     Ok(Json(json!({"quota_set": quota_view(&set, false)})).into_response())
+}
+
+pub async fn quota_reset(rest: Rest) -> Result<Response, Fault> {
+    let request = UpdateQuotasRequest { project_id: rest.param("target").into(), reset: true, ..Default::default() };
+    rest.client().update_quotas(rest.request(request)).await?;
+    Ok(axum::http::StatusCode::OK.into_response())
 }
 
 pub async fn limits(rest: Rest) -> Result<Response, Fault> {

@@ -35,7 +35,14 @@ pub fn resources() -> Router<GatewayState> {
         .route("/snapshots/detail", get(snapshots::list))
         .route("/snapshots/{snapshot_id}", get(snapshots::show).put(snapshots::update).delete(snapshots::delete))
         .route("/snapshots/{snapshot_id}/action", post(snapshots::action))
-        .route("/snapshots/{snapshot_id}/metadata", get(snapshots::metadata_show).post(snapshots::metadata_merge))
+        .route(
+            "/snapshots/{snapshot_id}/metadata",
+            get(snapshots::metadata_show).post(snapshots::metadata_merge).put(snapshots::metadata_replace),
+        )
+        .route(
+            "/snapshots/{snapshot_id}/metadata/{key}",
+            get(snapshots::metadata_item).put(snapshots::metadata_item_set).delete(snapshots::metadata_item_delete),
+        )
         .route("/types", get(types::list).post(types::create))
         .route("/types/default", get(types::show_default))
         .route("/types/{type_id}", get(types::show).put(types::update).delete(types::delete))
@@ -60,7 +67,7 @@ pub fn resources() -> Router<GatewayState> {
             get(attachments::show).put(attachments::update).delete(attachments::delete),
         )
         .route("/attachments/{attachment_id}/action", post(attachments::action))
-        .route("/os-quota-sets/{target}", get(misc::quota_show).put(misc::quota_update))
+        .route("/os-quota-sets/{target}", get(misc::quota_show).put(misc::quota_update).delete(misc::quota_reset))
         .route("/os-quota-sets/{target}/defaults", get(misc::quota_defaults))
         .route("/limits", get(misc::limits))
         .route("/os-availability-zone", get(misc::availability_zones))

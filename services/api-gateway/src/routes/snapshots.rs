@@ -1,5 +1,7 @@
 //! `/snapshots`: create, list, show, update, delete, metadata and admin actions.
 
+use std::collections::HashMap;
+
 use axum::{
     Json,
     body::Body,
@@ -46,7 +48,7 @@ pub async fn create(rest: Rest, request_body: Body) -> Result<Response, Fault> {
 
 pub async fn list(rest: Rest) -> Result<Response, Fault> {
     check_filters(&rest, &["name", "status", "volume_id", "metadata"])?;
-    let (page, _sort) = paging(&rest)?;
+    let (page, sort) = paging(&rest)?;
     let status = match rest.query("status") {
         None => SnapshotStatus::Unspecified,
         Some(name) => SnapshotStatus::from_cinder_name(name)
@@ -54,7 +56,7 @@ pub async fn list(rest: Rest) -> Result<Response, Fault> {
     };
     let request = ListSnapshotsRequest {
         page: Some(page),
-        sort: Vec::new(),
+        sort,
         volume_id: rest.query("volume_id").unwrap_or_default().to_owned(),
         name: rest.query("name").unwrap_or_default().to_owned(),
         status: status as i32,
@@ -139,17 +141,61 @@ pub async fn metadata_show(rest: Rest) -> Result<Response, Fault> {
     Ok(Json(json!({"metadata": fetch(&rest).await?.metadata})).into_response())
 }
 
-pub async fn metadata_merge(rest: Rest, request_body: Body) -> Result<Response, Fault> {
-    let body = body::read_json(request_body).await?;
-    let items = body::string_map(body.as_object().unwrap_or(&Map::new()), "metadata")?
-        .ok_or_else(|| Fault::bad_request("the body must be {\"metadata\": {...}}"))?;
-    let mut merged = fetch(&rest).await?.metadata;
-    merged.extend(items);
+async fn write_metadata(rest: &Rest, items: HashMap<String, String>) -> Result<HashMap<String, String>, Fault> {
     let request = UpdateSnapshotRequest {
         snapshot_id: rest.param("snapshot_id").into(),
-        metadata: Some(MetadataUpdate { items: merged }),
+        metadata: Some(MetadataUpdate { items }),
         ..Default::default()
     };
-    let snapshot = rest.client().update_snapshot(rest.request(request)).await?.into_inner();
-    Ok(Json(json!({"metadata": snapshot.metadata})).into_response())
+    Ok(rest.client().update_snapshot(rest.request(request)).await?.into_inner().metadata)
+}
+
+async fn metadata_body(request_body: Body) -> Result<HashMap<String, String>, Fault> {
+    let body = body::read_json(request_body).await?;
+    body::string_map(body.as_object().unwrap_or(&Map::new()), "metadata")?
+        .ok_or_else(|| Fault::bad_request("the body must be {\"metadata\": {...}}"))
+}
+
+pub async fn metadata_merge(rest: Rest, request_body: Body) -> Result<Response, Fault> {
+    let items = metadata_body(request_body).await?;
+    let mut merged = fetch(&rest).await?.metadata;
+    merged.extend(items);
+    Ok(Json(json!({"metadata": write_metadata(&rest, merged).await?})).into_response())
+}
+
+pub async fn metadata_replace(rest: Rest, request_body: Body) -> Result<Response, Fault> {
+    let items = metadata_body(request_body).await?;
+    Ok(Json(json!({"metadata": write_metadata(&rest, items).await?})).into_response())
+}
+
+pub async fn metadata_item(rest: Rest) -> Result<Response, Fault> {
+    let key = rest.param("key").to_owned();
+    let metadata = fetch(&rest).await?.metadata;
+    let value = metadata.get(&key).ok_or_else(|| Fault::not_found(format!("metadata key {key:?} not found")))?;
+    Ok(Json(json!({"meta": {key: value}})).into_response())
+}
+
+pub async fn metadata_item_set(rest: Rest, request_body: Body) -> Result<Response, Fault> {
+    let key = rest.param("key").to_owned();
+    let body = body::read_json(request_body).await?;
+    let meta = body::string_map(body.as_object().unwrap_or(&Map::new()), "meta")?
+        .ok_or_else(|| Fault::bad_request("the body must be {\"meta\": {\"<key>\": \"<value>\"}}"))?;
+    let value = match (meta.len(), meta.get(&key)) {
+        (1, Some(value)) => value.clone(),
+        _ => return Err(Fault::bad_request(format!("the body must hold exactly the key {key:?} of the url"))),
+    };
+    let mut merged = fetch(&rest).await?.metadata;
+    merged.insert(key.clone(), value.clone());
+    write_metadata(&rest, merged).await?;
+    Ok(Json(json!({"meta": {key: value}})).into_response())
+}
+
+pub async fn metadata_item_delete(rest: Rest) -> Result<Response, Fault> {
+    let key = rest.param("key").to_owned();
+    let mut metadata = fetch(&rest).await?.metadata;
+    if metadata.remove(&key).is_none() {
+        return Err(Fault::not_found(format!("metadata key {key:?} not found")));
+    }
+    write_metadata(&rest, metadata).await?;
+    Ok(StatusCode::OK.into_response())
 }
