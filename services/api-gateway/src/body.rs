@@ -100,6 +100,16 @@ pub fn string_map(map: &Map<String, Value>, key: &str) -> Result<Option<HashMap<
     }
 }
 
+/// The value of `{"meta": {"<key>": "<value>"}}`, which must name exactly the URL's key.
+pub fn meta_item(body: &Value, key: &str) -> Result<String, Fault> {
+    let meta = string_map(body.as_object().unwrap_or(&Map::new()), "meta")?
+        .ok_or_else(|| Fault::bad_request("the body must be {\"meta\": {\"<key>\": \"<value>\"}}"))?;
+    match (meta.len(), meta.get(key)) {
+        (1, Some(value)) => Ok(value.clone()),
+        _ => Err(Fault::bad_request(format!("the body must hold exactly the key {key:?} of the url"))),
+    }
+}
+
 /// A UUID field, checked here so the error names the field.
 pub fn uuid(map: &Map<String, Value>, key: &str) -> Result<Option<String>, Fault> {
     let Some(text) = string(map, key)? else { return Ok(None) };

@@ -341,13 +341,7 @@ pub async fn metadata_item(rest: Rest) -> Result<Response, Fault> {
 
 pub async fn metadata_item_set(rest: Rest, request_body: Body) -> Result<Response, Fault> {
     let key = rest.param("key").to_owned();
-    let body = body::read_json(request_body).await?;
-    let meta = body::string_map(body.as_object().unwrap_or(&Map::new()), "meta")?
-        .ok_or_else(|| Fault::bad_request("the body must be {\"meta\": {\"<key>\": \"<value>\"}}"))?;
-    let value = match (meta.len(), meta.get(&key)) {
-        (1, Some(value)) => value.clone(),
-        _ => return Err(Fault::bad_request(format!("the body must hold exactly the key {key:?} of the url"))),
-    };
+    let value = body::meta_item(&body::read_json(request_body).await?, &key)?;
     let mut merged = metadata_reply(&rest).await?;
     merged.insert(key.clone(), value.clone());
     write_metadata(&rest, merged).await?;
