@@ -337,14 +337,32 @@ async fn complete(
         tracing::info!(operation_id = %record.id, "the operation changed hands before it completed here");
         return Ok(());
     }
-    let events = match operation {
+    let applied = match operation {
         Operation::CreateVolume { .. }
         | Operation::DeleteVolume { .. }
         | Operation::ExtendVolume { .. }
-        | Operation::RevertVolume { .. } => volumes::complete(&*txn, operation, &outcome).await?,
+        | Operation::RevertVolume { .. } => volumes::complete(&*txn, operation, &outcome).await,
         Operation::CreateSnapshot { .. } | Operation::DeleteSnapshot { .. } => {
-            snapshots::complete(&*txn, operation, &outcome).await?
+            snapshots::complete(&*txn, operation, &outcome).await
         }
+    };
+    let events = match applied {
+        Ok(events) => events,
+        Err(error) if error.code == ErrorCode::Conflict => {
+            // The resource is no longer in the status this operation owns; re-driving would find
+            // the same. Close the operation and leave the resource as it is, for an operator.
+            drop(txn);
+            tracing::error!(operation_id = %record.id, kind = operation.kind(), %error, "the operation's resource moved on; closing the operation without applying its outcome");
+            let txn = core.begin_write().await?;
+            operation::Entity::delete_many()
+                .filter(operation::Column::Id.eq(record.id.as_str()))
+                .filter(operation::Column::Owner.eq(core.owner.as_str()))
+                .exec(&*txn)
+                .await
+                .map_err(db_error)?;
+            return txn.commit().await;
+        }
+        Err(error) => return Err(error),
     };
     txn.commit().await?;
     tracing::info!(operation_id = %record.id, kind = operation.kind(), succeeded = outcome.is_ok(), "operation completed");
