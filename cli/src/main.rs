@@ -160,7 +160,48 @@ struct VolumeNodeArgs {
     #[command(flatten)]
     pool: PoolArgs,
     #[command(flatten)]
+    export: ExportArgs,
+    #[command(flatten)]
     bus: BusArgs,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// How volumes are exported to hosts: `tgt` (iSCSI through tgtd) or `none` (local attach only).
+    #[arg(long, env = "BASALT_EXPORT_TARGET", default_value = "none", value_parser = ["tgt", "none"])]
+    export_target: String,
+    /// tgtd's control port (`tgtd -C N`); omit for the default daemon.
+    #[arg(long, env = "BASALT_TGT_CONTROL_PORT")]
+    tgt_control_port: Option<u16>,
+    /// The iSCSI portal hosts connect to, `ip:port` (required with --export-target tgt).
+    #[arg(long, env = "BASALT_TGT_PORTAL")]
+    tgt_portal: Option<String>,
+    /// Prefix of target names, Cinder's `target_prefix`.
+    #[arg(long, env = "BASALT_IQN_PREFIX", default_value = "iqn.2010-10.org.basalt:")]
+    iqn_prefix: String,
+    /// Where the node keeps its own state (export records); default beside the data directory.
+    #[arg(long, env = "BASALT_NODE_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+impl ExportArgs {
+    fn apply(&self, config: &mut basalt_volume_node::NodeConfig) -> Result<()> {
+        if let Some(state_dir) = &self.state_dir {
+            config.state_dir = state_dir.clone();
+        }
+        if self.export_target == "tgt" {
+            let portal = self
+                .tgt_portal
+                .clone()
+                .context("--export-target tgt needs --tgt-portal <ip:port>, the address hosts log in to")?;
+            config.tgt = Some(basalt_volume_node::TgtSettings {
+                control_port: self.tgt_control_port,
+                portal,
+                iqn_prefix: self.iqn_prefix.clone(),
+            });
+        }
+        Ok(())
+    }
 }
 
 #[derive(Args)]
@@ -249,8 +290,9 @@ async fn scheduler(args: SchedulerArgs) -> Result<()> {
 async fn volume_node(args: VolumeNodeArgs) -> Result<()> {
     let bus = Bus::connect_nats(&args.bus.nats_url, &args.bus.bus_namespace).await?;
     let node_id = NodeId::parse(&args.node_id.unwrap_or_else(host_name))?;
-    let config =
+    let mut config =
         node_config(node_id, args.data_dir, &args.pool, Some(args.listen), args.advertise, args.availability_zone);
+    args.export.apply(&mut config)?;
     let node = basalt_volume_node::start(config, bus).await?;
     println!("basalt volume-node");
     println!("  grpc: {}", node.grpc_addr);

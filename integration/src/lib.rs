@@ -158,9 +158,19 @@ impl InProcessMesh {
     }
 
     pub async fn add_node(&mut self, node_id: &str) -> Result<()> {
+        self.add_node_with(node_id, |_| {}).await
+    }
+
+    /// Adds a node whose configuration `configure` adjusts (an export target, ...).
+    pub async fn add_node_with(
+        &mut self,
+        node_id: &str,
+        configure: impl FnOnce(&mut basalt_volume_node::NodeConfig),
+    ) -> Result<()> {
         let dir = self._root.path().join(node_id);
         let mut config = basalt_volume_node::NodeConfig::new(NodeId::parse(node_id)?, dir.clone());
         config.report_interval = Duration::from_millis(200);
+        configure(&mut config);
         let node = basalt_volume_node::start(config, self.bus.clone()).await?;
         self.nodes.push(node);
         self.node_dirs.push(dir);
@@ -566,4 +576,70 @@ impl ProcessMesh {
         names.sort();
         Ok(names)
     }
+}
+
+/// A private tgtd on a loopback portal and its own control port, stopped when dropped.
+pub struct Tgtd {
+    child: Child,
+    pub portal_port: u16,
+    pub control_port: u16,
+}
+
+impl Tgtd {
+    pub fn start() -> Result<Self> {
+        let portal_port = free_port()?;
+        // tgtd accepts small control ports only; the portal port (free, so unique now) spreads them.
+        let control_port = 1000 + ((std::process::id() as u16).wrapping_add(portal_port) % 9000);
+        Self::start_on(portal_port, control_port)
+    }
+
+    /// Starts tgtd on the given ports (a restart keeps them).
+    pub fn start_on(portal_port: u16, control_port: u16) -> Result<Self> {
+        let child = Command::new("tgtd")
+            .args(["-f", "-C", &control_port.to_string(), "--iscsi", &format!("portal=127.0.0.1:{portal_port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("tgtd is required for the iSCSI tests: install Debian's tgt (./scripts/test does)")?;
+        let tgtd = Self { child, portal_port, control_port };
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let ready = Command::new("tgtadm")
+                .args(["-C", &control_port.to_string(), "--op", "show", "--mode", "sys"])
+                .output()
+                .is_ok_and(|output| output.status.success());
+            if ready {
+                return Ok(tgtd);
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("tgtd did not come up on control port {control_port}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn portal(&self) -> String {
+        format!("127.0.0.1:{}", self.portal_port)
+    }
+
+    /// `tgtadm --op show --mode target` of this daemon.
+    pub fn show_targets(&self) -> Result<String> {
+        let output = Command::new("tgtadm")
+            .args(["-C", &self.control_port.to_string(), "--lld", "iscsi", "--op", "show", "--mode", "target"])
+            .output()?;
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+}
+
+impl Drop for Tgtd {
+    fn drop(&mut self) {
+        // tgtd ignores SIGTERM while it has targets.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

@@ -8,9 +8,10 @@ use basalt::{
     ids::{SnapshotId, VolumeId},
     proto::{
         CapacityReport, NodeCreateVolumeRequest, NodeDeleteSnapshotResponse, NodeDeleteVolumeRequest,
-        NodeDeleteVolumeResponse, NodeExtendVolumeRequest, NodeGetCapacityRequest, NodeGetVolumeRequest,
-        NodeListStorageRequest, NodeListStorageResponse, NodeRevertVolumeRequest, NodeSnapshot, NodeSnapshotRequest,
-        NodeVolume, node_agent_server::NodeAgent,
+        NodeDeleteVolumeResponse, NodeExport, NodeExportRequest, NodeExtendVolumeRequest, NodeGetCapacityRequest,
+        NodeGetVolumeRequest, NodeInitiatorRequest, NodeListStorageRequest, NodeListStorageResponse,
+        NodeRevertVolumeRequest, NodeSnapshot, NodeSnapshotRequest, NodeUnexportResponse, NodeVolume,
+        node_agent_server::NodeAgent,
     },
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -19,19 +20,29 @@ use tonic::{Request, Response, Status};
 use crate::{
     backend::{Backend, BackendSnapshot, BackendVolume, VolumeSource},
     reporter::Reporter,
+    target::{Export, Target},
 };
 use uuid::Uuid;
 
 #[derive(Clone)]
 pub struct Agent {
     backend: Arc<Backend>,
+    target: Arc<Target>,
     reporter: Arc<Reporter>,
     locks: Arc<VolumeLocks>,
 }
 
 impl Agent {
-    pub fn new(backend: Arc<Backend>, reporter: Arc<Reporter>) -> Self {
-        Self { backend, reporter, locks: Arc::default() }
+    pub fn new(backend: Arc<Backend>, target: Arc<Target>, reporter: Arc<Reporter>) -> Self {
+        Self { backend, target, reporter, locks: Arc::default() }
+    }
+
+    async fn volume_path(&self, pool: &str, volume_id: VolumeId) -> Result<String, ServiceError> {
+        self.backend
+            .get_volume(pool, volume_id)
+            .await?
+            .map(|volume| volume.path)
+            .ok_or_else(|| ServiceError::not_found(format!("volume {volume_id} is not in pool {pool:?} on this node")))
     }
 
     pub fn backend(&self) -> Arc<Backend> {
@@ -92,6 +103,17 @@ fn snapshot_to_proto(snapshot: BackendSnapshot, volume_id: String) -> NodeSnapsh
     }
 }
 
+fn export_to_proto(export: Export) -> NodeExport {
+    NodeExport {
+        volume_id: export.volume_id,
+        target_iqn: export.iqn,
+        target_portal: export.portal,
+        target_lun: export.lun,
+        auth_username: export.username,
+        auth_password: export.password,
+    }
+}
+
 /// Parses an optional id field: empty is `None`.
 fn optional_id<T>(text: &str, parse: fn(&str) -> Result<T, ServiceError>) -> Result<Option<T>, ServiceError> {
     if text.is_empty() { Ok(None) } else { parse(text).map(Some) }
@@ -126,6 +148,8 @@ impl NodeAgent for Agent {
         let request = request.into_inner();
         let volume_id = VolumeId::parse(&request.volume_id)?;
         let _guard = self.locks.lock(*volume_id.as_uuid()).await;
+        // No target may keep serving a volume whose bytes are being wiped.
+        self.target.remove(volume_id).await?;
         let existed = self.backend.delete_volume(&request.pool, volume_id).await?;
         tracing::info!(volume_id = %volume_id, pool = %request.pool, existed, "volume deleted");
         self.reporter.report_soon();
@@ -157,6 +181,8 @@ impl NodeAgent for Agent {
         let volume_id = VolumeId::parse(&request.volume_id)?;
         let _guard = self.locks.lock(*volume_id.as_uuid()).await;
         let volume = self.backend.extend_volume(&request.pool, volume_id, request.new_size_bytes).await?;
+        // An exported volume's LUN shows the new size to the initiator.
+        self.target.refresh(volume_id).await?;
         tracing::info!(volume_id = %volume_id, new_size_bytes = request.new_size_bytes, "volume extended");
         self.reporter.report_soon();
         Ok(Response::new(volume_to_proto(volume)))
@@ -206,5 +232,48 @@ impl NodeAgent for Agent {
             volumes: volumes.into_iter().map(volume_to_proto).collect(),
             snapshots: snapshots.into_iter().map(|snapshot| snapshot_to_proto(snapshot, String::new())).collect(),
         }))
+    }
+
+    async fn export_volume(&self, request: Request<NodeExportRequest>) -> Result<Response<NodeExport>, Status> {
+        let request = request.into_inner();
+        let volume_id = VolumeId::parse(&request.volume_id)?;
+        let _guard = self.locks.lock(*volume_id.as_uuid()).await;
+        let path = self.volume_path(&request.pool, volume_id).await?;
+        let export = self.target.export(volume_id, &path).await?;
+        tracing::info!(volume_id = %volume_id, iqn = %export.iqn, "volume exported");
+        Ok(Response::new(export_to_proto(export)))
+    }
+
+    async fn allow_initiator(&self, request: Request<NodeInitiatorRequest>) -> Result<Response<NodeExport>, Status> {
+        let request = request.into_inner();
+        let volume_id = VolumeId::parse(&request.volume_id)?;
+        let _guard = self.locks.lock(*volume_id.as_uuid()).await;
+        let export = self.target.allow(volume_id, &request.initiator).await?;
+        tracing::info!(volume_id = %volume_id, initiator = %request.initiator, "initiator allowed");
+        Ok(Response::new(export_to_proto(export)))
+    }
+
+    async fn revoke_initiator(
+        &self,
+        request: Request<NodeInitiatorRequest>,
+    ) -> Result<Response<NodeUnexportResponse>, Status> {
+        let request = request.into_inner();
+        let volume_id = VolumeId::parse(&request.volume_id)?;
+        let _guard = self.locks.lock(*volume_id.as_uuid()).await;
+        self.target.revoke(volume_id, &request.initiator).await?;
+        tracing::info!(volume_id = %volume_id, initiator = %request.initiator, "initiator revoked");
+        Ok(Response::new(NodeUnexportResponse {}))
+    }
+
+    async fn unexport_volume(
+        &self,
+        request: Request<NodeExportRequest>,
+    ) -> Result<Response<NodeUnexportResponse>, Status> {
+        let request = request.into_inner();
+        let volume_id = VolumeId::parse(&request.volume_id)?;
+        let _guard = self.locks.lock(*volume_id.as_uuid()).await;
+        self.target.remove(volume_id).await?;
+        tracing::info!(volume_id = %volume_id, "volume export removed");
+        Ok(Response::new(NodeUnexportResponse {}))
     }
 }

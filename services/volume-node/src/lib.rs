@@ -3,7 +3,9 @@
 
 pub mod agent;
 pub mod backend;
+pub mod command;
 pub mod reporter;
+pub mod target;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -18,8 +20,19 @@ use basalt::{
 use crate::{
     agent::Agent,
     backend::{Backend, FileBackend, file::FileBackendConfig},
+    command::SystemRunner,
     reporter::Reporter,
+    target::{Target, TgtConfig, TgtTarget},
 };
+
+/// The `tgt` export target's settings.
+#[derive(Debug, Clone)]
+pub struct TgtSettings {
+    pub control_port: Option<u16>,
+    /// The portal hosts connect to, `ip:port`.
+    pub portal: String,
+    pub iqn_prefix: String,
+}
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -36,11 +49,18 @@ pub struct NodeConfig {
     pub reserved_percentage: u32,
     /// Caps the file pool below its filesystem's size.
     pub max_capacity_bytes: Option<u64>,
+    /// How volumes are exported; `None` exports nothing (local attach only).
+    pub tgt: Option<TgtSettings>,
+    /// Where the node keeps its own state (export records).
+    pub state_dir: PathBuf,
     pub report_interval: Duration,
 }
 
 impl NodeConfig {
     pub fn new(node_id: NodeId, file_root: PathBuf) -> Self {
+        // Beside the pool, not in it: the pool directory holds volumes and snapshots only.
+        let state_dir =
+            file_root.parent().map_or_else(|| file_root.join(".basalt-node"), |parent| parent.join("node-state"));
         Self {
             node_id,
             availability_zone: "nova".into(),
@@ -51,6 +71,8 @@ impl NodeConfig {
             max_over_subscription_ratio: 1.0,
             reserved_percentage: 0,
             max_capacity_bytes: None,
+            tgt: None,
+            state_dir,
             report_interval: Duration::from_secs(10),
         }
     }
@@ -76,11 +98,28 @@ pub async fn start(config: NodeConfig, bus: Bus) -> Result<RunningNode, ServiceE
         reserved_percentage: config.reserved_percentage,
         max_capacity_bytes: config.max_capacity_bytes,
     })?);
+    let target = match &config.tgt {
+        None => Target::None,
+        Some(settings) => Target::Tgt(TgtTarget::new(
+            TgtConfig {
+                control_port: settings.control_port,
+                portal: settings.portal.clone(),
+                iqn_prefix: settings.iqn_prefix.clone(),
+                state_dir: config.state_dir.join("exports"),
+            },
+            SystemRunner::default(),
+        )?),
+    };
+    // Exports of attached volumes come back with the node, with the same credentials.
+    let restored = target.restore().await?;
+    if restored > 0 {
+        tracing::info!(restored, "volume exports re-created");
+    }
     let (listener, grpc_addr) = server::bind(config.listen).await?;
     let endpoint = config.advertise.clone().unwrap_or_else(|| format!("http://{grpc_addr}"));
 
     let reporter = Arc::new(Reporter::new(&config, endpoint, bus));
-    let agent = Agent::new(Arc::new(backend), reporter.clone());
+    let agent = Agent::new(Arc::new(backend), Arc::new(target), reporter.clone());
     let mut tasks = Tasks::new();
     let reporting = reporter.run(agent.backend(), tasks.stopped()).await?;
     tasks.spawn(reporting);

@@ -1,0 +1,151 @@
+//! iSCSI export through a real tgtd: a volume exported by its node is written and read through
+//! the iSCSI protocol by a userspace initiator (qemu's libiscsi driver and libiscsi's tools), CHAP
+//! and the initiator ACL refuse strangers, an extend shows through the LUN, and exports come back
+//! with the same credentials after the node and tgtd restart.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, ensure};
+use basalt::proto::{
+    CreateVolumeRequest, DeleteVolumeRequest, ExtendVolumeRequest, NodeExport, NodeExportRequest, NodeInitiatorRequest,
+    VolumeStatus, node_agent_client::NodeAgentClient,
+};
+use basalt_integration::*;
+
+const HOST: &str = "iqn.2024-01.org.basalt.test:host1";
+const STRANGER: &str = "iqn.2024-01.org.basalt.test:stranger";
+const MIB: usize = 1 << 20;
+
+fn image_opts(export: &NodeExport, initiator: &str, password: &str) -> String {
+    format!(
+        "driver=iscsi,transport=tcp,portal={},target={},lun={},user={},password={password},initiator-name={initiator}",
+        export.target_portal, export.target_iqn, export.target_lun, export.auth_username
+    )
+}
+
+fn url(export: &NodeExport, password: Option<&str>) -> String {
+    let credentials = password.map(|password| format!("{}%{password}@", export.auth_username)).unwrap_or_default();
+    format!("iscsi://{credentials}{}/{}/{}", export.target_portal, export.target_iqn, export.target_lun)
+}
+
+/// The LUN's size in bytes, as an initiator reads it; `Err` with the tool's output on failure.
+fn read_capacity(export: &NodeExport, initiator: &str, password: Option<&str>) -> Result<u64> {
+    let output = Command::new("iscsi-readcapacity16")
+        .args(["-i", initiator, &url(export, password)])
+        .output()
+        .context("iscsi-readcapacity16 is required: install Debian's libiscsi-bin (./scripts/test does)")?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    ensure!(output.status.success(), "login refused: {text}");
+    let field = |name: &str| -> Result<u64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|value| value.trim().parse().ok())
+            .with_context(|| format!("no {name} in {text}"))
+    };
+    Ok((field("RETURNED LOGICAL BLOCK ADDRESS:")? + 1) * field("LOGICAL BLOCK LENGTH IN BYTES:")?)
+}
+
+fn qemu_img(args: &[&str]) -> Result<()> {
+    let output = Command::new("qemu-img").args(args).output().context("qemu-img is required (Debian's qemu-utils)")?;
+    ensure!(output.status.success(), "qemu-img {:?} failed: {}", args[0], String::from_utf8_lossy(&output.stderr));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bytes_reach_the_host_through_the_tgt_export() -> Result<()> {
+    let mut tgtd = Tgtd::start()?;
+    let mut mesh = InProcessMesh::start(0).await?;
+    let settings = basalt_volume_node::TgtSettings {
+        control_port: Some(tgtd.control_port),
+        portal: tgtd.portal(),
+        iqn_prefix: "iqn.2010-10.org.basalt:".into(),
+    };
+    let configure = |config: &mut basalt_volume_node::NodeConfig| config.tgt = Some(settings.clone());
+    mesh.add_node_with("iscsi-node", configure).await?;
+    let mut client = volume_client(&mesh.grpc_addr).await?;
+    let owner = project("iscsi");
+    let volume = client
+        .create_volume(owner.request(CreateVolumeRequest { size_gib: 1, ..Default::default() }))
+        .await?
+        .into_inner();
+    wait_for_status(&mut client, &owner, &volume.id, VolumeStatus::Available).await?;
+
+    let mut node = NodeAgentClient::new(basalt::channel::channel(&mesh.node_grpc_addr(0))?);
+    let request = NodeExportRequest { volume_id: volume.id.clone(), pool: "default".into() };
+    let export = node.export_volume(request.clone()).await?.into_inner();
+    assert_eq!(export.target_iqn, format!("iqn.2010-10.org.basalt:volume-{}", volume.id));
+    assert_eq!((export.target_lun, export.auth_username.len(), export.auth_password.len()), (1, 20, 16));
+    assert_eq!(node.export_volume(request.clone()).await?.into_inner(), export, "exporting again changes nothing");
+    let allow = NodeInitiatorRequest { volume_id: volume.id.clone(), pool: "default".into(), initiator: HOST.into() };
+    node.allow_initiator(allow.clone()).await?;
+
+    // Strangers are refused: no password, a wrong one, an initiator outside the ACL.
+    let password = export.auth_password.clone();
+    assert!(read_capacity(&export, HOST, None).unwrap_err().to_string().contains("Login"));
+    assert!(
+        read_capacity(&export, HOST, Some("wrong-password-1"))
+            .unwrap_err()
+            .to_string()
+            .contains("Authentication failure")
+    );
+    assert!(read_capacity(&export, STRANGER, Some(&password)).is_err());
+    assert_eq!(read_capacity(&export, HOST, Some(&password))?, GIB);
+
+    // 64 MiB of random bytes written through iSCSI, read back through iSCSI.
+    let work = tempfile::tempdir()?;
+    let written = work.path().join("written.raw");
+    let random: Vec<u8> =
+        (0..64 * MIB).map(|index| (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) as u8).collect();
+    std::fs::write(&written, &random)?;
+    let opts = image_opts(&export, HOST, &password);
+    qemu_img(&["convert", "-n", "-f", "raw", "--target-image-opts", written.to_str().context("utf-8")?, &opts])?;
+    let read_back = work.path().join("read.raw");
+    let read = |path: &std::path::Path| {
+        qemu_img(&[
+            "dd",
+            "--image-opts",
+            "-O",
+            "raw",
+            "bs=1M",
+            "count=64",
+            &format!("if={opts}"),
+            &format!("of={}", path.display()),
+        ])
+    };
+    read(&read_back)?;
+    ensure!(std::fs::read(&read_back)? == random, "the bytes read through iSCSI differ from those written");
+    let backing = mesh.node_dir("iscsi-node").join(format!("volume-{}", volume.id));
+    ensure!(read_at(&backing, 0, 64 * MIB)? == random, "the volume file does not hold what the host wrote");
+
+    // An extend shows through the LUN.
+    client.extend_volume(owner.request(ExtendVolumeRequest { volume_id: volume.id.clone(), new_size_gib: 2 })).await?;
+    wait_for_status(&mut client, &owner, &volume.id, VolumeStatus::Available).await?;
+    assert_eq!(read_capacity(&export, HOST, Some(&password))?, 2 * GIB);
+
+    // The node and tgtd restart (a host reboot): the export comes back with the same credentials.
+    mesh.stop_node(0).await;
+    let (portal_port, control_port) = (tgtd.portal_port, tgtd.control_port);
+    drop(tgtd);
+    tgtd = Tgtd::start_on(portal_port, control_port)?;
+    assert!(!tgtd.show_targets()?.contains(&export.target_iqn), "a new tgtd starts empty");
+    mesh.add_node_with("iscsi-node", configure).await?;
+    assert_eq!(read_capacity(&export, HOST, Some(&password))?, 2 * GIB, "the same connection info works again");
+    let again = work.path().join("again.raw");
+    read(&again)?;
+    ensure!(std::fs::read(&again)? == random, "the data survived the restart");
+    assert!(read_capacity(&export, STRANGER, Some(&password)).is_err(), "the ACL came back too");
+
+    // Deleting the volume removes its target: no stale export is left.
+    let mut node = NodeAgentClient::new(basalt::channel::channel(&mesh.node_grpc_addr(0))?);
+    node.revoke_initiator(allow).await?;
+    assert!(read_capacity(&export, HOST, Some(&password)).is_err(), "a revoked initiator is refused");
+    client
+        .delete_volume(owner.request(DeleteVolumeRequest { volume_id: volume.id.clone(), ..Default::default() }))
+        .await?;
+    wait_until_gone(&mut client, &owner, &volume.id).await?;
+    let left = tgtd.show_targets()?;
+    ensure!(!left.contains(&export.target_iqn), "a target outlived its volume:\n{left}");
+    node.unexport_volume(request).await?;
+    mesh.shutdown().await;
+    Ok(())
+}
