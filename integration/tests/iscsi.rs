@@ -149,3 +149,127 @@ async fn bytes_reach_the_host_through_the_tgt_export() -> Result<()> {
     mesh.shutdown().await;
     Ok(())
 }
+
+fn export_from(info: &basalt::proto::ConnectionInfo) -> Result<NodeExport> {
+    let field = |key: &str| info.data.get(key).cloned().with_context(|| format!("connection_info lacks {key}"));
+    Ok(NodeExport {
+        volume_id: field("volume_id")?,
+        target_iqn: field("target_iqn")?,
+        target_portal: field("target_portal")?,
+        target_lun: field("target_lun")?.parse()?,
+        auth_username: field("auth_username")?,
+        auth_password: field("auth_password")?,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attachments_connect_hosts_through_iscsi_and_clean_up_after_them() -> Result<()> {
+    use basalt::proto::{
+        AttachStatus, CompleteAttachmentRequest, Connector, CreateAttachmentRequest, DeleteAttachmentRequest,
+        GetVolumeRequest, UpdateAttachmentRequest,
+    };
+    let tgtd = Tgtd::start()?;
+    let mut mesh = InProcessMesh::start(0).await?;
+    let settings = basalt_volume_node::TgtSettings {
+        control_port: Some(tgtd.control_port),
+        portal: tgtd.portal(),
+        iqn_prefix: "iqn.2010-10.org.basalt:".into(),
+    };
+    let configure = |config: &mut basalt_volume_node::NodeConfig| config.tgt = Some(settings.clone());
+    mesh.add_node_with("attach-node", configure).await?;
+    let mut client = volume_client(&mesh.grpc_addr).await?;
+    let owner = project("attach");
+    let volume = client
+        .create_volume(owner.request(CreateVolumeRequest { size_gib: 1, ..Default::default() }))
+        .await?
+        .into_inner();
+    wait_for_status(&mut client, &owner, &volume.id, VolumeStatus::Available).await?;
+    let connector =
+        Connector { initiator: HOST.into(), host: "host1".into(), ip: "127.0.0.1".into(), ..Default::default() };
+
+    // Reserve, then connect: the attachment carries Cinder's iSCSI connection_info.
+    let reserved = client
+        .create_attachment(owner.request(CreateAttachmentRequest {
+            volume_id: volume.id.clone(),
+            instance_id: "vm-1".into(),
+            ..Default::default()
+        }))
+        .await?
+        .into_inner();
+    let connected = client
+        .update_attachment(owner.request(UpdateAttachmentRequest {
+            attachment_id: reserved.id.clone(),
+            connector: Some(connector.clone()),
+        }))
+        .await?
+        .into_inner();
+    assert_eq!(connected.status(), AttachStatus::Attaching);
+    let info = connected.connection_info.clone().context("a connected attachment has connection_info")?;
+    assert_eq!(info.driver_volume_type, "iscsi");
+    for (key, expected) in
+        [("auth_method", "CHAP"), ("access_mode", "rw"), ("target_discovered", "false"), ("target_lun", "1")]
+    {
+        assert_eq!(info.data.get(key).map(String::as_str), Some(expected), "{key}");
+    }
+    let export = export_from(&info)?;
+    let password = export.auth_password.clone();
+    assert!(read_capacity(&export, STRANGER, Some(&password)).is_err(), "only the connector's initiator may log in");
+
+    let work = tempfile::tempdir()?;
+    let written = work.path().join("written.raw");
+    let pattern: Vec<u8> =
+        (0..8 * MIB).map(|index| (index as u64).wrapping_mul(0x2545_F491_4F6C_DD1D).rotate_left(29) as u8).collect();
+    std::fs::write(&written, &pattern)?;
+    let opts = image_opts(&export, HOST, &password);
+    qemu_img(&["convert", "-n", "-f", "raw", "--target-image-opts", written.to_str().context("utf-8")?, &opts])?;
+    client.complete_attachment(owner.request(CompleteAttachmentRequest { attachment_id: reserved.id.clone() })).await?;
+    let in_use =
+        client.get_volume(owner.request(GetVolumeRequest { volume_id: volume.id.clone() })).await?.into_inner();
+    assert_eq!((in_use.status(), in_use.attach_status()), (VolumeStatus::InUse, AttachStatus::Attached));
+    let refused = client
+        .delete_volume(owner.request(DeleteVolumeRequest { volume_id: volume.id.clone(), ..Default::default() }))
+        .await;
+    expect_refusal(refused, tonic::Code::FailedPrecondition, "is in-use; deleting needs it to be available");
+
+    // Detach: the host's access and the target go with the last attachment.
+    client.delete_attachment(owner.request(DeleteAttachmentRequest { attachment_id: reserved.id.clone() })).await?;
+    ensure!(!tgtd.show_targets()?.contains(&export.target_iqn), "no target may outlive the last attachment");
+    let detached =
+        client.get_volume(owner.request(GetVolumeRequest { volume_id: volume.id.clone() })).await?.into_inner();
+    assert_eq!(detached.status(), VolumeStatus::Available);
+
+    // Attach again (a connector at creation connects at once): the bytes are still there.
+    let again = client
+        .create_attachment(owner.request(CreateAttachmentRequest {
+            volume_id: volume.id.clone(),
+            connector: Some(connector),
+            ..Default::default()
+        }))
+        .await?
+        .into_inner();
+    let export = export_from(&again.connection_info.clone().context("connection_info")?)?;
+    assert_ne!(export.auth_password, password, "each export has fresh CHAP credentials");
+    assert!(read_capacity(&export, HOST, Some(&password)).is_err(), "the old export's password no longer works");
+    let read_back = work.path().join("read.raw");
+    let opts = image_opts(&export, HOST, &export.auth_password);
+    qemu_img(&[
+        "dd",
+        "--image-opts",
+        "-O",
+        "raw",
+        "bs=1M",
+        "count=8",
+        &format!("if={opts}"),
+        &format!("of={}", read_back.display()),
+    ])?;
+    ensure!(std::fs::read(&read_back)? == pattern, "the bytes written in the first attachment read back differently");
+
+    client.delete_attachment(owner.request(DeleteAttachmentRequest { attachment_id: again.id.clone() })).await?;
+    client
+        .delete_volume(owner.request(DeleteVolumeRequest { volume_id: volume.id.clone(), ..Default::default() }))
+        .await?;
+    wait_until_gone(&mut client, &owner, &volume.id).await?;
+    ensure!(!tgtd.show_targets()?.contains("volume-"), "targets left behind");
+    mesh.shutdown().await;
+    Ok(())
+}

@@ -572,6 +572,7 @@ async fn snapshot_deletes_and_repeated_requests_are_idempotent() -> Result<()> {
 async fn an_attachment_reserves_the_volume_until_it_is_deleted() -> Result<()> {
     use basalt::proto::{
         AttachStatus, Connector, CreateAttachmentRequest, DeleteAttachmentRequest, ListAttachmentsRequest,
+        UpdateAttachmentRequest,
     };
     let mesh = InProcessMesh::start(1).await?;
     let mut client = volume_client(&mesh.grpc_addr).await?;
@@ -605,13 +606,14 @@ async fn an_attachment_reserves_the_volume_until_it_is_deleted() -> Result<()> {
         .await;
     expect_refusal(delete, Code::FailedPrecondition, "is reserved; deleting needs it to be available");
     let connect = client
-        .create_attachment(owner.request(CreateAttachmentRequest {
-            volume_id: volume.id.clone(),
+        .update_attachment(owner.request(UpdateAttachmentRequest {
+            attachment_id: attachment.id.clone(),
             connector: Some(Connector { initiator: "iqn.2004-10.com.example:host".into(), ..Default::default() }),
-            ..Default::default()
         }))
         .await;
-    expect_refusal(connect, Code::InvalidArgument, "needs an export target");
+    expect_refusal(connect, Code::FailedPrecondition, "this node exports nothing (export target none)");
+    let still = client.get_volume(owner.request(GetVolumeRequest { volume_id: volume.id.clone() })).await?.into_inner();
+    assert_eq!(still.status(), VolumeStatus::Reserved, "a failed connect leaves the reservation as it was");
     let stranger = client
         .delete_attachment(
             project("stranger").request(DeleteAttachmentRequest { attachment_id: attachment.id.clone() }),

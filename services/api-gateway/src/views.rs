@@ -156,8 +156,26 @@ pub fn attachment(attachment: &Attachment) -> Value {
         "attach_mode": mode,
         "attached_at": timestamp(attachment.attached_at.as_ref()),
         "detached_at": timestamp(attachment.detached_at.as_ref()),
-        "connection_info": Value::Null,
+        "connection_info": attachment.connection_info.as_ref().map(connection_info).unwrap_or(Value::Null),
     })
+}
+
+/// Cinder's `connection_info`, with its numbers and booleans typed again.
+fn connection_info(info: &basalt::proto::ConnectionInfo) -> Value {
+    let data: Map<String, Value> = info
+        .data
+        .iter()
+        .map(|(key, value)| {
+            let typed = match (key.as_str(), value.as_str()) {
+                ("target_lun", number) => number.parse::<u64>().map(Value::from).unwrap_or_else(|_| json!(number)),
+                (_, "true") => Value::Bool(true),
+                (_, "false") => Value::Bool(false),
+                (_, text) => json!(text),
+            };
+            (key.clone(), typed)
+        })
+        .collect();
+    json!({"driver_volume_type": info.driver_volume_type, "data": data})
 }
 
 #[cfg(test)]

@@ -6,20 +6,20 @@ use basalt::{
     ServiceError,
     context::CallContext,
     proto::{
-        AssociateQosSpecsRequest, Attachment, AvailabilityZone, ChangeAttachStateRequest, CreateAttachmentRequest,
-        CreateQosSpecsRequest, CreateSnapshotRequest, CreateVolumeRequest, CreateVolumeTypeRequest,
-        DeleteAttachmentRequest, DeleteQosSpecsRequest, DeleteQosSpecsResponse, DeleteSnapshotRequest,
-        DeleteVolumeRequest, DeleteVolumeTypeRequest, DeleteVolumeTypeResponse, ExtendVolumeRequest,
-        GetAttachmentRequest, GetDefaultVolumeTypeRequest, GetQosSpecsRequest, GetQuotasRequest, GetSnapshotRequest,
-        GetVolumeRequest, GetVolumeTypeRequest, ListAttachmentsRequest, ListAttachmentsResponse,
+        AssociateQosSpecsRequest, Attachment, AvailabilityZone, ChangeAttachStateRequest, CompleteAttachmentRequest,
+        CreateAttachmentRequest, CreateQosSpecsRequest, CreateSnapshotRequest, CreateVolumeRequest,
+        CreateVolumeTypeRequest, DeleteAttachmentRequest, DeleteQosSpecsRequest, DeleteQosSpecsResponse,
+        DeleteSnapshotRequest, DeleteVolumeRequest, DeleteVolumeTypeRequest, DeleteVolumeTypeResponse,
+        ExtendVolumeRequest, GetAttachmentRequest, GetDefaultVolumeTypeRequest, GetQosSpecsRequest, GetQuotasRequest,
+        GetSnapshotRequest, GetVolumeRequest, GetVolumeTypeRequest, ListAttachmentsRequest, ListAttachmentsResponse,
         ListAvailabilityZonesRequest, ListAvailabilityZonesResponse, ListPoolsRequest, ListPoolsResponse,
         ListQosSpecsAssociationsResponse, ListQosSpecsRequest, ListQosSpecsResponse, ListServicesRequest,
         ListServicesResponse, ListSnapshotsRequest, ListSnapshotsResponse, ListVolumeTypesRequest,
         ListVolumeTypesResponse, ListVolumesRequest, ListVolumesResponse, Pool, PoolRef, QosSpecs, QuotaSet,
         ResetSnapshotStatusRequest, ResetVolumeStatusRequest, RetypeVolumeRequest, RevertVolumeRequest, Service,
-        SetVolumeTypeExtraSpecsRequest, Snapshot, UnsetVolumeTypeExtraSpecRequest, UpdateQosSpecsRequest,
-        UpdateQuotasRequest, UpdateSnapshotRequest, UpdateVolumeRequest, UpdateVolumeTypeRequest, Volume, VolumeType,
-        VolumeTypeAccessRequest, volume_service_server::VolumeService,
+        SetVolumeTypeExtraSpecsRequest, Snapshot, UnsetVolumeTypeExtraSpecRequest, UpdateAttachmentRequest,
+        UpdateQosSpecsRequest, UpdateQuotasRequest, UpdateSnapshotRequest, UpdateVolumeRequest,
+        UpdateVolumeTypeRequest, Volume, VolumeType, VolumeTypeAccessRequest, volume_service_server::VolumeService,
     },
 };
 use tonic::{Request, Response, Status};
@@ -407,6 +407,24 @@ impl VolumeService for VolumeApi {
     ) -> Result<Response<Attachment>, Status> {
         let context = context(&request)?;
         let model = self.attachments.create(&context, request.into_inner()).await?;
+        Ok(Response::new(attachments::to_proto(&model)))
+    }
+
+    async fn update_attachment(
+        &self,
+        request: Request<UpdateAttachmentRequest>,
+    ) -> Result<Response<Attachment>, Status> {
+        let context = context(&request)?;
+        let model = self.attachments.update(&context, request.into_inner()).await?;
+        Ok(Response::new(attachments::to_proto(&model)))
+    }
+
+    async fn complete_attachment(
+        &self,
+        request: Request<CompleteAttachmentRequest>,
+    ) -> Result<Response<Attachment>, Status> {
+        let context = context(&request)?;
+        let model = self.attachments.complete(&context, &request.get_ref().attachment_id).await?;
         Ok(Response::new(attachments::to_proto(&model)))
     }
 

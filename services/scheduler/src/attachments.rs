@@ -8,7 +8,10 @@ use basalt::{
     ServiceError,
     context::CallContext,
     ids::AttachmentId,
-    proto::{self, AttachMode, AttachStatus, CreateAttachmentRequest, ListAttachmentsRequest, VolumeAttachment},
+    proto::{
+        self, AttachMode, AttachStatus, ConnectionInfo, Connector, CreateAttachmentRequest, ListAttachmentsRequest,
+        NodeExport, NodeExportRequest, NodeInitiatorRequest, UpdateAttachmentRequest, VolumeAttachment,
+    },
 };
 use chrono::Utc;
 use sea_orm::{
@@ -43,15 +46,6 @@ impl Attachments {
         if request.instance_id.chars().count() > MAX_FIELD_LEN {
             return Err(ServiceError::invalid(format!("instance id is too long: at most {MAX_FIELD_LEN} characters")));
         }
-        let connects = request.connector.as_ref().is_some_and(|connector| {
-            !connector.initiator.is_empty() || !connector.host.is_empty() || !connector.ip.is_empty()
-        });
-        if connects {
-            return Err(ServiceError::invalid(
-                "connecting a host needs an export target on the volume node, and this deployment's nodes export nothing; \
-                 create the attachment without a connector to reserve the volume",
-            ));
-        }
         let volume = volumes::load(&self.core.db, context, &request.volume_id).await?;
         let mode = match AttachMode::try_from(request.mode).unwrap_or_default() {
             AttachMode::ReadOnly => "ro",
@@ -76,6 +70,7 @@ impl Attachments {
             mode: Set(mode.into()),
             connector: Set(String::new()),
             mountpoint: Set(String::new()),
+            connection_info: Set(String::new()),
             attached_at: Set(None),
             created_at: Set(Utc::now()),
         }
@@ -84,7 +79,115 @@ impl Attachments {
         .map_err(db_error)?;
         txn.commit().await?;
         self.core.publish_status(events::VOLUME, &volume.id, &volume.project_id, &before, &reserved.status, "").await;
-        Ok(model)
+        // A connector given at creation connects the host at once, as Cinder does.
+        let Some(connector) = request.connector.filter(|connector| !connector.initiator.is_empty()) else {
+            return Ok(model);
+        };
+        let connected = self
+            .update(context, UpdateAttachmentRequest { attachment_id: model.id.clone(), connector: Some(connector) })
+            .await;
+        if connected.is_err() {
+            // The create fails whole: the reservation it made is taken back.
+            if let Err(error) = self.delete(context, &model.id).await {
+                tracing::warn!(attachment_id = %model.id, %error, "cannot take back the reservation of a failed attachment");
+            }
+        }
+        connected
+    }
+
+    /// Exports the volume to the connector's initiator and records the connection info.
+    pub async fn update(
+        &self,
+        context: &CallContext,
+        request: UpdateAttachmentRequest,
+    ) -> Result<attachment::Model, ServiceError> {
+        let model = self.get(context, &request.attachment_id).await?;
+        let connector = request.connector.unwrap_or_default();
+        if connector.initiator.is_empty() {
+            return Err(ServiceError::invalid(
+                "the connector needs the host's iSCSI initiator name (connector.initiator), e.g. iqn.1993-08.org.debian:01:abcdef",
+            ));
+        }
+        let status = AttachStatus::from_cinder_name(&model.status).unwrap_or_default();
+        if !matches!(status, AttachStatus::Reserved | AttachStatus::Attaching) {
+            return Err(ServiceError::conflict(format!(
+                "attachment {} is {}; a host can connect only while it is reserved",
+                model.id, model.status
+            )));
+        }
+        let volume = volumes::load(&self.core.db, context, &model.volume_id).await?;
+        let (node_id, pool) = volumes::placement_of(&volume);
+        let mut node = self.core.nodes.client(&self.core.capacity, &node_id)?;
+        let export = node
+            .export_volume(NodeExportRequest { volume_id: volume.id.clone(), pool: pool.clone() })
+            .await
+            .map_err(ServiceError::from)?
+            .into_inner();
+        node.allow_initiator(NodeInitiatorRequest {
+            volume_id: volume.id.clone(),
+            pool,
+            initiator: connector.initiator.clone(),
+        })
+        .await
+        .map_err(ServiceError::from)?;
+        let info = connection_info(&export, &model.mode, volume.readonly);
+        let txn = self.core.begin_write().await?;
+        let (before, after) = volumes::transition(&*txn, &volume.id, VolumeAction::Connect, "").await?;
+        volume::Entity::update_many()
+            .col_expr(volume::Column::AttachStatus, Expr::value(AttachStatus::Attaching.cinder_name()))
+            .filter(volume::Column::Id.eq(volume.id.as_str()))
+            .exec(&*txn)
+            .await
+            .map_err(db_error)?;
+        attachment::Entity::update_many()
+            .col_expr(attachment::Column::Status, Expr::value(AttachStatus::Attaching.cinder_name()))
+            .col_expr(attachment::Column::HostName, Expr::value(connector.host.clone()))
+            .col_expr(attachment::Column::Connector, Expr::value(connector_json(&connector)))
+            .col_expr(attachment::Column::ConnectionInfo, Expr::value(info.to_string()))
+            .filter(attachment::Column::Id.eq(model.id.as_str()))
+            .exec(&*txn)
+            .await
+            .map_err(db_error)?;
+        txn.commit().await?;
+        tracing::info!(attachment_id = %model.id, volume_id = %volume.id, initiator = %connector.initiator, "host connected");
+        self.core.publish_status(events::VOLUME, &after.id, &after.project_id, &before, &after.status, "").await;
+        self.get(context, &model.id).await
+    }
+
+    /// The host attached the volume: the attachment is attached and the volume in-use.
+    pub async fn complete(
+        &self,
+        context: &CallContext,
+        attachment_id: &str,
+    ) -> Result<attachment::Model, ServiceError> {
+        let model = self.get(context, attachment_id).await?;
+        if model.status == AttachStatus::Attached.cinder_name() {
+            return Ok(model);
+        }
+        if model.status != AttachStatus::Attaching.cinder_name() {
+            return Err(ServiceError::conflict(format!(
+                "attachment {} is {}; it can be completed only after a host connected (attaching)",
+                model.id, model.status
+            )));
+        }
+        let txn = self.core.begin_write().await?;
+        let (before, after) = volumes::transition(&*txn, &model.volume_id, VolumeAction::CompleteAttach, "").await?;
+        volume::Entity::update_many()
+            .col_expr(volume::Column::AttachStatus, Expr::value(AttachStatus::Attached.cinder_name()))
+            .filter(volume::Column::Id.eq(model.volume_id.as_str()))
+            .exec(&*txn)
+            .await
+            .map_err(db_error)?;
+        attachment::Entity::update_many()
+            .col_expr(attachment::Column::Status, Expr::value(AttachStatus::Attached.cinder_name()))
+            .col_expr(attachment::Column::AttachedAt, Expr::value(Utc::now()))
+            .filter(attachment::Column::Id.eq(model.id.as_str()))
+            .exec(&*txn)
+            .await
+            .map_err(db_error)?;
+        txn.commit().await?;
+        self.core.publish_status(events::VOLUME, &after.id, &after.project_id, &before, &after.status, "").await;
+        self.get(context, &model.id).await
     }
 
     pub async fn get(&self, context: &CallContext, attachment_id: &str) -> Result<attachment::Model, ServiceError> {
@@ -133,6 +236,7 @@ impl Attachments {
         attachment_id: &str,
     ) -> Result<Vec<attachment::Model>, ServiceError> {
         let model = self.get(context, attachment_id).await?;
+        self.disconnect(&model).await?;
         let txn = self.core.begin_write().await?;
         attachment::Entity::delete_by_id(model.id.clone()).exec(&*txn).await.map_err(db_error)?;
         let remaining = attachment::Entity::find()
@@ -157,6 +261,89 @@ impl Attachments {
         }
         self.list(context, &ListAttachmentsRequest { volume_id: model.volume_id, ..Default::default() }).await
     }
+}
+
+impl Attachments {
+    /// Takes the host's access away on the node, and the export with the last connected host.
+    /// Runs before the row goes: a node that cannot be reached fails the delete, so no ACL or
+    /// target is ever forgotten.
+    async fn disconnect(&self, model: &attachment::Model) -> Result<(), ServiceError> {
+        let Ok(connector) = serde_json::from_str::<serde_json::Value>(&model.connector) else { return Ok(()) };
+        let Some(initiator) = connector.get("initiator").and_then(|value| value.as_str()) else { return Ok(()) };
+        let Some(volume) =
+            volume::Entity::find_by_id(model.volume_id.clone()).one(&self.core.db).await.map_err(db_error)?
+        else {
+            return Ok(());
+        };
+        let (node_id, pool) = volumes::placement_of(&volume);
+        let mut node = self.core.nodes.client(&self.core.capacity, &node_id)?;
+        let request =
+            NodeInitiatorRequest { volume_id: volume.id.clone(), pool: pool.clone(), initiator: initiator.to_owned() };
+        node.revoke_initiator(request).await.map_err(ServiceError::from)?;
+        let connected_others = attachment::Entity::find()
+            .filter(attachment::Column::VolumeId.eq(volume.id.as_str()))
+            .filter(attachment::Column::Id.ne(model.id.as_str()))
+            .filter(attachment::Column::Connector.ne(""))
+            .count(&self.core.db)
+            .await
+            .map_err(db_error)?;
+        if connected_others == 0 {
+            node.unexport_volume(NodeExportRequest { volume_id: volume.id.clone(), pool })
+                .await
+                .map_err(ServiceError::from)?;
+        }
+        tracing::info!(attachment_id = %model.id, volume_id = %volume.id, initiator, "host disconnected");
+        Ok(())
+    }
+}
+
+/// Cinder's iSCSI `connection_info` (`cinder/volume/targets/iscsi.py::_get_iscsi_properties`).
+fn connection_info(export: &NodeExport, mode: &str, readonly: bool) -> serde_json::Value {
+    let access_mode = if readonly || mode == "ro" { "ro" } else { "rw" };
+    serde_json::json!({
+        "driver_volume_type": "iscsi",
+        "data": {
+            "target_discovered": false,
+            "target_iqn": export.target_iqn,
+            "target_portal": export.target_portal,
+            "target_lun": export.target_lun,
+            "volume_id": export.volume_id,
+            "auth_method": "CHAP",
+            "auth_username": export.auth_username,
+            "auth_password": export.auth_password,
+            "encrypted": false,
+            "access_mode": access_mode,
+            "discard": false,
+            "cacheable": false,
+        }
+    })
+}
+
+fn connector_json(connector: &Connector) -> String {
+    serde_json::json!({
+        "initiator": connector.initiator,
+        "ip": connector.ip,
+        "host": connector.host,
+        "platform": connector.platform,
+        "os_type": connector.os_type,
+        "multipath": connector.multipath,
+        "do_local_attach": connector.do_local_attach,
+    })
+    .to_string()
+}
+
+/// The connection info as the proto carries it: typed values become their text.
+fn connection_info_proto(text: &str) -> Option<ConnectionInfo> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let data = value.get("data")?.as_object()?;
+    Some(ConnectionInfo {
+        driver_volume_type: value.get("driver_volume_type")?.as_str()?.to_owned(),
+        data: data
+            .iter()
+            .map(|(key, value)| (key.clone(), value.as_str().map_or_else(|| value.to_string(), str::to_owned)))
+            .collect(),
+        ..Default::default()
+    })
 }
 
 /// The attachments of `volume_ids`, as shown inside a volume.
@@ -195,8 +382,13 @@ pub fn to_proto(model: &attachment::Model) -> proto::Attachment {
         host_name: model.host_name.clone(),
         status: AttachStatus::from_cinder_name(&model.status).unwrap_or_default() as i32,
         mode: if model.mode == "ro" { AttachMode::ReadOnly } else { AttachMode::ReadWrite } as i32,
-        connector: None,
-        connection_info: None,
+        connector: serde_json::from_str::<serde_json::Value>(&model.connector).ok().map(|connector| Connector {
+            initiator: connector["initiator"].as_str().unwrap_or_default().to_owned(),
+            ip: connector["ip"].as_str().unwrap_or_default().to_owned(),
+            host: connector["host"].as_str().unwrap_or_default().to_owned(),
+            ..Default::default()
+        }),
+        connection_info: connection_info_proto(&model.connection_info),
         mountpoint: model.mountpoint.clone(),
         attached_at: model.attached_at.map(timestamp),
         detached_at: None,

@@ -47,6 +47,10 @@ pub enum VolumeAction {
     RollDetaching,
     /// A new volume type on the same pool; the status does not change.
     Retype,
+    /// A host's connector arrived for a reserved volume: reserved -> attaching.
+    Connect,
+    /// The host attached the volume: attaching -> in-use.
+    CompleteAttach,
 }
 
 use VolumeStatus as V;
@@ -159,6 +163,14 @@ pub fn volume(action: VolumeAction) -> &'static Transition<VolumeStatus> {
         Transition { from: &[V::Detaching], during: Some(V::InUse), success: None, failure: V::Detaching };
     const RETYPE: Transition<VolumeStatus> =
         Transition { from: &[V::Available, V::InUse], during: None, success: None, failure: V::Available };
+    const CONNECT: Transition<VolumeStatus> = Transition {
+        from: &[V::Reserved, V::Attaching],
+        during: Some(V::Attaching),
+        success: None,
+        failure: V::Reserved,
+    };
+    const COMPLETE_ATTACH: Transition<VolumeStatus> =
+        Transition { from: &[V::Attaching], during: Some(V::InUse), success: None, failure: V::Attaching };
     match action {
         VolumeAction::Create => &CREATE,
         VolumeAction::Delete => &DELETE,
@@ -176,6 +188,8 @@ pub fn volume(action: VolumeAction) -> &'static Transition<VolumeStatus> {
         VolumeAction::BeginDetaching => &BEGIN_DETACHING,
         VolumeAction::RollDetaching => &ROLL_DETACHING,
         VolumeAction::Retype => &RETYPE,
+        VolumeAction::Connect => &CONNECT,
+        VolumeAction::CompleteAttach => &COMPLETE_ATTACH,
     }
 }
 

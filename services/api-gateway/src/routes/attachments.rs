@@ -3,11 +3,12 @@
 use axum::{
     Json,
     body::Body,
+    http::StatusCode,
     response::{IntoResponse, Response},
 };
 use basalt::proto::{
-    AttachMode, AttachStatus, Connector, CreateAttachmentRequest, DeleteAttachmentRequest, GetAttachmentRequest,
-    ListAttachmentsRequest,
+    AttachMode, AttachStatus, CompleteAttachmentRequest, Connector, CreateAttachmentRequest, DeleteAttachmentRequest,
+    GetAttachmentRequest, ListAttachmentsRequest, UpdateAttachmentRequest,
 };
 use serde_json::{Value, json};
 
@@ -15,8 +16,6 @@ use super::all_tenants;
 use crate::{Rest, body, fault::Fault, views};
 
 const MIN_VERSION: u16 = 27;
-const CONNECT_HINT: &str = "connecting a host needs an export target on the volume node, and this deployment's nodes \
-                            export nothing yet; create the attachment without a connector to reserve the volume";
 
 pub async fn create(rest: Rest, request_body: Body) -> Result<Response, Fault> {
     rest.require_version(MIN_VERSION, "attachments")?;
@@ -33,17 +32,7 @@ pub async fn create(rest: Rest, request_body: Body) -> Result<Response, Fault> {
         Some(mode) if mode == "ro" => AttachMode::ReadOnly,
         Some(mode) => return Err(Fault::bad_request(format!("mode must be rw or ro, not {mode:?}"))),
     };
-    let connector = match section.get("connector") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(connector)) if connector.is_empty() => None,
-        Some(Value::Object(connector)) => Some(Connector {
-            initiator: body::string(connector, "initiator")?.unwrap_or_default(),
-            ip: body::string(connector, "ip")?.unwrap_or_default(),
-            host: body::string(connector, "host")?.unwrap_or_default(),
-            ..Default::default()
-        }),
-        Some(_) => return Err(Fault::bad_request("connector must be an object")),
-    };
+    let connector = connector(section)?;
     let request = CreateAttachmentRequest {
         volume_id,
         instance_id: body::string(section, "instance_uuid")?.unwrap_or_default(),
@@ -91,14 +80,49 @@ pub async fn show(rest: Rest) -> Result<Response, Fault> {
     Ok(Json(json!({"attachment": views::attachment(&attachment)})).into_response())
 }
 
-pub async fn update(rest: Rest) -> Result<Response, Fault> {
-    rest.require_version(MIN_VERSION, "attachments")?;
-    Err(Fault::bad_request(CONNECT_HINT))
+/// The host's connector: `null` or `{}` means none (reserve only).
+fn connector(section: &serde_json::Map<String, Value>) -> Result<Option<Connector>, Fault> {
+    match section.get("connector") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(connector)) if connector.is_empty() => Ok(None),
+        Some(Value::Object(connector)) => Ok(Some(Connector {
+            initiator: body::string(connector, "initiator")?.unwrap_or_default(),
+            ip: body::string(connector, "ip")?.unwrap_or_default(),
+            host: body::string(connector, "host")?.unwrap_or_default(),
+            platform: body::string(connector, "platform")?.unwrap_or_default(),
+            os_type: body::string(connector, "os_type")?.unwrap_or_default(),
+            multipath: body::boolean(connector, "multipath")?.unwrap_or(false),
+            do_local_attach: body::boolean(connector, "do_local_attach")?.unwrap_or(false),
+            extra: Default::default(),
+        })),
+        Some(_) => Err(Fault::bad_request("connector must be an object")),
+    }
 }
 
-pub async fn action(rest: Rest) -> Result<Response, Fault> {
+/// `PUT /attachments/{id}` with the host's connector: exports the volume to it and answers the
+/// connection info.
+pub async fn update(rest: Rest, request_body: Body) -> Result<Response, Fault> {
+    rest.require_version(MIN_VERSION, "attachments")?;
+    let body = body::read_json(request_body).await?;
+    let section = body::section(&body, "attachment")?;
+    body::check_keys(section, &["connector"], true)?;
+    let connector = connector(section)?.ok_or_else(|| Fault::bad_request("the attachment update needs a connector"))?;
+    let request =
+        UpdateAttachmentRequest { attachment_id: rest.param("attachment_id").into(), connector: Some(connector) };
+    let attachment = rest.client().update_attachment(rest.request(request)).await?.into_inner();
+    Ok(Json(json!({"attachment": views::attachment(&attachment)})).into_response())
+}
+
+/// `os-complete` (3.44+): the host attached the volume.
+pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
     rest.require_version(44, "attachment actions")?;
-    Err(Fault::bad_request(CONNECT_HINT))
+    let body = body::read_json(request_body).await?;
+    if body.get("os-complete").is_none() {
+        return Err(Fault::bad_request("unknown attachment action; actions: os-complete"));
+    }
+    let request = CompleteAttachmentRequest { attachment_id: rest.param("attachment_id").into() };
+    rest.client().complete_attachment(rest.request(request)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub async fn delete(rest: Rest) -> Result<Response, Fault> {

@@ -18,6 +18,8 @@ pub struct Model {
     /// The host's connector, JSON; empty while only reserved.
     pub connector: String,
     pub mountpoint: String,
+    /// Cinder-shaped connection info, JSON; empty until a host connects. Holds the CHAP secret.
+    pub connection_info: String,
     pub attached_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
 }

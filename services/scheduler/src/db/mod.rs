@@ -65,7 +65,17 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 2, name: "lifecycle", statements: lifecycle_tables },
     Migration { version: 3, name: "attachments", statements: attachments_table },
     Migration { version: 4, name: "qos_specs", statements: qos_specs_table },
+    Migration { version: 5, name: "connection_info", statements: connection_info_column },
 ];
+
+/// The connection info an attachment hands to its host.
+fn connection_info_column(backend: DbBackend) -> Vec<Statement> {
+    let column = Table::alter()
+        .table(attachment::Entity)
+        .add_column(ColumnDef::new(attachment::Column::ConnectionInfo).text().not_null().default(""))
+        .to_owned();
+    vec![backend.build(&column)]
+}
 
 /// QoS specs, and the association of a volume type with one.
 fn qos_specs_table(backend: DbBackend) -> Vec<Statement> {
