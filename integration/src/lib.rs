@@ -643,3 +643,52 @@ impl Drop for Tgtd {
 pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
+
+/// The REST gateway's router over a mesh, called in-process (no socket) with real HTTP requests.
+pub struct RestApi {
+    router: axum::Router,
+}
+
+pub struct RestReply {
+    pub status: axum::http::StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+impl RestApi {
+    pub async fn start(mesh: &InProcessMesh) -> Result<Self> {
+        let state = basalt_api_gateway::GatewayState::new(&mesh.grpc_addr, basalt_api_gateway::AuthConfig::default())?;
+        Ok(Self { router: basalt_api_gateway::router(state) })
+    }
+
+    /// One request; `version` is the `OpenStack-API-Version` microversion (e.g. `3.44`).
+    pub async fn call(
+        &self,
+        method: axum::http::Method,
+        path: &str,
+        token: Option<&str>,
+        version: Option<&str>,
+        body: Option<&str>,
+    ) -> Result<RestReply> {
+        use tower::ServiceExt;
+        let mut request = axum::http::Request::builder().method(method).uri(path).header("host", "localhost");
+        if let Some(token) = token {
+            request = request.header("x-auth-token", token);
+        }
+        if let Some(version) = version {
+            request = request.header("openstack-api-version", format!("volume {version}"));
+        }
+        let body = body.map(|text| axum::body::Body::from(text.to_owned())).unwrap_or_else(axum::body::Body::empty);
+        let response = self.router.clone().oneshot(request.body(body)?).await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 16 << 20).await?;
+        let body = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Ok(RestReply { status, headers, body })
+    }
+}

@@ -273,3 +273,68 @@ async fn attachments_connect_hosts_through_iscsi_and_clean_up_after_them() -> Re
     mesh.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rest_attachment_flow_returns_cinder_connection_info() -> Result<()> {
+    use axum::http::{Method, StatusCode};
+    let tgtd = Tgtd::start()?;
+    let mut mesh = InProcessMesh::start(0).await?;
+    let settings = basalt_volume_node::TgtSettings {
+        control_port: Some(tgtd.control_port),
+        portal: tgtd.portal(),
+        iqn_prefix: "iqn.2010-10.org.basalt:".into(),
+    };
+    mesh.add_node_with("rest-node", |config| config.tgt = Some(settings)).await?;
+    let api = RestApi::start(&mesh).await?;
+    let project = "0123456789abcdef0123456789abcdef";
+    let token = format!("admin:{project}");
+    let base = format!("/v3/{project}");
+    let created = api
+        .call(Method::POST, &format!("{base}/volumes"), Some(&token), None, Some(r#"{"volume": {"size": 1}}"#))
+        .await?;
+    let volume = created.body["volume"]["id"].as_str().context("volume id")?.to_owned();
+    let mut client = volume_client(&mesh.grpc_addr).await?;
+    wait_for_status(&mut client, &admin(project), &volume, VolumeStatus::Available).await?;
+
+    let body =
+        format!(r#"{{"attachment": {{"volume_uuid": "{volume}", "instance_uuid": "vm-9", "connector": {{}}}}}}"#);
+    let reserved =
+        api.call(Method::POST, &format!("{base}/attachments"), Some(&token), Some("3.44"), Some(&body)).await?;
+    assert_eq!(reserved.status, StatusCode::OK, "{:?}", reserved.body);
+    assert_eq!(reserved.body["attachment"]["status"], "reserved");
+    let id = reserved.body["attachment"]["id"].as_str().context("attachment id")?.to_owned();
+    let connector = format!(
+        r#"{{"attachment": {{"connector": {{"initiator": "{HOST}", "host": "host9", "ip": "127.0.0.1", "multipath": false}}}}}}"#
+    );
+    let connected = api
+        .call(Method::PUT, &format!("{base}/attachments/{id}"), Some(&token), Some("3.44"), Some(&connector))
+        .await?;
+    assert_eq!(connected.status, StatusCode::OK, "{:?}", connected.body);
+    let info = &connected.body["attachment"]["connection_info"];
+    assert_eq!(info["driver_volume_type"], "iscsi");
+    assert_eq!(info["data"]["target_lun"], 1, "target_lun is a number, as in Cinder");
+    assert_eq!(info["data"]["target_discovered"], false);
+    assert_eq!(info["data"]["target_portal"], tgtd.portal().as_str());
+    assert_eq!(info["data"]["auth_method"], "CHAP");
+    let completed = api
+        .call(
+            Method::POST,
+            &format!("{base}/attachments/{id}/action"),
+            Some(&token),
+            Some("3.44"),
+            Some(r#"{"os-complete": {}}"#),
+        )
+        .await?;
+    assert_eq!(completed.status, StatusCode::NO_CONTENT);
+    let shown = api.call(Method::GET, &format!("{base}/volumes/{volume}"), Some(&token), None, None).await?;
+    assert_eq!(shown.body["volume"]["status"], "in-use");
+    assert_eq!(shown.body["volume"]["attachments"][0]["server_id"], "vm-9");
+    let deleted =
+        api.call(Method::DELETE, &format!("{base}/attachments/{id}"), Some(&token), Some("3.44"), None).await?;
+    assert_eq!(deleted.body, serde_json::json!({"attachments": []}));
+    let shown = api.call(Method::GET, &format!("{base}/volumes/{volume}"), Some(&token), None, None).await?;
+    assert_eq!(shown.body["volume"]["status"], "available");
+    ensure!(!tgtd.show_targets()?.contains(&volume), "the target went with the attachment");
+    mesh.shutdown().await;
+    Ok(())
+}

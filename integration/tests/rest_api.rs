@@ -3,63 +3,12 @@
 //! bad input that change nothing.
 
 use anyhow::Result;
-use axum::{
-    Router,
-    body::Body,
-    http::{HeaderMap, Method, Request, StatusCode},
-};
-use basalt_api_gateway::{AuthConfig, GatewayState, router};
+use axum::http::{Method, StatusCode};
 use basalt_integration::*;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 const PROJECT_A: &str = "0123456789abcdef0123456789abcdef";
 const PROJECT_B: &str = "fedcba9876543210fedcba9876543210";
-
-struct Api {
-    router: Router,
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-}
-
-impl Api {
-    async fn start(mesh: &InProcessMesh) -> Result<Self> {
-        let state = GatewayState::new(&mesh.grpc_addr, AuthConfig::default())?;
-        Ok(Self { router: router(state) })
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        version: Option<&str>,
-        body: Option<&str>,
-    ) -> Result<Reply> {
-        let mut request = Request::builder().method(method).uri(path).header("host", "localhost");
-        if let Some(token) = token {
-            request = request.header("x-auth-token", token);
-        }
-        if let Some(version) = version {
-            request = request.header("openstack-api-version", format!("volume {version}"));
-        }
-        let request = request.body(body.map(|text| Body::from(text.to_owned())).unwrap_or_else(Body::empty))?;
-        let response = self.router.clone().oneshot(request).await?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), 16 << 20).await?;
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
-        };
-        Ok(Reply { status, headers, body })
-    }
-}
 
 fn admin_of(project: &str) -> String {
     format!("admin:{project}")
@@ -69,7 +18,7 @@ fn member_of(project: &str) -> String {
     format!("alice:{project}")
 }
 
-fn assert_fault(reply: &Reply, status: u16, name: &str, fragment: &str) {
+fn assert_fault(reply: &RestReply, status: u16, name: &str, fragment: &str) {
     assert_eq!(reply.status.as_u16(), status, "{:?}", reply.body);
     let fault = &reply.body[name];
     assert_eq!(fault["code"], status, "fault {name} missing in {:?}", reply.body);
@@ -77,7 +26,7 @@ fn assert_fault(reply: &Reply, status: u16, name: &str, fragment: &str) {
     assert!(message.contains(fragment), "{message:?} lacks {fragment:?}");
 }
 
-async fn wait_available(api: &Api, token: &str, id: &str) -> Result<Value> {
+async fn wait_available(api: &RestApi, token: &str, id: &str) -> Result<Value> {
     let path = format!("/v3/{PROJECT_A}/volumes/{id}");
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -93,7 +42,7 @@ async fn wait_available(api: &Api, token: &str, id: &str) -> Result<Value> {
 #[tokio::test]
 async fn version_documents_are_exact_and_unauthenticated() -> Result<()> {
     let mesh = InProcessMesh::start(1).await?;
-    let api = Api::start(&mesh).await?;
+    let api = RestApi::start(&mesh).await?;
     let expected = json!({"versions": [{
         "id": "v3.0",
         "status": "CURRENT",
@@ -122,7 +71,7 @@ async fn version_documents_are_exact_and_unauthenticated() -> Result<()> {
 #[tokio::test]
 async fn microversions_are_negotiated_echoed_and_gate_fields() -> Result<()> {
     let mesh = InProcessMesh::start(1).await?;
-    let api = Api::start(&mesh).await?;
+    let api = RestApi::start(&mesh).await?;
     let token = admin_of(PROJECT_A);
     let unsupported =
         api.call(Method::GET, &format!("/v3/{PROJECT_A}/volumes"), Some(&token), Some("3.72"), None).await?;
@@ -186,7 +135,7 @@ async fn microversions_are_negotiated_echoed_and_gate_fields() -> Result<()> {
 #[tokio::test]
 async fn projects_are_isolated_and_admin_actions_need_an_admin() -> Result<()> {
     let mesh = InProcessMesh::start(1).await?;
-    let api = Api::start(&mesh).await?;
+    let api = RestApi::start(&mesh).await?;
     let owner = member_of(PROJECT_A);
     let created = api
         .call(Method::POST, &format!("/v3/{PROJECT_A}/volumes"), Some(&owner), None, Some(r#"{"volume": {"size": 1}}"#))
@@ -240,7 +189,7 @@ async fn projects_are_isolated_and_admin_actions_need_an_admin() -> Result<()> {
 #[tokio::test]
 async fn bad_input_gets_a_cinder_shaped_400_and_changes_nothing() -> Result<()> {
     let mesh = InProcessMesh::start(1).await?;
-    let api = Api::start(&mesh).await?;
+    let api = RestApi::start(&mesh).await?;
     let token = admin_of(PROJECT_A);
     let volumes = format!("/v3/{PROJECT_A}/volumes");
     let cases: [(&str, Option<&str>, &str); 9] = [
@@ -303,7 +252,7 @@ async fn bad_input_gets_a_cinder_shaped_400_and_changes_nothing() -> Result<()> 
 #[tokio::test]
 async fn listings_paginate_with_links_and_counts() -> Result<()> {
     let mesh = InProcessMesh::start(1).await?;
-    let api = Api::start(&mesh).await?;
+    let api = RestApi::start(&mesh).await?;
     let token = admin_of(PROJECT_A);
     for index in 0..5 {
         let body = format!(r#"{{"volume": {{"size": 1, "name": "page-{index}"}}}}"#);
@@ -354,7 +303,7 @@ async fn listings_paginate_with_links_and_counts() -> Result<()> {
 #[tokio::test]
 async fn qos_specs_legacy_reserve_and_retype() -> Result<()> {
     let mesh = InProcessMesh::start(1).await?;
-    let api = Api::start(&mesh).await?;
+    let api = RestApi::start(&mesh).await?;
     let admin = admin_of(PROJECT_A);
     let base = format!("/v3/{PROJECT_A}");
 
@@ -490,7 +439,7 @@ async fn qos_specs_legacy_reserve_and_retype() -> Result<()> {
 #[tokio::test]
 async fn snapshot_metadata_and_quota_resets() -> Result<()> {
     let mesh = InProcessMesh::start(1).await?;
-    let api = Api::start(&mesh).await?;
+    let api = RestApi::start(&mesh).await?;
     let admin = admin_of(PROJECT_A);
     let base = format!("/v3/{PROJECT_A}");
     let created = api
