@@ -16,6 +16,14 @@ const HOST: &str = "iqn.2024-01.org.basalt.test:host1";
 const STRANGER: &str = "iqn.2024-01.org.basalt.test:stranger";
 const MIB: usize = 1 << 20;
 
+fn tgt_settings(tgtd: &Tgtd) -> basalt_volume_node::TgtSettings {
+    basalt_volume_node::TgtSettings {
+        control_port: Some(tgtd.control_port),
+        portal: tgtd.portal(),
+        iqn_prefix: "iqn.2010-10.org.basalt:".into(),
+    }
+}
+
 fn image_opts(export: &NodeExport, initiator: &str, password: &str) -> String {
     format!(
         "driver=iscsi,transport=tcp,portal={},target={},lun={},user={},password={password},initiator-name={initiator}",
@@ -55,11 +63,7 @@ fn qemu_img(args: &[&str]) -> Result<()> {
 async fn bytes_reach_the_host_through_the_tgt_export() -> Result<()> {
     let mut tgtd = Tgtd::start()?;
     let mut mesh = InProcessMesh::start(0).await?;
-    let settings = basalt_volume_node::TgtSettings {
-        control_port: Some(tgtd.control_port),
-        portal: tgtd.portal(),
-        iqn_prefix: "iqn.2010-10.org.basalt:".into(),
-    };
+    let settings = tgt_settings(&tgtd);
     let configure = |config: &mut basalt_volume_node::NodeConfig| config.tgt = Some(settings.clone());
     mesh.add_node_with("iscsi-node", configure).await?;
     let mut client = volume_client(&mesh.grpc_addr).await?;
@@ -170,11 +174,7 @@ async fn attachments_connect_hosts_through_iscsi_and_clean_up_after_them() -> Re
     };
     let tgtd = Tgtd::start()?;
     let mut mesh = InProcessMesh::start(0).await?;
-    let settings = basalt_volume_node::TgtSettings {
-        control_port: Some(tgtd.control_port),
-        portal: tgtd.portal(),
-        iqn_prefix: "iqn.2010-10.org.basalt:".into(),
-    };
+    let settings = tgt_settings(&tgtd);
     let configure = |config: &mut basalt_volume_node::NodeConfig| config.tgt = Some(settings.clone());
     mesh.add_node_with("attach-node", configure).await?;
     let mut client = volume_client(&mesh.grpc_addr).await?;
@@ -279,11 +279,7 @@ async fn the_rest_attachment_flow_returns_cinder_connection_info() -> Result<()>
     use axum::http::{Method, StatusCode};
     let tgtd = Tgtd::start()?;
     let mut mesh = InProcessMesh::start(0).await?;
-    let settings = basalt_volume_node::TgtSettings {
-        control_port: Some(tgtd.control_port),
-        portal: tgtd.portal(),
-        iqn_prefix: "iqn.2010-10.org.basalt:".into(),
-    };
+    let settings = tgt_settings(&tgtd);
     mesh.add_node_with("rest-node", |config| config.tgt = Some(settings)).await?;
     let api = RestApi::start(&mesh).await?;
     let project = "0123456789abcdef0123456789abcdef";
