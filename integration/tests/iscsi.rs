@@ -226,6 +226,10 @@ async fn attachments_connect_hosts_through_iscsi_and_clean_up_after_them() -> Re
     let in_use =
         client.get_volume(owner.request(GetVolumeRequest { volume_id: volume.id.clone() })).await?.into_inner();
     assert_eq!((in_use.status(), in_use.attach_status()), (VolumeStatus::InUse, AttachStatus::Attached));
+    // Extend while attached (Cinder 3.42): the host sees the new capacity, the volume stays in-use.
+    client.extend_volume(owner.request(ExtendVolumeRequest { volume_id: volume.id.clone(), new_size_gib: 3 })).await?;
+    wait_for_status(&mut client, &owner, &volume.id, VolumeStatus::InUse).await?;
+    assert_eq!(read_capacity(&export, HOST, Some(&password))?, 3 * GIB);
     let refused = client
         .delete_volume(owner.request(DeleteVolumeRequest { volume_id: volume.id.clone(), ..Default::default() }))
         .await;

@@ -56,6 +56,9 @@ pub enum Operation {
         pool: String,
         old_size_gib: i64,
         new_size_gib: i64,
+        /// In use while it grows: it returns to in-use, not available.
+        #[serde(default)]
+        attached: bool,
     },
     RevertVolume {
         volume_id: String,
@@ -443,6 +446,7 @@ mod tests {
             pool: "p".into(),
             old_size_gib: 1,
             new_size_gib: 2,
+            attached: false,
         };
         let payload = serde_json::to_string(&operation).unwrap();
         assert!(payload.contains("\"kind\":\"extend_volume\""), "{payload}");

@@ -24,6 +24,8 @@ pub enum VolumeAction {
     /// Admin only: skips the status rules, but never races an operation in flight.
     ForceDelete,
     Extend,
+    /// Extend of an in-use volume (Cinder 3.42): the host keeps it while it grows.
+    ExtendAttached,
     Revert,
     /// The volume is the source of a snapshot; its status does not change.
     Snapshot,
@@ -171,11 +173,18 @@ pub fn volume(action: VolumeAction) -> &'static Transition<VolumeStatus> {
     };
     const COMPLETE_ATTACH: Transition<VolumeStatus> =
         Transition { from: &[V::Attaching], during: Some(V::InUse), success: None, failure: V::Attaching };
+    const EXTEND_ATTACHED: Transition<VolumeStatus> = Transition {
+        from: &[V::InUse],
+        during: Some(V::Extending),
+        success: Some(V::InUse),
+        failure: V::ErrorExtending,
+    };
     match action {
         VolumeAction::Create => &CREATE,
         VolumeAction::Delete => &DELETE,
         VolumeAction::ForceDelete => &FORCE_DELETE,
         VolumeAction::Extend => &EXTEND,
+        VolumeAction::ExtendAttached => &EXTEND_ATTACHED,
         VolumeAction::Revert => &REVERT,
         VolumeAction::Snapshot => &SNAPSHOT,
         VolumeAction::SnapshotForce => &SNAPSHOT_FORCE,
@@ -264,7 +273,8 @@ mod tests {
     use super::*;
 
     /// The actions that run a node operation.
-    const VOLUME_ACTIONS: [VolumeAction; 9] = [
+    const VOLUME_ACTIONS: [VolumeAction; 10] = [
+        VolumeAction::ExtendAttached,
         VolumeAction::Create,
         VolumeAction::Delete,
         VolumeAction::ForceDelete,

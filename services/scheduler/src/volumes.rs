@@ -399,7 +399,9 @@ impl Volumes {
                 model.size_gib
             )));
         }
-        check_action(&model, VolumeAction::Extend, "extending")?;
+        let attached = model.status == VolumeStatus::InUse.cinder_name();
+        let action = if attached { VolumeAction::ExtendAttached } else { VolumeAction::Extend };
+        check_action(&model, action, "extending")?;
         quotas::check_volume_size(&self.core.db, &self.core.config.quota_defaults, &model.project_id, new_size).await?;
         let delta = new_size - model.size_gib;
         let type_name = self.type_name(&model).await?;
@@ -414,7 +416,7 @@ impl Volumes {
         });
 
         let txn = self.core.begin_write().await?;
-        let (before, model) = transition(&*txn, &model.id, VolumeAction::Extend, "").await?;
+        let (before, model) = transition(&*txn, &model.id, action, "").await?;
         quotas::reserve(
             &*txn,
             &self.core.config.quota_defaults,
@@ -435,6 +437,7 @@ impl Volumes {
             pool: pool_name,
             old_size_gib: model.size_gib,
             new_size_gib: new_size,
+            attached,
         };
         let record = journal::record(&*txn, &self.core, &operation).await?;
         txn.commit().await?;
@@ -909,6 +912,7 @@ pub async fn complete(
     let (action, during) = match operation {
         Operation::CreateVolume { .. } => (VolumeAction::Create, VolumeStatus::Creating),
         Operation::DeleteVolume { .. } => (VolumeAction::Delete, VolumeStatus::Deleting),
+        Operation::ExtendVolume { attached: true, .. } => (VolumeAction::ExtendAttached, VolumeStatus::Extending),
         Operation::ExtendVolume { .. } => (VolumeAction::Extend, VolumeStatus::Extending),
         Operation::RevertVolume { .. } => (VolumeAction::Revert, VolumeStatus::Reverting),
         _ => {

@@ -228,6 +228,9 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
         "os-extend" => {
             let new_size = body::size(arguments, "new_size")?
                 .ok_or_else(|| Fault::bad_request("os-extend needs new_size, a whole number of GiB"))?;
+            if !rest.version.at_least(42) && fetch(&rest, &volume_id).await?.status == VolumeStatus::InUse as i32 {
+                return Err(Fault::bad_request("extending an in-use volume needs microversion 3.42 or later"));
+            }
             client.extend_volume(rest.request(ExtendVolumeRequest { volume_id, new_size_gib: new_size })).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
