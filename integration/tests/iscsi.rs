@@ -338,3 +338,81 @@ async fn the_rest_attachment_flow_returns_cinder_connection_info() -> Result<()>
     mesh.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_node_process_brings_its_exports_back() -> Result<()> {
+    use basalt::proto::{Connector, CreateAttachmentRequest, DeleteAttachmentRequest};
+    let tgtd = Tgtd::start()?;
+    let (portal_port, control_port) = (tgtd.portal_port, tgtd.control_port);
+    let control = control_port.to_string();
+    let portal = tgtd.portal();
+    let mut mesh = ProcessMesh::start(
+        None,
+        1,
+        1,
+        &["--export-target", "tgt", "--tgt-control-port", &control, "--tgt-portal", &portal],
+    )?;
+    mesh.wait_for_nodes(0).await?;
+    let mut client = volume_client(&mesh.scheduler_addr(0)).await?;
+    let owner = project("restart");
+    let volume = client
+        .create_volume(owner.request(CreateVolumeRequest { size_gib: 1, ..Default::default() }))
+        .await?
+        .into_inner();
+    wait_for_status(&mut client, &owner, &volume.id, VolumeStatus::Available).await?;
+    let attachment = client
+        .create_attachment(owner.request(CreateAttachmentRequest {
+            volume_id: volume.id.clone(),
+            connector: Some(Connector { initiator: HOST.into(), ..Default::default() }),
+            ..Default::default()
+        }))
+        .await?
+        .into_inner();
+    let export = export_from(&attachment.connection_info.clone().context("connection_info")?)?;
+    let password = export.auth_password.clone();
+    let work = tempfile::tempdir()?;
+    let written = work.path().join("written.raw");
+    let pattern: Vec<u8> =
+        (0..4 * MIB).map(|index| (index as u64).wrapping_mul(0xA24B_AED4_963E_E407).rotate_left(11) as u8).collect();
+    std::fs::write(&written, &pattern)?;
+    let opts = image_opts(&export, HOST, &password);
+    qemu_img(&["convert", "-n", "-f", "raw", "--target-image-opts", written.to_str().context("utf-8")?, &opts])?;
+
+    // SIGKILL the node, and lose tgtd's state with it (a host reboot): both come back.
+    mesh.kill_node(0);
+    drop(tgtd);
+    let tgtd = Tgtd::start_on(portal_port, control_port)?;
+    mesh.restart_node(0)?;
+    mesh.wait_for_nodes(0).await?;
+    let read_back = work.path().join("read.raw");
+    qemu_img(&[
+        "dd",
+        "--image-opts",
+        "-O",
+        "raw",
+        "bs=1M",
+        "count=4",
+        &format!("if={opts}"),
+        &format!("of={}", read_back.display()),
+    ])?;
+    ensure!(std::fs::read(&read_back)? == pattern, "the same connection_info reads the same bytes after the restart");
+
+    client.delete_attachment(owner.request(DeleteAttachmentRequest { attachment_id: attachment.id.clone() })).await?;
+    ensure!(!tgtd.show_targets()?.contains(&export.target_iqn), "no stale target after the detach");
+    Ok(())
+}
+
+#[test]
+fn a_node_without_its_tgtd_refuses_to_start_with_a_clear_error() -> Result<()> {
+    let data = tempfile::tempdir()?;
+    let unused_control_port = (1000 + free_port()? % 9000).to_string();
+    let output = Command::new(basalt_binary()?)
+        .args(["volume-node", "--node-id", "lonely", "--listen", "127.0.0.1:0", "--nats-url", NATS_URL])
+        .args(["--data-dir", data.path().to_str().context("utf-8")?, "--bus-namespace", &bus_namespace()])
+        .args(["--export-target", "tgt", "--tgt-control-port", &unused_control_port, "--tgt-portal", "127.0.0.1:3260"])
+        .output()?;
+    ensure!(!output.status.success(), "the node started without tgtd");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(stderr.contains("tgtd is not reachable on control port"), "unclear error: {stderr}");
+    Ok(())
+}
