@@ -416,3 +416,68 @@ fn a_node_without_its_tgtd_refuses_to_start_with_a_clear_error() -> Result<()> {
     ensure!(stderr.contains("tgtd is not reachable on control port"), "unclear error: {stderr}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_legacy_connection_flow_works_over_rest() -> Result<()> {
+    use axum::http::{Method, StatusCode};
+    let tgtd = Tgtd::start()?;
+    let mut mesh = InProcessMesh::start(0).await?;
+    let settings = tgt_settings(&tgtd);
+    mesh.add_node_with("legacy-node", |config| config.tgt = Some(settings)).await?;
+    let api = RestApi::start(&mesh).await?;
+    let project = "0123456789abcdef0123456789abcdef";
+    let token = format!("admin:{project}");
+    let base = format!("/v3/{project}");
+    let created = api
+        .call(Method::POST, &format!("{base}/volumes"), Some(&token), None, Some(r#"{"volume": {"size": 1}}"#))
+        .await?;
+    let volume = created.body["volume"]["id"].as_str().context("volume id")?.to_owned();
+    let mut client = volume_client(&mesh.grpc_addr).await?;
+    wait_for_status(&mut client, &admin(project), &volume, VolumeStatus::Available).await?;
+    let action = format!("{base}/volumes/{volume}/action");
+    let volume_path = format!("{base}/volumes/{volume}");
+
+    assert_eq!(
+        api.call(Method::POST, &action, Some(&token), None, Some(r#"{"os-reserve": null}"#)).await?.status,
+        StatusCode::ACCEPTED
+    );
+    let connector =
+        format!(r#"{{"os-initialize_connection": {{"connector": {{"initiator": "{HOST}", "host": "legacy"}}}}}}"#);
+    let initialized = api.call(Method::POST, &action, Some(&token), None, Some(&connector)).await?;
+    assert_eq!(initialized.status, StatusCode::OK, "{:?}", initialized.body);
+    let data = &initialized.body["connection_info"]["data"];
+    let export = NodeExport {
+        volume_id: volume.clone(),
+        target_iqn: data["target_iqn"].as_str().context("iqn")?.to_owned(),
+        target_portal: data["target_portal"].as_str().context("portal")?.to_owned(),
+        target_lun: data["target_lun"].as_u64().context("lun")? as u32,
+        auth_username: data["auth_username"].as_str().context("user")?.to_owned(),
+        auth_password: data["auth_password"].as_str().context("password")?.to_owned(),
+    };
+    assert_eq!(read_capacity(&export, HOST, Some(&export.auth_password))?, GIB);
+    let attach = r#"{"os-attach": {"instance_uuid": "11111111-2222-3333-4444-555555555555", "mountpoint": "/dev/vdb", "mode": "rw"}}"#;
+    assert_eq!(api.call(Method::POST, &action, Some(&token), None, Some(attach)).await?.status, StatusCode::ACCEPTED);
+    assert_eq!(status(&api, &volume_path, &token).await?, "in-use");
+    assert_eq!(
+        api.call(Method::POST, &action, Some(&token), None, Some(r#"{"os-begin_detaching": null}"#)).await?.status,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(status(&api, &volume_path, &token).await?, "detaching");
+    let terminate = format!(r#"{{"os-terminate_connection": {{"connector": {{"initiator": "{HOST}"}}}}}}"#);
+    assert_eq!(
+        api.call(Method::POST, &action, Some(&token), None, Some(&terminate)).await?.status,
+        StatusCode::ACCEPTED
+    );
+    ensure!(!tgtd.show_targets()?.contains(&export.target_iqn), "the target went with the last connection");
+    assert_eq!(
+        api.call(Method::POST, &action, Some(&token), None, Some(r#"{"os-detach": {}}"#)).await?.status,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(status(&api, &volume_path, &token).await?, "available");
+    mesh.shutdown().await;
+    Ok(())
+}
+
+async fn status(api: &RestApi, volume_path: &str, token: &str) -> Result<serde_json::Value> {
+    Ok(api.call(axum::http::Method::GET, volume_path, Some(token), None, None).await?.body["volume"]["status"].clone())
+}

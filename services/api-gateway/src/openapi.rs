@@ -16,7 +16,7 @@ const ROUTES: &[(&str, &str, &str, u16)] = &[
     (
         "/volumes/{volume_id}/action",
         "post",
-        "os-extend, os-reset_status, os-force_delete, os-set_bootable, os-update_readonly_flag, revert (3.40+), os-reserve, os-unreserve, os-begin_detaching, os-roll_detaching, os-retype",
+        "os-extend, os-reset_status, os-force_delete, os-set_bootable, os-update_readonly_flag, revert (3.40+), os-reserve, os-unreserve, os-begin_detaching, os-roll_detaching, os-retype, os-initialize_connection (200 with connection_info), os-terminate_connection, os-attach, os-detach",
         202,
     ),
     ("/volumes/{volume_id}/metadata", "get", "Show a volume's metadata", 200),

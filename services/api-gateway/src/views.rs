@@ -161,7 +161,7 @@ pub fn attachment(attachment: &Attachment) -> Value {
 }
 
 /// Cinder's `connection_info`, with its numbers and booleans typed again.
-fn connection_info(info: &basalt::proto::ConnectionInfo) -> Value {
+pub fn connection_info(info: &basalt::proto::ConnectionInfo) -> Value {
     let data: Map<String, Value> = info
         .data
         .iter()

@@ -6,20 +6,22 @@ use basalt::{
     ServiceError,
     context::CallContext,
     proto::{
-        AssociateQosSpecsRequest, Attachment, AvailabilityZone, ChangeAttachStateRequest, CompleteAttachmentRequest,
-        CreateAttachmentRequest, CreateQosSpecsRequest, CreateSnapshotRequest, CreateVolumeRequest,
-        CreateVolumeTypeRequest, DeleteAttachmentRequest, DeleteQosSpecsRequest, DeleteQosSpecsResponse,
-        DeleteSnapshotRequest, DeleteVolumeRequest, DeleteVolumeTypeRequest, DeleteVolumeTypeResponse,
-        ExtendVolumeRequest, GetAttachmentRequest, GetDefaultVolumeTypeRequest, GetQosSpecsRequest, GetQuotasRequest,
-        GetSnapshotRequest, GetVolumeRequest, GetVolumeTypeRequest, ListAttachmentsRequest, ListAttachmentsResponse,
-        ListAvailabilityZonesRequest, ListAvailabilityZonesResponse, ListPoolsRequest, ListPoolsResponse,
-        ListQosSpecsAssociationsResponse, ListQosSpecsRequest, ListQosSpecsResponse, ListServicesRequest,
-        ListServicesResponse, ListSnapshotsRequest, ListSnapshotsResponse, ListVolumeTypesRequest,
+        AssociateQosSpecsRequest, AttachVolumeRequest, Attachment, AvailabilityZone, ChangeAttachStateRequest,
+        CompleteAttachmentRequest, ConnectionInfo, CreateAttachmentRequest, CreateQosSpecsRequest,
+        CreateSnapshotRequest, CreateVolumeRequest, CreateVolumeTypeRequest, DeleteAttachmentRequest,
+        DeleteQosSpecsRequest, DeleteQosSpecsResponse, DeleteSnapshotRequest, DeleteVolumeRequest,
+        DeleteVolumeTypeRequest, DeleteVolumeTypeResponse, DetachVolumeRequest, ExtendVolumeRequest,
+        GetAttachmentRequest, GetDefaultVolumeTypeRequest, GetQosSpecsRequest, GetQuotasRequest, GetSnapshotRequest,
+        GetVolumeRequest, GetVolumeTypeRequest, InitializeConnectionRequest, ListAttachmentsRequest,
+        ListAttachmentsResponse, ListAvailabilityZonesRequest, ListAvailabilityZonesResponse, ListPoolsRequest,
+        ListPoolsResponse, ListQosSpecsAssociationsResponse, ListQosSpecsRequest, ListQosSpecsResponse,
+        ListServicesRequest, ListServicesResponse, ListSnapshotsRequest, ListSnapshotsResponse, ListVolumeTypesRequest,
         ListVolumeTypesResponse, ListVolumesRequest, ListVolumesResponse, Pool, PoolRef, QosSpecs, QuotaSet,
         ResetSnapshotStatusRequest, ResetVolumeStatusRequest, RetypeVolumeRequest, RevertVolumeRequest, Service,
-        SetVolumeTypeExtraSpecsRequest, Snapshot, UnsetVolumeTypeExtraSpecRequest, UpdateAttachmentRequest,
-        UpdateQosSpecsRequest, UpdateQuotasRequest, UpdateSnapshotRequest, UpdateVolumeRequest,
-        UpdateVolumeTypeRequest, Volume, VolumeType, VolumeTypeAccessRequest, volume_service_server::VolumeService,
+        SetVolumeTypeExtraSpecsRequest, Snapshot, TerminateConnectionRequest, UnsetVolumeTypeExtraSpecRequest,
+        UpdateAttachmentRequest, UpdateQosSpecsRequest, UpdateQuotasRequest, UpdateSnapshotRequest,
+        UpdateVolumeRequest, UpdateVolumeTypeRequest, Volume, VolumeType, VolumeTypeAccessRequest,
+        volume_service_server::VolumeService,
     },
 };
 use tonic::{Request, Response, Status};
@@ -426,6 +428,38 @@ impl VolumeService for VolumeApi {
         let context = context(&request)?;
         let model = self.attachments.complete(&context, &request.get_ref().attachment_id).await?;
         Ok(Response::new(attachments::to_proto(&model)))
+    }
+
+    async fn initialize_connection(
+        &self,
+        request: Request<InitializeConnectionRequest>,
+    ) -> Result<Response<ConnectionInfo>, Status> {
+        let context = context(&request)?;
+        let request = request.into_inner();
+        let info = self.attachments.initialize_connection(&context, &request.volume_id, request.connector).await?;
+        Ok(Response::new(info))
+    }
+
+    async fn terminate_connection(
+        &self,
+        request: Request<TerminateConnectionRequest>,
+    ) -> Result<Response<Volume>, Status> {
+        let context = context(&request)?;
+        let request = request.into_inner();
+        let model = self.attachments.terminate_connection(&context, &request.volume_id, request.connector).await?;
+        self.volume_reply(&model).await
+    }
+
+    async fn attach_volume(&self, request: Request<AttachVolumeRequest>) -> Result<Response<Volume>, Status> {
+        let context = context(&request)?;
+        let model = self.attachments.attach(&context, request.into_inner()).await?;
+        self.volume_reply(&model).await
+    }
+
+    async fn detach_volume(&self, request: Request<DetachVolumeRequest>) -> Result<Response<Volume>, Status> {
+        let context = context(&request)?;
+        let model = self.attachments.detach(&context, request.into_inner()).await?;
+        self.volume_reply(&model).await
     }
 
     async fn get_attachment(&self, request: Request<GetAttachmentRequest>) -> Result<Response<Attachment>, Status> {

@@ -9,8 +9,9 @@ use basalt::{
     context::CallContext,
     ids::AttachmentId,
     proto::{
-        self, AttachMode, AttachStatus, ConnectionInfo, Connector, CreateAttachmentRequest, ListAttachmentsRequest,
-        NodeExport, NodeExportRequest, NodeInitiatorRequest, UpdateAttachmentRequest, VolumeAttachment,
+        self, AttachMode, AttachStatus, AttachVolumeRequest, ConnectionInfo, Connector, CreateAttachmentRequest,
+        DetachVolumeRequest, ListAttachmentsRequest, NodeExport, NodeExportRequest, NodeInitiatorRequest,
+        UpdateAttachmentRequest, VolumeAttachment, VolumeStatus,
     },
 };
 use chrono::Utc;
@@ -116,20 +117,7 @@ impl Attachments {
             )));
         }
         let volume = volumes::load(&self.core.db, context, &model.volume_id).await?;
-        let (node_id, pool) = volumes::placement_of(&volume);
-        let mut node = self.core.nodes.client(&self.core.capacity, &node_id)?;
-        let export = node
-            .export_volume(NodeExportRequest { volume_id: volume.id.clone(), pool: pool.clone() })
-            .await
-            .map_err(ServiceError::from)?
-            .into_inner();
-        node.allow_initiator(NodeInitiatorRequest {
-            volume_id: volume.id.clone(),
-            pool,
-            initiator: connector.initiator.clone(),
-        })
-        .await
-        .map_err(ServiceError::from)?;
+        let export = self.export_to(&volume, &connector.initiator).await?;
         let info = connection_info(&export, &model.mode, volume.readonly);
         let txn = self.core.begin_write().await?;
         let (before, after) = volumes::transition(&*txn, &volume.id, VolumeAction::Connect, "").await?;
@@ -275,25 +263,176 @@ impl Attachments {
         else {
             return Ok(());
         };
-        let (node_id, pool) = volumes::placement_of(&volume);
+        self.revoke_from(&volume, initiator, Some(&model.id)).await?;
+        tracing::info!(attachment_id = %model.id, volume_id = %volume.id, initiator, "host disconnected");
+        Ok(())
+    }
+
+    /// Exports the volume on its node (idempotent) and lets `initiator` log in.
+    async fn export_to(&self, volume: &volume::Model, initiator: &str) -> Result<NodeExport, ServiceError> {
+        let (node_id, pool) = volumes::placement_of(volume);
+        let mut node = self.core.nodes.client(&self.core.capacity, &node_id)?;
+        let export = node
+            .export_volume(NodeExportRequest { volume_id: volume.id.clone(), pool: pool.clone() })
+            .await
+            .map_err(ServiceError::from)?
+            .into_inner();
+        let allow = NodeInitiatorRequest { volume_id: volume.id.clone(), pool, initiator: initiator.to_owned() };
+        node.allow_initiator(allow).await.map_err(ServiceError::from)?;
+        Ok(export)
+    }
+
+    /// Revokes `initiator`; removes the export when no other connected attachment (than
+    /// `leaving`) remains.
+    async fn revoke_from(
+        &self,
+        volume: &volume::Model,
+        initiator: &str,
+        leaving: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        let (node_id, pool) = volumes::placement_of(volume);
         let mut node = self.core.nodes.client(&self.core.capacity, &node_id)?;
         let request =
             NodeInitiatorRequest { volume_id: volume.id.clone(), pool: pool.clone(), initiator: initiator.to_owned() };
         node.revoke_initiator(request).await.map_err(ServiceError::from)?;
-        let connected_others = attachment::Entity::find()
+        let mut others = attachment::Entity::find()
             .filter(attachment::Column::VolumeId.eq(volume.id.as_str()))
-            .filter(attachment::Column::Id.ne(model.id.as_str()))
-            .filter(attachment::Column::Connector.ne(""))
-            .count(&self.core.db)
-            .await
-            .map_err(db_error)?;
-        if connected_others == 0 {
+            .filter(attachment::Column::Connector.ne(""));
+        if let Some(leaving) = leaving {
+            others = others.filter(attachment::Column::Id.ne(leaving));
+        }
+        if others.count(&self.core.db).await.map_err(db_error)? == 0 {
             node.unexport_volume(NodeExportRequest { volume_id: volume.id.clone(), pool })
                 .await
                 .map_err(ServiceError::from)?;
         }
-        tracing::info!(attachment_id = %model.id, volume_id = %volume.id, initiator, "host disconnected");
         Ok(())
+    }
+
+    /// Legacy `os-initialize_connection`: the connection info for a connector, no status change.
+    pub async fn initialize_connection(
+        &self,
+        context: &CallContext,
+        volume_id: &str,
+        connector: Option<Connector>,
+    ) -> Result<ConnectionInfo, ServiceError> {
+        let connector = connector.filter(|connector| !connector.initiator.is_empty()).ok_or_else(|| {
+            ServiceError::invalid("initialize_connection needs a connector with the host's iSCSI initiator name")
+        })?;
+        let volume = volumes::load(&self.core.db, context, volume_id).await?;
+        let connectable =
+            [VolumeStatus::Attaching, VolumeStatus::InUse, VolumeStatus::Reserved, VolumeStatus::Available];
+        if !connectable.iter().any(|status| status.cinder_name() == volume.status) {
+            return Err(ServiceError::conflict(format!(
+                "volume {} is {}; a host can connect while it is available, reserved, attaching or in-use",
+                volume.id, volume.status
+            )));
+        }
+        let export = self.export_to(&volume, &connector.initiator).await?;
+        let info = connection_info(&export, "rw", volume.readonly);
+        connection_info_proto(&info.to_string())
+            .ok_or_else(|| ServiceError::internal("connection info could not be encoded"))
+    }
+
+    /// Legacy `os-terminate_connection`: the host's access goes, and the export with the last one.
+    pub async fn terminate_connection(
+        &self,
+        context: &CallContext,
+        volume_id: &str,
+        connector: Option<Connector>,
+    ) -> Result<volume::Model, ServiceError> {
+        let connector = connector.filter(|connector| !connector.initiator.is_empty()).ok_or_else(|| {
+            ServiceError::invalid("terminate_connection needs the connector that initialized the connection")
+        })?;
+        let volume = volumes::load(&self.core.db, context, volume_id).await?;
+        self.revoke_from(&volume, &connector.initiator, None).await?;
+        Ok(volume)
+    }
+
+    /// Legacy `os-attach`: the host attached it (attaching -> in-use), recorded as an attachment.
+    pub async fn attach(
+        &self,
+        context: &CallContext,
+        request: AttachVolumeRequest,
+    ) -> Result<volume::Model, ServiceError> {
+        let volume = volumes::load(&self.core.db, context, &request.volume_id).await?;
+        let mode = if AttachMode::try_from(request.mode).unwrap_or_default() == AttachMode::ReadOnly || volume.readonly
+        {
+            "ro"
+        } else {
+            "rw"
+        };
+        let txn = self.core.begin_write().await?;
+        let (before, after) = volumes::transition(&*txn, &volume.id, VolumeAction::CompleteAttach, "").await?;
+        volume::Entity::update_many()
+            .col_expr(volume::Column::AttachStatus, Expr::value(AttachStatus::Attached.cinder_name()))
+            .filter(volume::Column::Id.eq(volume.id.as_str()))
+            .exec(&*txn)
+            .await
+            .map_err(db_error)?;
+        attachment::ActiveModel {
+            id: Set(AttachmentId::new_random().to_string()),
+            volume_id: Set(volume.id.clone()),
+            project_id: Set(volume.project_id.clone()),
+            instance_id: Set(request.instance_id),
+            host_name: Set(request.host_name),
+            status: Set(AttachStatus::Attached.cinder_name().into()),
+            mode: Set(mode.into()),
+            connector: Set(String::new()),
+            mountpoint: Set(request.mountpoint),
+            connection_info: Set(String::new()),
+            attached_at: Set(Some(Utc::now())),
+            created_at: Set(Utc::now()),
+        }
+        .insert(&*txn)
+        .await
+        .map_err(db_error)?;
+        txn.commit().await?;
+        self.core.publish_status(events::VOLUME, &after.id, &after.project_id, &before, &after.status, "").await;
+        Ok(after)
+    }
+
+    /// Legacy `os-detach`: the attachment (or all of them) goes; the volume is available again
+    /// with the last one.
+    pub async fn detach(
+        &self,
+        context: &CallContext,
+        request: DetachVolumeRequest,
+    ) -> Result<volume::Model, ServiceError> {
+        let volume = volumes::load(&self.core.db, context, &request.volume_id).await?;
+        let txn = self.core.begin_write().await?;
+        let mut removal = attachment::Entity::delete_many().filter(attachment::Column::VolumeId.eq(volume.id.as_str()));
+        if !request.attachment_id.is_empty() {
+            removal = removal.filter(attachment::Column::Id.eq(request.attachment_id.as_str()));
+        }
+        let removed = removal.exec(&*txn).await.map_err(db_error)?;
+        if removed.rows_affected == 0 && !request.attachment_id.is_empty() {
+            return Err(ServiceError::not_found(format!(
+                "attachment {} of volume {} not found",
+                request.attachment_id, volume.id
+            )));
+        }
+        let remaining = attachment::Entity::find()
+            .filter(attachment::Column::VolumeId.eq(volume.id.as_str()))
+            .count(&*txn)
+            .await
+            .map_err(db_error)?;
+        let mut freed = None;
+        if remaining == 0 {
+            let (before, after) = volumes::transition(&*txn, &volume.id, VolumeAction::LegacyDetach, "").await?;
+            volume::Entity::update_many()
+                .col_expr(volume::Column::AttachStatus, Expr::value(AttachStatus::Detached.cinder_name()))
+                .filter(volume::Column::Id.eq(volume.id.as_str()))
+                .exec(&*txn)
+                .await
+                .map_err(db_error)?;
+            freed = Some((before, after));
+        }
+        txn.commit().await?;
+        if let Some((before, after)) = freed {
+            self.core.publish_status(events::VOLUME, &after.id, &after.project_id, &before, &after.status, "").await;
+        }
+        volumes::load(&self.core.db, context, &volume.id).await
     }
 }
 

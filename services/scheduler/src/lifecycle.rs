@@ -53,6 +53,8 @@ pub enum VolumeAction {
     Connect,
     /// The host attached the volume: attaching -> in-use.
     CompleteAttach,
+    /// Legacy `os-detach` of the last attachment: detaching (or in-use) -> available.
+    LegacyDetach,
 }
 
 use VolumeStatus as V;
@@ -179,6 +181,8 @@ pub fn volume(action: VolumeAction) -> &'static Transition<VolumeStatus> {
         success: Some(V::InUse),
         failure: V::ErrorExtending,
     };
+    const LEGACY_DETACH: Transition<VolumeStatus> =
+        Transition { from: &[V::Detaching, V::InUse], during: Some(V::Available), success: None, failure: V::InUse };
     match action {
         VolumeAction::Create => &CREATE,
         VolumeAction::Delete => &DELETE,
@@ -199,6 +203,7 @@ pub fn volume(action: VolumeAction) -> &'static Transition<VolumeStatus> {
         VolumeAction::Retype => &RETYPE,
         VolumeAction::Connect => &CONNECT,
         VolumeAction::CompleteAttach => &COMPLETE_ATTACH,
+        VolumeAction::LegacyDetach => &LEGACY_DETACH,
     }
 }
 

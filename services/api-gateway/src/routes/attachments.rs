@@ -81,7 +81,7 @@ pub async fn show(rest: Rest) -> Result<Response, Fault> {
 }
 
 /// The host's connector: `null` or `{}` means none (reserve only).
-fn connector(section: &serde_json::Map<String, Value>) -> Result<Option<Connector>, Fault> {
+pub fn connector(section: &serde_json::Map<String, Value>) -> Result<Option<Connector>, Fault> {
     match section.get("connector") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(connector)) if connector.is_empty() => Ok(None),

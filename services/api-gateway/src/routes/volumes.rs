@@ -9,9 +9,10 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use basalt::proto::{
-    AttachStateChange, ChangeAttachStateRequest, CreateVolumeRequest, DeleteVolumeRequest, ExtendVolumeRequest,
-    GetVolumeRequest, ListVolumesRequest, MetadataUpdate, ResetVolumeStatusRequest, RetypeVolumeRequest,
-    RevertVolumeRequest, UpdateVolumeRequest, Volume, VolumeStatus,
+    AttachMode, AttachStateChange, AttachVolumeRequest, ChangeAttachStateRequest, CreateVolumeRequest,
+    DeleteVolumeRequest, DetachVolumeRequest, ExtendVolumeRequest, GetVolumeRequest, InitializeConnectionRequest,
+    ListVolumesRequest, MetadataUpdate, ResetVolumeStatusRequest, RetypeVolumeRequest, RevertVolumeRequest,
+    TerminateConnectionRequest, UpdateVolumeRequest, Volume, VolumeStatus,
 };
 use serde_json::{Map, Value, json};
 
@@ -38,7 +39,8 @@ const CREATE_KEYS: &[&str] = &[
 const UPDATE_KEYS: &[&str] = &["name", "description", "display_name", "display_description", "metadata"];
 const FILTERS: &[&str] = &["name", "status", "metadata", "availability_zone", "name~", "bootable", "size"];
 const ACTIONS: &str = "os-extend, os-reset_status, os-force_delete, os-set_bootable, os-update_readonly_flag, revert, \
-                       os-reserve, os-unreserve, os-begin_detaching, os-roll_detaching, os-retype";
+                       os-reserve, os-unreserve, os-begin_detaching, os-roll_detaching, os-retype, \
+                       os-initialize_connection, os-terminate_connection, os-attach, os-detach";
 
 async fn fetch(rest: &Rest, volume_id: &str) -> Result<Volume, Fault> {
     Ok(rest.client().get_volume(rest.request(GetVolumeRequest { volume_id: volume_id.into() })).await?.into_inner())
@@ -289,6 +291,38 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
             client
                 .change_attach_state(rest.request(ChangeAttachStateRequest { volume_id, change: change as i32 }))
                 .await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        "os-initialize_connection" => {
+            let connector = super::attachments::connector(arguments)?;
+            let request = InitializeConnectionRequest { volume_id, connector };
+            let info = client.initialize_connection(rest.request(request)).await?.into_inner();
+            Ok(Json(json!({"connection_info": views::connection_info(&info)})).into_response())
+        }
+        "os-terminate_connection" => {
+            let connector = super::attachments::connector(arguments)?;
+            client.terminate_connection(rest.request(TerminateConnectionRequest { volume_id, connector })).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        "os-attach" => {
+            let mode = match body::string(arguments, "mode")?.as_deref() {
+                None | Some("rw") => AttachMode::ReadWrite,
+                Some("ro") => AttachMode::ReadOnly,
+                Some(other) => return Err(Fault::bad_request(format!("mode must be rw or ro, not {other:?}"))),
+            };
+            let request = AttachVolumeRequest {
+                volume_id,
+                instance_id: body::string(arguments, "instance_uuid")?.unwrap_or_default(),
+                host_name: body::string(arguments, "host_name")?.unwrap_or_default(),
+                mountpoint: body::string(arguments, "mountpoint")?.unwrap_or_default(),
+                mode: mode as i32,
+            };
+            client.attach_volume(rest.request(request)).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        "os-detach" => {
+            let attachment_id = body::string(arguments, "attachment_id")?.unwrap_or_default();
+            client.detach_volume(rest.request(DetachVolumeRequest { volume_id, attachment_id })).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
         "os-retype" => {
