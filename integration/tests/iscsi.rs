@@ -281,20 +281,7 @@ async fn attachments_connect_hosts_through_iscsi_and_clean_up_after_them() -> Re
 #[tokio::test(flavor = "multi_thread")]
 async fn the_rest_attachment_flow_returns_cinder_connection_info() -> Result<()> {
     use axum::http::{Method, StatusCode};
-    let tgtd = Tgtd::start()?;
-    let mut mesh = InProcessMesh::start(0).await?;
-    let settings = tgt_settings(&tgtd);
-    mesh.add_node_with("rest-node", |config| config.tgt = Some(settings)).await?;
-    let api = RestApi::start(&mesh).await?;
-    let project = "0123456789abcdef0123456789abcdef";
-    let token = format!("admin:{project}");
-    let base = format!("/v3/{project}");
-    let created = api
-        .call(Method::POST, &format!("{base}/volumes"), Some(&token), None, Some(r#"{"volume": {"size": 1}}"#))
-        .await?;
-    let volume = created.body["volume"]["id"].as_str().context("volume id")?.to_owned();
-    let mut client = volume_client(&mesh.grpc_addr).await?;
-    wait_for_status(&mut client, &admin(project), &volume, VolumeStatus::Available).await?;
+    let RestSetup { tgtd, mesh, api, token, base, volume } = rest_setup("rest-node").await?;
 
     let body =
         format!(r#"{{"attachment": {{"volume_uuid": "{volume}", "instance_uuid": "vm-9", "connector": {{}}}}}}"#);
@@ -420,20 +407,7 @@ fn a_node_without_its_tgtd_refuses_to_start_with_a_clear_error() -> Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_legacy_connection_flow_works_over_rest() -> Result<()> {
     use axum::http::{Method, StatusCode};
-    let tgtd = Tgtd::start()?;
-    let mut mesh = InProcessMesh::start(0).await?;
-    let settings = tgt_settings(&tgtd);
-    mesh.add_node_with("legacy-node", |config| config.tgt = Some(settings)).await?;
-    let api = RestApi::start(&mesh).await?;
-    let project = "0123456789abcdef0123456789abcdef";
-    let token = format!("admin:{project}");
-    let base = format!("/v3/{project}");
-    let created = api
-        .call(Method::POST, &format!("{base}/volumes"), Some(&token), None, Some(r#"{"volume": {"size": 1}}"#))
-        .await?;
-    let volume = created.body["volume"]["id"].as_str().context("volume id")?.to_owned();
-    let mut client = volume_client(&mesh.grpc_addr).await?;
-    wait_for_status(&mut client, &admin(project), &volume, VolumeStatus::Available).await?;
+    let RestSetup { tgtd, mesh, api, token, base, volume } = rest_setup("legacy-node").await?;
     let action = format!("{base}/volumes/{volume}/action");
     let volume_path = format!("{base}/volumes/{volume}");
 
@@ -480,4 +454,32 @@ async fn the_legacy_connection_flow_works_over_rest() -> Result<()> {
 
 async fn status(api: &RestApi, volume_path: &str, token: &str) -> Result<serde_json::Value> {
     Ok(api.call(axum::http::Method::GET, volume_path, Some(token), None, None).await?.body["volume"]["status"].clone())
+}
+
+/// A tgtd, a mesh whose node exports through it, the REST API, and one available volume.
+struct RestSetup {
+    tgtd: Tgtd,
+    mesh: InProcessMesh,
+    api: RestApi,
+    token: String,
+    base: String,
+    volume: String,
+}
+
+async fn rest_setup(node: &str) -> Result<RestSetup> {
+    let tgtd = Tgtd::start()?;
+    let mut mesh = InProcessMesh::start(0).await?;
+    let settings = tgt_settings(&tgtd);
+    mesh.add_node_with(node, |config| config.tgt = Some(settings)).await?;
+    let api = RestApi::start(&mesh).await?;
+    let project = "0123456789abcdef0123456789abcdef";
+    let token = format!("admin:{project}");
+    let base = format!("/v3/{project}");
+    let body = r#"{"volume": {"size": 1}}"#;
+    let created =
+        api.call(axum::http::Method::POST, &format!("{base}/volumes"), Some(&token), None, Some(body)).await?;
+    let volume = created.body["volume"]["id"].as_str().context("volume id")?.to_owned();
+    let mut client = volume_client(&mesh.grpc_addr).await?;
+    wait_for_status(&mut client, &admin(project), &volume, VolumeStatus::Available).await?;
+    Ok(RestSetup { tgtd, mesh, api, token, base, volume })
 }

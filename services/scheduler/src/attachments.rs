@@ -22,6 +22,7 @@ use sea_orm::{
 
 use crate::{
     Core,
+    core::WriteTxn,
     db::{attachment, db_error, volume},
     events,
     lifecycle::VolumeAction,
@@ -227,26 +228,7 @@ impl Attachments {
         self.disconnect(&model).await?;
         let txn = self.core.begin_write().await?;
         attachment::Entity::delete_by_id(model.id.clone()).exec(&*txn).await.map_err(db_error)?;
-        let remaining = attachment::Entity::find()
-            .filter(attachment::Column::VolumeId.eq(model.volume_id.as_str()))
-            .count(&*txn)
-            .await
-            .map_err(db_error)?;
-        let mut freed = None;
-        if remaining == 0 {
-            let (before, after) = volumes::transition(&*txn, &model.volume_id, VolumeAction::Unreserve, "").await?;
-            volume::Entity::update_many()
-                .col_expr(volume::Column::AttachStatus, Expr::value(AttachStatus::Detached.cinder_name()))
-                .filter(volume::Column::Id.eq(model.volume_id.as_str()))
-                .exec(&*txn)
-                .await
-                .map_err(db_error)?;
-            freed = Some((before, after));
-        }
-        txn.commit().await?;
-        if let Some((before, after)) = freed {
-            self.core.publish_status(events::VOLUME, &after.id, &after.project_id, &before, &after.status, "").await;
-        }
+        self.free_if_last(txn, &model.volume_id, VolumeAction::Unreserve).await?;
         self.list(context, &ListAttachmentsRequest { volume_id: model.volume_id, ..Default::default() }).await
     }
 }
@@ -265,6 +247,32 @@ impl Attachments {
         };
         self.revoke_from(&volume, initiator, Some(&model.id)).await?;
         tracing::info!(attachment_id = %model.id, volume_id = %volume.id, initiator, "host disconnected");
+        Ok(())
+    }
+
+    /// Inside `txn`, after attachments went: with none left, `action` frees the volume (detached).
+    /// Commits `txn` and announces the change.
+    async fn free_if_last(&self, txn: WriteTxn, volume_id: &str, action: VolumeAction) -> Result<(), ServiceError> {
+        let remaining = attachment::Entity::find()
+            .filter(attachment::Column::VolumeId.eq(volume_id))
+            .count(&*txn)
+            .await
+            .map_err(db_error)?;
+        let mut freed = None;
+        if remaining == 0 {
+            let (before, after) = volumes::transition(&*txn, volume_id, action, "").await?;
+            volume::Entity::update_many()
+                .col_expr(volume::Column::AttachStatus, Expr::value(AttachStatus::Detached.cinder_name()))
+                .filter(volume::Column::Id.eq(volume_id))
+                .exec(&*txn)
+                .await
+                .map_err(db_error)?;
+            freed = Some((before, after));
+        }
+        txn.commit().await?;
+        if let Some((before, after)) = freed {
+            self.core.publish_status(events::VOLUME, &after.id, &after.project_id, &before, &after.status, "").await;
+        }
         Ok(())
     }
 
@@ -412,26 +420,7 @@ impl Attachments {
                 request.attachment_id, volume.id
             )));
         }
-        let remaining = attachment::Entity::find()
-            .filter(attachment::Column::VolumeId.eq(volume.id.as_str()))
-            .count(&*txn)
-            .await
-            .map_err(db_error)?;
-        let mut freed = None;
-        if remaining == 0 {
-            let (before, after) = volumes::transition(&*txn, &volume.id, VolumeAction::LegacyDetach, "").await?;
-            volume::Entity::update_many()
-                .col_expr(volume::Column::AttachStatus, Expr::value(AttachStatus::Detached.cinder_name()))
-                .filter(volume::Column::Id.eq(volume.id.as_str()))
-                .exec(&*txn)
-                .await
-                .map_err(db_error)?;
-            freed = Some((before, after));
-        }
-        txn.commit().await?;
-        if let Some((before, after)) = freed {
-            self.core.publish_status(events::VOLUME, &after.id, &after.project_id, &before, &after.status, "").await;
-        }
+        self.free_if_last(txn, &volume.id, VolumeAction::LegacyDetach).await?;
         volumes::load(&self.core.db, context, &volume.id).await
     }
 }
