@@ -244,7 +244,7 @@ async fn up(args: UpArgs) -> Result<()> {
     )
     .await?;
     let node_config =
-        node_config(NodeId::parse(&host_name())?, data_dir.join("volumes"), &args.pool, None, None, "nova".into());
+        node_config(pinned_node_id(&data_dir)?, data_dir.join("volumes"), &args.pool, None, None, "nova".into());
     let node = basalt_volume_node::start(node_config, bus).await?;
     let gateway = basalt_api_gateway::start(basalt_api_gateway::GatewayConfig {
         listen: args.rest_listen,
@@ -334,6 +334,22 @@ fn node_config(
     config.report_interval = Duration::from_millis(pool.report_interval_ms);
     config.max_capacity_bytes = pool.max_capacity_gib.map(|gib| gib << 30);
     config
+}
+
+/// The embedded node's id, chosen once (the host name) and kept in the data directory: volumes are
+/// placed by node id, so renaming the host must not orphan them.
+fn pinned_node_id(data_dir: &std::path::Path) -> Result<NodeId> {
+    let path = data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(NodeId::parse(text.trim())?),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let node_id = NodeId::parse(&host_name())?;
+            std::fs::write(&path, format!("{node_id}\n"))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(node_id)
+        }
+        Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+    }
 }
 
 fn host_name() -> String {

@@ -179,6 +179,9 @@ async fn a_generic_reflection_client_drives_basalt_up() -> Result<()> {
     ])?;
     ensure!(ok, "create failed: {errors}");
     let id = json_field(&created, "id")?;
+    // The embedded node's id is pinned in the data directory, so a host rename orphans nothing.
+    let pinned = std::fs::read_to_string(Path::new(up.endpoint("data")).join("node-id"))?;
+    ensure!(json_field(&created, "node_id")? == pinned.trim(), "the volume's node is the pinned node id");
     let get_body = format!(r#"{{"volume_id": "{id}"}}"#);
     eventually("the volume is available", || {
         let result = call(&["call", "basalt.v1.VolumeService/GetVolume", &get_body, project]);
