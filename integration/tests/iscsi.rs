@@ -483,3 +483,67 @@ async fn rest_setup(node: &str) -> Result<RestSetup> {
     wait_for_status(&mut client, &admin(project), &volume, VolumeStatus::Available).await?;
     Ok(RestSetup { tgtd, mesh, api, token, base, volume })
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_multiattach_type_lets_two_hosts_share_a_volume() -> Result<()> {
+    use basalt::proto::{
+        CompleteAttachmentRequest, Connector, CreateAttachmentRequest, CreateVolumeTypeRequest,
+        DeleteAttachmentRequest, GetVolumeRequest,
+    };
+    const SECOND: &str = "iqn.2024-01.org.basalt.test:host2";
+    let tgtd = Tgtd::start()?;
+    let mut mesh = InProcessMesh::start(0).await?;
+    let settings = tgt_settings(&tgtd);
+    mesh.add_node_with("shared-node", |config| config.tgt = Some(settings)).await?;
+    let mut client = volume_client(&mesh.grpc_addr).await?;
+    let owner = project("shared");
+    client
+        .create_volume_type(admin("ops").request(CreateVolumeTypeRequest {
+            name: "shared".into(),
+            extra_specs: [("multiattach".into(), "<is> True".into())].into(),
+            ..Default::default()
+        }))
+        .await?;
+    let volume = client
+        .create_volume(owner.request(CreateVolumeRequest {
+            size_gib: 1,
+            volume_type: "shared".into(),
+            ..Default::default()
+        }))
+        .await?
+        .into_inner();
+    assert!(volume.multiattach, "the type makes the volume multiattach");
+    wait_for_status(&mut client, &owner, &volume.id, VolumeStatus::Available).await?;
+
+    let attach = |initiator: &'static str| {
+        let mut client = client.clone();
+        let owner = owner.clone();
+        let volume_id = volume.id.clone();
+        async move {
+            let connector = Connector { initiator: initiator.into(), ..Default::default() };
+            let request = CreateAttachmentRequest { volume_id, connector: Some(connector), ..Default::default() };
+            let attachment = client.create_attachment(owner.request(request)).await?.into_inner();
+            let request = CompleteAttachmentRequest { attachment_id: attachment.id.clone() };
+            client.complete_attachment(owner.request(request)).await?;
+            anyhow::Ok(attachment)
+        }
+    };
+    let first = attach(HOST).await?;
+    let second = attach(SECOND).await?;
+    let shown = client.get_volume(owner.request(GetVolumeRequest { volume_id: volume.id.clone() })).await?.into_inner();
+    assert_eq!((shown.status(), shown.attachments.len()), (VolumeStatus::InUse, 2));
+    let export = export_from(&second.connection_info.clone().context("connection_info")?)?;
+    assert_eq!(read_capacity(&export, HOST, Some(&export.auth_password))?, GIB);
+    assert_eq!(read_capacity(&export, SECOND, Some(&export.auth_password))?, GIB);
+
+    client.delete_attachment(owner.request(DeleteAttachmentRequest { attachment_id: first.id.clone() })).await?;
+    assert!(read_capacity(&export, HOST, Some(&export.auth_password)).is_err(), "the first host lost its access");
+    assert_eq!(read_capacity(&export, SECOND, Some(&export.auth_password))?, GIB, "the second host keeps it");
+    let shown = client.get_volume(owner.request(GetVolumeRequest { volume_id: volume.id.clone() })).await?.into_inner();
+    assert_eq!(shown.status(), VolumeStatus::InUse);
+    client.delete_attachment(owner.request(DeleteAttachmentRequest { attachment_id: second.id.clone() })).await?;
+    ensure!(!tgtd.show_targets()?.contains(&export.target_iqn), "the target went with the last host");
+    wait_for_status(&mut client, &owner, &volume.id, VolumeStatus::Available).await?;
+    mesh.shutdown().await;
+    Ok(())
+}

@@ -55,13 +55,7 @@ impl Attachments {
             _ => "rw",
         };
         let txn = self.core.begin_write().await?;
-        let (before, reserved) = volumes::transition(&*txn, &volume.id, VolumeAction::Reserve, "").await?;
-        volume::Entity::update_many()
-            .col_expr(volume::Column::AttachStatus, Expr::value(AttachStatus::Reserved.cinder_name()))
-            .filter(volume::Column::Id.eq(volume.id.as_str()))
-            .exec(&*txn)
-            .await
-            .map_err(db_error)?;
+        let (before, reserved) = step(&*txn, &volume, VolumeAction::Reserve, AttachStatus::Reserved).await?;
         let model = attachment::ActiveModel {
             id: Set(AttachmentId::new_random().to_string()),
             volume_id: Set(volume.id.clone()),
@@ -121,13 +115,7 @@ impl Attachments {
         let export = self.export_to(&volume, &connector.initiator).await?;
         let info = connection_info(&export, &model.mode, volume.readonly);
         let txn = self.core.begin_write().await?;
-        let (before, after) = volumes::transition(&*txn, &volume.id, VolumeAction::Connect, "").await?;
-        volume::Entity::update_many()
-            .col_expr(volume::Column::AttachStatus, Expr::value(AttachStatus::Attaching.cinder_name()))
-            .filter(volume::Column::Id.eq(volume.id.as_str()))
-            .exec(&*txn)
-            .await
-            .map_err(db_error)?;
+        let (before, after) = step(&*txn, &volume, VolumeAction::Connect, AttachStatus::Attaching).await?;
         attachment::Entity::update_many()
             .col_expr(attachment::Column::Status, Expr::value(AttachStatus::Attaching.cinder_name()))
             .col_expr(attachment::Column::HostName, Expr::value(connector.host.clone()))
@@ -160,13 +148,8 @@ impl Attachments {
             )));
         }
         let txn = self.core.begin_write().await?;
-        let (before, after) = volumes::transition(&*txn, &model.volume_id, VolumeAction::CompleteAttach, "").await?;
-        volume::Entity::update_many()
-            .col_expr(volume::Column::AttachStatus, Expr::value(AttachStatus::Attached.cinder_name()))
-            .filter(volume::Column::Id.eq(model.volume_id.as_str()))
-            .exec(&*txn)
-            .await
-            .map_err(db_error)?;
+        let volume = volumes::load(&*txn, context, &model.volume_id).await?;
+        let (before, after) = step(&*txn, &volume, VolumeAction::CompleteAttach, AttachStatus::Attached).await?;
         attachment::Entity::update_many()
             .col_expr(attachment::Column::Status, Expr::value(AttachStatus::Attached.cinder_name()))
             .col_expr(attachment::Column::AttachedAt, Expr::value(Utc::now()))
@@ -423,6 +406,42 @@ impl Attachments {
         self.free_if_last(txn, &volume.id, VolumeAction::LegacyDetach).await?;
         volumes::load(&self.core.db, context, &volume.id).await
     }
+}
+
+/// Moves the volume by `action` and sets its attach status, inside `txn`; except that a
+/// multiattach volume another host already uses keeps its status (it is only locked, so a
+/// concurrent change waits for this transaction).
+async fn step(
+    txn: &impl sea_orm::ConnectionTrait,
+    volume: &volume::Model,
+    action: VolumeAction,
+    attach_status: AttachStatus,
+) -> Result<(String, volume::Model), ServiceError> {
+    let current = VolumeStatus::from_cinder_name(&volume.status).unwrap_or_default();
+    let joining =
+        matches!(action, VolumeAction::Reserve) && matches!(current, VolumeStatus::Reserved | VolumeStatus::Attaching);
+    let shared = volume.multiattach && (current == VolumeStatus::InUse || joining);
+    if shared {
+        let locked = volume::Entity::update_many()
+            .col_expr(volume::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(volume::Column::Id.eq(volume.id.as_str()))
+            .filter(volume::Column::Status.eq(volume.status.as_str()))
+            .exec(txn)
+            .await
+            .map_err(db_error)?;
+        if locked.rows_affected == 0 {
+            return Err(ServiceError::conflict(format!("volume {} changed status meanwhile; retry", volume.id)));
+        }
+        return Ok((volume.status.clone(), volume.clone()));
+    }
+    let (before, after) = volumes::transition(txn, &volume.id, action, "").await?;
+    volume::Entity::update_many()
+        .col_expr(volume::Column::AttachStatus, Expr::value(attach_status.cinder_name()))
+        .filter(volume::Column::Id.eq(volume.id.as_str()))
+        .exec(txn)
+        .await
+        .map_err(db_error)?;
+    Ok((before, after))
 }
 
 /// Cinder's iSCSI `connection_info` (`cinder/volume/targets/iscsi.py::_get_iscsi_properties`).

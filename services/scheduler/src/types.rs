@@ -39,6 +39,11 @@ pub fn wants_thick(specs: &HashMap<String, String>) -> bool {
     specs.get("provisioning:type").is_some_and(|value| value.trim().eq_ignore_ascii_case("thick"))
 }
 
+/// Cinder's `multiattach="<is> True"`: volumes of the type may be attached to several hosts.
+pub fn allows_multiattach(specs: &HashMap<String, String>) -> bool {
+    specs.get("multiattach").is_some_and(|value| crate::placement::extra_specs::matches("True", value))
+}
+
 /// The zones a type restricts volumes to (`RESKEY:availability_zones`, comma-separated).
 pub fn zones(specs: &HashMap<String, String>) -> Vec<String> {
     specs

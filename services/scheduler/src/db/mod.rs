@@ -66,7 +66,17 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 3, name: "attachments", statements: attachments_table },
     Migration { version: 4, name: "qos_specs", statements: qos_specs_table },
     Migration { version: 5, name: "connection_info", statements: connection_info_column },
+    Migration { version: 6, name: "multiattach", statements: multiattach_column },
 ];
+
+/// Whether several hosts may attach a volume at once.
+fn multiattach_column(backend: DbBackend) -> Vec<Statement> {
+    let column = Table::alter()
+        .table(volume::Entity)
+        .add_column(ColumnDef::new(volume::Column::Multiattach).boolean().not_null().default(false))
+        .to_owned();
+    vec![backend.build(&column)]
+}
 
 /// The connection info an attachment hands to its host.
 fn connection_info_column(backend: DbBackend) -> Vec<Statement> {

@@ -26,6 +26,8 @@ pub struct Model {
     pub metadata: String,
     pub bootable: bool,
     pub readonly: bool,
+    /// Several hosts may attach it at once; chosen by the volume type (`multiattach=<is> True`).
+    pub multiattach: bool,
     pub error_reason: String,
     pub idempotency_key: Option<String>,
     pub created_at: DateTimeUtc,
