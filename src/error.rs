@@ -67,16 +67,7 @@ impl ErrorCode {
 
     /// The key of Cinder's fault body, `{"<fault>": {"code": .., "message": ..}}`.
     pub const fn cinder_fault(self) -> &'static str {
-        match self.http_status() {
-            400 => "badRequest",
-            401 => "unauthorized",
-            403 => "forbidden",
-            404 => "itemNotFound",
-            409 => "conflictingRequest",
-            413 => "overLimit",
-            503 => "serviceUnavailable",
-            _ => "computeFault",
-        }
+        cinder_fault_for_status(self.http_status())
     }
 
     /// A stable name, carried across gRPC hops in the `x-basalt-error` metadata so that kinds
@@ -115,6 +106,25 @@ impl ErrorCode {
             tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => Self::Timeout,
             _ => Self::Internal,
         }
+    }
+}
+
+/// Cinder's fault name for an HTTP status (`api/openstack/wsgi.py::Fault`), also for statuses the
+/// REST layer produces itself (405, 406, 415, ...).
+pub const fn cinder_fault_for_status(status: u16) -> &'static str {
+    match status {
+        400 => "badRequest",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "itemNotFound",
+        405 => "badMethod",
+        406 => "notAcceptable",
+        409 => "conflictingRequest",
+        413 => "overLimit",
+        415 => "badMediaType",
+        501 => "notImplemented",
+        503 => "serviceUnavailable",
+        _ => "computeFault",
     }
 }
 

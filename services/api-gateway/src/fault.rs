@@ -6,7 +6,7 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use basalt::{ErrorCode, ServiceError};
+use basalt::ServiceError;
 use serde_json::json;
 
 #[derive(Debug, Clone)]
@@ -31,23 +31,6 @@ impl Fault {
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, message)
     }
-
-    fn fault_name(&self) -> &'static str {
-        match self.status.as_u16() {
-            400 => "badRequest",
-            401 => "unauthorized",
-            403 => "forbidden",
-            404 => "itemNotFound",
-            405 => "badMethod",
-            406 => "notAcceptable",
-            409 => "conflictingRequest",
-            413 => "overLimit",
-            415 => "badMediaType",
-            501 => "notImplemented",
-            503 => "serviceUnavailable",
-            _ => "computeFault",
-        }
-    }
 }
 
 impl From<ServiceError> for Fault {
@@ -69,7 +52,7 @@ impl From<tonic::Status> for Fault {
 
 impl IntoResponse for Fault {
     fn into_response(self) -> Response {
-        let name = self.fault_name();
+        let name = basalt::error::cinder_fault_for_status(self.status.as_u16());
         let body = json!({ name: { "code": self.status.as_u16(), "message": self.message } });
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -80,13 +63,10 @@ impl IntoResponse for Fault {
     }
 }
 
-/// Cinder's fault name for an error code, as the gateway shows it.
-pub fn fault_name(code: ErrorCode) -> &'static str {
-    code.cinder_fault()
-}
-
 #[cfg(test)]
 mod tests {
+    use basalt::ErrorCode;
+
     use super::*;
 
     #[test]
@@ -95,6 +75,6 @@ mod tests {
         let response = fault.into_response();
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "0");
-        assert_eq!(fault_name(ErrorCode::QuotaExceeded), "overLimit");
+        assert_eq!(ErrorCode::QuotaExceeded.cinder_fault(), "overLimit");
     }
 }

@@ -68,7 +68,7 @@ pub fn negotiate(headers: &HeaderMap) -> Result<ApiVersion, VersionError> {
     let version = ApiVersion::new(minor);
     if major != 3 || version > ApiVersion::MAX {
         return Err(VersionError::Unsupported(format!(
-            "version {major}.{minor} is not supported by the api: the minimum is {} and the maximum is {}",
+            "version {major}.{minor} is outside this api's range: the minimum is {} and the maximum is {}",
             ApiVersion::MIN,
             ApiVersion::MAX
         )));

@@ -120,15 +120,14 @@ pub fn snapshot_detail(snapshot: &Snapshot, version: ApiVersion, base: &str) -> 
         "os-extended-snapshot-attributes:project_id": snapshot.project_id,
         "links": links(base, "snapshots", &snapshot.id),
     });
-    let map = view.as_object_mut().expect("a snapshot view is an object");
     if version.at_least(14) {
-        map.insert("group_snapshot_id".into(), Value::Null);
+        view["group_snapshot_id"] = Value::Null;
     }
     if version.at_least(41) {
-        map.insert("user_id".into(), json!(snapshot.user_id));
+        view["user_id"] = json!(snapshot.user_id);
     }
     if version.at_least(65) {
-        map.insert("consumes_quota".into(), json!(true));
+        view["consumes_quota"] = json!(true);
     }
     view
 }

@@ -16,8 +16,8 @@ use basalt::{
 };
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    Set, sea_query::Expr,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set,
+    sea_query::Expr,
 };
 
 use crate::{
@@ -26,6 +26,7 @@ use crate::{
     db::{attachment, db_error, volume},
     events,
     lifecycle::VolumeAction,
+    listing,
     volumes::{self, timestamp},
 };
 
@@ -175,13 +176,8 @@ impl Attachments {
         context: &CallContext,
         request: &ListAttachmentsRequest,
     ) -> Result<Vec<attachment::Model>, ServiceError> {
-        if request.all_projects {
-            context.require_admin("listing the attachments of all projects")?;
-        }
-        let mut condition = Condition::all();
-        if !request.all_projects {
-            condition = condition.add(attachment::Column::ProjectId.eq(context.project_id.as_str()));
-        }
+        let mut condition =
+            listing::project_scope(context, request.all_projects, attachment::Column::ProjectId, "attachments")?;
         if !request.volume_id.is_empty() {
             condition = condition.add(attachment::Column::VolumeId.eq(request.volume_id.as_str()));
         }

@@ -10,6 +10,8 @@ use std::{
 use basalt::{ServiceError, bus::Bus, proto::CapacityReport};
 use futures::StreamExt;
 
+use crate::placement::PoolCandidate;
+
 /// Reports older than this many of the node's intervals make it unschedulable.
 const STALE_AFTER_INTERVALS: u32 = 3;
 /// A floor on the staleness window, so a very short interval does not flap.
@@ -59,6 +61,13 @@ impl CapacityView {
 
     pub fn node(&self, node_id: &str) -> Option<NodeReport> {
         self.nodes.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(node_id).cloned()
+    }
+
+    /// Pool `pool` of node `node_id` as placement sees it, from the node's latest report.
+    pub fn pool(&self, node_id: &str, pool: &str) -> Option<PoolCandidate> {
+        let node = self.node(node_id)?;
+        let capacity = node.report.pools.iter().find(|candidate| candidate.name == pool)?;
+        Some(PoolCandidate::from_report(node_id, &node.report.availability_zone, capacity))
     }
 
     /// Returns the loop that follows the bus until `stopped` resolves. Subscribes before returning, so a poll sent

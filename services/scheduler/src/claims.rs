@@ -59,18 +59,6 @@ pub async fn claim(txn: &impl ConnectionTrait, host: &str, capacity_gib: i64, gi
     Ok(updated.rows_affected == 1)
 }
 
-/// Books `gib` on `host` without a limit: for space that exists already (a revert, a resumed
-/// operation) or that an admin forces.
-pub async fn claim_unchecked(txn: &impl ConnectionTrait, host: &str, gib: i64) -> Result<(), ServiceError> {
-    pool_claim::Entity::update_many()
-        .col_expr(pool_claim::Column::ClaimedGib, Expr::col(pool_claim::Column::ClaimedGib).add(gib))
-        .filter(pool_claim::Column::Host.eq(host))
-        .exec(txn)
-        .await
-        .map_err(db_error)?;
-    Ok(())
-}
-
 /// Gives `gib` back on `host`.
 pub async fn release(txn: &impl ConnectionTrait, host: &str, gib: i64) -> Result<(), ServiceError> {
     if host.is_empty() || gib == 0 {

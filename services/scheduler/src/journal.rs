@@ -330,13 +330,7 @@ async fn complete(
     outcome: Result<(), ServiceError>,
 ) -> Result<(), ServiceError> {
     let txn = core.begin_write().await?;
-    let removed = operation::Entity::delete_many()
-        .filter(operation::Column::Id.eq(record.id.as_str()))
-        .filter(operation::Column::Owner.eq(core.owner.as_str()))
-        .exec(&*txn)
-        .await
-        .map_err(db_error)?;
-    if removed.rows_affected != 1 {
+    if !remove_if_owned(&*txn, core, record).await? {
         tracing::info!(operation_id = %record.id, "the operation changed hands before it completed here");
         return Ok(());
     }
@@ -357,12 +351,7 @@ async fn complete(
             drop(txn);
             tracing::error!(operation_id = %record.id, kind = operation.kind(), %error, "the operation's resource moved on; closing the operation without applying its outcome");
             let txn = core.begin_write().await?;
-            operation::Entity::delete_many()
-                .filter(operation::Column::Id.eq(record.id.as_str()))
-                .filter(operation::Column::Owner.eq(core.owner.as_str()))
-                .exec(&*txn)
-                .await
-                .map_err(db_error)?;
+            remove_if_owned(&*txn, core, record).await?;
             return txn.commit().await;
         }
         Err(error) => return Err(error),
@@ -373,6 +362,21 @@ async fn complete(
         core.publish_status(event.kind, &event.id, &event.project, &event.from, &event.to, &event.reason).await;
     }
     Ok(())
+}
+
+/// Deletes the journal row if this scheduler still owns it; `false` when it changed hands.
+async fn remove_if_owned(
+    txn: &impl ConnectionTrait,
+    core: &Core,
+    record: &operation::Model,
+) -> Result<bool, ServiceError> {
+    let removed = operation::Entity::delete_many()
+        .filter(operation::Column::Id.eq(record.id.as_str()))
+        .filter(operation::Column::Owner.eq(core.owner.as_str()))
+        .exec(txn)
+        .await
+        .map_err(db_error)?;
+    Ok(removed.rows_affected == 1)
 }
 
 /// A status change to announce once its transaction committed.

@@ -17,6 +17,7 @@ pub mod placement;
 pub mod qos;
 pub mod quotas;
 pub mod snapshots;
+pub mod string_map;
 pub mod types;
 pub mod volumes;
 

@@ -3,13 +3,30 @@
 
 use basalt::{
     ServiceError,
+    context::CallContext,
     proto::{PageInfo, PageRequest, SortKey},
 };
 use chrono::{DateTime, Utc};
+use sea_orm::{ColumnTrait, Condition};
 
 use crate::db::{snapshot, volume};
 
 const MAX_PAGE_SIZE: usize = 1000;
+
+/// The rows a caller may list: its own project's, or every project's with `all_projects`, which
+/// only admins may ask for; `what` names the rows in the refusal.
+pub fn project_scope(
+    context: &CallContext,
+    all_projects: bool,
+    project_column: impl ColumnTrait,
+    what: &str,
+) -> Result<Condition, ServiceError> {
+    if all_projects {
+        context.require_admin(&format!("listing the {what} of all projects"))?;
+        return Ok(Condition::all());
+    }
+    Ok(Condition::all().add(project_column.eq(context.project_id.as_str())))
+}
 
 /// What a listed row exposes to sorting and paging.
 pub trait Listed: Clone {

@@ -1,7 +1,7 @@
 //! QoS specs (admin only): named sets of limits associated with volume types. Specs with consumer
 //! `front-end` or `both` travel to the host in the connection info; `back-end` ones to the node.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use basalt::{
     ErrorCode, ServiceError,
@@ -16,18 +16,14 @@ use sea_orm::{
 use crate::{
     Core,
     db::{db_error, qos_specs, volume_type},
+    string_map,
 };
 
 const CONSUMERS: [&str; 3] = ["back-end", "front-end", "both"];
-const MAX_FIELD_LEN: usize = 255;
+const MAX_FIELD_LEN: usize = string_map::MAX_LEN;
 
 fn specs(model: &qos_specs::Model) -> HashMap<String, String> {
-    serde_json::from_str(&model.specs).unwrap_or_default()
-}
-
-fn specs_json(specs: &HashMap<String, String>) -> String {
-    let sorted: BTreeMap<&String, &String> = specs.iter().collect();
-    serde_json::to_string(&sorted).unwrap_or_else(|_| "{}".into())
+    string_map::from_json(&model.specs)
 }
 
 fn check_consumer(consumer: &str) -> Result<(), ServiceError> {
@@ -35,17 +31,6 @@ fn check_consumer(consumer: &str) -> Result<(), ServiceError> {
         return Ok(());
     }
     Err(ServiceError::invalid(format!("consumer {consumer:?} is invalid: use back-end, front-end or both")))
-}
-
-fn check_specs(specs: &HashMap<String, String>) -> Result<(), ServiceError> {
-    for (key, value) in specs {
-        if key.is_empty() || key.chars().count() > MAX_FIELD_LEN || value.chars().count() > MAX_FIELD_LEN {
-            return Err(ServiceError::invalid(format!(
-                "invalid qos spec {key:?}: keys need 1 to {MAX_FIELD_LEN} characters, values at most {MAX_FIELD_LEN}"
-            )));
-        }
-    }
-    Ok(())
 }
 
 pub fn to_proto(model: &qos_specs::Model) -> QosSpecs {
@@ -81,7 +66,7 @@ impl<'a> Qos<'a> {
         }
         let consumer = if request.consumer.is_empty() { "back-end".to_owned() } else { request.consumer };
         check_consumer(&consumer)?;
-        check_specs(&request.specs)?;
+        string_map::validate(&request.specs, "qos spec")?;
         let txn = self.core.begin_write().await?;
         let taken = qos_specs::Entity::find()
             .filter(qos_specs::Column::Name.eq(name.as_str()))
@@ -95,7 +80,7 @@ impl<'a> Qos<'a> {
             id: Set(uuid::Uuid::new_v4().to_string()),
             name: Set(name),
             consumer: Set(consumer),
-            specs: Set(specs_json(&request.specs)),
+            specs: Set(string_map::to_json(&request.specs)),
             created_at: Set(Utc::now()),
         }
         .insert(&*txn)
@@ -121,7 +106,7 @@ impl<'a> Qos<'a> {
         request: UpdateQosSpecsRequest,
     ) -> Result<qos_specs::Model, ServiceError> {
         context.require_admin("changing qos specs")?;
-        check_specs(&request.specs)?;
+        string_map::validate(&request.specs, "qos spec")?;
         let model = self.load(&request.qos_specs_id).await?;
         let mut merged = specs(&model);
         for key in &request.delete_keys {
@@ -131,7 +116,7 @@ impl<'a> Qos<'a> {
         }
         merged.extend(request.specs);
         let mut active: qos_specs::ActiveModel = model.into();
-        active.specs = Set(specs_json(&merged));
+        active.specs = Set(string_map::to_json(&merged));
         if !request.consumer.is_empty() {
             check_consumer(&request.consumer)?;
             active.consumer = Set(request.consumer);

@@ -23,10 +23,8 @@ use crate::{
     events,
     journal::{self, Operation, PendingEvent},
     lifecycle::{self, SnapshotAction, VolumeAction},
-    listing, quotas,
-    volumes::{
-        self, host_of, metadata_from_json, metadata_to_json, placement_of, timestamp, type_name_of, validate_fields,
-    },
+    listing, quotas, string_map,
+    volumes::{self, host_of, placement_of, timestamp, type_name_of, validate_fields},
 };
 
 pub struct Snapshots {
@@ -105,7 +103,7 @@ impl Snapshots {
             description: Set(request.description),
             size_gib: Set(volume.size_gib),
             status: Set(SnapshotStatus::Creating.cinder_name().into()),
-            metadata: Set(metadata_to_json(&request.metadata)),
+            metadata: Set(string_map::to_json(&request.metadata)),
             progress: Set(0),
             error_reason: Set(String::new()),
             node_id: Set(node_id.clone()),
@@ -129,22 +127,7 @@ impl Snapshots {
     }
 
     fn pool_capacity(&self, node_id: &str, pool: &str) -> i64 {
-        self.core
-            .capacity
-            .node(node_id)
-            .and_then(|node| {
-                node.report.pools.iter().find(|candidate| candidate.name == pool).map(|capacity| {
-                    claims::capacity_gib(
-                        &crate::placement::PoolCandidate::from_report(
-                            node_id,
-                            &node.report.availability_zone,
-                            capacity,
-                        ),
-                        false,
-                    )
-                })
-            })
-            .unwrap_or(0)
+        self.core.capacity.pool(node_id, pool).map_or(0, |pool| claims::capacity_gib(&pool, false))
     }
 
     pub async fn get(&self, context: &CallContext, snapshot_id: &str) -> Result<snapshot::Model, ServiceError> {
@@ -156,13 +139,8 @@ impl Snapshots {
         context: &CallContext,
         request: &ListSnapshotsRequest,
     ) -> Result<(Vec<snapshot::Model>, PageInfo), ServiceError> {
-        if request.all_projects {
-            context.require_admin("listing the snapshots of all projects")?;
-        }
-        let mut condition = Condition::all();
-        if !request.all_projects {
-            condition = condition.add(snapshot::Column::ProjectId.eq(context.project_id.as_str()));
-        }
+        let mut condition =
+            listing::project_scope(context, request.all_projects, snapshot::Column::ProjectId, "snapshots")?;
         if !request.volume_id.is_empty() {
             condition = condition.add(snapshot::Column::VolumeId.eq(request.volume_id.as_str()));
         }
@@ -201,7 +179,7 @@ impl Snapshots {
             update = update.col_expr(snapshot::Column::Description, Expr::value(description));
         }
         if let Some(metadata) = metadata {
-            update = update.col_expr(snapshot::Column::Metadata, Expr::value(metadata_to_json(&metadata)));
+            update = update.col_expr(snapshot::Column::Metadata, Expr::value(string_map::to_json(&metadata)));
         }
         if update.exec(&self.core.db).await.map_err(db_error)?.rows_affected == 0 {
             return Err(ServiceError::conflict(format!(
@@ -447,7 +425,7 @@ pub fn to_proto(model: &snapshot::Model) -> proto::Snapshot {
         description: model.description.clone(),
         size_gib: model.size_gib as u64,
         status: SnapshotStatus::from_cinder_name(&model.status).unwrap_or_default() as i32,
-        metadata: metadata_from_json(&model.metadata),
+        metadata: string_map::from_json(&model.metadata),
         progress: model.progress.clamp(0, 100) as u32,
         error_reason: model.error_reason.clone(),
         created_at: Some(timestamp(model.created_at)),

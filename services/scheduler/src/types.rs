@@ -2,7 +2,7 @@
 //! Public types are visible to every project, private ones to admins and the projects given
 //! access. One type is the default; it cannot be deleted.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use basalt::{
     ErrorCode, ServiceError,
@@ -21,17 +21,13 @@ use sea_orm::{
 use crate::{
     Core,
     db::{db_error, snapshot, volume, volume_type, volume_type_access},
+    string_map,
 };
 
-const MAX_FIELD_LEN: usize = 255;
+const MAX_FIELD_LEN: usize = string_map::MAX_LEN;
 
 pub fn extra_specs(model: &volume_type::Model) -> HashMap<String, String> {
-    serde_json::from_str(&model.extra_specs).unwrap_or_default()
-}
-
-fn specs_to_json(specs: &HashMap<String, String>) -> String {
-    let sorted: BTreeMap<&String, &String> = specs.iter().collect();
-    serde_json::to_string(&sorted).unwrap_or_else(|_| "{}".into())
+    string_map::from_json(&model.extra_specs)
 }
 
 /// `provisioning:type=thick` in a type forces thick capacity math.
@@ -50,17 +46,6 @@ pub fn zones(specs: &HashMap<String, String>) -> Vec<String> {
         .get("RESKEY:availability_zones")
         .map(|zones| zones.split(',').map(|zone| zone.trim().to_owned()).filter(|zone| !zone.is_empty()).collect())
         .unwrap_or_default()
-}
-
-fn validate_specs(specs: &HashMap<String, String>) -> Result<(), ServiceError> {
-    for (key, value) in specs {
-        if key.is_empty() || key.chars().count() > MAX_FIELD_LEN || value.chars().count() > MAX_FIELD_LEN {
-            return Err(ServiceError::invalid(format!(
-                "invalid extra spec {key:?}: keys need 1 to {MAX_FIELD_LEN} characters, values at most {MAX_FIELD_LEN}"
-            )));
-        }
-    }
-    Ok(())
 }
 
 pub async fn names(db: &impl ConnectionTrait) -> Result<HashMap<String, String>, ServiceError> {
@@ -153,7 +138,7 @@ pub async fn create(
     if request.description.chars().count() > MAX_FIELD_LEN {
         return Err(ServiceError::invalid(format!("description is too long: at most {MAX_FIELD_LEN} characters")));
     }
-    validate_specs(&request.extra_specs)?;
+    string_map::validate(&request.extra_specs, "extra spec")?;
     let txn = core.begin_write().await?;
     let taken =
         volume_type::Entity::find().filter(volume_type::Column::Name.eq(name)).count(&*txn).await.map_err(db_error)?;
@@ -169,7 +154,7 @@ pub async fn create(
         name: Set(name.to_owned()),
         description: Set(request.description),
         is_public: Set(request.is_public.unwrap_or(true)),
-        extra_specs: Set(specs_to_json(&request.extra_specs)),
+        extra_specs: Set(string_map::to_json(&request.extra_specs)),
         is_default: Set(false),
         qos_specs_id: Set(None),
         created_at: Set(now),
@@ -294,13 +279,13 @@ pub async fn set_extra_specs(
     context: &CallContext,
     request: SetVolumeTypeExtraSpecsRequest,
 ) -> Result<volume_type::Model, ServiceError> {
-    validate_specs(&request.extra_specs)?;
+    string_map::validate(&request.extra_specs, "extra spec")?;
     let txn = core.begin_write().await?;
     let model = load_for_change(&*txn, context, &request.volume_type_id, "changing extra specs").await?;
     let mut specs = extra_specs(&model);
     specs.extend(request.extra_specs);
     let mut active: volume_type::ActiveModel = model.into();
-    active.extra_specs = Set(specs_to_json(&specs));
+    active.extra_specs = Set(string_map::to_json(&specs));
     active.updated_at = Set(Utc::now());
     let model = active.update(&*txn).await.map_err(db_error)?;
     txn.commit().await?;
@@ -320,7 +305,7 @@ pub async fn unset_extra_spec(
         return Err(ServiceError::not_found(format!("volume type {} has no extra spec {key:?}", model.name)));
     }
     let mut active: volume_type::ActiveModel = model.into();
-    active.extra_specs = Set(specs_to_json(&specs));
+    active.extra_specs = Set(string_map::to_json(&specs));
     active.updated_at = Set(Utc::now());
     let model = active.update(&*txn).await.map_err(db_error)?;
     txn.commit().await?;

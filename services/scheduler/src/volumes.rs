@@ -2,11 +2,7 @@
 //! transaction as the row, status changes by compare-and-set through the lifecycle table, and an
 //! operation in the journal for everything a node must do.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::Arc,
-    time::Instant,
-};
+use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use basalt::{
     ErrorCode, ServiceError,
@@ -32,12 +28,12 @@ use crate::{
     lifecycle::{self, SnapshotAction, VolumeAction},
     listing,
     placement::{self, PlacementRequest, PoolCandidate},
-    quotas, snapshots, types,
+    quotas, snapshots, string_map, types,
 };
 
 /// 1 PiB: far above any real pool, low enough that byte sizes never overflow.
 pub const MAX_VOLUME_GIB: u64 = 1 << 20;
-const MAX_NAME_LEN: usize = 255;
+const MAX_NAME_LEN: usize = string_map::MAX_LEN;
 const MAX_METADATA_ITEMS: usize = 128;
 
 pub struct Volumes {
@@ -166,7 +162,7 @@ impl Volumes {
             pool: Set(Some(pool.pool.clone())),
             snapshot_id: Set(source.as_ref().and_then(|source| source.snapshot_id.clone())),
             source_volume_id: Set(source.as_ref().and_then(|source| source.volume_id.clone())),
-            metadata: Set(metadata_to_json(&request.metadata)),
+            metadata: Set(string_map::to_json(&request.metadata)),
             bootable: Set(source.as_ref().is_some_and(|source| source.bootable)),
             readonly: Set(false),
             multiattach: Set(types::allows_multiattach(&placement_request.extra_specs)),
@@ -178,7 +174,7 @@ impl Volumes {
         .insert(&*txn)
         .await
         .map_err(|error| {
-            if error.to_string().to_lowercase().contains("unique") {
+            if matches!(error.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) {
                 ServiceError::new(
                     ErrorCode::AlreadyExists,
                     "a volume with this idempotency key was created concurrently; retry to get it",
@@ -267,16 +263,15 @@ impl Volumes {
 
     /// The pool of a copy's source, from its node's latest report.
     fn source_pool(&self, source: &Source) -> Result<PoolCandidate, ServiceError> {
-        let node = self.core.capacity.node(&source.node_id).ok_or_else(|| {
-            ServiceError::unavailable(format!(
+        if self.core.capacity.node(&source.node_id).is_none() {
+            return Err(ServiceError::unavailable(format!(
                 "node {} holding {} has not reported since this scheduler started; retry shortly",
                 source.node_id, source.description
-            ))
-        })?;
-        let pool = node.report.pools.iter().find(|pool| pool.name == source.pool).ok_or_else(|| {
+            )));
+        }
+        self.core.capacity.pool(&source.node_id, &source.pool).ok_or_else(|| {
             ServiceError::unavailable(format!("node {} no longer reports pool {}", source.node_id, source.pool))
-        })?;
-        Ok(PoolCandidate::from_report(&node.report.node_id, &node.report.availability_zone, pool))
+        })
     }
 
     /// Every pool of every fresh report, with what the database has booked on it.
@@ -303,13 +298,8 @@ impl Volumes {
         context: &CallContext,
         request: &ListVolumesRequest,
     ) -> Result<(Vec<volume::Model>, PageInfo), ServiceError> {
-        if request.all_projects {
-            context.require_admin("listing the volumes of all projects")?;
-        }
-        let mut condition = Condition::all();
-        if !request.all_projects {
-            condition = condition.add(volume::Column::ProjectId.eq(context.project_id.as_str()));
-        }
+        let mut condition =
+            listing::project_scope(context, request.all_projects, volume::Column::ProjectId, "volumes")?;
         if !request.name.is_empty() {
             condition = condition.add(volume::Column::Name.eq(request.name.as_str()));
         }
@@ -332,7 +322,7 @@ impl Volumes {
         // Metadata filters match on the decoded map, so they work the same on every database.
         if !request.metadata.is_empty() {
             rows.retain(|row| {
-                let metadata = metadata_from_json(&row.metadata);
+                let metadata = string_map::from_json(&row.metadata);
                 request.metadata.iter().all(|(key, value)| metadata.get(key) == Some(value))
             });
         }
@@ -363,7 +353,7 @@ impl Volumes {
             update = update.col_expr(volume::Column::Description, Expr::value(description));
         }
         if let Some(metadata) = metadata {
-            update = update.col_expr(volume::Column::Metadata, Expr::value(metadata_to_json(&metadata)));
+            update = update.col_expr(volume::Column::Metadata, Expr::value(string_map::to_json(&metadata)));
         }
         if let Some(bootable) = request.bootable {
             update = update.col_expr(volume::Column::Bootable, Expr::value(bootable));
@@ -408,13 +398,7 @@ impl Volumes {
         let type_name = self.type_name(&model).await?;
         let (node_id, pool_name) = placement_of(&model);
         let host = host_of(&model);
-        let pool = self.core.capacity.node(&node_id).and_then(|node| {
-            node.report
-                .pools
-                .iter()
-                .find(|pool| pool.name == pool_name)
-                .map(|pool| PoolCandidate::from_report(&node_id, &node.report.availability_zone, pool))
-        });
+        let pool = self.core.capacity.pool(&node_id, &pool_name);
 
         let txn = self.core.begin_write().await?;
         let (before, model) = transition(&*txn, &model.id, action, "").await?;
@@ -683,20 +667,9 @@ impl Volumes {
         }
         let specs = types::extra_specs(&new_type);
         let (node_id, pool_name) = placement_of(&model);
-        let pool = self
-            .core
-            .capacity
-            .node(&node_id)
-            .and_then(|node| {
-                node.report
-                    .pools
-                    .iter()
-                    .find(|pool| pool.name == pool_name)
-                    .map(|pool| PoolCandidate::from_report(&node_id, &node.report.availability_zone, pool))
-            })
-            .ok_or_else(|| {
-                ServiceError::unavailable(format!("node {node_id} holding the volume is not reporting; retry shortly"))
-            })?;
+        let pool = self.core.capacity.pool(&node_id, &pool_name).ok_or_else(|| {
+            ServiceError::unavailable(format!("node {node_id} holding the volume is not reporting; retry shortly"))
+        })?;
         let zones = types::zones(&specs);
         let fits = placement::filters::capabilities(&pool, &specs)
             && (zones.is_empty() || zones.contains(&model.availability_zone))
@@ -1009,14 +982,7 @@ pub fn validate_fields(name: &str, description: &str, metadata: &HashMap<String,
     if metadata.len() > MAX_METADATA_ITEMS {
         return Err(ServiceError::invalid(format!("too many metadata items: at most {MAX_METADATA_ITEMS}")));
     }
-    for (key, value) in metadata {
-        if key.is_empty() || key.chars().count() > MAX_NAME_LEN || value.chars().count() > MAX_NAME_LEN {
-            return Err(ServiceError::invalid(format!(
-                "invalid metadata item {key:?}: keys need 1 to {MAX_NAME_LEN} characters, values at most {MAX_NAME_LEN}"
-            )));
-        }
-    }
-    Ok(())
+    string_map::validate(metadata, "metadata item")
 }
 
 fn same_request_or_conflict(
@@ -1036,15 +1002,6 @@ fn same_request_or_conflict(
             request.idempotency_key, existing.id, existing.size_gib, existing.name
         ),
     ))
-}
-
-pub fn metadata_to_json(metadata: &HashMap<String, String>) -> String {
-    let sorted: BTreeMap<&String, &String> = metadata.iter().collect();
-    serde_json::to_string(&sorted).unwrap_or_else(|_| "{}".into())
-}
-
-pub fn metadata_from_json(text: &str) -> HashMap<String, String> {
-    serde_json::from_str(text).unwrap_or_default()
 }
 
 pub fn timestamp(time: chrono::DateTime<Utc>) -> prost_types::Timestamp {
@@ -1080,7 +1037,7 @@ pub fn to_proto(
         pool,
         snapshot_id: model.snapshot_id.clone().unwrap_or_default(),
         source_volume_id: model.source_volume_id.clone().unwrap_or_default(),
-        metadata: metadata_from_json(&model.metadata),
+        metadata: string_map::from_json(&model.metadata),
         bootable: model.bootable,
         readonly: model.readonly,
         multiattach: model.multiattach,

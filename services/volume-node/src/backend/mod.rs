@@ -48,12 +48,6 @@ pub enum Backend {
 }
 
 impl Backend {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::File(_) => "file",
-        }
-    }
-
     pub async fn create_volume(
         &self,
         pool: &str,
