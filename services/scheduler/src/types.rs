@@ -280,16 +280,11 @@ pub async fn set_extra_specs(
     request: SetVolumeTypeExtraSpecsRequest,
 ) -> Result<volume_type::Model, ServiceError> {
     string_map::validate(&request.extra_specs, "extra spec")?;
-    let txn = core.begin_write().await?;
-    let model = load_for_change(&*txn, context, &request.volume_type_id, "changing extra specs").await?;
-    let mut specs = extra_specs(&model);
-    specs.extend(request.extra_specs);
-    let mut active: volume_type::ActiveModel = model.into();
-    active.extra_specs = Set(string_map::to_json(&specs));
-    active.updated_at = Set(Utc::now());
-    let model = active.update(&*txn).await.map_err(db_error)?;
-    txn.commit().await?;
-    Ok(model)
+    edit_extra_specs(core, context, &request.volume_type_id, |_, specs| {
+        specs.extend(request.extra_specs);
+        Ok(())
+    })
+    .await
 }
 
 pub async fn unset_extra_spec(
@@ -298,12 +293,24 @@ pub async fn unset_extra_spec(
     id: &str,
     key: &str,
 ) -> Result<volume_type::Model, ServiceError> {
+    edit_extra_specs(core, context, id, |model, specs| match specs.remove(key) {
+        Some(_) => Ok(()),
+        None => Err(ServiceError::not_found(format!("volume type {} has no extra spec {key:?}", model.name))),
+    })
+    .await
+}
+
+/// Loads the type for an admin, lets `edit` change its extra specs, and writes them back.
+async fn edit_extra_specs(
+    core: &Core,
+    context: &CallContext,
+    id: &str,
+    edit: impl FnOnce(&volume_type::Model, &mut HashMap<String, String>) -> Result<(), ServiceError>,
+) -> Result<volume_type::Model, ServiceError> {
     let txn = core.begin_write().await?;
     let model = load_for_change(&*txn, context, id, "changing extra specs").await?;
     let mut specs = extra_specs(&model);
-    if specs.remove(key).is_none() {
-        return Err(ServiceError::not_found(format!("volume type {} has no extra spec {key:?}", model.name)));
-    }
+    edit(&model, &mut specs)?;
     let mut active: volume_type::ActiveModel = model.into();
     active.extra_specs = Set(string_map::to_json(&specs));
     active.updated_at = Set(Utc::now());
