@@ -42,6 +42,25 @@ pub async fn volume_client(grpc_addr: &str) -> Result<VolumeServiceClient<Channe
     Ok(VolumeServiceClient::new(basalt::channel::channel(grpc_addr)?))
 }
 
+/// Lifts the volume-count and gigabyte quotas of `project` (as an admin), for tests and benchmarks
+/// that create more than the defaults allow.
+pub async fn lift_volume_quotas(client: &VolumeServiceClient<Channel>, project: &str) -> Result<()> {
+    let request = basalt::proto::UpdateQuotasRequest {
+        project_id: project.into(),
+        limits: [("volumes".into(), -1), ("gigabytes".into(), -1)].into(),
+        ..Default::default()
+    };
+    client.clone().update_quotas(admin("ops").request(request)).await?;
+    Ok(())
+}
+
+/// The median and 99th percentile of `samples` (sorted in place), for benchmarks.
+pub fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
+    samples.sort();
+    let at = |fraction: f64| samples[((samples.len() as f64 * fraction) as usize).min(samples.len() - 1)];
+    (at(0.50), at(0.99))
+}
+
 /// Polls the volume until it reaches `status`; fails on an error status or after [`WAIT`].
 pub async fn wait_for_status(
     client: &mut VolumeServiceClient<Channel>,

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use anyhow::{Result, ensure};
-use basalt::proto::{CreateVolumeRequest, ListPoolsRequest, ListVolumesRequest, UpdateQuotasRequest, VolumeStatus};
+use basalt::proto::{CreateVolumeRequest, ListPoolsRequest, ListVolumesRequest, VolumeStatus};
 use basalt_integration::*;
 
 const POOL_GIB: usize = 50;
@@ -20,14 +20,7 @@ async fn two_schedulers_never_overbook_a_pool() -> Result<()> {
     mesh.wait_for_nodes(1).await?;
     let clients = [volume_client(&mesh.scheduler_addr(0)).await?, volume_client(&mesh.scheduler_addr(1)).await?];
     let crowd = project("crowd");
-    clients[0]
-        .clone()
-        .update_quotas(admin("ops").request(UpdateQuotasRequest {
-            project_id: "crowd".into(),
-            limits: [("volumes".into(), -1), ("gigabytes".into(), -1)].into(),
-            ..Default::default()
-        }))
-        .await?;
+    lift_volume_quotas(&clients[0], "crowd").await?;
 
     let mut calls = Vec::new();
     for index in 0..REQUESTS {

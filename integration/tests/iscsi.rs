@@ -16,6 +16,18 @@ const HOST: &str = "iqn.2024-01.org.basalt.test:host1";
 const STRANGER: &str = "iqn.2024-01.org.basalt.test:stranger";
 const MIB: usize = 1 << 20;
 
+/// Writes `source` to the start of the LUN through iSCSI (`opts`: qemu's image options).
+fn write_through(opts: &str, source: &std::path::Path) -> Result<()> {
+    qemu_img(&["convert", "-n", "-f", "raw", "--target-image-opts", source.to_str().context("utf-8")?, opts])
+}
+
+/// Reads the first `mib` MiB of the LUN through iSCSI into `destination`.
+fn read_through(opts: &str, mib: u32, destination: &std::path::Path) -> Result<()> {
+    let (count, input, output) =
+        (format!("count={mib}"), format!("if={opts}"), format!("of={}", destination.display()));
+    qemu_img(&["dd", "--image-opts", "-O", "raw", "bs=1M", &count, &input, &output])
+}
+
 fn tgt_settings(tgtd: &Tgtd) -> basalt_volume_node::TgtSettings {
     basalt_volume_node::TgtSettings {
         control_port: Some(tgtd.control_port),
@@ -102,20 +114,9 @@ async fn bytes_reach_the_host_through_the_tgt_export() -> Result<()> {
         (0..64 * MIB).map(|index| (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) as u8).collect();
     std::fs::write(&written, &random)?;
     let opts = image_opts(&export, HOST, &password);
-    qemu_img(&["convert", "-n", "-f", "raw", "--target-image-opts", written.to_str().context("utf-8")?, &opts])?;
+    write_through(&opts, &written)?;
     let read_back = work.path().join("read.raw");
-    let read = |path: &std::path::Path| {
-        qemu_img(&[
-            "dd",
-            "--image-opts",
-            "-O",
-            "raw",
-            "bs=1M",
-            "count=64",
-            &format!("if={opts}"),
-            &format!("of={}", path.display()),
-        ])
-    };
+    let read = |path: &std::path::Path| read_through(&opts, 64, path);
     read(&read_back)?;
     ensure!(std::fs::read(&read_back)? == random, "the bytes read through iSCSI differ from those written");
     let backing = mesh.node_dir("iscsi-node").join(format!("volume-{}", volume.id));
@@ -221,7 +222,7 @@ async fn attachments_connect_hosts_through_iscsi_and_clean_up_after_them() -> Re
         (0..8 * MIB).map(|index| (index as u64).wrapping_mul(0x2545_F491_4F6C_DD1D).rotate_left(29) as u8).collect();
     std::fs::write(&written, &pattern)?;
     let opts = image_opts(&export, HOST, &password);
-    qemu_img(&["convert", "-n", "-f", "raw", "--target-image-opts", written.to_str().context("utf-8")?, &opts])?;
+    write_through(&opts, &written)?;
     client.complete_attachment(owner.request(CompleteAttachmentRequest { attachment_id: reserved.id.clone() })).await?;
     let in_use =
         client.get_volume(owner.request(GetVolumeRequest { volume_id: volume.id.clone() })).await?.into_inner();
@@ -256,16 +257,7 @@ async fn attachments_connect_hosts_through_iscsi_and_clean_up_after_them() -> Re
     assert!(read_capacity(&export, HOST, Some(&password)).is_err(), "the old export's password no longer works");
     let read_back = work.path().join("read.raw");
     let opts = image_opts(&export, HOST, &export.auth_password);
-    qemu_img(&[
-        "dd",
-        "--image-opts",
-        "-O",
-        "raw",
-        "bs=1M",
-        "count=8",
-        &format!("if={opts}"),
-        &format!("of={}", read_back.display()),
-    ])?;
+    read_through(&opts, 8, &read_back)?;
     ensure!(std::fs::read(&read_back)? == pattern, "the bytes written in the first attachment read back differently");
 
     client.delete_attachment(owner.request(DeleteAttachmentRequest { attachment_id: again.id.clone() })).await?;
@@ -363,7 +355,7 @@ async fn a_killed_node_process_brings_its_exports_back() -> Result<()> {
         (0..4 * MIB).map(|index| (index as u64).wrapping_mul(0xA24B_AED4_963E_E407).rotate_left(11) as u8).collect();
     std::fs::write(&written, &pattern)?;
     let opts = image_opts(&export, HOST, &password);
-    qemu_img(&["convert", "-n", "-f", "raw", "--target-image-opts", written.to_str().context("utf-8")?, &opts])?;
+    write_through(&opts, &written)?;
 
     // SIGKILL the node, and lose tgtd's state with it (a host reboot): both come back.
     mesh.kill_node(0);
@@ -372,16 +364,7 @@ async fn a_killed_node_process_brings_its_exports_back() -> Result<()> {
     mesh.restart_node(0)?;
     mesh.wait_for_nodes(0).await?;
     let read_back = work.path().join("read.raw");
-    qemu_img(&[
-        "dd",
-        "--image-opts",
-        "-O",
-        "raw",
-        "bs=1M",
-        "count=4",
-        &format!("if={opts}"),
-        &format!("of={}", read_back.display()),
-    ])?;
+    read_through(&opts, 4, &read_back)?;
     ensure!(std::fs::read(&read_back)? == pattern, "the same connection_info reads the same bytes after the restart");
 
     client.delete_attachment(owner.request(DeleteAttachmentRequest { attachment_id: attachment.id.clone() })).await?;

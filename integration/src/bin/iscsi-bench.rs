@@ -14,7 +14,7 @@ use basalt::proto::{
     CreateVolumeRequest, NodeExport, NodeExportRequest, NodeInitiatorRequest, VolumeStatus,
     node_agent_client::NodeAgentClient,
 };
-use basalt_integration::{GIB, InProcessMesh, Tgtd, admin, project, volume_client, wait_for_status};
+use basalt_integration::{GIB, InProcessMesh, Tgtd, lift_volume_quotas, project, volume_client, wait_for_status};
 
 const INITIATOR: &str = "iqn.2024-01.org.basalt.bench:host";
 const SETUPS: usize = 20;
@@ -67,13 +67,7 @@ async fn main() -> Result<()> {
     mesh.add_node_with("bench-node", |config| config.tgt = Some(settings)).await?;
     let mut client = volume_client(&mesh.grpc_addr).await?;
     let owner = project("bench");
-    client
-        .update_quotas(admin("ops").request(basalt::proto::UpdateQuotasRequest {
-            project_id: "bench".into(),
-            limits: [("volumes".into(), -1), ("gigabytes".into(), -1)].into(),
-            ..Default::default()
-        }))
-        .await?;
+    lift_volume_quotas(&client, "bench").await?;
     let volume = client
         .create_volume(owner.request(CreateVolumeRequest { size_gib: 1, ..Default::default() }))
         .await?

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use basalt::proto::{
     CreateVolumeRequest, DeleteVolumeRequest, GetVolumeRequest, NodeCreateVolumeRequest, NodeDeleteVolumeRequest,
-    UpdateQuotasRequest, VolumeStatus, node_agent_client::NodeAgentClient, volume_service_client::VolumeServiceClient,
+    VolumeStatus, node_agent_client::NodeAgentClient, volume_service_client::VolumeServiceClient,
 };
-use basalt_integration::{InProcessMesh, admin, project, volume_client};
+use basalt_integration::{InProcessMesh, lift_volume_quotas, percentiles, project, volume_client};
 use tonic::transport::Channel;
 
 const POLL: Duration = Duration::from_millis(1);
@@ -22,14 +22,7 @@ async fn main() -> Result<()> {
     let cycles: usize = std::env::args().nth(1).map(|text| text.parse()).transpose()?.unwrap_or(256);
     let mesh = InProcessMesh::start(1).await?;
     let client = volume_client(&mesh.grpc_addr).await?;
-    client
-        .clone()
-        .update_quotas(admin("ops").request(UpdateQuotasRequest {
-            project_id: "bench".into(),
-            limits: [("volumes".into(), -1), ("gigabytes".into(), -1)].into(),
-            ..Default::default()
-        }))
-        .await?;
+    lift_volume_quotas(&client, "bench").await?;
 
     let node_endpoint = mesh.node_grpc_addr(0);
     let reference = reference_cycles(&node_endpoint, cycles).await?;
@@ -75,12 +68,6 @@ async fn main() -> Result<()> {
 
 fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
-}
-
-fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
-    samples.sort();
-    let at = |fraction: f64| samples[((samples.len() as f64 * fraction) as usize).min(samples.len() - 1)];
-    (at(0.50), at(0.99))
 }
 
 /// The node's own create and delete, called directly.

@@ -12,9 +12,9 @@ use axum::body::Body;
 use basalt::{
     bus::Bus,
     ids::NodeId,
-    proto::{CreateVolumeRequest, GetVolumeRequest, ListVolumesRequest, UpdateQuotasRequest, VolumeStatus},
+    proto::{CreateVolumeRequest, GetVolumeRequest, ListVolumesRequest, VolumeStatus},
 };
-use basalt_integration::{admin, fast_control_plane, project, volume_client};
+use basalt_integration::{fast_control_plane, lift_volume_quotas, percentiles, project, volume_client};
 use http_body_util::BodyExt;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
@@ -56,13 +56,7 @@ async fn main() -> Result<()> {
     .await?;
     let rest = format!("http://{}/v3/{PROJECT}", gateway.rest_addr);
     let mut client = volume_client(&grpc).await?;
-    client
-        .update_quotas(admin("ops").request(UpdateQuotasRequest {
-            project_id: PROJECT.into(),
-            limits: [("volumes".into(), -1), ("gigabytes".into(), -1)].into(),
-            ..Default::default()
-        }))
-        .await?;
+    lift_volume_quotas(&client, PROJECT).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let http: HttpClient = Client::builder(TokioExecutor::new()).build_http();
 
@@ -147,12 +141,6 @@ async fn main() -> Result<()> {
 
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
-}
-
-fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
-    samples.sort();
-    let at = |fraction: f64| samples[((samples.len() as f64 * fraction) as usize).min(samples.len() - 1)];
-    (at(0.50), at(0.99))
 }
 
 async fn grpc_create(grpc: &str) -> Result<Duration> {
