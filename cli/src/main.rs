@@ -8,6 +8,8 @@ use anyhow::{Context, Result};
 use basalt::{bus::Bus, ids::NodeId};
 use clap::{Args, Parser, Subcommand};
 
+mod storage_check;
+
 #[derive(Parser)]
 #[command(name = "basalt", version, about = "Block storage as a service, speaking Cinder v3")]
 struct Cli {
@@ -28,6 +30,59 @@ enum Command {
     VolumeNode(VolumeNodeArgs),
     /// Run the REST gateway (Cinder v3).
     Gateway(GatewayArgs),
+    /// Check a storage host before it goes into service: run the backend conformance suite
+    /// against its backend, or export a volume to a host and check the bytes it wrote.
+    #[command(subcommand)]
+    StorageCheck(StorageCheck),
+}
+
+#[derive(Subcommand)]
+enum StorageCheck {
+    /// Run the backend conformance suite (creates and deletes small volumes in the pool).
+    Backend(CheckBackendArgs),
+    /// Export a new 64 MiB volume to one initiator, wait until the host is done, then check the
+    /// volume holds the expected bytes and that removing the export leaves no target behind.
+    Export(CheckExportArgs),
+}
+
+#[derive(Args)]
+struct CheckBackendArgs {
+    #[command(flatten)]
+    backend: BackendArgs,
+    #[command(flatten)]
+    pool: PoolArgs,
+    /// Only the cases whose name contains this.
+    #[arg(long)]
+    case: Option<String>,
+    /// Record every storage command and its output in this file (JSON lines).
+    #[arg(long)]
+    record: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CheckExportArgs {
+    #[command(flatten)]
+    backend: BackendArgs,
+    #[command(flatten)]
+    pool: PoolArgs,
+    #[command(flatten)]
+    export: ExportArgs,
+    /// The initiator allowed to log in.
+    #[arg(long)]
+    initiator: String,
+    /// Where to write the export (target, portal, LUN, CHAP credentials) as JSON.
+    #[arg(long)]
+    connection_file: PathBuf,
+    /// Wait until this file exists (the host is done).
+    #[arg(long)]
+    until: PathBuf,
+    /// The bytes the volume must start with afterwards.
+    #[arg(long)]
+    expect: PathBuf,
+    #[arg(long, default_value_t = 600)]
+    wait_secs: u64,
+    #[arg(long)]
+    record: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -143,13 +198,64 @@ struct PoolArgs {
 }
 
 #[derive(Args)]
+struct BackendArgs {
+    /// Where volumes live: `file` (sparse files in --data-dir), `lvm` (a volume group, thick, or
+    /// thin with --lvm-thin-pool) or `nfs` (sparse files on NFS shares the node mounts).
+    #[arg(long, env = "BASALT_BACKEND", default_value = "file", value_parser = ["file", "lvm", "nfs"])]
+    backend: String,
+    /// Directory of the file backend's pool.
+    #[arg(long, env = "BASALT_DATA_DIR", default_value = "basalt-data/volumes")]
+    data_dir: PathBuf,
+    /// The LVM volume group holding volumes (the pool's name too).
+    #[arg(long, env = "BASALT_LVM_VOLUME_GROUP")]
+    lvm_volume_group: Option<String>,
+    /// A thin pool LV in the volume group: volumes are thin LVs in it.
+    #[arg(long, env = "BASALT_LVM_THIN_POOL")]
+    lvm_thin_pool: Option<String>,
+    /// An NFS share `host:/export`, one pool each; repeat or separate with commas.
+    #[arg(long = "nfs-share", env = "BASALT_NFS_SHARES", value_delimiter = ',')]
+    nfs_shares: Vec<String>,
+    /// Mount options for the shares, e.g. `vers=4.2`.
+    #[arg(long, env = "BASALT_NFS_MOUNT_OPTIONS", default_value = "")]
+    nfs_mount_options: String,
+    /// Where the node mounts its shares.
+    #[arg(long, env = "BASALT_NFS_MOUNT_BASE", default_value = "/var/lib/basalt/mnt")]
+    nfs_mount_base: PathBuf,
+}
+
+impl BackendArgs {
+    fn settings(&self, pool: &PoolArgs) -> Result<basalt_volume_node::BackendSettings> {
+        use basalt_volume_node::BackendSettings;
+        Ok(match self.backend.as_str() {
+            "lvm" => {
+                let volume_group =
+                    self.lvm_volume_group.clone().context("--backend lvm needs --lvm-volume-group <name>")?;
+                BackendSettings::Lvm { pool: volume_group.clone(), volume_group, thin_pool: self.lvm_thin_pool.clone() }
+            }
+            "nfs" => BackendSettings::Nfs {
+                shares: self
+                    .nfs_shares
+                    .iter()
+                    .map(|share| basalt_volume_node::NfsShare::parse(share, &self.nfs_mount_options))
+                    .collect::<Result<_, _>>()?,
+                mount_base: self.nfs_mount_base.clone(),
+            },
+            _ => BackendSettings::File {
+                root: self.data_dir.clone(),
+                pool: "default".into(),
+                max_capacity_bytes: pool.max_capacity_gib.map(|gib| gib << 30),
+            },
+        })
+    }
+}
+
+#[derive(Args)]
 struct VolumeNodeArgs {
     /// This node's id (default: the host name); letters, digits, '.', '_' and '-'.
     #[arg(long, env = "BASALT_NODE_ID")]
     node_id: Option<String>,
-    /// Directory of the file backend's pool.
-    #[arg(long, env = "BASALT_DATA_DIR", default_value = "basalt-data/volumes")]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    backend: BackendArgs,
     #[arg(long, env = "BASALT_NODE_LISTEN", default_value = "127.0.0.1:8781")]
     listen: SocketAddr,
     /// The endpoint the scheduler calls, when it differs from the listen address (e.g. behind NAT).
@@ -167,15 +273,16 @@ struct VolumeNodeArgs {
 
 #[derive(Args)]
 struct ExportArgs {
-    /// How volumes are exported to hosts: `tgt` (iSCSI through tgtd) or `none` (local attach only).
-    #[arg(long, env = "BASALT_EXPORT_TARGET", default_value = "none", value_parser = ["tgt", "none"])]
+    /// How volumes are exported to hosts: `tgt` (iSCSI through tgtd), `lio` (the kernel's iSCSI
+    /// target through targetcli) or `none` (local attach only).
+    #[arg(long, env = "BASALT_EXPORT_TARGET", default_value = "none", value_parser = ["tgt", "lio", "none"])]
     export_target: String,
     /// tgtd's control port (`tgtd -C N`); omit for the default daemon.
     #[arg(long, env = "BASALT_TGT_CONTROL_PORT")]
     tgt_control_port: Option<u16>,
-    /// The iSCSI portal hosts connect to, `ip:port` (required with --export-target tgt).
-    #[arg(long, env = "BASALT_TGT_PORTAL")]
-    tgt_portal: Option<String>,
+    /// The iSCSI portal hosts connect to, `ip:port` (required with --export-target tgt or lio).
+    #[arg(long = "iscsi-portal", alias = "tgt-portal", env = "BASALT_ISCSI_PORTAL")]
+    iscsi_portal: Option<String>,
     /// Prefix of target names, Cinder's `target_prefix`.
     #[arg(long, env = "BASALT_IQN_PREFIX", default_value = "iqn.2010-10.org.basalt:")]
     iqn_prefix: String,
@@ -189,18 +296,28 @@ impl ExportArgs {
         if let Some(state_dir) = &self.state_dir {
             config.state_dir = state_dir.clone();
         }
-        if self.export_target == "tgt" {
-            let portal = self
-                .tgt_portal
-                .clone()
-                .context("--export-target tgt needs --tgt-portal <ip:port>, the address hosts log in to")?;
-            config.tgt = Some(basalt_volume_node::TgtSettings {
-                control_port: self.tgt_control_port,
-                portal,
-                iqn_prefix: self.iqn_prefix.clone(),
-            });
-        }
+        config.export = self.settings()?;
         Ok(())
+    }
+
+    fn settings(&self) -> Result<basalt_volume_node::ExportSettings> {
+        use basalt_volume_node::{ExportSettings, LioSettings, TgtSettings};
+        if self.export_target == "none" {
+            return Ok(ExportSettings::None);
+        }
+        let portal = self.iscsi_portal.clone().with_context(|| {
+            format!(
+                "--export-target {} needs --iscsi-portal <ip:port>, the address hosts log in to",
+                self.export_target
+            )
+        })?;
+        let iqn_prefix = self.iqn_prefix.clone();
+        Ok(match self.export_target.as_str() {
+            "lio" => {
+                ExportSettings::Lio(LioSettings { portal, iqn_prefix, configfs: "/sys/kernel/config/target".into() })
+            }
+            _ => ExportSettings::Tgt(TgtSettings { control_port: self.tgt_control_port, portal, iqn_prefix }),
+        })
     }
 }
 
@@ -224,6 +341,8 @@ async fn main() -> Result<()> {
         Command::Scheduler(args) => scheduler(args).await,
         Command::VolumeNode(args) => volume_node(args).await,
         Command::Gateway(args) => gateway(args).await,
+        Command::StorageCheck(StorageCheck::Backend(args)) => storage_check::backend(args).await,
+        Command::StorageCheck(StorageCheck::Export(args)) => storage_check::export(args).await,
     }
 }
 
@@ -243,8 +362,13 @@ async fn up(args: UpArgs) -> Result<()> {
         bus.clone(),
     )
     .await?;
-    let node_config =
-        node_config(pinned_node_id(&data_dir)?, data_dir.join("volumes"), &args.pool, None, None, "nova".into());
+    let mut node_config = node_config(pinned_node_id(&data_dir)?, &args.pool, None, None, "nova".into());
+    node_config.backend = basalt_volume_node::BackendSettings::File {
+        root: data_dir.join("volumes"),
+        pool: "default".into(),
+        max_capacity_bytes: args.pool.max_capacity_gib.map(|gib| gib << 30),
+    };
+    node_config.state_dir = data_dir.join("node-state");
     let node = basalt_volume_node::start(node_config, bus).await?;
     let gateway = basalt_api_gateway::start(basalt_api_gateway::GatewayConfig {
         listen: args.rest_listen,
@@ -290,8 +414,13 @@ async fn scheduler(args: SchedulerArgs) -> Result<()> {
 async fn volume_node(args: VolumeNodeArgs) -> Result<()> {
     let bus = Bus::connect_nats(&args.bus.nats_url, &args.bus.bus_namespace).await?;
     let node_id = NodeId::parse(&args.node_id.unwrap_or_else(host_name))?;
-    let mut config =
-        node_config(node_id, args.data_dir, &args.pool, Some(args.listen), args.advertise, args.availability_zone);
+    let mut config = node_config(node_id, &args.pool, Some(args.listen), args.advertise, args.availability_zone);
+    config.backend = args.backend.settings(&args.pool)?;
+    if let basalt_volume_node::BackendSettings::File { root, .. } = &config.backend
+        && let Some(parent) = root.parent()
+    {
+        config.state_dir = parent.join("node-state");
+    }
     args.export.apply(&mut config)?;
     let node = basalt_volume_node::start(config, bus).await?;
     println!("basalt volume-node");
@@ -317,13 +446,12 @@ async fn gateway(args: GatewayArgs) -> Result<()> {
 
 fn node_config(
     node_id: NodeId,
-    file_root: PathBuf,
     pool: &PoolArgs,
     listen: Option<SocketAddr>,
     advertise: Option<String>,
     availability_zone: String,
 ) -> basalt_volume_node::NodeConfig {
-    let mut config = basalt_volume_node::NodeConfig::new(node_id, file_root);
+    let mut config = basalt_volume_node::NodeConfig::new(node_id, PathBuf::from("basalt-data/volumes"));
     if let Some(listen) = listen {
         config.listen = listen;
     }
@@ -332,7 +460,6 @@ fn node_config(
     config.max_over_subscription_ratio = pool.max_over_subscription_ratio;
     config.reserved_percentage = pool.reserved_percentage;
     config.report_interval = Duration::from_millis(pool.report_interval_ms);
-    config.max_capacity_bytes = pool.max_capacity_gib.map(|gib| gib << 30);
     config
 }
 

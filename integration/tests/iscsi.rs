@@ -76,7 +76,9 @@ async fn bytes_reach_the_host_through_the_tgt_export() -> Result<()> {
     let mut tgtd = Tgtd::start()?;
     let mut mesh = InProcessMesh::start(0).await?;
     let settings = tgt_settings(&tgtd);
-    let configure = |config: &mut basalt_volume_node::NodeConfig| config.tgt = Some(settings.clone());
+    let configure = |config: &mut basalt_volume_node::NodeConfig| {
+        config.export = basalt_volume_node::ExportSettings::Tgt(settings.clone())
+    };
     mesh.add_node_with("iscsi-node", configure).await?;
     let mut client = volume_client(&mesh.grpc_addr).await?;
     let owner = project("iscsi");
@@ -176,7 +178,9 @@ async fn attachments_connect_hosts_through_iscsi_and_clean_up_after_them() -> Re
     let tgtd = Tgtd::start()?;
     let mut mesh = InProcessMesh::start(0).await?;
     let settings = tgt_settings(&tgtd);
-    let configure = |config: &mut basalt_volume_node::NodeConfig| config.tgt = Some(settings.clone());
+    let configure = |config: &mut basalt_volume_node::NodeConfig| {
+        config.export = basalt_volume_node::ExportSettings::Tgt(settings.clone())
+    };
     mesh.add_node_with("attach-node", configure).await?;
     let mut client = volume_client(&mesh.grpc_addr).await?;
     let owner = project("attach");
@@ -329,7 +333,7 @@ async fn a_killed_node_process_brings_its_exports_back() -> Result<()> {
         None,
         1,
         1,
-        &["--export-target", "tgt", "--tgt-control-port", &control, "--tgt-portal", &portal],
+        &["--export-target", "tgt", "--tgt-control-port", &control, "--iscsi-portal", &portal],
     )?;
     mesh.wait_for_nodes(0).await?;
     let mut client = volume_client(&mesh.scheduler_addr(0)).await?;
@@ -379,7 +383,14 @@ fn a_node_without_its_tgtd_refuses_to_start_with_a_clear_error() -> Result<()> {
     let output = Command::new(basalt_binary()?)
         .args(["volume-node", "--node-id", "lonely", "--listen", "127.0.0.1:0", "--nats-url", NATS_URL])
         .args(["--data-dir", data.path().to_str().context("utf-8")?, "--bus-namespace", &bus_namespace()])
-        .args(["--export-target", "tgt", "--tgt-control-port", &unused_control_port, "--tgt-portal", "127.0.0.1:3260"])
+        .args([
+            "--export-target",
+            "tgt",
+            "--tgt-control-port",
+            &unused_control_port,
+            "--iscsi-portal",
+            "127.0.0.1:3260",
+        ])
         .output()?;
     ensure!(!output.status.success(), "the node started without tgtd");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -453,7 +464,7 @@ async fn rest_setup(node: &str) -> Result<RestSetup> {
     let tgtd = Tgtd::start()?;
     let mut mesh = InProcessMesh::start(0).await?;
     let settings = tgt_settings(&tgtd);
-    mesh.add_node_with(node, |config| config.tgt = Some(settings)).await?;
+    mesh.add_node_with(node, |config| config.export = basalt_volume_node::ExportSettings::Tgt(settings)).await?;
     let api = RestApi::start(&mesh).await?;
     let project = "0123456789abcdef0123456789abcdef";
     let token = format!("admin:{project}");
@@ -477,7 +488,8 @@ async fn a_multiattach_type_lets_two_hosts_share_a_volume() -> Result<()> {
     let tgtd = Tgtd::start()?;
     let mut mesh = InProcessMesh::start(0).await?;
     let settings = tgt_settings(&tgtd);
-    mesh.add_node_with("shared-node", |config| config.tgt = Some(settings)).await?;
+    mesh.add_node_with("shared-node", |config| config.export = basalt_volume_node::ExportSettings::Tgt(settings))
+        .await?;
     let mut client = volume_client(&mesh.grpc_addr).await?;
     let owner = project("shared");
     client

@@ -64,7 +64,8 @@ async fn main() -> Result<()> {
         portal: tgtd.portal(),
         iqn_prefix: "iqn.2010-10.org.basalt:".into(),
     };
-    mesh.add_node_with("bench-node", |config| config.tgt = Some(settings)).await?;
+    mesh.add_node_with("bench-node", |config| config.export = basalt_volume_node::ExportSettings::Tgt(settings))
+        .await?;
     let mut client = volume_client(&mesh.grpc_addr).await?;
     let owner = project("bench");
     lift_volume_quotas(&client, "bench").await?;

@@ -22,32 +22,57 @@ impl Finished {
 }
 
 pub trait Runner: Send + Sync + 'static {
-    /// Runs `program` with `args`; `Err` only when it could not run or timed out.
-    fn run(&self, program: &str, args: &[String]) -> impl Future<Output = Result<Finished, ServiceError>> + Send;
+    /// Runs `program` with `args` and, when given, `input` on its standard input; `Err` only when
+    /// it could not run or timed out.
+    fn run_with_input(
+        &self,
+        program: &str,
+        args: &[String],
+        input: Option<&str>,
+    ) -> impl Future<Output = Result<Finished, ServiceError>> + Send;
+
+    fn run(&self, program: &str, args: &[String]) -> impl Future<Output = Result<Finished, ServiceError>> + Send {
+        self.run_with_input(program, args, None)
+    }
 }
 
 /// Runs commands on this host.
 #[derive(Debug, Clone)]
 pub struct SystemRunner {
     pub timeout: Duration,
+    /// When set, every call is recorded there (the VM lane's recordings).
+    pub transcript: Option<std::sync::Arc<Transcript>>,
 }
 
 impl Default for SystemRunner {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(30) }
+        Self { timeout: Duration::from_secs(30), transcript: None }
     }
 }
 
 impl Runner for SystemRunner {
-    async fn run(&self, program: &str, args: &[String]) -> Result<Finished, ServiceError> {
-        let child = tokio::process::Command::new(program)
+    async fn run_with_input(
+        &self,
+        program: &str,
+        args: &[String],
+        input: Option<&str>,
+    ) -> Result<Finished, ServiceError> {
+        let mut child = tokio::process::Command::new(program)
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .map_err(|error| ServiceError::unavailable(format!("cannot run {program}: {error}")))?;
+        if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+            use tokio::io::AsyncWriteExt;
+            // Dropping stdin afterwards closes it, so the program sees the end of its input.
+            stdin
+                .write_all(input.as_bytes())
+                .await
+                .map_err(|error| ServiceError::internal(format!("cannot write to {program}: {error}")))?;
+        }
         let output = tokio::time::timeout(self.timeout, child.wait_with_output())
             .await
             .map_err(|_| {
@@ -57,11 +82,59 @@ impl Runner for SystemRunner {
                 )
             })?
             .map_err(|error| ServiceError::internal(format!("{program} failed to run: {error}")))?;
-        Ok(Finished {
+        let finished = Finished {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        })
+        };
+        if let Some(transcript) = &self.transcript {
+            transcript.record(&RecordedCall {
+                command: format!("{program} {}", args.join(" ")),
+                input: input.map(str::to_owned),
+                code: finished.code,
+                stdout: finished.stdout.clone(),
+                stderr: finished.stderr.clone(),
+            })?;
+        }
+        Ok(finished)
+    }
+}
+
+/// One call as the VM lane records it: real LVM, targetcli and mount output that the `_recorded`
+/// unit tests replay.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecordedCall {
+    pub command: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Appends every call and its result to a file, one JSON line each.
+#[derive(Debug)]
+pub struct Transcript {
+    file: std::sync::Mutex<std::fs::File>,
+}
+
+impl Transcript {
+    pub fn create(path: &std::path::Path) -> Result<Self, ServiceError> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|error| ServiceError::internal(format!("cannot open {}: {error}", path.display())))?;
+        Ok(Self { file: std::sync::Mutex::new(file) })
+    }
+
+    fn record(&self, call: &RecordedCall) -> Result<(), ServiceError> {
+        use std::io::Write;
+        let mut line = serde_json::to_string(call).map_err(|error| ServiceError::internal(error.to_string()))?;
+        line.push('\n');
+        let mut file = self.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        file.write_all(line.as_bytes())
+            .map_err(|error| ServiceError::internal(format!("cannot record a command: {error}")))
     }
 }
 
@@ -98,8 +171,27 @@ pub mod recorded {
         Finished { code, stdout: String::new(), stderr: stderr.into() }
     }
 
+    /// The calls of a transcript the VM lane recorded (`tests/fixtures/recorded/*.jsonl`).
+    pub fn transcript(text: &str) -> Vec<RecordedCall> {
+        text.lines().filter(|line| !line.trim().is_empty()).map(|line| serde_json::from_str(line).unwrap()).collect()
+    }
+
+    /// The result of the first recorded call whose command contains every fragment.
+    pub fn reply(calls: &[RecordedCall], fragments: &[&str]) -> Finished {
+        calls
+            .iter()
+            .find(|call| fragments.iter().all(|fragment| call.command.contains(fragment)))
+            .map(|call| Finished { code: call.code, stdout: call.stdout.clone(), stderr: call.stderr.clone() })
+            .unwrap_or_else(|| panic!("the transcript has no call with {fragments:?}"))
+    }
+
     impl Runner for RecordedRunner {
-        async fn run(&self, program: &str, args: &[String]) -> Result<Finished, ServiceError> {
+        async fn run_with_input(
+            &self,
+            program: &str,
+            args: &[String],
+            _input: Option<&str>,
+        ) -> Result<Finished, ServiceError> {
             let line = format!("{program} {}", args.join(" "));
             self.calls.lock().unwrap().push(line.clone());
             let mut replies = self.replies.lock().unwrap();
@@ -125,7 +217,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_command_that_hangs_times_out() {
-        let runner = SystemRunner { timeout: Duration::from_millis(200) };
+        let runner = SystemRunner { timeout: Duration::from_millis(200), transcript: None };
         let error = runner.run("sleep", &["5".into()]).await.unwrap_err();
         assert_eq!(error.code, ErrorCode::Timeout);
     }

@@ -7,6 +7,8 @@ pub mod command;
 pub mod reporter;
 pub mod target;
 
+pub use backend::nfs::NfsShare;
+
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use basalt::{
@@ -19,11 +21,57 @@ use basalt::{
 
 use crate::{
     agent::Agent,
-    backend::{Backend, FileBackend, file::FileBackendConfig},
-    command::SystemRunner,
+    backend::{
+        Backend, FileBackend, LvmBackend, NfsBackend,
+        file::FileBackendConfig,
+        lvm::{LvmBackendConfig, lvm_runner},
+        nfs::NfsBackendConfig,
+    },
+    command::{SystemRunner, Transcript},
     reporter::Reporter,
-    target::{Target, TgtConfig, TgtTarget},
+    target::{ExportConfig, Exports, LioDriver, Target, TgtDriver},
 };
+
+/// How a node exports volumes.
+#[derive(Debug, Clone)]
+pub enum ExportSettings {
+    /// Nothing is exported: local attach only.
+    None,
+    Tgt(TgtSettings),
+    Lio(LioSettings),
+}
+
+/// The `lio` export target's settings.
+#[derive(Debug, Clone)]
+pub struct LioSettings {
+    /// The portal hosts connect to, `ip:port`.
+    pub portal: String,
+    pub iqn_prefix: String,
+    /// configfs' target directory, normally `/sys/kernel/config/target`.
+    pub configfs: PathBuf,
+}
+
+/// Opens the export target `settings` describe, keeping its records in `state_dir/exports`.
+/// With `transcript`, every target command is recorded there (the VM lane).
+pub fn open_target(
+    settings: &ExportSettings,
+    state_dir: &std::path::Path,
+    transcript: Option<Arc<Transcript>>,
+) -> Result<Target, ServiceError> {
+    let state_dir = state_dir.join("exports");
+    Ok(match settings {
+        ExportSettings::None => Target::None,
+        ExportSettings::Tgt(tgt) => Target::Tgt(Exports::new(
+            ExportConfig { portal: tgt.portal.clone(), iqn_prefix: tgt.iqn_prefix.clone(), state_dir },
+            TgtDriver::new(tgt.control_port, SystemRunner { transcript: transcript.clone(), ..Default::default() }),
+        )?),
+        ExportSettings::Lio(lio) => Target::Lio(Exports::new(
+            ExportConfig { portal: lio.portal.clone(), iqn_prefix: lio.iqn_prefix.clone(), state_dir },
+            // targetcli starts slowly on a busy host.
+            LioDriver::new(lio.configfs.clone(), SystemRunner { timeout: Duration::from_secs(120), transcript }),
+        )?),
+    })
+}
 
 /// The `tgt` export target's settings.
 #[derive(Debug, Clone)]
@@ -42,21 +90,19 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// The endpoint the scheduler should call; defaults to the bound listen address.
     pub advertise: Option<String>,
-    /// Directory of the `file` backend's pool.
-    pub file_root: PathBuf,
-    pub pool: String,
+    /// Which backend holds the volumes, and where.
+    pub backend: BackendSettings,
     pub max_over_subscription_ratio: f64,
     pub reserved_percentage: u32,
-    /// Caps the file pool below its filesystem's size.
-    pub max_capacity_bytes: Option<u64>,
-    /// How volumes are exported; `None` exports nothing (local attach only).
-    pub tgt: Option<TgtSettings>,
+    /// How volumes are exported to hosts.
+    pub export: ExportSettings,
     /// Where the node keeps its own state (export records).
     pub state_dir: PathBuf,
     pub report_interval: Duration,
 }
 
 impl NodeConfig {
+    /// A node with the `file` backend in `file_root`, pool `default`.
     pub fn new(node_id: NodeId, file_root: PathBuf) -> Self {
         // Beside the pool, not in it: the pool directory holds volumes and snapshots only.
         let state_dir =
@@ -66,12 +112,10 @@ impl NodeConfig {
             availability_zone: "nova".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             advertise: None,
-            file_root,
-            pool: "default".into(),
+            backend: BackendSettings::File { root: file_root, pool: "default".into(), max_capacity_bytes: None },
             max_over_subscription_ratio: 1.0,
             reserved_percentage: 0,
-            max_capacity_bytes: None,
-            tgt: None,
+            export: ExportSettings::None,
             state_dir,
             report_interval: Duration::from_secs(10),
         }
@@ -90,26 +134,73 @@ impl RunningNode {
     }
 }
 
+/// The backends a node can run, with what each needs.
+#[derive(Debug, Clone)]
+pub enum BackendSettings {
+    /// Sparse files in a local directory.
+    File {
+        root: PathBuf,
+        pool: String,
+        /// Caps the pool below its filesystem's size.
+        max_capacity_bytes: Option<u64>,
+    },
+    /// Logical volumes in a volume group, thick or in a thin pool.
+    Lvm { volume_group: String, thin_pool: Option<String>, pool: String },
+    /// Sparse files on NFS shares the node mounts under `mount_base`.
+    Nfs { shares: Vec<NfsShare>, mount_base: PathBuf },
+}
+
+/// Opens the backend `settings` describe, with LVM and mount commands run through `runner`.
+pub async fn open_backend(
+    settings: &BackendSettings,
+    max_over_subscription_ratio: f64,
+    reserved_percentage: u32,
+    runner: SystemRunner,
+) -> Result<Backend, ServiceError> {
+    Ok(match settings {
+        BackendSettings::File { root, pool, max_capacity_bytes } => {
+            Backend::File(FileBackend::open(FileBackendConfig {
+                root: root.clone(),
+                pool: pool.clone(),
+                max_over_subscription_ratio,
+                reserved_percentage,
+                max_capacity_bytes: *max_capacity_bytes,
+                driver: "file",
+            })?)
+        }
+        BackendSettings::Lvm { volume_group, thin_pool, pool } => Backend::Lvm(
+            LvmBackend::open(
+                LvmBackendConfig {
+                    volume_group: volume_group.clone(),
+                    thin_pool: thin_pool.clone(),
+                    pool: pool.clone(),
+                    max_over_subscription_ratio,
+                    reserved_percentage,
+                },
+                runner,
+            )
+            .await?,
+        ),
+        BackendSettings::Nfs { shares, mount_base } => Backend::Nfs(
+            NfsBackend::open(
+                NfsBackendConfig {
+                    shares: shares.clone(),
+                    mount_base: mount_base.clone(),
+                    max_over_subscription_ratio,
+                    reserved_percentage,
+                },
+                &runner,
+            )
+            .await?,
+        ),
+    })
+}
+
 pub async fn start(config: NodeConfig, bus: Bus) -> Result<RunningNode, ServiceError> {
-    let backend = Backend::File(FileBackend::open(FileBackendConfig {
-        root: config.file_root.clone(),
-        pool: config.pool.clone(),
-        max_over_subscription_ratio: config.max_over_subscription_ratio,
-        reserved_percentage: config.reserved_percentage,
-        max_capacity_bytes: config.max_capacity_bytes,
-    })?);
-    let target = match &config.tgt {
-        None => Target::None,
-        Some(settings) => Target::Tgt(TgtTarget::new(
-            TgtConfig {
-                control_port: settings.control_port,
-                portal: settings.portal.clone(),
-                iqn_prefix: settings.iqn_prefix.clone(),
-                state_dir: config.state_dir.join("exports"),
-            },
-            SystemRunner::default(),
-        )?),
-    };
+    let backend =
+        open_backend(&config.backend, config.max_over_subscription_ratio, config.reserved_percentage, lvm_runner())
+            .await?;
+    let target = open_target(&config.export, &config.state_dir, None)?;
     // Exports of attached volumes come back with the node, with the same credentials.
     let restored = target.restore().await?;
     if restored > 0 {

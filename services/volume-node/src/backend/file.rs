@@ -41,6 +41,8 @@ pub struct FileBackendConfig {
     pub reserved_percentage: u32,
     /// Caps the pool below the filesystem's size, for a filesystem shared with other data.
     pub max_capacity_bytes: Option<u64>,
+    /// The backend name reported with the pool: `file`, or `nfs` when the directory is an NFS share.
+    pub driver: &'static str,
 }
 
 #[derive(Debug)]
@@ -274,7 +276,7 @@ impl FileBackend {
             };
             Ok(vec![PoolCapacity {
                 name: config.pool.clone(),
-                backend: "file".into(),
+                backend: config.driver.into(),
                 total_bytes,
                 free_bytes,
                 provisioned_bytes: volume_bytes + snapshot_bytes,
@@ -286,8 +288,8 @@ impl FileBackend {
                 total_volumes: volumes.len() as u64,
                 multiattach: true,
                 capabilities: [
-                    ("volume_backend_name".to_owned(), "file".to_owned()),
-                    ("storage_protocol".to_owned(), "iSCSI".to_owned()),
+                    ("volume_backend_name".to_owned(), config.driver.to_owned()),
+                    ("storage_protocol".to_owned(), if config.driver == "nfs" { "nfs" } else { "iSCSI" }.to_owned()),
                     ("sparse_copy_volume".to_owned(), "True".to_owned()),
                 ]
                 .into(),
@@ -435,7 +437,8 @@ fn filesystem_space(path: &Path) -> Result<(u64, u64), ServiceError> {
 }
 
 fn io_error(action: &str, path: &Path, error: io::Error) -> ServiceError {
-    ServiceError::internal(format!("cannot {action} {}: {error}", path.display()))
+    let code = if error.kind() == io::ErrorKind::NotFound { ErrorCode::NotFound } else { ErrorCode::Internal };
+    ServiceError::new(code, format!("cannot {action} {}: {error}", path.display()))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -459,6 +462,7 @@ mod tests {
             max_over_subscription_ratio: 1.0,
             reserved_percentage: 0,
             max_capacity_bytes: None,
+            driver: "file",
         })
         .unwrap()
     }

@@ -5,7 +5,11 @@
 //! delete of a missing volume succeeds, an extend to a size already reached succeeds. The
 //! scheduler relies on that to re-drive work after a crash.
 
+pub mod block;
+pub mod conformance;
 pub mod file;
+pub mod lvm;
+pub mod nfs;
 pub mod sparse;
 
 use basalt::{
@@ -15,6 +19,8 @@ use basalt::{
 };
 
 pub use file::FileBackend;
+pub use lvm::LvmBackend;
+pub use nfs::NfsBackend;
 
 /// A volume as the backend sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +51,19 @@ pub enum VolumeSource {
 #[derive(Debug)]
 pub enum Backend {
     File(FileBackend),
+    Lvm(LvmBackend),
+    Nfs(NfsBackend),
+}
+
+/// Calls the same method on whichever backend this is.
+macro_rules! dispatch {
+    ($self:ident, $backend:ident => $call:expr) => {
+        match $self {
+            Self::File($backend) => $call,
+            Self::Lvm($backend) => $call,
+            Self::Nfs($backend) => $call,
+        }
+    };
 }
 
 impl Backend {
@@ -55,9 +74,7 @@ impl Backend {
         size_bytes: u64,
         source: VolumeSource,
     ) -> Result<BackendVolume, ServiceError> {
-        match self {
-            Self::File(backend) => backend.create_volume(pool, volume_id, size_bytes, source).await,
-        }
+        dispatch!(self, backend => backend.create_volume(pool, volume_id, size_bytes, source).await)
     }
 
     pub async fn extend_volume(
@@ -66,22 +83,24 @@ impl Backend {
         volume_id: VolumeId,
         new_size_bytes: u64,
     ) -> Result<BackendVolume, ServiceError> {
-        match self {
-            Self::File(backend) => backend.extend_volume(pool, volume_id, new_size_bytes).await,
-        }
+        dispatch!(self, backend => backend.extend_volume(pool, volume_id, new_size_bytes).await)
     }
 
     /// Wipes and removes the volume; `Ok(false)` when it was already gone.
     pub async fn delete_volume(&self, pool: &str, volume_id: VolumeId) -> Result<bool, ServiceError> {
-        match self {
-            Self::File(backend) => backend.delete_volume(pool, volume_id).await,
-        }
+        dispatch!(self, backend => backend.delete_volume(pool, volume_id).await)
     }
 
     pub async fn get_volume(&self, pool: &str, volume_id: VolumeId) -> Result<Option<BackendVolume>, ServiceError> {
-        match self {
-            Self::File(backend) => backend.get_volume(pool, volume_id).await,
-        }
+        dispatch!(self, backend => backend.get_volume(pool, volume_id).await)
+    }
+
+    pub async fn get_snapshot(
+        &self,
+        pool: &str,
+        snapshot_id: SnapshotId,
+    ) -> Result<Option<BackendSnapshot>, ServiceError> {
+        dispatch!(self, backend => backend.get_snapshot(pool, snapshot_id).await)
     }
 
     pub async fn create_snapshot(
@@ -90,16 +109,12 @@ impl Backend {
         snapshot_id: SnapshotId,
         volume_id: VolumeId,
     ) -> Result<BackendSnapshot, ServiceError> {
-        match self {
-            Self::File(backend) => backend.create_snapshot(pool, snapshot_id, volume_id).await,
-        }
+        dispatch!(self, backend => backend.create_snapshot(pool, snapshot_id, volume_id).await)
     }
 
     /// Wipes and removes the snapshot; `Ok(false)` when it was already gone.
     pub async fn delete_snapshot(&self, pool: &str, snapshot_id: SnapshotId) -> Result<bool, ServiceError> {
-        match self {
-            Self::File(backend) => backend.delete_snapshot(pool, snapshot_id).await,
-        }
+        dispatch!(self, backend => backend.delete_snapshot(pool, snapshot_id).await)
     }
 
     pub async fn revert_volume(
@@ -108,20 +123,14 @@ impl Backend {
         volume_id: VolumeId,
         snapshot_id: SnapshotId,
     ) -> Result<BackendVolume, ServiceError> {
-        match self {
-            Self::File(backend) => backend.revert_volume(pool, volume_id, snapshot_id).await,
-        }
+        dispatch!(self, backend => backend.revert_volume(pool, volume_id, snapshot_id).await)
     }
 
     pub async fn list(&self) -> Result<(Vec<BackendVolume>, Vec<BackendSnapshot>), ServiceError> {
-        match self {
-            Self::File(backend) => backend.list().await,
-        }
+        dispatch!(self, backend => backend.list().await)
     }
 
     pub async fn capacity(&self) -> Result<Vec<PoolCapacity>, ServiceError> {
-        match self {
-            Self::File(backend) => backend.capacity().await,
-        }
+        dispatch!(self, backend => backend.capacity().await)
     }
 }

@@ -1,0 +1,372 @@
+//! The backend conformance suite: what every backend must do, checked through the bytes of its
+//! volumes. The `file` backend runs it in CI; `lvm` (thick and thin) and `nfs` run it on a real
+//! kernel in the VM lane (`scripts/vm-lane/run conformance`, through `basalt-storage-check`).
+//!
+//! Each case makes its own volumes and removes them, so cases are independent and capacity is
+//! compared before and after.
+
+use std::{
+    fs::{File, OpenOptions},
+    future::Future,
+    os::unix::fs::FileExt,
+    pin::Pin,
+};
+
+use basalt::{
+    ErrorCode, ServiceError,
+    ids::{SnapshotId, VolumeId},
+};
+
+use super::{Backend, VolumeSource};
+
+const MIB: u64 = 1 << 20;
+
+type CaseFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+pub type Case = for<'a> fn(&'a Backend, &'a str) -> CaseFuture<'a>;
+
+/// Every case, by name.
+pub const CASES: &[(&str, Case)] = &[
+    ("create_is_idempotent", |backend, pool| Box::pin(create_is_idempotent(backend, pool))),
+    ("delete_wipes_so_new_volumes_read_zeros", |backend, pool| Box::pin(delete_wipes(backend, pool))),
+    ("extend_keeps_data_and_is_idempotent", |backend, pool| Box::pin(extend_keeps_data(backend, pool))),
+    ("snapshot_keeps_the_old_bytes", |backend, pool| Box::pin(snapshot_keeps_old_bytes(backend, pool))),
+    ("volumes_from_snapshots_and_clones_copy_bytes", |backend, pool| Box::pin(copies_copy_bytes(backend, pool))),
+    ("revert_restores_the_snapshot_and_keeps_the_size", |backend, pool| Box::pin(revert_restores(backend, pool))),
+    ("capacity_follows_what_is_provisioned", |backend, pool| Box::pin(capacity_follows(backend, pool))),
+    ("unknown_pools_and_ids_are_refused", |backend, pool| Box::pin(unknown_refused(backend, pool))),
+];
+
+/// Runs every case (or those whose name contains `filter`), reporting each as it finishes.
+/// Returns the names of the failed cases.
+pub async fn run(
+    backend: &Backend,
+    pool: &str,
+    filter: Option<&str>,
+    mut report: impl FnMut(&str, &Result<(), String>),
+) -> Vec<String> {
+    let mut failed = Vec::new();
+    for (name, case) in CASES {
+        if filter.is_some_and(|filter| !name.contains(filter)) {
+            continue;
+        }
+        let result = case(backend, pool).await;
+        report(name, &result);
+        if result.is_err() {
+            failed.push((*name).to_owned());
+        }
+    }
+    failed
+}
+
+fn fail(what: &str, error: ServiceError) -> String {
+    format!("{what}: {} ({:?})", error.message, error.code)
+}
+
+fn check(condition: bool, message: impl FnOnce() -> String) -> Result<(), String> {
+    if condition { Ok(()) } else { Err(message()) }
+}
+
+fn expect_code<T: std::fmt::Debug>(what: &str, result: Result<T, ServiceError>, code: ErrorCode) -> Result<(), String> {
+    match result {
+        Err(error) if error.code == code => Ok(()),
+        Err(error) => Err(format!("{what}: expected {code:?}, got {:?}: {}", error.code, error.message)),
+        Ok(value) => Err(format!("{what}: expected {code:?}, got success {value:?}")),
+    }
+}
+
+/// A recognisable pattern: every 8-byte word holds its offset xor a seed.
+fn pattern(seed: u64, offset: u64, length: usize) -> Vec<u8> {
+    (0..length as u64)
+        .step_by(8)
+        .flat_map(|word| ((offset + word) ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)).to_le_bytes())
+        .take(length)
+        .collect()
+}
+
+async fn io<T: Send + 'static>(work: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(work).await.map_err(|error| error.to_string())?.map_err(|error| error.to_string())
+}
+
+async fn write_at(path: &str, offset: u64, bytes: Vec<u8>) -> Result<(), String> {
+    let path = path.to_owned();
+    io(move || {
+        let file = OpenOptions::new().write(true).open(&path)?;
+        file.write_all_at(&bytes, offset)?;
+        file.sync_all()
+    })
+    .await
+    .map_err(|error| format!("cannot write the volume: {error}"))
+}
+
+async fn read_at(path: &str, offset: u64, length: u64) -> Result<Vec<u8>, String> {
+    let path = path.to_owned();
+    io(move || {
+        let file = File::open(&path)?;
+        let mut bytes = vec![0; length as usize];
+        file.read_exact_at(&mut bytes, offset)?;
+        Ok(bytes)
+    })
+    .await
+    .map_err(|error| format!("cannot read the volume: {error}"))
+}
+
+async fn expect_bytes(path: &str, offset: u64, expected: &[u8], what: &str) -> Result<(), String> {
+    let found = read_at(path, offset, expected.len() as u64).await?;
+    if found == expected {
+        return Ok(());
+    }
+    let first = found.iter().zip(expected).position(|(a, b)| a != b).unwrap_or(0);
+    Err(format!("{what}: bytes differ at offset {}", offset + first as u64))
+}
+
+async fn expect_zeros(path: &str, offset: u64, length: u64, what: &str) -> Result<(), String> {
+    let mut position = offset;
+    while position < offset + length {
+        let step = (offset + length - position).min(8 * MIB);
+        let bytes = read_at(path, position, step).await?;
+        if let Some(index) = bytes.iter().position(|byte| *byte != 0) {
+            return Err(format!("{what}: a non-zero byte at offset {}", position + index as u64));
+        }
+        position += step;
+    }
+    Ok(())
+}
+
+async fn create(backend: &Backend, pool: &str, size: u64, source: VolumeSource) -> Result<(VolumeId, String), String> {
+    let id = VolumeId::new_random();
+    let volume = backend.create_volume(pool, id, size, source).await.map_err(|error| fail("create", error))?;
+    check(volume.size_bytes == size, || format!("created {} bytes, asked for {size}", volume.size_bytes))?;
+    Ok((id, volume.path))
+}
+
+async fn remove(backend: &Backend, pool: &str, volumes: &[VolumeId], snapshots: &[SnapshotId]) -> Result<(), String> {
+    for snapshot in snapshots {
+        backend.delete_snapshot(pool, *snapshot).await.map_err(|error| fail("delete a snapshot", error))?;
+    }
+    for volume in volumes {
+        backend.delete_volume(pool, *volume).await.map_err(|error| fail("delete a volume", error))?;
+    }
+    Ok(())
+}
+
+async fn create_is_idempotent(backend: &Backend, pool: &str) -> Result<(), String> {
+    let (id, _) = create(backend, pool, 64 * MIB, VolumeSource::Empty).await?;
+    let first = backend.get_volume(pool, id).await.map_err(|error| fail("get", error))?;
+    let again = backend.create_volume(pool, id, 64 * MIB, VolumeSource::Empty).await.map_err(|e| fail("repeat", e))?;
+    check(first.as_ref() == Some(&again), || {
+        format!("a repeated create changed the volume: {first:?} then {again:?}")
+    })?;
+    expect_code(
+        "create again with another size",
+        backend.create_volume(pool, id, 128 * MIB, VolumeSource::Empty).await,
+        ErrorCode::AlreadyExists,
+    )?;
+    let (volumes, _) = backend.list().await.map_err(|error| fail("list", error))?;
+    check(volumes.iter().any(|volume| volume.volume_id == id), || "list does not show the new volume".into())?;
+    check(backend.delete_volume(pool, id).await.map_err(|e| fail("delete", e))?, || {
+        "delete said the volume was not there".into()
+    })?;
+    check(!backend.delete_volume(pool, id).await.map_err(|e| fail("delete again", e))?, || {
+        "a repeated delete found the volume".into()
+    })?;
+    check(backend.get_volume(pool, id).await.map_err(|e| fail("get", e))?.is_none(), || {
+        "the deleted volume is still there".into()
+    })
+}
+
+async fn delete_wipes(backend: &Backend, pool: &str) -> Result<(), String> {
+    let size = 64 * MIB;
+    let (first, path) = create(backend, pool, size, VolumeSource::Empty).await?;
+    for chunk in 0..size / (8 * MIB) {
+        write_at(&path, chunk * 8 * MIB, pattern(1, chunk * 8 * MIB, (8 * MIB) as usize)).await?;
+    }
+    remove(backend, pool, &[first], &[]).await?;
+    // The next volumes of the same size are where the old one's blocks most likely went.
+    let mut made = Vec::new();
+    let mut outcome = Ok(());
+    for _ in 0..2 {
+        let (id, path) = create(backend, pool, size, VolumeSource::Empty).await?;
+        made.push(id);
+        outcome = outcome.and(expect_zeros(&path, 0, size, "a new volume after a delete").await);
+    }
+    remove(backend, pool, &made, &[]).await?;
+    outcome
+}
+
+async fn extend_keeps_data(backend: &Backend, pool: &str) -> Result<(), String> {
+    let (id, path) = create(backend, pool, 32 * MIB, VolumeSource::Empty).await?;
+    write_at(&path, MIB, pattern(2, MIB, 4096)).await?;
+    let outcome = async {
+        let extended = backend.extend_volume(pool, id, 64 * MIB).await.map_err(|error| fail("extend", error))?;
+        check(extended.size_bytes == 64 * MIB, || format!("extended to {} bytes", extended.size_bytes))?;
+        let again = backend.extend_volume(pool, id, 64 * MIB).await.map_err(|error| fail("extend again", error))?;
+        check(again.size_bytes == 64 * MIB, || format!("a repeated extend gave {} bytes", again.size_bytes))?;
+        let smaller = backend.extend_volume(pool, id, 32 * MIB).await.map_err(|error| fail("extend smaller", error))?;
+        check(smaller.size_bytes == 64 * MIB, || {
+            format!("an extend to a smaller size shrank to {}", smaller.size_bytes)
+        })?;
+        let path = extended.path;
+        expect_bytes(&path, MIB, &pattern(2, MIB, 4096), "data after the extend").await?;
+        expect_zeros(&path, 32 * MIB, 32 * MIB, "the grown part").await
+    }
+    .await;
+    remove(backend, pool, &[id], &[]).await?;
+    outcome
+}
+
+async fn snapshot_keeps_old_bytes(backend: &Backend, pool: &str) -> Result<(), String> {
+    let (id, path) = create(backend, pool, 32 * MIB, VolumeSource::Empty).await?;
+    let snapshot = SnapshotId::new_random();
+    let outcome = async {
+        write_at(&path, 4096, pattern(3, 4096, 8192)).await?;
+        let taken = backend.create_snapshot(pool, snapshot, id).await.map_err(|error| fail("snapshot", error))?;
+        write_at(&path, 4096, pattern(4, 4096, 8192)).await?;
+        let repeated =
+            backend.create_snapshot(pool, snapshot, id).await.map_err(|error| fail("snapshot again", error))?;
+        check(repeated == taken, || "a repeated snapshot changed it".into())?;
+        let found = backend.get_snapshot(pool, snapshot).await.map_err(|error| fail("get snapshot", error))?;
+        check(found.as_ref() == Some(&taken), || format!("get_snapshot gave {found:?}"))?;
+        expect_bytes(&taken.path, 4096, &pattern(3, 4096, 8192), "the snapshot after the volume changed").await?;
+        expect_bytes(&path, 4096, &pattern(4, 4096, 8192), "the volume after its snapshot").await?;
+        expect_code(
+            "snapshot of an unknown volume",
+            backend.create_snapshot(pool, SnapshotId::new_random(), VolumeId::new_random()).await,
+            ErrorCode::NotFound,
+        )
+    }
+    .await;
+    remove(backend, pool, &[id], &[snapshot]).await?;
+    check(!backend.delete_snapshot(pool, snapshot).await.map_err(|e| fail("delete again", e))?, || {
+        "a repeated snapshot delete found it".into()
+    })?;
+    outcome
+}
+
+async fn copies_copy_bytes(backend: &Backend, pool: &str) -> Result<(), String> {
+    let (source, path) = create(backend, pool, 32 * MIB, VolumeSource::Empty).await?;
+    let snapshot = SnapshotId::new_random();
+    let mut made = vec![source];
+    let outcome = async {
+        write_at(&path, 0, pattern(5, 0, 4096)).await?;
+        write_at(&path, 31 * MIB, pattern(5, 31 * MIB, 4096)).await?;
+        backend.create_snapshot(pool, snapshot, source).await.map_err(|error| fail("snapshot", error))?;
+        write_at(&path, 0, pattern(6, 0, 4096)).await?;
+
+        let (restored, restored_path) = create(backend, pool, 64 * MIB, VolumeSource::Snapshot(snapshot)).await?;
+        made.push(restored);
+        expect_bytes(&restored_path, 0, &pattern(5, 0, 4096), "a volume from the snapshot").await?;
+        expect_bytes(&restored_path, 31 * MIB, &pattern(5, 31 * MIB, 4096), "a volume from the snapshot").await?;
+        expect_zeros(&restored_path, 32 * MIB, 32 * MIB, "the part beyond the snapshot").await?;
+        let again = backend.create_volume(pool, restored, 64 * MIB, VolumeSource::Snapshot(snapshot)).await;
+        check(again.is_ok(), || format!("a repeated create from the snapshot failed: {again:?}"))?;
+
+        let (clone, clone_path) = create(backend, pool, 32 * MIB, VolumeSource::Volume(source)).await?;
+        made.push(clone);
+        expect_bytes(&clone_path, 0, &pattern(6, 0, 4096), "a clone").await?;
+        expect_bytes(&clone_path, 31 * MIB, &pattern(5, 31 * MIB, 4096), "a clone").await?;
+        // Copies are independent of their source.
+        write_at(&clone_path, 0, pattern(7, 0, 4096)).await?;
+        expect_bytes(&path, 0, &pattern(6, 0, 4096), "the source after its clone changed").await?;
+
+        expect_code(
+            "a copy smaller than its source",
+            backend.create_volume(pool, VolumeId::new_random(), 16 * MIB, VolumeSource::Volume(source)).await,
+            ErrorCode::InvalidArgument,
+        )?;
+        expect_code(
+            "a copy of an unknown snapshot",
+            backend
+                .create_volume(pool, VolumeId::new_random(), 64 * MIB, VolumeSource::Snapshot(SnapshotId::new_random()))
+                .await,
+            ErrorCode::NotFound,
+        )
+    }
+    .await;
+    // Copies first, then the snapshot, then its volume.
+    remove(backend, pool, &made[1..], &[snapshot]).await?;
+    remove(backend, pool, &made[..1], &[]).await?;
+    outcome
+}
+
+async fn revert_restores(backend: &Backend, pool: &str) -> Result<(), String> {
+    let (id, path) = create(backend, pool, 32 * MIB, VolumeSource::Empty).await?;
+    let snapshot = SnapshotId::new_random();
+    let outcome = async {
+        write_at(&path, 8192, pattern(8, 8192, 4096)).await?;
+        backend.create_snapshot(pool, snapshot, id).await.map_err(|error| fail("snapshot", error))?;
+        write_at(&path, 8192, pattern(9, 8192, 4096)).await?;
+        let grown =
+            backend.extend_volume(pool, id, 64 * MIB).await.map_err(|error| fail("extend with a snapshot", error))?;
+        write_at(&grown.path, 40 * MIB, pattern(9, 40 * MIB, 4096)).await?;
+        let reverted = backend.revert_volume(pool, id, snapshot).await.map_err(|error| fail("revert", error))?;
+        check(reverted.size_bytes == 64 * MIB, || format!("revert changed the size to {}", reverted.size_bytes))?;
+        expect_bytes(&reverted.path, 8192, &pattern(8, 8192, 4096), "the reverted volume").await?;
+        expect_zeros(&reverted.path, 32 * MIB, 32 * MIB, "the part grown after the snapshot, reverted").await?;
+        let kept = backend.get_snapshot(pool, snapshot).await.map_err(|error| fail("get snapshot", error))?;
+        let kept = kept.ok_or("the snapshot is gone after the revert")?;
+        expect_bytes(&kept.path, 8192, &pattern(8, 8192, 4096), "the snapshot after the revert").await?;
+        // A repeated revert (a retry after a crash) gives the same result.
+        let again = backend.revert_volume(pool, id, snapshot).await.map_err(|error| fail("revert again", error))?;
+        expect_bytes(&again.path, 8192, &pattern(8, 8192, 4096), "the volume reverted twice").await
+    }
+    .await;
+    remove(backend, pool, &[id], &[snapshot]).await?;
+    outcome
+}
+
+async fn capacity_follows(backend: &Backend, pool: &str) -> Result<(), String> {
+    let pool_capacity = |pools: Vec<basalt::proto::PoolCapacity>| {
+        pools.into_iter().find(|candidate| candidate.name == pool).ok_or(format!("capacity does not list pool {pool}"))
+    };
+    let before = pool_capacity(backend.capacity().await.map_err(|error| fail("capacity", error))?)?;
+    let (first, _) = create(backend, pool, 64 * MIB, VolumeSource::Empty).await?;
+    let (second, _) = create(backend, pool, 32 * MIB, VolumeSource::Empty).await?;
+    let during = pool_capacity(backend.capacity().await.map_err(|error| fail("capacity", error))?)?;
+    remove(backend, pool, &[first, second], &[]).await?;
+    let after = pool_capacity(backend.capacity().await.map_err(|error| fail("capacity", error))?)?;
+    check(during.provisioned_bytes == before.provisioned_bytes + 96 * MIB, || {
+        format!(
+            "provisioned went from {} to {} for 96 MiB of volumes",
+            before.provisioned_bytes, during.provisioned_bytes
+        )
+    })?;
+    check(during.total_volumes == before.total_volumes + 2, || {
+        format!("total_volumes {} then {}", before.total_volumes, during.total_volumes)
+    })?;
+    check(during.free_bytes <= during.total_bytes, || "more free than total".into())?;
+    if during.thick_provisioning_support {
+        check(before.free_bytes - during.free_bytes == 96 * MIB, || {
+            format!("a thick pool's free space went from {} to {} for 96 MiB", before.free_bytes, during.free_bytes)
+        })?;
+    }
+    check(after.provisioned_bytes == before.provisioned_bytes && after.total_volumes == before.total_volumes, || {
+        format!(
+            "after the deletes: provisioned {} (was {}), volumes {} (was {})",
+            after.provisioned_bytes, before.provisioned_bytes, after.total_volumes, before.total_volumes
+        )
+    })
+}
+
+async fn unknown_refused(backend: &Backend, pool: &str) -> Result<(), String> {
+    let elsewhere = format!("{pool}-elsewhere");
+    expect_code(
+        "create in an unknown pool",
+        backend.create_volume(&elsewhere, VolumeId::new_random(), MIB, VolumeSource::Empty).await,
+        ErrorCode::NotFound,
+    )?;
+    expect_code(
+        "extend an unknown volume",
+        backend.extend_volume(pool, VolumeId::new_random(), 64 * MIB).await,
+        ErrorCode::NotFound,
+    )?;
+    expect_code(
+        "revert an unknown volume",
+        backend.revert_volume(pool, VolumeId::new_random(), SnapshotId::new_random()).await,
+        ErrorCode::NotFound,
+    )?;
+    expect_code(
+        "a volume of no bytes",
+        backend.create_volume(pool, VolumeId::new_random(), 0, VolumeSource::Empty).await,
+        ErrorCode::InvalidArgument,
+    )
+}
