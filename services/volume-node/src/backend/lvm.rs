@@ -476,16 +476,7 @@ impl<R: Runner> LvmBackend<R> {
                 self.create_empty(&staging, size_bytes).await?;
                 let staged = self.require(&staging, "the new volume").await?;
                 let (from, to, copied) = (source.lv_path.clone(), staged.lv_path.clone(), source_bytes);
-                blocking_io(
-                    move || {
-                        block::copy(Path::new(&from), Path::new(&to), copied)?;
-                        let device = std::fs::OpenOptions::new().write(true).open(&to)?;
-                        block::zero_range(&device, copied, size_bytes - copied)?;
-                        device.sync_all()
-                    },
-                    "copy the source",
-                )
-                .await?;
+                copy_then_zero(from, to, copied, size_bytes, "copy the source").await?;
             }
             self.lvm(&["lvrename", &self.config.volume_group, &staging, &name], "rename the new volume into place")
                 .await
@@ -643,16 +634,7 @@ impl<R: Runner> LvmBackend<R> {
             let source = self.require(&snapshot, &format!("snapshot {snapshot_id}")).await?;
             let copied = self.describe_snapshot(snapshot_id, &source).size_bytes;
             let (from, to) = (source.lv_path.clone(), volume.lv_path.clone());
-            blocking_io(
-                move || {
-                    block::copy(Path::new(&from), Path::new(&to), copied)?;
-                    let device = std::fs::OpenOptions::new().write(true).open(&to)?;
-                    block::zero_range(&device, copied, size_bytes.saturating_sub(copied))?;
-                    device.sync_all()
-                },
-                "copy the snapshot back",
-            )
-            .await?;
+            copy_then_zero(from, to, copied, size_bytes, "copy the snapshot back").await?;
         }
         self.describe_created(volume_id).await
     }
@@ -716,6 +698,26 @@ impl<R: Runner> LvmBackend<R> {
     }
 }
 
+/// Makes `to` hold the first `copied` bytes of `from`, then zeroes it up to `size_bytes`.
+async fn copy_then_zero(
+    from: String,
+    to: String,
+    copied: u64,
+    size_bytes: u64,
+    what: &str,
+) -> Result<(), ServiceError> {
+    blocking_io(
+        move || {
+            block::copy(Path::new(&from), Path::new(&to), copied)?;
+            let device = std::fs::OpenOptions::new().write(true).open(&to)?;
+            block::zero_range(&device, copied, size_bytes.saturating_sub(copied))?;
+            device.sync_all()
+        },
+        what,
+    )
+    .await
+}
+
 async fn blocking_io(
     work: impl FnOnce() -> std::io::Result<()> + Send + 'static,
     what: &str,
@@ -724,4 +726,85 @@ async fn blocking_io(
         .await
         .map_err(|error| ServiceError::internal(format!("a blocking storage task failed: {error}")))?
         .map_err(|error| ServiceError::internal(format!("cannot {what}: {error}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::recorded::{RecordedRunner, reply, transcript};
+
+    const THICK: &str = include_str!("../../tests/fixtures/recorded/lvm-thick.jsonl");
+    const THIN: &str = include_str!("../../tests/fixtures/recorded/lvm-thin.jsonl");
+    const FAILURES: &str = include_str!("../../tests/fixtures/recorded/lvm-failures.jsonl");
+
+    fn config(thin_pool: Option<&str>) -> LvmBackendConfig {
+        LvmBackendConfig {
+            volume_group: if thin_pool.is_some() { "basalt-thin" } else { "basalt-thick" }.into(),
+            thin_pool: thin_pool.map(str::to_owned),
+            pool: "test".into(),
+            max_over_subscription_ratio: 20.0,
+            reserved_percentage: 0,
+        }
+    }
+
+    #[test]
+    fn lvm_reports_parse_recorded() {
+        let thick = transcript(THICK);
+        let groups = parse_vgs(&reply(&thick, &["lvm vgs", "basalt-thick"]).stdout).unwrap();
+        assert_eq!(groups[0].vg_name, "basalt-thick");
+        assert_eq!(groups[0].vg_extent_size, "4194304");
+        let thin = transcript(THIN);
+        let lvs = parse_lvs(&reply(&thin, &["lvm lvs", "basalt-thin"]).stdout).unwrap();
+        let pool = lvs.iter().find(|lv| lv.lv_name == "pool").expect("the thin pool is listed");
+        assert_eq!((pool.attr(0), pool.attr(7)), ('t', 'z'), "a zeroing thin pool: {}", pool.lv_attr);
+        // Every LV the backend listed with its tag is one of ours, with a device path.
+        for call in thin.iter().filter(|call| call.command.starts_with("lvm lvs") && call.code == 0) {
+            for lv in parse_lvs(&call.stdout).unwrap().iter().filter(|lv| lv.tags().any(|tag| tag == TAG)) {
+                assert!(lv.lv_path.starts_with("/dev/basalt-thin/"), "{lv:?}");
+                assert_eq!(lv.pool_lv, "pool");
+            }
+        }
+        assert!(parse_lvs("Volume group not found").is_err());
+    }
+
+    #[test]
+    fn lvm_failures_are_classified_recorded() {
+        let failures = transcript(FAILURES);
+        let full = lvm_error("create the volume", &reply(&failures, &["lvcreate", "-L 100g"]));
+        assert_eq!(full.code, ErrorCode::NoCapacity);
+        assert!(full.message.contains("insufficient free space"), "{}", full.message);
+        let in_use = lvm_error("remove the logical volume", &reply(&failures, &["lvremove"]));
+        assert_eq!(in_use.code, ErrorCode::Conflict);
+        assert!(in_use.message.ends_with("in use."), "{}", in_use.message);
+        let missing = lvm_error("read the volume group", &reply(&failures, &["lvm vgs", "basalt-missing"]));
+        assert_eq!(missing.code, ErrorCode::NotFound);
+        assert!(missing.message.starts_with("lvm could not read the volume group: "), "{}", missing.message);
+    }
+
+    #[tokio::test]
+    async fn a_thin_pool_opens_and_one_that_does_not_zero_is_refused_recorded() {
+        let thin = transcript(THIN);
+        let group = reply(&thin, &["lvm vgs", "basalt-thin"]);
+        let listing = reply(&thin, &["lvm lvs", "basalt-thin"]);
+        let runner = RecordedRunner::new(vec![
+            ("lvm vgs", group.clone()),
+            ("lvm lvs", listing.clone()),
+            ("lvm lvs", listing.clone()),
+        ]);
+        let backend = LvmBackend::open(config(Some("pool")), runner).await.unwrap();
+        assert_eq!(backend.extent_bytes, 4 << 20);
+        assert_eq!(backend.round_up(1), 4 << 20);
+
+        let mut not_zeroing = listing.clone();
+        not_zeroing.stdout = not_zeroing.stdout.replace("twi-a-tz--", "twi-a-t---");
+        let runner = RecordedRunner::new(vec![("lvm vgs", group), ("lvm lvs", not_zeroing)]);
+        let refused = LvmBackend::open(config(Some("pool")), runner).await.unwrap_err();
+        assert_eq!(refused.code, ErrorCode::Unavailable);
+        assert!(refused.message.contains("lvchange -Zy basalt-thin/pool"), "{}", refused.message);
+    }
+
+    #[test]
+    fn cow_devices_are_named_as_device_mapper_names_them() {
+        assert_eq!(cow_device("basalt-thick", "_snapshot-ab-c"), "/dev/mapper/basalt--thick-_snapshot--ab--c-cow");
+    }
 }

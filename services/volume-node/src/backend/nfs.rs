@@ -235,3 +235,48 @@ async fn mount(runner: &impl Runner, share: &NfsShare, mount_point: &Path) -> Re
         finished.stderr
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::recorded::{RecordedRunner, reply, transcript};
+
+    #[test]
+    fn shares_parse_and_mount_points_never_collide() {
+        let share = NfsShare::parse("192.0.2.10:/srv/basalt", "vers=4.2").unwrap();
+        assert_eq!((share.address.as_str(), share.options.as_str()), ("192.0.2.10:/srv/basalt", "vers=4.2"));
+        let own = NfsShare::parse("host:/a vers=3,soft", "vers=4.2").unwrap();
+        assert_eq!(own.options, "vers=3,soft");
+        for bad in ["", "host", ":/export", "-o:/x", "host:relative"] {
+            assert!(NfsShare::parse(bad, "").is_err(), "{bad:?}");
+        }
+        let base = Path::new("/mnt");
+        assert_ne!(mount_point(base, "a:/b_c"), mount_point(base, "a:/b/c"));
+        assert_eq!(mount_point(base, "127.0.0.1:/srv/nfs"), Path::new("/mnt/127.0.0.1_3a_2fsrv_2fnfs"));
+    }
+
+    #[test]
+    fn mountinfo_shows_the_share_recorded() {
+        let mountinfo = include_str!("../../tests/fixtures/recorded/nfs-mountinfo.txt");
+        let mounted = mount_point(Path::new("/run/basalt-mnt"), "127.0.0.1:/srv/nfs");
+        assert_eq!(mounted_type(mountinfo, &mounted).as_deref(), Some("nfs4"));
+        assert_eq!(mounted_type(mountinfo, Path::new("/run/basalt-mnt")), None);
+    }
+
+    #[tokio::test]
+    async fn a_mount_failure_is_a_clear_error_recorded() {
+        let calls = transcript(include_str!("../../tests/fixtures/recorded/nfs-failures.jsonl"));
+        let runner = RecordedRunner::new(vec![("mount -t nfs", reply(&calls, &["mount -t nfs", "/srv/missing"]))]);
+        let base = tempfile::tempdir().unwrap();
+        let config = NfsBackendConfig {
+            shares: vec![NfsShare::parse("127.0.0.1:/srv/missing", "vers=4.2").unwrap()],
+            mount_base: base.path().to_path_buf(),
+            max_over_subscription_ratio: 1.0,
+            reserved_percentage: 0,
+        };
+        let error = NfsBackend::open(config, &runner).await.unwrap_err();
+        assert_eq!(error.code, basalt::ErrorCode::Unavailable);
+        assert!(error.message.contains("cannot mount the NFS share 127.0.0.1:/srv/missing"), "{}", error.message);
+        assert!(error.message.contains("reason given by server: No such file or directory"), "{}", error.message);
+    }
+}
