@@ -22,7 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run gateway, scheduler and one volume node in one process (SQLite, file backend, in-process bus).
+    /// Run gateway, scheduler and one volume node in one process (SQLite, in-process bus; the file
+    /// backend unless --backend says otherwise).
     Up(UpArgs),
     /// Run the scheduler (VolumeService gRPC; owns the database).
     Scheduler(SchedulerArgs),
@@ -98,6 +99,11 @@ struct UpArgs {
     grpc_listen: SocketAddr,
     #[command(flatten)]
     pool: PoolArgs,
+    /// The embedded node's backend: `file` (the default, in <data-dir>/volumes), `lvm` or `nfs`.
+    #[command(flatten)]
+    backend: BackendArgs,
+    #[command(flatten)]
+    export: ExportArgs,
     #[command(flatten)]
     auth: AuthArgs,
 }
@@ -203,9 +209,6 @@ struct BackendArgs {
     /// thin with --lvm-thin-pool) or `nfs` (sparse files on NFS shares the node mounts).
     #[arg(long, env = "BASALT_BACKEND", default_value = "file", value_parser = ["file", "lvm", "nfs"])]
     backend: String,
-    /// Directory of the file backend's pool.
-    #[arg(long, env = "BASALT_DATA_DIR", default_value = "basalt-data/volumes")]
-    data_dir: PathBuf,
     /// The LVM volume group holding volumes (the pool's name too).
     #[arg(long, env = "BASALT_LVM_VOLUME_GROUP")]
     lvm_volume_group: Option<String>,
@@ -224,7 +227,8 @@ struct BackendArgs {
 }
 
 impl BackendArgs {
-    fn settings(&self, pool: &PoolArgs) -> Result<basalt_volume_node::BackendSettings> {
+    /// The backend's settings; `file_root` is the file backend's directory.
+    fn settings(&self, file_root: &std::path::Path, pool: &PoolArgs) -> Result<basalt_volume_node::BackendSettings> {
         use basalt_volume_node::BackendSettings;
         Ok(match self.backend.as_str() {
             "lvm" => {
@@ -241,7 +245,7 @@ impl BackendArgs {
                 mount_base: self.nfs_mount_base.clone(),
             },
             _ => BackendSettings::File {
-                root: self.data_dir.clone(),
+                root: file_root.to_path_buf(),
                 pool: "default".into(),
                 max_capacity_bytes: pool.max_capacity_gib.map(|gib| gib << 30),
             },
@@ -254,6 +258,9 @@ struct VolumeNodeArgs {
     /// This node's id (default: the host name); letters, digits, '.', '_' and '-'.
     #[arg(long, env = "BASALT_NODE_ID")]
     node_id: Option<String>,
+    /// Directory of the file backend's pool.
+    #[arg(long, env = "BASALT_DATA_DIR", default_value = "basalt-data/volumes")]
+    data_dir: PathBuf,
     #[command(flatten)]
     backend: BackendArgs,
     #[arg(long, env = "BASALT_NODE_LISTEN", default_value = "127.0.0.1:8781")]
@@ -363,12 +370,9 @@ async fn up(args: UpArgs) -> Result<()> {
     )
     .await?;
     let mut node_config = node_config(pinned_node_id(&data_dir)?, &args.pool, None, None, "nova".into());
-    node_config.backend = basalt_volume_node::BackendSettings::File {
-        root: data_dir.join("volumes"),
-        pool: "default".into(),
-        max_capacity_bytes: args.pool.max_capacity_gib.map(|gib| gib << 30),
-    };
+    node_config.backend = args.backend.settings(&data_dir.join("volumes"), &args.pool)?;
     node_config.state_dir = data_dir.join("node-state");
+    args.export.apply(&mut node_config)?;
     let node = basalt_volume_node::start(node_config, bus).await?;
     let gateway = basalt_api_gateway::start(basalt_api_gateway::GatewayConfig {
         listen: args.rest_listen,
@@ -415,7 +419,7 @@ async fn volume_node(args: VolumeNodeArgs) -> Result<()> {
     let bus = Bus::connect_nats(&args.bus.nats_url, &args.bus.bus_namespace).await?;
     let node_id = NodeId::parse(&args.node_id.unwrap_or_else(host_name))?;
     let mut config = node_config(node_id, &args.pool, Some(args.listen), args.advertise, args.availability_zone);
-    config.backend = args.backend.settings(&args.pool)?;
+    config.backend = args.backend.settings(&args.data_dir, &args.pool)?;
     if let basalt_volume_node::BackendSettings::File { root, .. } = &config.backend
         && let Some(parent) = root.parent()
     {

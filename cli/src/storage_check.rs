@@ -24,7 +24,7 @@ async fn open(
     pool: &PoolArgs,
     transcript: Option<Arc<Transcript>>,
 ) -> Result<(Backend, String)> {
-    let settings = backend.settings(pool)?;
+    let settings = backend.settings(std::path::Path::new("basalt-data/volumes"), pool)?;
     let runner = SystemRunner { transcript, ..basalt_volume_node::backend::lvm::lvm_runner() };
     let opened =
         basalt_volume_node::open_backend(&settings, pool.max_over_subscription_ratio, pool.reserved_percentage, runner)

@@ -89,7 +89,7 @@ async fn bytes_reach_the_host_through_the_tgt_export() -> Result<()> {
     wait_for_status(&mut client, &owner, &volume.id, VolumeStatus::Available).await?;
 
     let mut node = NodeAgentClient::new(basalt::channel::channel(&mesh.node_grpc_addr(0))?);
-    let request = NodeExportRequest { volume_id: volume.id.clone(), pool: "default".into() };
+    let request = NodeExportRequest { volume_id: volume.id.clone(), pool: "default".into(), ..Default::default() };
     let export = node.export_volume(request.clone()).await?.into_inner();
     assert_eq!(export.target_iqn, format!("iqn.2010-10.org.basalt:volume-{}", volume.id));
     assert_eq!((export.target_lun, export.auth_username.len(), export.auth_password.len()), (1, 20, 16));
@@ -166,6 +166,7 @@ fn export_from(info: &basalt::proto::ConnectionInfo) -> Result<NodeExport> {
         target_lun: field("target_lun")?.parse()?,
         auth_username: field("auth_username")?,
         auth_password: field("auth_password")?,
+        ..Default::default()
     })
 }
 
@@ -421,6 +422,7 @@ async fn the_legacy_connection_flow_works_over_rest() -> Result<()> {
         target_lun: data["target_lun"].as_u64().context("lun")? as u32,
         auth_username: data["auth_username"].as_str().context("user")?.to_owned(),
         auth_password: data["auth_password"].as_str().context("password")?.to_owned(),
+        ..Default::default()
     };
     assert_eq!(read_capacity(&export, HOST, Some(&export.auth_password))?, GIB);
     let attach = r#"{"os-attach": {"instance_uuid": "11111111-2222-3333-4444-555555555555", "mountpoint": "/dev/vdb", "mode": "rw"}}"#;

@@ -76,7 +76,7 @@ async fn main() -> Result<()> {
     wait_for_status(&mut client, &owner, &volume.id, VolumeStatus::Available).await?;
     let mut node = NodeAgentClient::new(basalt::channel::channel(&mesh.node_grpc_addr(0))?);
     let export = node
-        .export_volume(NodeExportRequest { volume_id: volume.id.clone(), pool: "default".into() })
+        .export_volume(NodeExportRequest { volume_id: volume.id.clone(), pool: "default".into(), ..Default::default() })
         .await?
         .into_inner();
     let allow =
@@ -127,7 +127,12 @@ async fn main() -> Result<()> {
         client.list_volumes(owner.request(basalt::proto::ListVolumesRequest::default())).await?.into_inner().volumes;
     let started = Instant::now();
     for volume in volumes.iter().filter(|candidate| candidate.id != volume.id).take(SETUPS) {
-        node.export_volume(NodeExportRequest { volume_id: volume.id.clone(), pool: "default".into() }).await?;
+        node.export_volume(NodeExportRequest {
+            volume_id: volume.id.clone(),
+            pool: "default".into(),
+            ..Default::default()
+        })
+        .await?;
         let allow =
             NodeInitiatorRequest { volume_id: volume.id.clone(), pool: "default".into(), initiator: INITIATOR.into() };
         node.allow_initiator(allow).await?;

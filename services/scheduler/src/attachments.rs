@@ -10,8 +10,8 @@ use basalt::{
     ids::AttachmentId,
     proto::{
         self, AttachMode, AttachStatus, AttachVolumeRequest, ConnectionInfo, Connector, CreateAttachmentRequest,
-        DetachVolumeRequest, ListAttachmentsRequest, NodeExport, NodeExportRequest, NodeInitiatorRequest,
-        UpdateAttachmentRequest, VolumeAttachment, VolumeStatus,
+        DetachVolumeRequest, ExportProtocol, ListAttachmentsRequest, NodeExport, NodeExportRequest,
+        NodeInitiatorRequest, UpdateAttachmentRequest, VolumeAttachment, VolumeStatus,
     },
 };
 use chrono::Utc;
@@ -77,7 +77,7 @@ impl Attachments {
         txn.commit().await?;
         self.core.publish_status(events::VOLUME, &volume.id, &volume.project_id, &before, &reserved.status, "").await;
         // A connector given at creation connects the host at once, as Cinder does.
-        let Some(connector) = request.connector.filter(|connector| !connector.initiator.is_empty()) else {
+        let Some(connector) = request.connector else {
             return Ok(model);
         };
         let connected = self
@@ -100,11 +100,6 @@ impl Attachments {
     ) -> Result<attachment::Model, ServiceError> {
         let model = self.get(context, &request.attachment_id).await?;
         let connector = request.connector.unwrap_or_default();
-        if connector.initiator.is_empty() {
-            return Err(ServiceError::invalid(
-                "the connector needs the host's iSCSI initiator name (connector.initiator), e.g. iqn.1993-08.org.debian:01:abcdef",
-            ));
-        }
         let status = AttachStatus::from_cinder_name(&model.status).unwrap_or_default();
         if !matches!(status, AttachStatus::Reserved | AttachStatus::Attaching) {
             return Err(ServiceError::conflict(format!(
@@ -255,15 +250,17 @@ impl Attachments {
         Ok(())
     }
 
-    /// Exports the volume on its node (idempotent) and lets `initiator` log in.
+    /// Exports the volume on its node (idempotent) and lets `initiator` log in. A connector
+    /// without an initiator asks for NFS: the host mounts the share that holds the volume.
     async fn export_to(&self, volume: &volume::Model, initiator: &str) -> Result<NodeExport, ServiceError> {
         let (node_id, pool) = volumes::placement_of(volume);
         let mut node = self.core.nodes.client(&self.core.capacity, &node_id)?;
-        let export = node
-            .export_volume(NodeExportRequest { volume_id: volume.id.clone(), pool: pool.clone() })
-            .await
-            .map_err(ServiceError::from)?
-            .into_inner();
+        let protocol = if initiator.is_empty() { ExportProtocol::Nfs } else { ExportProtocol::Iscsi };
+        let request = NodeExportRequest { volume_id: volume.id.clone(), pool: pool.clone(), protocol: protocol as i32 };
+        let export = node.export_volume(request).await.map_err(ServiceError::from)?.into_inner();
+        if protocol == ExportProtocol::Nfs {
+            return Ok(export);
+        }
         let allow = NodeInitiatorRequest { volume_id: volume.id.clone(), pool, initiator: initiator.to_owned() };
         node.allow_initiator(allow).await.map_err(ServiceError::from)?;
         Ok(export)
@@ -277,6 +274,10 @@ impl Attachments {
         initiator: &str,
         leaving: Option<&str>,
     ) -> Result<(), ServiceError> {
+        if initiator.is_empty() {
+            // An NFS host: the node granted nothing of its own, so there is nothing to take back.
+            return Ok(());
+        }
         let (node_id, pool) = volumes::placement_of(volume);
         let mut node = self.core.nodes.client(&self.core.capacity, &node_id)?;
         let request =
@@ -289,7 +290,7 @@ impl Attachments {
             others = others.filter(attachment::Column::Id.ne(leaving));
         }
         if others.count(&self.core.db).await.map_err(db_error)? == 0 {
-            node.unexport_volume(NodeExportRequest { volume_id: volume.id.clone(), pool })
+            node.unexport_volume(NodeExportRequest { volume_id: volume.id.clone(), pool, ..Default::default() })
                 .await
                 .map_err(ServiceError::from)?;
         }
@@ -303,8 +304,10 @@ impl Attachments {
         volume_id: &str,
         connector: Option<Connector>,
     ) -> Result<ConnectionInfo, ServiceError> {
-        let connector = connector.filter(|connector| !connector.initiator.is_empty()).ok_or_else(|| {
-            ServiceError::invalid("initialize_connection needs a connector with the host's iSCSI initiator name")
+        let connector = connector.ok_or_else(|| {
+            ServiceError::invalid(
+                "initialize_connection needs a connector: the host's iSCSI initiator name, or none to mount an NFS volume's share",
+            )
         })?;
         let volume = volumes::load(&self.core.db, context, volume_id).await?;
         let connectable =
@@ -328,7 +331,7 @@ impl Attachments {
         volume_id: &str,
         connector: Option<Connector>,
     ) -> Result<volume::Model, ServiceError> {
-        let connector = connector.filter(|connector| !connector.initiator.is_empty()).ok_or_else(|| {
+        let connector = connector.ok_or_else(|| {
             ServiceError::invalid("terminate_connection needs the connector that initialized the connection")
         })?;
         let volume = volumes::load(&self.core.db, context, volume_id).await?;
@@ -440,9 +443,23 @@ async fn step(
     Ok((before, after))
 }
 
-/// Cinder's iSCSI `connection_info` (`cinder/volume/targets/iscsi.py::_get_iscsi_properties`).
+/// Cinder's `connection_info`: iSCSI as `cinder/volume/targets/iscsi.py::_get_iscsi_properties`
+/// builds it, NFS as `cinder/volume/drivers/remotefs.py::initialize_connection` does.
 fn connection_info(export: &NodeExport, mode: &str, readonly: bool) -> serde_json::Value {
     let access_mode = if readonly || mode == "ro" { "ro" } else { "rw" };
+    if !export.nfs_export.is_empty() {
+        let mut data = serde_json::json!({
+            "export": export.nfs_export,
+            "name": export.nfs_name,
+            "format": "raw",
+            "volume_id": export.volume_id,
+            "access_mode": access_mode,
+        });
+        if !export.nfs_options.is_empty() {
+            data["options"] = serde_json::Value::from(export.nfs_options.clone());
+        }
+        return serde_json::json!({ "driver_volume_type": "nfs", "data": data });
+    }
     serde_json::json!({
         "driver_volume_type": "iscsi",
         "data": {
@@ -535,5 +552,50 @@ pub fn to_proto(model: &attachment::Model) -> proto::Attachment {
         mountpoint: model.mountpoint.clone(),
         attached_at: model.attached_at.map(timestamp),
         detached_at: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nfs_exports_give_cinder_s_nfs_connection_info() {
+        let export = NodeExport {
+            volume_id: "v1".into(),
+            nfs_export: "192.0.2.10:/srv/basalt".into(),
+            nfs_name: "volume-v1".into(),
+            nfs_options: "-o vers=4.2".into(),
+            ..Default::default()
+        };
+        let info = connection_info(&export, "rw", true);
+        assert_eq!(info["driver_volume_type"], "nfs");
+        assert_eq!(info["data"]["export"], "192.0.2.10:/srv/basalt");
+        assert_eq!(info["data"]["name"], "volume-v1");
+        assert_eq!(info["data"]["options"], "-o vers=4.2");
+        assert_eq!(info["data"]["format"], "raw");
+        assert_eq!(info["data"]["access_mode"], "ro");
+        assert!(info["data"].get("auth_password").is_none());
+        let proto = connection_info_proto(&info.to_string()).unwrap();
+        assert_eq!(proto.driver_volume_type, "nfs");
+        assert_eq!(proto.data["export"], "192.0.2.10:/srv/basalt");
+    }
+
+    #[test]
+    fn iscsi_exports_give_cinder_s_iscsi_connection_info() {
+        let export = NodeExport {
+            volume_id: "v1".into(),
+            target_iqn: "iqn.2010-10.org.basalt:volume-v1".into(),
+            target_portal: "192.0.2.10:3260".into(),
+            target_lun: 1,
+            auth_username: "u".into(),
+            auth_password: "p".into(),
+            ..Default::default()
+        };
+        let info = connection_info(&export, "rw", false);
+        assert_eq!(info["driver_volume_type"], "iscsi");
+        assert_eq!(info["data"]["target_lun"], 1);
+        assert_eq!(info["data"]["auth_method"], "CHAP");
+        assert_eq!(info["data"]["access_mode"], "rw");
     }
 }

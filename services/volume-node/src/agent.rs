@@ -7,7 +7,7 @@ use basalt::{
     ServiceError,
     ids::{SnapshotId, VolumeId},
     proto::{
-        CapacityReport, NodeCreateVolumeRequest, NodeDeleteSnapshotResponse, NodeDeleteVolumeRequest,
+        CapacityReport, ExportProtocol, NodeCreateVolumeRequest, NodeDeleteSnapshotResponse, NodeDeleteVolumeRequest,
         NodeDeleteVolumeResponse, NodeExport, NodeExportRequest, NodeExtendVolumeRequest, NodeGetCapacityRequest,
         NodeGetVolumeRequest, NodeInitiatorRequest, NodeListStorageRequest, NodeListStorageResponse,
         NodeRevertVolumeRequest, NodeSnapshot, NodeSnapshotRequest, NodeUnexportResponse, NodeVolume,
@@ -47,6 +47,24 @@ impl Agent {
 
     pub fn backend(&self) -> Arc<Backend> {
         self.backend.clone()
+    }
+
+    /// Cinder's NFS connection data: the share, the file's name in it, the mount options.
+    fn nfs_export(&self, pool: &str, volume_id: VolumeId, path: &str) -> Result<NodeExport, ServiceError> {
+        let Backend::Nfs(nfs) = self.backend.as_ref() else {
+            return Err(ServiceError::invalid(format!(
+                "volume {volume_id} is not on an NFS share, so a host reaches it over iSCSI only: the connector needs the host's iSCSI initiator name (connector.initiator)"
+            )));
+        };
+        let (share, _) = nfs.share(pool)?;
+        let name = std::path::Path::new(path).file_name().map(|name| name.to_string_lossy().into_owned());
+        Ok(NodeExport {
+            volume_id: volume_id.to_string(),
+            nfs_export: share.address.clone(),
+            nfs_name: name.unwrap_or_default(),
+            nfs_options: if share.options.is_empty() { String::new() } else { format!("-o {}", share.options) },
+            ..Default::default()
+        })
     }
 }
 
@@ -111,6 +129,7 @@ fn export_to_proto(export: Export) -> NodeExport {
         target_lun: export.lun,
         auth_username: export.username,
         auth_password: export.password,
+        ..Default::default()
     }
 }
 
@@ -239,6 +258,9 @@ impl NodeAgent for Agent {
         let volume_id = VolumeId::parse(&request.volume_id)?;
         let _guard = self.locks.lock(*volume_id.as_uuid()).await;
         let path = self.volume_path(&request.pool, volume_id).await?;
+        if request.protocol() == ExportProtocol::Nfs {
+            return Ok(Response::new(self.nfs_export(&request.pool, volume_id, &path)?));
+        }
         let export = self.target.export(volume_id, &path).await?;
         tracing::info!(volume_id = %volume_id, iqn = %export.iqn, "volume exported");
         Ok(Response::new(export_to_proto(export)))

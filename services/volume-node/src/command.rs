@@ -89,11 +89,11 @@ impl Runner for SystemRunner {
         };
         if let Some(transcript) = &self.transcript {
             transcript.record(&RecordedCall {
-                command: format!("{program} {}", args.join(" ")),
-                input: input.map(str::to_owned),
+                command: redact_secrets(&format!("{program} {}", args.join(" "))),
+                input: input.map(redact_secrets),
                 code: finished.code,
-                stdout: finished.stdout.clone(),
-                stderr: finished.stderr.clone(),
+                stdout: redact_secrets(&finished.stdout),
+                stderr: redact_secrets(&finished.stderr),
             })?;
         }
         Ok(finished)
@@ -110,6 +110,26 @@ pub struct RecordedCall {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
+}
+
+/// Replaces CHAP passwords (`password=X`, `--password X`, targetcli's `password is now 'X'`) with
+/// `<redacted>`, so recordings never hold a secret.
+pub fn redact_secrets(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let markers = ["password=", "--password ", "password is now '"];
+    while let Some((at, marker)) =
+        markers.iter().filter_map(|marker| rest.find(marker).map(|at| (at, *marker))).min_by_key(|(at, _)| *at)
+    {
+        let value_start = at + marker.len();
+        out.push_str(&rest[..value_start]);
+        let value = &rest[value_start..];
+        let end = value.find(|c: char| c.is_whitespace() || c == '\'').unwrap_or(value.len());
+        out.push_str("<redacted>");
+        rest = &value[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Appends every call and its result to a file, one JSON line each.
@@ -220,6 +240,17 @@ mod tests {
         let runner = SystemRunner { timeout: Duration::from_millis(200), transcript: None };
         let error = runner.run("sleep", &["5".into()]).await.unwrap_err();
         assert_eq!(error.code, ErrorCode::Timeout);
+    }
+
+    #[test]
+    fn recordings_never_hold_a_password() {
+        assert_eq!(
+            redact_secrets("acls/x set auth userid=u1 password=s3cret\n"),
+            "acls/x set auth userid=u1 password=<redacted>\n"
+        );
+        assert_eq!(redact_secrets("--user u --password s3cret --x"), "--user u --password <redacted> --x");
+        assert_eq!(redact_secrets("Parameter password is now 's3cret'."), "Parameter password is now '<redacted>'.");
+        assert_eq!(redact_secrets("no secret here"), "no secret here");
     }
 
     #[tokio::test]

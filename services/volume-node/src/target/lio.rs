@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use basalt::{ErrorCode, ServiceError};
 
 use super::{Export, TargetDriver};
-use crate::command::Runner;
+use crate::command::{Finished, Runner};
 
 const TARGETCLI: &str = "targetcli";
 /// Settings for every batch: nothing written to /etc/target (our records are the truth), and no
@@ -69,14 +69,13 @@ impl<R: Runner> LioDriver<R> {
 
     /// Runs one batch; `what` names it in errors. The batch holds CHAP passwords: it never
     /// reaches a message, only targetcli's output does.
-    async fn targetcli(&self, commands: &str, what: &str) -> Result<String, ServiceError> {
+    async fn targetcli(&self, commands: &str, what: &str) -> Result<Finished, ServiceError> {
         let input = format!("{PREAMBLE}{commands}exit\n");
         let finished = self.runner.run_with_input(TARGETCLI, &[], Some(&input)).await?;
-        let output = format!("{}\n{}", finished.stdout, finished.stderr);
         if finished.success() {
-            return Ok(output);
+            return Ok(finished);
         }
-        Err(ServiceError::internal(format!("targetcli could not {what}: {}", complaints(&output))))
+        Err(ServiceError::internal(format!("targetcli could not {what}: {}", complaints(&finished))))
     }
 
     /// Reads one target from configfs.
@@ -111,12 +110,12 @@ impl<R: Runner> LioDriver<R> {
         std::fs::read_to_string(path).ok().map(|text| text.trim().to_owned())
     }
 
-    /// The commands that bring LIO from what it has to what `export` describes.
-    fn missing(&self, export: &Export) -> String {
+    /// The commands that bring LIO from what it has to what `export` describes; `kind` is the
+    /// backstore kind for the export's path.
+    fn missing(&self, export: &Export, kind: &str) -> String {
         let iqn = &export.iqn;
         let tpg = format!("/iscsi/{iqn}/tpg1");
         let name = backstore_name(export);
-        let kind = backstore_kind(&export.path);
         let mut commands = String::new();
         if self.backstore(&name).is_none() {
             commands += &match kind {
@@ -155,20 +154,16 @@ impl<R: Runner> LioDriver<R> {
     }
 }
 
-/// targetcli's error lines, without the prompts and chatter of a batch.
-fn complaints(output: &str) -> String {
-    let lines: Vec<&str> = output
+/// targetcli's complaints: in a batch it goes on after a failed command and exits 0, writing each
+/// error to stderr. Its note about a missing preferences file is not one; a line naming a password
+/// never reaches a message.
+fn complaints(finished: &Finished) -> String {
+    let lines: Vec<&str> = finished
+        .stderr
         .lines()
         .map(str::trim)
         .filter(|line| {
-            let lower = line.to_ascii_lowercase();
-            !line.is_empty()
-                && (lower.contains("error")
-                    || lower.contains("no such")
-                    || lower.contains("cannot")
-                    || lower.contains("failed")
-                    || lower.contains("not "))
-                && !lower.contains("password")
+            !line.is_empty() && !line.contains("preferences file") && !line.to_ascii_lowercase().contains("password")
         })
         .collect();
     if lines.is_empty() { "no error message".into() } else { lines.join("; ") }
@@ -191,12 +186,13 @@ impl<R: Runner> TargetDriver for LioDriver<R> {
     }
 
     async fn ensure(&self, export: &Export) -> Result<(), ServiceError> {
-        let commands = self.missing(export);
+        let kind = backstore_kind(&export.path);
+        let commands = self.missing(export, kind);
         if commands.is_empty() {
             return Ok(());
         }
-        let output = self.targetcli(&commands, "export the volume").await?;
-        let still_missing = self.missing(export);
+        let finished = self.targetcli(&commands, "export the volume").await?;
+        let still_missing = self.missing(export, kind);
         if still_missing.is_empty() {
             return Ok(());
         }
@@ -204,7 +200,7 @@ impl<R: Runner> TargetDriver for LioDriver<R> {
             still_missing.lines().map(|line| line.split(" set auth ").next().unwrap_or(line)).collect();
         Err(ServiceError::new(
             ErrorCode::Internal,
-            format!("targetcli left the export incomplete ({}): {}", steps.join(", "), complaints(&output)),
+            format!("targetcli left the export incomplete ({}): {}", steps.join(", "), complaints(&finished)),
         ))
     }
 
@@ -257,5 +253,126 @@ impl<R: Runner> TargetDriver for LioDriver<R> {
 
     async fn exported(&self) -> Result<Vec<String>, ServiceError> {
         Ok(names_in(&self.configfs.join("iscsi")).into_iter().filter(|name| name.contains(':')).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::recorded::{RecordedRunner, reply, transcript};
+
+    const CONFIGFS: &str = include_str!("../../tests/fixtures/recorded/lio-configfs.txt");
+    const EXPORT: &str = include_str!("../../tests/fixtures/recorded/lio.jsonl");
+    const FAILURES: &str = include_str!("../../tests/fixtures/recorded/lio-failures.jsonl");
+
+    /// Rebuilds configfs' target directory as the VM lane recorded it while an export was up.
+    fn recorded_configfs(root: &Path) {
+        for line in CONFIGFS.lines() {
+            match line.split_once(' ') {
+                Some(("d", path)) => std::fs::create_dir_all(root.join(path)).unwrap(),
+                Some(("f", rest)) => {
+                    let (path, content) = rest.split_once(' ').unwrap_or((rest, ""));
+                    std::fs::create_dir_all(root.join(path).parent().unwrap()).unwrap();
+                    std::fs::write(root.join(path), format!("{content}\n")).unwrap();
+                }
+                _ => panic!("unexpected line {line:?}"),
+            }
+        }
+    }
+
+    /// The export the recording shows, its password as the recording redacted it.
+    fn recorded_export(driver: &LioDriver<RecordedRunner>) -> Export {
+        let iqn = names_in(&driver.configfs.join("iscsi")).into_iter().next().expect("a recorded target");
+        let target = driver.target(&iqn).expect("the recorded target parses");
+        let initiator = target.acls[0].clone();
+        let volume_id = iqn.rsplit_once(":volume-").unwrap().1.to_owned();
+        Export {
+            // The lane's LVM volume group is `basalt`.
+            path: format!("/dev/basalt/volume-{volume_id}"),
+            volume_id,
+            username: driver.acl_user(&iqn, &initiator).expect("the recorded CHAP user"),
+            password: "<redacted>".into(),
+            iqn,
+            lun: 0,
+            portal: target.portals[0].clone(),
+            initiators: vec![initiator],
+        }
+    }
+
+    fn driver(root: &Path, replies: Vec<(&str, Finished)>) -> LioDriver<RecordedRunner> {
+        LioDriver::new(root.to_path_buf(), RecordedRunner::new(replies))
+    }
+
+    /// A recorded batch as the driver writes it: without the preamble and the final `exit`.
+    fn batch(input: &str) -> String {
+        input.strip_prefix(PREAMBLE).unwrap().strip_suffix("exit\n").unwrap().to_owned()
+    }
+
+    #[test]
+    fn configfs_state_parses_recorded() {
+        let root = tempfile::tempdir().unwrap();
+        recorded_configfs(root.path());
+        let driver = driver(root.path(), vec![]);
+        let export = recorded_export(&driver);
+        let target = driver.target(&export.iqn).unwrap();
+        assert_eq!(target.portals, vec!["10.77.0.1:3260".to_owned()]);
+        assert_eq!(target.luns, vec![0]);
+        assert!(target.authentication);
+        assert!(driver.backstore(&backstore_name(&export)).is_some());
+        // Everything is there: ensuring the export again changes nothing.
+        assert_eq!(driver.missing(&export, "block"), "");
+    }
+
+    #[test]
+    fn a_new_export_is_the_batches_lio_accepted_recorded() {
+        let calls = transcript(EXPORT);
+        let recorded = calls
+            .iter()
+            .filter_map(|call| call.input.as_deref())
+            .filter(|input| input.contains("create"))
+            .collect::<Vec<_>>();
+        assert_eq!(recorded.len(), 2, "the target batch, then the ACL batch");
+        let full = tempfile::tempdir().unwrap();
+        recorded_configfs(full.path());
+        let mut export = recorded_export(&driver(full.path(), vec![]));
+
+        // From nothing: the backstore, the target, its portal, the LUN and CHAP enforcement.
+        let empty = tempfile::tempdir().unwrap();
+        let initiators = std::mem::take(&mut export.initiators);
+        assert_eq!(driver(empty.path(), vec![]).missing(&export, "block"), batch(recorded[0]));
+
+        // With the target in place: the initiator's ACL and its CHAP account.
+        export.initiators = initiators;
+        let acl = full.path().join("iscsi").join(&export.iqn).join("tpgt_1/acls");
+        std::fs::remove_dir_all(&acl).unwrap();
+        std::fs::create_dir_all(&acl).unwrap();
+        assert_eq!(driver(full.path(), vec![]).missing(&export, "block"), batch(recorded[1]));
+    }
+
+    #[tokio::test]
+    async fn targetcli_failures_are_reported_without_secrets_recorded() {
+        let calls = transcript(FAILURES);
+        let failed = reply(&calls, &["targetcli"]);
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("core")).unwrap();
+        let driver = driver(root.path(), vec![("targetcli", failed.clone())]);
+        let export = Export {
+            volume_id: "missing".into(),
+            iqn: "iqn.2010-10.org.basalt:volume-missing".into(),
+            lun: 0,
+            portal: "10.77.0.1:3260".into(),
+            username: "user".into(),
+            password: "s3cret-password".into(),
+            path: "/dev/basalt/missing".into(),
+            initiators: vec!["iqn.2026-11.dev.basalt:initiator".into()],
+        };
+        let error = driver.ensure(&export).await.unwrap_err();
+        assert!(error.message.starts_with("targetcli left the export incomplete"), "{}", error.message);
+        assert!(!error.message.contains("s3cret-password"), "{}", error.message);
+        assert!(
+            error.message.ends_with("Could not open /dev/basalt/missing; This Target already exists in configFS"),
+            "{}",
+            error.message
+        );
     }
 }
