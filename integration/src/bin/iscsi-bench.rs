@@ -178,6 +178,16 @@ fn bare_tgtadm_setup(tgtd: &Tgtd, backing: &str) -> Result<f64> {
             "-T",
             &format!("iqn.2024-01.org.basalt.bench:bare-{index}"),
         ])?;
+        // The session parameters Basalt's exports carry (larger PDUs and bursts, no initial R2T).
+        for (name, value) in [
+            ("MaxRecvDataSegmentLength", "262144"),
+            ("MaxXmitDataSegmentLength", "262144"),
+            ("FirstBurstLength", "262144"),
+            ("MaxBurstLength", "1048576"),
+            ("InitialR2T", "No"),
+        ] {
+            tgtadm(&["--op", "update", "--mode", "target", "--tid", &tid, "--name", name, "--value", value])?;
+        }
         tgtadm(&[
             "--op",
             "new",

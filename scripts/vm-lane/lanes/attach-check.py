@@ -2,7 +2,8 @@
 """Attaches a volume of a running `basalt up` the way a host does, through the Cinder v3 REST API:
 over NFS (a connector without an initiator: the host mounts the share) or over iSCSI (`iscsiadm`
 login with the returned CHAP credentials). Writes bytes through the attachment and checks they
-reached the volume's file. Usage: attach-check.py <rest url> nfs|iscsi <initiator or ->"""
+reached the volume's file. Usage: attach-check.py <rest url> nfs|iscsi <initiator or ->, or
+attach-check.py <rest url> before-restart|after-restart <marker file>"""
 import json, os, subprocess, sys, time, urllib.request
 
 rest, protocol, initiator = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -37,6 +38,39 @@ def run(*command, check=True):
         sys.exit(f"{' '.join(command)} failed: {done.stderr.strip()}")
     return done
 
+
+def volume_file(volume_id):
+    """The volume's file on whichever NFS share the node has mounted."""
+    mounts = [line.split()[4] for line in open("/proc/self/mountinfo") if " - nfs" in line]
+    files = [os.path.join(m, f"volume-{volume_id}") for m in mounts]
+    return next((path for path in files if os.path.exists(path)), None)
+
+
+# A node restart (its shares unmounted in between, as after a reboot): the volume made before is
+# still there, with its bytes. `before-restart <file>` makes it, `after-restart <file>` checks it.
+if protocol in ("before-restart", "after-restart"):
+    marker = initiator
+    if protocol == "before-restart":
+        code, created = call("POST", "/volumes", {"volume": {"size": 1, "name": "survivor"}})
+        assert code == 202, (code, created)
+        volume_id = created["volume"]["id"]
+        wait_status(volume_id, "available")
+        with open(volume_file(volume_id), "r+b") as volume:
+            volume.write(b"survivor" * 512)
+            os.fsync(volume.fileno())
+        open(marker, "w").write(volume_id)
+        print(f"restart: volume {volume_id} made, 4 KiB written")
+    else:
+        volume_id = open(marker).read().strip()
+        wait_status(volume_id, "available")
+        path = volume_file(volume_id)
+        assert path, "after the restart the volume's file is on no mounted share"
+        with open(path, "rb") as volume:
+            assert volume.read(4096) == b"survivor" * 512, "the volume's bytes changed across the restart"
+        code, _ = call("DELETE", f"/volumes/{volume_id}")
+        assert code == 202, code
+        print(f"restart: the node mounted its share again; volume {volume_id} is available with its bytes")
+    sys.exit(0)
 
 code, created = call("POST", "/volumes", {"volume": {"size": 1, "name": f"attach-{protocol}"}})
 assert code == 202, (code, created)
@@ -93,10 +127,9 @@ code, _ = call("POST", f"/attachments/{attachment['id']}/action", {"os-complete"
 assert code == 204, code
 wait_status(volume_id, "in-use")
 # The bytes are in the volume's file on the node's share, where the backend keeps it.
-mounts = [line.split()[4] for line in open("/proc/self/mountinfo") if " - nfs" in line]
-files = [os.path.join(m, f"volume-{volume_id}") for m in mounts if os.path.exists(os.path.join(m, f"volume-{volume_id}"))]
-assert files, "the volume's file is on no mounted share"
-with open(files[0], "rb") as volume:
+path = volume_file(volume_id)
+assert path, "the volume's file is on no mounted share"
+with open(path, "rb") as volume:
     volume.seek(1 << 20)
     assert volume.read(len(pattern)) == pattern, "the volume's file does not hold the bytes written"
 print(f"{protocol}: the volume's file on the node holds the bytes written through the attachment")
@@ -109,5 +142,5 @@ for _ in range(300):
     if call("GET", f"/volumes/{volume_id}")[0] == 404:
         break
     time.sleep(0.2)
-assert not os.path.exists(files[0]), "the deleted volume's file remains"
+assert not os.path.exists(path), "the deleted volume's file remains"
 print(f"{protocol}: detached and deleted; the file is gone")

@@ -27,7 +27,13 @@ pub struct LioTarget {
     pub luns: Vec<u32>,
     pub acls: Vec<String>,
     pub authentication: bool,
+    /// The session parameters below are set (checked by `InitialR2T`, the last one set).
+    pub large_bursts: bool,
 }
+
+/// iSCSI session parameters offered to initiators, as for tgt: LIO's defaults (8 KiB data PDUs,
+/// 256 KiB bursts, an R2T round trip before every write's data) halve large-write throughput.
+const SESSION_PARAMETERS: &str = "MaxRecvDataSegmentLength=262144 MaxXmitDataSegmentLength=262144 FirstBurstLength=262144 MaxBurstLength=1048576 InitialR2T=No";
 
 pub struct LioDriver<R: Runner> {
     /// configfs' `target` directory, `/sys/kernel/config/target`.
@@ -88,12 +94,15 @@ impl<R: Runner> LioDriver<R> {
             names_in(&tpg.join("lun")).iter().filter_map(|name| name.strip_prefix("lun_")?.parse().ok()).collect();
         let authentication =
             std::fs::read_to_string(tpg.join("attrib").join("authentication")).is_ok_and(|text| text.trim() == "1");
+        let large_bursts =
+            std::fs::read_to_string(tpg.join("param").join("InitialR2T")).is_ok_and(|text| text.trim() == "No");
         Some(LioTarget {
             iqn: iqn.to_owned(),
             portals: names_in(&tpg.join("np")),
             luns,
             acls: names_in(&tpg.join("acls")),
             authentication,
+            large_bursts,
         })
     }
 
@@ -138,6 +147,9 @@ impl<R: Runner> LioDriver<R> {
         if !target.authentication {
             commands +=
                 &format!("{tpg} set attribute authentication=1 generate_node_acls=0 demo_mode_write_protect=1\n");
+        }
+        if !target.large_bursts {
+            commands += &format!("{tpg} set parameter {SESSION_PARAMETERS}\n");
         }
         for initiator in &export.initiators {
             if !target.acls.contains(initiator) {
