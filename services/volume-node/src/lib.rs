@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod backend;
+pub mod backup;
 pub mod command;
 pub mod reporter;
 pub mod target;

@@ -1,0 +1,5 @@
+//! Backups: the engine that cuts a volume into deduplicated, compressed chunks and restores them,
+//! and the store that keeps them apart from the volume's own storage.
+
+pub mod engine;
+pub mod store;
