@@ -1,7 +1,7 @@
 //! Cinder's status strings for Basalt's status enums. The database stores these strings and the
 //! REST gateway shows them, so the mapping lives here, once.
 
-use crate::proto::{AttachStatus, SnapshotStatus, VolumeStatus};
+use crate::proto::{AttachStatus, BackupStatus, SnapshotStatus, VolumeStatus};
 
 const VOLUME_STATUS_NAMES: &[(VolumeStatus, &str)] = &[
     (VolumeStatus::Creating, "creating"),
@@ -46,6 +46,25 @@ const SNAPSHOT_STATUS_NAMES: &[(SnapshotStatus, &str)] = &[
     (SnapshotStatus::BackingUp, "backing-up"),
     (SnapshotStatus::Restoring, "restoring"),
 ];
+
+const BACKUP_STATUS_NAMES: &[(BackupStatus, &str)] = &[
+    (BackupStatus::Creating, "creating"),
+    (BackupStatus::Available, "available"),
+    (BackupStatus::Deleting, "deleting"),
+    (BackupStatus::Error, "error"),
+    (BackupStatus::ErrorDeleting, "error_deleting"),
+    (BackupStatus::Restoring, "restoring"),
+];
+
+impl BackupStatus {
+    pub fn cinder_name(self) -> &'static str {
+        lookup_name(BACKUP_STATUS_NAMES, self)
+    }
+
+    pub fn from_cinder_name(name: &str) -> Option<Self> {
+        lookup_value(BACKUP_STATUS_NAMES, name)
+    }
+}
 
 impl SnapshotStatus {
     pub fn cinder_name(self) -> &'static str {

@@ -105,6 +105,8 @@ struct UpArgs {
     #[command(flatten)]
     export: ExportArgs,
     #[command(flatten)]
+    backup: BackupArgs,
+    #[command(flatten)]
     auth: AuthArgs,
 }
 
@@ -204,6 +206,14 @@ struct PoolArgs {
 }
 
 #[derive(Args)]
+struct BackupArgs {
+    /// The backup store: a directory shared by every node that takes backups (an NFS mount in
+    /// production). `basalt up` defaults to <data-dir>/backups; a node without one takes none.
+    #[arg(long, env = "BASALT_BACKUP_STORE_DIR")]
+    backup_store_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct BackendArgs {
     /// Where volumes live: `file` (sparse files in --data-dir), `lvm` (a volume group, thick, or
     /// thin with --lvm-thin-pool) or `nfs` (sparse files on NFS shares the node mounts).
@@ -263,6 +273,8 @@ struct VolumeNodeArgs {
     data_dir: PathBuf,
     #[command(flatten)]
     backend: BackendArgs,
+    #[command(flatten)]
+    backup: BackupArgs,
     #[arg(long, env = "BASALT_NODE_LISTEN", default_value = "127.0.0.1:8781")]
     listen: SocketAddr,
     /// The endpoint the scheduler calls, when it differs from the listen address (e.g. behind NAT).
@@ -372,6 +384,7 @@ async fn up(args: UpArgs) -> Result<()> {
     let mut node_config = node_config(pinned_node_id(&data_dir)?, &args.pool, None, None, "nova".into());
     node_config.backend = args.backend.settings(&data_dir.join("volumes"), &args.pool)?;
     node_config.state_dir = data_dir.join("node-state");
+    node_config.backup_store = Some(args.backup.backup_store_dir.clone().unwrap_or_else(|| data_dir.join("backups")));
     args.export.apply(&mut node_config)?;
     let node = basalt_volume_node::start(node_config, bus).await?;
     let gateway = basalt_api_gateway::start(basalt_api_gateway::GatewayConfig {
@@ -425,6 +438,7 @@ async fn volume_node(args: VolumeNodeArgs) -> Result<()> {
     {
         config.state_dir = parent.join("node-state");
     }
+    config.backup_store = args.backup.backup_store_dir.clone();
     args.export.apply(&mut config)?;
     let node = basalt_volume_node::start(config, bus).await?;
     println!("basalt volume-node");

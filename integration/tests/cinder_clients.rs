@@ -261,3 +261,91 @@ fn openstack_sequence(clients: &Clients) -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_cinderclient_backs_up_incrementally_and_restores() -> Result<()> {
+    let (_up, clients, data) = tokio::task::spawn_blocking(start_clients).await??;
+    tokio::task::spawn_blocking(move || backup_sequence(&clients, data.path())).await?
+}
+
+/// Polls `cinder backup-show` until the backup's status is `status`.
+fn wait_for_backup(clients: &Clients, backup: &str, status: &str) -> Result<String> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let shown = clients.cinder(&["backup-show", backup])?;
+        if field(&shown, "status").as_deref() == Some(status) {
+            return Ok(shown);
+        }
+        ensure!(std::time::Instant::now() < deadline, "backup {backup} never became {status}:\n{shown}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn backup_sequence(clients: &Clients, data: &std::path::Path) -> Result<()> {
+    let created = clients.cinder(&["create", "--name", "to-back-up", "1"])?;
+    let volume = field(&created, "id").context("the new volume's id")?;
+    clients.wait_for(&volume, "available")?;
+    let file = data.join("volumes").join(format!("volume-{volume}"));
+    let first = pattern(11, 3 << 20);
+    write_at(&file, 5 << 20, &first)?;
+
+    let full = field(&clients.cinder(&["backup-create", "--name", "full", &volume])?, "id").context("backup id")?;
+    let shown = wait_for_backup(clients, &full, "available")?;
+    ensure!(field(&shown, "is_incremental").as_deref() == Some("False"), "backup-show: {shown}");
+    clients.wait_for(&volume, "available")?;
+
+    // About 1% of the volume changes; the incremental backup stores little more than that.
+    let second = pattern(12, 1 << 20);
+    write_at(&file, 700 << 20, &second)?;
+    let incremental = clients.cinder(&["backup-create", "--incremental", "--name", "incremental", &volume])?;
+    let incremental = field(&incremental, "id").context("incremental backup id")?;
+    let shown = wait_for_backup(clients, &incremental, "available")?;
+    ensure!(field(&shown, "is_incremental").as_deref() == Some("True"), "backup-show: {shown}");
+    let listed = clients.cinder(&["backup-list"])?;
+    ensure!(listed.contains(&full) && listed.contains(&incremental), "backup-list: {listed}");
+    ensure!(
+        field(&clients.cinder(&["backup-show", &full])?, "has_dependent_backups").as_deref() == Some("True"),
+        "the full backup has a dependent"
+    );
+    let refused = clients.cinder(&["backup-delete", &full]);
+    ensure!(refused.is_err(), "a backup with a dependent incremental must not be deleted");
+
+    // The source goes; the backup restores into a new volume with both changes.
+    clients.cinder(&["delete", &volume])?;
+    let restored = clients.cinder(&["backup-restore", &incremental])?;
+    let restored = field(&restored, "volume_id").context("the restored volume's id")?;
+    clients.wait_for(&restored, "available")?;
+    wait_for_backup(clients, &incremental, "available")?;
+    let restored_file = data.join("volumes").join(format!("volume-{restored}"));
+    ensure!(read_at(&restored_file, 5 << 20, first.len())? == first, "the first write was restored");
+    ensure!(read_at(&restored_file, 700 << 20, second.len())? == second, "the change was restored");
+    ensure!(read_at(&restored_file, 0, 4096)? == vec![0; 4096], "the rest reads as zeros");
+
+    clients.cinder(&["backup-delete", &incremental])?;
+    let deadline = std::time::Instant::now() + WAIT;
+    while clients.cinder(&["backup-list"])?.contains(&incremental) {
+        ensure!(std::time::Instant::now() < deadline, "the incremental backup was never deleted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    clients.cinder(&["backup-delete", &full])?;
+    let deadline = std::time::Instant::now() + WAIT;
+    while clients.cinder(&["backup-list"])?.contains(&full) {
+        ensure!(std::time::Instant::now() < deadline, "the full backup was never deleted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let chunks = data.join("backups").join("projects").join(PROJECT).join("chunks");
+    let left = walk_files(&chunks)?;
+    ensure!(left.is_empty(), "deleting every backup leaves no chunk: {left:?}");
+    clients.cinder(&["delete", &restored])?;
+    Ok(())
+}
+
+fn walk_files(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(files) };
+    for entry in entries {
+        let path = entry?.path();
+        if path.is_dir() { files.extend(walk_files(&path)?) } else { files.push(path) }
+    }
+    Ok(files)
+}

@@ -2,7 +2,9 @@
 //! Cinder's view builders gate them (`api/v3/views/volumes.py::detail`): a field appears only at
 //! the microversions where Cinder shows it, because strict clients (tempest) reject extra fields.
 
-use basalt::proto::{AttachMode, Attachment, Snapshot, SnapshotStatus, Volume, VolumeStatus, VolumeType};
+use basalt::proto::{
+    AttachMode, Attachment, Backup, BackupStatus, Snapshot, SnapshotStatus, Volume, VolumeStatus, VolumeType,
+};
 use serde_json::{Map, Value, json};
 
 use crate::microversion::ApiVersion;
@@ -128,6 +130,43 @@ pub fn snapshot_detail(snapshot: &Snapshot, version: ApiVersion, base: &str) -> 
     }
     if version.at_least(65) {
         view["consumes_quota"] = json!(true);
+    }
+    view
+}
+
+/// A backup as Cinder's view builder shows it (`api/views/backups.py`).
+pub fn backup_detail(backup: &Backup, version: ApiVersion, is_admin: bool, base: &str) -> Value {
+    let status = BackupStatus::try_from(backup.status).unwrap_or_default();
+    let mut view = json!({
+        "id": backup.id,
+        "status": status.cinder_name(),
+        "size": backup.size_gib,
+        "object_count": backup.object_count,
+        "availability_zone": backup.availability_zone,
+        "container": backup.container,
+        "created_at": timestamp(backup.created_at.as_ref()),
+        "updated_at": timestamp(backup.updated_at.as_ref()),
+        "data_timestamp": timestamp(backup.data_timestamp.as_ref()),
+        "name": backup.name,
+        "description": backup.description,
+        "fail_reason": if backup.fail_reason.is_empty() { Value::Null } else { json!(backup.fail_reason) },
+        "volume_id": backup.volume_id,
+        "snapshot_id": optional_id(&backup.snapshot_id),
+        "is_incremental": backup.is_incremental,
+        "has_dependent_backups": backup.has_dependent_backups,
+        "links": links(base, "backups", &backup.id),
+    });
+    if version.at_least(18) && is_admin {
+        view["os-backup-project-attr:project_id"] = json!(backup.project_id);
+    }
+    if version.at_least(43) {
+        view["metadata"] = json!(backup.metadata);
+    }
+    if version.at_least(56) {
+        view["user_id"] = json!(backup.user_id);
+    }
+    if version.at_least(64) {
+        view["encryption_key_id"] = Value::Null;
     }
     view
 }

@@ -6,22 +6,24 @@ use basalt::{
     ServiceError,
     context::CallContext,
     proto::{
-        AssociateQosSpecsRequest, AttachVolumeRequest, Attachment, AvailabilityZone, ChangeAttachStateRequest,
-        CompleteAttachmentRequest, ConnectionInfo, CreateAttachmentRequest, CreateQosSpecsRequest,
-        CreateSnapshotRequest, CreateVolumeRequest, CreateVolumeTypeRequest, DeleteAttachmentRequest,
-        DeleteQosSpecsRequest, DeleteQosSpecsResponse, DeleteSnapshotRequest, DeleteVolumeRequest,
-        DeleteVolumeTypeRequest, DeleteVolumeTypeResponse, DetachVolumeRequest, ExtendVolumeRequest,
-        GetAttachmentRequest, GetDefaultVolumeTypeRequest, GetQosSpecsRequest, GetQuotasRequest, GetSnapshotRequest,
-        GetVolumeRequest, GetVolumeTypeRequest, InitializeConnectionRequest, ListAttachmentsRequest,
-        ListAttachmentsResponse, ListAvailabilityZonesRequest, ListAvailabilityZonesResponse, ListPoolsRequest,
-        ListPoolsResponse, ListQosSpecsAssociationsResponse, ListQosSpecsRequest, ListQosSpecsResponse,
-        ListServicesRequest, ListServicesResponse, ListSnapshotsRequest, ListSnapshotsResponse, ListVolumeTypesRequest,
-        ListVolumeTypesResponse, ListVolumesRequest, ListVolumesResponse, Pool, PoolRef, QosSpecs, QuotaSet,
-        ResetSnapshotStatusRequest, ResetVolumeStatusRequest, RetypeVolumeRequest, RevertVolumeRequest, Service,
+        AssociateQosSpecsRequest, AttachVolumeRequest, Attachment, AvailabilityZone, Backup, BackupRecord,
+        ChangeAttachStateRequest, CompleteAttachmentRequest, ConnectionInfo, CreateAttachmentRequest,
+        CreateBackupRequest, CreateQosSpecsRequest, CreateSnapshotRequest, CreateVolumeRequest,
+        CreateVolumeTypeRequest, DeleteAttachmentRequest, DeleteBackupRequest, DeleteQosSpecsRequest,
+        DeleteQosSpecsResponse, DeleteSnapshotRequest, DeleteVolumeRequest, DeleteVolumeTypeRequest,
+        DeleteVolumeTypeResponse, DetachVolumeRequest, ExtendVolumeRequest, GetAttachmentRequest, GetBackupRequest,
+        GetDefaultVolumeTypeRequest, GetQosSpecsRequest, GetQuotasRequest, GetSnapshotRequest, GetVolumeRequest,
+        GetVolumeTypeRequest, InitializeConnectionRequest, ListAttachmentsRequest, ListAttachmentsResponse,
+        ListAvailabilityZonesRequest, ListAvailabilityZonesResponse, ListBackupsRequest, ListBackupsResponse,
+        ListPoolsRequest, ListPoolsResponse, ListQosSpecsAssociationsResponse, ListQosSpecsRequest,
+        ListQosSpecsResponse, ListServicesRequest, ListServicesResponse, ListSnapshotsRequest, ListSnapshotsResponse,
+        ListVolumeTypesRequest, ListVolumeTypesResponse, ListVolumesRequest, ListVolumesResponse, Pool, PoolRef,
+        QosSpecs, QuotaSet, ResetBackupStatusRequest, ResetSnapshotStatusRequest, ResetVolumeStatusRequest,
+        RestoreBackupRequest, RestoreBackupResponse, RetypeVolumeRequest, RevertVolumeRequest, Service,
         SetVolumeTypeExtraSpecsRequest, Snapshot, TerminateConnectionRequest, UnsetVolumeTypeExtraSpecRequest,
-        UpdateAttachmentRequest, UpdateQosSpecsRequest, UpdateQuotasRequest, UpdateSnapshotRequest,
-        UpdateVolumeRequest, UpdateVolumeTypeRequest, Volume, VolumeType, VolumeTypeAccessRequest,
-        volume_service_server::VolumeService,
+        UpdateAttachmentRequest, UpdateBackupRequest, UpdateQosSpecsRequest, UpdateQuotasRequest,
+        UpdateSnapshotRequest, UpdateVolumeRequest, UpdateVolumeTypeRequest, Volume, VolumeType,
+        VolumeTypeAccessRequest, volume_service_server::VolumeService,
     },
 };
 use tonic::{Request, Response, Status};
@@ -29,6 +31,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     Core,
     attachments::{self, Attachments},
+    backups::{self, Backups},
     claims,
     db::{self, volume},
     qos::{self, Qos},
@@ -45,6 +48,7 @@ pub struct VolumeApi {
     volumes: Volumes,
     snapshots: Snapshots,
     attachments: Attachments,
+    backups: Backups,
 }
 
 impl VolumeApi {
@@ -53,6 +57,7 @@ impl VolumeApi {
             volumes: Volumes::new(core.clone()),
             snapshots: Snapshots::new(core.clone()),
             attachments: Attachments::new(core.clone()),
+            backups: Backups::new(core.clone()),
             core,
         }
     }
@@ -61,6 +66,11 @@ impl VolumeApi {
         let names = types::names(&self.core.db).await?;
         let attached = attachments::for_volumes(&self.core.db, std::slice::from_ref(&model.id)).await?;
         Ok(Response::new(volumes::to_proto(model, &names, &attached)))
+    }
+
+    async fn backup_reply(&self, model: &db::backup::Model) -> Result<Response<Backup>, Status> {
+        let parents = backups::dependents(&self.core.db, std::slice::from_ref(&model.id)).await?;
+        Ok(Response::new(backups::to_proto(model, parents.contains(&model.id))))
     }
 
     async fn type_reply(&self, model: &db::volume_type::Model) -> Result<Response<VolumeType>, Status> {
@@ -565,5 +575,70 @@ impl VolumeService for VolumeApi {
                     || service.host.starts_with(&format!("{}@", filter.host)))
         });
         Ok(Response::new(ListServicesResponse { services }))
+    }
+
+    async fn create_backup(&self, request: Request<CreateBackupRequest>) -> Result<Response<Backup>, Status> {
+        let context = context(&request)?;
+        let model = self.backups.create(&context, request.into_inner()).await?;
+        self.backup_reply(&model).await
+    }
+
+    async fn get_backup(&self, request: Request<GetBackupRequest>) -> Result<Response<Backup>, Status> {
+        let context = context(&request)?;
+        let model = self.backups.get(&context, &request.get_ref().backup_id).await?;
+        self.backup_reply(&model).await
+    }
+
+    async fn list_backups(
+        &self,
+        request: Request<ListBackupsRequest>,
+    ) -> Result<Response<ListBackupsResponse>, Status> {
+        let context = context(&request)?;
+        let rows = self.backups.list(&context, request.get_ref()).await?;
+        let ids: Vec<String> = rows.iter().map(|row| row.id.clone()).collect();
+        let parents = backups::dependents(&self.core.db, &ids).await?;
+        Ok(Response::new(ListBackupsResponse {
+            backups: rows.iter().map(|row| backups::to_proto(row, parents.contains(&row.id))).collect(),
+        }))
+    }
+
+    async fn update_backup(&self, request: Request<UpdateBackupRequest>) -> Result<Response<Backup>, Status> {
+        let context = context(&request)?;
+        let model = self.backups.update(&context, request.into_inner()).await?;
+        self.backup_reply(&model).await
+    }
+
+    async fn delete_backup(&self, request: Request<DeleteBackupRequest>) -> Result<Response<Backup>, Status> {
+        let context = context(&request)?;
+        let model = self.backups.delete(&context, request.into_inner()).await?;
+        self.backup_reply(&model).await
+    }
+
+    async fn restore_backup(
+        &self,
+        request: Request<RestoreBackupRequest>,
+    ) -> Result<Response<RestoreBackupResponse>, Status> {
+        let context = context(&request)?;
+        Ok(Response::new(self.backups.restore(&context, request.into_inner()).await?))
+    }
+
+    async fn reset_backup_status(
+        &self,
+        request: Request<ResetBackupStatusRequest>,
+    ) -> Result<Response<Backup>, Status> {
+        let context = context(&request)?;
+        let model = self.backups.reset_status(&context, request.into_inner()).await?;
+        self.backup_reply(&model).await
+    }
+
+    async fn export_backup_record(&self, request: Request<GetBackupRequest>) -> Result<Response<BackupRecord>, Status> {
+        let context = context(&request)?;
+        Ok(Response::new(self.backups.export_record(&context, &request.get_ref().backup_id).await?))
+    }
+
+    async fn import_backup_record(&self, request: Request<BackupRecord>) -> Result<Response<Backup>, Status> {
+        let context = context(&request)?;
+        let model = self.backups.import_record(&context, request.into_inner()).await?;
+        self.backup_reply(&model).await
     }
 }

@@ -10,8 +10,9 @@ use std::{sync::Arc, time::Duration};
 use basalt::{
     ErrorCode, ServiceError,
     proto::{
-        NodeCreateVolumeRequest, NodeDeleteVolumeRequest, NodeExtendVolumeRequest, NodeRevertVolumeRequest,
-        NodeSnapshotRequest, node_agent_client::NodeAgentClient,
+        NodeBackup, NodeBackupRef, NodeBackupRequest, NodeCreateVolumeRequest, NodeDeleteVolumeRequest,
+        NodeExtendVolumeRequest, NodeRestoreRequest, NodeRevertVolumeRequest, NodeSnapshotRequest,
+        node_agent_client::NodeAgentClient,
     },
 };
 use chrono::Utc;
@@ -23,13 +24,14 @@ use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
 use crate::{
-    Core,
+    Core, backups,
     db::{db_error, operation},
     snapshots, volumes,
 };
 
 const GIB: u64 = 1 << 30;
 const NODE_RETRY_PAUSE: Duration = Duration::from_millis(500);
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What an operation does, with everything needed to re-drive it from the journal alone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +79,31 @@ pub enum Operation {
         node_id: String,
         pool: String,
     },
+    /// The volume's node reads it (or `snapshot_id`) into the backup store.
+    CreateBackup {
+        backup_id: String,
+        project_id: String,
+        volume_id: String,
+        node_id: String,
+        pool: String,
+        snapshot_id: Option<String>,
+        parent_id: Option<String>,
+        /// In use: read through a temporary snapshot, and back to in-use afterwards.
+        attached: bool,
+    },
+    /// The volume's node writes the backup onto it.
+    RestoreBackup {
+        backup_id: String,
+        project_id: String,
+        volume_id: String,
+        node_id: String,
+        pool: String,
+    },
+    DeleteBackup {
+        backup_id: String,
+        project_id: String,
+        node_id: String,
+    },
 }
 
 impl Operation {
@@ -88,6 +115,9 @@ impl Operation {
             Self::RevertVolume { .. } => "revert_volume",
             Self::CreateSnapshot { .. } => "create_snapshot",
             Self::DeleteSnapshot { .. } => "delete_snapshot",
+            Self::CreateBackup { .. } => "create_backup",
+            Self::RestoreBackup { .. } => "restore_backup",
+            Self::DeleteBackup { .. } => "delete_backup",
         }
     }
 
@@ -99,6 +129,9 @@ impl Operation {
             | Self::ExtendVolume { volume_id, .. }
             | Self::RevertVolume { volume_id, .. } => volume_id,
             Self::CreateSnapshot { snapshot_id, .. } | Self::DeleteSnapshot { snapshot_id, .. } => snapshot_id,
+            Self::CreateBackup { backup_id, .. }
+            | Self::RestoreBackup { backup_id, .. }
+            | Self::DeleteBackup { backup_id, .. } => backup_id,
         }
     }
 
@@ -109,7 +142,10 @@ impl Operation {
             | Self::ExtendVolume { node_id, .. }
             | Self::RevertVolume { node_id, .. }
             | Self::CreateSnapshot { node_id, .. }
-            | Self::DeleteSnapshot { node_id, .. } => node_id,
+            | Self::DeleteSnapshot { node_id, .. }
+            | Self::CreateBackup { node_id, .. }
+            | Self::RestoreBackup { node_id, .. }
+            | Self::DeleteBackup { node_id, .. } => node_id,
         }
     }
 }
@@ -206,10 +242,101 @@ async fn renew_lease(core: &Core, operation_id: &str) -> Result<(), ServiceError
     }
 }
 
-/// The node side: idempotent calls, retried while the node is unreachable.
-async fn execute(core: &Core, operation: &Operation) -> Result<(), ServiceError> {
+/// The node side: idempotent calls, retried while the node is unreachable. A backup's result is
+/// what the node wrote (`None` when it was deleted while it ran).
+async fn execute(core: &Core, operation: &Operation) -> Result<Option<NodeBackup>, ServiceError> {
     let node_id = operation.node_id().to_owned();
     match operation.clone() {
+        Operation::CreateBackup {
+            backup_id, project_id, volume_id, pool, snapshot_id, parent_id, attached, ..
+        } => {
+            let request = NodeBackupRequest {
+                backup_id: backup_id.clone(),
+                project_id: project_id.clone(),
+                volume_id,
+                pool,
+                from_temporary_snapshot: attached && snapshot_id.is_none(),
+                snapshot_id: snapshot_id.unwrap_or_default(),
+                parent_id: parent_id.unwrap_or_default(),
+                ..Default::default()
+            };
+            let written = with_progress(core, &node_id, &backup_id, &project_id, async {
+                with_node(core, &node_id, |mut client| {
+                    let request = request.clone();
+                    async move { client.backup_volume(request).await.map(tonic::Response::into_inner) }
+                })
+                .await
+            })
+            .await;
+            if backups::is_deleting(&core.db, &backup_id).await? {
+                // Deleted while it ran: whatever it wrote goes.
+                let reference = NodeBackupRef { backup_id, project_id };
+                with_node(core, &node_id, |mut client| {
+                    let reference = reference.clone();
+                    async move { client.delete_backup(reference).await.map(drop) }
+                })
+                .await?;
+                return Ok(None);
+            }
+            written.map(Some)
+        }
+        Operation::RestoreBackup { backup_id, project_id, volume_id, pool, .. } => {
+            let request =
+                NodeRestoreRequest { backup_id: backup_id.clone(), project_id: project_id.clone(), volume_id, pool };
+            with_progress(core, &node_id, &backup_id, &project_id, async {
+                with_node(core, &node_id, |mut client| {
+                    let request = request.clone();
+                    async move { client.restore_backup(request).await.map(drop) }
+                })
+                .await
+            })
+            .await
+            .map(|()| None)
+        }
+        Operation::DeleteBackup { backup_id, project_id, .. } => {
+            let reference = NodeBackupRef { backup_id, project_id };
+            with_node(core, &node_id, |mut client| {
+                let reference = reference.clone();
+                async move { client.delete_backup(reference).await.map(drop) }
+            })
+            .await
+            .map(|()| None)
+        }
+        operation => execute_storage(core, &node_id, operation).await.map(|()| None),
+    }
+}
+
+/// Runs `work` while copying the node's progress on the backup into its row every second.
+async fn with_progress<T>(
+    core: &Core,
+    node_id: &str,
+    backup_id: &str,
+    project_id: &str,
+    work: impl Future<Output = Result<T, ServiceError>>,
+) -> Result<T, ServiceError> {
+    let polling = async {
+        loop {
+            tokio::time::sleep(PROGRESS_INTERVAL).await;
+            let reference = NodeBackupRef { backup_id: backup_id.to_owned(), project_id: project_id.to_owned() };
+            let Ok(mut client) = core.nodes.client(&core.capacity, node_id) else { continue };
+            if let Ok(progress) = client.get_backup_progress(reference).await
+                && progress.get_ref().running
+                && let Err(error) = backups::set_progress(&core.db, backup_id, progress.get_ref().percent).await
+            {
+                tracing::warn!(backup_id, %error, "cannot record a backup's progress");
+            }
+        }
+    };
+    tokio::select! {
+        result = work => result,
+        () = polling => unreachable!("progress polling never ends"),
+    }
+}
+
+/// Volume and snapshot operations.
+async fn execute_storage(core: &Core, node_id: &str, operation: Operation) -> Result<(), ServiceError> {
+    let node_id = node_id.to_owned();
+    match operation {
         Operation::CreateVolume { volume_id, pool, size_gib, source_snapshot_id, source_volume_id, .. } => {
             let request = NodeCreateVolumeRequest {
                 volume_id,
@@ -272,14 +399,17 @@ async fn execute(core: &Core, operation: &Operation) -> Result<(), ServiceError>
             })
             .await
         }
+        Operation::CreateBackup { .. } | Operation::RestoreBackup { .. } | Operation::DeleteBackup { .. } => {
+            Err(ServiceError::internal("a backup operation reached the storage operations"))
+        }
     }
 }
 
 /// Calls the node, retrying while it is unreachable; other errors are final.
-async fn with_node<F, Fut>(core: &Core, node_id: &str, call: F) -> Result<(), ServiceError>
+async fn with_node<T, F, Fut>(core: &Core, node_id: &str, call: F) -> Result<T, ServiceError>
 where
     F: Fn(NodeAgentClient<Channel>) -> Fut,
-    Fut: Future<Output = Result<(), tonic::Status>>,
+    Fut: Future<Output = Result<T, tonic::Status>>,
 {
     let deadline = tokio::time::Instant::now() + core.config.node_retry_window;
     loop {
@@ -294,7 +424,7 @@ where
             }
         };
         match attempt {
-            Ok(()) => return Ok(()),
+            Ok(value) => return Ok(value),
             Err((error, true)) => {
                 if tokio::time::Instant::now() >= deadline {
                     return Err(ServiceError::unavailable(format!(
@@ -327,20 +457,24 @@ async fn complete(
     core: &Core,
     record: &operation::Model,
     operation: &Operation,
-    outcome: Result<(), ServiceError>,
+    outcome: Result<Option<NodeBackup>, ServiceError>,
 ) -> Result<(), ServiceError> {
     let txn = core.begin_write().await?;
     if !remove_if_owned(&*txn, core, record).await? {
         tracing::info!(operation_id = %record.id, "the operation changed hands before it completed here");
         return Ok(());
     }
+    let storage_outcome = outcome.as_ref().map(drop).map_err(Clone::clone);
     let applied = match operation {
         Operation::CreateVolume { .. }
         | Operation::DeleteVolume { .. }
         | Operation::ExtendVolume { .. }
-        | Operation::RevertVolume { .. } => volumes::complete(&*txn, operation, &outcome).await,
+        | Operation::RevertVolume { .. } => volumes::complete(&*txn, operation, &storage_outcome).await,
         Operation::CreateSnapshot { .. } | Operation::DeleteSnapshot { .. } => {
-            snapshots::complete(&*txn, operation, &outcome).await
+            snapshots::complete(&*txn, operation, &storage_outcome).await
+        }
+        Operation::CreateBackup { .. } | Operation::RestoreBackup { .. } | Operation::DeleteBackup { .. } => {
+            backups::complete(&*txn, operation, &outcome).await
         }
     };
     let events = match applied {

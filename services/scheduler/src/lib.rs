@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod attachments;
+pub mod backups;
 pub mod capacity;
 pub mod claims;
 pub mod core;

@@ -3,7 +3,7 @@
 //! request that finds the resource in the wrong status fails with a message naming the statuses
 //! that would have been accepted.
 
-use basalt::proto::{SnapshotStatus, VolumeStatus};
+use basalt::proto::{BackupStatus, SnapshotStatus, VolumeStatus};
 
 /// One action's passage through the machine: accepted from `from`, shown as `during` while its
 /// operation runs, then `success` or `failure`. `None` for `during` means the action does not
@@ -55,12 +55,19 @@ pub enum VolumeAction {
     CompleteAttach,
     /// Legacy `os-detach` of the last attachment: detaching (or in-use) -> available.
     LegacyDetach,
+    /// A backup reads the volume: available -> backing-up -> available.
+    Backup,
+    /// A backup of an in-use volume (`force`): in-use -> backing-up -> in-use.
+    BackupAttached,
+    /// A backup is written onto the volume: available -> restoring-backup -> available.
+    RestoreBackup,
 }
 
 use VolumeStatus as V;
 
 /// Statuses that belong to an operation in flight; only its outcome may move the volume on.
-pub const VOLUME_BUSY: &[VolumeStatus] = &[V::Creating, V::Deleting, V::Extending, V::Reverting];
+pub const VOLUME_BUSY: &[VolumeStatus] =
+    &[V::Creating, V::Deleting, V::Extending, V::Reverting, V::BackingUp, V::RestoringBackup];
 
 const VOLUME_DELETABLE: &[VolumeStatus] =
     &[V::Available, V::Error, V::ErrorRestoring, V::ErrorExtending, V::ErrorDeleting];
@@ -77,8 +84,6 @@ const VOLUME_FORCE_DELETABLE: &[VolumeStatus] = &[
     V::InUse,
     V::Maintenance,
     V::AwaitingTransfer,
-    V::BackingUp,
-    V::RestoringBackup,
     V::Downloading,
     V::Uploading,
     V::Retyping,
@@ -183,7 +188,24 @@ pub fn volume(action: VolumeAction) -> &'static Transition<VolumeStatus> {
     };
     const LEGACY_DETACH: Transition<VolumeStatus> =
         Transition { from: &[V::Detaching, V::InUse], during: Some(V::Available), success: None, failure: V::InUse };
+    const BACKUP: Transition<VolumeStatus> = Transition {
+        from: &[V::Available],
+        during: Some(V::BackingUp),
+        success: Some(V::Available),
+        failure: V::Available,
+    };
+    const BACKUP_ATTACHED: Transition<VolumeStatus> =
+        Transition { from: &[V::InUse], during: Some(V::BackingUp), success: Some(V::InUse), failure: V::InUse };
+    const RESTORE_BACKUP: Transition<VolumeStatus> = Transition {
+        from: &[V::Available],
+        during: Some(V::RestoringBackup),
+        success: Some(V::Available),
+        failure: V::ErrorRestoring,
+    };
     match action {
+        VolumeAction::Backup => &BACKUP,
+        VolumeAction::BackupAttached => &BACKUP_ATTACHED,
+        VolumeAction::RestoreBackup => &RESTORE_BACKUP,
         VolumeAction::Create => &CREATE,
         VolumeAction::Delete => &DELETE,
         VolumeAction::ForceDelete => &FORCE_DELETE,
@@ -262,6 +284,54 @@ pub fn snapshot(action: SnapshotAction) -> &'static Transition<SnapshotStatus> {
         SnapshotAction::VolumeSource => &VOLUME_SOURCE,
         SnapshotAction::Update => &UPDATE,
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupAction {
+    Create,
+    Delete,
+    /// Admin only: from any status but a running restore.
+    ForceDelete,
+    Restore,
+}
+
+use BackupStatus as B;
+
+pub const BACKUP_BUSY: &[BackupStatus] = &[B::Creating, B::Deleting, B::Restoring];
+
+pub const BACKUP_RESETTABLE: &[BackupStatus] = &[B::Available, B::Error];
+
+pub fn backup(action: BackupAction) -> &'static Transition<BackupStatus> {
+    const CREATE: Transition<BackupStatus> =
+        Transition { from: &[], during: Some(B::Creating), success: Some(B::Available), failure: B::Error };
+    const DELETE: Transition<BackupStatus> = Transition {
+        from: &[B::Available, B::Error],
+        during: Some(B::Deleting),
+        success: None,
+        failure: B::ErrorDeleting,
+    };
+    const FORCE_DELETE: Transition<BackupStatus> = Transition {
+        from: &[B::Available, B::Error, B::ErrorDeleting, B::Creating],
+        during: Some(B::Deleting),
+        success: None,
+        failure: B::ErrorDeleting,
+    };
+    const RESTORE: Transition<BackupStatus> = Transition {
+        from: &[B::Available],
+        during: Some(B::Restoring),
+        success: Some(B::Available),
+        failure: B::Available,
+    };
+    match action {
+        BackupAction::Create => &CREATE,
+        BackupAction::Delete => &DELETE,
+        BackupAction::ForceDelete => &FORCE_DELETE,
+        BackupAction::Restore => &RESTORE,
+    }
+}
+
+pub fn backup_names(statuses: &[BackupStatus]) -> String {
+    statuses.iter().map(|status| status.cinder_name()).collect::<Vec<_>>().join(", ")
 }
 
 /// `available, error` for messages.

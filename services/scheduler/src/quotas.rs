@@ -89,6 +89,11 @@ pub fn snapshot_usage(type_name: &str, size_gib: i64) -> Vec<(String, i64)> {
     ]
 }
 
+/// A backup counts once against `backups` and by its volume's size against `backup_gigabytes`.
+pub fn backup_usage(size_gib: i64) -> Vec<(String, i64)> {
+    vec![(BACKUPS.into(), 1), (BACKUP_GIGABYTES.into(), size_gib)]
+}
+
 pub fn extend_usage(type_name: &str, delta_gib: i64) -> Vec<(String, i64)> {
     vec![(GIGABYTES.into(), delta_gib), (format!("gigabytes_{type_name}"), delta_gib)]
 }

@@ -863,6 +863,32 @@ async fn set_status(
     }
 }
 
+/// Ends an action that ran an operation on another resource (a backup reading the volume, a
+/// restore writing it): the volume moves from the action's status to its success or failure.
+pub async fn finish(
+    txn: &impl ConnectionTrait,
+    volume_id: &str,
+    action: VolumeAction,
+    succeeded: bool,
+    reason: &str,
+) -> Result<Option<PendingEvent>, ServiceError> {
+    let rule = lifecycle::volume(action);
+    let (Some(during), Some(success)) = (rule.during, rule.success) else { return Ok(None) };
+    let Some(model) = volume::Entity::find_by_id(volume_id.to_owned()).one(txn).await.map_err(db_error)? else {
+        return Ok(None);
+    };
+    let to = if succeeded { success } else { rule.failure };
+    set_status(txn, volume_id, &[during], to, if succeeded { "" } else { reason }).await?;
+    Ok(Some(PendingEvent {
+        kind: events::VOLUME,
+        id: model.id,
+        project: model.project_id,
+        from: model.status,
+        to: to.cinder_name().into(),
+        reason: reason.into(),
+    }))
+}
+
 /// Applies a finished volume operation's outcome inside the completion transaction.
 pub async fn complete(
     txn: &impl ConnectionTrait,

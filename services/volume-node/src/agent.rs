@@ -5,13 +5,14 @@ use std::{collections::HashMap, sync::Arc};
 
 use basalt::{
     ServiceError,
-    ids::{SnapshotId, VolumeId},
+    ids::{BackupId, SnapshotId, VolumeId},
     proto::{
-        CapacityReport, ExportProtocol, NodeCreateVolumeRequest, NodeDeleteSnapshotResponse, NodeDeleteVolumeRequest,
+        CapacityReport, ExportProtocol, NodeBackup, NodeBackupProgress, NodeBackupRef, NodeBackupRequest,
+        NodeCreateVolumeRequest, NodeDeleteBackupResponse, NodeDeleteSnapshotResponse, NodeDeleteVolumeRequest,
         NodeDeleteVolumeResponse, NodeExport, NodeExportRequest, NodeExtendVolumeRequest, NodeGetCapacityRequest,
         NodeGetVolumeRequest, NodeInitiatorRequest, NodeListStorageRequest, NodeListStorageResponse,
-        NodeRevertVolumeRequest, NodeSnapshot, NodeSnapshotRequest, NodeUnexportResponse, NodeVolume,
-        node_agent_server::NodeAgent,
+        NodeRestoreRequest, NodeRevertVolumeRequest, NodeSnapshot, NodeSnapshotRequest, NodeUnexportResponse,
+        NodeVolume, node_agent_server::NodeAgent,
     },
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -19,6 +20,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     backend::{Backend, BackendSnapshot, BackendVolume, VolumeSource},
+    backup::{BackupOrder, Backups, engine::Manifest},
     reporter::Reporter,
     target::{Export, Target},
 };
@@ -28,13 +30,14 @@ use uuid::Uuid;
 pub struct Agent {
     backend: Arc<Backend>,
     target: Arc<Target>,
+    backups: Arc<Backups>,
     reporter: Arc<Reporter>,
     locks: Arc<VolumeLocks>,
 }
 
 impl Agent {
-    pub fn new(backend: Arc<Backend>, target: Arc<Target>, reporter: Arc<Reporter>) -> Self {
-        Self { backend, target, reporter, locks: Arc::default() }
+    pub fn new(backend: Arc<Backend>, target: Arc<Target>, backups: Arc<Backups>, reporter: Arc<Reporter>) -> Self {
+        Self { backend, target, backups, reporter, locks: Arc::default() }
     }
 
     async fn volume_path(&self, pool: &str, volume_id: VolumeId) -> Result<String, ServiceError> {
@@ -118,6 +121,23 @@ fn snapshot_to_proto(snapshot: BackendSnapshot, volume_id: String) -> NodeSnapsh
         pool: snapshot.pool,
         size_bytes: snapshot.size_bytes,
         path: snapshot.path,
+    }
+}
+
+fn backup_to_proto(manifest: Manifest) -> NodeBackup {
+    NodeBackup {
+        object_count: manifest.chunks.iter().flatten().count() as u64,
+        backup_id: manifest.backup_id,
+        project_id: manifest.project_id,
+        volume_id: manifest.volume_id,
+        parent_id: manifest.parent_id.unwrap_or_default(),
+        size_bytes: manifest.size_bytes,
+        stored_bytes: manifest.stored_bytes,
+        checksum: manifest.checksum,
+        name: manifest.name,
+        description: manifest.description,
+        metadata: manifest.metadata.into_iter().collect(),
+        created_at: Some(prost_types::Timestamp { seconds: manifest.created_unix_seconds as i64, nanos: 0 }),
     }
 }
 
@@ -297,5 +317,77 @@ impl NodeAgent for Agent {
         self.target.remove(volume_id).await?;
         tracing::info!(volume_id = %volume_id, "volume export removed");
         Ok(Response::new(NodeUnexportResponse {}))
+    }
+
+    async fn backup_volume(&self, request: Request<NodeBackupRequest>) -> Result<Response<NodeBackup>, Status> {
+        let request = request.into_inner();
+        let backup_id = BackupId::parse(&request.backup_id)?;
+        let _guard = self.locks.lock(*backup_id.as_uuid()).await;
+        let order = BackupOrder {
+            backup_id: backup_id.to_string(),
+            project_id: request.project_id,
+            volume_id: VolumeId::parse(&request.volume_id)?,
+            pool: request.pool,
+            snapshot_id: optional_id(&request.snapshot_id, SnapshotId::parse)?,
+            from_temporary_snapshot: request.from_temporary_snapshot,
+            parent_id: optional_id(&request.parent_id, BackupId::parse)?.map(|id| id.to_string()),
+            name: request.name,
+            description: request.description,
+            metadata: request.metadata.into_iter().collect(),
+        };
+        let manifest = self.backups.backup(&self.backend, order).await?;
+        tracing::info!(backup_id = %backup_id, stored_bytes = manifest.stored_bytes, "backup written");
+        Ok(Response::new(backup_to_proto(manifest)))
+    }
+
+    async fn get_backup_progress(
+        &self,
+        request: Request<NodeBackupRef>,
+    ) -> Result<Response<NodeBackupProgress>, Status> {
+        let progress = self.backups.progress(&request.into_inner().backup_id);
+        Ok(Response::new(NodeBackupProgress { percent: progress.unwrap_or(0), running: progress.is_some() }))
+    }
+
+    async fn cancel_backup(&self, request: Request<NodeBackupRef>) -> Result<Response<NodeBackupProgress>, Status> {
+        let backup_id = request.into_inner().backup_id;
+        let running = self.backups.cancel(&backup_id);
+        tracing::info!(backup_id, running, "backup cancellation asked");
+        Ok(Response::new(NodeBackupProgress { percent: self.backups.progress(&backup_id).unwrap_or(0), running }))
+    }
+
+    async fn restore_backup(&self, request: Request<NodeRestoreRequest>) -> Result<Response<NodeVolume>, Status> {
+        let request = request.into_inner();
+        let backup_id = BackupId::parse(&request.backup_id)?;
+        let volume_id = VolumeId::parse(&request.volume_id)?;
+        let _guard = self.locks.lock(*volume_id.as_uuid()).await;
+        self.backups
+            .restore(&self.backend, &request.project_id, &backup_id.to_string(), &request.pool, volume_id)
+            .await?;
+        tracing::info!(backup_id = %backup_id, volume_id = %volume_id, "backup restored");
+        let volume = self
+            .backend
+            .get_volume(&request.pool, volume_id)
+            .await?
+            .ok_or_else(|| ServiceError::internal(format!("volume {volume_id} vanished during the restore")))?;
+        Ok(Response::new(volume_to_proto(volume)))
+    }
+
+    async fn delete_backup(
+        &self,
+        request: Request<NodeBackupRef>,
+    ) -> Result<Response<NodeDeleteBackupResponse>, Status> {
+        let request = request.into_inner();
+        let backup_id = BackupId::parse(&request.backup_id)?;
+        let _guard = self.locks.lock(*backup_id.as_uuid()).await;
+        let (existed, freed_bytes) = self.backups.delete(&request.project_id, &backup_id.to_string()).await?;
+        tracing::info!(backup_id = %backup_id, existed, freed_bytes, "backup deleted");
+        Ok(Response::new(NodeDeleteBackupResponse { existed, freed_bytes }))
+    }
+
+    async fn get_backup_manifest(&self, request: Request<NodeBackupRef>) -> Result<Response<NodeBackup>, Status> {
+        let request = request.into_inner();
+        let backup_id = BackupId::parse(&request.backup_id)?;
+        let manifest = self.backups.manifest(&request.project_id, &backup_id.to_string()).await?;
+        Ok(Response::new(backup_to_proto(manifest)))
     }
 }

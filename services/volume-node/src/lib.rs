@@ -28,6 +28,7 @@ use crate::{
         lvm::{LvmBackendConfig, lvm_runner},
         nfs::NfsBackendConfig,
     },
+    backup::Backups,
     command::{SystemRunner, Transcript},
     reporter::Reporter,
     target::{ExportConfig, Exports, LioDriver, Target, TgtDriver},
@@ -99,6 +100,9 @@ pub struct NodeConfig {
     pub export: ExportSettings,
     /// Where the node keeps its own state (export records).
     pub state_dir: PathBuf,
+    /// The backup store's directory (shared by the nodes, an NFS mount in production); `None`
+    /// when this node takes no backups.
+    pub backup_store: Option<PathBuf>,
     pub report_interval: Duration,
 }
 
@@ -118,6 +122,7 @@ impl NodeConfig {
             reserved_percentage: 0,
             export: ExportSettings::None,
             state_dir,
+            backup_store: None,
             report_interval: Duration::from_secs(10),
         }
     }
@@ -211,7 +216,8 @@ pub async fn start(config: NodeConfig, bus: Bus) -> Result<RunningNode, ServiceE
     let endpoint = config.advertise.clone().unwrap_or_else(|| format!("http://{grpc_addr}"));
 
     let reporter = Arc::new(Reporter::new(&config, endpoint, bus));
-    let agent = Agent::new(Arc::new(backend), Arc::new(target), reporter.clone());
+    let backups = Backups::open(config.backup_store.as_deref())?;
+    let agent = Agent::new(Arc::new(backend), Arc::new(target), Arc::new(backups), reporter.clone());
     let mut tasks = Tasks::new();
     let reporting = reporter.run(agent.backend(), tasks.stopped()).await?;
     tasks.spawn(reporting);

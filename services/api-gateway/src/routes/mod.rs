@@ -1,6 +1,7 @@
 //! The `/v3` resources, each a translation into `VolumeService` calls.
 
 pub mod attachments;
+pub mod backups;
 pub mod misc;
 pub mod qos;
 pub mod snapshots;
@@ -67,6 +68,13 @@ pub fn resources() -> Router<GatewayState> {
             get(attachments::show).put(attachments::update).delete(attachments::delete),
         )
         .route("/attachments/{attachment_id}/action", post(attachments::action))
+        .route("/backups", get(backups::list).post(backups::create))
+        .route("/backups/detail", get(backups::list_detail))
+        .route("/backups/import_record", post(backups::import_record))
+        .route("/backups/{backup_id}", get(backups::show).put(backups::update).delete(backups::delete))
+        .route("/backups/{backup_id}/restore", post(backups::restore))
+        .route("/backups/{backup_id}/export_record", get(backups::export_record))
+        .route("/backups/{backup_id}/action", post(backups::action))
         .route("/os-quota-sets/{target}", get(misc::quota_show).put(misc::quota_update).delete(misc::quota_reset))
         .route("/os-quota-sets/{target}/defaults", get(misc::quota_defaults))
         .route("/limits", get(misc::limits))

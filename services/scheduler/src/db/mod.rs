@@ -3,6 +3,7 @@
 //! so two replicas starting together do not race.
 
 pub mod attachment;
+pub mod backup;
 pub mod operation;
 pub mod pool_claim;
 pub mod qos_specs;
@@ -67,9 +68,41 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 4, name: "qos_specs", statements: qos_specs_table },
     Migration { version: 5, name: "connection_info", statements: connection_info_column },
     Migration { version: 6, name: "multiattach", statements: multiattach_column },
+    Migration { version: 7, name: "backups", statements: backups_table },
 ];
 
 /// Whether several hosts may attach a volume at once.
+fn backups_table(backend: DbBackend) -> Vec<Statement> {
+    use backup::Column as C;
+    let backups = Table::create()
+        .table(backup::Entity)
+        .col(ColumnDef::new(C::Id).string_len(36).not_null().primary_key())
+        .col(ColumnDef::new(C::ProjectId).string_len(64).not_null())
+        .col(ColumnDef::new(C::UserId).string_len(255).not_null())
+        .col(ColumnDef::new(C::VolumeId).string_len(36).not_null())
+        .col(ColumnDef::new(C::SnapshotId).string_len(36).null())
+        .col(ColumnDef::new(C::Name).string_len(255).not_null())
+        .col(ColumnDef::new(C::Description).string_len(255).not_null())
+        .col(ColumnDef::new(C::Status).string_len(32).not_null())
+        .col(ColumnDef::new(C::SizeGib).big_integer().not_null())
+        .col(ColumnDef::new(C::ObjectCount).big_integer().not_null())
+        .col(ColumnDef::new(C::StoredBytes).big_integer().not_null())
+        .col(ColumnDef::new(C::Container).string_len(255).not_null())
+        .col(ColumnDef::new(C::AvailabilityZone).string_len(255).not_null())
+        .col(ColumnDef::new(C::ParentId).string_len(36).null())
+        .col(ColumnDef::new(C::Metadata).text().not_null())
+        .col(ColumnDef::new(C::Progress).integer().not_null())
+        .col(ColumnDef::new(C::FailReason).text().not_null())
+        .col(ColumnDef::new(C::NodeId).string_len(255).not_null())
+        .col(ColumnDef::new(C::CreatedAt).timestamp_with_time_zone().not_null())
+        .col(ColumnDef::new(C::UpdatedAt).timestamp_with_time_zone().not_null())
+        .col(ColumnDef::new(C::DataTimestamp).timestamp_with_time_zone().not_null())
+        .to_owned();
+    let by_volume = Index::create().name("backups_by_volume").table(backup::Entity).col(C::VolumeId).to_owned();
+    let by_project = Index::create().name("backups_by_project").table(backup::Entity).col(C::ProjectId).to_owned();
+    vec![backend.build(&backups), backend.build(&by_volume), backend.build(&by_project)]
+}
+
 fn multiattach_column(backend: DbBackend) -> Vec<Statement> {
     let column = Table::alter()
         .table(volume::Entity)

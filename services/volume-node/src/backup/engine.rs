@@ -56,7 +56,7 @@ pub struct Manifest {
     pub name: String,
     pub description: String,
     pub metadata: BTreeMap<String, String>,
-    pub created_at: String,
+    pub created_unix_seconds: u64,
 }
 
 /// Progress of a running backup or restore, and its cancellation.
@@ -96,7 +96,7 @@ pub struct BackupSource<'a> {
     pub name: &'a str,
     pub description: &'a str,
     pub metadata: BTreeMap<String, String>,
-    pub created_at: String,
+    pub created_unix_seconds: u64,
 }
 
 fn chunk_key(project: &str, hash: &str) -> String {
@@ -111,9 +111,12 @@ fn hex(digest: impl AsRef<[u8]>) -> String {
     digest.as_ref().iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-/// The SHA-256 of `length` zero bytes (zero chunks enter the checksum by it).
+/// The SHA-256 of `length` zero bytes (zero chunks enter the checksum by it); a whole chunk's is
+/// computed once.
 fn zero_hash(length: usize) -> [u8; 32] {
-    Sha256::digest(vec![0u8; length]).into()
+    static WHOLE_CHUNK: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    let compute = || Sha256::digest(vec![0u8; length]).into();
+    if length as u64 == CHUNK_BYTES { *WHOLE_CHUNK.get_or_init(compute) } else { compute() }
 }
 
 fn workers() -> usize {
@@ -212,7 +215,7 @@ pub fn backup(store: &PosixStore, source: BackupSource<'_>, progress: &Progress)
         name: source.name.to_owned(),
         description: source.description.to_owned(),
         metadata: source.metadata,
-        created_at: source.created_at,
+        created_unix_seconds: source.created_unix_seconds,
     };
     let bytes = serde_json::to_vec(&manifest).map_err(|error| ServiceError::internal(error.to_string()))?;
     store.put(&manifest_key(source.project_id, source.backup_id), &bytes)?;
@@ -398,7 +401,7 @@ mod tests {
             name: "",
             description: "",
             metadata: BTreeMap::new(),
-            created_at: "2026-11-25T00:00:00Z".into(),
+            created_unix_seconds: 1_764_000_000,
         }
     }
 

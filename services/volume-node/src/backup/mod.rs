@@ -2,4 +2,7 @@
 //! and the store that keeps them apart from the volume's own storage.
 
 pub mod engine;
+pub mod service;
 pub mod store;
+
+pub use service::{BackupOrder, Backups};
