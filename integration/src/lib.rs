@@ -189,6 +189,7 @@ impl InProcessMesh {
         let dir = self._root.path().join(node_id);
         let mut config = basalt_volume_node::NodeConfig::new(NodeId::parse(node_id)?, dir.clone());
         config.report_interval = Duration::from_millis(200);
+        config.backup_store = Some(self.backup_store_dir());
         configure(&mut config);
         let node = basalt_volume_node::start(config, self.bus.clone()).await?;
         self.nodes.push(node);
@@ -210,6 +211,11 @@ impl InProcessMesh {
     /// The NodeAgent address of node `index`.
     pub fn node_grpc_addr(&self, index: usize) -> String {
         self.nodes[index].grpc_addr.to_string()
+    }
+
+    /// The backup store every node of the mesh shares.
+    pub fn backup_store_dir(&self) -> PathBuf {
+        self._root.path().join("backups")
     }
 
     /// The file pool of the node named `node_id`.

@@ -1,0 +1,270 @@
+//! Backups through the control plane and real nodes (in-process mesh, SQLite, the POSIX backup
+//! store): restore without the source, incrementals, restore onto an existing volume, in-use
+//! volumes with `force`, a damaged store, and a restore from the store alone into a deployment
+//! with a new database.
+
+use anyhow::{Context, Result, ensure};
+use basalt::{
+    context::CallContext,
+    proto::{
+        AttachStateChange, AttachVolumeRequest, Backup, BackupStatus, ChangeAttachStateRequest, CreateBackupRequest,
+        CreateVolumeRequest, DeleteVolumeRequest, GetBackupRequest, GetVolumeRequest, RestoreBackupRequest,
+        VolumeStatus, volume_service_client::VolumeServiceClient,
+    },
+};
+use basalt_integration::*;
+use tonic::transport::Channel;
+
+const MIB: u64 = 1 << 20;
+
+async fn wait_for_backup(
+    client: &mut VolumeServiceClient<Channel>,
+    context: &CallContext,
+    backup_id: &str,
+) -> Result<Backup> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let backup =
+            client.get_backup(context.request(GetBackupRequest { backup_id: backup_id.into() })).await?.into_inner();
+        match backup.status() {
+            BackupStatus::Available => return Ok(backup),
+            BackupStatus::Error => anyhow::bail!("backup {backup_id} failed: {}", backup.fail_reason),
+            _ if tokio::time::Instant::now() > deadline => {
+                anyhow::bail!("backup {backup_id} is still {:?}", backup.status())
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+}
+
+async fn new_volume(
+    client: &mut VolumeServiceClient<Channel>,
+    owner: &CallContext,
+    name: &str,
+    gib: u64,
+) -> Result<String> {
+    let request = CreateVolumeRequest { name: name.into(), size_gib: gib, ..Default::default() };
+    let volume = client.create_volume(owner.request(request)).await?.into_inner();
+    wait_for_status(client, owner, &volume.id, VolumeStatus::Available).await?;
+    Ok(volume.id)
+}
+
+async fn back_up(
+    client: &mut VolumeServiceClient<Channel>,
+    owner: &CallContext,
+    volume_id: &str,
+    incremental: bool,
+) -> Result<Backup> {
+    let request = CreateBackupRequest { volume_id: volume_id.into(), incremental, ..Default::default() };
+    let backup = client.create_backup(owner.request(request)).await?.into_inner();
+    wait_for_backup(client, owner, &backup.id).await
+}
+
+async fn restore(
+    client: &mut VolumeServiceClient<Channel>,
+    owner: &CallContext,
+    backup_id: &str,
+    volume_id: &str,
+) -> Result<String> {
+    let request =
+        RestoreBackupRequest { backup_id: backup_id.into(), volume_id: volume_id.into(), ..Default::default() };
+    let restored = client.restore_backup(owner.request(request)).await?.into_inner();
+    wait_for_status(client, owner, &restored.volume_id, VolumeStatus::Available).await?;
+    wait_for_backup(client, owner, backup_id).await?;
+    Ok(restored.volume_id)
+}
+
+/// Bytes that do not compress (xorshift), unlike `pattern`'s.
+fn random_bytes(seed: u64, length: usize) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..length / 8)
+        .flat_map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()
+        })
+        .collect()
+}
+
+fn volume_file(mesh: &InProcessMesh, volume_id: &str) -> std::path::PathBuf {
+    mesh.node_dir("node-0").join(format!("volume-{volume_id}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_restores_without_its_source_onto_new_and_existing_volumes() -> Result<()> {
+    let mesh = InProcessMesh::start(1).await?;
+    let mut client = volume_client(&mesh.grpc_addr).await?;
+    let owner = project("backups");
+    let source = new_volume(&mut client, &owner, "source", 1).await?;
+    let data = pattern(21, (5 * MIB) as usize);
+    write_at(&volume_file(&mesh, &source), 3 * MIB, &data)?;
+    write_at(&volume_file(&mesh, &source), 900 * MIB, b"the end of the volume")?;
+    let backup = back_up(&mut client, &owner, &source, false).await?;
+    ensure!(backup.object_count >= 2 && !backup.is_incremental, "{backup:?}");
+    ensure!(backup.stored_bytes < 6 * MIB, "holes are stored as nothing: {} bytes", backup.stored_bytes);
+
+    client
+        .delete_volume(owner.request(DeleteVolumeRequest { volume_id: source.clone(), ..Default::default() }))
+        .await?;
+    wait_until_gone(&mut client, &owner, &source).await?;
+
+    // Into a new volume made for it.
+    let fresh = restore(&mut client, &owner, &backup.id, "").await?;
+    ensure!(read_at(&volume_file(&mesh, &fresh), 3 * MIB, data.len())? == data);
+    ensure!(read_at(&volume_file(&mesh, &fresh), 900 * MIB, 21)? == b"the end of the volume");
+
+    // Onto an existing, larger volume whose old bytes in the backup's range must not survive.
+    let existing = new_volume(&mut client, &owner, "existing", 2).await?;
+    let junk = pattern(99, (12 * MIB) as usize);
+    write_at(&volume_file(&mesh, &existing), 0, &junk)?;
+    write_at(&volume_file(&mesh, &existing), 1500 * MIB, b"beyond the backup")?;
+    restore(&mut client, &owner, &backup.id, &existing).await?;
+    let file = volume_file(&mesh, &existing);
+    ensure!(read_at(&file, 0, (3 * MIB) as usize)? == vec![0; (3 * MIB) as usize], "zeros where the backup has zeros");
+    ensure!(read_at(&file, 3 * MIB, data.len())? == data);
+    ensure!(read_at(&file, 1500 * MIB, 17)? == b"beyond the backup", "bytes beyond the backup's size stay");
+
+    // A smaller volume is refused.
+    let small_backup = {
+        let small = new_volume(&mut client, &owner, "small", 1).await?;
+        let big = new_volume(&mut client, &owner, "big", 2).await?;
+        let backup = back_up(&mut client, &owner, &big, false).await?;
+        (small, backup.id)
+    };
+    let request = RestoreBackupRequest { backup_id: small_backup.1, volume_id: small_backup.0, ..Default::default() };
+    let refused = client.restore_backup(owner.request(request)).await.unwrap_err();
+    ensure!(refused.code() == tonic::Code::InvalidArgument && refused.message().contains("smaller"), "{refused:?}");
+    mesh.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_incremental_backup_stores_little_more_than_what_changed() -> Result<()> {
+    let mesh = InProcessMesh::start(1).await?;
+    let mut client = volume_client(&mesh.grpc_addr).await?;
+    let owner = project("incremental");
+    let volume = new_volume(&mut client, &owner, "v", 1).await?;
+    let file = volume_file(&mesh, &volume);
+    write_at(&file, 0, &random_bytes(31, (64 * MIB) as usize))?;
+    let full = back_up(&mut client, &owner, &volume, false).await?;
+    ensure!(full.stored_bytes > 60 * MIB, "random data does not compress: {}", full.stored_bytes);
+
+    // 1% of the volume changes.
+    let change = random_bytes(32, (10 * MIB) as usize);
+    write_at(&file, 20 * MIB, &change)?;
+    let incremental = back_up(&mut client, &owner, &volume, true).await?;
+    ensure!(incremental.is_incremental && incremental.parent_id == full.id, "{incremental:?}");
+    ensure!(
+        incremental.stored_bytes <= 10 * MIB + 2 * 4 * MIB,
+        "an incremental of a 10 MiB change stored {} bytes",
+        incremental.stored_bytes
+    );
+    let restored = restore(&mut client, &owner, &incremental.id, "").await?;
+    let restored_file = volume_file(&mesh, &restored);
+    ensure!(read_at(&restored_file, 20 * MIB, change.len())? == change);
+    ensure!(read_at(&restored_file, 0, (20 * MIB) as usize)? == read_at(&file, 0, (20 * MIB) as usize)?);
+    mesh.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_in_use_volume_is_backed_up_only_with_force() -> Result<()> {
+    let mesh = InProcessMesh::start(1).await?;
+    let mut client = volume_client(&mesh.grpc_addr).await?;
+    let owner = project("in-use");
+    let volume = new_volume(&mut client, &owner, "attached", 1).await?;
+    write_at(&volume_file(&mesh, &volume), MIB, b"written while attached")?;
+    let reserve = ChangeAttachStateRequest { volume_id: volume.clone(), change: AttachStateChange::Reserve as i32 };
+    client.change_attach_state(owner.request(reserve)).await?;
+    let attach = AttachVolumeRequest {
+        volume_id: volume.clone(),
+        instance_id: "11111111-2222-3333-4444-555555555555".into(),
+        mountpoint: "/dev/vdb".into(),
+        ..Default::default()
+    };
+    client.attach_volume(owner.request(attach)).await?;
+    wait_for_status(&mut client, &owner, &volume, VolumeStatus::InUse).await?;
+
+    let request = CreateBackupRequest { volume_id: volume.clone(), ..Default::default() };
+    let refused = client.create_backup(owner.request(request)).await.unwrap_err();
+    ensure!(refused.message().contains("pass force"), "{refused:?}");
+    let request = CreateBackupRequest { volume_id: volume.clone(), force: true, ..Default::default() };
+    let backup = client.create_backup(owner.request(request)).await?.into_inner();
+    let backup = wait_for_backup(&mut client, &owner, &backup.id).await?;
+    wait_for_status(&mut client, &owner, &volume, VolumeStatus::InUse).await?;
+    let leftovers: Vec<_> = std::fs::read_dir(mesh.node_dir("node-0"))?
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("snapshot-"))
+        .collect();
+    ensure!(leftovers.is_empty(), "the temporary snapshot is removed: {leftovers:?}");
+    let restored = restore(&mut client, &owner, &backup.id, "").await?;
+    ensure!(read_at(&volume_file(&mesh, &restored), MIB, 22)? == b"written while attached");
+    mesh.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_store_fails_the_restore_instead_of_writing_wrong_bytes() -> Result<()> {
+    let mesh = InProcessMesh::start(1).await?;
+    let mut client = volume_client(&mesh.grpc_addr).await?;
+    let owner = project("damaged");
+    let volume = new_volume(&mut client, &owner, "v", 1).await?;
+    write_at(&volume_file(&mesh, &volume), 0, &pattern(41, (8 * MIB) as usize))?;
+    let backup = back_up(&mut client, &owner, &volume, false).await?;
+    let chunks = mesh.backup_store_dir().join("projects").join(owner.project_id.as_str()).join("chunks");
+    let chunk = std::fs::read_dir(std::fs::read_dir(&chunks)?.next().context("a chunk dir")??.path())?
+        .next()
+        .context("a chunk")??
+        .path();
+    let mut bytes = std::fs::read(&chunk)?;
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5a;
+    std::fs::write(&chunk, bytes)?;
+
+    let target = new_volume(&mut client, &owner, "target", 1).await?;
+    let request =
+        RestoreBackupRequest { backup_id: backup.id.clone(), volume_id: target.clone(), ..Default::default() };
+    client.restore_backup(owner.request(request)).await?;
+    wait_for_status(&mut client, &owner, &target, VolumeStatus::ErrorRestoring).await?;
+    let failed = client.get_volume(owner.request(GetVolumeRequest { volume_id: target.clone() })).await?.into_inner();
+    ensure!(
+        failed.error_reason.contains("cannot be restored exactly") && failed.error_reason.contains("damaged"),
+        "{}",
+        failed.error_reason
+    );
+    ensure!(wait_for_backup(&mut client, &owner, &backup.id).await?.status() == BackupStatus::Available);
+    mesh.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_restores_from_the_store_alone_into_a_new_deployment() -> Result<()> {
+    let first = InProcessMesh::start(1).await?;
+    let mut client = volume_client(&first.grpc_addr).await?;
+    let owner = project("moved");
+    let volume = new_volume(&mut client, &owner, "v", 1).await?;
+    let data = pattern(51, (6 * MIB) as usize);
+    write_at(&volume_file(&first, &volume), 7 * MIB, &data)?;
+    let backup = back_up(&mut client, &owner, &volume, false).await?;
+    let operator = admin("moved");
+    let record = client
+        .export_backup_record(operator.request(GetBackupRequest { backup_id: backup.id.clone() }))
+        .await?
+        .into_inner();
+    let store = first.backup_store_dir();
+
+    // A new deployment: a new database, its own node, the same backup store.
+    let mut second = InProcessMesh::start(0).await?;
+    second.add_node_with("node-0", |config| config.backup_store = Some(store.clone())).await?;
+    let mut client = volume_client(&second.grpc_addr).await?;
+    let imported = client.import_backup_record(operator.request(record.clone())).await?.into_inner();
+    ensure!(imported.id == backup.id && imported.status() == BackupStatus::Available, "{imported:?}");
+    let again = client.import_backup_record(operator.request(record)).await.unwrap_err();
+    ensure!(again.code() == tonic::Code::AlreadyExists, "{again:?}");
+    let restored = restore(&mut client, &owner, &backup.id, "").await?;
+    ensure!(read_at(&volume_file(&second, &restored), 7 * MIB, data.len())? == data);
+    second.shutdown().await;
+    first.shutdown().await;
+    Ok(())
+}
