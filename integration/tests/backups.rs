@@ -268,3 +268,32 @@ async fn a_backup_restores_from_the_store_alone_into_a_new_deployment() -> Resul
     first.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_volume_is_created_from_a_backup() -> Result<()> {
+    let mesh = InProcessMesh::start(1).await?;
+    let mut client = volume_client(&mesh.grpc_addr).await?;
+    let owner = project("from-backup");
+    let source = new_volume(&mut client, &owner, "source", 1).await?;
+    let data = pattern(61, (2 * MIB) as usize);
+    write_at(&volume_file(&mesh, &source), 11 * MIB, &data)?;
+    let backup = back_up(&mut client, &owner, &source, false).await?;
+
+    let default_size = CreateVolumeRequest { backup_id: backup.id.clone(), size_gib: 0, ..Default::default() };
+    let created = client.create_volume(owner.request(default_size)).await?.into_inner();
+    ensure!(created.size_gib == 1, "the size defaults to the backup's: {created:?}");
+    wait_for_status(&mut client, &owner, &created.id, VolumeStatus::Available).await?;
+    ensure!(read_at(&volume_file(&mesh, &created.id), 11 * MIB, data.len())? == data);
+    ensure!(wait_for_backup(&mut client, &owner, &backup.id).await?.status() == BackupStatus::Available);
+
+    let larger = CreateVolumeRequest { backup_id: backup.id.clone(), size_gib: 3, ..Default::default() };
+    let larger = client.create_volume(owner.request(larger)).await?.into_inner();
+    wait_for_status(&mut client, &owner, &larger.id, VolumeStatus::Available).await?;
+    ensure!(read_at(&volume_file(&mesh, &larger.id), 11 * MIB, data.len())? == data);
+    let both =
+        CreateVolumeRequest { backup_id: backup.id.clone(), source_volume_id: source.clone(), ..Default::default() };
+    let refused = client.create_volume(owner.request(both)).await.unwrap_err();
+    ensure!(refused.code() == tonic::Code::InvalidArgument, "{refused:?}");
+    mesh.shutdown().await;
+    Ok(())
+}

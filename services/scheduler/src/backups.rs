@@ -519,7 +519,7 @@ pub async fn dependents(db: &impl ConnectionTrait, ids: &[String]) -> Result<Has
 }
 
 /// Applies `action`'s start by compare-and-set inside `txn`.
-async fn transition(
+pub async fn transition(
     txn: &impl ConnectionTrait,
     backup_id: &str,
     action: BackupAction,
@@ -570,6 +570,22 @@ async fn set_status(
         ))),
         None => Err(ServiceError::not_found(format!("backup {backup_id} not found"))),
     }
+}
+
+/// A volume made from the backup exists now (or failed): the backup is available again.
+pub async fn finish_restore(txn: &impl ConnectionTrait, backup_id: &str) -> Result<Option<PendingEvent>, ServiceError> {
+    let Some(model) = backup::Entity::find_by_id(backup_id.to_owned()).one(txn).await.map_err(db_error)? else {
+        return Ok(None);
+    };
+    set_status(txn, backup_id, &[BackupStatus::Restoring], BackupStatus::Available, "").await?;
+    Ok(Some(PendingEvent {
+        kind: events::BACKUP,
+        id: model.id,
+        project: model.project_id,
+        from: model.status,
+        to: BackupStatus::Available.cinder_name().into(),
+        reason: String::new(),
+    }))
 }
 
 /// Records a running backup's or restore's progress.

@@ -44,6 +44,9 @@ pub enum Operation {
         size_gib: i64,
         source_snapshot_id: Option<String>,
         source_volume_id: Option<String>,
+        /// Restored onto the new volume once it exists (a volume from a backup).
+        #[serde(default)]
+        source_backup: Option<SourceBackup>,
     },
     /// Deletes the volume and, for a cascade, its snapshots first.
     DeleteVolume {
@@ -104,6 +107,13 @@ pub enum Operation {
         project_id: String,
         node_id: String,
     },
+}
+
+/// The backup a new volume is restored from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceBackup {
+    pub backup_id: String,
+    pub project_id: String,
 }
 
 impl Operation {
@@ -337,10 +347,18 @@ async fn with_progress<T>(
 async fn execute_storage(core: &Core, node_id: &str, operation: Operation) -> Result<(), ServiceError> {
     let node_id = node_id.to_owned();
     match operation {
-        Operation::CreateVolume { volume_id, pool, size_gib, source_snapshot_id, source_volume_id, .. } => {
+        Operation::CreateVolume {
+            volume_id,
+            pool,
+            size_gib,
+            source_snapshot_id,
+            source_volume_id,
+            source_backup,
+            ..
+        } => {
             let request = NodeCreateVolumeRequest {
-                volume_id,
-                pool,
+                volume_id: volume_id.clone(),
+                pool: pool.clone(),
                 size_bytes: size_gib as u64 * GIB,
                 source_snapshot_id: source_snapshot_id.unwrap_or_default(),
                 source_volume_id: source_volume_id.unwrap_or_default(),
@@ -348,6 +366,14 @@ async fn execute_storage(core: &Core, node_id: &str, operation: Operation) -> Re
             with_node(core, &node_id, |mut client| {
                 let request = request.clone();
                 async move { client.create_volume(request).await.map(drop) }
+            })
+            .await?;
+            let Some(source) = source_backup else { return Ok(()) };
+            let request =
+                NodeRestoreRequest { backup_id: source.backup_id, project_id: source.project_id, volume_id, pool };
+            with_node(core, &node_id, |mut client| {
+                let request = request.clone();
+                async move { client.restore_backup(request).await.map(drop) }
             })
             .await
         }

@@ -21,11 +21,11 @@ use sea_orm::{
 };
 
 use crate::{
-    Core, claims,
+    Core, backups, claims,
     db::{attachment, db_error, snapshot, volume, volume_type},
     events,
-    journal::{self, Operation, PendingEvent},
-    lifecycle::{self, SnapshotAction, VolumeAction},
+    journal::{self, Operation, PendingEvent, SourceBackup},
+    lifecycle::{self, BackupAction, SnapshotAction, VolumeAction},
     listing,
     placement::{self, PlacementRequest, PoolCandidate},
     quotas, snapshots, string_map, types,
@@ -56,14 +56,23 @@ impl Volumes {
                 "idempotency_key is too long: at most {MAX_NAME_LEN} characters"
             )));
         }
-        if !request.backup_id.is_empty() {
-            return Err(ServiceError::invalid(
-                "backup_id is set, but creating a volume from a backup needs the backup service, which this deployment does not run",
-            ));
+        let sources = [&request.snapshot_id, &request.source_volume_id, &request.backup_id];
+        if sources.iter().filter(|source| !source.is_empty()).count() > 1 {
+            return Err(ServiceError::invalid("give one of snapshot_id, source_volume_id and backup_id, not several"));
         }
-        if !request.snapshot_id.is_empty() && !request.source_volume_id.is_empty() {
-            return Err(ServiceError::invalid("give snapshot_id or source_volume_id, not both"));
-        }
+        // A volume from a backup (3.47) is a new empty volume the backup is then restored onto.
+        let backup = if request.backup_id.is_empty() {
+            None
+        } else {
+            let backup = backups::load(&self.core.db, context, &request.backup_id).await?;
+            if backup.status != proto::BackupStatus::Available.cinder_name() {
+                return Err(ServiceError::conflict(format!(
+                    "backup {} is {}; a volume can be created only from an available backup",
+                    backup.id, backup.status
+                )));
+            }
+            Some(backup)
+        };
         if !request.idempotency_key.is_empty()
             && let Some(existing) = self.find_by_idempotency_key(context, &request.idempotency_key).await?
         {
@@ -79,18 +88,25 @@ impl Volumes {
                 ("", None) => types::default_type(db).await?,
                 (wanted, _) => types::resolve(db, context, wanted).await?,
             };
-        let size_gib = match (&source, request.size_gib) {
-            (None, 0) => {
+        let size_gib = match (&source, &backup, request.size_gib) {
+            (None, None, 0) => {
                 return Err(ServiceError::invalid(format!("a volume needs a size between 1 and {MAX_VOLUME_GIB} GiB")));
             }
-            (Some(source), 0) => source.size_gib,
-            (Some(source), size) if (size as i64) < source.size_gib => {
+            (Some(source), _, 0) => source.size_gib,
+            (None, Some(backup), 0) => backup.size_gib,
+            (Some(source), _, size) if (size as i64) < source.size_gib => {
                 return Err(ServiceError::invalid(format!(
                     "a volume created from {} must be at least {} GiB, not {size}",
                     source.description, source.size_gib
                 )));
             }
-            (_, size) => size as i64,
+            (None, Some(backup), size) if (size as i64) < backup.size_gib => {
+                return Err(ServiceError::invalid(format!(
+                    "a volume created from backup {} must be at least {} GiB, not {size}",
+                    backup.id, backup.size_gib
+                )));
+            }
+            (_, _, size) => size as i64,
         };
         if size_gib as u64 > MAX_VOLUME_GIB {
             return Err(ServiceError::invalid(format!(
@@ -183,6 +199,10 @@ impl Volumes {
                 db_error(error)
             }
         })?;
+        let restoring = match &backup {
+            Some(backup) => Some(backups::transition(&*txn, &backup.id, BackupAction::Restore, "").await?),
+            None => None,
+        };
         let operation = Operation::CreateVolume {
             volume_id: model.id.clone(),
             node_id: pool.node_id.clone(),
@@ -190,11 +210,17 @@ impl Volumes {
             size_gib,
             source_snapshot_id: model.snapshot_id.clone(),
             source_volume_id: model.source_volume_id.clone(),
+            source_backup: backup
+                .as_ref()
+                .map(|backup| SourceBackup { backup_id: backup.id.clone(), project_id: backup.project_id.clone() }),
         };
         let record = journal::record(&*txn, &self.core, &operation).await?;
         txn.commit().await?;
         tracing::info!(volume_id = %model.id, host = %pool.host(), size_gib, "volume placed");
         self.core.publish_status(events::VOLUME, &model.id, &model.project_id, "", &model.status, "").await;
+        if let Some((before, after)) = restoring {
+            self.core.publish_status(events::BACKUP, &after.id, &after.project_id, &before, &after.status, "").await;
+        }
         journal::launch(self.core.clone(), record);
         Ok(model)
     }
@@ -978,7 +1004,10 @@ pub async fn complete(
             set_status(txn, &model.id, &[during], to, &reason).await?;
             pending.push(event(to.cinder_name()));
         }
-        (_, outcome) => {
+        (operation, outcome) => {
+            if let Operation::CreateVolume { source_backup: Some(source), .. } = operation {
+                pending.extend(backups::finish_restore(txn, &source.backup_id).await?);
+            }
             let to = if outcome.is_ok() { rule.success.unwrap_or(VolumeStatus::Available) } else { rule.failure };
             set_status(txn, &model.id, &[during], to, &reason).await?;
             pending.push(event(to.cinder_name()));
