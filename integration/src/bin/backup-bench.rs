@@ -46,7 +46,7 @@ fn text_bytes(seed: u64, length: usize) -> Vec<u8> {
         state ^= state >> 7;
         state ^= state << 17;
         text.extend_from_slice(WORDS[(state % WORDS.len() as u64) as usize].as_bytes());
-        text.push(if state % 11 == 0 { b'\n' } else { b' ' });
+        text.push(if state.is_multiple_of(11) { b'\n' } else { b' ' });
     }
     text.truncate(length);
     text
