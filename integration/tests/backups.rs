@@ -297,3 +297,40 @@ async fn a_volume_is_created_from_a_backup() -> Result<()> {
     mesh.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backups_count_against_the_backup_quotas() -> Result<()> {
+    let mesh = InProcessMesh::start(1).await?;
+    let mut client = volume_client(&mesh.grpc_addr).await?;
+    let owner = project("quota");
+    let limits = basalt::proto::UpdateQuotasRequest {
+        project_id: "quota".into(),
+        limits: [("backups".into(), 1), ("backup_gigabytes".into(), 10)].into(),
+        ..Default::default()
+    };
+    client.update_quotas(admin("ops").request(limits)).await?;
+    let volume = new_volume(&mut client, &owner, "v", 1).await?;
+    let first = back_up(&mut client, &owner, &volume, false).await?;
+    let request = CreateBackupRequest { volume_id: volume.clone(), ..Default::default() };
+    let refused = client.create_backup(owner.request(request)).await.unwrap_err();
+    ensure!(refused.code() == tonic::Code::ResourceExhausted && refused.message().contains("backups"), "{refused:?}");
+    ensure!(
+        wait_for_status(&mut client, &owner, &volume, VolumeStatus::Available).await.is_ok(),
+        "a refused backup leaves the volume as it was"
+    );
+
+    let delete = basalt::proto::DeleteBackupRequest { backup_id: first.id.clone(), force: false };
+    client.delete_backup(owner.request(delete)).await?;
+    eventually("the backup is deleted and its quota returned", || {
+        let mut client = client.clone();
+        let owner = owner.clone();
+        let volume = volume.clone();
+        async move {
+            let request = CreateBackupRequest { volume_id: volume, ..Default::default() };
+            Ok(client.create_backup(owner.request(request)).await.is_ok())
+        }
+    })
+    .await?;
+    mesh.shutdown().await;
+    Ok(())
+}

@@ -427,7 +427,9 @@ mod tests {
         file.set_len(size).unwrap();
         file.write_all_at(&random(5 << 20, 1), 3 << 20).unwrap();
         file.write_all_at(&vec![7u8; 1 << 20], 40 << 20).unwrap();
-        let manifest = backup(&store, source("b1", &volume, size, None), &Progress::default()).unwrap();
+        let progress = Progress::default();
+        let manifest = backup(&store, source("b1", &volume, size, None), &progress).unwrap();
+        assert_eq!(progress.percent(), 100, "progress reaches 100% with the last chunk");
         assert_eq!(manifest.chunks.iter().flatten().count(), 3, "only chunks holding data are stored");
         assert!(manifest.stored_bytes < (6 << 20) + 4096, "{} bytes stored", manifest.stored_bytes);
 
