@@ -208,9 +208,38 @@ struct PoolArgs {
 #[derive(Args)]
 struct BackupArgs {
     /// The backup store: a directory shared by every node that takes backups (an NFS mount in
-    /// production). `basalt up` defaults to <data-dir>/backups; a node without one takes none.
-    #[arg(long, env = "BASALT_BACKUP_STORE_DIR")]
+    /// production). `basalt up` defaults to <data-dir>/backups; a node without a store takes none.
+    #[arg(long, env = "BASALT_BACKUP_STORE_DIR", conflicts_with = "backup_s3_bucket")]
     backup_store_dir: Option<PathBuf>,
+    /// Keep backups in this bucket of an S3-compatible store instead (credentials from
+    /// BASALT_BACKUP_S3_ACCESS_KEY_ID and BASALT_BACKUP_S3_SECRET_ACCESS_KEY).
+    #[arg(long, env = "BASALT_BACKUP_S3_BUCKET")]
+    backup_s3_bucket: Option<String>,
+    /// The S3 endpoint, e.g. https://s3.example.net or http://127.0.0.1:9000.
+    #[arg(long, env = "BASALT_BACKUP_S3_ENDPOINT", requires = "backup_s3_bucket")]
+    backup_s3_endpoint: Option<String>,
+    #[arg(long, env = "BASALT_BACKUP_S3_REGION", default_value = "us-east-1")]
+    backup_s3_region: String,
+}
+
+impl BackupArgs {
+    /// The store settings; `default_dir` when neither a directory nor a bucket is given.
+    fn settings(&self, default_dir: Option<PathBuf>) -> Result<Option<basalt_volume_node::BackupStoreSettings>> {
+        use basalt_volume_node::BackupStoreSettings;
+        if let Some(bucket) = &self.backup_s3_bucket {
+            let secret = |name: &str| {
+                std::env::var(name).with_context(|| format!("--backup-s3-bucket needs {name} in the environment"))
+            };
+            return Ok(Some(BackupStoreSettings::S3(basalt_volume_node::backup::s3::S3Settings {
+                endpoint: self.backup_s3_endpoint.clone().context("--backup-s3-bucket needs --backup-s3-endpoint")?,
+                bucket: bucket.clone(),
+                region: self.backup_s3_region.clone(),
+                access_key_id: secret("BASALT_BACKUP_S3_ACCESS_KEY_ID")?,
+                secret_access_key: secret("BASALT_BACKUP_S3_SECRET_ACCESS_KEY")?,
+            })));
+        }
+        Ok(self.backup_store_dir.clone().or(default_dir).map(BackupStoreSettings::Posix))
+    }
 }
 
 #[derive(Args)]
@@ -384,7 +413,7 @@ async fn up(args: UpArgs) -> Result<()> {
     let mut node_config = node_config(pinned_node_id(&data_dir)?, &args.pool, None, None, "nova".into());
     node_config.backend = args.backend.settings(&data_dir.join("volumes"), &args.pool)?;
     node_config.state_dir = data_dir.join("node-state");
-    node_config.backup_store = Some(args.backup.backup_store_dir.clone().unwrap_or_else(|| data_dir.join("backups")));
+    node_config.backup_store = args.backup.settings(Some(data_dir.join("backups")))?;
     args.export.apply(&mut node_config)?;
     let node = basalt_volume_node::start(node_config, bus).await?;
     let gateway = basalt_api_gateway::start(basalt_api_gateway::GatewayConfig {
@@ -438,7 +467,7 @@ async fn volume_node(args: VolumeNodeArgs) -> Result<()> {
     {
         config.state_dir = parent.join("node-state");
     }
-    config.backup_store = args.backup.backup_store_dir.clone();
+    config.backup_store = args.backup.settings(None)?;
     args.export.apply(&mut config)?;
     let node = basalt_volume_node::start(config, bus).await?;
     println!("basalt volume-node");

@@ -85,6 +85,25 @@ pub async fn wait_for_status(
     }
 }
 
+/// Polls the backup until it is available; fails when it goes to error or after [`WAIT`].
+pub async fn wait_for_backup(
+    client: &mut VolumeServiceClient<Channel>,
+    context: &CallContext,
+    backup_id: &str,
+) -> Result<basalt::proto::Backup> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let request = basalt::proto::GetBackupRequest { backup_id: backup_id.into() };
+        let backup = client.get_backup(context.request(request)).await?.into_inner();
+        match backup.status() {
+            basalt::proto::BackupStatus::Available => return Ok(backup),
+            basalt::proto::BackupStatus::Error => bail!("backup {backup_id} failed: {}", backup.fail_reason),
+            status if tokio::time::Instant::now() > deadline => bail!("backup {backup_id} is still {status:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
 /// Polls until the volume is gone (NOT_FOUND).
 pub async fn wait_until_gone(
     client: &mut VolumeServiceClient<Channel>,
@@ -189,7 +208,7 @@ impl InProcessMesh {
         let dir = self._root.path().join(node_id);
         let mut config = basalt_volume_node::NodeConfig::new(NodeId::parse(node_id)?, dir.clone());
         config.report_interval = Duration::from_millis(200);
-        config.backup_store = Some(self.backup_store_dir());
+        config.backup_store = Some(basalt_volume_node::BackupStoreSettings::Posix(self.backup_store_dir()));
         configure(&mut config);
         let node = basalt_volume_node::start(config, self.bus.clone()).await?;
         self.nodes.push(node);

@@ -17,26 +17,6 @@ use tonic::transport::Channel;
 
 const MIB: u64 = 1 << 20;
 
-async fn wait_for_backup(
-    client: &mut VolumeServiceClient<Channel>,
-    context: &CallContext,
-    backup_id: &str,
-) -> Result<Backup> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let backup =
-            client.get_backup(context.request(GetBackupRequest { backup_id: backup_id.into() })).await?.into_inner();
-        match backup.status() {
-            BackupStatus::Available => return Ok(backup),
-            BackupStatus::Error => anyhow::bail!("backup {backup_id} failed: {}", backup.fail_reason),
-            _ if tokio::time::Instant::now() > deadline => {
-                anyhow::bail!("backup {backup_id} is still {:?}", backup.status())
-            }
-            _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-        }
-    }
-}
-
 async fn new_volume(
     client: &mut VolumeServiceClient<Channel>,
     owner: &CallContext,
@@ -164,6 +144,64 @@ async fn an_incremental_backup_stores_little_more_than_what_changed() -> Result<
     let restored_file = volume_file(&mesh, &restored);
     ensure!(read_at(&restored_file, 20 * MIB, change.len())? == change);
     ensure!(read_at(&restored_file, 0, (20 * MIB) as usize)? == read_at(&file, 0, (20 * MIB) as usize)?);
+
+    // A volume that grew since its parent is backed up incrementally at its new size.
+    let extend = basalt::proto::ExtendVolumeRequest { volume_id: volume.clone(), new_size_gib: 2 };
+    client.extend_volume(owner.request(extend)).await?;
+    wait_for_status(&mut client, &owner, &volume, VolumeStatus::Available).await?;
+    write_at(&file, 1500 * MIB, b"written after the volume grew")?;
+    let grown = back_up(&mut client, &owner, &volume, true).await?;
+    ensure!(grown.size_gib == 2 && grown.parent_id == incremental.id, "{grown:?}");
+    ensure!(grown.stored_bytes <= 4 * MIB, "only the new chunk is stored: {}", grown.stored_bytes);
+    let restored = restore(&mut client, &owner, &grown.id, "").await?;
+    ensure!(read_at(&volume_file(&mesh, &restored), 1500 * MIB, 29)? == b"written after the volume grew");
+    ensure!(read_at(&volume_file(&mesh, &restored), 20 * MIB, change.len())? == change);
+    mesh.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn force_deleting_a_backup_being_made_cancels_it() -> Result<()> {
+    let mesh = InProcessMesh::start(1).await?;
+    let mut client = volume_client(&mesh.grpc_addr).await?;
+    let owner = project("cancel");
+    let volume = new_volume(&mut client, &owner, "v", 1).await?;
+    write_at(&volume_file(&mesh, &volume), 0, &random_bytes(81, (256 * MIB) as usize))?;
+    let request = CreateBackupRequest { volume_id: volume.clone(), ..Default::default() };
+    let backup = client.create_backup(owner.request(request)).await?.into_inner();
+    let operator = admin("cancel");
+    let delete = basalt::proto::DeleteBackupRequest { backup_id: backup.id.clone(), force: true };
+    client.delete_backup(operator.request(delete)).await?;
+    // Cancelled mid-way or finished first, the backup ends gone and the volume free again.
+    eventually("the cancelled backup is gone", || {
+        let mut client = client.clone();
+        let owner = owner.clone();
+        let backup_id = backup.id.clone();
+        async move {
+            let found = client.get_backup(owner.request(GetBackupRequest { backup_id })).await;
+            Ok(matches!(found, Err(status) if status.code() == tonic::Code::NotFound))
+        }
+    })
+    .await?;
+    wait_for_status(&mut client, &owner, &volume, VolumeStatus::Available).await?;
+    let manifest = mesh.backup_store_dir().join(format!("projects/cancel/backups/{}.json", backup.id));
+    ensure!(!manifest.exists(), "no manifest is left of a cancelled backup");
+    // The project can back up again, and its next delete sweeps what the cancelled one wrote.
+    let next = back_up(&mut client, &owner, &volume, false).await?;
+    client
+        .delete_backup(owner.request(basalt::proto::DeleteBackupRequest { backup_id: next.id, force: false }))
+        .await?;
+    let chunks = mesh.backup_store_dir().join("projects/cancel/chunks");
+    eventually("every chunk is swept", || {
+        let chunks = chunks.clone();
+        async move {
+            let left = std::fs::read_dir(&chunks)
+                .map(|dirs| dirs.flatten().filter_map(|dir| std::fs::read_dir(dir.path()).ok()).flatten().count())
+                .unwrap_or(0);
+            Ok(left == 0)
+        }
+    })
+    .await?;
     mesh.shutdown().await;
     Ok(())
 }
@@ -256,7 +294,11 @@ async fn a_backup_restores_from_the_store_alone_into_a_new_deployment() -> Resul
 
     // A new deployment: a new database, its own node, the same backup store.
     let mut second = InProcessMesh::start(0).await?;
-    second.add_node_with("node-0", |config| config.backup_store = Some(store.clone())).await?;
+    second
+        .add_node_with("node-0", |config| {
+            config.backup_store = Some(basalt_volume_node::BackupStoreSettings::Posix(store.clone()))
+        })
+        .await?;
     let mut client = volume_client(&second.grpc_addr).await?;
     let imported = client.import_backup_record(operator.request(record.clone())).await?.into_inner();
     ensure!(imported.id == backup.id && imported.status() == BackupStatus::Available, "{imported:?}");

@@ -121,6 +121,7 @@ impl Backups {
             &quotas::backup_usage(volume.size_gib),
         )
         .await?;
+        exclude(&*txn, &volume.project_id, SWEEPING, "back up once it is deleted").await?;
         let now = Utc::now();
         let model = backup::ActiveModel {
             id: Set(BackupId::new_random().to_string()),
@@ -240,6 +241,10 @@ impl Backups {
         let action = if request.force { BackupAction::ForceDelete } else { BackupAction::Delete };
         let creating = model.status == BackupStatus::Creating.cinder_name();
         let txn = self.core.begin_write().await?;
+        if !creating {
+            let busy = [BackupStatus::Creating, BackupStatus::Restoring];
+            exclude(&*txn, &model.project_id, &busy, "delete once it is done").await?;
+        }
         let (before, after) = transition(&*txn, &model.id, action, "").await?;
         // A running backup is cancelled; its own operation then removes what it wrote.
         let record = if creating {
@@ -311,6 +316,7 @@ impl Backups {
         }
         let (node_id, pool) = placement_of(&volume);
         let txn = self.core.begin_write().await?;
+        exclude(&*txn, &model.project_id, SWEEPING, "restore once it is deleted").await?;
         let (volume_before, volume_after) =
             volumes::transition(&*txn, &volume.id, VolumeAction::RestoreBackup, "").await?;
         let (before, after) = transition(&*txn, &model.id, BackupAction::Restore, "").await?;
@@ -492,6 +498,36 @@ impl Backups {
         ))
     }
 }
+
+/// Keeps a delete's sweep of a project's chunks apart from backups and restores of the project: a
+/// running backup relies on chunks its manifest does not name yet, a restore reads them. Backups
+/// and restores refuse while a backup of the project is deleting; a delete refuses while one is
+/// being made or restored. Inside the write transaction, after locking the project's backup
+/// counter, so two such transactions of a project never interleave.
+pub async fn exclude(
+    txn: &impl ConnectionTrait,
+    project: &str,
+    busy: &[BackupStatus],
+    advice: &str,
+) -> Result<(), ServiceError> {
+    quotas::lock(txn, project, quotas::BACKUPS).await?;
+    let running = backup::Entity::find()
+        .filter(backup::Column::ProjectId.eq(project))
+        .filter(backup::Column::Status.is_in(busy.iter().map(|status| status.cinder_name())))
+        .one(txn)
+        .await
+        .map_err(db_error)?;
+    match running {
+        Some(running) => Err(ServiceError::conflict(format!(
+            "backup {} of this project is {}; {advice}",
+            running.id, running.status
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// What a backup or restore must wait for.
+pub const SWEEPING: &[BackupStatus] = &[BackupStatus::Deleting];
 
 pub async fn load(
     db: &impl ConnectionTrait,
@@ -701,5 +737,60 @@ pub fn to_proto(model: &backup::Model, has_dependents: bool) -> proto::Backup {
         created_at: Some(volumes::timestamp(model.created_at)),
         updated_at: Some(volumes::timestamp(model.updated_at)),
         data_timestamp: Some(volumes::timestamp(model.data_timestamp)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db;
+
+    async fn insert(db: &impl ConnectionTrait, id: &str, project: &str, status: BackupStatus) {
+        let now = Utc::now();
+        backup::ActiveModel {
+            id: Set(id.into()),
+            project_id: Set(project.into()),
+            user_id: Set("u".into()),
+            volume_id: Set("v".into()),
+            snapshot_id: Set(None),
+            name: Set(String::new()),
+            description: Set(String::new()),
+            status: Set(status.cinder_name().into()),
+            size_gib: Set(1),
+            object_count: Set(0),
+            stored_bytes: Set(0),
+            container: Set("backups".into()),
+            availability_zone: Set("nova".into()),
+            parent_id: Set(None),
+            metadata: Set("{}".into()),
+            progress: Set(0),
+            fail_reason: Set(String::new()),
+            node_id: Set("n".into()),
+            created_at: Set(now),
+            updated_at: Set(now),
+            data_timestamp: Set(now),
+        }
+        .insert(db)
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_sweep_never_runs_beside_a_backup_or_restore_of_its_project() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("b.db").display())).await.unwrap();
+        insert(&db, "creating-1", "p1", BackupStatus::Creating).await;
+        insert(&db, "deleting-2", "p2", BackupStatus::Deleting).await;
+
+        let busy = [BackupStatus::Creating, BackupStatus::Restoring];
+        let refused = exclude(&db, "p1", &busy, "delete once it is done").await.unwrap_err();
+        assert_eq!(refused.code, ErrorCode::Conflict);
+        assert_eq!(refused.message, "backup creating-1 of this project is creating; delete once it is done");
+        let refused = exclude(&db, "p2", SWEEPING, "back up once it is deleted").await.unwrap_err();
+        assert!(refused.message.contains("deleting-2 of this project is deleting"), "{}", refused.message);
+        // Other projects are not held up.
+        exclude(&db, "p2", &busy, "").await.unwrap();
+        exclude(&db, "p1", SWEEPING, "").await.unwrap();
+        exclude(&db, "p3", &busy, "").await.unwrap();
     }
 }

@@ -10,9 +10,9 @@ use std::{sync::Arc, time::Duration};
 use basalt::{
     ErrorCode, ServiceError,
     proto::{
-        NodeBackup, NodeBackupRef, NodeBackupRequest, NodeCreateVolumeRequest, NodeDeleteVolumeRequest,
-        NodeExtendVolumeRequest, NodeRestoreRequest, NodeRevertVolumeRequest, NodeSnapshotRequest,
-        node_agent_client::NodeAgentClient,
+        NodeBackup, NodeBackupRef, NodeBackupRequest, NodeCreateVolumeRequest, NodeDeleteBackupRequest,
+        NodeDeleteVolumeRequest, NodeExtendVolumeRequest, NodeRestoreRequest, NodeRevertVolumeRequest,
+        NodeSnapshotRequest, node_agent_client::NodeAgentClient,
     },
 };
 use chrono::Utc;
@@ -279,11 +279,12 @@ async fn execute(core: &Core, operation: &Operation) -> Result<Option<NodeBackup
             })
             .await;
             if backups::is_deleting(&core.db, &backup_id).await? {
-                // Deleted while it ran: whatever it wrote goes.
-                let reference = NodeBackupRef { backup_id, project_id };
+                // Cancelled: its manifest goes; its chunks are swept by the next delete, since
+                // other backups of the project may be running now.
+                let request = NodeDeleteBackupRequest { backup_id, project_id, sweep: false };
                 with_node(core, &node_id, |mut client| {
-                    let reference = reference.clone();
-                    async move { client.delete_backup(reference).await.map(drop) }
+                    let request = request.clone();
+                    async move { client.delete_backup(request).await.map(drop) }
                 })
                 .await?;
                 return Ok(None);
@@ -304,10 +305,11 @@ async fn execute(core: &Core, operation: &Operation) -> Result<Option<NodeBackup
             .map(|()| None)
         }
         Operation::DeleteBackup { backup_id, project_id, .. } => {
-            let reference = NodeBackupRef { backup_id, project_id };
+            // No backup or restore of the project runs while one is deleting (backups::exclude).
+            let request = NodeDeleteBackupRequest { backup_id, project_id, sweep: true };
             with_node(core, &node_id, |mut client| {
-                let reference = reference.clone();
-                async move { client.delete_backup(reference).await.map(drop) }
+                let request = request.clone();
+                async move { client.delete_backup(request).await.map(drop) }
             })
             .await
             .map(|()| None)

@@ -202,6 +202,20 @@ pub async fn release(txn: &impl ConnectionTrait, project: &str, usage: &[(String
     Ok(())
 }
 
+/// Locks the project's `resource` counter row until the transaction ends (on PostgreSQL; SQLite
+/// has one writer anyway): transactions that must not interleave for a project take it first.
+pub async fn lock(txn: &impl ConnectionTrait, project: &str, resource: &str) -> Result<(), ServiceError> {
+    ensure_usage_row(txn, project, resource).await?;
+    quota_usage::Entity::update_many()
+        .col_expr(quota_usage::Column::InUse, Expr::col(quota_usage::Column::InUse))
+        .filter(quota_usage::Column::ProjectId.eq(project))
+        .filter(quota_usage::Column::Resource.eq(resource))
+        .exec(txn)
+        .await
+        .map_err(db_error)
+        .map(drop)
+}
+
 async fn ensure_usage_row(txn: &impl ConnectionTrait, project: &str, resource: &str) -> Result<(), ServiceError> {
     let insert = Query::insert()
         .into_table(quota_usage::Entity)

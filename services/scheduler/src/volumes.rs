@@ -200,7 +200,10 @@ impl Volumes {
             }
         })?;
         let restoring = match &backup {
-            Some(backup) => Some(backups::transition(&*txn, &backup.id, BackupAction::Restore, "").await?),
+            Some(backup) => {
+                backups::exclude(&*txn, &backup.project_id, backups::SWEEPING, "restore once it is deleted").await?;
+                Some(backups::transition(&*txn, &backup.id, BackupAction::Restore, "").await?)
+            }
             None => None,
         };
         let operation = Operation::CreateVolume {

@@ -8,11 +8,11 @@ use basalt::{
     ids::{BackupId, SnapshotId, VolumeId},
     proto::{
         CapacityReport, ExportProtocol, NodeBackup, NodeBackupProgress, NodeBackupRef, NodeBackupRequest,
-        NodeCreateVolumeRequest, NodeDeleteBackupResponse, NodeDeleteSnapshotResponse, NodeDeleteVolumeRequest,
-        NodeDeleteVolumeResponse, NodeExport, NodeExportRequest, NodeExtendVolumeRequest, NodeGetCapacityRequest,
-        NodeGetVolumeRequest, NodeInitiatorRequest, NodeListStorageRequest, NodeListStorageResponse,
-        NodeRestoreRequest, NodeRevertVolumeRequest, NodeSnapshot, NodeSnapshotRequest, NodeUnexportResponse,
-        NodeVolume, node_agent_server::NodeAgent,
+        NodeCreateVolumeRequest, NodeDeleteBackupRequest, NodeDeleteBackupResponse, NodeDeleteSnapshotResponse,
+        NodeDeleteVolumeRequest, NodeDeleteVolumeResponse, NodeExport, NodeExportRequest, NodeExtendVolumeRequest,
+        NodeGetCapacityRequest, NodeGetVolumeRequest, NodeInitiatorRequest, NodeListStorageRequest,
+        NodeListStorageResponse, NodeRestoreRequest, NodeRevertVolumeRequest, NodeSnapshot, NodeSnapshotRequest,
+        NodeUnexportResponse, NodeVolume, node_agent_server::NodeAgent,
     },
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -374,12 +374,13 @@ impl NodeAgent for Agent {
 
     async fn delete_backup(
         &self,
-        request: Request<NodeBackupRef>,
+        request: Request<NodeDeleteBackupRequest>,
     ) -> Result<Response<NodeDeleteBackupResponse>, Status> {
         let request = request.into_inner();
         let backup_id = BackupId::parse(&request.backup_id)?;
         let _guard = self.locks.lock(*backup_id.as_uuid()).await;
-        let (existed, freed_bytes) = self.backups.delete(&request.project_id, &backup_id.to_string()).await?;
+        let (existed, freed_bytes) =
+            self.backups.delete(&request.project_id, &backup_id.to_string(), request.sweep).await?;
         tracing::info!(backup_id = %backup_id, existed, freed_bytes, "backup deleted");
         Ok(Response::new(NodeDeleteBackupResponse { existed, freed_bytes }))
     }

@@ -9,6 +9,7 @@ pub mod reporter;
 pub mod target;
 
 pub use backend::nfs::NfsShare;
+pub use backup::BackupStoreSettings;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -100,9 +101,9 @@ pub struct NodeConfig {
     pub export: ExportSettings,
     /// Where the node keeps its own state (export records).
     pub state_dir: PathBuf,
-    /// The backup store's directory (shared by the nodes, an NFS mount in production); `None`
-    /// when this node takes no backups.
-    pub backup_store: Option<PathBuf>,
+    /// Where backups are kept (a directory shared by the nodes, or an S3 bucket); `None` when
+    /// this node takes no backups.
+    pub backup_store: Option<BackupStoreSettings>,
     pub report_interval: Duration,
 }
 
@@ -216,7 +217,7 @@ pub async fn start(config: NodeConfig, bus: Bus) -> Result<RunningNode, ServiceE
     let endpoint = config.advertise.clone().unwrap_or_else(|| format!("http://{grpc_addr}"));
 
     let reporter = Arc::new(Reporter::new(&config, endpoint, bus));
-    let backups = Backups::open(config.backup_store.as_deref())?;
+    let backups = Backups::open(config.backup_store.as_ref())?;
     let agent = Agent::new(Arc::new(backend), Arc::new(target), Arc::new(backups), reporter.clone());
     let mut tasks = Tasks::new();
     let reporting = reporter.run(agent.backend(), tasks.stopped()).await?;

@@ -26,7 +26,7 @@ use basalt::{ErrorCode, ServiceError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::store::PosixStore;
+use super::store::BackupStore;
 use crate::backend::{block, sparse};
 
 /// The chunk size: large enough for zstd and sequential I/O, small enough that a 1% change
@@ -161,7 +161,7 @@ fn for_each_chunk(
 }
 
 /// Backs the volume up into `store` and writes its manifest there. Blocking: run it on a thread.
-pub fn backup(store: &PosixStore, source: BackupSource<'_>, progress: &Progress) -> Result<Manifest, ServiceError> {
+pub fn backup(store: &BackupStore, source: BackupSource<'_>, progress: &Progress) -> Result<Manifest, ServiceError> {
     let _lock = store.lock_project(source.project_id, false)?;
     let file = File::open(source.path).map_err(|error| io_error("open", source.path, error))?;
     let metadata = file.metadata().map_err(|error| io_error("inspect", source.path, error))?;
@@ -265,7 +265,7 @@ fn decode(encoded: &[u8], length: usize) -> Result<Vec<u8>, String> {
     }
 }
 
-pub fn read_manifest(store: &PosixStore, project: &str, backup_id: &str) -> Result<Manifest, ServiceError> {
+pub fn read_manifest(store: &BackupStore, project: &str, backup_id: &str) -> Result<Manifest, ServiceError> {
     let bytes = store.get(&manifest_key(project, backup_id)).map_err(|error| {
         ServiceError::new(
             error.code,
@@ -278,7 +278,7 @@ pub fn read_manifest(store: &PosixStore, project: &str, backup_id: &str) -> Resu
 
 /// Writes the backup's bytes onto `dest` (a file or block device at least as large), verifying
 /// every chunk and the whole. Blocking: run it on a thread.
-pub fn restore(store: &PosixStore, manifest: &Manifest, dest: &Path, progress: &Progress) -> Result<(), ServiceError> {
+pub fn restore(store: &BackupStore, manifest: &Manifest, dest: &Path, progress: &Progress) -> Result<(), ServiceError> {
     if manifest.chunk_bytes != CHUNK_BYTES || manifest.version != MANIFEST_VERSION {
         return Err(ServiceError::invalid(format!(
             "backup {} was made with chunks of {} bytes (format {}); this node restores {CHUNK_BYTES}-byte chunks (format {MANIFEST_VERSION})",
@@ -350,9 +350,10 @@ fn zero(file: &File, is_device: bool, offset: u64, length: u64) -> std::io::Resu
     file.write_all_at(&vec![0u8; length as usize], offset)
 }
 
-/// Deletes a backup and the chunks no other backup of its project uses. Refused while an
-/// incremental backup depends on it. Returns the bytes freed. Blocking: run it on a thread.
-pub fn delete(store: &PosixStore, project: &str, backup_id: &str) -> Result<u64, ServiceError> {
+/// Deletes a backup and, with `sweep`, the chunks no other backup of its project uses (only when
+/// no backup of the project runs: one relies on chunks its manifest does not name yet). Refused
+/// while an incremental backup depends on it. Returns the bytes freed. Blocking: run it on a thread.
+pub fn delete(store: &BackupStore, project: &str, backup_id: &str, sweep: bool) -> Result<u64, ServiceError> {
     let _lock = store.lock_project(project, true)?;
     let mut remaining = Vec::new();
     for (key, _) in store.list(&format!("projects/{project}/backups"))? {
@@ -369,6 +370,9 @@ pub fn delete(store: &PosixStore, project: &str, backup_id: &str) -> Result<u64,
         remaining.push(manifest);
     }
     store.delete(&manifest_key(project, backup_id))?;
+    if !sweep {
+        return Ok(0);
+    }
     let referenced: HashSet<&str> =
         remaining.iter().flat_map(|manifest| manifest.chunks.iter().flatten().map(String::as_str)).collect();
     let mut freed = 0;
@@ -420,7 +424,7 @@ mod tests {
     #[test]
     fn a_backup_restores_byte_identical_and_stores_no_holes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = PosixStore::open(&dir.path().join("store")).unwrap();
+        let store = BackupStore::Posix(super::super::store::PosixStore::open(&dir.path().join("store")).unwrap());
         let volume = dir.path().join("volume");
         let size = 64 << 20;
         let file = File::create(&volume).unwrap();
@@ -442,7 +446,7 @@ mod tests {
     #[test]
     fn an_incremental_backup_stores_only_what_changed_and_deletes_keep_shared_chunks() {
         let dir = tempfile::tempdir().unwrap();
-        let store = PosixStore::open(&dir.path().join("store")).unwrap();
+        let store = BackupStore::Posix(super::super::store::PosixStore::open(&dir.path().join("store")).unwrap());
         let volume = dir.path().join("volume");
         let size = 32 << 20;
         std::fs::write(&volume, random(size as usize, 2)).unwrap();
@@ -453,24 +457,24 @@ mod tests {
         assert_eq!(incremental.parent_id.as_deref(), Some("full"));
         assert!(incremental.stored_bytes <= CHUNK_BYTES + 64, "{} bytes stored", incremental.stored_bytes);
 
-        let error = delete(&store, "p1", "full").unwrap_err();
+        let error = delete(&store, "p1", "full", true).unwrap_err();
         assert_eq!(error.code, ErrorCode::Conflict);
         assert!(error.message.contains("dependent incremental"), "{}", error.message);
-        let freed = delete(&store, "p1", "inc").unwrap();
+        let freed = delete(&store, "p1", "inc", true).unwrap();
         assert!(freed > 0 && freed <= CHUNK_BYTES + 64, "only the changed chunk goes: {freed}");
         // The full backup still restores: its chunks survived the sweep.
         let restored = dir.path().join("restored");
         File::create(&restored).unwrap().set_len(size).unwrap();
         restore(&store, &full, &restored, &Progress::default()).unwrap();
         assert_eq!(std::fs::read(&restored).unwrap(), random(size as usize, 2));
-        delete(&store, "p1", "full").unwrap();
+        delete(&store, "p1", "full", true).unwrap();
         assert!(store.list("projects/p1/chunks").unwrap().is_empty());
     }
 
     #[test]
     fn a_damaged_chunk_fails_the_restore_clearly() {
         let dir = tempfile::tempdir().unwrap();
-        let store = PosixStore::open(&dir.path().join("store")).unwrap();
+        let store = BackupStore::Posix(super::super::store::PosixStore::open(&dir.path().join("store")).unwrap());
         let volume = dir.path().join("volume");
         std::fs::write(&volume, random(8 << 20, 4)).unwrap();
         let manifest = backup(&store, source("b1", &volume, 8 << 20, None), &Progress::default()).unwrap();
@@ -489,7 +493,7 @@ mod tests {
     #[test]
     fn a_cancelled_backup_stops() {
         let dir = tempfile::tempdir().unwrap();
-        let store = PosixStore::open(&dir.path().join("store")).unwrap();
+        let store = BackupStore::Posix(super::super::store::PosixStore::open(&dir.path().join("store")).unwrap());
         let volume = dir.path().join("volume");
         std::fs::write(&volume, random(8 << 20, 5)).unwrap();
         let progress = Progress::default();

@@ -15,12 +15,21 @@ use basalt::{
 
 use super::{
     engine::{self, BackupSource, Manifest, Progress},
-    store::PosixStore,
+    s3::{S3Settings, S3Store},
+    store::{BackupStore, PosixStore},
 };
+
+/// Where a node keeps backups.
+#[derive(Debug, Clone)]
+pub enum BackupStoreSettings {
+    /// A directory shared by the nodes (an NFS mount in production).
+    Posix(PathBuf),
+    S3(S3Settings),
+}
 use crate::backend::Backend;
 
 pub struct Backups {
-    store: Option<Arc<PosixStore>>,
+    store: Option<Arc<BackupStore>>,
     running: Mutex<HashMap<String, Progress>>,
 }
 
@@ -51,18 +60,21 @@ impl Drop for Running<'_> {
 }
 
 impl Backups {
-    /// `store_dir`: the backup store's directory (an NFS mount shared by the nodes in production);
-    /// `None` when this node takes no backups.
-    pub fn open(store_dir: Option<&Path>) -> Result<Self, ServiceError> {
-        let store = store_dir.map(PosixStore::open).transpose()?.map(Arc::new);
-        Ok(Self { store, running: Mutex::new(HashMap::new()) })
+    /// `None` when this node takes no backups. Opened inside the node's runtime.
+    pub fn open(settings: Option<&BackupStoreSettings>) -> Result<Self, ServiceError> {
+        let store = match settings {
+            None => None,
+            Some(BackupStoreSettings::Posix(dir)) => Some(BackupStore::Posix(PosixStore::open(dir)?)),
+            Some(BackupStoreSettings::S3(s3)) => Some(BackupStore::S3(S3Store::open(s3)?)),
+        };
+        Ok(Self { store: store.map(Arc::new), running: Mutex::new(HashMap::new()) })
     }
 
-    fn store(&self) -> Result<Arc<PosixStore>, ServiceError> {
+    fn store(&self) -> Result<Arc<BackupStore>, ServiceError> {
         self.store.clone().ok_or_else(|| {
             ServiceError::new(
                 ErrorCode::Unavailable,
-                "this node has no backup store; start it with --backup-store-dir <directory>",
+                "this node has no backup store; start it with --backup-store-dir <directory> or --backup-s3-bucket <bucket>",
             )
         })
     }
@@ -172,15 +184,15 @@ impl Backups {
         blocking(move || engine::restore(&store, &manifest, Path::new(&volume.path), &progress)).await
     }
 
-    /// Deletes the backup; `(existed, freed bytes)`.
-    pub async fn delete(&self, project_id: &str, backup_id: &str) -> Result<(bool, u64), ServiceError> {
+    /// Deletes the backup, and with `sweep` the chunks no other backup names; `(existed, freed bytes)`.
+    pub async fn delete(&self, project_id: &str, backup_id: &str, sweep: bool) -> Result<(bool, u64), ServiceError> {
         if self.progress(backup_id).is_some() {
             return Err(ServiceError::conflict(format!("backup {backup_id} is running here; cancel it first")));
         }
         let store = self.store()?;
         let existed = self.manifest(project_id, backup_id).await.is_ok();
         let (project_id, backup_id) = (project_id.to_owned(), backup_id.to_owned());
-        let freed = blocking(move || engine::delete(&store, &project_id, &backup_id)).await?;
+        let freed = blocking(move || engine::delete(&store, &project_id, &backup_id, sweep)).await?;
         Ok((existed, freed))
     }
 }

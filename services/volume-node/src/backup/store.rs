@@ -1,4 +1,5 @@
-//! The backup store: objects by key, independent of the volume's storage. The POSIX store keeps
+//! The backup store: objects by key, independent of the volume's storage (a directory or an S3
+//! bucket, `s3.rs`). The POSIX store keeps
 //! them as files under a directory (an NFS mount in production): every object is written to a
 //! temporary file, synced and renamed into place, so a reader sees a whole object or none.
 //!
@@ -14,6 +15,69 @@ use std::{
 };
 
 use basalt::{ErrorCode, ServiceError};
+
+/// Where backups are kept: a directory (an NFS mount shared by the nodes) or an S3 bucket.
+#[derive(Debug)]
+pub enum BackupStore {
+    Posix(PosixStore),
+    S3(super::s3::S3Store),
+}
+
+impl BackupStore {
+    pub fn exists(&self, key: &str) -> bool {
+        match self {
+            Self::Posix(store) => store.exists(key),
+            Self::S3(store) => store.exists(key),
+        }
+    }
+
+    /// Writes `bytes` under `key` unless an object is there already; returns whether it wrote.
+    /// Keys of chunks name their content, so a concurrent identical write changes nothing.
+    pub fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool, ServiceError> {
+        if self.exists(key) {
+            return Ok(false);
+        }
+        self.put(key, bytes)?;
+        Ok(true)
+    }
+
+    pub fn put(&self, key: &str, bytes: &[u8]) -> Result<(), ServiceError> {
+        match self {
+            Self::Posix(store) => store.put(key, bytes),
+            Self::S3(store) => store.put(key, bytes),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Result<Vec<u8>, ServiceError> {
+        match self {
+            Self::Posix(store) => store.get(key),
+            Self::S3(store) => store.get(key),
+        }
+    }
+
+    pub fn delete(&self, key: &str) -> Result<(), ServiceError> {
+        match self {
+            Self::Posix(store) => store.delete(key),
+            Self::S3(store) => store.delete(key),
+        }
+    }
+
+    pub fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, ServiceError> {
+        match self {
+            Self::Posix(store) => store.list(prefix),
+            Self::S3(store) => store.list(prefix),
+        }
+    }
+
+    /// A lock on the project's part of a POSIX store (S3 has none: the scheduler never lets a
+    /// delete's sweep run beside a backup or restore of the same project).
+    pub fn lock_project(&self, project: &str, exclusive: bool) -> Result<Option<ProjectLock>, ServiceError> {
+        match self {
+            Self::Posix(store) => store.lock_project(project, exclusive).map(Some),
+            Self::S3(_) => Ok(None),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct PosixStore {
@@ -38,16 +102,6 @@ impl PosixStore {
 
     pub fn exists(&self, key: &str) -> bool {
         self.path(key).is_file()
-    }
-
-    /// Writes `bytes` under `key` unless an object is there already; returns whether it wrote.
-    pub fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool, ServiceError> {
-        let path = self.path(key);
-        if path.is_file() {
-            return Ok(false);
-        }
-        self.put(key, bytes)?;
-        Ok(true)
     }
 
     /// Writes `bytes` under `key`, replacing what was there, atomically.
