@@ -463,6 +463,19 @@ pub fn read_at(path: &Path, offset: u64, length: usize) -> Result<Vec<u8>> {
 }
 
 /// A reproducible byte pattern, different for each seed.
+/// Bytes that do not compress (xorshift), unlike [`pattern`]'s.
+pub fn random_bytes(seed: u64, length: usize) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..length / 8)
+        .flat_map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()
+        })
+        .collect()
+}
+
 pub fn pattern(seed: u8, length: usize) -> Vec<u8> {
     (0..length).map(|index| (index as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }

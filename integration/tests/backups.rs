@@ -54,19 +54,6 @@ async fn restore(
     Ok(restored.volume_id)
 }
 
-/// Bytes that do not compress (xorshift), unlike `pattern`'s.
-fn random_bytes(seed: u64, length: usize) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..length / 8)
-        .flat_map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state.to_le_bytes()
-        })
-        .collect()
-}
-
 fn volume_file(mesh: &InProcessMesh, volume_id: &str) -> std::path::PathBuf {
     mesh.node_dir("node-0").join(format!("volume-{volume_id}"))
 }

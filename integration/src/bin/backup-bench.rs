@@ -19,22 +19,12 @@ use basalt::{
         volume_service_client::VolumeServiceClient,
     },
 };
-use basalt_integration::{InProcessMesh, lift_volume_quotas, project, volume_client, wait_for_status, write_at};
+use basalt_integration::{
+    InProcessMesh, lift_volume_quotas, project, random_bytes, volume_client, wait_for_status, write_at,
+};
 use tonic::transport::Channel;
 
 const MIB: u64 = 1 << 20;
-
-fn random_bytes(seed: u64, length: usize) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..length / 8)
-        .flat_map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state.to_le_bytes()
-        })
-        .collect()
-}
 
 /// Text-like bytes: words from a small vocabulary, compressible as logs and documents are.
 fn text_bytes(seed: u64, length: usize) -> Vec<u8> {

@@ -29,6 +29,16 @@ pub fn section<'a>(body: &'a Value, key: &str) -> Result<&'a Map<String, Value>,
         .ok_or_else(|| Fault::bad_request(format!("the body must be {{\"{key}\": {{...}}}}")))
 }
 
+/// An action body `{"<action>": {...}}`: the action's name and its arguments (none when the value
+/// is not an object, as in `{"os-complete": null}`). `actions` lists the allowed ones for the error.
+pub fn action<'a>(body: &'a Value, actions: &str) -> Result<(&'a str, &'a Map<String, Value>), Fault> {
+    static NO_ARGUMENTS: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+    let (name, argument) = body.as_object().and_then(|object| object.iter().next()).ok_or_else(|| {
+        Fault::bad_request(format!("an action body is {{\"<action>\": {{...}}}}; actions: {actions}"))
+    })?;
+    Ok((name.as_str(), argument.as_object().unwrap_or(&NO_ARGUMENTS)))
+}
+
 /// Refuses keys outside `allowed` when `strict` (Cinder's `additionalProperties: false`).
 pub fn check_keys(map: &Map<String, Value>, allowed: &[&str], strict: bool) -> Result<(), Fault> {
     if !strict {

@@ -11,7 +11,7 @@ use basalt::proto::{
     Backup, BackupRecord, BackupStatus, CreateBackupRequest, DeleteBackupRequest, GetBackupRequest, ListBackupsRequest,
     ResetBackupStatusRequest, RestoreBackupRequest, UpdateBackupRequest,
 };
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::{all_tenants, check_filters};
 use crate::{Rest, body, fault::Fault, views};
@@ -167,13 +167,9 @@ pub async fn import_record(rest: Rest, request_body: Body) -> Result<Response, F
 
 pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
     let body = body::read_json(request_body).await?;
-    let Some((name, argument)) = body.as_object().and_then(|object| object.iter().next()) else {
-        return Err(Fault::bad_request(format!("an action body is {{\"<action>\": {{...}}}}; actions: {ACTIONS}")));
-    };
+    let (name, arguments) = body::action(&body, ACTIONS)?;
     let backup_id = rest.param("backup_id").to_owned();
-    let empty = Map::new();
-    let arguments = argument.as_object().unwrap_or(&empty);
-    match name.as_str() {
+    match name {
         "os-reset_status" => {
             let status =
                 body::string(arguments, "status")?.ok_or_else(|| Fault::bad_request("os-reset_status needs status"))?;

@@ -108,15 +108,9 @@ pub async fn delete(rest: Rest) -> Result<Response, Fault> {
 
 pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
     let body = body::read_json(request_body).await?;
-    let Some((name, argument)) = body.as_object().and_then(|object| object.iter().next()) else {
-        return Err(Fault::bad_request(
-            "an action body is {\"<action>\": {...}}; actions: os-reset_status, os-force_delete",
-        ));
-    };
+    let (name, arguments) = body::action(&body, "os-reset_status, os-force_delete")?;
     let snapshot_id = rest.param("snapshot_id").to_owned();
-    let empty = Map::new();
-    let arguments = argument.as_object().unwrap_or(&empty);
-    match name.as_str() {
+    match name {
         "os-reset_status" => {
             let status =
                 body::string(arguments, "status")?.ok_or_else(|| Fault::bad_request("os-reset_status needs status"))?;

@@ -219,14 +219,10 @@ pub async fn delete(rest: Rest) -> Result<Response, Fault> {
 
 pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
     let body = body::read_json(request_body).await?;
-    let Some((name, argument)) = body.as_object().and_then(|object| object.iter().next()) else {
-        return Err(Fault::bad_request(format!("an action body is {{\"<action>\": {{...}}}}; actions: {ACTIONS}")));
-    };
+    let (name, arguments) = body::action(&body, ACTIONS)?;
     let volume_id = rest.param("volume_id").to_owned();
-    let empty = Map::new();
-    let arguments = argument.as_object().unwrap_or(&empty);
     let mut client = rest.client();
-    match name.as_str() {
+    match name {
         "os-extend" => {
             let new_size = body::size(arguments, "new_size")?
                 .ok_or_else(|| Fault::bad_request("os-extend needs new_size, a whole number of GiB"))?;
@@ -282,7 +278,7 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
             Ok(StatusCode::ACCEPTED.into_response())
         }
         "os-reserve" | "os-unreserve" | "os-begin_detaching" | "os-roll_detaching" => {
-            let change = match name.as_str() {
+            let change = match name {
                 "os-reserve" => AttachStateChange::Reserve,
                 "os-unreserve" => AttachStateChange::Unreserve,
                 "os-begin_detaching" => AttachStateChange::BeginDetaching,

@@ -23,7 +23,7 @@ use basalt::{
     proto::PoolCapacity,
 };
 
-use super::{BackendSnapshot, BackendVolume, VolumeSource, sparse};
+use super::{BackendSnapshot, BackendVolume, VolumeSource, blocking, sparse};
 
 const VOLUME_PREFIX: &str = "volume-";
 const SNAPSHOT_PREFIX: &str = "snapshot-";
@@ -439,14 +439,6 @@ fn filesystem_space(path: &Path) -> Result<(u64, u64), ServiceError> {
 fn io_error(action: &str, path: &Path, error: io::Error) -> ServiceError {
     let code = if error.kind() == io::ErrorKind::NotFound { ErrorCode::NotFound } else { ErrorCode::Internal };
     ServiceError::new(code, format!("cannot {action} {}: {error}", path.display()))
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
-) -> Result<T, ServiceError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|error| ServiceError::internal(format!("a blocking storage task failed: {error}")))?
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use basalt::{
 };
 use serde::Deserialize;
 
-use super::{BackendSnapshot, BackendVolume, VolumeSource, block};
+use super::{BackendSnapshot, BackendVolume, VolumeSource, block, blocking};
 use crate::command::{Finished, Runner, SystemRunner};
 
 const LVM: &str = "lvm";
@@ -718,14 +718,13 @@ async fn copy_then_zero(
     .await
 }
 
+/// Device I/O off the runtime; its error says what was being done.
 async fn blocking_io(
     work: impl FnOnce() -> std::io::Result<()> + Send + 'static,
     what: &str,
 ) -> Result<(), ServiceError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|error| ServiceError::internal(format!("a blocking storage task failed: {error}")))?
-        .map_err(|error| ServiceError::internal(format!("cannot {what}: {error}")))
+    let what = what.to_owned();
+    blocking(move || work().map_err(|error| ServiceError::internal(format!("cannot {what}: {error}")))).await
 }
 
 #[cfg(test)]

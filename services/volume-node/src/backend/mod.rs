@@ -22,6 +22,15 @@ pub use file::FileBackend;
 pub use lvm::LvmBackend;
 pub use nfs::NfsBackend;
 
+/// Runs blocking storage work (file and device I/O) off the async runtime.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, ServiceError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| ServiceError::internal(format!("a blocking storage task failed: {error}")))?
+}
+
 /// A volume as the backend sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendVolume {

@@ -177,9 +177,11 @@ pub fn backup(store: &BackupStore, source: BackupSource<'_>, progress: &Progress
     for_each_chunk(count, progress, |index| {
         let offset = index as u64 * CHUNK_BYTES;
         let length = chunk_length(source.size_bytes, index);
-        let holds_data = extents
-            .as_ref()
-            .is_none_or(|extents| extents.iter().any(|(start, end)| *start < offset + length as u64 && *end > offset));
+        // Extents are sorted and disjoint: the first one ending after the chunk's start decides.
+        let holds_data = extents.as_ref().is_none_or(|extents| {
+            let first = extents.partition_point(|(_, end)| *end <= offset);
+            extents.get(first).is_some_and(|(start, _)| *start < offset + length as u64)
+        });
         if !holds_data {
             return Ok(());
         }

@@ -26,7 +26,7 @@ pub enum BackupStoreSettings {
     Posix(PathBuf),
     S3(S3Settings),
 }
-use crate::backend::Backend;
+use crate::backend::{Backend, blocking};
 
 pub struct Backups {
     store: Option<Arc<BackupStore>>,
@@ -199,12 +199,4 @@ impl Backups {
 
 fn unix_seconds() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs())
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
-) -> Result<T, ServiceError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|error| ServiceError::internal(format!("a backup task failed: {error}")))?
 }
