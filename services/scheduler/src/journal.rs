@@ -314,7 +314,90 @@ async fn execute(core: &Core, operation: &Operation) -> Result<Option<NodeBackup
             .await
             .map(|()| None)
         }
-        operation => execute_storage(core, &node_id, operation).await.map(|()| None),
+        Operation::CreateVolume {
+            volume_id,
+            pool,
+            size_gib,
+            source_snapshot_id,
+            source_volume_id,
+            source_backup,
+            ..
+        } => {
+            let request = NodeCreateVolumeRequest {
+                volume_id: volume_id.clone(),
+                pool: pool.clone(),
+                size_bytes: size_gib as u64 * GIB,
+                source_snapshot_id: source_snapshot_id.unwrap_or_default(),
+                source_volume_id: source_volume_id.unwrap_or_default(),
+            };
+            with_node(core, &node_id, |mut client| {
+                let request = request.clone();
+                async move { client.create_volume(request).await.map(drop) }
+            })
+            .await?;
+            let Some(source) = source_backup else { return Ok(None) };
+            let request =
+                NodeRestoreRequest { backup_id: source.backup_id, project_id: source.project_id, volume_id, pool };
+            with_node(core, &node_id, |mut client| {
+                let request = request.clone();
+                async move { client.restore_backup(request).await.map(drop) }
+            })
+            .await
+            .map(|()| None)
+        }
+        Operation::DeleteVolume { volume_id, pool, snapshot_ids, .. } => {
+            for snapshot_id in snapshot_ids {
+                let request = NodeSnapshotRequest { snapshot_id, volume_id: volume_id.clone(), pool: pool.clone() };
+                with_node(core, &node_id, |mut client| {
+                    let request = request.clone();
+                    async move { client.delete_snapshot(request).await.map(drop) }
+                })
+                .await?;
+            }
+            let request = NodeDeleteVolumeRequest { volume_id, pool };
+            with_node(core, &node_id, |mut client| {
+                let request = request.clone();
+                async move { client.delete_volume(request).await.map(drop) }
+            })
+            .await
+            .map(|()| None)
+        }
+        Operation::ExtendVolume { volume_id, pool, new_size_gib, .. } => {
+            let request = NodeExtendVolumeRequest { volume_id, pool, new_size_bytes: new_size_gib as u64 * GIB };
+            with_node(core, &node_id, |mut client| {
+                let request = request.clone();
+                async move { client.extend_volume(request).await.map(drop) }
+            })
+            .await
+            .map(|()| None)
+        }
+        Operation::RevertVolume { volume_id, snapshot_id, pool, .. } => {
+            let request = NodeRevertVolumeRequest { volume_id, snapshot_id, pool };
+            with_node(core, &node_id, |mut client| {
+                let request = request.clone();
+                async move { client.revert_volume(request).await.map(drop) }
+            })
+            .await
+            .map(|()| None)
+        }
+        Operation::CreateSnapshot { snapshot_id, volume_id, pool, .. } => {
+            let request = NodeSnapshotRequest { snapshot_id, volume_id, pool };
+            with_node(core, &node_id, |mut client| {
+                let request = request.clone();
+                async move { client.create_snapshot(request).await.map(drop) }
+            })
+            .await
+            .map(|()| None)
+        }
+        Operation::DeleteSnapshot { snapshot_id, pool, .. } => {
+            let request = NodeSnapshotRequest { snapshot_id, volume_id: String::new(), pool };
+            with_node(core, &node_id, |mut client| {
+                let request = request.clone();
+                async move { client.delete_snapshot(request).await.map(drop) }
+            })
+            .await
+            .map(|()| None)
+        }
     }
 }
 
@@ -342,94 +425,6 @@ async fn with_progress<T>(
     tokio::select! {
         result = work => result,
         () = polling => unreachable!("progress polling never ends"),
-    }
-}
-
-/// Volume and snapshot operations.
-async fn execute_storage(core: &Core, node_id: &str, operation: Operation) -> Result<(), ServiceError> {
-    let node_id = node_id.to_owned();
-    match operation {
-        Operation::CreateVolume {
-            volume_id,
-            pool,
-            size_gib,
-            source_snapshot_id,
-            source_volume_id,
-            source_backup,
-            ..
-        } => {
-            let request = NodeCreateVolumeRequest {
-                volume_id: volume_id.clone(),
-                pool: pool.clone(),
-                size_bytes: size_gib as u64 * GIB,
-                source_snapshot_id: source_snapshot_id.unwrap_or_default(),
-                source_volume_id: source_volume_id.unwrap_or_default(),
-            };
-            with_node(core, &node_id, |mut client| {
-                let request = request.clone();
-                async move { client.create_volume(request).await.map(drop) }
-            })
-            .await?;
-            let Some(source) = source_backup else { return Ok(()) };
-            let request =
-                NodeRestoreRequest { backup_id: source.backup_id, project_id: source.project_id, volume_id, pool };
-            with_node(core, &node_id, |mut client| {
-                let request = request.clone();
-                async move { client.restore_backup(request).await.map(drop) }
-            })
-            .await
-        }
-        Operation::DeleteVolume { volume_id, pool, snapshot_ids, .. } => {
-            for snapshot_id in snapshot_ids {
-                let request = NodeSnapshotRequest { snapshot_id, volume_id: volume_id.clone(), pool: pool.clone() };
-                with_node(core, &node_id, |mut client| {
-                    let request = request.clone();
-                    async move { client.delete_snapshot(request).await.map(drop) }
-                })
-                .await?;
-            }
-            let request = NodeDeleteVolumeRequest { volume_id, pool };
-            with_node(core, &node_id, |mut client| {
-                let request = request.clone();
-                async move { client.delete_volume(request).await.map(drop) }
-            })
-            .await
-        }
-        Operation::ExtendVolume { volume_id, pool, new_size_gib, .. } => {
-            let request = NodeExtendVolumeRequest { volume_id, pool, new_size_bytes: new_size_gib as u64 * GIB };
-            with_node(core, &node_id, |mut client| {
-                let request = request.clone();
-                async move { client.extend_volume(request).await.map(drop) }
-            })
-            .await
-        }
-        Operation::RevertVolume { volume_id, snapshot_id, pool, .. } => {
-            let request = NodeRevertVolumeRequest { volume_id, snapshot_id, pool };
-            with_node(core, &node_id, |mut client| {
-                let request = request.clone();
-                async move { client.revert_volume(request).await.map(drop) }
-            })
-            .await
-        }
-        Operation::CreateSnapshot { snapshot_id, volume_id, pool, .. } => {
-            let request = NodeSnapshotRequest { snapshot_id, volume_id, pool };
-            with_node(core, &node_id, |mut client| {
-                let request = request.clone();
-                async move { client.create_snapshot(request).await.map(drop) }
-            })
-            .await
-        }
-        Operation::DeleteSnapshot { snapshot_id, pool, .. } => {
-            let request = NodeSnapshotRequest { snapshot_id, volume_id: String::new(), pool };
-            with_node(core, &node_id, |mut client| {
-                let request = request.clone();
-                async move { client.delete_snapshot(request).await.map(drop) }
-            })
-            .await
-        }
-        Operation::CreateBackup { .. } | Operation::RestoreBackup { .. } | Operation::DeleteBackup { .. } => {
-            Err(ServiceError::internal("a backup operation reached the storage operations"))
-        }
     }
 }
 
