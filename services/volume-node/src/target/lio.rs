@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use basalt::{ErrorCode, ServiceError};
+use basalt::{ErrorCode, ServiceError, ids::VolumeId};
 
 use super::{Export, TargetDriver};
 use crate::command::{Finished, Runner};
@@ -50,8 +50,9 @@ fn backstore_kind(path: &str) -> &'static str {
     }
 }
 
-fn backstore_name(export: &Export) -> String {
-    format!("volume-{}", export.volume_id)
+/// The backstore of a volume's export, named after the volume (whatever the IQN prefix).
+fn backstore_name(volume_id: &str) -> String {
+    format!("volume-{volume_id}")
 }
 
 fn names_in(dir: &Path) -> Vec<String> {
@@ -124,7 +125,7 @@ impl<R: Runner> LioDriver<R> {
     fn missing(&self, export: &Export, kind: &str) -> String {
         let iqn = &export.iqn;
         let tpg = format!("/iscsi/{iqn}/tpg1");
-        let name = backstore_name(export);
+        let name = backstore_name(&export.volume_id);
         let mut commands = String::new();
         if self.backstore(&name).is_none() {
             commands += &match kind {
@@ -225,13 +226,12 @@ impl<R: Runner> TargetDriver for LioDriver<R> {
         Ok(())
     }
 
-    async fn remove(&self, iqn: &str, record: Option<&Export>) -> Result<(), ServiceError> {
+    async fn remove(&self, volume_id: VolumeId, iqn: &str, _record: Option<&Export>) -> Result<(), ServiceError> {
         let mut commands = String::new();
         if self.target(iqn).is_some() {
             commands += &format!("/iscsi delete {iqn}\n");
         }
-        let name = iqn.rsplit_once(':').map_or(iqn, |(_, name)| name).to_owned();
-        let name = record.map_or(name, backstore_name);
+        let name = backstore_name(&volume_id.to_string());
         if let Some(backstore) = self.backstore(&name) {
             let kind = backstore.parent().and_then(|hba| hba.file_name()).map(|hba| hba.to_string_lossy().into_owned());
             let kind = kind.as_deref().and_then(|hba| hba.split('_').next()).unwrap_or("block");
@@ -251,12 +251,12 @@ impl<R: Runner> TargetDriver for LioDriver<R> {
     /// A `block` backstore reads the device's size live; a `fileio` one fixed it when it was made,
     /// so it is made again.
     async fn refresh(&self, export: &Export) -> Result<(), ServiceError> {
-        if backstore_kind(&export.path) == "fileio" && self.backstore(&backstore_name(export)).is_some() {
+        if backstore_kind(&export.path) == "fileio" && self.backstore(&backstore_name(&export.volume_id)).is_some() {
             let commands = format!(
                 "/iscsi/{}/tpg1/luns delete lun={}\n/backstores/fileio delete {}\n",
                 export.iqn,
                 export.lun,
-                backstore_name(export)
+                backstore_name(&export.volume_id)
             );
             self.targetcli(&commands, "detach the LUN to resize it").await?;
         }
@@ -330,7 +330,7 @@ mod tests {
         assert_eq!(target.portals, vec!["10.77.0.1:3260".to_owned()]);
         assert_eq!(target.luns, vec![0]);
         assert!(target.authentication);
-        assert!(driver.backstore(&backstore_name(&export)).is_some());
+        assert!(driver.backstore(&backstore_name(&export.volume_id)).is_some());
         // Everything is there: ensuring the export again changes nothing.
         assert_eq!(driver.missing(&export, "block"), "");
     }

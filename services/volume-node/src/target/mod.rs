@@ -51,8 +51,13 @@ pub trait TargetDriver: Send + Sync + 'static {
     fn ensure(&self, export: &Export) -> impl Future<Output = Result<(), ServiceError>> + Send;
     /// Takes `initiator` out of the export's ACL on the target.
     fn revoke(&self, export: &Export, initiator: &str) -> impl Future<Output = Result<(), ServiceError>> + Send;
-    /// Deletes the target `iqn` and what belongs to it (`record`, when there is one).
-    fn remove(&self, iqn: &str, record: Option<&Export>) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    /// Deletes the volume's target `iqn` and what belongs to it (`record`, when there is one).
+    fn remove(
+        &self,
+        volume_id: VolumeId,
+        iqn: &str,
+        record: Option<&Export>,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
     /// Makes the export show the volume's current size.
     fn refresh(&self, export: &Export) -> impl Future<Output = Result<(), ServiceError>> + Send;
     /// The IQNs of the targets the daemon has now.
@@ -179,7 +184,7 @@ impl<D: TargetDriver> Exports<D> {
     pub async fn remove(&self, volume_id: VolumeId) -> Result<(), ServiceError> {
         let _guard = self.lock.lock().await;
         let record = self.load(volume_id)?;
-        self.driver.remove(&self.iqn(volume_id), record.as_ref()).await?;
+        self.driver.remove(volume_id, &self.iqn(volume_id), record.as_ref()).await?;
         match fs::remove_file(self.record_path(volume_id)) {
             Ok(()) => Ok(()),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -3,7 +3,7 @@
 //! bound to the target, and an ACL of initiator names. Every step checks what tgtd already has,
 //! so ensuring an export is idempotent and a half-made one is completed.
 
-use basalt::{ErrorCode, ServiceError};
+use basalt::{ErrorCode, ServiceError, ids::VolumeId};
 use tokio::sync::Mutex;
 
 use super::{Export, TargetDriver};
@@ -177,7 +177,7 @@ impl<R: Runner> TargetDriver for TgtDriver<R> {
         Ok(())
     }
 
-    async fn remove(&self, iqn: &str, record: Option<&Export>) -> Result<(), ServiceError> {
+    async fn remove(&self, _volume_id: VolumeId, iqn: &str, record: Option<&Export>) -> Result<(), ServiceError> {
         if let Some(target) = self.target(iqn).await? {
             let tid = target.tid.to_string();
             // --force ends sessions still logged in: by now the control plane has detached them.
