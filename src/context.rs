@@ -73,7 +73,7 @@ mod tests {
 
     #[test]
     fn context_round_trips_through_metadata() {
-        let context = CallContext::new(ProjectId::parse("p1").unwrap(), "u1", true);
+        let context = CallContext::new(ProjectId::parse("0123456789abcdef0123456789abcdef").unwrap(), "u1", true);
         let request = context.request(());
         assert_eq!(CallContext::from_metadata(request.metadata()).unwrap(), context);
     }
@@ -87,7 +87,7 @@ mod tests {
     #[test]
     fn roles_other_than_admin_are_not_admin() {
         let mut metadata = MetadataMap::new();
-        metadata.insert(PROJECT_HEADER, "p1".parse().unwrap());
+        metadata.insert(PROJECT_HEADER, "0123456789abcdef0123456789abcdef".parse().unwrap());
         metadata.insert(ROLES_HEADER, "member, reader".parse().unwrap());
         let context = CallContext::from_metadata(&metadata).unwrap();
         assert!(!context.is_admin);

@@ -179,6 +179,20 @@ impl ServiceError {
     }
 }
 
+/// How much of an untrusted input an error message quotes.
+const EXCERPT_CHARS: usize = 40;
+
+/// Quotes untrusted input for an error message: escaped, and cut to its first 40 characters
+/// (saying how long it was) so a hostile value never fills a log line or a response.
+pub fn excerpt(text: &str) -> String {
+    let length = text.chars().count();
+    if length <= EXCERPT_CHARS {
+        return format!("{text:?}");
+    }
+    let head: String = text.chars().take(EXCERPT_CHARS).collect();
+    format!("{head:?}... ({length} characters)")
+}
+
 impl fmt::Display for ServiceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
@@ -187,11 +201,34 @@ impl fmt::Display for ServiceError {
 
 impl std::error::Error for ServiceError {}
 
+/// Replaces every absolute path in `message` by its last component (`/srv/basalt/volume-1` becomes
+/// `volume-1`): errors leave a process for callers who have no business knowing the host's layout.
+pub fn redact_host_paths(message: &str) -> String {
+    let mut redacted = String::with_capacity(message.len());
+    for (index, word) in message.split(' ').enumerate() {
+        if index > 0 {
+            redacted.push(' ');
+        }
+        let start = word.find(|c: char| !matches!(c, '"' | '\'' | '(' | '[' | '`')).unwrap_or(word.len());
+        let (opening, rest) = word.split_at(start);
+        let end = rest.trim_end_matches(['"', '\'', ')', ']', '`', ',', ':', ';', '.']).len();
+        let (path, closing) = rest.split_at(end);
+        if path.len() > 1 && path.starts_with('/') {
+            redacted.push_str(opening);
+            redacted.push_str(path.rsplit('/').find(|name| !name.is_empty()).unwrap_or("<path>"));
+            redacted.push_str(closing);
+        } else {
+            redacted.push_str(word);
+        }
+    }
+    redacted
+}
+
 impl From<ServiceError> for tonic::Status {
     fn from(error: ServiceError) -> Self {
         let mut metadata = tonic::metadata::MetadataMap::new();
         metadata.insert(ERROR_KIND_METADATA, tonic::metadata::MetadataValue::from_static(error.code.name()));
-        tonic::Status::with_metadata(error.code.grpc_code(), error.message, metadata)
+        tonic::Status::with_metadata(error.code.grpc_code(), redact_host_paths(&error.message), metadata)
     }
 }
 
@@ -222,6 +259,26 @@ mod tests {
         assert_eq!(ErrorCode::InvalidArgument.cinder_fault(), "badRequest");
         assert_eq!(ErrorCode::Forbidden.cinder_fault(), "forbidden");
         assert_eq!(ErrorCode::Internal.cinder_fault(), "computeFault");
+    }
+
+    #[test]
+    fn excerpts_escape_and_cut_long_input() {
+        assert_eq!(excerpt("a\u{0}b"), "\"a\\0b\"");
+        let long = "x".repeat(10_000);
+        let quoted = excerpt(&long);
+        assert!(quoted.len() < 80 && quoted.ends_with("(10000 characters)"), "{quoted}");
+    }
+
+    #[test]
+    fn host_paths_never_leave_a_process() {
+        let status: tonic::Status =
+            ServiceError::internal("cannot open /srv/basalt/volumes/volume-1: entity not found").into();
+        assert_eq!(status.message(), "cannot open volume-1: entity not found");
+        assert_eq!(
+            redact_host_paths("file \"/a/b/c\" (/d/e/), http://x/y and a/b"),
+            "file \"c\" (e), http://x/y and a/b"
+        );
+        assert_eq!(redact_host_paths("/ alone stays"), "/ alone stays");
     }
 
     #[test]

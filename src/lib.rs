@@ -7,6 +7,7 @@ pub mod channel;
 pub mod context;
 pub mod error;
 pub mod ids;
+pub mod listener;
 pub mod server;
 pub mod status;
 pub mod telemetry;

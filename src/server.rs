@@ -1,14 +1,20 @@
-//! gRPC server set-up shared by every service: each one also serves `grpc.health.v1` and server
-//! reflection, so `grpcurl` and load balancers work against any Basalt process.
+//! Server set-up shared by every service: gRPC servers that also serve `grpc.health.v1` and server
+//! reflection (so `grpcurl` and load balancers work against any Basalt process), the REST
+//! gateway's HTTP/1 server, and the background tasks of a service. Every server accepts through a
+//! [`BoundedListener`], so none holds more connections, or holds them longer, than its limits.
 
-use std::{convert::Infallible, future::Future, net::SocketAddr};
+use std::{convert::Infallible, future::Future, net::SocketAddr, pin::pin};
 
+use hyper_util::rt::TokioIo;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{body::Body, server::NamedService, service::Routes, transport::Server};
 use tonic_health::ServingStatus;
+use tower::ServiceExt;
 
-use crate::ServiceError;
+use crate::{
+    ServiceError,
+    listener::{BoundedListener, ListenerLimits, Protocol},
+};
 
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 
@@ -42,9 +48,10 @@ impl GrpcServices {
     /// Serves until `shutdown` resolves, then drains in-flight calls.
     pub async fn serve(
         self,
-        listener: TcpListener,
+        listener: BoundedListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServiceError> {
+        let limits = listener.limits();
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         for name in &self.names {
             health_reporter.set_service_status(*name, ServingStatus::Serving).await;
@@ -62,9 +69,14 @@ impl GrpcServices {
         let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
         let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
         let routes = self.routes.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
+        // The server pings a quiet peer well within the idle timeout: a live client answers and stays
+        // connected through long calls, a dead or silent one is closed by the listener.
+        let ping_every = limits.idle_timeout / 3;
         Server::builder()
+            .http2_keepalive_interval(Some(ping_every))
+            .http2_keepalive_timeout(Some(ping_every))
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .serve_with_incoming_shutdown(listener.into_incoming(), shutdown)
             .await
             .map_err(|error| ServiceError::internal(format!("grpc server failed: {error}")))
     }
@@ -72,7 +84,7 @@ impl GrpcServices {
 
 impl GrpcServices {
     /// Serves in the background until `tasks` is shut down.
-    pub fn spawn(self, listener: TcpListener, tasks: &mut Tasks, what: &'static str) {
+    pub fn spawn(self, listener: BoundedListener, tasks: &mut Tasks, what: &'static str) {
         let stopped = tasks.stopped();
         tasks.spawn(async move {
             if let Err(error) = self.serve(listener, stopped).await {
@@ -83,14 +95,68 @@ impl GrpcServices {
 }
 
 /// Binds `addr` (port 0 picks a free port) and returns the listener with its real address.
-pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServiceError> {
+pub async fn bind(
+    addr: SocketAddr,
+    limits: ListenerLimits,
+    protocol: Protocol,
+    what: &'static str,
+) -> Result<(BoundedListener, SocketAddr), ServiceError> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|error| ServiceError::unavailable(format!("cannot listen on {addr}: {error}")))?;
     let bound = listener
         .local_addr()
         .map_err(|error| ServiceError::internal(format!("cannot read the bound address: {error}")))?;
-    Ok((listener, bound))
+    Ok((BoundedListener::new(listener, limits, protocol, what), bound))
+}
+
+/// Serves `app` over HTTP/1.1 with keep-alive until `shutdown` resolves, then lets the requests in
+/// flight finish. The listener's watchdog bounds how long a connection may idle or dawdle over a
+/// request head.
+pub async fn serve_http1(listener: BoundedListener, app: axum::Router, shutdown: impl Future<Output = ()> + Send) {
+    let (stop, stopping) = watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let connection = tokio::select! {
+            connection = listener.accept() => connection,
+            () = &mut shutdown => break,
+        };
+        // Reap finished connection tasks as we go, so the set stays as large as the live ones.
+        while connections.try_join_next().is_some() {}
+        let activity = connection.activity();
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            let in_flight = activity.request();
+            let response = app.clone().oneshot(request.map(axum::body::Body::new));
+            async move {
+                let response = response.await;
+                drop(in_flight);
+                response
+            }
+        });
+        let mut stopping = stopping.clone();
+        connections.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            // The listener's watchdog times request heads out, for REST and gRPC alike.
+            builder.keep_alive(true).header_read_timeout(None);
+            let mut served = pin!(builder.serve_connection(TokioIo::new(connection), service));
+            tokio::select! {
+                result = served.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, "rest connection ended");
+                    }
+                    return;
+                }
+                _ = stopping.wait_for(|stop| *stop) => served.as_mut().graceful_shutdown(),
+            }
+            if let Err(error) = served.await {
+                tracing::debug!(%error, "rest connection ended during shutdown");
+            }
+        });
+    }
+    let _ = stop.send(true);
+    while connections.join_next().await.is_some() {}
 }
 
 /// The background tasks of a started service and the one signal that stops them all.

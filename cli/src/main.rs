@@ -5,7 +5,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result};
-use basalt::{bus::Bus, ids::NodeId};
+use basalt::{bus::Bus, ids::NodeId, listener::ListenerLimits};
 use clap::{Args, Parser, Subcommand};
 
 mod storage_check;
@@ -108,6 +108,50 @@ struct UpArgs {
     backup: BackupArgs,
     #[command(flatten)]
     auth: AuthArgs,
+    #[command(flatten)]
+    listeners: ListenerArgs,
+}
+
+/// Bounds on every listener of the process (REST and gRPC).
+#[derive(Args)]
+struct ListenerArgs {
+    /// Open connections per listener at most; further clients wait until one closes. Cut to the
+    /// listener's share of the process's descriptor limit, after a reserve for everything else.
+    #[arg(long, env = "BASALT_MAX_CONNECTIONS", default_value_t = ListenerLimits::default().max_connections as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+    /// Milliseconds for a REST request's head to arrive in full once its first byte has.
+    #[arg(long, env = "BASALT_HEADER_TIMEOUT_MS", default_value_t = millis(ListenerLimits::default().header_timeout),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_ms: u64,
+    /// Milliseconds for a REST request's body to arrive in full.
+    #[arg(long, env = "BASALT_BODY_TIMEOUT_MS", default_value_t = millis(ListenerLimits::default().body_timeout),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout_ms: u64,
+    /// Milliseconds a connection may stay open with nothing to do (no request, nothing received).
+    #[arg(long, env = "BASALT_IDLE_TIMEOUT_MS", default_value_t = millis(ListenerLimits::default().idle_timeout),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout_ms: u64,
+}
+
+fn millis(duration: Duration) -> u64 {
+    duration.as_millis() as u64
+}
+
+impl ListenerArgs {
+    /// The limits of each of the process's `listeners`, within its descriptor budget.
+    fn limits(&self, listeners: usize) -> ListenerLimits {
+        let limits = ListenerLimits {
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+            body_timeout: Duration::from_millis(self.body_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+        };
+        let descriptors = basalt::listener::raise_descriptor_limit();
+        let limits = limits.within_descriptor_budget(descriptors, listeners);
+        tracing::info!(descriptors, max_connections = limits.max_connections, "listener limits");
+        limits
+    }
 }
 
 #[derive(Args)]
@@ -187,6 +231,8 @@ struct SchedulerArgs {
     control: ControlArgs,
     #[command(flatten)]
     bus: BusArgs,
+    #[command(flatten)]
+    listeners: ListenerArgs,
 }
 
 #[derive(Args)]
@@ -317,6 +363,8 @@ struct VolumeNodeArgs {
     export: ExportArgs,
     #[command(flatten)]
     bus: BusArgs,
+    #[command(flatten)]
+    listeners: ListenerArgs,
 }
 
 #[derive(Args)]
@@ -378,6 +426,8 @@ struct GatewayArgs {
     scheduler_endpoint: String,
     #[command(flatten)]
     auth: AuthArgs,
+    #[command(flatten)]
+    listeners: ListenerArgs,
 }
 
 #[tokio::main]
@@ -399,6 +449,8 @@ async fn up(args: UpArgs) -> Result<()> {
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     let bus = Bus::local();
     let database_url = format!("sqlite://{}?mode=rwc", data_dir.join("basalt.db").display());
+    // Three listeners share the process: REST, VolumeService and NodeAgent.
+    let limits = args.listeners.limits(3);
     let scheduler = basalt_scheduler::start(
         basalt_scheduler::SchedulerConfig {
             database_url,
@@ -406,6 +458,7 @@ async fn up(args: UpArgs) -> Result<()> {
             instance: host_name(),
             initial_report_wait: Duration::from_millis(500),
             control: Default::default(),
+            limits,
         },
         bus.clone(),
     )
@@ -414,12 +467,14 @@ async fn up(args: UpArgs) -> Result<()> {
     node_config.backend = args.backend.settings(&data_dir.join("volumes"), &args.pool)?;
     node_config.state_dir = data_dir.join("node-state");
     node_config.backup_store = args.backup.settings(Some(data_dir.join("backups")))?;
+    node_config.limits = limits;
     args.export.apply(&mut node_config)?;
     let node = basalt_volume_node::start(node_config, bus).await?;
     let gateway = basalt_api_gateway::start(basalt_api_gateway::GatewayConfig {
         listen: args.rest_listen,
         scheduler_endpoint: format!("http://{}", scheduler.grpc_addr),
         auth: args.auth.config(),
+        limits,
     })
     .await?;
 
@@ -446,6 +501,7 @@ async fn scheduler(args: SchedulerArgs) -> Result<()> {
             instance: args.instance.unwrap_or_else(host_name),
             initial_report_wait: Duration::from_secs(2),
             control: args.control.into_config()?,
+            limits: args.listeners.limits(1),
         },
         bus,
     )
@@ -468,6 +524,7 @@ async fn volume_node(args: VolumeNodeArgs) -> Result<()> {
         config.state_dir = parent.join("node-state");
     }
     config.backup_store = args.backup.settings(None)?;
+    config.limits = args.listeners.limits(1);
     args.export.apply(&mut config)?;
     let node = basalt_volume_node::start(config, bus).await?;
     println!("basalt volume-node");
@@ -482,6 +539,7 @@ async fn gateway(args: GatewayArgs) -> Result<()> {
         listen: args.listen,
         scheduler_endpoint: args.scheduler_endpoint,
         auth: args.auth.config(),
+        limits: args.listeners.limits(1),
     })
     .await?;
     println!("basalt gateway");

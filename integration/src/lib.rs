@@ -30,12 +30,20 @@ pub const GIB: u64 = 1 << 30;
 /// How long a test waits for an asynchronous state change before it fails.
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// The Keystone-form project id (32 hex digits) a test calls `name`: the name's bytes in hex,
+/// padded with zeros, so logs still show which test project it is.
+pub fn project_id(name: &str) -> String {
+    assert!(name.len() <= 16, "test project names have at most 16 bytes: {name:?}");
+    let hex: String = name.bytes().map(|byte| format!("{byte:02x}")).collect();
+    format!("{hex:0<32}")
+}
+
 pub fn project(name: &str) -> CallContext {
-    CallContext::new(ProjectId::parse(name).expect("test project ids are valid"), "tester", false)
+    CallContext::new(ProjectId::parse(&project_id(name)).expect("hex project ids are valid"), "tester", false)
 }
 
 pub fn admin(name: &str) -> CallContext {
-    CallContext::new(ProjectId::parse(name).expect("test project ids are valid"), "admin", true)
+    CallContext::new(ProjectId::parse(&project_id(name)).expect("hex project ids are valid"), "admin", true)
 }
 
 pub async fn volume_client(grpc_addr: &str) -> Result<VolumeServiceClient<Channel>> {
@@ -44,9 +52,9 @@ pub async fn volume_client(grpc_addr: &str) -> Result<VolumeServiceClient<Channe
 
 /// Lifts the volume-count and gigabyte quotas of `project` (as an admin), for tests and benchmarks
 /// that create more than the defaults allow.
-pub async fn lift_volume_quotas(client: &VolumeServiceClient<Channel>, project: &str) -> Result<()> {
+pub async fn lift_volume_quotas(client: &VolumeServiceClient<Channel>, project: &CallContext) -> Result<()> {
     let request = basalt::proto::UpdateQuotasRequest {
-        project_id: project.into(),
+        project_id: project.project_id.to_string(),
         limits: [("volumes".into(), -1), ("gigabytes".into(), -1)].into(),
         ..Default::default()
     };
@@ -177,6 +185,7 @@ impl InProcessMesh {
                 instance: "test-scheduler".into(),
                 initial_report_wait: Duration::from_millis(100),
                 control: fast_control_plane(),
+                limits: Default::default(),
             },
             bus.clone(),
         )
@@ -714,7 +723,11 @@ pub struct RestReply {
 
 impl RestApi {
     pub async fn start(mesh: &InProcessMesh) -> Result<Self> {
-        let state = basalt_api_gateway::GatewayState::new(&mesh.grpc_addr, basalt_api_gateway::AuthConfig::default())?;
+        let state = basalt_api_gateway::GatewayState::new(
+            &mesh.grpc_addr,
+            basalt_api_gateway::AuthConfig::default(),
+            Default::default(),
+        )?;
         Ok(Self { router: basalt_api_gateway::router(state) })
     }
 

@@ -97,9 +97,12 @@ async fn backups_go_to_an_s3_compatible_store_and_come_back() -> Result<()> {
     let request = CreateBackupRequest { volume_id: source.clone(), ..Default::default() };
     let backup = client.create_backup(owner.request(request)).await?.into_inner();
     let backup = wait_for_backup(&mut client, &owner, &backup.id).await?;
-    let chunks = tokio::task::block_in_place(|| server.count("projects/s3/chunks/"))?;
+    let chunks = tokio::task::block_in_place(|| server.count(&format!("projects/{}/chunks/", owner.project_id)))?;
     ensure!(chunks as u64 == backup.object_count && chunks >= 3, "{chunks} chunk objects for {backup:?}");
-    ensure!(tokio::task::block_in_place(|| server.count(&format!("projects/s3/backups/{}", backup.id)))? == 1);
+    ensure!(
+        tokio::task::block_in_place(|| server.count(&format!("projects/{}/backups/{}", owner.project_id, backup.id)))?
+            == 1
+    );
 
     client
         .delete_volume(owner.request(DeleteVolumeRequest { volume_id: source.clone(), ..Default::default() }))
@@ -114,7 +117,7 @@ async fn backups_go_to_an_s3_compatible_store_and_come_back() -> Result<()> {
 
     client.delete_backup(owner.request(DeleteBackupRequest { backup_id: backup.id.clone(), force: false })).await?;
     eventually("the backup's objects are swept from the bucket", || {
-        let server_count = tokio::task::block_in_place(|| server.count("projects/s3/"));
+        let server_count = tokio::task::block_in_place(|| server.count(&format!("projects/{}/", owner.project_id)));
         async move { Ok(server_count? == 0) }
     })
     .await?;

@@ -333,7 +333,7 @@ async fn backups_count_against_the_backup_quotas() -> Result<()> {
     let mut client = volume_client(&mesh.grpc_addr).await?;
     let owner = project("quota");
     let limits = basalt::proto::UpdateQuotasRequest {
-        project_id: "quota".into(),
+        project_id: project_id("quota"),
         limits: [("backups".into(), 1), ("backup_gigabytes".into(), 10)].into(),
         ..Default::default()
     };

@@ -20,7 +20,7 @@ async fn two_schedulers_never_overbook_a_pool() -> Result<()> {
     mesh.wait_for_nodes(1).await?;
     let clients = [volume_client(&mesh.scheduler_addr(0)).await?, volume_client(&mesh.scheduler_addr(1)).await?];
     let crowd = project("crowd");
-    lift_volume_quotas(&clients[0], "crowd").await?;
+    lift_volume_quotas(&clients[0], &crowd).await?;
 
     let mut calls = Vec::new();
     for index in 0..REQUESTS {

@@ -468,7 +468,7 @@ async fn rest_setup(node: &str) -> Result<RestSetup> {
     let settings = tgt_settings(&tgtd);
     mesh.add_node_with(node, |config| config.export = basalt_volume_node::ExportSettings::Tgt(settings)).await?;
     let api = RestApi::start(&mesh).await?;
-    let project = "0123456789abcdef0123456789abcdef";
+    let project = project_id("rest-iscsi");
     let token = format!("admin:{project}");
     let base = format!("/v3/{project}");
     let body = r#"{"volume": {"size": 1}}"#;
@@ -476,7 +476,7 @@ async fn rest_setup(node: &str) -> Result<RestSetup> {
         api.call(axum::http::Method::POST, &format!("{base}/volumes"), Some(&token), None, Some(body)).await?;
     let volume = created.body["volume"]["id"].as_str().context("volume id")?.to_owned();
     let mut client = volume_client(&mesh.grpc_addr).await?;
-    wait_for_status(&mut client, &admin(project), &volume, VolumeStatus::Available).await?;
+    wait_for_status(&mut client, &admin("rest-iscsi"), &volume, VolumeStatus::Available).await?;
     Ok(RestSetup { tgtd, mesh, api, token, base, volume })
 }
 

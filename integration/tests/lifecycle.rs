@@ -297,7 +297,7 @@ async fn quotas_refuse_what_would_exceed_them() -> Result<()> {
     let ops = admin("ops");
     let not_admin = client
         .update_quotas(owner.request(UpdateQuotasRequest {
-            project_id: "quota".into(),
+            project_id: project_id("quota"),
             limits: [("volumes".into(), 5)].into(),
             ..Default::default()
         }))
@@ -305,7 +305,7 @@ async fn quotas_refuse_what_would_exceed_them() -> Result<()> {
     expect_refusal(not_admin, Code::PermissionDenied, "changing quotas");
     client
         .update_quotas(ops.request(UpdateQuotasRequest {
-            project_id: "quota".into(),
+            project_id: project_id("quota"),
             limits: [("volumes".into(), 2), ("gigabytes".into(), 5), ("per_volume_gigabytes".into(), 4)].into(),
             ..Default::default()
         }))
@@ -324,7 +324,7 @@ async fn quotas_refuse_what_would_exceed_them() -> Result<()> {
     expect_refusal(over_count, Code::ResourceExhausted, "quota exceeded for volumes");
     let lower = client
         .update_quotas(ops.request(UpdateQuotasRequest {
-            project_id: "quota".into(),
+            project_id: project_id("quota"),
             limits: [("volumes".into(), 1)].into(),
             ..Default::default()
         }))
@@ -332,7 +332,7 @@ async fn quotas_refuse_what_would_exceed_them() -> Result<()> {
     expect_refusal(lower, Code::InvalidArgument, "already uses 2");
     let unknown = client
         .update_quotas(ops.request(UpdateQuotasRequest {
-            project_id: "quota".into(),
+            project_id: project_id("quota"),
             limits: [("cores".into(), 1)].into(),
             ..Default::default()
         }))
@@ -346,7 +346,7 @@ async fn quotas_refuse_what_would_exceed_them() -> Result<()> {
     wait_for_status(&mut client, &owner, &a.id, VolumeStatus::Available).await?;
     let refused_snapshot_quota = client
         .update_quotas(ops.request(UpdateQuotasRequest {
-            project_id: "quota".into(),
+            project_id: project_id("quota"),
             limits: [("snapshots".into(), 0)].into(),
             ..Default::default()
         }))
@@ -357,7 +357,7 @@ async fn quotas_refuse_what_would_exceed_them() -> Result<()> {
         .await;
     expect_refusal(snapshot, Code::ResourceExhausted, "quota exceeded for snapshots");
     let other_project = client
-        .get_quotas(owner.request(GetQuotasRequest { project_id: "someone-else".into(), ..Default::default() }))
+        .get_quotas(owner.request(GetQuotasRequest { project_id: project_id("someone-else"), ..Default::default() }))
         .await;
     expect_refusal(other_project, Code::PermissionDenied, "another project's quotas");
     let usage = client.get_quotas(owner.request(GetQuotasRequest::default())).await?.into_inner();
@@ -460,15 +460,16 @@ async fn volume_types_steer_placement_and_guard_access() -> Result<()> {
         .await;
     expect_refusal(hidden_use, Code::NotFound, "not found");
     client
-        .add_volume_type_access(
-            ops.request(VolumeTypeAccessRequest { volume_type_id: private.id.clone(), project_id: "stranger".into() }),
-        )
+        .add_volume_type_access(ops.request(VolumeTypeAccessRequest {
+            volume_type_id: private.id.clone(),
+            project_id: project_id("stranger"),
+        }))
         .await?;
     let visible = client
         .get_volume_type(stranger.request(GetVolumeTypeRequest { volume_type: "private".into() }))
         .await?
         .into_inner();
-    assert_eq!(visible.project_ids, ["stranger"]);
+    assert_eq!(visible.project_ids, [project_id("stranger")]);
     let default_id = client
         .get_default_volume_type(owner.request(basalt::proto::GetDefaultVolumeTypeRequest {}))
         .await?

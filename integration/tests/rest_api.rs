@@ -240,7 +240,7 @@ async fn bad_input_gets_a_cinder_shaped_400_and_changes_nothing() -> Result<()> 
     let over_quota =
         api.call(Method::POST, &volumes, Some(&token), None, Some(r#"{"volume": {"size": 5000}}"#)).await?;
     assert_fault(&over_quota, 413, "overLimit", "quota exceeded for gigabytes");
-    assert_eq!(over_quota.headers["retry-after"], "0");
+    assert!(over_quota.headers.get("retry-after").is_none(), "a quota is not a reason to retry at once");
 
     let listed =
         api.call(Method::GET, &format!("{volumes}/detail?with_count=true"), Some(&token), Some("3.45"), None).await?;

@@ -163,7 +163,8 @@ async fn a_generic_reflection_client_drives_basalt_up() -> Result<()> {
         let output = Command::new(&python).arg(&client_script).arg(&grpc).args(args).output()?;
         Ok((output.status.success(), String::from_utf8(output.stdout)?, String::from_utf8(output.stderr)?))
     };
-    let project = "-H=x-basalt-project-id=reflection";
+    let project_header = format!("-H=x-basalt-project-id={}", project_id("reflection"));
+    let project = project_header.as_str();
 
     let (ok, services, errors) = call(&["list"])?;
     ensure!(ok, "listing services failed: {errors}");
@@ -234,7 +235,7 @@ async fn a_volume_larger_than_every_pool_is_resource_exhausted() -> Result<()> {
     // Quota would refuse 512 TiB first; lift it, so placement is what refuses.
     client
         .update_quotas(admin("ops").request(basalt::proto::UpdateQuotasRequest {
-            project_id: "big".into(),
+            project_id: project_id("big"),
             limits: [("gigabytes".into(), -1)].into(),
             ..Default::default()
         }))

@@ -88,7 +88,7 @@ async fn main() -> Result<()> {
     let mesh = InProcessMesh::start(1).await?;
     let mut client = volume_client(&mesh.grpc_addr).await?;
     let owner = project("bench");
-    lift_volume_quotas(&client, "bench").await?;
+    lift_volume_quotas(&client, &owner).await?;
     let node_dir = mesh.node_dir("node-0");
     let file_of = |volume_id: &str| node_dir.join(format!("volume-{volume_id}"));
 
@@ -117,7 +117,7 @@ async fn main() -> Result<()> {
     }
     // Another project: chunks are shared within a project, and neither side may reuse the other's.
     let other = project("bench-reference");
-    lift_volume_quotas(&client, "bench-reference").await?;
+    lift_volume_quotas(&client, &other).await?;
     let small = create_volume(&mut client, &other, 1).await?;
     write_at(&file_of(&small), 0, &data)?;
     drop_caches();

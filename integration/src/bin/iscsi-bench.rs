@@ -68,7 +68,7 @@ async fn main() -> Result<()> {
         .await?;
     let mut client = volume_client(&mesh.grpc_addr).await?;
     let owner = project("bench");
-    lift_volume_quotas(&client, "bench").await?;
+    lift_volume_quotas(&client, &owner).await?;
     let volume = client
         .create_volume(owner.request(CreateVolumeRequest { size_gib: 1, ..Default::default() }))
         .await?

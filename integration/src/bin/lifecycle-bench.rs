@@ -22,7 +22,7 @@ async fn main() -> Result<()> {
     let cycles: usize = std::env::args().nth(1).map(|text| text.parse()).transpose()?.unwrap_or(256);
     let mesh = InProcessMesh::start(1).await?;
     let client = volume_client(&mesh.grpc_addr).await?;
-    lift_volume_quotas(&client, "bench").await?;
+    lift_volume_quotas(&client, &project("bench")).await?;
 
     let node_endpoint = mesh.node_grpc_addr(0);
     let reference = reference_cycles(&node_endpoint, cycles).await?;

@@ -11,10 +11,11 @@ use anyhow::{Context, Result, ensure};
 use axum::body::Body;
 use basalt::{
     bus::Bus,
-    ids::NodeId,
+    context::CallContext,
+    ids::{NodeId, ProjectId},
     proto::{CreateVolumeRequest, GetVolumeRequest, ListVolumesRequest, VolumeStatus},
 };
-use basalt_integration::{fast_control_plane, lift_volume_quotas, percentiles, project, volume_client};
+use basalt_integration::{fast_control_plane, lift_volume_quotas, percentiles, volume_client};
 use http_body_util::BodyExt;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
@@ -37,6 +38,7 @@ async fn main() -> Result<()> {
             instance: "bench".into(),
             initial_report_wait: Duration::from_millis(100),
             control: fast_control_plane(),
+            limits: Default::default(),
         },
         bus.clone(),
     )
@@ -52,11 +54,12 @@ async fn main() -> Result<()> {
         listen: "127.0.0.1:0".parse()?,
         scheduler_endpoint: format!("http://{grpc}"),
         auth: Default::default(),
+        limits: Default::default(),
     })
     .await?;
     let rest = format!("http://{}/v3/{PROJECT}", gateway.rest_addr);
     let mut client = volume_client(&grpc).await?;
-    lift_volume_quotas(&client, PROJECT).await?;
+    lift_volume_quotas(&client, &owner()).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let http: HttpClient = Client::builder(TokioExecutor::new()).build_http();
 
@@ -80,7 +83,7 @@ async fn main() -> Result<()> {
             let mut client = volume_client(&grpc).await?;
             for _ in 0..share {
                 client
-                    .create_volume(project(PROJECT).request(CreateVolumeRequest { size_gib: 1, ..Default::default() }))
+                    .create_volume(owner().request(CreateVolumeRequest { size_gib: 1, ..Default::default() }))
                     .await?;
             }
             anyhow::Ok(())
@@ -89,7 +92,7 @@ async fn main() -> Result<()> {
     for fill in fills {
         fill.await??;
     }
-    let listed = client.list_volumes(project(PROJECT).request(ListVolumesRequest::default())).await?.into_inner();
+    let listed = client.list_volumes(owner().request(ListVolumesRequest::default())).await?.into_inner();
     ensure!(listed.volumes.len() == VOLUMES, "expected {VOLUMES} volumes, found {}", listed.volumes.len());
 
     let grpc_for_list = grpc.clone();
@@ -97,7 +100,7 @@ async fn main() -> Result<()> {
         let grpc = grpc_for_list.clone();
         async move {
             let mut client = volume_client(&grpc).await?;
-            client.list_volumes(project(PROJECT).request(ListVolumesRequest::default())).await?;
+            client.list_volumes(owner().request(ListVolumesRequest::default())).await?;
             Ok(())
         }
     })
@@ -139,13 +142,18 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
+/// The benchmark's project, as its REST token names it.
+fn owner() -> CallContext {
+    CallContext::new(ProjectId::parse(PROJECT).expect("a Keystone-form id"), "admin", true)
+}
+
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
 async fn grpc_create(grpc: &str) -> Result<Duration> {
     let mut client = volume_client(grpc).await?;
-    let owner = project(PROJECT);
+    let owner = owner();
     let started = Instant::now();
     let volume = client
         .create_volume(owner.request(CreateVolumeRequest { size_gib: 1, ..Default::default() }))

@@ -63,6 +63,9 @@ pub fn authenticate(headers: &HeaderMap, url_project: Option<&str>, config: &Aut
 mod tests {
     use super::*;
 
+    const A: &str = "0123456789abcdef0123456789abcdef";
+    const B: &str = "fedcba9876543210fedcba9876543210";
+
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for (name, value) in pairs {
@@ -74,23 +77,29 @@ mod tests {
     #[test]
     fn user_project_tokens_must_match_the_url() {
         let config = AuthConfig::default();
-        let context = authenticate(&headers(&[("x-auth-token", "admin:abc")]), Some("abc"), &config).unwrap();
-        assert_eq!((context.project_id.as_str(), context.is_admin), ("abc", true));
-        let mismatch = authenticate(&headers(&[("x-auth-token", "admin:abc")]), Some("def"), &config).unwrap_err();
+        let context =
+            authenticate(&headers(&[("x-auth-token", "admin:0123456789abcdef0123456789abcdef")]), Some(A), &config)
+                .unwrap();
+        assert_eq!((context.project_id.as_str(), context.is_admin), (A, true));
+        let mismatch =
+            authenticate(&headers(&[("x-auth-token", "admin:0123456789abcdef0123456789abcdef")]), Some(B), &config)
+                .unwrap_err();
         assert_eq!(mismatch.status, 400);
-        let member = authenticate(&headers(&[("x-auth-token", "alice:abc")]), None, &config).unwrap();
+        let member =
+            authenticate(&headers(&[("x-auth-token", "alice:0123456789abcdef0123456789abcdef")]), None, &config)
+                .unwrap();
         assert!(!member.is_admin);
     }
 
     #[test]
     fn opaque_tokens_take_the_project_from_the_url_then_the_header() {
         let config = AuthConfig::default();
-        let from_url = authenticate(&headers(&[("x-auth-token", "notused")]), Some("abc"), &config).unwrap();
-        assert_eq!(from_url.project_id.as_str(), "abc");
+        let from_url = authenticate(&headers(&[("x-auth-token", "notused")]), Some(A), &config).unwrap();
+        assert_eq!(from_url.project_id.as_str(), A);
         let from_header =
-            authenticate(&headers(&[("x-auth-token", "notused"), ("x-project-id", "def")]), None, &config).unwrap();
-        assert_eq!(from_header.project_id.as_str(), "def");
+            authenticate(&headers(&[("x-auth-token", "notused"), ("x-project-id", B)]), None, &config).unwrap();
+        assert_eq!(from_header.project_id.as_str(), B);
         assert_eq!(authenticate(&headers(&[("x-auth-token", "notused")]), None, &config).unwrap_err().status, 400);
-        assert_eq!(authenticate(&HeaderMap::new(), Some("abc"), &config).unwrap_err().status, 401);
+        assert_eq!(authenticate(&HeaderMap::new(), Some(A), &config).unwrap_err().status, 401);
     }
 }

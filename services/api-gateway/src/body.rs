@@ -1,20 +1,91 @@
 //! Request bodies: read with a size limit, parsed as JSON, and validated field by field like
 //! Cinder's JSON schemas, with errors that name the field and what is allowed.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
-use axum::{body::Body, http::StatusCode};
+use axum::{
+    body::{Body, Bytes, HttpBody},
+    http::StatusCode,
+};
 use serde_json::{Map, Value};
+use tokio::time::Sleep;
 
 use crate::fault::Fault;
 
 /// Cinder's default `osapi_max_request_body_size` is 112 KiB; 1 MiB leaves room for metadata.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
+/// A request body that fails once its deadline passes before it has all arrived, so a client that
+/// announces more bytes than it sends cannot hold a handler (and its connection) forever.
+pub struct DeadlineBody {
+    inner: Body,
+    deadline: Pin<Box<Sleep>>,
+    timeout: Duration,
+}
+
+/// The error a [`DeadlineBody`] ends with.
+#[derive(Debug)]
+struct BodyTimedOut(Duration);
+
+impl std::fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the request body did not arrive within {} s", self.0.as_secs_f64())
+    }
+}
+
+impl std::error::Error for BodyTimedOut {}
+
+impl DeadlineBody {
+    pub fn new(inner: Body, timeout: Duration) -> Self {
+        Self { inner, deadline: Box::pin(tokio::time::sleep(timeout)), timeout }
+    }
+}
+
+impl HttpBody for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(axum::Error::new(BodyTimedOut(self.timeout))))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 pub async fn read_json(body: Body) -> Result<Value, Fault> {
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| Fault::new(StatusCode::PAYLOAD_TOO_LARGE, "the request body is larger than 1 MiB"))?;
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|error| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+        while let Some(cause) = source {
+            if let Some(timed_out) = cause.downcast_ref::<BodyTimedOut>() {
+                return Fault::new(StatusCode::REQUEST_TIMEOUT, timed_out.to_string());
+            }
+            if cause.is::<http_body_util::LengthLimitError>() {
+                return Fault::new(StatusCode::PAYLOAD_TOO_LARGE, "the request body is larger than 1 MiB");
+            }
+            source = cause.source();
+        }
+        Fault::bad_request("the request body could not be read")
+    })?;
     if bytes.is_empty() {
         return Err(Fault::bad_request("the request needs a JSON body"));
     }
@@ -30,11 +101,14 @@ pub fn section<'a>(body: &'a Value, key: &str) -> Result<&'a Map<String, Value>,
 }
 
 /// An action body `{"<action>": {...}}`: the action's name and its arguments (none when the value
-/// is not an object, as in `{"os-complete": null}`). `actions` lists the allowed ones for the error.
+/// is not an object, as in `{"os-complete": null}`). Exactly one action per body: Cinder's
+/// schemas allow one, and running one of two silently would surprise whoever sent them.
+/// `actions` lists the allowed ones for the error.
 pub fn action<'a>(body: &'a Value, actions: &str) -> Result<(&'a str, &'a Map<String, Value>), Fault> {
     static NO_ARGUMENTS: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
-    let (name, argument) = body.as_object().and_then(|object| object.iter().next()).ok_or_else(|| {
-        Fault::bad_request(format!("an action body is {{\"<action>\": {{...}}}}; actions: {actions}"))
+    let single = body.as_object().filter(|object| object.len() == 1).and_then(|object| object.iter().next());
+    let (name, argument) = single.ok_or_else(|| {
+        Fault::bad_request(format!("an action body is exactly one {{\"<action>\": {{...}}}}; actions: {actions}"))
     })?;
     Ok((name.as_str(), argument.as_object().unwrap_or(&NO_ARGUMENTS)))
 }
@@ -65,13 +139,16 @@ pub fn string(map: &Map<String, Value>, key: &str) -> Result<Option<String>, Fau
     }
 }
 
-/// A positive whole number (or a string of digits, as Cinder accepts), absent or null as `None`.
+/// A positive whole number, or a string of digits only (Cinder's pattern `^[0-9]+$`: no sign, no
+/// spaces), absent or null as `None`.
 pub fn size(map: &Map<String, Value>, key: &str) -> Result<Option<u64>, Fault> {
     let invalid = || Fault::bad_request(format!("{key} must be a whole number of GiB from 1 to 1048576"));
     let number = match map.get(key) {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Number(number)) => number.as_u64().ok_or_else(invalid)?,
-        Some(Value::String(text)) => text.trim().parse::<u64>().map_err(|_| invalid())?,
+        Some(Value::String(text)) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {
+            text.parse::<u64>().map_err(|_| invalid())?
+        }
         Some(_) => return Err(invalid()),
     };
     if number == 0 || number > 1 << 20 {
@@ -135,11 +212,12 @@ mod tests {
 
     #[test]
     fn sizes_are_checked() {
-        let body = json!({"a": 1, "b": "2", "c": -1, "d": 0, "e": 1_048_577u64, "f": 1.5, "g": null});
+        let body = json!({"a": 1, "b": "2", "c": -1, "d": 0, "e": 1_048_577u64, "f": 1.5, "g": null,
+                          "h": "  2 ", "i": "+3", "j": "", "k": "99999999999999999999999", "l": 2.0});
         let map = body.as_object().unwrap();
         assert_eq!(size(map, "a").unwrap(), Some(1));
         assert_eq!(size(map, "b").unwrap(), Some(2));
-        for key in ["c", "d", "e", "f"] {
+        for key in ["c", "d", "e", "f", "h", "i", "j", "k", "l"] {
             assert_eq!(size(map, key).unwrap_err().status, StatusCode::BAD_REQUEST, "{key}");
         }
         assert_eq!(size(map, "g").unwrap(), None);

@@ -3,7 +3,7 @@
 
 use axum::{
     Json,
-    http::{HeaderValue, StatusCode, header},
+    http::StatusCode,
     response::{IntoResponse, Response},
 };
 use basalt::ServiceError;
@@ -54,12 +54,9 @@ impl IntoResponse for Fault {
     fn into_response(self) -> Response {
         let name = basalt::error::cinder_fault_for_status(self.status.as_u16());
         let body = json!({ name: { "code": self.status.as_u16(), "message": self.message } });
-        let mut response = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
-            // Cinder's quota faults carry Retry-After: 0.
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("0"));
-        }
-        response
+        // No Retry-After, not even Cinder's `Retry-After: 0` on quota faults: a quota does not free
+        // itself, and "retry at once" invites clients to hammer the server.
+        (self.status, Json(body)).into_response()
     }
 }
 
@@ -70,11 +67,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quota_faults_are_over_limit_with_retry_after() {
+    fn quota_faults_are_over_limit_without_an_invitation_to_retry() {
         let fault: Fault = ServiceError::new(ErrorCode::QuotaExceeded, "quota exceeded for volumes").into();
         let response = fault.into_response();
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(response.headers()[header::RETRY_AFTER], "0");
+        assert!(response.headers().get(axum::http::header::RETRY_AFTER).is_none());
         assert_eq!(ErrorCode::QuotaExceeded.cinder_fault(), "overLimit");
     }
 }

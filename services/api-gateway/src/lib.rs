@@ -17,8 +17,9 @@ use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use axum::{
     Router,
+    body::{Body, HttpBody},
     extract::{FromRequestParts, Path, Query, Request, State},
-    http::{HeaderValue, StatusCode, header::HeaderName, request::Parts},
+    http::{HeaderValue, StatusCode, header, header::HeaderName, request::Parts},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
@@ -27,6 +28,7 @@ use basalt::{
     ServiceError,
     channel::channel_with_timeout,
     context::CallContext,
+    listener::{ListenerLimits, Protocol},
     proto::volume_service_client::VolumeServiceClient,
     server::{self, Tasks},
 };
@@ -41,6 +43,11 @@ use crate::{
 
 const SCHEDULER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const REQUEST_ID_HEADER: &str = "x-openstack-request-id";
+/// The longest request target accepted (eventlet, under which Cinder runs, refuses lines over
+/// 16 KiB as well).
+const MAX_URI_BYTES: usize = 16 << 10;
+/// The media types of JSON bodies that Cinder accepts (`api/openstack/wsgi.py`).
+const JSON_MEDIA_TYPES: [&str; 2] = ["application/json", "application/vnd.openstack.volume+json"];
 
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -48,12 +55,15 @@ pub struct GatewayConfig {
     /// The scheduler's VolumeService endpoint, e.g. `http://127.0.0.1:8780`.
     pub scheduler_endpoint: String,
     pub auth: AuthConfig,
+    /// Bounds on the REST listener's connections and on request bodies.
+    pub limits: ListenerLimits,
 }
 
 #[derive(Clone)]
 pub struct GatewayState {
     scheduler: Channel,
     auth: AuthConfig,
+    body_timeout: Duration,
 }
 
 pub struct RunningGateway {
@@ -68,22 +78,22 @@ impl RunningGateway {
 }
 
 impl GatewayState {
-    pub fn new(scheduler_endpoint: &str, auth: AuthConfig) -> Result<Self, ServiceError> {
-        Ok(Self { scheduler: channel_with_timeout(scheduler_endpoint, SCHEDULER_CALL_TIMEOUT)?, auth })
+    pub fn new(scheduler_endpoint: &str, auth: AuthConfig, limits: ListenerLimits) -> Result<Self, ServiceError> {
+        Ok(Self {
+            scheduler: channel_with_timeout(scheduler_endpoint, SCHEDULER_CALL_TIMEOUT)?,
+            auth,
+            body_timeout: limits.body_timeout,
+        })
     }
 }
 
 pub async fn start(config: GatewayConfig) -> Result<RunningGateway, ServiceError> {
-    let state = GatewayState::new(&config.scheduler_endpoint, config.auth.clone())?;
-    let (listener, rest_addr) = server::bind(config.listen).await?;
+    let state = GatewayState::new(&config.scheduler_endpoint, config.auth.clone(), config.limits)?;
+    let (listener, rest_addr) = server::bind(config.listen, config.limits, Protocol::Http1, "rest").await?;
     let app = router(state);
     let mut tasks = Tasks::new();
     let stopped = tasks.stopped();
-    tasks.spawn(async move {
-        if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
-            tracing::error!(%error, "rest gateway stopped");
-        }
-    });
+    tasks.spawn(server::serve_http1(listener, app, stopped));
     tracing::info!(%rest_addr, scheduler = %config.scheduler_endpoint, "rest gateway started");
     Ok(RunningGateway { rest_addr, tasks })
 }
@@ -102,18 +112,68 @@ pub fn router(state: GatewayState) -> Router {
         .route("/openapi.json", get(openapi::document))
         .merge(api)
         .fallback(versions::not_found)
-        .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn_with_state(state.clone(), bounded_request))
+        .layer(middleware::from_fn(fault_bodies))
         .with_state(state)
 }
 
-/// Every response carries `x-openstack-request-id`.
-async fn request_id(request: Request, next: Next) -> Response {
+/// Every response carries `x-openstack-request-id`, and every error a Cinder fault body: errors
+/// that the router makes itself (405 with its `Allow` header, ...) come without one.
+async fn fault_bodies(request: Request, next: Next) -> Response {
     let id = format!("req-{}", uuid::Uuid::new_v4());
     let mut response = next.run(request).await;
+    let status = response.status();
+    if status.as_u16() >= 400 && response.body().size_hint().exact() == Some(0) {
+        let message = match status {
+            StatusCode::METHOD_NOT_ALLOWED => "this method is not allowed on this resource; see the Allow header",
+            _ => status.canonical_reason().unwrap_or("the request failed"),
+        };
+        let fault = Fault::new(status, message.to_ascii_lowercase()).into_response();
+        let (parts, body) = fault.into_parts();
+        *response.body_mut() = body;
+        for (name, value) in parts.headers {
+            if let Some(name) = name {
+                response.headers_mut().insert(name, value);
+            }
+        }
+    }
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
     }
     response
+}
+
+/// What every request must be before a handler sees it: a request target of at most 16 KiB, a
+/// JSON body when it has one, and a body that arrives within the body timeout.
+async fn bounded_request(State(state): State<GatewayState>, request: Request, next: Next) -> Response {
+    if request.uri().to_string().len() > MAX_URI_BYTES {
+        return Fault::new(StatusCode::URI_TOO_LONG, "the request url is longer than 16 KiB").into_response();
+    }
+    if let Err(fault) = check_media_type(&request) {
+        return fault.into_response();
+    }
+    let (parts, body) = request.into_parts();
+    let body = Body::new(body::DeadlineBody::new(body, state.body_timeout));
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// A request with a body must declare JSON, or declare nothing (taken as JSON).
+fn check_media_type(request: &Request) -> Result<(), Fault> {
+    if request.body().size_hint().exact() == Some(0) {
+        return Ok(());
+    }
+    let Some(value) = request.headers().get(header::CONTENT_TYPE) else { return Ok(()) };
+    let media_type = value.to_str().unwrap_or_default().split(';').next().unwrap_or_default().trim();
+    if JSON_MEDIA_TYPES.iter().any(|json| media_type.eq_ignore_ascii_case(json)) {
+        return Ok(());
+    }
+    Err(Fault::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        format!(
+            "unsupported content type {}: send application/json",
+            basalt::error::excerpt(value.to_str().unwrap_or("(not text)"))
+        ),
+    ))
 }
 
 /// Negotiates the microversion, and echoes it (with `Vary`) on every response, errors included.

@@ -51,20 +51,40 @@ pub enum VersionError {
 pub fn negotiate(headers: &HeaderMap) -> Result<ApiVersion, VersionError> {
     let Some(value) = headers.get(HEADER) else { return Ok(ApiVersion::MIN) };
     let text = value.to_str().map_err(|_| VersionError::Malformed("the version header is not text".into()))?;
-    // Several services may be listed: "volume 3.5, compute 2.1".
-    let Some(requested) = text.split(',').find_map(|entry| {
-        let mut words = entry.split_whitespace();
-        (words.next()?.eq_ignore_ascii_case(SERVICE)).then(|| words.next().unwrap_or_default().to_owned())
+    // Several services may be listed: "volume 3.5, compute 2.1". Ours is exactly "volume <version>".
+    let Some(words) = text.split(',').find_map(|entry| {
+        let words: Vec<&str> = entry.split_whitespace().collect();
+        words.first().is_some_and(|service| service.eq_ignore_ascii_case(SERVICE)).then_some(words)
     }) else {
         return Ok(ApiVersion::MIN);
+    };
+    let requested = match words.as_slice() {
+        [_, version] => (*version).to_owned(),
+        _ => {
+            return Err(VersionError::Malformed(format!(
+                "invalid version header {}: use \"volume 3.N\" or \"volume latest\"",
+                basalt::error::excerpt(text)
+            )));
+        }
     };
     if requested.eq_ignore_ascii_case("latest") {
         return Ok(ApiVersion::MAX);
     }
-    let malformed = || VersionError::Malformed(format!("invalid microversion {requested:?}: use 3.N, or latest"));
+    let malformed = || {
+        VersionError::Malformed(format!(
+            "invalid microversion {}: use 3.N, or latest",
+            basalt::error::excerpt(&requested)
+        ))
+    };
     let (major, minor) = requested.split_once('.').ok_or_else(malformed)?;
-    let major: u16 = major.parse().map_err(|_| malformed())?;
-    let minor: u16 = minor.parse().map_err(|_| malformed())?;
+    let number = |text: &str| -> Result<u16, VersionError> {
+        let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+        if !digits {
+            return Err(malformed());
+        }
+        text.parse().map_err(|_| malformed())
+    };
+    let (major, minor) = (number(major)?, number(minor)?);
     let version = ApiVersion::new(minor);
     if major != 3 || version > ApiVersion::MAX {
         return Err(VersionError::Unsupported(format!(
@@ -96,6 +116,9 @@ mod tests {
         assert!(matches!(negotiate(&headers("volume 3.72")), Err(VersionError::Unsupported(_))));
         assert!(matches!(negotiate(&headers("volume 2.0")), Err(VersionError::Unsupported(_))));
         assert!(matches!(negotiate(&headers("volume three")), Err(VersionError::Malformed(_))));
+        for junk in ["volume 3.71 junk", "volume", "volume 3.+5", "volume 3.-1", "volume 3. 5"] {
+            assert!(matches!(negotiate(&headers(junk)), Err(VersionError::Malformed(_))), "{junk:?}");
+        }
         assert_eq!(ApiVersion::new(5).header_value(), "volume 3.5");
     }
 }

@@ -594,11 +594,12 @@ impl VolumeService for VolumeApi {
         request: Request<ListBackupsRequest>,
     ) -> Result<Response<ListBackupsResponse>, Status> {
         let context = context(&request)?;
-        let rows = self.backups.list(&context, request.get_ref()).await?;
+        let (rows, page) = self.backups.list(&context, request.get_ref()).await?;
         let ids: Vec<String> = rows.iter().map(|row| row.id.clone()).collect();
         let parents = backups::dependents(&self.core.db, &ids).await?;
         Ok(Response::new(ListBackupsResponse {
             backups: rows.iter().map(|row| backups::to_proto(row, parents.contains(&row.id))).collect(),
+            page: Some(page),
         }))
     }
 

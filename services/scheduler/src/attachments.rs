@@ -24,13 +24,11 @@ use crate::{
     Core,
     core::WriteTxn,
     db::{attachment, db_error, volume},
-    events,
+    events, fields,
     lifecycle::VolumeAction,
     listing,
     volumes::{self, timestamp},
 };
-
-const MAX_FIELD_LEN: usize = 255;
 
 pub struct Attachments {
     core: Arc<Core>,
@@ -46,9 +44,7 @@ impl Attachments {
         context: &CallContext,
         request: CreateAttachmentRequest,
     ) -> Result<attachment::Model, ServiceError> {
-        if request.instance_id.chars().count() > MAX_FIELD_LEN {
-            return Err(ServiceError::invalid(format!("instance id is too long: at most {MAX_FIELD_LEN} characters")));
-        }
+        fields::check_name("instance id", &request.instance_id)?;
         let volume = volumes::load(&self.core.db, context, &request.volume_id).await?;
         let mode = match AttachMode::try_from(request.mode).unwrap_or_default() {
             AttachMode::ReadOnly => "ro",

@@ -13,7 +13,7 @@ use basalt::{
     ids::{BackupId, SnapshotId},
     proto::{
         self, BackupRecord, BackupStatus, CreateBackupRequest, CreateVolumeRequest, DeleteBackupRequest,
-        ListBackupsRequest, NodeBackup, NodeBackupRef, ResetBackupStatusRequest, RestoreBackupRequest,
+        ListBackupsRequest, NodeBackup, NodeBackupRef, PageInfo, ResetBackupStatusRequest, RestoreBackupRequest,
         RestoreBackupResponse, UpdateBackupRequest, VolumeStatus,
     },
 };
@@ -32,7 +32,7 @@ use crate::{
     journal::{self, Operation, PendingEvent},
     lifecycle::{self, BackupAction, VolumeAction},
     listing, quotas, snapshots, string_map,
-    volumes::{self, Volumes, placement_of, validate_fields},
+    volumes::{self, Volumes, placement_of},
 };
 
 const GIB: u64 = 1 << 30;
@@ -68,7 +68,7 @@ impl Backups {
         context: &CallContext,
         request: CreateBackupRequest,
     ) -> Result<backup::Model, ServiceError> {
-        validate_fields(&request.name, &request.description, &request.metadata)?;
+        crate::fields::check_common(&request.name, &request.description, &request.metadata)?;
         let volume = volumes::load(&self.core.db, context, &request.volume_id).await?;
         let status = VolumeStatus::from_cinder_name(&volume.status).unwrap_or_default();
         let action = match status {
@@ -177,7 +177,7 @@ impl Backups {
         &self,
         context: &CallContext,
         request: &ListBackupsRequest,
-    ) -> Result<Vec<backup::Model>, ServiceError> {
+    ) -> Result<(Vec<backup::Model>, PageInfo), ServiceError> {
         let mut condition =
             listing::project_scope(context, request.all_projects, backup::Column::ProjectId, "backups")?;
         if !request.volume_id.is_empty() {
@@ -191,13 +191,8 @@ impl Backups {
                 .map_err(|_| ServiceError::invalid(format!("unknown backup status {}", request.status)))?;
             condition = condition.add(backup::Column::Status.eq(status.cinder_name()));
         }
-        backup::Entity::find()
-            .filter(condition)
-            .order_by_desc(backup::Column::CreatedAt)
-            .order_by_asc(backup::Column::Id)
-            .all(&self.core.db)
-            .await
-            .map_err(db_error)
+        let rows = backup::Entity::find().filter(condition).all(&self.core.db).await.map_err(db_error)?;
+        listing::page(rows, &request.sort, request.page.as_ref(), request.with_count, "backup")
     }
 
     pub async fn update(
@@ -214,7 +209,7 @@ impl Backups {
         } else {
             metadata.extend(request.metadata);
         }
-        validate_fields(&name, &description, &metadata)?;
+        crate::fields::check_common(&name, &description, &metadata)?;
         let mut active: backup::ActiveModel = model.into();
         active.name = Set(name);
         active.description = Set(description);

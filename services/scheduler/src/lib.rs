@@ -10,6 +10,7 @@ pub mod claims;
 pub mod core;
 pub mod db;
 pub mod events;
+pub mod fields;
 pub mod journal;
 pub mod lifecycle;
 pub mod listing;
@@ -27,6 +28,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use basalt::{
     ServiceError,
     bus::Bus,
+    listener::{ListenerLimits, Protocol},
     proto::{CapacityPoll, volume_service_server::VolumeServiceServer},
     server::{self, GrpcServices, Tasks},
 };
@@ -44,6 +46,8 @@ pub struct SchedulerConfig {
     /// How long to wait at start for the first capacity reports before re-driving operations.
     pub initial_report_wait: Duration,
     pub control: ControlPlaneConfig,
+    /// Bounds on the VolumeService listener's connections.
+    pub limits: ListenerLimits,
 }
 
 pub struct RunningScheduler {
@@ -59,7 +63,7 @@ impl RunningScheduler {
 
 pub async fn start(config: SchedulerConfig, bus: Bus) -> Result<RunningScheduler, ServiceError> {
     let db = db::connect(&config.database_url).await?;
-    let (listener, grpc_addr) = server::bind(config.listen).await?;
+    let (listener, grpc_addr) = server::bind(config.listen, config.limits, Protocol::Grpc, "volume service").await?;
     let mut tasks = Tasks::new();
 
     let capacity = Arc::new(CapacityView::default());

@@ -6,10 +6,15 @@ use basalt::{
     context::CallContext,
     proto::{PageInfo, PageRequest, SortKey},
 };
-use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, Condition};
+use std::collections::HashMap;
 
-use crate::db::{snapshot, volume};
+use chrono::{DateTime, Utc};
+use sea_orm::{ColumnTrait, Condition, sea_query::LikeExpr};
+
+use crate::{
+    db::{backup, snapshot, volume},
+    string_map,
+};
 
 const MAX_PAGE_SIZE: usize = 1000;
 
@@ -26,6 +31,33 @@ pub fn project_scope(
         return Ok(Condition::all());
     }
     Ok(Condition::all().add(project_column.eq(context.project_id.as_str())))
+}
+
+/// Rows whose `column` contains `text` as it is: LIKE's wildcards in it (`%`, `_`) match only
+/// themselves (Cinder's `name~`).
+pub fn contains(column: impl ColumnTrait, text: &str) -> Condition {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    Condition::all().add(column.like(LikeExpr::new(pattern).escape('\\')))
+}
+
+/// Keeps the rows whose metadata (JSON text) holds every item of `wanted`. Matching the decoded
+/// map makes it work the same on every database.
+pub fn retain_metadata<T>(rows: &mut Vec<T>, wanted: &HashMap<String, String>, metadata: impl Fn(&T) -> &str) {
+    if wanted.is_empty() {
+        return;
+    }
+    rows.retain(|row| {
+        let items = string_map::from_json(metadata(row));
+        wanted.iter().all(|(key, value)| items.get(key) == Some(value))
+    });
 }
 
 /// What a listed row exposes to sorting and paging.
@@ -65,6 +97,7 @@ macro_rules! listed {
 
 listed!(volume::Model);
 listed!(snapshot::Model);
+listed!(backup::Model);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SortField {

@@ -16,11 +16,10 @@ use sea_orm::{
 use crate::{
     Core,
     db::{db_error, qos_specs, volume_type},
-    string_map,
+    fields, string_map,
 };
 
 const CONSUMERS: [&str; 3] = ["back-end", "front-end", "both"];
-const MAX_FIELD_LEN: usize = string_map::MAX_LEN;
 
 fn specs(model: &qos_specs::Model) -> HashMap<String, String> {
     string_map::from_json(&model.specs)
@@ -61,12 +60,10 @@ impl<'a> Qos<'a> {
     ) -> Result<qos_specs::Model, ServiceError> {
         context.require_admin("creating qos specs")?;
         let name = request.name.trim().to_owned();
-        if name.is_empty() || name.chars().count() > MAX_FIELD_LEN {
-            return Err(ServiceError::invalid(format!("qos specs need a name of 1 to {MAX_FIELD_LEN} characters")));
-        }
+        fields::check_required_name("the qos specs' name", &name)?;
         let consumer = if request.consumer.is_empty() { "back-end".to_owned() } else { request.consumer };
         check_consumer(&consumer)?;
-        string_map::validate(&request.specs, "qos spec")?;
+        fields::check_map(&request.specs, "qos spec")?;
         let txn = self.core.begin_write().await?;
         let taken = qos_specs::Entity::find()
             .filter(qos_specs::Column::Name.eq(name.as_str()))
@@ -106,7 +103,7 @@ impl<'a> Qos<'a> {
         request: UpdateQosSpecsRequest,
     ) -> Result<qos_specs::Model, ServiceError> {
         context.require_admin("changing qos specs")?;
-        string_map::validate(&request.specs, "qos spec")?;
+        fields::check_map(&request.specs, "qos spec")?;
         let model = self.load(&request.qos_specs_id).await?;
         let mut merged = specs(&model);
         for key in &request.delete_keys {

@@ -9,11 +9,11 @@ use basalt::{
     proto::{QuotaSet, QuotaValue},
 };
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
     sea_query::{Expr, ExprTrait, OnConflict, Query},
 };
 
-use crate::db::{db_error, quota_limit, quota_usage};
+use crate::db::{db_error, quota_limit, quota_usage, volume_type};
 
 pub const VOLUMES: &str = "volumes";
 pub const SNAPSHOTS: &str = "snapshots";
@@ -302,9 +302,20 @@ pub async fn update_limits(
     for (resource, hard_limit) in limits {
         if !is_known_resource(resource) {
             return Err(ServiceError::invalid(format!(
-                "unknown quota {resource:?}: use volumes, snapshots, gigabytes, backups, backup_gigabytes, \
-                 per_volume_gigabytes, groups, or volumes_<type>, snapshots_<type>, gigabytes_<type>"
+                "unknown quota {}: use volumes, snapshots, gigabytes, backups, backup_gigabytes, \
+                 per_volume_gigabytes, groups, or volumes_<type>, snapshots_<type>, gigabytes_<type>",
+                basalt::error::excerpt(resource)
             )));
+        }
+        if let Some(type_name) = per_type_name(resource) {
+            let types = volume_type::Entity::find().filter(volume_type::Column::Name.eq(type_name)).count(txn).await;
+            if types.map_err(db_error)? == 0 {
+                return Err(ServiceError::invalid(format!(
+                    "unknown quota {}: there is no volume type named {}",
+                    basalt::error::excerpt(resource),
+                    basalt::error::excerpt(type_name)
+                )));
+            }
         }
         if *hard_limit < -1 {
             return Err(ServiceError::invalid(format!(
@@ -333,10 +344,15 @@ pub async fn update_limits(
 }
 
 fn is_known_resource(resource: &str) -> bool {
-    QuotaDefaults::global_resources().contains(&resource)
-        || ["volumes_", "snapshots_", "gigabytes_"]
-            .iter()
-            .any(|prefix| resource.strip_prefix(prefix).is_some_and(|name| !name.is_empty()))
+    QuotaDefaults::global_resources().contains(&resource) || per_type_name(resource).is_some()
+}
+
+/// The volume type a per-type quota (`volumes_<type>`, ...) is about.
+fn per_type_name(resource: &str) -> Option<&str> {
+    ["volumes_", "snapshots_", "gigabytes_"]
+        .iter()
+        .find_map(|prefix| resource.strip_prefix(prefix))
+        .filter(|name| !name.is_empty())
 }
 
 #[cfg(test)]

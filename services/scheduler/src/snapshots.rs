@@ -24,7 +24,7 @@ use crate::{
     journal::{self, Operation, PendingEvent},
     lifecycle::{self, SnapshotAction, VolumeAction},
     listing, quotas, string_map,
-    volumes::{self, host_of, placement_of, timestamp, type_name_of, validate_fields},
+    volumes::{self, host_of, placement_of, timestamp, type_name_of},
 };
 
 pub struct Snapshots {
@@ -41,7 +41,7 @@ impl Snapshots {
         context: &CallContext,
         request: CreateSnapshotRequest,
     ) -> Result<snapshot::Model, ServiceError> {
-        validate_fields(&request.name, &request.description, &request.metadata)?;
+        crate::fields::check_common(&request.name, &request.description, &request.metadata)?;
         let volume = volumes::load(&self.core.db, context, &request.volume_id).await?;
         let action = if request.force { VolumeAction::SnapshotForce } else { VolumeAction::Snapshot };
         let allowed = lifecycle::volume(action).from;
@@ -152,7 +152,8 @@ impl Snapshots {
                 .map_err(|_| ServiceError::invalid(format!("unknown snapshot status {}", request.status)))?;
             condition = condition.add(snapshot::Column::Status.eq(status.cinder_name()));
         }
-        let rows = snapshot::Entity::find().filter(condition).all(&self.core.db).await.map_err(db_error)?;
+        let mut rows = snapshot::Entity::find().filter(condition).all(&self.core.db).await.map_err(db_error)?;
+        listing::retain_metadata(&mut rows, &request.metadata, |row| &row.metadata);
         listing::page(rows, &request.sort, request.page.as_ref(), request.with_count, "snapshot")
     }
 
@@ -163,7 +164,7 @@ impl Snapshots {
     ) -> Result<snapshot::Model, ServiceError> {
         let model = self.get(context, &request.snapshot_id).await?;
         let metadata = request.metadata.map(|update| update.items);
-        validate_fields(
+        crate::fields::check_common(
             request.name.as_deref().unwrap_or_default(),
             request.description.as_deref().unwrap_or_default(),
             metadata.as_ref().unwrap_or(&HashMap::new()),

@@ -21,10 +21,8 @@ use sea_orm::{
 use crate::{
     Core,
     db::{db_error, snapshot, volume, volume_type, volume_type_access},
-    string_map,
+    fields, string_map,
 };
-
-const MAX_FIELD_LEN: usize = string_map::MAX_LEN;
 
 pub fn extra_specs(model: &volume_type::Model) -> HashMap<String, String> {
     string_map::from_json(&model.extra_specs)
@@ -132,13 +130,9 @@ pub async fn create(
 ) -> Result<volume_type::Model, ServiceError> {
     context.require_admin("creating a volume type")?;
     let name = request.name.trim();
-    if name.is_empty() || name.chars().count() > MAX_FIELD_LEN {
-        return Err(ServiceError::invalid(format!("a volume type needs a name of 1 to {MAX_FIELD_LEN} characters")));
-    }
-    if request.description.chars().count() > MAX_FIELD_LEN {
-        return Err(ServiceError::invalid(format!("description is too long: at most {MAX_FIELD_LEN} characters")));
-    }
-    string_map::validate(&request.extra_specs, "extra spec")?;
+    fields::check_required_name("a volume type's name", name)?;
+    fields::check_text("description", &request.description)?;
+    fields::check_map(&request.extra_specs, "extra spec")?;
     let txn = core.begin_write().await?;
     let taken =
         volume_type::Entity::find().filter(volume_type::Column::Name.eq(name)).count(&*txn).await.map_err(db_error)?;
@@ -212,11 +206,7 @@ pub async fn update(
     let mut active: volume_type::ActiveModel = model.into();
     if let Some(name) = request.name {
         let name = name.trim().to_owned();
-        if name.is_empty() || name.chars().count() > MAX_FIELD_LEN {
-            return Err(ServiceError::invalid(format!(
-                "a volume type needs a name of 1 to {MAX_FIELD_LEN} characters"
-            )));
-        }
+        fields::check_required_name("a volume type's name", &name)?;
         let taken = volume_type::Entity::find()
             .filter(volume_type::Column::Name.eq(name.as_str()))
             .filter(volume_type::Column::Id.ne(request.volume_type_id.as_str()))
@@ -232,9 +222,7 @@ pub async fn update(
         active.name = Set(name);
     }
     if let Some(description) = request.description {
-        if description.chars().count() > MAX_FIELD_LEN {
-            return Err(ServiceError::invalid(format!("description is too long: at most {MAX_FIELD_LEN} characters")));
-        }
+        fields::check_text("description", &description)?;
         active.description = Set(description);
     }
     if let Some(is_public) = request.is_public {
@@ -279,7 +267,7 @@ pub async fn set_extra_specs(
     context: &CallContext,
     request: SetVolumeTypeExtraSpecsRequest,
 ) -> Result<volume_type::Model, ServiceError> {
-    string_map::validate(&request.extra_specs, "extra spec")?;
+    fields::check_map(&request.extra_specs, "extra spec")?;
     edit_extra_specs(core, context, &request.volume_type_id, |_, specs| {
         specs.extend(request.extra_specs);
         Ok(())

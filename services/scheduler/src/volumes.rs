@@ -23,7 +23,7 @@ use sea_orm::{
 use crate::{
     Core, backups, claims,
     db::{attachment, db_error, snapshot, volume, volume_type},
-    events,
+    events, fields,
     journal::{self, Operation, PendingEvent, SourceBackup},
     lifecycle::{self, BackupAction, SnapshotAction, VolumeAction},
     listing,
@@ -33,8 +33,6 @@ use crate::{
 
 /// 1 PiB: far above any real pool, low enough that byte sizes never overflow.
 pub const MAX_VOLUME_GIB: u64 = 1 << 20;
-const MAX_NAME_LEN: usize = string_map::MAX_LEN;
-const MAX_METADATA_ITEMS: usize = 128;
 
 pub struct Volumes {
     core: Arc<Core>,
@@ -50,12 +48,9 @@ impl Volumes {
         context: &CallContext,
         request: CreateVolumeRequest,
     ) -> Result<volume::Model, ServiceError> {
-        validate_fields(&request.name, &request.description, &request.metadata)?;
-        if request.idempotency_key.chars().count() > MAX_NAME_LEN {
-            return Err(ServiceError::invalid(format!(
-                "idempotency_key is too long: at most {MAX_NAME_LEN} characters"
-            )));
-        }
+        fields::check_common(&request.name, &request.description, &request.metadata)?;
+        fields::check_name("idempotency_key", &request.idempotency_key)?;
+        fields::check_name("availability_zone", &request.availability_zone)?;
         let sources = [&request.snapshot_id, &request.source_volume_id, &request.backup_id];
         if sources.iter().filter(|source| !source.is_empty()).count() > 1 {
             return Err(ServiceError::invalid("give one of snapshot_id, source_volume_id and backup_id, not several"));
@@ -333,7 +328,7 @@ impl Volumes {
             condition = condition.add(volume::Column::Name.eq(request.name.as_str()));
         }
         if !request.name_contains.is_empty() {
-            condition = condition.add(volume::Column::Name.contains(request.name_contains.as_str()));
+            condition = condition.add(listing::contains(volume::Column::Name, &request.name_contains));
         }
         if request.status != VolumeStatus::Unspecified as i32 {
             let status = VolumeStatus::try_from(request.status)
@@ -348,13 +343,7 @@ impl Volumes {
         }
         let db = &self.core.db;
         let mut rows = volume::Entity::find().filter(condition.clone()).all(db).await.map_err(db_error)?;
-        // Metadata filters match on the decoded map, so they work the same on every database.
-        if !request.metadata.is_empty() {
-            rows.retain(|row| {
-                let metadata = string_map::from_json(&row.metadata);
-                request.metadata.iter().all(|(key, value)| metadata.get(key) == Some(value))
-            });
-        }
+        listing::retain_metadata(&mut rows, &request.metadata, |row| &row.metadata);
         listing::page(rows, &request.sort, request.page.as_ref(), request.with_count, "volume")
     }
 
@@ -366,7 +355,7 @@ impl Volumes {
         let model = self.get(context, &request.volume_id).await?;
         check_action(&model, VolumeAction::Update, "updating")?;
         let metadata = request.metadata.map(|update| update.items);
-        validate_fields(
+        fields::check_common(
             request.name.as_deref().unwrap_or_default(),
             request.description.as_deref().unwrap_or_default(),
             metadata.as_ref().unwrap_or(&HashMap::new()),
@@ -1031,18 +1020,6 @@ pub fn host_of(model: &volume::Model) -> String {
     }
 }
 
-pub fn validate_fields(name: &str, description: &str, metadata: &HashMap<String, String>) -> Result<(), ServiceError> {
-    for (field, value) in [("name", name), ("description", description)] {
-        if value.chars().count() > MAX_NAME_LEN {
-            return Err(ServiceError::invalid(format!("{field} is too long: at most {MAX_NAME_LEN} characters")));
-        }
-    }
-    if metadata.len() > MAX_METADATA_ITEMS {
-        return Err(ServiceError::invalid(format!("too many metadata items: at most {MAX_METADATA_ITEMS}")));
-    }
-    string_map::validate(metadata, "metadata item")
-}
-
 fn same_request_or_conflict(
     existing: volume::Model,
     request: &CreateVolumeRequest,
@@ -1106,18 +1083,5 @@ pub fn to_proto(
         updated_at: Some(timestamp(model.updated_at)),
         idempotency_key: model.idempotency_key.clone().unwrap_or_default(),
         ..Default::default()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_names_and_bad_metadata_are_refused() {
-        assert!(validate_fields(&"n".repeat(256), "", &HashMap::new()).is_err());
-        let empty_key: HashMap<String, String> = [(String::new(), "v".to_owned())].into();
-        assert!(validate_fields("ok", "", &empty_key).is_err());
-        assert!(validate_fields("ok", "fine", &HashMap::new()).is_ok());
     }
 }

@@ -5,7 +5,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use basalt::{
     ServiceError,
-    ids::{BackupId, SnapshotId, VolumeId},
+    ids::{BackupId, ProjectId, SnapshotId, VolumeId},
     proto::{
         CapacityReport, ExportProtocol, NodeBackup, NodeBackupProgress, NodeBackupRef, NodeBackupRequest,
         NodeCreateVolumeRequest, NodeDeleteBackupRequest, NodeDeleteBackupResponse, NodeDeleteSnapshotResponse,
@@ -324,13 +324,13 @@ impl NodeAgent for Agent {
         let backup_id = BackupId::parse(&request.backup_id)?;
         let _guard = self.locks.lock(*backup_id.as_uuid()).await;
         let order = BackupOrder {
-            backup_id: backup_id.to_string(),
-            project_id: request.project_id,
+            backup_id,
+            project_id: ProjectId::parse(&request.project_id)?,
             volume_id: VolumeId::parse(&request.volume_id)?,
             pool: request.pool,
             snapshot_id: optional_id(&request.snapshot_id, SnapshotId::parse)?,
             from_temporary_snapshot: request.from_temporary_snapshot,
-            parent_id: optional_id(&request.parent_id, BackupId::parse)?.map(|id| id.to_string()),
+            parent_id: optional_id(&request.parent_id, BackupId::parse)?,
             name: request.name,
             description: request.description,
             metadata: request.metadata.into_iter().collect(),
@@ -344,14 +344,15 @@ impl NodeAgent for Agent {
         &self,
         request: Request<NodeBackupRef>,
     ) -> Result<Response<NodeBackupProgress>, Status> {
-        let progress = self.backups.progress(&request.into_inner().backup_id);
+        let backup_id = BackupId::parse(&request.into_inner().backup_id)?;
+        let progress = self.backups.progress(&backup_id);
         Ok(Response::new(NodeBackupProgress { percent: progress.unwrap_or(0), running: progress.is_some() }))
     }
 
     async fn cancel_backup(&self, request: Request<NodeBackupRef>) -> Result<Response<NodeBackupProgress>, Status> {
-        let backup_id = request.into_inner().backup_id;
+        let backup_id = BackupId::parse(&request.into_inner().backup_id)?;
         let running = self.backups.cancel(&backup_id);
-        tracing::info!(backup_id, running, "backup cancellation asked");
+        tracing::info!(%backup_id, running, "backup cancellation asked");
         Ok(Response::new(NodeBackupProgress { percent: self.backups.progress(&backup_id).unwrap_or(0), running }))
     }
 
@@ -360,9 +361,8 @@ impl NodeAgent for Agent {
         let backup_id = BackupId::parse(&request.backup_id)?;
         let volume_id = VolumeId::parse(&request.volume_id)?;
         let _guard = self.locks.lock(*volume_id.as_uuid()).await;
-        self.backups
-            .restore(&self.backend, &request.project_id, &backup_id.to_string(), &request.pool, volume_id)
-            .await?;
+        let project_id = ProjectId::parse(&request.project_id)?;
+        self.backups.restore(&self.backend, &project_id, backup_id, &request.pool, volume_id).await?;
         tracing::info!(backup_id = %backup_id, volume_id = %volume_id, "backup restored");
         let volume = self
             .backend
@@ -379,8 +379,8 @@ impl NodeAgent for Agent {
         let request = request.into_inner();
         let backup_id = BackupId::parse(&request.backup_id)?;
         let _guard = self.locks.lock(*backup_id.as_uuid()).await;
-        let (existed, freed_bytes) =
-            self.backups.delete(&request.project_id, &backup_id.to_string(), request.sweep).await?;
+        let project_id = ProjectId::parse(&request.project_id)?;
+        let (existed, freed_bytes) = self.backups.delete(&project_id, backup_id, request.sweep).await?;
         tracing::info!(backup_id = %backup_id, existed, freed_bytes, "backup deleted");
         Ok(Response::new(NodeDeleteBackupResponse { existed, freed_bytes }))
     }
@@ -388,7 +388,7 @@ impl NodeAgent for Agent {
     async fn get_backup_manifest(&self, request: Request<NodeBackupRef>) -> Result<Response<NodeBackup>, Status> {
         let request = request.into_inner();
         let backup_id = BackupId::parse(&request.backup_id)?;
-        let manifest = self.backups.manifest(&request.project_id, &backup_id.to_string()).await?;
+        let manifest = self.backups.manifest(&ProjectId::parse(&request.project_id)?, backup_id).await?;
         Ok(Response::new(backup_to_proto(manifest)))
     }
 }

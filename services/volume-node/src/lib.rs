@@ -17,6 +17,7 @@ use basalt::{
     ServiceError,
     bus::Bus,
     ids::NodeId,
+    listener::{ListenerLimits, Protocol},
     proto::node_agent_server::NodeAgentServer,
     server::{self, GrpcServices, Tasks},
 };
@@ -105,6 +106,8 @@ pub struct NodeConfig {
     /// this node takes no backups.
     pub backup_store: Option<BackupStoreSettings>,
     pub report_interval: Duration,
+    /// Bounds on the NodeAgent listener's connections.
+    pub limits: ListenerLimits,
 }
 
 impl NodeConfig {
@@ -125,6 +128,7 @@ impl NodeConfig {
             state_dir,
             backup_store: None,
             report_interval: Duration::from_secs(10),
+            limits: ListenerLimits::default(),
         }
     }
 }
@@ -213,7 +217,7 @@ pub async fn start(config: NodeConfig, bus: Bus) -> Result<RunningNode, ServiceE
     if restored > 0 {
         tracing::info!(restored, "volume exports re-created");
     }
-    let (listener, grpc_addr) = server::bind(config.listen).await?;
+    let (listener, grpc_addr) = server::bind(config.listen, config.limits, Protocol::Grpc, "node agent").await?;
     let endpoint = config.advertise.clone().unwrap_or_else(|| format!("http://{grpc_addr}"));
 
     let reporter = Arc::new(Reporter::new(&config, endpoint, bus));

@@ -13,7 +13,7 @@ use basalt::proto::{
 };
 use serde_json::{Value, json};
 
-use super::{all_tenants, check_filters};
+use super::{all_tenants, check_filters, next_link, paging, with_count};
 use crate::{Rest, body, fault::Fault, views};
 
 const CREATE_KEYS: &[&str] = &[
@@ -65,31 +65,42 @@ pub async fn create(rest: Rest, request_body: Body) -> Result<Response, Fault> {
     Ok((StatusCode::ACCEPTED, Json(json!({"backup": shown}))).into_response())
 }
 
-async fn list_backups(rest: &Rest) -> Result<Vec<Backup>, Fault> {
+/// A page of backups, with Cinder's filters, sorting and paging, as `path` lists them.
+async fn list_backups(rest: &Rest, path: &str, view: fn(&Rest, &Backup) -> Value) -> Result<Response, Fault> {
     check_filters(rest, &["name", "status", "volume_id"])?;
+    let (page, sort) = paging(rest)?;
     let status = match rest.query("status") {
         None => BackupStatus::Unspecified,
         Some(name) => BackupStatus::from_cinder_name(name)
-            .ok_or_else(|| Fault::bad_request(format!("unknown backup status {name:?}")))?,
+            .ok_or_else(|| Fault::bad_request(format!("unknown backup status {}", basalt::error::excerpt(name))))?,
     };
     let request = ListBackupsRequest {
         volume_id: rest.query("volume_id").unwrap_or_default().to_owned(),
         status: status as i32,
         name: rest.query("name").unwrap_or_default().to_owned(),
         all_projects: all_tenants(rest),
+        page: Some(page),
+        sort,
+        with_count: with_count(rest),
     };
-    Ok(rest.client().list_backups(rest.request(request)).await?.into_inner().backups)
+    let response = rest.client().list_backups(rest.request(request)).await?.into_inner();
+    let page = response.page.unwrap_or_default();
+    let mut body = json!({"backups": response.backups.iter().map(|backup| view(rest, backup)).collect::<Vec<_>>()});
+    if let Some(links) = next_link(rest, path, &page.next_marker) {
+        body["backups_links"] = links;
+    }
+    if let Some(count) = page.total_count {
+        body["count"] = json!(count);
+    }
+    Ok(Json(body).into_response())
 }
 
 pub async fn list(rest: Rest) -> Result<Response, Fault> {
-    let backups = list_backups(&rest).await?;
-    Ok(Json(json!({"backups": backups.iter().map(|backup| summary(&rest, backup)).collect::<Vec<_>>()}))
-        .into_response())
+    list_backups(&rest, "backups", summary).await
 }
 
 pub async fn list_detail(rest: Rest) -> Result<Response, Fault> {
-    let backups = list_backups(&rest).await?;
-    Ok(Json(json!({"backups": backups.iter().map(|backup| view(&rest, backup)).collect::<Vec<_>>()})).into_response())
+    list_backups(&rest, "backups/detail", view).await
 }
 
 pub async fn show(rest: Rest) -> Result<Response, Fault> {

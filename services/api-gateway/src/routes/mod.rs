@@ -8,6 +8,8 @@ pub mod snapshots;
 pub mod types;
 pub mod volumes;
 
+use std::collections::HashMap;
+
 use axum::{
     Router,
     routing::{get, post, put},
@@ -159,6 +161,66 @@ pub fn check_filters(rest: &Rest, supported: &[&str]) -> Result<(), Fault> {
     )))
 }
 
+/// The `metadata` filter, as Cinder clients send it: a JSON object of strings, or Python's repr of
+/// a dict (`{'k': 'v'}`, python-cinderclient's form), whose strings may hold any quote.
+pub fn metadata_filter(rest: &Rest) -> Result<HashMap<String, String>, Fault> {
+    let Some(text) = rest.query("metadata") else { return Ok(HashMap::new()) };
+    serde_json::from_str(text).ok().or_else(|| python_dict(text)).ok_or_else(|| {
+        Fault::bad_request(format!(
+            "the metadata filter {} is not an object of strings: send {{\"key\": \"value\"}}",
+            basalt::error::excerpt(text)
+        ))
+    })
+}
+
+/// A Python dict literal of string keys and values, as `repr` writes it.
+fn python_dict(text: &str) -> Option<HashMap<String, String>> {
+    let mut chars = text.trim().chars().peekable();
+    let skip_spaces = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+    };
+    let string = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| -> Option<String> {
+        let quote = chars.next().filter(|c| matches!(c, '\'' | '"'))?;
+        let mut value = String::new();
+        loop {
+            match chars.next()? {
+                c if c == quote => return Some(value),
+                '\\' => value.push(match chars.next()? {
+                    'n' => '\n',
+                    't' => '\t',
+                    'r' => '\r',
+                    '0' => '\0',
+                    'x' => char::from_u32(u32::from_str_radix(&chars.by_ref().take(2).collect::<String>(), 16).ok()?)?,
+                    'u' => char::from_u32(u32::from_str_radix(&chars.by_ref().take(4).collect::<String>(), 16).ok()?)?,
+                    other => other,
+                }),
+                c => value.push(c),
+            }
+        }
+    };
+    let mut map = HashMap::new();
+    (chars.next()? == '{').then_some(())?;
+    skip_spaces(&mut chars);
+    if chars.next_if_eq(&'}').is_some() {
+        return chars.next().is_none().then_some(map);
+    }
+    loop {
+        skip_spaces(&mut chars);
+        let key = string(&mut chars)?;
+        skip_spaces(&mut chars);
+        (chars.next()? == ':').then_some(())?;
+        skip_spaces(&mut chars);
+        let value = string(&mut chars)?;
+        map.insert(key, value);
+        skip_spaces(&mut chars);
+        match chars.next()? {
+            ',' => continue,
+            '}' => return chars.next().is_none().then_some(map),
+            _ => return None,
+        }
+    }
+}
+
 /// `<collection>_links` with the next page, when there is one.
 pub fn next_link(rest: &Rest, path: &str, next_marker: &str) -> Option<Value> {
     if next_marker.is_empty() {
@@ -168,4 +230,21 @@ pub fn next_link(rest: &Rest, path: &str, next_marker: &str) -> Option<Value> {
         rest.query.iter().filter(|(key, _)| key != "marker").map(|(key, value)| format!("{key}={value}")).collect();
     query.push(format!("marker={next_marker}"));
     Some(json!([{"rel": "next", "href": format!("{}/{path}?{}", rest.base, query.join("&"))}]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_dicts_parse_with_any_quote() {
+        let parsed = python_dict(r#"{'k': "it's", 'a\'b': 'x\\y', "u": '\u00e9\x41'}"#).unwrap();
+        assert_eq!(parsed["k"], "it's");
+        assert_eq!(parsed["a'b"], "x\\y");
+        assert_eq!(parsed["u"], "éA");
+        assert_eq!(python_dict("{}").unwrap().len(), 0);
+        for bad in ["", "{", "{'a'}", "{'a': 1}", "{'a': 'b'} trailing", "['a']", "{'a': 'b',}"] {
+            assert!(python_dict(bad).is_none(), "{bad:?}");
+        }
+    }
 }

@@ -14,7 +14,7 @@ use basalt::proto::{
 };
 use serde_json::{Map, Value, json};
 
-use super::{all_tenants, check_filters, next_link, paging, with_count};
+use super::{all_tenants, check_filters, metadata_filter, next_link, paging, with_count};
 use crate::{Rest, body, fault::Fault, views};
 
 const CREATE_KEYS: &[&str] =
@@ -62,6 +62,7 @@ pub async fn list(rest: Rest) -> Result<Response, Fault> {
         status: status as i32,
         all_projects: all_tenants(&rest),
         with_count: with_count(&rest),
+        metadata: metadata_filter(&rest)?,
     };
     let response = rest.client().list_snapshots(rest.request(request)).await?.into_inner();
     let page = response.page.unwrap_or_default();

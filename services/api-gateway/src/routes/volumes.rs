@@ -16,7 +16,7 @@ use basalt::proto::{
 };
 use serde_json::{Map, Value, json};
 
-use super::{all_tenants, check_filters, next_link, paging, with_count};
+use super::{all_tenants, check_filters, metadata_filter, next_link, paging, with_count};
 use crate::{Rest, body, fault::Fault, views};
 
 const CREATE_KEYS: &[&str] = &[
@@ -105,12 +105,7 @@ async fn list(rest: &Rest) -> Result<(Vec<Volume>, String, Option<u64>), Fault> 
         Some(name) => VolumeStatus::from_cinder_name(name)
             .ok_or_else(|| Fault::bad_request(format!("unknown volume status {name:?}")))?,
     };
-    let metadata: HashMap<String, String> = match rest.query("metadata") {
-        None => HashMap::new(),
-        // Cinder clients send metadata filters as a JSON object, or Python's repr of a dict.
-        Some(text) => serde_json::from_str(&text.replace('\'', "\""))
-            .map_err(|_| Fault::bad_request("the metadata filter must be a JSON object of strings"))?,
-    };
+    let metadata = metadata_filter(rest)?;
     let request = ListVolumesRequest {
         page: Some(page),
         sort,

@@ -22,11 +22,11 @@ use std::{
     },
 };
 
-use basalt::{ErrorCode, ServiceError};
+use basalt::{ErrorCode, ServiceError, error::excerpt, ids::BackupId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::store::BackupStore;
+use super::store::ProjectStore;
 use crate::backend::{block, sparse};
 
 /// The chunk size: large enough for zstd and sequential I/O, small enough that a 1% change
@@ -83,10 +83,9 @@ impl Progress {
     }
 }
 
-/// What to back up.
+/// What to back up (into the store of its project).
 pub struct BackupSource<'a> {
-    pub backup_id: &'a str,
-    pub project_id: &'a str,
+    pub backup_id: BackupId,
     pub volume_id: &'a str,
     /// The volume's file or block device (a snapshot's, for a volume in use).
     pub path: &'a Path,
@@ -99,12 +98,20 @@ pub struct BackupSource<'a> {
     pub created_unix_seconds: u64,
 }
 
-fn chunk_key(project: &str, hash: &str) -> String {
-    format!("projects/{project}/chunks/{}/{hash}", &hash[..2])
+const MANIFESTS: &str = "backups";
+const CHUNKS: &str = "chunks";
+
+/// A chunk's key in its project's store; `hash` is a checked SHA-256 in hex.
+fn chunk_key(hash: &str) -> String {
+    format!("{CHUNKS}/{}/{hash}", &hash[..2])
 }
 
-fn manifest_key(project: &str, backup_id: &str) -> String {
-    format!("projects/{project}/backups/{backup_id}.json")
+fn manifest_key(backup_id: &BackupId) -> String {
+    format!("{MANIFESTS}/{backup_id}.json")
+}
+
+fn is_chunk_hash(hash: &str) -> bool {
+    hash.len() == 64 && hash.bytes().all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
 }
 
 fn hex(digest: impl AsRef<[u8]>) -> String {
@@ -161,8 +168,8 @@ fn for_each_chunk(
 }
 
 /// Backs the volume up into `store` and writes its manifest there. Blocking: run it on a thread.
-pub fn backup(store: &BackupStore, source: BackupSource<'_>, progress: &Progress) -> Result<Manifest, ServiceError> {
-    let _lock = store.lock_project(source.project_id, false)?;
+pub fn backup(store: &ProjectStore, source: BackupSource<'_>, progress: &Progress) -> Result<Manifest, ServiceError> {
+    let _lock = store.lock(false)?;
     let file = File::open(source.path).map_err(|error| io_error("open", source.path, error))?;
     let metadata = file.metadata().map_err(|error| io_error("inspect", source.path, error))?;
     // Holes of a sparse file are zero chunks that need no read at all.
@@ -195,7 +202,7 @@ pub fn backup(store: &BackupStore, source: BackupSource<'_>, progress: &Progress
             source.parent.is_some_and(|parent| parent.chunks.get(index).and_then(Option::as_ref) == Some(&hash));
         if !known {
             let encoded = encode(&buffer)?;
-            if store.put_if_absent(&chunk_key(source.project_id, &hash), &encoded)? {
+            if store.put_if_absent(&chunk_key(&hash), &encoded)? {
                 stored.fetch_add(encoded.len() as u64, Ordering::Relaxed);
             }
         }
@@ -205,8 +212,8 @@ pub fn backup(store: &BackupStore, source: BackupSource<'_>, progress: &Progress
     let chunks = chunks.into_inner().unwrap_or_else(|e| e.into_inner());
     let manifest = Manifest {
         version: MANIFEST_VERSION,
-        backup_id: source.backup_id.to_owned(),
-        project_id: source.project_id.to_owned(),
+        backup_id: source.backup_id.to_string(),
+        project_id: store.project().to_string(),
         volume_id: source.volume_id.to_owned(),
         parent_id: source.parent.map(|parent| parent.backup_id.clone()),
         size_bytes: source.size_bytes,
@@ -220,7 +227,7 @@ pub fn backup(store: &BackupStore, source: BackupSource<'_>, progress: &Progress
         created_unix_seconds: source.created_unix_seconds,
     };
     let bytes = serde_json::to_vec(&manifest).map_err(|error| ServiceError::internal(error.to_string()))?;
-    store.put(&manifest_key(source.project_id, source.backup_id), &bytes)?;
+    store.put(&manifest_key(&source.backup_id), &bytes)?;
     Ok(manifest)
 }
 
@@ -237,9 +244,8 @@ fn checksum(chunks: &[Option<String>], size_bytes: u64) -> Result<String, Servic
 }
 
 fn decode_hex(hash: &str) -> Result<Vec<u8>, ServiceError> {
-    let valid = hash.len() == 64 && hash.bytes().all(|byte| byte.is_ascii_hexdigit());
-    if !valid {
-        return Err(ServiceError::internal(format!("the manifest names an invalid chunk hash {hash:?}")));
+    if !is_chunk_hash(hash) {
+        return Err(ServiceError::internal(format!("the manifest names an invalid chunk hash {}", excerpt(hash))));
     }
     Ok((0..32).map(|index| u8::from_str_radix(&hash[index * 2..index * 2 + 2], 16).unwrap_or(0)).collect())
 }
@@ -267,26 +273,47 @@ fn decode(encoded: &[u8], length: usize) -> Result<Vec<u8>, String> {
     }
 }
 
-pub fn read_manifest(store: &BackupStore, project: &str, backup_id: &str) -> Result<Manifest, ServiceError> {
-    let bytes = store.get(&manifest_key(project, backup_id)).map_err(|error| {
+/// Reads a backup's manifest and checks it before anything trusts it: it must be this backup's and
+/// this project's, and describe exactly the chunks its size needs, each named by a SHA-256.
+pub fn read_manifest(store: &ProjectStore, backup_id: &BackupId) -> Result<Manifest, ServiceError> {
+    let bytes = store.get(&manifest_key(backup_id)).map_err(|error| {
         ServiceError::new(
             error.code,
             format!("backup {backup_id} has no manifest in the backup store: {}", error.message),
         )
     })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|error| ServiceError::internal(format!("the manifest of backup {backup_id} is damaged: {error}")))
+    let damaged = |why: String| ServiceError::internal(format!("the manifest of backup {backup_id} is damaged: {why}"));
+    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|error| damaged(error.to_string()))?;
+    if manifest.backup_id != backup_id.to_string() || manifest.project_id != store.project().as_str() {
+        return Err(damaged("it names another backup or project".into()));
+    }
+    if manifest.chunk_bytes != CHUNK_BYTES || manifest.version != MANIFEST_VERSION {
+        return Err(ServiceError::invalid(format!(
+            "backup {backup_id} was made with chunks of {} bytes (format {}); this node reads {CHUNK_BYTES}-byte chunks (format {MANIFEST_VERSION})",
+            manifest.chunk_bytes, manifest.version
+        )));
+    }
+    if manifest.chunks.len() as u64 != manifest.size_bytes.div_ceil(CHUNK_BYTES) {
+        return Err(damaged("its chunk list does not match its size".into()));
+    }
+    if !manifest.chunks.iter().flatten().all(|hash| is_chunk_hash(hash)) {
+        return Err(damaged("it names a chunk that is not a SHA-256".into()));
+    }
+    if manifest.parent_id.as_deref().is_some_and(|parent| BackupId::parse(parent).is_err()) {
+        return Err(damaged("its parent is not a backup id".into()));
+    }
+    Ok(manifest)
 }
 
 /// Writes the backup's bytes onto `dest` (a file or block device at least as large), verifying
-/// every chunk and the whole. Blocking: run it on a thread.
-pub fn restore(store: &BackupStore, manifest: &Manifest, dest: &Path, progress: &Progress) -> Result<(), ServiceError> {
-    if manifest.chunk_bytes != CHUNK_BYTES || manifest.version != MANIFEST_VERSION {
-        return Err(ServiceError::invalid(format!(
-            "backup {} was made with chunks of {} bytes (format {}); this node restores {CHUNK_BYTES}-byte chunks (format {MANIFEST_VERSION})",
-            manifest.backup_id, manifest.chunk_bytes, manifest.version
-        )));
-    }
+/// every chunk and the whole. `manifest` comes from [`read_manifest`] of the same store.
+/// Blocking: run it on a thread.
+pub fn restore(
+    store: &ProjectStore,
+    manifest: &Manifest,
+    dest: &Path,
+    progress: &Progress,
+) -> Result<(), ServiceError> {
     let file = OpenOptions::new().write(true).open(dest).map_err(|error| io_error("open", dest, error))?;
     let metadata = file.metadata().map_err(|error| io_error("inspect", dest, error))?;
     let is_device = metadata.file_type().is_block_device();
@@ -306,8 +333,7 @@ pub fn restore(store: &BackupStore, manifest: &Manifest, dest: &Path, progress: 
             hashes.lock().unwrap_or_else(|e| e.into_inner())[index] = zero_hash(length);
             return Ok(());
         };
-        let key = chunk_key(&manifest.project_id, hash);
-        let encoded = store.get(&key).map_err(|error| corrupt(manifest, hash, &error.message))?;
+        let encoded = store.get(&chunk_key(hash)).map_err(|error| corrupt(manifest, hash, &error.message))?;
         let bytes = decode(&encoded, length).map_err(|error| corrupt(manifest, hash, &error))?;
         let found: [u8; 32] = Sha256::digest(&bytes).into();
         if bytes.len() != length || hex(found) != *hash {
@@ -355,30 +381,34 @@ fn zero(file: &File, is_device: bool, offset: u64, length: u64) -> std::io::Resu
 /// Deletes a backup and, with `sweep`, the chunks no other backup of its project uses (only when
 /// no backup of the project runs: one relies on chunks its manifest does not name yet). Refused
 /// while an incremental backup depends on it. Returns the bytes freed. Blocking: run it on a thread.
-pub fn delete(store: &BackupStore, project: &str, backup_id: &str, sweep: bool) -> Result<u64, ServiceError> {
-    let _lock = store.lock_project(project, true)?;
+pub fn delete(store: &ProjectStore, backup_id: &BackupId, sweep: bool) -> Result<u64, ServiceError> {
+    let _lock = store.lock(true)?;
     let mut remaining = Vec::new();
-    for (key, _) in store.list(&format!("projects/{project}/backups"))? {
-        let Some(id) = key.rsplit('/').next().and_then(|name| name.strip_suffix(".json")) else { continue };
-        if id == backup_id {
+    for (key, _) in store.list(MANIFESTS)? {
+        let name = key.rsplit('/').next().and_then(|name| name.strip_suffix(".json"));
+        let Some(id) = name.and_then(|name| BackupId::parse(name).ok()) else {
+            tracing::warn!(key, "backup store: skipping an object that is not a manifest");
+            continue;
+        };
+        if id == *backup_id {
             continue;
         }
-        let manifest = read_manifest(store, project, id)?;
-        if manifest.parent_id.as_deref() == Some(backup_id) {
+        let manifest = read_manifest(store, &id)?;
+        if manifest.parent_id.as_deref() == Some(backup_id.to_string().as_str()) {
             return Err(ServiceError::conflict(format!(
                 "backup {backup_id} has dependent incremental backups ({id}); delete them first"
             )));
         }
         remaining.push(manifest);
     }
-    store.delete(&manifest_key(project, backup_id))?;
+    store.delete(&manifest_key(backup_id))?;
     if !sweep {
         return Ok(0);
     }
     let referenced: HashSet<&str> =
         remaining.iter().flat_map(|manifest| manifest.chunks.iter().flatten().map(String::as_str)).collect();
     let mut freed = 0;
-    for (key, size) in store.list(&format!("projects/{project}/chunks"))? {
+    for (key, size) in store.list(CHUNKS)? {
         let hash = key.rsplit('/').next().unwrap_or_default();
         if !referenced.contains(hash) {
             store.delete(&key)?;
@@ -388,18 +418,35 @@ pub fn delete(store: &BackupStore, project: &str, backup_id: &str, sweep: bool) 
     Ok(freed)
 }
 
+/// An error about the volume being read or written; the host path goes to the log only.
 fn io_error(action: &str, path: &Path, error: std::io::Error) -> ServiceError {
-    ServiceError::internal(format!("cannot {action} {}: {error}", path.display()))
+    tracing::warn!(path = %path.display(), %error, "backup: cannot {action} the volume");
+    ServiceError::internal(format!("cannot {action} the volume: {}", error.kind()))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use basalt::ids::ProjectId;
 
-    fn source<'a>(id: &'a str, path: &'a Path, size: u64, parent: Option<&'a Manifest>) -> BackupSource<'a> {
+    use super::{super::store::BackupStore, *};
+
+    const PROJECT: &str = "0123456789abcdef0123456789abcdef";
+
+    fn id(n: u8) -> BackupId {
+        BackupId::parse(&format!("00000000-0000-4000-8000-0000000000{n:02x}")).unwrap()
+    }
+
+    fn open_store(dir: &Path) -> BackupStore {
+        BackupStore::Posix(super::super::store::PosixStore::open(&dir.join("store")).unwrap())
+    }
+
+    fn project() -> ProjectId {
+        ProjectId::parse(PROJECT).unwrap()
+    }
+
+    fn source<'a>(id: BackupId, path: &'a Path, size: u64, parent: Option<&'a Manifest>) -> BackupSource<'a> {
         BackupSource {
             backup_id: id,
-            project_id: "p1",
             volume_id: "v1",
             path,
             size_bytes: size,
@@ -426,7 +473,9 @@ mod tests {
     #[test]
     fn a_backup_restores_byte_identical_and_stores_no_holes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = BackupStore::Posix(super::super::store::PosixStore::open(&dir.path().join("store")).unwrap());
+        let store = open_store(dir.path());
+        let project = project();
+        let store = store.project(&project);
         let volume = dir.path().join("volume");
         let size = 64 << 20;
         let file = File::create(&volume).unwrap();
@@ -434,53 +483,57 @@ mod tests {
         file.write_all_at(&random(5 << 20, 1), 3 << 20).unwrap();
         file.write_all_at(&vec![7u8; 1 << 20], 40 << 20).unwrap();
         let progress = Progress::default();
-        let manifest = backup(&store, source("b1", &volume, size, None), &progress).unwrap();
+        let manifest = backup(&store, source(id(1), &volume, size, None), &progress).unwrap();
         assert_eq!(progress.percent(), 100, "progress reaches 100% with the last chunk");
         assert_eq!(manifest.chunks.iter().flatten().count(), 3, "only chunks holding data are stored");
         assert!(manifest.stored_bytes < (6 << 20) + 4096, "{} bytes stored", manifest.stored_bytes);
 
         let restored = dir.path().join("restored");
         File::create(&restored).unwrap().set_len(size).unwrap();
-        restore(&store, &read_manifest(&store, "p1", "b1").unwrap(), &restored, &Progress::default()).unwrap();
+        restore(&store, &read_manifest(&store, &id(1)).unwrap(), &restored, &Progress::default()).unwrap();
         assert_eq!(std::fs::read(&restored).unwrap(), std::fs::read(&volume).unwrap());
     }
 
     #[test]
     fn an_incremental_backup_stores_only_what_changed_and_deletes_keep_shared_chunks() {
         let dir = tempfile::tempdir().unwrap();
-        let store = BackupStore::Posix(super::super::store::PosixStore::open(&dir.path().join("store")).unwrap());
+        let store = open_store(dir.path());
+        let project = project();
+        let store = store.project(&project);
         let volume = dir.path().join("volume");
         let size = 32 << 20;
         std::fs::write(&volume, random(size as usize, 2)).unwrap();
-        let full = backup(&store, source("full", &volume, size, None), &Progress::default()).unwrap();
+        let full = backup(&store, source(id(2), &volume, size, None), &Progress::default()).unwrap();
         let file = OpenOptions::new().write(true).open(&volume).unwrap();
         file.write_all_at(&random(4096, 3), 9 << 20).unwrap();
-        let incremental = backup(&store, source("inc", &volume, size, Some(&full)), &Progress::default()).unwrap();
-        assert_eq!(incremental.parent_id.as_deref(), Some("full"));
+        let incremental = backup(&store, source(id(3), &volume, size, Some(&full)), &Progress::default()).unwrap();
+        assert_eq!(incremental.parent_id, Some(id(2).to_string()));
         assert!(incremental.stored_bytes <= CHUNK_BYTES + 64, "{} bytes stored", incremental.stored_bytes);
 
-        let error = delete(&store, "p1", "full", true).unwrap_err();
+        let error = delete(&store, &id(2), true).unwrap_err();
         assert_eq!(error.code, ErrorCode::Conflict);
         assert!(error.message.contains("dependent incremental"), "{}", error.message);
-        let freed = delete(&store, "p1", "inc", true).unwrap();
+        let freed = delete(&store, &id(3), true).unwrap();
         assert!(freed > 0 && freed <= CHUNK_BYTES + 64, "only the changed chunk goes: {freed}");
         // The full backup still restores: its chunks survived the sweep.
         let restored = dir.path().join("restored");
         File::create(&restored).unwrap().set_len(size).unwrap();
         restore(&store, &full, &restored, &Progress::default()).unwrap();
         assert_eq!(std::fs::read(&restored).unwrap(), random(size as usize, 2));
-        delete(&store, "p1", "full", true).unwrap();
-        assert!(store.list("projects/p1/chunks").unwrap().is_empty());
+        delete(&store, &id(2), true).unwrap();
+        assert!(store.list(CHUNKS).unwrap().is_empty());
     }
 
     #[test]
     fn a_damaged_chunk_fails_the_restore_clearly() {
         let dir = tempfile::tempdir().unwrap();
-        let store = BackupStore::Posix(super::super::store::PosixStore::open(&dir.path().join("store")).unwrap());
+        let store = open_store(dir.path());
+        let project = project();
+        let store = store.project(&project);
         let volume = dir.path().join("volume");
         std::fs::write(&volume, random(8 << 20, 4)).unwrap();
-        let manifest = backup(&store, source("b1", &volume, 8 << 20, None), &Progress::default()).unwrap();
-        let (key, _) = store.list("projects/p1/chunks").unwrap().remove(1);
+        let manifest = backup(&store, source(id(1), &volume, 8 << 20, None), &Progress::default()).unwrap();
+        let (key, _) = store.list(CHUNKS).unwrap().remove(1);
         let mut bytes = store.get(&key).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
@@ -495,13 +548,50 @@ mod tests {
     #[test]
     fn a_cancelled_backup_stops() {
         let dir = tempfile::tempdir().unwrap();
-        let store = BackupStore::Posix(super::super::store::PosixStore::open(&dir.path().join("store")).unwrap());
+        let store = open_store(dir.path());
+        let project = project();
+        let store = store.project(&project);
         let volume = dir.path().join("volume");
         std::fs::write(&volume, random(8 << 20, 5)).unwrap();
         let progress = Progress::default();
         progress.cancel();
-        let error = backup(&store, source("b1", &volume, 8 << 20, None), &progress).unwrap_err();
+        let error = backup(&store, source(id(1), &volume, 8 << 20, None), &progress).unwrap_err();
         assert_eq!(error.message, "cancelled");
-        assert!(read_manifest(&store, "p1", "b1").is_err(), "no manifest for a cancelled backup");
+        assert!(read_manifest(&store, &id(1)).is_err(), "no manifest for a cancelled backup");
+    }
+
+    #[test]
+    fn a_manifest_is_checked_before_it_is_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path());
+        let project = project();
+        let mine = store.project(&project);
+        let volume = dir.path().join("volume");
+        std::fs::write(&volume, random(8 << 20, 6)).unwrap();
+        let honest = backup(&mine, source(id(1), &volume, 8 << 20, None), &Progress::default()).unwrap();
+        let forged = |edit: &dyn Fn(&mut Manifest)| {
+            let mut manifest = honest.clone();
+            edit(&mut manifest);
+            mine.put(&manifest_key(&id(9)), &serde_json::to_vec(&manifest).unwrap()).unwrap();
+            read_manifest(&mine, &id(9)).unwrap_err().message
+        };
+        let other_project = forged(&|m| {
+            m.backup_id = id(9).to_string();
+            m.project_id = "fedcba9876543210fedcba9876543210".into();
+        });
+        assert!(other_project.contains("names another backup or project"), "{other_project}");
+        let copied = forged(&|_| {});
+        assert!(copied.contains("names another backup or project"), "another backup's manifest: {copied}");
+        let climbing = forged(&|m| {
+            m.backup_id = id(9).to_string();
+            m.chunks[0] = Some("../../../../etc/passwd".into());
+        });
+        assert!(climbing.contains("not a SHA-256"), "{climbing}");
+        let short = forged(&|m| {
+            m.backup_id = id(9).to_string();
+            m.chunks.pop();
+        });
+        assert!(short.contains("does not match its size"), "{short}");
+        assert!(read_manifest(&mine, &id(1)).is_ok(), "the honest manifest still reads");
     }
 }

@@ -10,7 +10,7 @@ use std::{
 
 use basalt::{
     ErrorCode, ServiceError,
-    ids::{SnapshotId, VolumeId},
+    ids::{BackupId, ProjectId, SnapshotId, VolumeId},
 };
 
 use super::{
@@ -30,18 +30,18 @@ use crate::backend::{Backend, blocking};
 
 pub struct Backups {
     store: Option<Arc<BackupStore>>,
-    running: Mutex<HashMap<String, Progress>>,
+    running: Mutex<HashMap<BackupId, Progress>>,
 }
 
 /// What to back up, as the scheduler asks for it.
 pub struct BackupOrder {
-    pub backup_id: String,
-    pub project_id: String,
+    pub backup_id: BackupId,
+    pub project_id: ProjectId,
     pub volume_id: VolumeId,
     pub pool: String,
     pub snapshot_id: Option<SnapshotId>,
     pub from_temporary_snapshot: bool,
-    pub parent_id: Option<String>,
+    pub parent_id: Option<BackupId>,
     pub name: String,
     pub description: String,
     pub metadata: BTreeMap<String, String>,
@@ -50,7 +50,7 @@ pub struct BackupOrder {
 /// Removes a running entry when the work ends, however it ends.
 struct Running<'a> {
     backups: &'a Backups,
-    backup_id: String,
+    backup_id: BackupId,
 }
 
 impl Drop for Running<'_> {
@@ -79,23 +79,23 @@ impl Backups {
         })
     }
 
-    fn start(&self, backup_id: &str) -> Result<(Progress, Running<'_>), ServiceError> {
+    fn start(&self, backup_id: BackupId) -> Result<(Progress, Running<'_>), ServiceError> {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if running.contains_key(backup_id) {
+        if running.contains_key(&backup_id) {
             return Err(ServiceError::conflict(format!("backup {backup_id} is already being worked on here")));
         }
         let progress = Progress::default();
-        running.insert(backup_id.to_owned(), progress.clone());
-        Ok((progress, Running { backups: self, backup_id: backup_id.to_owned() }))
+        running.insert(backup_id, progress.clone());
+        Ok((progress, Running { backups: self, backup_id }))
     }
 
     /// Percent done of a backup or restore running here, if one is.
-    pub fn progress(&self, backup_id: &str) -> Option<u32> {
+    pub fn progress(&self, backup_id: &BackupId) -> Option<u32> {
         self.running.lock().unwrap_or_else(|e| e.into_inner()).get(backup_id).map(Progress::percent)
     }
 
     /// Cancels a running backup; `false` when none runs here.
-    pub fn cancel(&self, backup_id: &str) -> bool {
+    pub fn cancel(&self, backup_id: &BackupId) -> bool {
         match self.running.lock().unwrap_or_else(|e| e.into_inner()).get(backup_id) {
             Some(progress) => {
                 progress.cancel();
@@ -105,24 +105,25 @@ impl Backups {
         }
     }
 
-    pub async fn manifest(&self, project_id: &str, backup_id: &str) -> Result<Manifest, ServiceError> {
+    pub async fn manifest(&self, project_id: &ProjectId, backup_id: BackupId) -> Result<Manifest, ServiceError> {
         let store = self.store()?;
-        let (project_id, backup_id) = (project_id.to_owned(), backup_id.to_owned());
-        blocking(move || engine::read_manifest(&store, &project_id, &backup_id)).await
+        let project_id = project_id.clone();
+        blocking(move || engine::read_manifest(&store.project(&project_id), &backup_id)).await
     }
 
     pub async fn backup(&self, backend: &Backend, order: BackupOrder) -> Result<Manifest, ServiceError> {
         let store = self.store()?;
-        if let Ok(existing) = self.manifest(&order.project_id, &order.backup_id).await {
+        if let Ok(existing) = self.manifest(&order.project_id, order.backup_id).await {
             return Ok(existing);
         }
-        let parent = match &order.parent_id {
+        let parent = match order.parent_id {
             Some(parent_id) => Some(self.manifest(&order.project_id, parent_id).await?),
             None => None,
         };
-        let (progress, _running) = self.start(&order.backup_id)?;
+        let (progress, _running) = self.start(order.backup_id)?;
         // A volume in use is read through a snapshot taken for this backup (named by its id).
-        let temporary = if order.from_temporary_snapshot { Some(SnapshotId::parse(&order.backup_id)?) } else { None };
+        let temporary =
+            if order.from_temporary_snapshot { Some(SnapshotId::parse(&order.backup_id.to_string())?) } else { None };
         let (path, size_bytes) = match (order.snapshot_id, temporary) {
             (Some(snapshot_id), _) => {
                 let snapshot = backend.get_snapshot(&order.pool, snapshot_id).await?.ok_or_else(|| {
@@ -141,11 +142,10 @@ impl Backups {
                 (volume.path, volume.size_bytes)
             }
         };
-        let backup_id = order.backup_id.clone();
+        let backup_id = order.backup_id;
         let outcome = blocking(move || {
             let source = BackupSource {
-                backup_id: &order.backup_id,
-                project_id: &order.project_id,
+                backup_id: order.backup_id,
                 volume_id: &order.volume_id.to_string(),
                 path: &PathBuf::from(&path),
                 size_bytes,
@@ -155,13 +155,13 @@ impl Backups {
                 metadata: order.metadata,
                 created_unix_seconds: unix_seconds(),
             };
-            engine::backup(&store, source, &progress)
+            engine::backup(&store.project(&order.project_id), source, &progress)
         })
         .await;
         if let Some(snapshot_id) = temporary
             && let Err(error) = backend.delete_snapshot(&order.pool, snapshot_id).await
         {
-            tracing::warn!(backup_id, %error, "cannot remove the backup's temporary snapshot");
+            tracing::warn!(%backup_id, %error, "cannot remove the backup's temporary snapshot");
         }
         outcome
     }
@@ -169,8 +169,8 @@ impl Backups {
     pub async fn restore(
         &self,
         backend: &Backend,
-        project_id: &str,
-        backup_id: &str,
+        project_id: &ProjectId,
+        backup_id: BackupId,
         pool: &str,
         volume_id: VolumeId,
     ) -> Result<(), ServiceError> {
@@ -181,18 +181,25 @@ impl Backups {
             .await?
             .ok_or_else(|| ServiceError::not_found(format!("volume {volume_id} is not in pool {pool:?}")))?;
         let (progress, _running) = self.start(backup_id)?;
-        blocking(move || engine::restore(&store, &manifest, Path::new(&volume.path), &progress)).await
+        let project_id = project_id.clone();
+        blocking(move || engine::restore(&store.project(&project_id), &manifest, Path::new(&volume.path), &progress))
+            .await
     }
 
     /// Deletes the backup, and with `sweep` the chunks no other backup names; `(existed, freed bytes)`.
-    pub async fn delete(&self, project_id: &str, backup_id: &str, sweep: bool) -> Result<(bool, u64), ServiceError> {
-        if self.progress(backup_id).is_some() {
+    pub async fn delete(
+        &self,
+        project_id: &ProjectId,
+        backup_id: BackupId,
+        sweep: bool,
+    ) -> Result<(bool, u64), ServiceError> {
+        if self.progress(&backup_id).is_some() {
             return Err(ServiceError::conflict(format!("backup {backup_id} is running here; cancel it first")));
         }
         let store = self.store()?;
         let existed = self.manifest(project_id, backup_id).await.is_ok();
-        let (project_id, backup_id) = (project_id.to_owned(), backup_id.to_owned());
-        let freed = blocking(move || engine::delete(&store, &project_id, &backup_id, sweep)).await?;
+        let project_id = project_id.clone();
+        let freed = blocking(move || engine::delete(&store.project(&project_id), &backup_id, sweep)).await?;
         Ok((existed, freed))
     }
 }
