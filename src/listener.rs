@@ -17,7 +17,10 @@ use std::{
     io,
     net::SocketAddr,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -102,15 +105,56 @@ pub enum Protocol {
 pub struct BoundedListener {
     listener: TcpListener,
     permits: Arc<Semaphore>,
+    occupancy: Arc<Occupancy>,
     limits: ListenerLimits,
     protocol: Protocol,
     what: &'static str,
 }
 
+/// Open connections, and the most open since memory was last handed back.
+#[derive(Debug, Default)]
+struct Occupancy {
+    open: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// A flood smaller than this leaves too little behind to be worth a trim.
+const TRIM_AFTER_PEAK: usize = 256;
+
+impl Occupancy {
+    fn opened(&self) {
+        let open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(open, Ordering::Relaxed);
+    }
+
+    /// Once a flood has drained to a quarter of its peak, hands the memory its connections used
+    /// back to the system: the allocator keeps freed pages otherwise, and a process that met one
+    /// flood would hold its peak memory for good.
+    fn closed(&self) {
+        let open = self.open.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        let peak = self.peak.load(Ordering::Relaxed);
+        if peak < TRIM_AFTER_PEAK || open > peak / 4 {
+            return;
+        }
+        if self.peak.compare_exchange(peak, open, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            release_free_memory();
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_memory() {
+    // SAFETY: malloc_trim only returns free pages of the allocator's arenas to the kernel.
+    unsafe { libc::malloc_trim(0) };
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}
+
 impl BoundedListener {
     pub fn new(listener: TcpListener, limits: ListenerLimits, protocol: Protocol, what: &'static str) -> Self {
         let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-        Self { listener, permits, limits, protocol, what }
+        Self { listener, permits, occupancy: Arc::default(), limits, protocol, what }
     }
 
     pub fn limits(&self) -> ListenerLimits {
@@ -143,7 +187,9 @@ impl BoundedListener {
                 Ok((stream, remote)) => {
                     // Responses go out in more than one write: never let Nagle hold the last one.
                     let _ = stream.set_nodelay(true);
-                    return Connection::new(stream, remote, permit, self.limits, self.protocol);
+                    self.occupancy.opened();
+                    let slot = Slot { _permit: permit, occupancy: self.occupancy.clone() };
+                    return Connection::new(stream, remote, slot, self.limits, self.protocol);
                 }
                 Err(error) => {
                     tracing::warn!(listener = self.what, %error, "cannot accept a connection; retrying shortly");
@@ -234,12 +280,24 @@ impl Activity {
     }
 }
 
+/// A connection's place in its listener, given back when the connection is dropped.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    occupancy: Arc<Occupancy>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.occupancy.closed();
+    }
+}
+
 /// An accepted connection: the socket, its slot in the listener and its watchdog.
 pub struct Connection {
     stream: TcpStream,
     remote: SocketAddr,
     local: Option<SocketAddr>,
-    _permit: OwnedSemaphorePermit,
+    _slot: Slot,
     activity: Arc<Activity>,
     timer: Pin<Box<Sleep>>,
     /// A fault response that replaces one of hyper's bodiless error responses, still to be sent.
@@ -247,13 +305,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn new(
-        stream: TcpStream,
-        remote: SocketAddr,
-        permit: OwnedSemaphorePermit,
-        limits: ListenerLimits,
-        protocol: Protocol,
-    ) -> Self {
+    fn new(stream: TcpStream, remote: SocketAddr, slot: Slot, limits: ListenerLimits, protocol: Protocol) -> Self {
         let now = Instant::now();
         let activity = Arc::new(Activity {
             state: Mutex::new(ActivityState { in_flight: 0, idle_since: now, head_started: None }),
@@ -265,7 +317,7 @@ impl Connection {
             stream,
             remote,
             local,
-            _permit: permit,
+            _slot: slot,
             activity,
             timer: Box::pin(tokio::time::sleep_until(now + limits.idle_timeout)),
             replacement: None,

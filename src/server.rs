@@ -6,7 +6,11 @@
 use std::{convert::Infallible, future::Future, net::SocketAddr, pin::pin};
 
 use hyper_util::rt::TokioIo;
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio::{
+    net::{TcpListener, TcpSocket},
+    sync::watch,
+    task::JoinHandle,
+};
 use tonic::{body::Body, server::NamedService, service::Routes, transport::Server};
 use tonic_health::ServingStatus;
 use tower::ServiceExt;
@@ -17,6 +21,7 @@ use crate::{
 };
 
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+const LISTEN_BACKLOG: u32 = 4096;
 
 pub struct GrpcServices {
     routes: Routes,
@@ -101,9 +106,15 @@ pub async fn bind(
     protocol: Protocol,
     what: &'static str,
 ) -> Result<(BoundedListener, SocketAddr), ServiceError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|error| ServiceError::unavailable(format!("cannot listen on {addr}: {error}")))?;
+    let listen = || -> std::io::Result<TcpListener> {
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        // A deep backlog: a burst of clients waits to be accepted instead of having its handshakes
+        // dropped (the kernel caps it at net.core.somaxconn).
+        socket.listen(LISTEN_BACKLOG)
+    };
+    let listener = listen().map_err(|error| ServiceError::unavailable(format!("cannot listen on {addr}: {error}")))?;
     let bound = listener
         .local_addr()
         .map_err(|error| ServiceError::internal(format!("cannot read the bound address: {error}")))?;

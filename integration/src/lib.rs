@@ -325,6 +325,10 @@ impl BasaltProcess {
         &self.endpoints[key]
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -740,7 +744,6 @@ impl RestApi {
         version: Option<&str>,
         body: Option<&str>,
     ) -> Result<RestReply> {
-        use tower::ServiceExt;
         let mut request = axum::http::Request::builder().method(method).uri(path).header("host", "localhost");
         if let Some(token) = token {
             request = request.header("x-auth-token", token);
@@ -749,7 +752,13 @@ impl RestApi {
             request = request.header("openstack-api-version", format!("volume {version}"));
         }
         let body = body.map(|text| axum::body::Body::from(text.to_owned())).unwrap_or_else(axum::body::Body::empty);
-        let response = self.router.clone().oneshot(request.body(body)?).await?;
+        self.send(request.body(body)?).await
+    }
+
+    /// Any request, as it is (headers, body) through the gateway's router.
+    pub async fn send(&self, request: axum::http::Request<axum::body::Body>) -> Result<RestReply> {
+        use tower::ServiceExt;
+        let response = self.router.clone().oneshot(request).await?;
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = axum::body::to_bytes(response.into_body(), 16 << 20).await?;

@@ -93,10 +93,26 @@ pub async fn read_json(body: Body) -> Result<Value, Fault> {
         .map_err(|error| Fault::bad_request(format!("malformed JSON in the request body: {error}")))
 }
 
-/// `body[key]` as an object.
+/// The body as an object.
+pub fn object(body: &Value) -> Result<&Map<String, Value>, Fault> {
+    body.as_object().ok_or_else(|| Fault::bad_request("the body must be a JSON object"))
+}
+
+/// `body[key]`, which must be the body's only key.
+pub fn only<'a>(body: &'a Value, key: &str) -> Result<&'a Value, Fault> {
+    let single = body.as_object().filter(|object| object.len() == 1).and_then(|object| object.get(key));
+    single.ok_or_else(|| Fault::bad_request(format!("the body must be {{\"{key}\": ...}} and nothing else")))
+}
+
+/// `{"<key>": {...}}`: the object under the body's only key.
 pub fn section<'a>(body: &'a Value, key: &str) -> Result<&'a Map<String, Value>, Fault> {
-    body.get(key)
-        .and_then(Value::as_object)
+    only(body, key)?.as_object().ok_or_else(|| Fault::bad_request(format!("the body must be {{\"{key}\": {{...}}}}")))
+}
+
+/// `{"<key>": {"<name>": "<value>", ...}}`: a string map under the body's only key.
+pub fn map_body(body: &Value, key: &str) -> Result<HashMap<String, String>, Fault> {
+    only(body, key)?;
+    string_map(object(body)?, key)?
         .ok_or_else(|| Fault::bad_request(format!("the body must be {{\"{key}\": {{...}}}}")))
 }
 
@@ -189,8 +205,7 @@ pub fn string_map(map: &Map<String, Value>, key: &str) -> Result<Option<HashMap<
 
 /// The value of `{"meta": {"<key>": "<value>"}}`, which must name exactly the URL's key.
 pub fn meta_item(body: &Value, key: &str) -> Result<String, Fault> {
-    let meta = string_map(body.as_object().unwrap_or(&Map::new()), "meta")?
-        .ok_or_else(|| Fault::bad_request("the body must be {\"meta\": {\"<key>\": \"<value>\"}}"))?;
+    let meta = map_body(body, "meta")?;
     match (meta.len(), meta.get(key)) {
         (1, Some(value)) => Ok(value.clone()),
         _ => Err(Fault::bad_request(format!("the body must hold exactly the key {key:?} of the url"))),

@@ -10,6 +10,7 @@ pub mod fault;
 pub mod microversion;
 pub mod openapi;
 pub mod routes;
+pub mod schemas;
 pub mod versions;
 pub mod views;
 
@@ -157,6 +158,26 @@ async fn bounded_request(State(state): State<GatewayState>, request: Request, ne
     next.run(Request::from_parts(parts, body)).await
 }
 
+/// Each query parameter at most once (which of two values would win is a guess), and no control
+/// characters in values (no name or filter holds one).
+fn check_query(query: &[(String, String)]) -> Result<(), Fault> {
+    for (index, (key, value)) in query.iter().enumerate() {
+        if query[..index].iter().any(|(earlier, _)| earlier == key) {
+            return Err(Fault::bad_request(format!(
+                "the query parameter {} is given more than once: give it once",
+                basalt::error::excerpt(key)
+            )));
+        }
+        if value.chars().any(char::is_control) || key.chars().any(char::is_control) {
+            return Err(Fault::bad_request(format!(
+                "the query parameter {} holds a control character",
+                basalt::error::excerpt(key)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A request with a body must declare JSON, or declare nothing (taken as JSON).
 fn check_media_type(request: &Request) -> Result<(), Fault> {
     if request.body().size_hint().exact() == Some(0) {
@@ -256,6 +277,7 @@ impl FromRequestParts<GatewayState> for Rest {
         let Query(query) = Query::<Vec<(String, String)>>::from_request_parts(parts, state)
             .await
             .map_err(|error| Fault::bad_request(format!("invalid query string: {error}")))?;
+        check_query(&query)?;
         let url_project = params.get("project_id").map(String::as_str);
         let context = auth::authenticate(&parts.headers, url_project, &state.auth)?;
         let host =

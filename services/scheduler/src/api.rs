@@ -300,11 +300,11 @@ impl VolumeService for VolumeApi {
         let context = context(&request)?;
         if request.get_ref().defaults_only {
             let project = if request.get_ref().project_id.is_empty() {
-                context.project_id.as_str()
+                context.project_id.clone()
             } else {
-                &request.get_ref().project_id
+                basalt::ids::ProjectId::parse(&request.get_ref().project_id)?
             };
-            return Ok(Response::new(quotas::default_set(&self.core.config.quota_defaults, project)));
+            return Ok(Response::new(quotas::default_set(&self.core.config.quota_defaults, project.as_str())));
         }
         let project = quota_project(&context, &request.get_ref().project_id)?;
         Ok(Response::new(quotas::quota_set(&self.core.db, &self.core.config.quota_defaults, &project).await?))

@@ -51,10 +51,10 @@ async fn list_views(rest: &Rest) -> Result<Vec<Value>, Fault> {
             .ok_or_else(|| Fault::bad_request(format!("unknown attach status {name:?}")))?,
     };
     let request = ListAttachmentsRequest {
-        volume_id: rest.query("volume_id").unwrap_or_default().to_owned(),
+        volume_id: super::query_uuid(rest, "volume_id")?.unwrap_or_default(),
         instance_id: rest.query("instance_id").unwrap_or_default().to_owned(),
         status: status as i32,
-        all_projects: all_tenants(rest),
+        all_projects: all_tenants(rest)?,
     };
     let attachments = rest.client().list_attachments(rest.request(request)).await?.into_inner().attachments;
     Ok(attachments.iter().map(views::attachment).collect())
@@ -117,8 +117,12 @@ pub async fn update(rest: Rest, request_body: Body) -> Result<Response, Fault> {
 pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
     rest.require_version(44, "attachment actions")?;
     let body = body::read_json(request_body).await?;
-    if body.get("os-complete").is_none() {
-        return Err(Fault::bad_request("unknown attachment action; actions: os-complete"));
+    let (name, _) = body::action(&body, "os-complete")?;
+    if name != "os-complete" {
+        return Err(Fault::bad_request(format!(
+            "unknown attachment action {}; actions: os-complete",
+            basalt::error::excerpt(name)
+        )));
     }
     let request = CompleteAttachmentRequest { attachment_id: rest.param("attachment_id").into() };
     rest.client().complete_attachment(rest.request(request)).await?;

@@ -75,13 +75,13 @@ async fn list_backups(rest: &Rest, path: &str, view: fn(&Rest, &Backup) -> Value
             .ok_or_else(|| Fault::bad_request(format!("unknown backup status {}", basalt::error::excerpt(name))))?,
     };
     let request = ListBackupsRequest {
-        volume_id: rest.query("volume_id").unwrap_or_default().to_owned(),
+        volume_id: super::query_uuid(rest, "volume_id")?.unwrap_or_default(),
         status: status as i32,
         name: rest.query("name").unwrap_or_default().to_owned(),
-        all_projects: all_tenants(rest),
+        all_projects: all_tenants(rest)?,
         page: Some(page),
         sort,
-        with_count: with_count(rest),
+        with_count: with_count(rest)?,
     };
     let response = rest.client().list_backups(rest.request(request)).await?.into_inner();
     let page = response.page.unwrap_or_default();
@@ -182,6 +182,7 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
     let backup_id = rest.param("backup_id").to_owned();
     match name {
         "os-reset_status" => {
+            body::check_keys(arguments, &["status"], true)?;
             let status =
                 body::string(arguments, "status")?.ok_or_else(|| Fault::bad_request("os-reset_status needs status"))?;
             let status = BackupStatus::from_cinder_name(&status)

@@ -36,7 +36,7 @@ fn quota_view(set: &QuotaSet, usage: bool) -> Value {
 }
 
 pub async fn quota_show(rest: Rest) -> Result<Response, Fault> {
-    let usage = rest.query("usage").is_some_and(|value| matches!(value.to_ascii_lowercase().as_str(), "true" | "1"));
+    let usage = super::query_flag(&rest, "usage")?.unwrap_or(false);
     let set = quota_set(&rest, rest.param("target")).await?;
     Ok(Json(json!({"quota_set": quota_view(&set, usage)})).into_response())
 }
@@ -53,11 +53,18 @@ pub async fn quota_update(rest: Rest, request_body: Body) -> Result<Response, Fa
     let mut limits = std::collections::HashMap::new();
     for (resource, value) in section {
         if resource == "tenant_id" || resource == "id" {
+            if !value.is_string() {
+                return Err(Fault::bad_request(format!("{resource} must be a string")));
+            }
             continue;
         }
+        let digits = |text: &str| {
+            let digits = text.strip_prefix('-').unwrap_or(text);
+            !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+        };
         let limit = match value {
             Value::Number(number) => number.as_i64(),
-            Value::String(text) => text.trim().parse::<i64>().ok(),
+            Value::String(text) if digits(text) => text.parse::<i64>().ok(),
             _ => None,
         }
         .ok_or_else(|| Fault::bad_request(format!("quota {resource} must be a whole number, -1 for unlimited")))?;
@@ -138,7 +145,7 @@ pub async fn services(rest: Rest) -> Result<Response, Fault> {
 }
 
 pub async fn pools(rest: Rest) -> Result<Response, Fault> {
-    let detail = rest.query("detail").is_some_and(|value| matches!(value.to_ascii_lowercase().as_str(), "true" | "1"));
+    let detail = super::query_flag(&rest, "detail")?.unwrap_or(false);
     let request = ListPoolsRequest { name: rest.query("name").unwrap_or_default().to_owned() };
     let pools = rest.client().list_pools(rest.request(request)).await?.into_inner().pools;
     let views: Vec<Value> = pools

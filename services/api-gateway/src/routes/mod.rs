@@ -10,80 +10,484 @@ pub mod volumes;
 
 use std::collections::HashMap;
 
-use axum::{
-    Router,
-    routing::{get, post, put},
-};
+use axum::{Router, handler::Handler, http::Method, routing::MethodRouter};
 use basalt::proto::{PageRequest, SortKey};
 use serde_json::{Value, json};
 
-use crate::{GatewayState, Rest, fault::Fault};
+use crate::{GatewayState, Rest, fault::Fault, schemas};
 
-pub fn resources() -> Router<GatewayState> {
-    Router::new()
-        .route("/volumes", get(volumes::list_summary).post(volumes::create))
-        .route("/volumes/detail", get(volumes::list_detail))
-        .route("/volumes/summary", get(volumes::summary))
-        .route("/volumes/{volume_id}", get(volumes::show).put(volumes::update).delete(volumes::delete))
-        .route("/volumes/{volume_id}/action", post(volumes::action))
-        .route(
-            "/volumes/{volume_id}/metadata",
-            get(volumes::metadata_show).post(volumes::metadata_merge).put(volumes::metadata_replace),
+/// One operation of the REST surface: its handler, and what the OpenAPI document says of it.
+/// The router and `/openapi.json` are both made from [`table`], so neither can list an
+/// operation the other lacks.
+pub struct Route {
+    pub method: Method,
+    /// Under `/v3/{project_id}` (and `/v3` for microversion 3.67 clients).
+    pub path: &'static str,
+    pub handler: MethodRouter<GatewayState>,
+    pub summary: &'static str,
+    /// The microversion the operation appeared at; below it, 404.
+    pub min_version: u16,
+    pub query: &'static [Query],
+    pub request: Option<fn() -> Value>,
+    /// The success status and its body, if it has one.
+    pub status: u16,
+    pub response: Option<fn() -> Value>,
+    /// For a create: the path parameter the new resource's id fills, and where the id is in the
+    /// response (a JSON pointer), so stateful clients can follow it.
+    pub creates: Option<(&'static str, &'static str)>,
+    /// A second success status whose body depends on the request, described in words.
+    pub also: Option<(u16, &'static str)>,
+    /// The body field (a path of keys) that names a resource another operation creates, by the
+    /// path parameter that create fills: `("volume_id", &["snapshot", "volume_id"])`.
+    pub consumes: Option<(&'static str, &'static [&'static str])>,
+}
+
+/// A query parameter: its name and schema.
+#[derive(Debug, Clone, Copy)]
+pub struct Query {
+    pub name: &'static str,
+    pub schema: fn() -> Value,
+}
+
+impl Route {
+    fn new<H, T>(method: Method, path: &'static str, handler: H, summary: &'static str) -> Self
+    where
+        H: Handler<T, GatewayState>,
+        T: 'static,
+    {
+        let filter = axum::routing::MethodFilter::try_from(method.clone()).unwrap_or(axum::routing::MethodFilter::GET);
+        Self {
+            handler: axum::routing::on(filter, handler),
+            method,
+            path,
+            summary,
+            min_version: 0,
+            query: &[],
+            request: None,
+            status: 200,
+            response: None,
+            creates: None,
+            also: None,
+            consumes: None,
+        }
+    }
+
+    fn get<H: Handler<T, GatewayState>, T: 'static>(path: &'static str, handler: H, summary: &'static str) -> Self {
+        Self::new(Method::GET, path, handler, summary)
+    }
+
+    fn post<H: Handler<T, GatewayState>, T: 'static>(path: &'static str, handler: H, summary: &'static str) -> Self {
+        Self::new(Method::POST, path, handler, summary)
+    }
+
+    fn put<H: Handler<T, GatewayState>, T: 'static>(path: &'static str, handler: H, summary: &'static str) -> Self {
+        Self::new(Method::PUT, path, handler, summary)
+    }
+
+    fn delete<H: Handler<T, GatewayState>, T: 'static>(path: &'static str, handler: H, summary: &'static str) -> Self {
+        Self::new(Method::DELETE, path, handler, summary)
+    }
+
+    fn since(self, min_version: u16) -> Self {
+        Self { min_version, ..self }
+    }
+
+    fn query(self, query: &'static [Query]) -> Self {
+        Self { query, ..self }
+    }
+
+    fn body(self, request: fn() -> Value) -> Self {
+        Self { request: Some(request), ..self }
+    }
+
+    fn returns(self, status: u16, response: fn() -> Value) -> Self {
+        Self { status, response: Some(response), ..self }
+    }
+
+    fn empty(self, status: u16) -> Self {
+        Self { status, response: None, ..self }
+    }
+
+    fn creates(self, parameter: &'static str, pointer: &'static str) -> Self {
+        Self { creates: Some((parameter, pointer)), ..self }
+    }
+
+    fn consumes(self, parameter: &'static str, field: &'static [&'static str]) -> Self {
+        Self { consumes: Some((parameter, field)), ..self }
+    }
+
+    fn also(self, status: u16, description: &'static str) -> Self {
+        Self { also: Some((status, description)), ..self }
+    }
+}
+
+/// A filter's text: anything but control characters (names never hold them).
+fn filter_text() -> Value {
+    json!({"type": "string", "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"})
+}
+
+fn string_schema() -> Value {
+    json!({"type": "string"})
+}
+
+fn flag_schema() -> Value {
+    json!({"type": "string", "enum": FLAG_WORDS})
+}
+
+fn count_schema() -> Value {
+    json!({"type": "integer", "minimum": 0, "maximum": u32::MAX})
+}
+
+const fn query(name: &'static str, schema: fn() -> Value) -> Query {
+    Query { name, schema }
+}
+
+const PAGING: [Query; 8] = [
+    query("limit", count_schema),
+    query("marker", schemas::uuid),
+    query("offset", count_schema),
+    query("sort", || json!({"type": "string", "pattern": SORT_PATTERN})),
+    query("sort_key", || json!({"enum": SORT_KEYS})),
+    query("sort_dir", || json!({"enum": ["asc", "desc"]})),
+    query("with_count", flag_schema),
+    query("all_tenants", flag_schema),
+];
+const VOLUME_QUERY: [Query; 15] = [
+    PAGING[0],
+    PAGING[1],
+    PAGING[2],
+    PAGING[3],
+    PAGING[4],
+    PAGING[5],
+    PAGING[6],
+    PAGING[7],
+    query("name", filter_text),
+    query("name~", filter_text),
+    query("status", || json!({"enum": schemas::VOLUME_STATUSES})),
+    query("metadata", string_schema),
+    query("availability_zone", filter_text),
+    query("bootable", flag_schema),
+    query("size", || json!({"type": "integer", "minimum": 0})),
+];
+const SNAPSHOT_QUERY: [Query; 12] = [
+    PAGING[0],
+    PAGING[1],
+    PAGING[2],
+    PAGING[3],
+    PAGING[4],
+    PAGING[5],
+    PAGING[6],
+    PAGING[7],
+    query("name", filter_text),
+    query("status", || json!({"enum": schemas::SNAPSHOT_STATUSES})),
+    query("volume_id", schemas::uuid),
+    query("metadata", string_schema),
+];
+const BACKUP_QUERY: [Query; 11] = [
+    PAGING[0],
+    PAGING[1],
+    PAGING[2],
+    PAGING[3],
+    PAGING[4],
+    PAGING[5],
+    PAGING[6],
+    PAGING[7],
+    query("name", filter_text),
+    query("status", || json!({"enum": schemas::BACKUP_STATUSES})),
+    query("volume_id", schemas::uuid),
+];
+const ATTACHMENT_QUERY: [Query; 5] = [
+    query("volume_id", schemas::uuid),
+    query("instance_id", filter_text),
+    query("status", || json!({"enum": schemas::ATTACH_STATUSES})),
+    query("attach_status", || json!({"enum": schemas::ATTACH_STATUSES})),
+    PAGING[7],
+];
+const TYPE_QUERY: [Query; 2] = [
+    query(
+        "is_public",
+        || json!({"type": "string", "enum": ["true", "false", "True", "False", "1", "0", "None", "none"]}),
+    ),
+    query("name", filter_text),
+];
+const DELETE_VOLUME_QUERY: [Query; 2] = [query("cascade", flag_schema), query("force", flag_schema)];
+const USAGE_QUERY: [Query; 1] = [query("usage", flag_schema)];
+const FORCE_QUERY: [Query; 1] = [query("force", flag_schema)];
+const VOLUME_TYPE_QUERY: [Query; 1] = [query("vol_type_id", schemas::uuid)];
+const SERVICE_QUERY: [Query; 2] = [query("host", filter_text), query("binary", filter_text)];
+const POOL_QUERY: [Query; 2] = [query("detail", flag_schema), query("name", filter_text)];
+
+/// Every operation of the REST surface, in the order the document lists them.
+pub fn table() -> Vec<Route> {
+    vec![
+        // Volumes.
+        Route::get("/volumes", volumes::list_summary, "List volumes (id, name, links)")
+            .query(&VOLUME_QUERY)
+            .returns(200, schemas::volume_summaries),
+        Route::post("/volumes", volumes::create, "Create a volume: empty, from a snapshot, a volume or a backup (3.47)")
+            .body(schemas::volume_create)
+            .returns(202, schemas::volume_reply)
+            .creates("volume_id", "/volume/id"),
+        Route::get("/volumes/detail", volumes::list_detail, "List volumes with details")
+            .query(&VOLUME_QUERY)
+            .returns(200, schemas::volumes),
+        Route::get("/volumes/summary", volumes::summary, "Count and total size of volumes")
+            .since(12)
+            .query(&VOLUME_QUERY)
+            .returns(200, schemas::volume_summary_totals),
+        Route::get("/volumes/{volume_id}", volumes::show, "Show a volume").returns(200, schemas::volume_reply),
+        Route::put("/volumes/{volume_id}", volumes::update, "Update a volume's name, description or metadata")
+            .body(schemas::volume_update)
+            .returns(200, schemas::volume_reply),
+        Route::delete("/volumes/{volume_id}", volumes::delete, "Delete a volume (cascade; force from 3.23)")
+            .query(&DELETE_VOLUME_QUERY)
+            .empty(202),
+        Route::post(
+            "/volumes/{volume_id}/action",
+            volumes::action,
+            "Run one volume action; os-initialize_connection answers 200 with connection_info, os-set_bootable 200, the others 202",
         )
-        .route(
-            "/volumes/{volume_id}/metadata/{key}",
-            get(volumes::metadata_item).put(volumes::metadata_item_set).delete(volumes::metadata_item_delete),
-        )
-        .route("/snapshots", get(snapshots::list).post(snapshots::create))
-        .route("/snapshots/detail", get(snapshots::list))
-        .route("/snapshots/{snapshot_id}", get(snapshots::show).put(snapshots::update).delete(snapshots::delete))
-        .route("/snapshots/{snapshot_id}/action", post(snapshots::action))
-        .route(
-            "/snapshots/{snapshot_id}/metadata",
-            get(snapshots::metadata_show).post(snapshots::metadata_merge).put(snapshots::metadata_replace),
-        )
-        .route(
+        .body(schemas::volume_action)
+        .empty(202)
+        .also(200, "os-initialize_connection: {\"connection_info\": {...}}; os-set_bootable: no body"),
+        Route::get("/volumes/{volume_id}/metadata", volumes::metadata_show, "Show a volume's metadata")
+            .returns(200, schemas::metadata_reply),
+        Route::post("/volumes/{volume_id}/metadata", volumes::metadata_merge, "Add or change metadata items")
+            .body(schemas::metadata)
+            .returns(200, schemas::metadata_reply),
+        Route::put("/volumes/{volume_id}/metadata", volumes::metadata_replace, "Replace all metadata")
+            .body(schemas::metadata)
+            .returns(200, schemas::metadata_reply),
+        Route::get("/volumes/{volume_id}/metadata/{key}", volumes::metadata_item, "Show one metadata item")
+            .returns(200, schemas::meta_item),
+        Route::put("/volumes/{volume_id}/metadata/{key}", volumes::metadata_item_set, "Set one metadata item")
+            .body(schemas::meta_item)
+            .returns(200, schemas::meta_item),
+        Route::delete("/volumes/{volume_id}/metadata/{key}", volumes::metadata_item_delete, "Delete one metadata item")
+            .empty(200),
+        // Snapshots.
+        Route::get("/snapshots", snapshots::list, "List snapshots")
+            .query(&SNAPSHOT_QUERY)
+            .returns(200, schemas::snapshots),
+        Route::post("/snapshots", snapshots::create, "Create a snapshot of a volume")
+            .body(schemas::snapshot_create)
+            .consumes("volume_id", &["snapshot", "volume_id"])
+            .returns(202, schemas::snapshot_reply)
+            .creates("snapshot_id", "/snapshot/id"),
+        Route::get("/snapshots/detail", snapshots::list, "List snapshots with details")
+            .query(&SNAPSHOT_QUERY)
+            .returns(200, schemas::snapshots),
+        Route::get("/snapshots/{snapshot_id}", snapshots::show, "Show a snapshot").returns(200, schemas::snapshot_reply),
+        Route::put("/snapshots/{snapshot_id}", snapshots::update, "Update a snapshot's name or description")
+            .body(schemas::snapshot_update)
+            .returns(200, schemas::snapshot_reply),
+        Route::delete("/snapshots/{snapshot_id}", snapshots::delete, "Delete a snapshot").empty(202),
+        Route::post("/snapshots/{snapshot_id}/action", snapshots::action, "os-reset_status, os-force_delete (admin)")
+            .body(schemas::snapshot_action)
+            .empty(202),
+        Route::get("/snapshots/{snapshot_id}/metadata", snapshots::metadata_show, "Show a snapshot's metadata")
+            .returns(200, schemas::metadata_reply),
+        Route::post("/snapshots/{snapshot_id}/metadata", snapshots::metadata_merge, "Add or change snapshot metadata")
+            .body(schemas::metadata)
+            .returns(200, schemas::metadata_reply),
+        Route::put("/snapshots/{snapshot_id}/metadata", snapshots::metadata_replace, "Replace all snapshot metadata")
+            .body(schemas::metadata)
+            .returns(200, schemas::metadata_reply),
+        Route::get("/snapshots/{snapshot_id}/metadata/{key}", snapshots::metadata_item, "Show one snapshot metadata item")
+            .returns(200, schemas::meta_item),
+        Route::put("/snapshots/{snapshot_id}/metadata/{key}", snapshots::metadata_item_set, "Set one snapshot metadata item")
+            .body(schemas::meta_item)
+            .returns(200, schemas::meta_item),
+        Route::delete(
             "/snapshots/{snapshot_id}/metadata/{key}",
-            get(snapshots::metadata_item).put(snapshots::metadata_item_set).delete(snapshots::metadata_item_delete),
+            snapshots::metadata_item_delete,
+            "Delete one snapshot metadata item",
         )
-        .route("/types", get(types::list).post(types::create))
-        .route("/types/default", get(types::show_default))
-        .route("/types/{type_id}", get(types::show).put(types::update).delete(types::delete))
-        .route("/types/{type_id}/extra_specs", get(types::extra_specs).post(types::set_extra_specs))
-        .route(
-            "/types/{type_id}/extra_specs/{key}",
-            get(types::extra_spec).put(types::set_extra_spec).delete(types::unset_extra_spec),
+        .empty(200),
+        // Volume types.
+        Route::get("/types", types::list, "List volume types").query(&TYPE_QUERY).returns(200, schemas::volume_types),
+        Route::post("/types", types::create, "Create a volume type (admin)")
+            .body(schemas::volume_type_create)
+            .returns(200, schemas::volume_type_reply)
+            .creates("type_id", "/volume_type/id"),
+        Route::get("/types/default", types::show_default, "Show the default volume type")
+            .returns(200, schemas::volume_type_reply),
+        Route::get("/types/{type_id}", types::show, "Show a volume type").returns(200, schemas::volume_type_reply),
+        Route::put("/types/{type_id}", types::update, "Update a volume type (admin)")
+            .body(schemas::volume_type_update)
+            .returns(200, schemas::volume_type_reply),
+        Route::delete("/types/{type_id}", types::delete, "Delete a volume type (admin)").empty(202),
+        Route::get("/types/{type_id}/extra_specs", types::extra_specs, "Show a volume type's extra specs")
+            .returns(200, schemas::extra_specs_reply),
+        Route::post("/types/{type_id}/extra_specs", types::set_extra_specs, "Set extra specs (admin)")
+            .body(schemas::extra_specs)
+            .returns(200, schemas::extra_specs_reply),
+        Route::get("/types/{type_id}/extra_specs/{key}", types::extra_spec, "Show one extra spec")
+            .returns(200, schemas::extra_spec_reply),
+        Route::put("/types/{type_id}/extra_specs/{key}", types::set_extra_spec, "Set one extra spec (admin)")
+            .body(schemas::extra_spec)
+            .returns(200, schemas::extra_spec_reply),
+        Route::delete("/types/{type_id}/extra_specs/{key}", types::unset_extra_spec, "Unset one extra spec (admin)")
+            .empty(202),
+        Route::post("/types/{type_id}/action", types::action, "addProjectAccess, removeProjectAccess (admin)")
+            .body(schemas::volume_type_action)
+            .empty(202),
+        Route::get("/types/{type_id}/os-volume-type-access", types::access_list, "List the projects of a private type")
+            .returns(200, schemas::volume_type_access),
+        // QoS specs (admin).
+        Route::get("/qos-specs", qos::list, "List QoS specs (admin)").returns(200, schemas::qos_list),
+        Route::post("/qos-specs", qos::create, "Create QoS specs (admin)")
+            .body(schemas::qos_create)
+            .returns(200, schemas::qos_reply)
+            .creates("qos_id", "/qos_specs/id"),
+        Route::get("/qos-specs/{qos_id}", qos::show, "Show QoS specs (admin)").returns(200, schemas::qos_reply),
+        Route::put("/qos-specs/{qos_id}", qos::update, "Set QoS spec keys or the consumer (admin)")
+            .body(schemas::qos_update)
+            .returns(200, schemas::qos_specs_reply),
+        Route::delete("/qos-specs/{qos_id}", qos::delete, "Delete QoS specs; force=true disassociates first (admin)")
+            .query(&FORCE_QUERY)
+            .empty(202),
+        Route::put("/qos-specs/{qos_id}/delete_keys", qos::delete_keys, "Delete QoS spec keys (admin)")
+            .body(schemas::qos_keys)
+            .empty(202),
+        Route::get("/qos-specs/{qos_id}/associate", qos::associate, "Associate with the volume type vol_type_id (admin)")
+            .query(&VOLUME_TYPE_QUERY)
+            .empty(202),
+        Route::get(
+            "/qos-specs/{qos_id}/disassociate",
+            qos::disassociate,
+            "Disassociate from the volume type vol_type_id (admin)",
         )
-        .route("/types/{type_id}/action", post(types::action))
-        .route("/types/{type_id}/os-volume-type-access", get(types::access_list))
-        .route("/qos-specs", get(qos::list).post(qos::create))
-        .route("/qos-specs/{qos_id}", get(qos::show).put(qos::update).delete(qos::delete))
-        .route("/qos-specs/{qos_id}/delete_keys", put(qos::delete_keys))
-        .route("/qos-specs/{qos_id}/associate", get(qos::associate))
-        .route("/qos-specs/{qos_id}/disassociate", get(qos::disassociate))
-        .route("/qos-specs/{qos_id}/disassociate_all", get(qos::disassociate_all))
-        .route("/qos-specs/{qos_id}/associations", get(qos::associations))
-        .route("/attachments", get(attachments::list).post(attachments::create))
-        .route("/attachments/detail", get(attachments::list_detail))
-        .route(
+        .query(&VOLUME_TYPE_QUERY)
+        .empty(202),
+        Route::get("/qos-specs/{qos_id}/disassociate_all", qos::disassociate_all, "Disassociate from every type (admin)")
+            .empty(202),
+        Route::get("/qos-specs/{qos_id}/associations", qos::associations, "List associated volume types (admin)")
+            .returns(200, schemas::qos_associations),
+        // Attachments (3.27+).
+        Route::get("/attachments", attachments::list, "List attachments")
+            .since(27)
+            .query(&ATTACHMENT_QUERY)
+            .returns(200, schemas::attachment_summaries),
+        Route::post(
+            "/attachments",
+            attachments::create,
+            "Create an attachment; without a connector it reserves the volume, with one it exports it",
+        )
+        .since(27)
+        .body(schemas::attachment_create)
+        .consumes("volume_id", &["attachment", "volume_uuid"])
+        .returns(200, schemas::attachment_reply)
+        .creates("attachment_id", "/attachment/id"),
+        Route::get("/attachments/detail", attachments::list_detail, "List attachments with details")
+            .since(27)
+            .query(&ATTACHMENT_QUERY)
+            .returns(200, schemas::attachments),
+        Route::get("/attachments/{attachment_id}", attachments::show, "Show an attachment")
+            .since(27)
+            .returns(200, schemas::attachment_reply),
+        Route::put(
             "/attachments/{attachment_id}",
-            get(attachments::show).put(attachments::update).delete(attachments::delete),
+            attachments::update,
+            "Connect a reserved attachment: export the volume to the connector's host",
         )
-        .route("/attachments/{attachment_id}/action", post(attachments::action))
-        .route("/backups", get(backups::list).post(backups::create))
-        .route("/backups/detail", get(backups::list_detail))
-        .route("/backups/import_record", post(backups::import_record))
-        .route("/backups/{backup_id}", get(backups::show).put(backups::update).delete(backups::delete))
-        .route("/backups/{backup_id}/restore", post(backups::restore))
-        .route("/backups/{backup_id}/export_record", get(backups::export_record))
-        .route("/backups/{backup_id}/action", post(backups::action))
-        .route("/os-quota-sets/{target}", get(misc::quota_show).put(misc::quota_update).delete(misc::quota_reset))
-        .route("/os-quota-sets/{target}/defaults", get(misc::quota_defaults))
-        .route("/limits", get(misc::limits))
-        .route("/os-availability-zone", get(misc::availability_zones))
-        .route("/os-services", get(misc::services))
-        .route("/scheduler-stats/get_pools", get(misc::pools))
-        .route("/extensions", get(misc::extensions))
+        .since(27)
+        .body(schemas::attachment_update)
+        .returns(200, schemas::attachment_reply),
+        Route::delete(
+            "/attachments/{attachment_id}",
+            attachments::delete,
+            "Delete an attachment; answers the volume's remaining ones",
+        )
+        .since(27)
+        .returns(200, schemas::attachments),
+        Route::post("/attachments/{attachment_id}/action", attachments::action, "os-complete: the host attached it")
+            .since(44)
+            .body(schemas::attachment_action)
+            .empty(204),
+        // Backups.
+        Route::get("/backups", backups::list, "List backups (id, name, links)")
+            .query(&BACKUP_QUERY)
+            .returns(200, schemas::backup_summaries),
+        Route::post("/backups", backups::create, "Back a volume up (or its snapshot); incremental to the latest backup")
+            .body(schemas::backup_create)
+            .consumes("volume_id", &["backup", "volume_id"])
+            .returns(202, schemas::backup_summary_reply)
+            .creates("backup_id", "/backup/id"),
+        Route::get("/backups/detail", backups::list_detail, "List backups with details")
+            .query(&BACKUP_QUERY)
+            .returns(200, schemas::backups),
+        Route::post("/backups/import_record", backups::import_record, "Import a backup record exported elsewhere (admin)")
+            .body(schemas::backup_record)
+            .returns(201, schemas::backup_summary_reply),
+        Route::get("/backups/{backup_id}", backups::show, "Show a backup").returns(200, schemas::backup_reply),
+        Route::put("/backups/{backup_id}", backups::update, "Update a backup's name, description or metadata")
+            .since(9)
+            .body(schemas::backup_update)
+            .returns(200, schemas::backup_reply),
+        Route::delete("/backups/{backup_id}", backups::delete, "Delete a backup").empty(202),
+        Route::post("/backups/{backup_id}/restore", backups::restore, "Restore onto a volume, or a new one")
+            .body(schemas::backup_restore)
+            .returns(202, schemas::backup_restore_reply),
+        Route::get("/backups/{backup_id}/export_record", backups::export_record, "Export a backup's record (admin)")
+            .returns(200, schemas::backup_record),
+        Route::post("/backups/{backup_id}/action", backups::action, "os-reset_status, os-force_delete (admin)")
+            .body(schemas::backup_action)
+            .empty(202),
+        // Quotas, limits and the deployment.
+        Route::get("/os-quota-sets/{target}", misc::quota_show, "Show a project's quotas; usage=true adds use")
+            .query(&USAGE_QUERY)
+            .returns(200, schemas::quota_set),
+        Route::put("/os-quota-sets/{target}", misc::quota_update, "Update a project's quotas (admin)")
+            .body(schemas::quota_update)
+            .returns(200, schemas::quota_set),
+        Route::delete("/os-quota-sets/{target}", misc::quota_reset, "Reset a project's quotas to the defaults (admin)")
+            .empty(200),
+        Route::get("/os-quota-sets/{target}/defaults", misc::quota_defaults, "Show the default quotas")
+            .returns(200, schemas::quota_set),
+        Route::get("/limits", misc::limits, "The project's absolute limits and use").returns(200, schemas::limits),
+        Route::get("/os-availability-zone", misc::availability_zones, "List availability zones")
+            .returns(200, schemas::availability_zones),
+        Route::get("/os-services", misc::services, "List services (admin)")
+            .query(&SERVICE_QUERY)
+            .returns(200, schemas::services),
+        Route::get("/scheduler-stats/get_pools", misc::pools, "List pools; detail=true adds capabilities (admin)")
+            .query(&POOL_QUERY)
+            .returns(200, schemas::pools),
+        Route::get("/extensions", misc::extensions, "List API extensions").returns(200, schemas::extensions),
+    ]
+}
+
+/// The router of every `/v3` resource, from the table.
+pub fn resources() -> Router<GatewayState> {
+    table().into_iter().fold(Router::new(), |router, route| router.route(route.path, route.handler))
+}
+
+/// Cinder's boolean words in query strings (python-cinderclient sends `True`, the SDK `true`).
+const FLAG_WORDS: [&str; 18] = [
+    "true", "false", "True", "False", "TRUE", "FALSE", "1", "0", "yes", "no", "Yes", "No", "y", "n", "on", "off", "t",
+    "f",
+];
+/// The keys listings sort by (the scheduler checks them; `listing.rs` there has the same list).
+const SORT_KEYS: [&str; 7] = ["created_at", "updated_at", "name", "display_name", "size", "status", "id"];
+const SORT_PATTERN: &str = "^(created_at|updated_at|name|display_name|size|status|id)(:(asc|desc))?(,(created_at|updated_at|name|display_name|size|status|id)(:(asc|desc))?)*$";
+
+/// A UUID query parameter (a filter by id): absent is `None`.
+pub fn query_uuid(rest: &Rest, name: &str) -> Result<Option<String>, Fault> {
+    let Some(text) = rest.query(name) else { return Ok(None) };
+    uuid::Uuid::try_parse(text)
+        .map_err(|_| Fault::bad_request(format!("{name} {} is not a UUID", basalt::error::excerpt(text))))?;
+    Ok(Some(text.to_owned()))
+}
+
+/// A boolean query parameter: absent is `None`; anything but Cinder's boolean words is refused.
+pub fn query_flag(rest: &Rest, name: &str) -> Result<Option<bool>, Fault> {
+    let Some(text) = rest.query(name) else { return Ok(None) };
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "y" | "on" | "t" => Ok(Some(true)),
+        "false" | "0" | "no" | "n" | "off" | "f" => Ok(Some(false)),
+        _ => Err(Fault::bad_request(format!("{name} must be true or false, not {}", basalt::error::excerpt(text)))),
+    }
 }
 
 /// Query keys every listing understands.
@@ -95,49 +499,47 @@ pub fn paging(rest: &Rest) -> Result<(PageRequest, Vec<SortKey>), Fault> {
     let number = |name: &str| -> Result<u32, Fault> {
         match rest.query(name) {
             None => Ok(0),
-            Some(text) => text
-                .parse::<u32>()
-                .map_err(|_| Fault::bad_request(format!("{name} must be a whole number, not {text:?}"))),
+            Some(text) => text.parse::<u32>().map_err(|_| {
+                Fault::bad_request(format!("{name} must be a whole number, not {}", basalt::error::excerpt(text)))
+            }),
         }
     };
     let page = PageRequest {
         limit: number("limit")?,
-        marker: rest.query("marker").unwrap_or_default().to_owned(),
+        marker: query_uuid(rest, "marker")?.unwrap_or_default(),
         offset: number("offset")?,
     };
+    let direction = descending(rest.query("sort_dir").unwrap_or("desc"))?;
     let mut sort = Vec::new();
     if let Some(keys) = rest.query("sort") {
-        for item in keys.split(',').filter(|item| !item.trim().is_empty()) {
+        for item in keys.split(',') {
             let (key, direction) = item.split_once(':').unwrap_or((item, "desc"));
-            sort.push(SortKey { key: key.trim().to_owned(), descending: descending(direction)? });
+            sort.push(SortKey { key: key.to_owned(), descending: descending(direction)? });
         }
     } else if let Some(key) = rest.query("sort_key") {
-        sort.push(SortKey { key: key.to_owned(), descending: descending(rest.query("sort_dir").unwrap_or("desc"))? });
+        sort.push(SortKey { key: key.to_owned(), descending: direction });
     }
     Ok((page, sort))
 }
 
 fn descending(direction: &str) -> Result<bool, Fault> {
-    match direction.trim().to_ascii_lowercase().as_str() {
+    match direction {
         "desc" => Ok(true),
         "asc" => Ok(false),
-        other => Err(Fault::bad_request(format!("sort direction {other:?} is invalid: use asc or desc"))),
+        other => Err(Fault::bad_request(format!(
+            "sort direction {} is invalid: use asc or desc",
+            basalt::error::excerpt(other)
+        ))),
     }
 }
 
 /// `all_tenants` lists every project for admins; Cinder ignores it for everyone else.
-pub fn all_tenants(rest: &Rest) -> bool {
-    rest.context.is_admin
-        && rest
-            .query("all_tenants")
-            .is_some_and(|value| !matches!(value.to_ascii_lowercase().as_str(), "0" | "false" | "no" | "f"))
+pub fn all_tenants(rest: &Rest) -> Result<bool, Fault> {
+    Ok(rest.context.is_admin && query_flag(rest, "all_tenants")?.unwrap_or(false))
 }
 
-pub fn with_count(rest: &Rest) -> bool {
-    rest.version.at_least(45)
-        && rest
-            .query("with_count")
-            .is_some_and(|value| matches!(value.to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
+pub fn with_count(rest: &Rest) -> Result<bool, Fault> {
+    Ok(rest.version.at_least(45) && query_flag(rest, "with_count")?.unwrap_or(false))
 }
 
 /// From 3.31 a filter the resource does not support is an error for non-admins.

@@ -79,18 +79,20 @@ pub async fn update(rest: Rest, request_body: Body) -> Result<Response, Fault> {
 
 pub async fn delete_keys(rest: Rest, request_body: Body) -> Result<Response, Fault> {
     let body = body::read_json(request_body).await?;
-    let keys: Vec<String> = body
-        .get("keys")
-        .and_then(Value::as_array)
-        .map(|keys| keys.iter().filter_map(|key| key.as_str().map(str::to_owned)).collect())
-        .ok_or_else(|| Fault::bad_request("the body must be {\"keys\": [\"<key>\", ...]}"))?;
+    let usage = || Fault::bad_request("the body must be {\"keys\": [\"<key>\", ...]}");
+    let keys: Vec<String> = body::only(&body, "keys")?
+        .as_array()
+        .ok_or_else(usage)?
+        .iter()
+        .map(|key| key.as_str().map(str::to_owned).ok_or_else(usage))
+        .collect::<Result<_, _>>()?;
     let request = UpdateQosSpecsRequest { qos_specs_id: id(&rest), delete_keys: keys, ..Default::default() };
     rest.client().update_qos_specs(rest.request(request)).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
 pub async fn delete(rest: Rest) -> Result<Response, Fault> {
-    let force = rest.query("force").is_some_and(|value| matches!(value.to_ascii_lowercase().as_str(), "true" | "1"));
+    let force = super::query_flag(&rest, "force")?.unwrap_or(false);
     rest.client().delete_qos_specs(rest.request(DeleteQosSpecsRequest { qos_specs_id: id(&rest), force })).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }

@@ -12,7 +12,7 @@ use basalt::proto::{
     CreateSnapshotRequest, DeleteSnapshotRequest, GetSnapshotRequest, ListSnapshotsRequest, MetadataUpdate,
     ResetSnapshotStatusRequest, Snapshot, SnapshotStatus, UpdateSnapshotRequest,
 };
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::{all_tenants, check_filters, metadata_filter, next_link, paging, with_count};
 use crate::{Rest, body, fault::Fault, views};
@@ -57,11 +57,11 @@ pub async fn list(rest: Rest) -> Result<Response, Fault> {
     let request = ListSnapshotsRequest {
         page: Some(page),
         sort,
-        volume_id: rest.query("volume_id").unwrap_or_default().to_owned(),
+        volume_id: super::query_uuid(&rest, "volume_id")?.unwrap_or_default(),
         name: rest.query("name").unwrap_or_default().to_owned(),
         status: status as i32,
-        all_projects: all_tenants(&rest),
-        with_count: with_count(&rest),
+        all_projects: all_tenants(&rest)?,
+        with_count: with_count(&rest)?,
         metadata: metadata_filter(&rest)?,
     };
     let response = rest.client().list_snapshots(rest.request(request)).await?.into_inner();
@@ -113,6 +113,7 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
     let snapshot_id = rest.param("snapshot_id").to_owned();
     match name {
         "os-reset_status" => {
+            body::check_keys(arguments, &["status"], true)?;
             let status =
                 body::string(arguments, "status")?.ok_or_else(|| Fault::bad_request("os-reset_status needs status"))?;
             let status = SnapshotStatus::from_cinder_name(&status)
@@ -147,8 +148,7 @@ async fn write_metadata(rest: &Rest, items: HashMap<String, String>) -> Result<H
 
 async fn metadata_body(request_body: Body) -> Result<HashMap<String, String>, Fault> {
     let body = body::read_json(request_body).await?;
-    body::string_map(body.as_object().unwrap_or(&Map::new()), "metadata")?
-        .ok_or_else(|| Fault::bad_request("the body must be {\"metadata\": {...}}"))
+    body::map_body(&body, "metadata")
 }
 
 pub async fn metadata_merge(rest: Rest, request_body: Body) -> Result<Response, Fault> {

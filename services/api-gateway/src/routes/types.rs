@@ -11,7 +11,7 @@ use basalt::proto::{
     ListVolumeTypesRequest, SetVolumeTypeExtraSpecsRequest, UnsetVolumeTypeExtraSpecRequest, UpdateVolumeTypeRequest,
     VolumeType, VolumeTypeAccessRequest,
 };
-use serde_json::{Map, json};
+use serde_json::json;
 
 use crate::{Rest, body, fault::Fault, views};
 
@@ -91,8 +91,7 @@ pub async fn extra_specs(rest: Rest) -> Result<Response, Fault> {
 
 pub async fn set_extra_specs(rest: Rest, request_body: Body) -> Result<Response, Fault> {
     let body = body::read_json(request_body).await?;
-    let specs = body::string_map(body.as_object().unwrap_or(&Map::new()), "extra_specs")?
-        .ok_or_else(|| Fault::bad_request("the body must be {\"extra_specs\": {...}}"))?;
+    let specs = body::map_body(&body, "extra_specs")?;
     let current = fetch(&rest).await?;
     let request = SetVolumeTypeExtraSpecsRequest { volume_type_id: current.id, extra_specs: specs.clone() };
     rest.client().set_volume_type_extra_specs(rest.request(request)).await?;
@@ -109,9 +108,8 @@ pub async fn extra_spec(rest: Rest) -> Result<Response, Fault> {
 pub async fn set_extra_spec(rest: Rest, request_body: Body) -> Result<Response, Fault> {
     let key = rest.param("key").to_owned();
     let body = body::read_json(request_body).await?;
-    let value = body
-        .get(&key)
-        .and_then(|value| value.as_str())
+    let value = body::only(&body, &key)?
+        .as_str()
         .ok_or_else(|| Fault::bad_request(format!("the body must be {{\"{key}\": \"<value>\"}}")))?
         .to_owned();
     let current = fetch(&rest).await?;
@@ -131,22 +129,31 @@ pub async fn unset_extra_spec(rest: Rest) -> Result<Response, Fault> {
 }
 
 pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
+    const ACTIONS: &str = "addProjectAccess, removeProjectAccess";
     let body = body::read_json(request_body).await?;
-    let current = fetch(&rest).await?;
-    for (name, grant) in [("addProjectAccess", true), ("removeProjectAccess", false)] {
-        let Some(argument) = body.get(name).and_then(|value| value.as_object()) else { continue };
-        let project =
-            body::string(argument, "project")?.ok_or_else(|| Fault::bad_request(format!("{name} needs project")))?;
-        let request = VolumeTypeAccessRequest { volume_type_id: current.id.clone(), project_id: project };
-        let mut client = rest.client();
-        if grant {
-            client.add_volume_type_access(rest.request(request)).await?;
-        } else {
-            client.remove_volume_type_access(rest.request(request)).await?;
+    let (name, argument) = body::action(&body, ACTIONS)?;
+    let grant = match name {
+        "addProjectAccess" => true,
+        "removeProjectAccess" => false,
+        other => {
+            return Err(Fault::bad_request(format!(
+                "unknown volume type action {}; actions: {ACTIONS}",
+                basalt::error::excerpt(other)
+            )));
         }
-        return Ok(StatusCode::ACCEPTED.into_response());
+    };
+    body::check_keys(argument, &["project"], true)?;
+    let project =
+        body::string(argument, "project")?.ok_or_else(|| Fault::bad_request(format!("{name} needs project")))?;
+    let current = fetch(&rest).await?;
+    let request = VolumeTypeAccessRequest { volume_type_id: current.id, project_id: project };
+    let mut client = rest.client();
+    if grant {
+        client.add_volume_type_access(rest.request(request)).await?;
+    } else {
+        client.remove_volume_type_access(rest.request(request)).await?;
     }
-    Err(Fault::bad_request("unknown volume type action; actions: addProjectAccess, removeProjectAccess"))
+    Ok(StatusCode::ACCEPTED.into_response())
 }
 
 pub async fn access_list(rest: Rest) -> Result<Response, Fault> {

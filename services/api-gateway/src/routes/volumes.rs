@@ -16,7 +16,7 @@ use basalt::proto::{
 };
 use serde_json::{Map, Value, json};
 
-use super::{all_tenants, check_filters, metadata_filter, next_link, paging, with_count};
+use super::{all_tenants, check_filters, metadata_filter, next_link, paging, query_flag, with_count};
 use crate::{Rest, body, fault::Fault, views};
 
 const CREATE_KEYS: &[&str] = &[
@@ -52,8 +52,13 @@ fn detail(rest: &Rest, volume: &Volume) -> Value {
 
 pub async fn create(rest: Rest, request_body: Body) -> Result<Response, Fault> {
     let body = body::read_json(request_body).await?;
+    let strict = rest.version.at_least(53);
+    body::check_keys(body::object(&body)?, &["volume", "OS-SCH-HNT:scheduler_hints"], strict)?;
+    if !matches!(body.get("OS-SCH-HNT:scheduler_hints"), None | Some(Value::Null) | Some(Value::Object(_))) {
+        return Err(Fault::bad_request("OS-SCH-HNT:scheduler_hints must be an object"));
+    }
     let section = body::section(&body, "volume")?;
-    body::check_keys(section, CREATE_KEYS, rest.version.at_least(53))?;
+    body::check_keys(section, CREATE_KEYS, strict)?;
     for (key, why) in [
         ("imageRef", "creating a volume from an image needs an image service, which this deployment does not have"),
         ("consistencygroup_id", "consistency groups are not part of this deployment"),
@@ -118,20 +123,22 @@ async fn list(rest: &Rest) -> Result<(Vec<Volume>, String, Option<u64>), Fault> 
         status: status as i32,
         availability_zone: rest.query("availability_zone").unwrap_or_default().to_owned(),
         metadata,
-        all_projects: all_tenants(rest),
-        with_count: with_count(rest),
+        all_projects: all_tenants(rest)?,
+        with_count: with_count(rest)?,
         idempotency_key: String::new(),
     };
     let response = rest.client().list_volumes(rest.request(request)).await?.into_inner();
     let page = response.page.unwrap_or_default();
     let mut volumes = response.volumes;
     // Filters the gRPC listing has no field for, applied to the page.
-    if let Some(bootable) = rest.query("bootable") {
-        let wanted = matches!(bootable.to_ascii_lowercase().as_str(), "true" | "1");
+    if let Some(wanted) = query_flag(rest, "bootable")? {
         volumes.retain(|volume| volume.bootable == wanted);
     }
     if let Some(size) = rest.query("size") {
-        volumes.retain(|volume| volume.size_gib.to_string() == size);
+        let size: u64 = size.parse().map_err(|_| {
+            Fault::bad_request(format!("size must be a whole number of GiB, not {}", basalt::error::excerpt(size)))
+        })?;
+        volumes.retain(|volume| volume.size_gib == size);
     }
     Ok((volumes, page.next_marker, page.total_count))
 }
@@ -186,8 +193,10 @@ pub async fn show(rest: Rest) -> Result<Response, Fault> {
 
 pub async fn update(rest: Rest, request_body: Body) -> Result<Response, Fault> {
     let body = body::read_json(request_body).await?;
+    let strict = rest.version.at_least(53);
+    body::check_keys(body::object(&body)?, &["volume"], strict)?;
     let section = body::section(&body, "volume")?;
-    body::check_keys(section, UPDATE_KEYS, rest.version.at_least(53))?;
+    body::check_keys(section, UPDATE_KEYS, strict)?;
     let name = body::string(section, "name")?.or(body::string(section, "display_name")?);
     let description = body::string(section, "description")?.or(body::string(section, "display_description")?);
     let metadata = body::string_map(section, "metadata")?.map(|items| MetadataUpdate { items });
@@ -203,11 +212,9 @@ pub async fn update(rest: Rest, request_body: Body) -> Result<Response, Fault> {
 }
 
 pub async fn delete(rest: Rest) -> Result<Response, Fault> {
-    let flag = |name: &str| {
-        rest.query(name).is_some_and(|value| matches!(value.to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
-    };
-    let force = rest.version.at_least(23) && flag("force");
-    let request = DeleteVolumeRequest { volume_id: rest.param("volume_id").into(), force, cascade: flag("cascade") };
+    let force = rest.version.at_least(23) && query_flag(&rest, "force")?.unwrap_or(false);
+    let cascade = query_flag(&rest, "cascade")?.unwrap_or(false);
+    let request = DeleteVolumeRequest { volume_id: rest.param("volume_id").into(), force, cascade };
     rest.client().delete_volume(rest.request(request)).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
@@ -219,6 +226,7 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
     let mut client = rest.client();
     match name {
         "os-extend" => {
+            body::check_keys(arguments, &["new_size"], true)?;
             let new_size = body::size(arguments, "new_size")?
                 .ok_or_else(|| Fault::bad_request("os-extend needs new_size, a whole number of GiB"))?;
             if !rest.version.at_least(42) && fetch(&rest, &volume_id).await?.status == VolumeStatus::InUse as i32 {
@@ -228,6 +236,7 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
             Ok(StatusCode::ACCEPTED.into_response())
         }
         "os-reset_status" => {
+            body::check_keys(arguments, &["status", "attach_status", "migration_status"], true)?;
             let status = match body::string(arguments, "status")? {
                 None => None,
                 Some(name) => Some(
@@ -252,6 +261,7 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
             Ok(StatusCode::ACCEPTED.into_response())
         }
         "os-set_bootable" => {
+            body::check_keys(arguments, &["bootable"], true)?;
             let bootable = body::boolean(arguments, "bootable")?
                 .ok_or_else(|| Fault::bad_request("os-set_bootable needs bootable: true or false"))?;
             let request = UpdateVolumeRequest { volume_id, bootable: Some(bootable), ..Default::default() };
@@ -259,6 +269,7 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
             Ok(StatusCode::OK.into_response())
         }
         "os-update_readonly_flag" => {
+            body::check_keys(arguments, &["readonly"], true)?;
             let readonly = body::boolean(arguments, "readonly")?
                 .ok_or_else(|| Fault::bad_request("os-update_readonly_flag needs readonly: true or false"))?;
             let request = UpdateVolumeRequest { volume_id, readonly: Some(readonly), ..Default::default() };
@@ -266,6 +277,7 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
             Ok(StatusCode::ACCEPTED.into_response())
         }
         "revert" => {
+            body::check_keys(arguments, &["snapshot_id"], true)?;
             rest.require_version(40, "revert")?;
             let snapshot_id =
                 body::uuid(arguments, "snapshot_id")?.ok_or_else(|| Fault::bad_request("revert needs snapshot_id"))?;
@@ -285,17 +297,20 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
             Ok(StatusCode::ACCEPTED.into_response())
         }
         "os-initialize_connection" => {
+            body::check_keys(arguments, &["connector"], true)?;
             let connector = super::attachments::connector(arguments)?;
             let request = InitializeConnectionRequest { volume_id, connector };
             let info = client.initialize_connection(rest.request(request)).await?.into_inner();
             Ok(Json(json!({"connection_info": views::connection_info(&info)})).into_response())
         }
         "os-terminate_connection" => {
+            body::check_keys(arguments, &["connector"], true)?;
             let connector = super::attachments::connector(arguments)?;
             client.terminate_connection(rest.request(TerminateConnectionRequest { volume_id, connector })).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
         "os-attach" => {
+            body::check_keys(arguments, &["instance_uuid", "host_name", "mountpoint", "mode"], true)?;
             let mode = match body::string(arguments, "mode")?.as_deref() {
                 None | Some("rw") => AttachMode::ReadWrite,
                 Some("ro") => AttachMode::ReadOnly,
@@ -312,11 +327,13 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
             Ok(StatusCode::ACCEPTED.into_response())
         }
         "os-detach" => {
+            body::check_keys(arguments, &["attachment_id"], true)?;
             let attachment_id = body::string(arguments, "attachment_id")?.unwrap_or_default();
             client.detach_volume(rest.request(DetachVolumeRequest { volume_id, attachment_id })).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
         "os-retype" => {
+            body::check_keys(arguments, &["new_type", "migration_policy"], true)?;
             let new_type =
                 body::string(arguments, "new_type")?.ok_or_else(|| Fault::bad_request("os-retype needs new_type"))?;
             let migration_policy = body::string(arguments, "migration_policy")?.unwrap_or_default();
@@ -346,8 +363,7 @@ pub async fn metadata_show(rest: Rest) -> Result<Response, Fault> {
 
 pub async fn metadata_merge(rest: Rest, request_body: Body) -> Result<Response, Fault> {
     let body = body::read_json(request_body).await?;
-    let items = body::string_map(body.as_object().unwrap_or(&Map::new()), "metadata")?
-        .ok_or_else(|| Fault::bad_request("the body must be {\"metadata\": {...}}"))?;
+    let items = body::map_body(&body, "metadata")?;
     let mut merged = metadata_reply(&rest).await?;
     merged.extend(items);
     Ok(Json(json!({"metadata": write_metadata(&rest, merged).await?})).into_response())
@@ -355,8 +371,7 @@ pub async fn metadata_merge(rest: Rest, request_body: Body) -> Result<Response, 
 
 pub async fn metadata_replace(rest: Rest, request_body: Body) -> Result<Response, Fault> {
     let body = body::read_json(request_body).await?;
-    let items = body::string_map(body.as_object().unwrap_or(&Map::new()), "metadata")?
-        .ok_or_else(|| Fault::bad_request("the body must be {\"metadata\": {...}}"))?;
+    let items = body::map_body(&body, "metadata")?;
     Ok(Json(json!({"metadata": write_metadata(&rest, items).await?})).into_response())
 }
 

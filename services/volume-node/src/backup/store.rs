@@ -279,8 +279,11 @@ impl PosixStore {
 /// An error naming the key, never the host path (users see these messages); the path goes to the
 /// node's log.
 fn store_error(action: &str, key: &str, path: &Path, error: io::Error) -> ServiceError {
-    tracing::warn!(path = %path.display(), %error, "backup store: cannot {action}");
     let code = if error.kind() == io::ErrorKind::NotFound { ErrorCode::NotFound } else { ErrorCode::Internal };
+    // A missing object is an answer (a backup not written yet), not a fault of the store.
+    if code != ErrorCode::NotFound {
+        tracing::warn!(path = %path.display(), %error, "backup store: cannot {action}");
+    }
     ServiceError::new(code, format!("backup store: cannot {action} {key}: {}", error.kind()))
 }
 
