@@ -63,7 +63,8 @@ async fn version_documents_are_exact_and_unauthenticated() -> Result<()> {
         assert_eq!((reply.status, &reply.body), (StatusCode::OK, &expected), "{path}");
     }
     let openapi = api.call(Method::GET, "/openapi.json", None, None, None).await?;
-    assert!(openapi.body["paths"]["/v3/{project_id}/volumes/detail"]["get"].is_object());
+    assert!(openapi.body["paths"]["/volumes/detail"]["get"].is_object());
+    assert_eq!(openapi.body["servers"][0]["url"], "/v3/{project_id}");
     mesh.shutdown().await;
     Ok(())
 }
@@ -192,7 +193,7 @@ async fn bad_input_gets_a_cinder_shaped_400_and_changes_nothing() -> Result<()> 
     let api = RestApi::start(&mesh).await?;
     let token = admin_of(PROJECT_A);
     let volumes = format!("/v3/{PROJECT_A}/volumes");
-    let cases: [(&str, Option<&str>, &str); 9] = [
+    let cases: [(&str, Option<&str>, &str); 10] = [
         ("{not json", None, "malformed JSON"),
         (
             r#"{"volume": {"size": 1, "colour": "red"}}"#,
@@ -210,6 +211,11 @@ async fn bad_input_gets_a_cinder_shaped_400_and_changes_nothing() -> Result<()> 
         ),
         (r#"{"volume": {"name": "no size"}}"#, None, "size is required"),
         (r#"{"snapshot": {}}"#, None, "the body must be {\"volume\": {...}}"),
+        (
+            r#"{"volume": {"size": 1}, "volume2": {}}"#,
+            Some("3.53"),
+            "additional properties are not allowed (volume2 unexpected)",
+        ),
     ];
     for (body, version, fragment) in cases {
         let reply = api.call(Method::POST, &volumes, Some(&token), version, Some(body)).await?;

@@ -15,6 +15,8 @@ use axum::{
 use serde_json::{Map, Value};
 use tokio::time::Sleep;
 
+use basalt::error::excerpt;
+
 use crate::fault::Fault;
 
 /// Cinder's default `osapi_max_request_body_size` is 112 KiB; 1 MiB leaves room for metadata.
@@ -104,6 +106,13 @@ pub fn only<'a>(body: &'a Value, key: &str) -> Result<&'a Value, Fault> {
     single.ok_or_else(|| Fault::bad_request(format!("the body must be {{\"{key}\": ...}} and nothing else")))
 }
 
+/// `body[key]` as an object, beside which the body may have other keys (the caller checks them).
+pub fn member<'a>(body: &'a Value, key: &str) -> Result<&'a Map<String, Value>, Fault> {
+    body.get(key)
+        .and_then(Value::as_object)
+        .ok_or_else(|| Fault::bad_request(format!("the body must be {{\"{key}\": {{...}}}}")))
+}
+
 /// `{"<key>": {...}}`: the object under the body's only key.
 pub fn section<'a>(body: &'a Value, key: &str) -> Result<&'a Map<String, Value>, Fault> {
     only(body, key)?.as_object().ok_or_else(|| Fault::bad_request(format!("the body must be {{\"{key}\": {{...}}}}")))
@@ -117,16 +126,37 @@ pub fn map_body(body: &Value, key: &str) -> Result<HashMap<String, String>, Faul
 }
 
 /// An action body `{"<action>": {...}}`: the action's name and its arguments (none when the value
-/// is not an object, as in `{"os-complete": null}`). Exactly one action per body: Cinder's
-/// schemas allow one, and running one of two silently would surprise whoever sent them.
-/// `actions` lists the allowed ones for the error.
-pub fn action<'a>(body: &'a Value, actions: &str) -> Result<(&'a str, &'a Map<String, Value>), Fault> {
-    static NO_ARGUMENTS: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+/// is null, as in `{"os-force_delete": null}`). Exactly one action per body: Cinder's schemas allow
+/// one, and running one of two silently would surprise whoever sent them. `actions` lists the
+/// allowed ones for the error.
+pub fn action<'a>(body: &'a Value, actions: &str) -> Result<(&'a str, Arguments<'a>), Fault> {
     let single = body.as_object().filter(|object| object.len() == 1).and_then(|object| object.iter().next());
     let (name, argument) = single.ok_or_else(|| {
         Fault::bad_request(format!("an action body is exactly one {{\"<action>\": {{...}}}}; actions: {actions}"))
     })?;
-    Ok((name.as_str(), argument.as_object().unwrap_or(&NO_ARGUMENTS)))
+    let arguments = match argument {
+        Value::Object(arguments) => Some(arguments),
+        Value::Null => None,
+        _ => return Err(Fault::bad_request(format!("the arguments of {} must be an object or null", excerpt(name)))),
+    };
+    Ok((name.as_str(), Arguments { action: name, arguments }))
+}
+
+/// An action's arguments, as sent.
+pub struct Arguments<'a> {
+    action: &'a str,
+    arguments: Option<&'a Map<String, Value>>,
+}
+
+impl<'a> Arguments<'a> {
+    /// The arguments of an action that takes some: an object of the `allowed` keys only.
+    pub fn with(&self, allowed: &[&str]) -> Result<&'a Map<String, Value>, Fault> {
+        let arguments = self.arguments.ok_or_else(|| {
+            Fault::bad_request(format!("{} needs its arguments: an object of {}", self.action, allowed.join(", ")))
+        })?;
+        check_keys(arguments, allowed, true)?;
+        Ok(arguments)
+    }
 }
 
 /// Refuses keys outside `allowed` when `strict` (Cinder's `additionalProperties: false`).
@@ -181,7 +211,7 @@ pub fn boolean(map: &Map<String, Value>, key: &str) -> Result<Option<bool>, Faul
         Some(Value::String(text)) => match text.to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "y" | "on" | "t" => Ok(Some(true)),
             "false" | "0" | "no" | "n" | "off" | "f" => Ok(Some(false)),
-            _ => Err(Fault::bad_request(format!("{key} must be a boolean, not {text:?}"))),
+            _ => Err(Fault::bad_request(format!("{key} must be a boolean, not {}", basalt::error::excerpt(text)))),
         },
         Some(_) => Err(Fault::bad_request(format!("{key} must be a boolean"))),
     }
@@ -208,14 +238,18 @@ pub fn meta_item(body: &Value, key: &str) -> Result<String, Fault> {
     let meta = map_body(body, "meta")?;
     match (meta.len(), meta.get(key)) {
         (1, Some(value)) => Ok(value.clone()),
-        _ => Err(Fault::bad_request(format!("the body must hold exactly the key {key:?} of the url"))),
+        _ => Err(Fault::bad_request(format!(
+            "the body must hold exactly the key {} of the url",
+            basalt::error::excerpt(key)
+        ))),
     }
 }
 
 /// A UUID field, checked here so the error names the field.
 pub fn uuid(map: &Map<String, Value>, key: &str) -> Result<Option<String>, Fault> {
     let Some(text) = string(map, key)? else { return Ok(None) };
-    uuid::Uuid::try_parse(&text).map_err(|_| Fault::bad_request(format!("{key} {text:?} is not a valid UUID")))?;
+    uuid::Uuid::try_parse(&text)
+        .map_err(|_| Fault::bad_request(format!("{key} {} is not a valid UUID", basalt::error::excerpt(&text))))?;
     Ok(Some(text))
 }
 

@@ -54,6 +54,13 @@ fn nullable(schema: Value) -> Value {
     schema
 }
 
+/// One of `values`, or null (not given).
+fn nullable_enum(values: &[&str]) -> Value {
+    let mut allowed: Vec<Value> = values.iter().map(|value| json!(value)).collect();
+    allowed.push(Value::Null);
+    json!({"enum": allowed})
+}
+
 pub fn name() -> Value {
     json!({"type": "string", "maxLength": 255, "pattern": NAME_PATTERN})
 }
@@ -326,7 +333,7 @@ pub fn volume_action() -> Value {
         (
             "os-reset_status",
             object(
-                json!({"status": {"enum": VOLUME_STATUSES}, "attach_status": {"enum": ATTACH_STATUSES},
+                json!({"status": nullable_enum(VOLUME_STATUSES), "attach_status": nullable_enum(ATTACH_STATUSES),
                        "migration_status": nullable(string())}),
                 &[],
             ),

@@ -29,7 +29,10 @@ fn check_consumer(consumer: &str) -> Result<(), ServiceError> {
     if CONSUMERS.contains(&consumer) {
         return Ok(());
     }
-    Err(ServiceError::invalid(format!("consumer {consumer:?} is invalid: use back-end, front-end or both")))
+    Err(ServiceError::invalid(format!(
+        "consumer {} is invalid: use back-end, front-end or both",
+        basalt::error::excerpt(consumer)
+    )))
 }
 
 pub fn to_proto(model: &qos_specs::Model) -> QosSpecs {
@@ -71,7 +74,10 @@ impl<'a> Qos<'a> {
             .await
             .map_err(db_error)?;
         if taken > 0 {
-            return Err(ServiceError::new(ErrorCode::AlreadyExists, format!("qos specs named {name:?} already exist")));
+            return Err(ServiceError::new(
+                ErrorCode::AlreadyExists,
+                format!("qos specs named {} already exist", basalt::error::excerpt(&name)),
+            ));
         }
         let model = qos_specs::ActiveModel {
             id: Set(uuid::Uuid::new_v4().to_string()),
@@ -108,7 +114,11 @@ impl<'a> Qos<'a> {
         let mut merged = specs(&model);
         for key in &request.delete_keys {
             if merged.remove(key).is_none() {
-                return Err(ServiceError::not_found(format!("qos specs {} have no key {key:?}", model.name)));
+                return Err(ServiceError::not_found(format!(
+                    "qos specs {} have no key {}",
+                    model.name,
+                    basalt::error::excerpt(key)
+                )));
             }
         }
         merged.extend(request.specs);

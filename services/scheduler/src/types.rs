@@ -83,7 +83,7 @@ pub async fn resolve(
     };
     match found {
         Some(model) if may_use(db, context, &model).await? => Ok(model),
-        _ => Err(ServiceError::not_found(format!("volume type {id_or_name:?} not found"))),
+        _ => Err(ServiceError::not_found(format!("volume type {} not found", basalt::error::excerpt(id_or_name)))),
     }
 }
 
@@ -139,7 +139,7 @@ pub async fn create(
     if taken > 0 {
         return Err(ServiceError::new(
             ErrorCode::AlreadyExists,
-            format!("a volume type named {name:?} already exists"),
+            format!("a volume type named {} already exists", basalt::error::excerpt(name)),
         ));
     }
     let now = Utc::now();
@@ -216,7 +216,7 @@ pub async fn update(
         if taken > 0 {
             return Err(ServiceError::new(
                 ErrorCode::AlreadyExists,
-                format!("a volume type named {name:?} already exists"),
+                format!("a volume type named {} already exists", basalt::error::excerpt(&name)),
             ));
         }
         active.name = Set(name);
@@ -283,7 +283,11 @@ pub async fn unset_extra_spec(
 ) -> Result<volume_type::Model, ServiceError> {
     edit_extra_specs(core, context, id, |model, specs| match specs.remove(key) {
         Some(_) => Ok(()),
-        None => Err(ServiceError::not_found(format!("volume type {} has no extra spec {key:?}", model.name))),
+        None => Err(ServiceError::not_found(format!(
+            "volume type {} has no extra spec {}",
+            model.name,
+            basalt::error::excerpt(key)
+        ))),
     })
     .await
 }

@@ -30,7 +30,9 @@ pub async fn create(rest: Rest, request_body: Body) -> Result<Response, Fault> {
         }
         Some(mode) if mode == "rw" => AttachMode::ReadWrite,
         Some(mode) if mode == "ro" => AttachMode::ReadOnly,
-        Some(mode) => return Err(Fault::bad_request(format!("mode must be rw or ro, not {mode:?}"))),
+        Some(mode) => {
+            return Err(Fault::bad_request(format!("mode must be rw or ro, not {}", basalt::error::excerpt(&mode))));
+        }
     };
     let connector = connector(section)?;
     let request = CreateAttachmentRequest {
@@ -48,7 +50,7 @@ async fn list_views(rest: &Rest) -> Result<Vec<Value>, Fault> {
     let status = match rest.query("status").or(rest.query("attach_status")) {
         None => AttachStatus::Unspecified,
         Some(name) => AttachStatus::from_cinder_name(name)
-            .ok_or_else(|| Fault::bad_request(format!("unknown attach status {name:?}")))?,
+            .ok_or_else(|| Fault::bad_request(format!("unknown attach status {}", basalt::error::excerpt(name))))?,
     };
     let request = ListAttachmentsRequest {
         volume_id: super::query_uuid(rest, "volume_id")?.unwrap_or_default(),

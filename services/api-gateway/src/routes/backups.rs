@@ -182,11 +182,12 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
     let backup_id = rest.param("backup_id").to_owned();
     match name {
         "os-reset_status" => {
-            body::check_keys(arguments, &["status"], true)?;
+            let arguments = arguments.with(&["status"])?;
             let status =
                 body::string(arguments, "status")?.ok_or_else(|| Fault::bad_request("os-reset_status needs status"))?;
-            let status = BackupStatus::from_cinder_name(&status)
-                .ok_or_else(|| Fault::bad_request(format!("unknown backup status {status:?}")))?;
+            let status = BackupStatus::from_cinder_name(&status).ok_or_else(|| {
+                Fault::bad_request(format!("unknown backup status {}", basalt::error::excerpt(&status)))
+            })?;
             let request = ResetBackupStatusRequest { backup_id, status: status as i32 };
             rest.client().reset_backup_status(rest.request(request)).await?;
             Ok(StatusCode::ACCEPTED.into_response())
@@ -195,6 +196,9 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
             rest.client().delete_backup(rest.request(DeleteBackupRequest { backup_id, force: true })).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
-        other => Err(Fault::bad_request(format!("unknown backup action {other:?}; actions: {ACTIONS}"))),
+        other => Err(Fault::bad_request(format!(
+            "unknown backup action {}; actions: {ACTIONS}",
+            basalt::error::excerpt(other)
+        ))),
     }
 }

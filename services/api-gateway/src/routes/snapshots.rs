@@ -52,7 +52,7 @@ pub async fn list(rest: Rest) -> Result<Response, Fault> {
     let status = match rest.query("status") {
         None => SnapshotStatus::Unspecified,
         Some(name) => SnapshotStatus::from_cinder_name(name)
-            .ok_or_else(|| Fault::bad_request(format!("unknown snapshot status {name:?}")))?,
+            .ok_or_else(|| Fault::bad_request(format!("unknown snapshot status {}", basalt::error::excerpt(name))))?,
     };
     let request = ListSnapshotsRequest {
         page: Some(page),
@@ -113,11 +113,12 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
     let snapshot_id = rest.param("snapshot_id").to_owned();
     match name {
         "os-reset_status" => {
-            body::check_keys(arguments, &["status"], true)?;
+            let arguments = arguments.with(&["status"])?;
             let status =
                 body::string(arguments, "status")?.ok_or_else(|| Fault::bad_request("os-reset_status needs status"))?;
-            let status = SnapshotStatus::from_cinder_name(&status)
-                .ok_or_else(|| Fault::bad_request(format!("unknown snapshot status {status:?}")))?;
+            let status = SnapshotStatus::from_cinder_name(&status).ok_or_else(|| {
+                Fault::bad_request(format!("unknown snapshot status {}", basalt::error::excerpt(&status)))
+            })?;
             rest.client()
                 .reset_snapshot_status(rest.request(ResetSnapshotStatusRequest { snapshot_id, status: status as i32 }))
                 .await?;
@@ -166,7 +167,9 @@ pub async fn metadata_replace(rest: Rest, request_body: Body) -> Result<Response
 pub async fn metadata_item(rest: Rest) -> Result<Response, Fault> {
     let key = rest.param("key").to_owned();
     let metadata = fetch(&rest).await?.metadata;
-    let value = metadata.get(&key).ok_or_else(|| Fault::not_found(format!("metadata key {key:?} not found")))?;
+    let value = metadata
+        .get(&key)
+        .ok_or_else(|| Fault::not_found(format!("metadata key {} not found", basalt::error::excerpt(&key))))?;
     Ok(Json(json!({"meta": {key: value}})).into_response())
 }
 
@@ -183,7 +186,7 @@ pub async fn metadata_item_delete(rest: Rest) -> Result<Response, Fault> {
     let key = rest.param("key").to_owned();
     let mut metadata = fetch(&rest).await?.metadata;
     if metadata.remove(&key).is_none() {
-        return Err(Fault::not_found(format!("metadata key {key:?} not found")));
+        return Err(Fault::not_found(format!("metadata key {} not found", basalt::error::excerpt(&key))));
     }
     write_metadata(&rest, metadata).await?;
     Ok(StatusCode::OK.into_response())

@@ -48,7 +48,12 @@ pub async fn list(rest: Rest) -> Result<Response, Fault> {
         None | Some("none") | Some("") => None,
         Some("true") | Some("1") => Some(true),
         Some("false") | Some("0") => Some(false),
-        Some(other) => return Err(Fault::bad_request(format!("is_public must be true, false or None, not {other:?}"))),
+        Some(other) => {
+            return Err(Fault::bad_request(format!(
+                "is_public must be true, false or None, not {}",
+                basalt::error::excerpt(other)
+            )));
+        }
     };
     let request = ListVolumeTypesRequest { is_public, name: rest.query("name").unwrap_or_default().to_owned() };
     let types = rest.client().list_volume_types(rest.request(request)).await?.into_inner().volume_types;
@@ -101,7 +106,9 @@ pub async fn set_extra_specs(rest: Rest, request_body: Body) -> Result<Response,
 pub async fn extra_spec(rest: Rest) -> Result<Response, Fault> {
     let key = rest.param("key").to_owned();
     let specs = fetch(&rest).await?.extra_specs;
-    let value = specs.get(&key).ok_or_else(|| Fault::not_found(format!("extra spec {key:?} not found")))?;
+    let value = specs
+        .get(&key)
+        .ok_or_else(|| Fault::not_found(format!("extra spec {} not found", basalt::error::excerpt(&key))))?;
     Ok(Json(json!({ key: value })).into_response())
 }
 
@@ -142,7 +149,7 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
             )));
         }
     };
-    body::check_keys(argument, &["project"], true)?;
+    let argument = argument.with(&["project"])?;
     let project =
         body::string(argument, "project")?.ok_or_else(|| Fault::bad_request(format!("{name} needs project")))?;
     let current = fetch(&rest).await?;

@@ -57,7 +57,7 @@ pub async fn create(rest: Rest, request_body: Body) -> Result<Response, Fault> {
     if !matches!(body.get("OS-SCH-HNT:scheduler_hints"), None | Some(Value::Null) | Some(Value::Object(_))) {
         return Err(Fault::bad_request("OS-SCH-HNT:scheduler_hints must be an object"));
     }
-    let section = body::section(&body, "volume")?;
+    let section = body::member(&body, "volume")?;
     body::check_keys(section, CREATE_KEYS, strict)?;
     for (key, why) in [
         ("imageRef", "creating a volume from an image needs an image service, which this deployment does not have"),
@@ -108,7 +108,7 @@ async fn list(rest: &Rest) -> Result<(Vec<Volume>, String, Option<u64>), Fault> 
     let status = match rest.query("status") {
         None => VolumeStatus::Unspecified,
         Some(name) => VolumeStatus::from_cinder_name(name)
-            .ok_or_else(|| Fault::bad_request(format!("unknown volume status {name:?}")))?,
+            .ok_or_else(|| Fault::bad_request(format!("unknown volume status {}", basalt::error::excerpt(name))))?,
     };
     let metadata = metadata_filter(rest)?;
     let request = ListVolumesRequest {
@@ -226,7 +226,7 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
     let mut client = rest.client();
     match name {
         "os-extend" => {
-            body::check_keys(arguments, &["new_size"], true)?;
+            let arguments = arguments.with(&["new_size"])?;
             let new_size = body::size(arguments, "new_size")?
                 .ok_or_else(|| Fault::bad_request("os-extend needs new_size, a whole number of GiB"))?;
             if !rest.version.at_least(42) && fetch(&rest, &volume_id).await?.status == VolumeStatus::InUse as i32 {
@@ -236,18 +236,20 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
             Ok(StatusCode::ACCEPTED.into_response())
         }
         "os-reset_status" => {
-            body::check_keys(arguments, &["status", "attach_status", "migration_status"], true)?;
+            let arguments = arguments.with(&["status", "attach_status", "migration_status"])?;
             let status = match body::string(arguments, "status")? {
                 None => None,
-                Some(name) => Some(
-                    VolumeStatus::from_cinder_name(&name)
-                        .ok_or_else(|| Fault::bad_request(format!("unknown volume status {name:?}")))?,
-                ),
+                Some(name) => Some(VolumeStatus::from_cinder_name(&name).ok_or_else(|| {
+                    Fault::bad_request(format!("unknown volume status {}", basalt::error::excerpt(&name)))
+                })?),
             };
+            // Basalt does not migrate volumes; the field is checked and left alone.
+            body::string(arguments, "migration_status")?;
             let attach_status = match body::string(arguments, "attach_status")? {
                 None => basalt::proto::AttachStatus::Unspecified,
-                Some(name) => basalt::proto::AttachStatus::from_cinder_name(&name)
-                    .ok_or_else(|| Fault::bad_request(format!("unknown attach status {name:?}")))?,
+                Some(name) => basalt::proto::AttachStatus::from_cinder_name(&name).ok_or_else(|| {
+                    Fault::bad_request(format!("unknown attach status {}", basalt::error::excerpt(&name)))
+                })?,
             };
             let current = fetch(&rest, &volume_id).await?;
             let status = status.unwrap_or_else(|| VolumeStatus::try_from(current.status).unwrap_or_default());
@@ -261,7 +263,7 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
             Ok(StatusCode::ACCEPTED.into_response())
         }
         "os-set_bootable" => {
-            body::check_keys(arguments, &["bootable"], true)?;
+            let arguments = arguments.with(&["bootable"])?;
             let bootable = body::boolean(arguments, "bootable")?
                 .ok_or_else(|| Fault::bad_request("os-set_bootable needs bootable: true or false"))?;
             let request = UpdateVolumeRequest { volume_id, bootable: Some(bootable), ..Default::default() };
@@ -269,7 +271,7 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
             Ok(StatusCode::OK.into_response())
         }
         "os-update_readonly_flag" => {
-            body::check_keys(arguments, &["readonly"], true)?;
+            let arguments = arguments.with(&["readonly"])?;
             let readonly = body::boolean(arguments, "readonly")?
                 .ok_or_else(|| Fault::bad_request("os-update_readonly_flag needs readonly: true or false"))?;
             let request = UpdateVolumeRequest { volume_id, readonly: Some(readonly), ..Default::default() };
@@ -277,7 +279,7 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
             Ok(StatusCode::ACCEPTED.into_response())
         }
         "revert" => {
-            body::check_keys(arguments, &["snapshot_id"], true)?;
+            let arguments = arguments.with(&["snapshot_id"])?;
             rest.require_version(40, "revert")?;
             let snapshot_id =
                 body::uuid(arguments, "snapshot_id")?.ok_or_else(|| Fault::bad_request("revert needs snapshot_id"))?;
@@ -297,24 +299,29 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
             Ok(StatusCode::ACCEPTED.into_response())
         }
         "os-initialize_connection" => {
-            body::check_keys(arguments, &["connector"], true)?;
+            let arguments = arguments.with(&["connector"])?;
             let connector = super::attachments::connector(arguments)?;
             let request = InitializeConnectionRequest { volume_id, connector };
             let info = client.initialize_connection(rest.request(request)).await?.into_inner();
             Ok(Json(json!({"connection_info": views::connection_info(&info)})).into_response())
         }
         "os-terminate_connection" => {
-            body::check_keys(arguments, &["connector"], true)?;
+            let arguments = arguments.with(&["connector"])?;
             let connector = super::attachments::connector(arguments)?;
             client.terminate_connection(rest.request(TerminateConnectionRequest { volume_id, connector })).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
         "os-attach" => {
-            body::check_keys(arguments, &["instance_uuid", "host_name", "mountpoint", "mode"], true)?;
+            let arguments = arguments.with(&["instance_uuid", "host_name", "mountpoint", "mode"])?;
             let mode = match body::string(arguments, "mode")?.as_deref() {
                 None | Some("rw") => AttachMode::ReadWrite,
                 Some("ro") => AttachMode::ReadOnly,
-                Some(other) => return Err(Fault::bad_request(format!("mode must be rw or ro, not {other:?}"))),
+                Some(other) => {
+                    return Err(Fault::bad_request(format!(
+                        "mode must be rw or ro, not {}",
+                        basalt::error::excerpt(other)
+                    )));
+                }
             };
             let request = AttachVolumeRequest {
                 volume_id,
@@ -327,20 +334,23 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
             Ok(StatusCode::ACCEPTED.into_response())
         }
         "os-detach" => {
-            body::check_keys(arguments, &["attachment_id"], true)?;
+            let arguments = arguments.with(&["attachment_id"])?;
             let attachment_id = body::string(arguments, "attachment_id")?.unwrap_or_default();
             client.detach_volume(rest.request(DetachVolumeRequest { volume_id, attachment_id })).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
         "os-retype" => {
-            body::check_keys(arguments, &["new_type", "migration_policy"], true)?;
+            let arguments = arguments.with(&["new_type", "migration_policy"])?;
             let new_type =
                 body::string(arguments, "new_type")?.ok_or_else(|| Fault::bad_request("os-retype needs new_type"))?;
             let migration_policy = body::string(arguments, "migration_policy")?.unwrap_or_default();
             client.retype_volume(rest.request(RetypeVolumeRequest { volume_id, new_type, migration_policy })).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
-        other => Err(Fault::bad_request(format!("unknown volume action {other:?}; actions: {ACTIONS}"))),
+        other => Err(Fault::bad_request(format!(
+            "unknown volume action {}; actions: {ACTIONS}",
+            basalt::error::excerpt(other)
+        ))),
     }
 }
 
@@ -378,7 +388,9 @@ pub async fn metadata_replace(rest: Rest, request_body: Body) -> Result<Response
 pub async fn metadata_item(rest: Rest) -> Result<Response, Fault> {
     let key = rest.param("key").to_owned();
     let metadata = metadata_reply(&rest).await?;
-    let value = metadata.get(&key).ok_or_else(|| Fault::not_found(format!("metadata key {key:?} not found")))?;
+    let value = metadata
+        .get(&key)
+        .ok_or_else(|| Fault::not_found(format!("metadata key {} not found", basalt::error::excerpt(&key))))?;
     Ok(Json(json!({"meta": {key: value}})).into_response())
 }
 
@@ -395,7 +407,7 @@ pub async fn metadata_item_delete(rest: Rest) -> Result<Response, Fault> {
     let key = rest.param("key").to_owned();
     let mut metadata = metadata_reply(&rest).await?;
     if metadata.remove(&key).is_none() {
-        return Err(Fault::not_found(format!("metadata key {key:?} not found")));
+        return Err(Fault::not_found(format!("metadata key {} not found", basalt::error::excerpt(&key))));
     }
     write_metadata(&rest, metadata).await?;
     Ok(StatusCode::OK.into_response())
