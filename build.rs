@@ -1,5 +1,6 @@
-//! Compiles Basalt's protobuf contracts with the vendored `protoc`, so a build never needs a
-//! system-wide protobuf compiler. The descriptor set feeds gRPC server reflection.
+//! Compiles Basalt's protobuf contracts, and the CSI specification's vendored beside them
+//! (`proto/csi/v1`), with the vendored `protoc`, so a build never needs a system-wide protobuf
+//! compiler. The descriptor sets feed gRPC server reflection.
 
 use std::{env, path::PathBuf};
 
@@ -9,6 +10,9 @@ const PROTOS: &[&str] = &[
     "proto/basalt/v1/node.proto",
     "proto/basalt/v1/capacity.proto",
 ];
+
+/// The CSI specification's contract, as released (never edited here).
+const CSI_PROTO: &str = "proto/csi/v1/csi.proto";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
@@ -20,7 +24,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos: Vec<PathBuf> = PROTOS.iter().map(PathBuf::from).collect();
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("basalt_descriptor.bin"))
-        .compile_protos(&protos, &[PathBuf::from("proto"), well_known_types])?;
+        .compile_protos(&protos, &[PathBuf::from("proto"), well_known_types.clone()])?;
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("csi_descriptor.bin"))
+        .compile_protos(&[PathBuf::from(CSI_PROTO)], &[PathBuf::from("proto"), well_known_types])?;
 
     println!("cargo:rerun-if-changed=proto");
     Ok(())

@@ -11,7 +11,12 @@ use tokio::{
     sync::watch,
     task::JoinHandle,
 };
-use tonic::{body::Body, server::NamedService, service::Routes, transport::Server};
+use tonic::{
+    body::Body,
+    server::NamedService,
+    service::Routes,
+    transport::{Server, server::Connected},
+};
 use tonic_health::ServingStatus;
 use tower::ServiceExt;
 
@@ -22,6 +27,8 @@ use crate::{
 
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 const LISTEN_BACKLOG: u32 = 4096;
+/// How often a unix-socket server pings a quiet peer.
+const LOCAL_PING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
 
 pub struct GrpcServices {
     routes: Routes,
@@ -56,16 +63,47 @@ impl GrpcServices {
         listener: BoundedListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServiceError> {
-        let limits = listener.limits();
+        // The server pings a quiet peer well within the idle timeout: a live client answers and stays
+        // connected through long calls, a dead or silent one is closed by the listener.
+        let ping_every = listener.limits().idle_timeout / 3;
+        self.serve_stream(listener.into_incoming(), ping_every, shutdown).await
+    }
+
+    /// Serves the connections of a unix socket (the CSI plugin's, which only the local
+    /// orchestrator reaches) until `shutdown` resolves.
+    pub async fn serve_incoming<IO, E>(
+        self,
+        incoming: impl futures::Stream<Item = Result<IO, E>> + Send,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServiceError>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Connected + Unpin + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.serve_stream(incoming, LOCAL_PING_INTERVAL, shutdown).await
+    }
+
+    async fn serve_stream<IO, E>(
+        self,
+        incoming: impl futures::Stream<Item = Result<IO, E>> + Send,
+        ping_every: std::time::Duration,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServiceError>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Connected + Unpin + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         for name in &self.names {
             health_reporter.set_service_status(*name, ServingStatus::Serving).await;
         }
         // Both reflection versions: grpcurl and grpcio-reflection still ask v1alpha.
-        // Only the services this process serves are listed, though every Basalt type resolves.
+        // Only the services this process serves are listed, though every Basalt and CSI type
+        // resolves.
         let reflection = || {
             let builder = tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(crate::csi::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
                 .with_service_name(HEALTH_SERVICE);
             self.names.iter().fold(builder, |builder, name| builder.with_service_name(*name))
@@ -74,14 +112,11 @@ impl GrpcServices {
         let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
         let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
         let routes = self.routes.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
-        // The server pings a quiet peer well within the idle timeout: a live client answers and stays
-        // connected through long calls, a dead or silent one is closed by the listener.
-        let ping_every = limits.idle_timeout / 3;
         Server::builder()
             .http2_keepalive_interval(Some(ping_every))
             .http2_keepalive_timeout(Some(ping_every))
             .add_routes(routes)
-            .serve_with_incoming_shutdown(listener.into_incoming(), shutdown)
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await
             .map_err(|error| ServiceError::internal(format!("grpc server failed: {error}")))
     }

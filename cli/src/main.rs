@@ -31,6 +31,9 @@ enum Command {
     VolumeNode(VolumeNodeArgs),
     /// Run the REST gateway (Cinder v3).
     Gateway(GatewayArgs),
+    /// Run the CSI plugin (controller, node, or both) on a unix socket, for Kubernetes and other
+    /// container orchestrators.
+    Csi(CsiArgs),
     /// Check a storage host before it goes into service: run the backend conformance suite
     /// against its backend, or export a volume to a host and check the bytes it wrote.
     #[command(subcommand)]
@@ -430,6 +433,50 @@ struct GatewayArgs {
     listeners: ListenerArgs,
 }
 
+#[derive(Args)]
+struct CsiArgs {
+    /// `controller` (one per cluster), `node` (one per host that mounts volumes) or `all`.
+    #[arg(long, env = "BASALT_CSI_MODE", default_value = "all")]
+    mode: basalt_csi_plugin::Mode,
+    /// The socket the orchestrator calls, as CSI deployments pass it.
+    #[arg(long, env = "CSI_ENDPOINT", default_value = "unix:///csi/csi.sock")]
+    endpoint: String,
+    /// The scheduler's VolumeService endpoint.
+    #[arg(long, env = "BASALT_SCHEDULER_ENDPOINT", default_value = "http://127.0.0.1:8780")]
+    scheduler_endpoint: String,
+    /// The Basalt project volumes are provisioned in (32 hex digits or a UUID).
+    #[arg(long, env = "BASALT_CSI_PROJECT_ID")]
+    project_id: String,
+    /// This host's name (node mode): the Kubernetes node name, which is also the volume node's
+    /// id on a host that stores volumes, so its own volumes attach locally.
+    #[arg(long, env = "BASALT_CSI_NODE_ID")]
+    node_id: Option<String>,
+    /// The host's availability zone (node mode).
+    #[arg(long, env = "BASALT_AVAILABILITY_ZONE", default_value = "nova")]
+    availability_zone: String,
+    /// The host's iSCSI initiator name; default: the one in /etc/iscsi/initiatorname.iscsi.
+    #[arg(long, env = "BASALT_ISCSI_INITIATOR")]
+    iscsi_initiator: Option<String>,
+    /// Where the node keeps its staging records.
+    #[arg(long, env = "BASALT_CSI_STATE_DIR", default_value = "/var/lib/basalt/csi")]
+    state_dir: PathBuf,
+    /// Volumes this host may hold at once (0: no limit).
+    #[arg(long, env = "BASALT_CSI_MAX_VOLUMES", default_value_t = 0)]
+    max_volumes: i64,
+    /// Seconds CreateVolume and expansions wait for the volume before answering ABORTED.
+    #[arg(long, env = "BASALT_CSI_READY_WAIT_SECS", default_value_t = 60)]
+    ready_wait_secs: u64,
+}
+
+/// The initiator name open-iscsi generated for this host, if it has one.
+fn host_initiator() -> Option<String> {
+    let text = std::fs::read_to_string("/etc/iscsi/initiatorname.iscsi").ok()?;
+    text.lines()
+        .filter_map(|line| line.trim().strip_prefix("InitiatorName="))
+        .map(|name| name.trim().to_owned())
+        .find(|name| basalt_csi_plugin::node_ref::is_initiator_name(name))
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -439,6 +486,7 @@ async fn main() -> Result<()> {
         Command::Scheduler(args) => scheduler(args).await,
         Command::VolumeNode(args) => volume_node(args).await,
         Command::Gateway(args) => gateway(args).await,
+        Command::Csi(args) => csi(args).await,
         Command::StorageCheck(StorageCheck::Backend(args)) => storage_check::backend(args).await,
         Command::StorageCheck(StorageCheck::Export(args)) => storage_check::export(args).await,
     }
@@ -546,6 +594,33 @@ async fn gateway(args: GatewayArgs) -> Result<()> {
     println!("  rest: http://{}/v3", gateway.rest_addr);
     wait_for_shutdown_signal().await;
     gateway.shutdown().await;
+    Ok(())
+}
+
+async fn csi(args: CsiArgs) -> Result<()> {
+    let node = match args.mode {
+        basalt_csi_plugin::Mode::Controller => None,
+        _ => Some(basalt_csi_plugin::NodeSettings {
+            node_id: args.node_id.clone().unwrap_or_else(host_name),
+            availability_zone: args.availability_zone.clone(),
+            initiator: args.iscsi_initiator.clone().or_else(host_initiator),
+            state_dir: args.state_dir.clone(),
+            max_volumes: args.max_volumes,
+        }),
+    };
+    let csi = basalt_csi_plugin::start(basalt_csi_plugin::CsiConfig {
+        mode: args.mode,
+        endpoint: args.endpoint,
+        scheduler_endpoint: args.scheduler_endpoint,
+        project_id: basalt::ids::ProjectId::parse(&args.project_id)?,
+        ready_wait: Duration::from_secs(args.ready_wait_secs),
+        node,
+    })
+    .await?;
+    println!("basalt csi");
+    println!("  socket: {}", csi.socket.display());
+    wait_for_shutdown_signal().await;
+    csi.shutdown().await;
     Ok(())
 }
 

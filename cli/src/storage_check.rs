@@ -4,11 +4,11 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context, Result, bail};
-use basalt::ids::VolumeId;
-use basalt_volume_node::{
-    backend::{Backend, VolumeSource, conformance},
+use basalt::{
     command::{SystemRunner, Transcript},
+    ids::VolumeId,
 };
+use basalt_volume_node::backend::{Backend, VolumeSource, conformance};
 
 use crate::{CheckBackendArgs, CheckExportArgs, PoolArgs};
 

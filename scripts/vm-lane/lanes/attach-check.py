@@ -7,7 +7,7 @@ attach-check.py <rest url> before-restart|after-restart <marker file>"""
 import json, os, subprocess, sys, time, urllib.request
 
 rest, protocol, initiator = sys.argv[1], sys.argv[2], sys.argv[3]
-project = "lane"
+project = "6c616e65000000000000000000000000"  # Keystone-form ids only ("lane" in hex)
 headers = {"X-Auth-Token": f"admin:{project}", "Content-Type": "application/json",
            "OpenStack-API-Version": "volume 3.71"}
 

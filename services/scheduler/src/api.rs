@@ -34,6 +34,7 @@ use crate::{
     backups::{self, Backups},
     claims,
     db::{self, volume},
+    placement,
     qos::{self, Qos},
     quotas,
     snapshots::{self, Snapshots},
@@ -511,6 +512,10 @@ impl VolumeService for VolumeApi {
                     continue;
                 }
                 let booked_gib = claimed.get(&name).copied().unwrap_or(0).max(0) as u64;
+                let candidate =
+                    placement::PoolCandidate::from_report(&report.node_id, &report.availability_zone, capacity)
+                        .with_booked(booked_gib as f64);
+                let largest_volume_gib = placement::filters::largest_fit_gib(&candidate, false).floor() as u64;
                 pools.push(Pool {
                     r#ref: Some(PoolRef {
                         node_id: report.node_id.clone(),
@@ -530,6 +535,7 @@ impl VolumeService for VolumeApi {
                     capabilities: capacity.capabilities.clone(),
                     schedulable: node.is_fresh(now),
                     reported_at: report.reported_at,
+                    largest_volume_gib,
                     name,
                 });
             }

@@ -104,7 +104,7 @@ impl Attachments {
             )));
         }
         let volume = volumes::load(&self.core.db, context, &model.volume_id).await?;
-        let export = self.export_to(&volume, &connector.initiator).await?;
+        let export = self.export_to(&volume, &connector).await?;
         let info = connection_info(&export, &model.mode, volume.readonly);
         let txn = self.core.begin_write().await?;
         let (before, after) = step(&*txn, &volume, VolumeAction::Connect, AttachStatus::Attaching).await?;
@@ -208,15 +208,14 @@ impl Attachments {
     /// Runs before the row goes: a node that cannot be reached fails the delete, so no ACL or
     /// target is ever forgotten.
     async fn disconnect(&self, model: &attachment::Model) -> Result<(), ServiceError> {
-        let Ok(connector) = serde_json::from_str::<serde_json::Value>(&model.connector) else { return Ok(()) };
-        let Some(initiator) = connector.get("initiator").and_then(|value| value.as_str()) else { return Ok(()) };
+        let Some(connector) = stored_connector(&model.connector) else { return Ok(()) };
         let Some(volume) =
             volume::Entity::find_by_id(model.volume_id.clone()).one(&self.core.db).await.map_err(db_error)?
         else {
             return Ok(());
         };
-        self.revoke_from(&volume, initiator, Some(&model.id)).await?;
-        tracing::info!(attachment_id = %model.id, volume_id = %volume.id, initiator, "host disconnected");
+        self.revoke_from(&volume, &connector, Some(&model.id)).await?;
+        tracing::info!(attachment_id = %model.id, volume_id = %volume.id, initiator = %connector.initiator, host = %connector.host, "host disconnected");
         Ok(())
     }
 
@@ -246,34 +245,37 @@ impl Attachments {
         Ok(())
     }
 
-    /// Exports the volume on its node (idempotent) and lets `initiator` log in. A connector
-    /// without an initiator asks for NFS: the host mounts the share that holds the volume.
-    async fn export_to(&self, volume: &volume::Model, initiator: &str) -> Result<NodeExport, ServiceError> {
+    /// Exports the volume on its node (idempotent) as the connector's host reaches it: locally
+    /// when the host is the volume's node and asks for a local attach, over NFS when it names no
+    /// iSCSI initiator, else over iSCSI with an ACL for its initiator.
+    async fn export_to(&self, volume: &volume::Model, connector: &Connector) -> Result<NodeExport, ServiceError> {
         let (node_id, pool) = volumes::placement_of(volume);
         let mut node = self.core.nodes.client(&self.core.capacity, &node_id)?;
-        let protocol = if initiator.is_empty() { ExportProtocol::Nfs } else { ExportProtocol::Iscsi };
+        let protocol = attach_protocol(volume, connector);
         let request = NodeExportRequest { volume_id: volume.id.clone(), pool: pool.clone(), protocol: protocol as i32 };
         let export = node.export_volume(request).await.map_err(ServiceError::from)?.into_inner();
-        if protocol == ExportProtocol::Nfs {
+        if protocol != ExportProtocol::Iscsi {
             return Ok(export);
         }
-        let allow = NodeInitiatorRequest { volume_id: volume.id.clone(), pool, initiator: initiator.to_owned() };
+        let allow = NodeInitiatorRequest { volume_id: volume.id.clone(), pool, initiator: connector.initiator.clone() };
         node.allow_initiator(allow).await.map_err(ServiceError::from)?;
         Ok(export)
     }
 
-    /// Revokes `initiator`; removes the export when no other connected attachment (than
-    /// `leaving`) remains.
+    /// Revokes what the export to `connector` granted; removes the export when no other connected
+    /// attachment (than `leaving`) remains.
     async fn revoke_from(
         &self,
         volume: &volume::Model,
-        initiator: &str,
+        connector: &Connector,
         leaving: Option<&str>,
     ) -> Result<(), ServiceError> {
-        if initiator.is_empty() {
-            // An NFS host: the node granted nothing of its own, so there is nothing to take back.
+        if attach_protocol(volume, connector) != ExportProtocol::Iscsi {
+            // An NFS or local host: the node granted nothing of its own, so there is nothing to
+            // take back.
             return Ok(());
         }
+        let initiator = connector.initiator.as_str();
         let (node_id, pool) = volumes::placement_of(volume);
         let mut node = self.core.nodes.client(&self.core.capacity, &node_id)?;
         let request =
@@ -314,7 +316,7 @@ impl Attachments {
                 volume.id, volume.status
             )));
         }
-        let export = self.export_to(&volume, &connector.initiator).await?;
+        let export = self.export_to(&volume, &connector).await?;
         let info = connection_info(&export, "rw", volume.readonly);
         connection_info_proto(&info.to_string())
             .ok_or_else(|| ServiceError::internal("connection info could not be encoded"))
@@ -331,7 +333,7 @@ impl Attachments {
             ServiceError::invalid("terminate_connection needs the connector that initialized the connection")
         })?;
         let volume = volumes::load(&self.core.db, context, volume_id).await?;
-        self.revoke_from(&volume, &connector.initiator, None).await?;
+        self.revoke_from(&volume, &connector, None).await?;
         Ok(volume)
     }
 
@@ -439,10 +441,31 @@ async fn step(
     Ok((before, after))
 }
 
+/// How `connector`'s host reaches `volume`: locally when it is the volume's node and asks for a
+/// local attach (os-brick's `do_local_attach`, which the CSI node plugin sets), over NFS when it
+/// names no iSCSI initiator, else over iSCSI.
+fn attach_protocol(volume: &volume::Model, connector: &Connector) -> ExportProtocol {
+    let on_its_node = !connector.host.is_empty() && volume.node_id.as_deref() == Some(connector.host.as_str());
+    if connector.do_local_attach && on_its_node {
+        ExportProtocol::Local
+    } else if connector.initiator.is_empty() {
+        ExportProtocol::Nfs
+    } else {
+        ExportProtocol::Iscsi
+    }
+}
+
 /// Cinder's `connection_info`: iSCSI as `cinder/volume/targets/iscsi.py::_get_iscsi_properties`
-/// builds it, NFS as `cinder/volume/drivers/remotefs.py::initialize_connection` does.
+/// builds it, NFS as `cinder/volume/drivers/remotefs.py::initialize_connection` does, and a local
+/// attach as os-brick's local connector takes it (`device_path`).
 fn connection_info(export: &NodeExport, mode: &str, readonly: bool) -> serde_json::Value {
     let access_mode = if readonly || mode == "ro" { "ro" } else { "rw" };
+    if !export.local_path.is_empty() {
+        return serde_json::json!({
+            "driver_volume_type": "local",
+            "data": {"device_path": export.local_path, "volume_id": export.volume_id, "access_mode": access_mode},
+        });
+    }
     if !export.nfs_export.is_empty() {
         let mut data = serde_json::json!({
             "export": export.nfs_export,
@@ -486,6 +509,22 @@ fn connector_json(connector: &Connector) -> String {
         "do_local_attach": connector.do_local_attach,
     })
     .to_string()
+}
+
+/// The connector an attachment recorded (`connector_json`), if it has one.
+fn stored_connector(text: &str) -> Option<Connector> {
+    let connector: serde_json::Value = serde_json::from_str(text).ok()?;
+    let text = |key: &str| connector[key].as_str().unwrap_or_default().to_owned();
+    Some(Connector {
+        initiator: text("initiator"),
+        ip: text("ip"),
+        host: text("host"),
+        platform: text("platform"),
+        os_type: text("os_type"),
+        multipath: connector["multipath"].as_bool().unwrap_or(false),
+        do_local_attach: connector["do_local_attach"].as_bool().unwrap_or(false),
+        extra: Default::default(),
+    })
 }
 
 /// The connection info as the proto carries it: typed values become their text.
@@ -538,12 +577,7 @@ pub fn to_proto(model: &attachment::Model) -> proto::Attachment {
         host_name: model.host_name.clone(),
         status: AttachStatus::from_cinder_name(&model.status).unwrap_or_default() as i32,
         mode: if model.mode == "ro" { AttachMode::ReadOnly } else { AttachMode::ReadWrite } as i32,
-        connector: serde_json::from_str::<serde_json::Value>(&model.connector).ok().map(|connector| Connector {
-            initiator: connector["initiator"].as_str().unwrap_or_default().to_owned(),
-            ip: connector["ip"].as_str().unwrap_or_default().to_owned(),
-            host: connector["host"].as_str().unwrap_or_default().to_owned(),
-            ..Default::default()
-        }),
+        connector: stored_connector(&model.connector),
         connection_info: connection_info_proto(&model.connection_info),
         mountpoint: model.mountpoint.clone(),
         attached_at: model.attached_at.map(timestamp),

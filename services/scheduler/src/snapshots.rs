@@ -42,6 +42,25 @@ impl Snapshots {
         request: CreateSnapshotRequest,
     ) -> Result<snapshot::Model, ServiceError> {
         crate::fields::check_common(&request.name, &request.description, &request.metadata)?;
+        crate::fields::check_name("idempotency_key", &request.idempotency_key)?;
+        // A repeat (a CSI CreateSnapshot retried) gets the snapshot it made, whatever the volume's
+        // status is now.
+        if !request.idempotency_key.is_empty()
+            && let Some(existing) = self.find_by_idempotency_key(context, &request.idempotency_key).await?
+        {
+            if existing.volume_id == request.volume_id {
+                return Ok(existing);
+            }
+            return Err(ServiceError::new(
+                ErrorCode::AlreadyExists,
+                format!(
+                    "idempotency key {} already names snapshot {} of volume {}; repeat the original arguments or use a new key",
+                    basalt::error::excerpt(&request.idempotency_key),
+                    existing.id,
+                    existing.volume_id
+                ),
+            ));
+        }
         let volume = volumes::load(&self.core.db, context, &request.volume_id).await?;
         let action = if request.force { VolumeAction::SnapshotForce } else { VolumeAction::Snapshot };
         let allowed = lifecycle::volume(action).from;
@@ -116,7 +135,16 @@ impl Snapshots {
         }
         .insert(&*txn)
         .await
-        .map_err(db_error)?;
+        .map_err(|error| {
+            if matches!(error.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) {
+                ServiceError::new(
+                    ErrorCode::AlreadyExists,
+                    "a snapshot with this idempotency key was created concurrently; retry to get it",
+                )
+            } else {
+                db_error(error)
+            }
+        })?;
         let operation =
             Operation::CreateSnapshot { snapshot_id: model.id.clone(), volume_id: volume.id.clone(), node_id, pool };
         let record = journal::record(&*txn, &self.core, &operation).await?;
@@ -132,6 +160,19 @@ impl Snapshots {
 
     pub async fn get(&self, context: &CallContext, snapshot_id: &str) -> Result<snapshot::Model, ServiceError> {
         load(&self.core.db, context, snapshot_id).await
+    }
+
+    async fn find_by_idempotency_key(
+        &self,
+        context: &CallContext,
+        key: &str,
+    ) -> Result<Option<snapshot::Model>, ServiceError> {
+        snapshot::Entity::find()
+            .filter(snapshot::Column::ProjectId.eq(context.project_id.as_str()))
+            .filter(snapshot::Column::IdempotencyKey.eq(key))
+            .one(&self.core.db)
+            .await
+            .map_err(db_error)
     }
 
     pub async fn list(

@@ -1,11 +1,12 @@
 //! The NodeAgent gRPC service: the scheduler's commands to this host, each idempotent by UUID and
 //! serialised per volume so a retry never races the call it retries.
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use basalt::{
     ServiceError,
     ids::{BackupId, ProjectId, SnapshotId, VolumeId},
+    locks::KeyedLocks,
     proto::{
         CapacityReport, ExportProtocol, NodeBackup, NodeBackupProgress, NodeBackupRef, NodeBackupRequest,
         NodeCreateVolumeRequest, NodeDeleteBackupRequest, NodeDeleteBackupResponse, NodeDeleteSnapshotResponse,
@@ -15,7 +16,6 @@ use basalt::{
         NodeUnexportResponse, NodeVolume, node_agent_server::NodeAgent,
     },
 };
-use tokio::sync::{Mutex, OwnedMutexGuard};
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -32,7 +32,8 @@ pub struct Agent {
     target: Arc<Target>,
     backups: Arc<Backups>,
     reporter: Arc<Reporter>,
-    locks: Arc<VolumeLocks>,
+    /// One lock per resource id (volume, snapshot or backup).
+    locks: Arc<KeyedLocks<Uuid>>,
 }
 
 impl Agent {
@@ -68,39 +69,6 @@ impl Agent {
             nfs_options: if share.options.is_empty() { String::new() } else { format!("-o {}", share.options) },
             ..Default::default()
         })
-    }
-}
-
-/// One async lock per resource id (volume or snapshot); entries are dropped when nobody holds or waits for them.
-#[derive(Default)]
-struct VolumeLocks {
-    locks: std::sync::Mutex<HashMap<Uuid, Arc<Mutex<()>>>>,
-}
-
-impl VolumeLocks {
-    async fn lock(&self, id: Uuid) -> VolumeLockGuard<'_> {
-        let lock = {
-            let mut locks = self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            locks.entry(id).or_default().clone()
-        };
-        VolumeLockGuard { guard: Some(lock.lock_owned().await), locks: self, id }
-    }
-}
-
-struct VolumeLockGuard<'a> {
-    guard: Option<OwnedMutexGuard<()>>,
-    locks: &'a VolumeLocks,
-    id: Uuid,
-}
-
-impl Drop for VolumeLockGuard<'_> {
-    fn drop(&mut self) {
-        drop(self.guard.take());
-        let mut locks = self.locks.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        // Only the map holds the lock when strong_count is 1: nobody waits for it any more.
-        if locks.get(&self.id).is_some_and(|lock| Arc::strong_count(lock) == 1) {
-            locks.remove(&self.id);
-        }
     }
 }
 
@@ -278,8 +246,13 @@ impl NodeAgent for Agent {
         let volume_id = VolumeId::parse(&request.volume_id)?;
         let _guard = self.locks.lock(*volume_id.as_uuid()).await;
         let path = self.volume_path(&request.pool, volume_id).await?;
-        if request.protocol() == ExportProtocol::Nfs {
-            return Ok(Response::new(self.nfs_export(&request.pool, volume_id, &path)?));
+        match request.protocol() {
+            ExportProtocol::Nfs => return Ok(Response::new(self.nfs_export(&request.pool, volume_id, &path)?)),
+            ExportProtocol::Local => {
+                let export = NodeExport { volume_id: volume_id.to_string(), local_path: path, ..Default::default() };
+                return Ok(Response::new(export));
+            }
+            ExportProtocol::Iscsi => {}
         }
         let export = self.target.export(volume_id, &path).await?;
         tracing::info!(volume_id = %volume_id, iqn = %export.iqn, "volume exported");

@@ -4,7 +4,6 @@
 pub mod agent;
 pub mod backend;
 pub mod backup;
-pub mod command;
 pub mod reporter;
 pub mod target;
 
@@ -16,6 +15,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use basalt::{
     ServiceError,
     bus::Bus,
+    command::{SystemRunner, Transcript},
     ids::NodeId,
     listener::{ListenerLimits, Protocol},
     proto::node_agent_server::NodeAgentServer,
@@ -31,7 +31,6 @@ use crate::{
         nfs::NfsBackendConfig,
     },
     backup::Backups,
-    command::{SystemRunner, Transcript},
     reporter::Reporter,
     target::{ExportConfig, Exports, LioDriver, Target, TgtDriver},
 };

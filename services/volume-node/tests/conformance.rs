@@ -1,7 +1,8 @@
 //! The backend conformance suite on the `file` backend. `lvm` (thick and thin) and `nfs` run the
 //! same suite on a real kernel in the VM lane (`scripts/vm-lane/run conformance`).
 
-use basalt_volume_node::{BackendSettings, backend::conformance, command::SystemRunner, open_backend};
+use basalt::command::SystemRunner;
+use basalt_volume_node::{BackendSettings, backend::conformance, open_backend};
 
 #[tokio::test]
 async fn the_file_backend_passes_the_conformance_suite() {

@@ -69,6 +69,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 5, name: "connection_info", statements: connection_info_column },
     Migration { version: 6, name: "multiattach", statements: multiattach_column },
     Migration { version: 7, name: "backups", statements: backups_table },
+    Migration { version: 8, name: "snapshot_idempotency", statements: snapshot_idempotency_index },
 ];
 
 /// Whether several hosts may attach a volume at once.
@@ -348,6 +349,18 @@ fn volumes_table(backend: DbBackend) -> Vec<Statement> {
         .unique()
         .to_owned();
     vec![backend.build(&table), backend.build(&by_project), backend.build(&by_pool), backend.build(&idempotency)]
+}
+
+/// One snapshot per idempotency key and project, so two concurrent repeats cannot make two.
+fn snapshot_idempotency_index(backend: DbBackend) -> Vec<Statement> {
+    let index = Index::create()
+        .name("snapshots_by_idempotency_key")
+        .table(snapshot::Entity)
+        .col(snapshot::Column::ProjectId)
+        .col(snapshot::Column::IdempotencyKey)
+        .unique()
+        .to_owned();
+    vec![backend.build(&index)]
 }
 
 async fn migrate(db: &DatabaseConnection) -> Result<(), ServiceError> {

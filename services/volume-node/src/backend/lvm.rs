@@ -27,7 +27,7 @@ use basalt::{
 use serde::Deserialize;
 
 use super::{BackendSnapshot, BackendVolume, VolumeSource, block, blocking};
-use crate::command::{Finished, Runner, SystemRunner};
+use basalt::command::{Finished, Runner, SystemRunner};
 
 const LVM: &str = "lvm";
 const TAG: &str = "basalt";
@@ -730,7 +730,7 @@ async fn blocking_io(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::recorded::{RecordedRunner, reply, transcript};
+    use basalt::command::recorded::{RecordedRunner, reply, transcript};
 
     const THICK: &str = include_str!("../../tests/fixtures/recorded/lvm-thick.jsonl");
     const THIN: &str = include_str!("../../tests/fixtures/recorded/lvm-thin.jsonl");

@@ -15,7 +15,7 @@ use super::{
     BackendSnapshot, BackendVolume, VolumeSource,
     file::{FileBackend, FileBackendConfig},
 };
-use crate::command::Runner;
+use basalt::command::Runner;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NfsShare {
@@ -239,7 +239,7 @@ async fn mount(runner: &impl Runner, share: &NfsShare, mount_point: &Path) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::recorded::{RecordedRunner, reply, transcript};
+    use basalt::command::recorded::{RecordedRunner, reply, transcript};
 
     #[test]
     fn shares_parse_and_mount_points_never_collide() {

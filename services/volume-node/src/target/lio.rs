@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use basalt::{ErrorCode, ServiceError, ids::VolumeId};
 
 use super::{Export, TargetDriver};
-use crate::command::{Finished, Runner};
+use basalt::command::{Finished, Runner};
 
 const TARGETCLI: &str = "targetcli";
 /// Settings for every batch: nothing written to /etc/target (our records are the truth), and no
@@ -271,7 +271,7 @@ impl<R: Runner> TargetDriver for LioDriver<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::recorded::{RecordedRunner, reply, transcript};
+    use basalt::command::recorded::{RecordedRunner, reply, transcript};
 
     const CONFIGFS: &str = include_str!("../../tests/fixtures/recorded/lio-configfs.txt");
     const EXPORT: &str = include_str!("../../tests/fixtures/recorded/lio.jsonl");

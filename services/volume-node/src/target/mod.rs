@@ -22,7 +22,7 @@ use basalt::{ServiceError, ids::VolumeId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use crate::command::SystemRunner;
+use basalt::command::SystemRunner;
 
 pub use lio::LioDriver;
 pub use tgt::TgtDriver;

@@ -7,7 +7,7 @@ use basalt::{ErrorCode, ServiceError, ids::VolumeId};
 use tokio::sync::Mutex;
 
 use super::{Export, TargetDriver};
-use crate::command::{Finished, Runner};
+use basalt::command::{Finished, Runner};
 
 const TGTADM: &str = "tgtadm";
 /// iSCSI session parameters offered to initiators. tgt's defaults (8 KiB data PDUs, 256 KiB
@@ -267,10 +267,9 @@ mod tests {
     use basalt::ids::VolumeId;
 
     use super::*;
-    use crate::{
-        command::recorded::{RecordedRunner, failed, ok},
-        target::{ExportConfig, Exports},
-    };
+    use basalt::command::recorded::{RecordedRunner, failed, ok};
+
+    use crate::target::{ExportConfig, Exports};
 
     const SHOW_RECORDED: &str = include_str!("../../tests/fixtures/tgtadm-show-target.txt");
 

@@ -1,11 +1,11 @@
-//! The one way the node runs external commands (tgtadm, and later lvm, mount): with a timeout,
-//! with stderr in the error, and never with the arguments in logs or errors, since some carry
-//! secrets (CHAP passwords). Drivers take a [`Runner`], so their unit tests replay recorded real
-//! output instead of running the tool.
+//! The one way Basalt runs external commands (the node's tgtadm, targetcli, lvm and mount, the CSI
+//! node's iscsiadm, losetup, mkfs and mount): with a timeout, with stderr in the error, and never
+//! with the arguments in logs or errors, since some carry secrets (CHAP passwords). Drivers take a
+//! [`Runner`], so their unit tests replay recorded real output instead of running the tool.
 
 use std::{process::Stdio, time::Duration};
 
-use basalt::{ErrorCode, ServiceError};
+use crate::{ErrorCode, ServiceError};
 
 /// A finished command: its exit code and output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,9 +158,8 @@ impl Transcript {
     }
 }
 
-#[cfg(test)]
 pub mod recorded {
-    //! Replays recorded real command output in unit tests.
+    //! Replays recorded real command output in unit tests (of the node's drivers and the CSI node).
 
     use std::sync::Mutex;
 
@@ -213,8 +212,8 @@ pub mod recorded {
             _input: Option<&str>,
         ) -> Result<Finished, ServiceError> {
             let line = format!("{program} {}", args.join(" "));
-            self.calls.lock().unwrap().push(line.clone());
-            let mut replies = self.replies.lock().unwrap();
+            self.calls.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(line.clone());
+            let mut replies = self.replies.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let position = replies
                 .iter()
                 .position(|(fragment, _)| line.contains(fragment.as_str()))
