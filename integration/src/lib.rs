@@ -2,6 +2,8 @@
 //! processes, a fresh PostgreSQL database per test, the real NATS server, and a Python venv for
 //! outside clients. Every helper fails loudly with what is missing; none skips a test.
 
+pub mod csi;
+
 use std::{
     collections::HashMap,
     io::{BufRead, BufReader},
@@ -255,6 +257,13 @@ impl InProcessMesh {
     pub async fn stop_node(&mut self, index: usize) {
         let node = self.nodes.remove(index);
         node.shutdown().await;
+    }
+
+    /// Stops the scheduler (its gRPC server too); the nodes keep running.
+    pub async fn stop_scheduler(&mut self) {
+        if let Some(scheduler) = self.scheduler.take() {
+            scheduler.shutdown().await;
+        }
     }
 
     pub async fn shutdown(mut self) {
