@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use basalt::{bus::Bus, ids::NodeId, listener::ListenerLimits};
 use clap::{Args, Parser, Subcommand};
 
+mod csi_check;
 mod storage_check;
 
 #[derive(Parser)]
@@ -47,6 +48,9 @@ enum StorageCheck {
     /// Export a new 64 MiB volume to one initiator, wait until the host is done, then check the
     /// volume holds the expected bytes and that removing the export leaves no target behind.
     Export(CheckExportArgs),
+    /// Drive this host's CSI plugin as an orchestrator would: create, publish, stage and publish
+    /// a volume, write or check bytes through it, and take it down again.
+    Csi(csi_check::CsiCheckArgs),
 }
 
 #[derive(Args)]
@@ -489,6 +493,7 @@ async fn main() -> Result<()> {
         Command::Csi(args) => csi(args).await,
         Command::StorageCheck(StorageCheck::Backend(args)) => storage_check::backend(args).await,
         Command::StorageCheck(StorageCheck::Export(args)) => storage_check::export(args).await,
+        Command::StorageCheck(StorageCheck::Csi(args)) => csi_check::run(args).await,
     }
 }
 

@@ -8,6 +8,7 @@
 //! volume's storage node, `iscsiadm` otherwise), formats it when blank, and mounts it.
 
 pub mod capability;
+pub mod client;
 pub mod controller;
 pub mod identity;
 pub mod node;

@@ -19,7 +19,7 @@ use basalt::csi::{
     node_client::NodeClient,
     volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode},
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::{InProcessMesh, project_id};
 
@@ -42,17 +42,7 @@ impl CsiClients {
             anyhow::ensure!(tokio::time::Instant::now() < deadline, "{} never appeared", path.display());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let socket = path.to_path_buf();
-        // The URI is a placeholder: the connector dials the unix socket.
-        let channel = Endpoint::try_from("http://csi.invalid")?
-            .connect_with_connector(tower::service_fn(move |_: http::Uri| {
-                let socket = socket.clone();
-                async move {
-                    let stream = tokio::net::UnixStream::connect(socket).await?;
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                }
-            }))
-            .await?;
+        let channel = basalt_csi_plugin::client::connect_path(path).await?;
         Ok(Self {
             identity: IdentityClient::new(channel.clone()),
             controller: ControllerClient::new(channel.clone()),
