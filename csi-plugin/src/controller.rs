@@ -40,8 +40,24 @@ use crate::{capability, node_ref::NodeRef, topology};
 const PARAMETER_TYPE: &str = "type";
 const PARAMETER_ZONE: &str = "availabilityZone";
 const ORCHESTRATOR_PREFIX: &str = "csi.storage.k8s.io/";
-/// How often a wait polls the control plane.
-const POLL: Duration = Duration::from_millis(100);
+/// A wait polls the control plane soon after the request, since most volumes and snapshots are
+/// ready within milliseconds, then ever less often, up to the slowest interval.
+const FIRST_POLL: Duration = Duration::from_millis(1);
+const SLOWEST_POLL: Duration = Duration::from_millis(100);
+
+/// The pause before each poll of one wait: from `FIRST_POLL`, half as long again each time.
+struct PollIntervals(Duration);
+
+impl PollIntervals {
+    fn new() -> Self {
+        Self(FIRST_POLL)
+    }
+
+    async fn pause(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 3 / 2).min(SLOWEST_POLL);
+    }
+}
 
 pub struct Controller {
     client: VolumeServiceClient<Channel>,
@@ -277,6 +293,7 @@ impl Controller {
     /// Waits until the volume leaves its transitional status; `None` when it does not in time.
     async fn settled_volume(&self, volume_id: &str) -> Result<Option<proto::Volume>, Status> {
         let deadline = tokio::time::Instant::now() + self.ready_wait;
+        let mut intervals = PollIntervals::new();
         loop {
             let volume = self.existing_volume(volume_id).await?;
             let busy = matches!(
@@ -293,7 +310,7 @@ impl Controller {
             if tokio::time::Instant::now() >= deadline {
                 return Ok(None);
             }
-            tokio::time::sleep(POLL).await;
+            intervals.pause().await;
         }
     }
 
@@ -639,8 +656,9 @@ impl csi::controller_server::Controller for Controller {
         };
         let deadline = tokio::time::Instant::now() + self.ready_wait;
         let mut snapshot = created;
+        let mut intervals = PollIntervals::new();
         while snapshot.status() == SnapshotStatus::Creating && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(POLL).await;
+            intervals.pause().await;
             snapshot = self.snapshot(&snapshot.id).await?.ok_or_else(|| Status::aborted("the snapshot vanished"))?;
         }
         if snapshot.status() == SnapshotStatus::Error {
