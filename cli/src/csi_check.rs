@@ -7,13 +7,15 @@ use std::{collections::HashMap, path::Path};
 
 use anyhow::{Context, Result, bail};
 use basalt::csi::{
-    CapacityRange, ControllerPublishVolumeRequest, ControllerUnpublishVolumeRequest, CreateVolumeRequest,
-    DeleteVolumeRequest, NodePublishVolumeRequest, NodeStageVolumeRequest, NodeUnpublishVolumeRequest,
-    NodeUnstageVolumeRequest, VolumeCapability,
+    CapacityRange, ControllerExpandVolumeRequest, ControllerPublishVolumeRequest, ControllerUnpublishVolumeRequest,
+    CreateVolumeRequest, DeleteVolumeRequest, NodeExpandVolumeRequest, NodeGetVolumeStatsRequest,
+    NodePublishVolumeRequest, NodeStageVolumeRequest, NodeUnpublishVolumeRequest, NodeUnstageVolumeRequest,
+    VolumeCapability,
     controller_client::ControllerClient,
     node_client::NodeClient,
     volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode},
 };
+use basalt_csi_plugin::client::Channel;
 use clap::{Args, Subcommand};
 
 #[derive(Args)]
@@ -65,6 +67,10 @@ enum Action {
         /// Check the volume holds this file's bytes (at its start, or as a file of that name).
         #[arg(long)]
         expect: Option<std::path::PathBuf>,
+        /// Then grow the volume to this size (ControllerExpandVolume) and its filesystem with it
+        /// (NodeExpandVolume), online, and check the mount shows the new size.
+        #[arg(long)]
+        expand_gib: Option<i64>,
         #[command(flatten)]
         capability: CapabilityArgs,
     },
@@ -145,7 +151,7 @@ pub async fn run(args: CsiCheckArgs) -> Result<()> {
                 context_file.display()
             );
         }
-        Action::Attach { volume_id, context_file, staging, target, write, expect, capability } => {
+        Action::Attach { volume_id, context_file, staging, target, write, expect, expand_gib, capability } => {
             let context: HashMap<String, String> = serde_json::from_slice(&std::fs::read(&context_file)?)?;
             let wanted = capability.capability();
             let stage = NodeStageVolumeRequest {
@@ -160,12 +166,16 @@ pub async fn run(args: CsiCheckArgs) -> Result<()> {
                 volume_id: volume_id.clone(),
                 staging_target_path: staging.clone(),
                 target_path: target.clone(),
-                volume_capability: Some(wanted),
+                volume_capability: Some(wanted.clone()),
                 ..Default::default()
             };
             node.node_publish_volume(publish).await?;
             println!("staged and published at {target}");
-            let checked = check_bytes(&target, capability.block, write.as_deref(), expect.as_deref());
+            let mut checked = check_bytes(&target, capability.block, write.as_deref(), expect.as_deref());
+            if let (Ok(()), Some(gib)) = (&checked, expand_gib) {
+                let growth = Growth { volume_id: &volume_id, target: &target, capability: &wanted, gib };
+                checked = growth.run(&mut controller, &mut node).await;
+            }
             let unpublish = NodeUnpublishVolumeRequest { volume_id: volume_id.clone(), target_path: target };
             node.node_unpublish_volume(unpublish).await?;
             node.node_unstage_volume(NodeUnstageVolumeRequest { volume_id, staging_target_path: staging }).await?;
@@ -183,6 +193,60 @@ pub async fn run(args: CsiCheckArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Grows a published volume online, as the resizer sidecar and the kubelet do.
+struct Growth<'a> {
+    volume_id: &'a str,
+    target: &'a str,
+    capability: &'a VolumeCapability,
+    gib: i64,
+}
+
+impl Growth<'_> {
+    async fn run(&self, controller: &mut ControllerClient<Channel>, node: &mut NodeClient<Channel>) -> Result<()> {
+        let before = self.filesystem_bytes(node).await?;
+        let range = Some(CapacityRange { required_bytes: self.gib << 30, limit_bytes: 0 });
+        let expand = ControllerExpandVolumeRequest {
+            volume_id: self.volume_id.into(),
+            capacity_range: range,
+            volume_capability: Some(self.capability.clone()),
+            ..Default::default()
+        };
+        let expanded = controller.controller_expand_volume(expand).await?.into_inner();
+        if expanded.node_expansion_required {
+            let expand = NodeExpandVolumeRequest {
+                volume_id: self.volume_id.into(),
+                volume_path: self.target.into(),
+                capacity_range: range,
+                volume_capability: Some(self.capability.clone()),
+                ..Default::default()
+            };
+            node.node_expand_volume(expand).await?;
+        }
+        let after = self.filesystem_bytes(node).await?;
+        // A filesystem keeps some of the new space for its own metadata; most of it must show.
+        if after - before < ((self.gib << 30) - before) / 2 {
+            bail!(
+                "the filesystem at {} went from {before} to {after} bytes on growing to {} GiB",
+                self.target,
+                self.gib
+            );
+        }
+        println!("grew to {} GiB online: the filesystem went from {before} to {after} bytes", self.gib);
+        Ok(())
+    }
+
+    async fn filesystem_bytes(&self, node: &mut NodeClient<Channel>) -> Result<i64> {
+        let request = NodeGetVolumeStatsRequest {
+            volume_id: self.volume_id.into(),
+            volume_path: self.target.into(),
+            ..Default::default()
+        };
+        let stats = node.node_get_volume_stats(request).await?.into_inner();
+        let bytes = stats.usage.iter().find(|usage| usage.unit == basalt::csi::volume_usage::Unit::Bytes as i32);
+        Ok(bytes.context("the stats name no byte total")?.total)
+    }
 }
 
 fn check_bytes(target: &str, block: bool, write: Option<&Path>, expect: Option<&Path>) -> Result<()> {

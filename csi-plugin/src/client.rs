@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use basalt::ServiceError;
-use tonic::transport::{Channel, Endpoint};
+pub use tonic::transport::Channel;
+use tonic::transport::Endpoint;
 
 /// Connects to the plugin listening at `endpoint` (`unix:///path` or a path).
 pub async fn connect(endpoint: &str) -> Result<Channel, ServiceError> {

@@ -16,6 +16,8 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
+# Basalt's images: the services' one and the CSI node plugin's (the Dockerfile's two targets).
+BASALT_IMAGES = ("basalt", "basalt-csi-node")
 METADATA = {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}
 
 # snapshot.storage.k8s.io/v1, from the external-snapshotter's CRDs (openAPIV3Schema).
@@ -87,7 +89,7 @@ def main():
                 continue
             spec = document.get("spec", {}).get("template", {}).get("spec", {})
             for container in spec.get("containers", []):
-                if container.get("image", "").startswith("basalt:"):
+                if container.get("image", "").split(":")[0] in BASALT_IMAGES:
                     containers.append({
                         "where": where,
                         "args": container.get("args", []),

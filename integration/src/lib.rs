@@ -330,6 +330,15 @@ impl BasaltProcess {
         Ok(process)
     }
 
+    /// `basalt up` on `data` with loopback listeners on free ports, then `flags`; waits until it
+    /// has printed its REST, gRPC and data addresses.
+    pub fn up(data: &Path, flags: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+        let data = data.to_str().context("a utf-8 data directory")?;
+        let mut args = vec!["up", "--data-dir", data, "--rest-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"];
+        args.extend(flags);
+        Self::spawn(&args, env, &["rest", "grpc", "data"])
+    }
+
     pub fn endpoint(&self, key: &str) -> &str {
         &self.endpoints[key]
     }
@@ -701,6 +710,20 @@ impl Tgtd {
         format!("127.0.0.1:{}", self.portal_port)
     }
 
+    /// The flags that make `basalt up` or a node export through this daemon.
+    pub fn export_flags(&self) -> Vec<String> {
+        [
+            "--export-target",
+            "tgt",
+            "--iscsi-portal",
+            &self.portal(),
+            "--tgt-control-port",
+            &self.control_port.to_string(),
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
     /// `tgtadm --op show --mode target` of this daemon.
     pub fn show_targets(&self) -> Result<String> {
         let output = Command::new("tgtadm")
@@ -732,6 +755,19 @@ pub struct RestReply {
     pub status: axum::http::StatusCode,
     pub headers: axum::http::HeaderMap,
     pub body: serde_json::Value,
+}
+
+impl RestReply {
+    /// Checks the reply is Cinder's fault `name` with `status`, its message saying `fragment` and
+    /// short (a message quotes excerpts of what it refuses, never all of it).
+    pub fn assert_fault(&self, status: u16, name: &str, fragment: &str) {
+        assert_eq!(self.status.as_u16(), status, "{:?}", self.body);
+        let fault = &self.body[name];
+        assert_eq!(fault["code"], status, "fault {name} missing in {:?}", self.body);
+        let message = fault["message"].as_str().unwrap_or_default();
+        assert!(message.contains(fragment), "{message:?} lacks {fragment:?}");
+        assert!(message.len() < 400, "the message quotes too much of the input: {} bytes", message.len());
+    }
 }
 
 impl RestApi {

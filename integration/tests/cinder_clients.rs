@@ -90,19 +90,7 @@ fn start_clients() -> Result<(BasaltProcess, Clients, tempfile::TempDir)> {
     )?;
     let bin = python.parent().context("venv bin")?.to_path_buf();
     let data = tempfile::tempdir()?;
-    let up = BasaltProcess::spawn(
-        &[
-            "up",
-            "--data-dir",
-            data.path().to_str().context("utf-8")?,
-            "--rest-listen",
-            "127.0.0.1:0",
-            "--grpc-listen",
-            "127.0.0.1:0",
-        ],
-        &[],
-        &["rest", "grpc"],
-    )?;
+    let up = BasaltProcess::up(data.path(), &[], &[])?;
     let endpoint = format!("{}/{PROJECT}", up.endpoint("rest"));
     Ok((up, Clients { bin, endpoint, home: tempfile::tempdir()? }, data))
 }

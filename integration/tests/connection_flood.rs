@@ -26,37 +26,13 @@ type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Bod
 
 /// `basalt up` with short connection timeouts, exporting through a private tgtd.
 fn start_up(tgtd: &Tgtd, data: &std::path::Path) -> Result<BasaltProcess> {
-    let data = data.to_str().context("utf-8 temp dir")?;
     let (idle, header, body) =
         (IDLE_TIMEOUT_MS.to_string(), HEADER_TIMEOUT_MS.to_string(), BODY_TIMEOUT_MS.to_string());
-    let (portal, control_port) = (tgtd.portal(), tgtd.control_port.to_string());
-    BasaltProcess::spawn(
-        &[
-            "up",
-            "--data-dir",
-            data,
-            "--rest-listen",
-            "127.0.0.1:0",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--max-capacity-gib",
-            "100",
-            "--export-target",
-            "tgt",
-            "--iscsi-portal",
-            &portal,
-            "--tgt-control-port",
-            &control_port,
-            "--idle-timeout-ms",
-            &idle,
-            "--header-timeout-ms",
-            &header,
-            "--body-timeout-ms",
-            &body,
-        ],
-        &[],
-        &["rest", "grpc", "data"],
-    )
+    let export = tgtd.export_flags();
+    let mut flags: Vec<&str> = export.iter().map(String::as_str).collect();
+    flags.extend(["--max-capacity-gib", "100", "--idle-timeout-ms", &idle]);
+    flags.extend(["--header-timeout-ms", &header, "--body-timeout-ms", &body]);
+    BasaltProcess::up(data, &flags, &[])
 }
 
 /// A Cinder client's session: one kept-alive connection pool, `admin:<project>` tokens.

@@ -1085,10 +1085,12 @@ async fn the_storage_check_drives_the_plugin_as_an_orchestrator_would() -> Resul
     let pattern = harness.root.path().join("pattern.bin");
     std::fs::write(&pattern, random_bytes(5, 1 << 20))?;
     let pattern = pattern.to_str().context("utf-8")?;
-    for (round, flag) in [("write", "--write"), ("read", "--expect")] {
+    // xfs, as the second round also grows the volume online (ext4 would need CAP_SYS_RESOURCE,
+    // which this sandbox lacks; the VM lane grows ext4 the same way).
+    for (round, flag, growth) in [("write", "--write", &[][..]), ("read", "--expect", &["--expand-gib", "2"][..])] {
         let staging = harness.dir(&format!("check-{round}-staging"))?;
         let target = harness.path(&format!("check-{round}-target"));
-        let said = check(&[
+        let mut args = vec![
             "attach",
             "--volume-id",
             &volume,
@@ -1098,10 +1100,15 @@ async fn the_storage_check_drives_the_plugin_as_an_orchestrator_would() -> Resul
             &staging,
             "--target",
             &target,
+            "--fs-type",
+            "xfs",
             flag,
             pattern,
-        ])?;
+        ];
+        args.extend(growth);
+        let said = check(&args)?;
         ensure!(said.contains("unpublished and unstaged"), "{said}");
+        ensure!(growth.is_empty() || said.contains("grew to 2 GiB online"), "{said}");
     }
     check(&["unpublish", "--volume-id", &volume, "--node-id", CSI_NODE])?;
     check(&["delete", "--volume-id", &volume])?;

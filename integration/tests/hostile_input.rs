@@ -21,15 +21,6 @@ fn long_project() -> String {
     "a".repeat(300)
 }
 
-fn assert_fault(reply: &RestReply, status: u16, name: &str, fragment: &str) {
-    assert_eq!(reply.status.as_u16(), status, "{:?}", reply.body);
-    let fault = &reply.body[name];
-    assert_eq!(fault["code"], status, "fault {name} missing in {:?}", reply.body);
-    let message = fault["message"].as_str().unwrap_or_default();
-    assert!(message.contains(fragment), "{message:?} lacks {fragment:?}");
-    assert!(message.len() < 400, "the message quotes too much of the input: {} bytes", message.len());
-}
-
 /// Percent-encodes every byte that is not unreserved, so any id fits in a URL path segment.
 fn path_segment(text: &str) -> String {
     text.bytes()
@@ -54,16 +45,16 @@ async fn hostile_project_ids_are_refused_at_the_rest_and_grpc_edges() -> Result<
         // In the URL (percent-encoded, as a client must send it), with an opaque token.
         let path = format!("/v3/{}/volumes", path_segment(id));
         let reply = api.call(Method::GET, &path, Some("notused"), None, None).await?;
-        assert_fault(&reply, 400, "badRequest", "invalid project id");
+        reply.assert_fault(400, "badRequest", "invalid project id");
         // In a `user:project` token on a project-less URL.
         if !id.contains('\0') {
             let reply = api.call(Method::GET, "/v3/volumes", Some(&format!("admin:{id}")), None, None).await?;
-            assert_fault(&reply, 400, "badRequest", "invalid project id");
+            reply.assert_fault(400, "badRequest", "invalid project id");
         }
     }
     // A client that sends `%2e%2e` literally in a token gets no further than one that decodes it.
     let reply = api.call(Method::GET, "/v3/volumes", Some("admin:%2e%2e"), None, None).await?;
-    assert_fault(&reply, 400, "badRequest", "invalid project id");
+    reply.assert_fault(400, "badRequest", "invalid project id");
 
     let mut client = volume_client(&mesh.grpc_addr).await?;
     for id in ids {
@@ -159,7 +150,7 @@ async fn refused_bodies_and_headers_are_cinder_faults_that_change_nothing() -> R
     // Two actions in one body: Cinder's schemas allow one; neither runs.
     let both = r#"{"os-extend": {"new_size": 2}, "os-reset_status": {"status": "error"}}"#;
     let reply = rest.call(Method::POST, &format!("/volumes/{volume}/action"), None, Some(both)).await?;
-    assert_fault(&reply, 400, "badRequest", "exactly one");
+    reply.assert_fault(400, "badRequest", "exactly one");
     let shown = rest.wait_for(&volume, "available").await?;
     assert_eq!(shown["size"], 1);
 
@@ -167,7 +158,7 @@ async fn refused_bodies_and_headers_are_cinder_faults_that_change_nothing() -> R
     for size in [r#""  2 ""#, r#""+3""#, "2.5", r#""0x2""#] {
         let body = format!(r#"{{"volume": {{"size": {size}}}}}"#);
         let reply = rest.call(Method::POST, "/volumes", None, Some(&body)).await?;
-        assert_fault(&reply, 400, "badRequest", "whole number of GiB");
+        reply.assert_fault(400, "badRequest", "whole number of GiB");
     }
 
     // Names and descriptions: no control characters, no NUL, at most 255 characters; the error
@@ -175,30 +166,30 @@ async fn refused_bodies_and_headers_are_cinder_faults_that_change_nothing() -> R
     for (field, value) in [("name", "a\\u0000b"), ("name", "bell\\u0007"), ("description", "nul\\u0000")] {
         let body = format!(r#"{{"volume": {{"size": 1, "{field}": "{value}"}}}}"#);
         let reply = rest.call(Method::POST, "/volumes", None, Some(&body)).await?;
-        assert_fault(&reply, 400, "badRequest", "control character");
+        reply.assert_fault(400, "badRequest", "control character");
     }
     let long = "n".repeat(10_000);
     let reply = rest
         .call(Method::POST, "/volumes", None, Some(&format!(r#"{{"volume": {{"size": 1, "name": "{long}"}}}}"#)))
         .await?;
-    assert_fault(&reply, 400, "badRequest", "too long (10000 characters)");
+    reply.assert_fault(400, "badRequest", "too long (10000 characters)");
     let reply =
         rest.call(Method::PUT, &format!("/volumes/{volume}"), None, Some(r#"{"volume": {"name": "x\u0000"}}"#)).await?;
-    assert_fault(&reply, 400, "badRequest", "control character");
+    reply.assert_fault(400, "badRequest", "control character");
 
     // The version header is exactly `volume 3.N`.
     let request = Request::get(format!("{}/volumes", rest.base))
         .header("x-auth-token", &rest.token)
         .header("openstack-api-version", "volume 3.71 junk")
         .body(Body::empty())?;
-    assert_fault(&rest.api.send(request).await?, 400, "badRequest", "invalid version header");
+    rest.api.send(request).await?.assert_fault(400, "badRequest", "invalid version header");
 
     // Bodies are JSON, or the request is refused with 415 before anything runs.
     let request = Request::post(format!("{}/volumes", rest.base))
         .header("x-auth-token", &rest.token)
         .header("content-type", "text/plain")
         .body(Body::from(r#"{"volume": {"size": 1}}"#))?;
-    assert_fault(&rest.api.send(request).await?, 415, "badMediaType", "send application/json");
+    rest.api.send(request).await?.assert_fault(415, "badMediaType", "send application/json");
     let request = Request::post(format!("{}/volumes", rest.base))
         .header("x-auth-token", &rest.token)
         .header("content-type", "application/json; charset=utf-8")
@@ -207,10 +198,10 @@ async fn refused_bodies_and_headers_are_cinder_faults_that_change_nothing() -> R
 
     // The router's own errors are faults too: 405 keeps its Allow header.
     let reply = rest.call(Method::PATCH, &format!("/volumes/{volume}"), None, None).await?;
-    assert_fault(&reply, 405, "badMethod", "not allowed");
+    reply.assert_fault(405, "badMethod", "not allowed");
     assert!(reply.headers.contains_key("allow"), "{:?}", reply.headers);
     let request = Request::get(format!("{}/volumes?{}", rest.base, "q=".repeat(9000))).body(Body::empty())?;
-    assert_fault(&rest.api.send(request).await?, 414, "computeFault", "longer than 16 KiB");
+    rest.api.send(request).await?.assert_fault(414, "computeFault", "longer than 16 KiB");
 
     // Quotas only for volume types that exist.
     let reply = rest
@@ -221,7 +212,7 @@ async fn refused_bodies_and_headers_are_cinder_faults_that_change_nothing() -> R
             Some(r#"{"quota_set": {"volumes_no-such-type": 5}}"#),
         )
         .await?;
-    assert_fault(&reply, 400, "badRequest", "no volume type named");
+    reply.assert_fault(400, "badRequest", "no volume type named");
     let quotas = rest.call(Method::GET, &format!("/os-quota-sets/{}", project_id("hostile")), None, None).await?;
     assert!(quotas.body["quota_set"].get("volumes_no-such-type").is_none(), "{:?}", quotas.body);
 
@@ -249,7 +240,7 @@ async fn filters_match_what_they_say() -> Result<()> {
     let python = "metadata=%7B%27owner%27%3A%20%22it%27s%20mine%22%7D";
     assert_eq!(rest.volume_names(python).await?, ["plain"]);
     let reply = rest.call(Method::GET, "/volumes/detail?metadata=%7Bnot%20a%20dict", None, None).await?;
-    assert_fault(&reply, 400, "badRequest", "not an object of strings");
+    reply.assert_fault(400, "badRequest", "not an object of strings");
     rest.mesh.shutdown().await;
     Ok(())
 }

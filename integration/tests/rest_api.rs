@@ -18,14 +18,6 @@ fn member_of(project: &str) -> String {
     format!("alice:{project}")
 }
 
-fn assert_fault(reply: &RestReply, status: u16, name: &str, fragment: &str) {
-    assert_eq!(reply.status.as_u16(), status, "{:?}", reply.body);
-    let fault = &reply.body[name];
-    assert_eq!(fault["code"], status, "fault {name} missing in {:?}", reply.body);
-    let message = fault["message"].as_str().unwrap_or_default();
-    assert!(message.contains(fragment), "{message:?} lacks {fragment:?}");
-}
-
 async fn wait_available(api: &RestApi, token: &str, id: &str) -> Result<Value> {
     let path = format!("/v3/{PROJECT_A}/volumes/{id}");
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -76,7 +68,7 @@ async fn microversions_are_negotiated_echoed_and_gate_fields() -> Result<()> {
     let token = admin_of(PROJECT_A);
     let unsupported =
         api.call(Method::GET, &format!("/v3/{PROJECT_A}/volumes"), Some(&token), Some("3.72"), None).await?;
-    assert_fault(&unsupported, 406, "notAcceptable", "minimum is 3.0 and the maximum is 3.71");
+    unsupported.assert_fault(406, "notAcceptable", "minimum is 3.0 and the maximum is 3.71");
     let latest = api.call(Method::GET, &format!("/v3/{PROJECT_A}/volumes"), Some(&token), Some("latest"), None).await?;
     assert_eq!(latest.headers["openstack-api-version"], "volume 3.71");
     assert_eq!(latest.headers["vary"], "OpenStack-API-Version");
@@ -91,7 +83,7 @@ async fn microversions_are_negotiated_echoed_and_gate_fields() -> Result<()> {
             None,
         )
         .await?;
-    assert_fault(&missing, 404, "itemNotFound", "not found");
+    missing.assert_fault(404, "itemNotFound", "not found");
     assert_eq!(missing.headers["openstack-api-version"], "volume 3.5");
 
     let created = api
@@ -124,7 +116,7 @@ async fn microversions_are_negotiated_echoed_and_gate_fields() -> Result<()> {
     // Attachments exist from 3.27 only.
     let early =
         api.call(Method::GET, &format!("/v3/{PROJECT_A}/attachments"), Some(&token), Some("3.26"), None).await?;
-    assert_fault(&early, 404, "itemNotFound", "needs microversion 3.27");
+    early.assert_fault(404, "itemNotFound", "needs microversion 3.27");
     // Project-less routes (3.67) take the project from the token.
     let projectless = api.call(Method::GET, &format!("/v3/volumes/{id}"), Some(&token), Some("3.67"), None).await?;
     assert_eq!(projectless.status, StatusCode::OK);
@@ -146,17 +138,15 @@ async fn projects_are_isolated_and_admin_actions_need_an_admin() -> Result<()> {
 
     let stranger = member_of(PROJECT_B);
     let volume_path = format!("/v3/{PROJECT_B}/volumes/{id}");
-    assert_fault(
-        &api.call(Method::GET, &volume_path, Some(&stranger), None, None).await?,
+    api.call(Method::GET, &volume_path, Some(&stranger), None, None).await?.assert_fault(
         404,
         "itemNotFound",
         "not found",
     );
     let rename =
         api.call(Method::PUT, &volume_path, Some(&stranger), None, Some(r#"{"volume": {"name": "mine"}}"#)).await?;
-    assert_fault(&rename, 404, "itemNotFound", "not found");
-    assert_fault(
-        &api.call(Method::DELETE, &volume_path, Some(&stranger), None, None).await?,
+    rename.assert_fault(404, "itemNotFound", "not found");
+    api.call(Method::DELETE, &volume_path, Some(&stranger), None, None).await?.assert_fault(
         404,
         "itemNotFound",
         "not found",
@@ -167,7 +157,7 @@ async fn projects_are_isolated_and_admin_actions_need_an_admin() -> Result<()> {
     assert_eq!(listed.body["volumes"], json!([]), "all_tenants is ignored for non-admins");
     // A token for one project cannot reach another's URL.
     let crossed = api.call(Method::GET, &format!("/v3/{PROJECT_A}/volumes"), Some(&stranger), None, None).await?;
-    assert_fault(&crossed, 400, "badRequest", "malformed request url");
+    crossed.assert_fault(400, "badRequest", "malformed request url");
     let reset = api
         .call(
             Method::POST,
@@ -177,9 +167,9 @@ async fn projects_are_isolated_and_admin_actions_need_an_admin() -> Result<()> {
             Some(r#"{"os-reset_status": {"status": "error"}}"#),
         )
         .await?;
-    assert_fault(&reset, 403, "forbidden", "admin-only");
+    reset.assert_fault(403, "forbidden", "admin-only");
     let unauthenticated = api.call(Method::GET, &format!("/v3/{PROJECT_A}/volumes"), None, None, None).await?;
-    assert_fault(&unauthenticated, 401, "unauthorized", "X-Auth-Token");
+    unauthenticated.assert_fault(401, "unauthorized", "X-Auth-Token");
 
     let kept = wait_available(&api, &owner, &id).await?;
     assert_eq!(kept["name"], "");
@@ -219,7 +209,7 @@ async fn bad_input_gets_a_cinder_shaped_400_and_changes_nothing() -> Result<()> 
     ];
     for (body, version, fragment) in cases {
         let reply = api.call(Method::POST, &volumes, Some(&token), version, Some(body)).await?;
-        assert_fault(&reply, 400, "badRequest", fragment);
+        reply.assert_fault(400, "badRequest", fragment);
     }
     // Below 3.53 unknown keys are ignored, as in Cinder.
     let lenient = api
@@ -227,7 +217,7 @@ async fn bad_input_gets_a_cinder_shaped_400_and_changes_nothing() -> Result<()> 
         .await?;
     assert_eq!(lenient.status, StatusCode::ACCEPTED);
     let bad_id = api.call(Method::GET, &format!("{volumes}/not-a-uuid"), Some(&token), None, None).await?;
-    assert_fault(&bad_id, 400, "badRequest", "expected a UUID");
+    bad_id.assert_fault(400, "badRequest", "expected a UUID");
     let bad_action = api
         .call(
             Method::POST,
@@ -237,15 +227,15 @@ async fn bad_input_gets_a_cinder_shaped_400_and_changes_nothing() -> Result<()> 
             Some(r#"{"os-teleport": {}}"#),
         )
         .await?;
-    assert_fault(&bad_action, 400, "badRequest", "unknown volume action");
+    bad_action.assert_fault(400, "badRequest", "unknown volume action");
     let huge = "x".repeat(2 << 20);
     let too_large = api
         .call(Method::POST, &volumes, Some(&token), None, Some(&format!(r#"{{"volume": {{"name": "{huge}"}}}}"#)))
         .await?;
-    assert_fault(&too_large, 413, "overLimit", "larger than 1 MiB");
+    too_large.assert_fault(413, "overLimit", "larger than 1 MiB");
     let over_quota =
         api.call(Method::POST, &volumes, Some(&token), None, Some(r#"{"volume": {"size": 5000}}"#)).await?;
-    assert_fault(&over_quota, 413, "overLimit", "quota exceeded for gigabytes");
+    over_quota.assert_fault(413, "overLimit", "quota exceeded for gigabytes");
     assert!(over_quota.headers.get("retry-after").is_none(), "a quota is not a reason to retry at once");
 
     let listed =
@@ -301,7 +291,7 @@ async fn listings_paginate_with_links_and_counts() -> Result<()> {
             None,
         )
         .await?;
-    assert_fault(&bad_filter, 400, "badRequest", "invalid filters colour");
+    bad_filter.assert_fault(400, "badRequest", "invalid filters colour");
     mesh.shutdown().await;
     Ok(())
 }
@@ -327,7 +317,7 @@ async fn qos_specs_legacy_reserve_and_retype() -> Result<()> {
     let qos = created.body["qos_specs"]["id"].as_str().unwrap().to_owned();
     assert_eq!(created.body["qos_specs"]["specs"]["total_iops_sec"], "1000");
     let member = api.call(Method::GET, &format!("{base}/qos-specs"), Some(&member_of(PROJECT_A)), None, None).await?;
-    assert_fault(&member, 403, "forbidden", "listing qos specs");
+    member.assert_fault(403, "forbidden", "listing qos specs");
     api.call(
         Method::PUT,
         &format!("{base}/qos-specs/{qos}"),
@@ -374,7 +364,7 @@ async fn qos_specs_legacy_reserve_and_retype() -> Result<()> {
     let typed = api.call(Method::GET, &format!("{base}/types/{gold_type}"), Some(&admin), None, None).await?;
     assert_eq!(typed.body["volume_type"]["qos_specs_id"], qos.as_str());
     let in_use = api.call(Method::DELETE, &format!("{base}/qos-specs/{qos}"), Some(&admin), None, None).await?;
-    assert_fault(&in_use, 400, "badRequest", "associated with 1 volume types");
+    in_use.assert_fault(400, "badRequest", "associated with 1 volume types");
     let forced =
         api.call(Method::DELETE, &format!("{base}/qos-specs/{qos}?force=true"), Some(&admin), None, None).await?;
     assert_eq!(forced.status, StatusCode::ACCEPTED);
@@ -393,9 +383,9 @@ async fn qos_specs_legacy_reserve_and_retype() -> Result<()> {
     let reserved = api.call(Method::GET, &format!("{base}/volumes/{volume}"), Some(&admin), None, None).await?;
     assert_eq!(reserved.body["volume"]["status"], "attaching");
     let again = api.call(Method::POST, &action, Some(&admin), None, Some(r#"{"os-reserve": null}"#)).await?;
-    assert_fault(&again, 400, "badRequest", "reserving needs it to be available");
+    again.assert_fault(400, "badRequest", "reserving needs it to be available");
     let detach = api.call(Method::POST, &action, Some(&admin), None, Some(r#"{"os-begin_detaching": null}"#)).await?;
-    assert_fault(&detach, 400, "badRequest", "detaching needs it to be in-use");
+    detach.assert_fault(400, "badRequest", "detaching needs it to be in-use");
     assert_eq!(
         api.call(Method::POST, &action, Some(&admin), None, Some(r#"{"os-unreserve": null}"#)).await?.status,
         StatusCode::ACCEPTED
@@ -432,7 +422,7 @@ async fn qos_specs_legacy_reserve_and_retype() -> Result<()> {
             Some(r#"{"os-retype": {"new_type": "lvm", "migration_policy": "on-demand"}}"#),
         )
         .await?;
-    assert_fault(&refused, 400, "badRequest", "does not satisfy volume type lvm");
+    refused.assert_fault(400, "badRequest", "does not satisfy volume type lvm");
     let quotas = api
         .call(Method::GET, &format!("{base}/os-quota-sets/{PROJECT_A}?usage=true"), Some(&admin), None, None)
         .await?;
@@ -463,8 +453,7 @@ async fn snapshot_metadata_and_quota_resets() -> Result<()> {
     let all = api.call(Method::GET, &format!("{base}/snapshots/{id}/metadata"), Some(&admin), None, None).await?;
     assert_eq!(all.body, json!({"metadata": {"a": "1", "b": "2"}}));
     assert_eq!(api.call(Method::DELETE, &item, Some(&admin), None, None).await?.status, StatusCode::OK);
-    assert_fault(
-        &api.call(Method::GET, &item, Some(&admin), None, None).await?,
+    api.call(Method::GET, &item, Some(&admin), None, None).await?.assert_fault(
         404,
         "itemNotFound",
         "metadata key \"b\" not found",

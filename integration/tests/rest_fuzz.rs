@@ -134,30 +134,11 @@ fn schemathesis_finds_no_server_error_schema_break_or_state_change() -> Result<(
     let schemathesis = python.parent().context("the venv's bin")?.join("schemathesis");
     let tgtd = Tgtd::start()?;
     let data = tempfile::tempdir()?;
-    let data_path = data.path().to_str().context("utf-8 temp dir")?;
-    let (portal, control_port) = (tgtd.portal(), tgtd.control_port.to_string());
-    let up = BasaltProcess::spawn(
-        &[
-            "up",
-            "--data-dir",
-            data_path,
-            "--rest-listen",
-            "127.0.0.1:0",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--max-capacity-gib",
-            "1000",
-            "--export-target",
-            "tgt",
-            "--iscsi-portal",
-            &portal,
-            "--tgt-control-port",
-            &control_port,
-        ],
-        // Thousands of requests: only what went wrong belongs in the test's log.
-        &[("RUST_LOG", "warn")],
-        &["rest", "grpc", "data"],
-    )?;
+    let export = tgtd.export_flags();
+    let mut flags: Vec<&str> = export.iter().map(String::as_str).collect();
+    flags.extend(["--max-capacity-gib", "1000"]);
+    // Thousands of requests: only what went wrong belongs in the test's log.
+    let up = BasaltProcess::up(data.path(), &flags, &[("RUST_LOG", "warn")])?;
     let root = up.endpoint("rest").trim_end_matches("/v3").to_owned();
     let project = project_id("fuzz");
     let token = format!("admin:{project}");

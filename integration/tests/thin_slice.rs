@@ -142,22 +142,7 @@ async fn a_generic_reflection_client_drives_basalt_up() -> Result<()> {
     let python = python_with("grpc-reflection", &["grpcio", "grpcio-reflection", "protobuf"], "grpc_reflection")?;
     let client_script = repo_root().join("integration/clients/grpc_reflect.py");
     let data_dir = tempfile::tempdir()?;
-    let data_path = data_dir.path().to_str().context("utf-8 temp dir")?;
-    let mut up = BasaltProcess::spawn(
-        &[
-            "up",
-            "--data-dir",
-            data_path,
-            "--rest-listen",
-            "127.0.0.1:0",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--max-capacity-gib",
-            "100",
-        ],
-        &[],
-        &["rest", "grpc", "data"],
-    )?;
+    let mut up = BasaltProcess::up(data_dir.path(), &["--max-capacity-gib", "100"], &[])?;
     let grpc = up.endpoint("grpc").to_owned();
     let call = |args: &[&str]| -> Result<(bool, String, String)> {
         let output = Command::new(&python).arg(&client_script).arg(&grpc).args(args).output()?;

@@ -199,7 +199,8 @@ async fn attach_by_hand(file: &str, staging: &str, target: &str) -> Result<Durat
     let started = Instant::now();
     let device = run("losetup", &["--find", "--show", file]).await?;
     let device = device.trim();
-    let probed = tokio::process::Command::new("blkid").args(["-p", "-s", "TYPE", "-o", "value", device]).output().await?;
+    let probed =
+        tokio::process::Command::new("blkid").args(["-p", "-s", "TYPE", "-o", "value", device]).output().await?;
     ensure!(probed.status.code() == Some(2), "the fresh volume {file} should be blank");
     run("mkfs.ext4", &["-F", "-q", "-E", "nodiscard", device]).await?;
     run("mount", &["-t", "ext4", device, staging]).await?;
