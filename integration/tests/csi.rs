@@ -502,6 +502,15 @@ async fn creates_are_keyed_by_name_and_ten_repeats_have_one_effect() -> Result<(
     ensure!(listed.entries.len() == 1, "{} volumes listed", listed.entries.len());
     let other_size = clients.controller.clone().create_volume(create_request(&name, 3)).await;
     ensure!(code(other_size) == Code::AlreadyExists);
+    let grpc = volume_client(&harness.mesh.grpc_addr).await?;
+    let request = basalt::proto::CreateVolumeTypeRequest { name: "silver".into(), ..Default::default() };
+    grpc.clone().create_volume_type(admin("ops").request(request)).await?;
+    let mut other_type = create_request(&name, 2);
+    other_type.parameters.insert("type".into(), "silver".into());
+    ensure!(code(clients.controller.clone().create_volume(other_type).await) == Code::AlreadyExists);
+    let mut other_zone = create_request(&name, 2);
+    other_zone.parameters.insert("availabilityZone".into(), "elsewhere".into());
+    ensure!(code(clients.controller.clone().create_volume(other_zone).await) == Code::AlreadyExists);
 
     // The name is kept in Basalt, not in the plugin: a new controller finds the volume by it.
     if let Some(running) = harness.take_plugin() {

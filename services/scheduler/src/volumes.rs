@@ -71,7 +71,12 @@ impl Volumes {
         if !request.idempotency_key.is_empty()
             && let Some(existing) = self.find_by_idempotency_key(context, &request.idempotency_key).await?
         {
-            return same_request_or_conflict(existing, &request);
+            let wanted_type = match request.volume_type.as_str() {
+                "" => None,
+                // A type that no longer resolves cannot be the one the volume has.
+                wanted => Some(types::resolve(&self.core.db, context, wanted).await.map(|found| found.id).ok()),
+            };
+            return same_request_or_conflict(existing, &request, wanted_type);
         }
 
         let db = &self.core.db;
@@ -1020,21 +1025,27 @@ pub fn host_of(model: &volume::Model) -> String {
     }
 }
 
+/// The volume an idempotency key already names, when the repeat asks for the same thing: the same
+/// name, size (0: any), source, and, where the repeat names them, volume type and availability
+/// zone. `wanted_type` is the id the request's type resolves to (`Some(None)`: it resolves to none).
 fn same_request_or_conflict(
     existing: volume::Model,
     request: &CreateVolumeRequest,
+    wanted_type: Option<Option<String>>,
 ) -> Result<volume::Model, ServiceError> {
     let same_size = request.size_gib == 0 || existing.size_gib as u64 == request.size_gib;
     let same_source = existing.snapshot_id.clone().unwrap_or_default() == request.snapshot_id
         && existing.source_volume_id.clone().unwrap_or_default() == request.source_volume_id;
-    if same_size && same_source && existing.name == request.name {
+    let same_type = wanted_type.is_none_or(|wanted| wanted.is_some() && wanted == existing.volume_type_id);
+    let same_zone = request.availability_zone.is_empty() || request.availability_zone == existing.availability_zone;
+    if same_size && same_source && same_type && same_zone && existing.name == request.name {
         return Ok(existing);
     }
     Err(ServiceError::new(
         ErrorCode::AlreadyExists,
         format!(
-            "idempotency key {:?} already names volume {} ({} GiB, name {:?}); repeat the original arguments or use a new key",
-            request.idempotency_key, existing.id, existing.size_gib, existing.name
+            "idempotency key {:?} already names volume {} ({} GiB, name {:?}, zone {}); repeat the original arguments or use a new key",
+            request.idempotency_key, existing.id, existing.size_gib, existing.name, existing.availability_zone
         ),
     ))
 }
