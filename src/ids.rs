@@ -53,11 +53,31 @@ macro_rules! uuid_id {
     };
 }
 
+/// Ids travel in journal payloads as the text they show.
+macro_rules! serde_as_text {
+    ($($name:ident),*) => {$(
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(deserializer)?;
+                $name::parse(&text).map_err(|error| serde::de::Error::custom(error.message))
+            }
+        }
+    )*};
+}
+
 uuid_id!(VolumeId, "volume");
 uuid_id!(SnapshotId, "snapshot");
 uuid_id!(BackupId, "backup");
 uuid_id!(AttachmentId, "attachment");
 uuid_id!(VolumeTypeId, "volume type");
+uuid_id!(QosSpecsId, "qos specs");
+uuid_id!(OperationId, "operation");
 
 /// A storage host's id, chosen by its operator (the host name by default): 1 to 64 characters of
 /// letters, digits, '.', '_' and '-', starting with a letter or digit. That keeps it safe in NATS
@@ -129,6 +149,7 @@ macro_rules! display_as_str {
 }
 
 display_as_str!(NodeId, ProjectId);
+serde_as_text!(VolumeId, SnapshotId, BackupId, AttachmentId, VolumeTypeId, QosSpecsId, OperationId, NodeId, ProjectId);
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,8 @@ pub mod bus;
 pub mod channel;
 pub mod command;
 pub mod context;
+#[cfg(feature = "db")]
+mod db_values;
 pub mod error;
 pub mod ids;
 pub mod listener;

@@ -1,7 +1,7 @@
 //! Cinder's status strings for Basalt's status enums. The database stores these strings and the
 //! REST gateway shows them, so the mapping lives here, once.
 
-use crate::proto::{AttachStatus, BackupStatus, SnapshotStatus, VolumeStatus};
+use crate::proto::{AttachMode, AttachStatus, BackupStatus, SnapshotStatus, VolumeStatus};
 
 const VOLUME_STATUS_NAMES: &[(VolumeStatus, &str)] = &[
     (VolumeStatus::Creating, "creating"),
@@ -46,6 +46,8 @@ const SNAPSHOT_STATUS_NAMES: &[(SnapshotStatus, &str)] = &[
     (SnapshotStatus::BackingUp, "backing-up"),
     (SnapshotStatus::Restoring, "restoring"),
 ];
+
+const ATTACH_MODE_NAMES: &[(AttachMode, &str)] = &[(AttachMode::ReadWrite, "rw"), (AttachMode::ReadOnly, "ro")];
 
 const BACKUP_STATUS_NAMES: &[(BackupStatus, &str)] = &[
     (BackupStatus::Creating, "creating"),
@@ -94,6 +96,17 @@ impl AttachStatus {
 
     pub fn from_cinder_name(name: &str) -> Option<Self> {
         lookup_value(ATTACH_STATUS_NAMES, name)
+    }
+}
+
+impl AttachMode {
+    /// Cinder's `rw` or `ro`.
+    pub fn cinder_name(self) -> &'static str {
+        lookup_name(ATTACH_MODE_NAMES, self)
+    }
+
+    pub fn from_cinder_name(name: &str) -> Option<Self> {
+        lookup_value(ATTACH_MODE_NAMES, name)
     }
 }
 

@@ -186,26 +186,26 @@ fn csi_snapshot(snapshot: &proto::Snapshot) -> csi::Snapshot {
 /// `publish_context`: what the node needs to reach the volume, from the attachment's connection
 /// info. It holds the CHAP secret of an iSCSI export, so it is never logged.
 fn publish_context(attachment: &proto::Attachment) -> Result<HashMap<String, String>, Status> {
+    use proto::connection_info::Target;
     let info =
         attachment.connection_info.as_ref().ok_or_else(|| Status::internal("the attachment has no connection info"))?;
-    let mut context: HashMap<String, String> = info
-        .data
-        .iter()
-        .filter(|(key, _)| {
-            matches!(
-                key.as_str(),
-                "device_path"
-                    | "target_iqn"
-                    | "target_portal"
-                    | "target_lun"
-                    | "auth_username"
-                    | "auth_password"
-                    | "access_mode"
-            )
-        })
-        .map(|(key, value)| (key.clone(), value.clone()))
-        .collect();
-    context.insert("kind".into(), info.driver_volume_type.clone());
+    let mut context = HashMap::from([
+        ("kind".to_owned(), info.driver_volume_type.clone()),
+        ("access_mode".to_owned(), info.access_mode.clone()),
+    ]);
+    match &info.target {
+        Some(Target::Local(local)) => {
+            context.insert("device_path".into(), local.device_path.clone());
+        }
+        Some(Target::Iscsi(iscsi)) => {
+            context.insert("target_iqn".into(), iscsi.target_iqn.clone());
+            context.insert("target_portal".into(), iscsi.target_portal.clone());
+            context.insert("target_lun".into(), iscsi.target_lun.to_string());
+            context.insert("auth_username".into(), iscsi.auth_username.clone());
+            context.insert("auth_password".into(), iscsi.auth_password.clone());
+        }
+        Some(Target::Nfs(_)) | None => {}
+    }
     Ok(context)
 }
 

@@ -158,14 +158,16 @@ async fn bytes_reach_the_host_through_the_tgt_export() -> Result<()> {
 }
 
 fn export_from(info: &basalt::proto::ConnectionInfo) -> Result<NodeExport> {
-    let field = |key: &str| info.data.get(key).cloned().with_context(|| format!("connection_info lacks {key}"));
+    let Some(basalt::proto::connection_info::Target::Iscsi(iscsi)) = &info.target else {
+        anyhow::bail!("connection_info is not iSCSI: {}", info.driver_volume_type);
+    };
     Ok(NodeExport {
-        volume_id: field("volume_id")?,
-        target_iqn: field("target_iqn")?,
-        target_portal: field("target_portal")?,
-        target_lun: field("target_lun")?.parse()?,
-        auth_username: field("auth_username")?,
-        auth_password: field("auth_password")?,
+        volume_id: info.volume_id.clone(),
+        target_iqn: iscsi.target_iqn.clone(),
+        target_portal: iscsi.target_portal.clone(),
+        target_lun: iscsi.target_lun,
+        auth_username: iscsi.auth_username.clone(),
+        auth_password: iscsi.auth_password.clone(),
         ..Default::default()
     })
 }
@@ -212,12 +214,10 @@ async fn attachments_connect_hosts_through_iscsi_and_clean_up_after_them() -> Re
     assert_eq!(connected.status(), AttachStatus::Attaching);
     let info = connected.connection_info.clone().context("a connected attachment has connection_info")?;
     assert_eq!(info.driver_volume_type, "iscsi");
-    for (key, expected) in
-        [("auth_method", "CHAP"), ("access_mode", "rw"), ("target_discovered", "false"), ("target_lun", "1")]
-    {
-        assert_eq!(info.data.get(key).map(String::as_str), Some(expected), "{key}");
-    }
+    assert_eq!(info.access_mode, "rw");
     let export = export_from(&info)?;
+    let Some(basalt::proto::connection_info::Target::Iscsi(iscsi)) = &info.target else { unreachable!() };
+    assert_eq!((iscsi.auth_method.as_str(), iscsi.target_discovered, iscsi.target_lun), ("CHAP", false, 1));
     let password = export.auth_password.clone();
     assert!(read_capacity(&export, STRANGER, Some(&password)).is_err(), "only the connector's initiator may log in");
 

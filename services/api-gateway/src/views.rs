@@ -198,21 +198,35 @@ pub fn attachment(attachment: &Attachment) -> Value {
     })
 }
 
-/// Cinder's `connection_info`, with its numbers and booleans typed again.
+/// Cinder's `connection_info`: `driver_volume_type` and the `data` of its kind, as Cinder's
+/// targets and drivers build it.
 pub fn connection_info(info: &basalt::proto::ConnectionInfo) -> Value {
-    let data: Map<String, Value> = info
-        .data
-        .iter()
-        .map(|(key, value)| {
-            let typed = match (key.as_str(), value.as_str()) {
-                ("target_lun", number) => number.parse::<u64>().map(Value::from).unwrap_or_else(|_| json!(number)),
-                (_, "true") => Value::Bool(true),
-                (_, "false") => Value::Bool(false),
-                (_, text) => json!(text),
-            };
-            (key.clone(), typed)
-        })
-        .collect();
+    use basalt::proto::connection_info::Target;
+    let mut data = match &info.target {
+        Some(Target::Iscsi(iscsi)) => json!({
+            "target_discovered": iscsi.target_discovered,
+            "target_iqn": iscsi.target_iqn,
+            "target_portal": iscsi.target_portal,
+            "target_lun": iscsi.target_lun,
+            "auth_method": iscsi.auth_method,
+            "auth_username": iscsi.auth_username,
+            "auth_password": iscsi.auth_password,
+            "encrypted": iscsi.encrypted,
+            "discard": iscsi.discard,
+            "cacheable": iscsi.cacheable,
+        }),
+        Some(Target::Nfs(nfs)) => {
+            let mut data = json!({"export": nfs.export, "name": nfs.name, "format": nfs.format});
+            if let Some(options) = &nfs.options {
+                data["options"] = json!(options);
+            }
+            data
+        }
+        Some(Target::Local(local)) => json!({"device_path": local.device_path}),
+        None => json!({}),
+    };
+    data["volume_id"] = json!(info.volume_id);
+    data["access_mode"] = json!(info.access_mode);
     json!({"driver_volume_type": info.driver_volume_type, "data": data})
 }
 

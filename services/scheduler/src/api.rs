@@ -5,6 +5,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Instant};
 use basalt::{
     ServiceError,
     context::CallContext,
+    ids::ProjectId,
     proto::{
         AssociateQosSpecsRequest, AttachVolumeRequest, Attachment, AvailabilityZone, Backup, BackupRecord,
         ChangeAttachStateRequest, CompleteAttachmentRequest, ConnectionInfo, CreateAttachmentRequest,
@@ -38,7 +39,7 @@ use crate::{
     qos::{self, Qos},
     quotas,
     snapshots::{self, Snapshots},
-    types,
+    volume_types,
     volumes::{self, Volumes},
 };
 
@@ -64,7 +65,7 @@ impl VolumeApi {
     }
 
     async fn volume_reply(&self, model: &volume::Model) -> Result<Response<Volume>, Status> {
-        let names = types::names(&self.core.db).await?;
+        let names = volume_types::names(&self.core.db).await?;
         let attached = attachments::for_volumes(&self.core.db, std::slice::from_ref(&model.id)).await?;
         Ok(Response::new(volumes::to_proto(model, &names, &attached)))
     }
@@ -75,7 +76,7 @@ impl VolumeApi {
     }
 
     async fn type_reply(&self, model: &db::volume_type::Model) -> Result<Response<VolumeType>, Status> {
-        Ok(Response::new(types::to_proto(&self.core.db, model).await?))
+        Ok(Response::new(volume_types::to_proto(&self.core.db, model).await?))
     }
 }
 
@@ -84,12 +85,12 @@ fn context<T>(request: &Request<T>) -> Result<CallContext, Status> {
 }
 
 /// The project a quota call is about: the caller's own, or another one for admins.
-fn quota_project(context: &CallContext, requested: &str) -> Result<String, ServiceError> {
+fn quota_project(context: &CallContext, requested: &str) -> Result<ProjectId, ServiceError> {
     if requested.is_empty() || requested == context.project_id.as_str() {
-        return Ok(context.project_id.to_string());
+        return Ok(context.project_id.clone());
     }
     context.require_admin("reading or changing another project's quotas")?;
-    Ok(basalt::ids::ProjectId::parse(requested)?.to_string())
+    ProjectId::parse(requested)
 }
 
 #[tonic::async_trait]
@@ -112,8 +113,8 @@ impl VolumeService for VolumeApi {
     ) -> Result<Response<ListVolumesResponse>, Status> {
         let context = context(&request)?;
         let (rows, page) = self.volumes.list(&context, request.get_ref()).await?;
-        let names = types::names(&self.core.db).await?;
-        let ids: Vec<String> = rows.iter().map(|row| row.id.clone()).collect();
+        let names = volume_types::names(&self.core.db).await?;
+        let ids: Vec<_> = rows.iter().map(|row| row.id).collect();
         let attached = attachments::for_volumes(&self.core.db, &ids).await?;
         Ok(Response::new(ListVolumesResponse {
             volumes: rows.iter().map(|row| volumes::to_proto(row, &names, &attached)).collect(),
@@ -207,13 +208,13 @@ impl VolumeService for VolumeApi {
         request: Request<CreateVolumeTypeRequest>,
     ) -> Result<Response<VolumeType>, Status> {
         let context = context(&request)?;
-        let model = types::create(&self.core, &context, request.into_inner()).await?;
+        let model = volume_types::create(&self.core, &context, request.into_inner()).await?;
         self.type_reply(&model).await
     }
 
     async fn get_volume_type(&self, request: Request<GetVolumeTypeRequest>) -> Result<Response<VolumeType>, Status> {
         let context = context(&request)?;
-        let model = types::resolve(&self.core.db, &context, &request.get_ref().volume_type).await?;
+        let model = volume_types::resolve(&self.core.db, &context, &request.get_ref().volume_type).await?;
         self.type_reply(&model).await
     }
 
@@ -222,7 +223,7 @@ impl VolumeService for VolumeApi {
         request: Request<GetDefaultVolumeTypeRequest>,
     ) -> Result<Response<VolumeType>, Status> {
         context(&request)?;
-        let model = types::default_type(&self.core.db).await?;
+        let model = volume_types::default_type(&self.core.db).await?;
         self.type_reply(&model).await
     }
 
@@ -231,10 +232,10 @@ impl VolumeService for VolumeApi {
         request: Request<ListVolumeTypesRequest>,
     ) -> Result<Response<ListVolumeTypesResponse>, Status> {
         let context = context(&request)?;
-        let models = types::list(&self.core.db, &context, request.get_ref()).await?;
+        let models = volume_types::list(&self.core.db, &context, request.get_ref()).await?;
         let mut volume_types = Vec::with_capacity(models.len());
         for model in &models {
-            volume_types.push(types::to_proto(&self.core.db, model).await?);
+            volume_types.push(volume_types::to_proto(&self.core.db, model).await?);
         }
         Ok(Response::new(ListVolumeTypesResponse { volume_types }))
     }
@@ -244,7 +245,7 @@ impl VolumeService for VolumeApi {
         request: Request<UpdateVolumeTypeRequest>,
     ) -> Result<Response<VolumeType>, Status> {
         let context = context(&request)?;
-        let model = types::update(&self.core, &context, request.into_inner()).await?;
+        let model = volume_types::update(&self.core, &context, request.into_inner()).await?;
         self.type_reply(&model).await
     }
 
@@ -253,7 +254,7 @@ impl VolumeService for VolumeApi {
         request: Request<DeleteVolumeTypeRequest>,
     ) -> Result<Response<DeleteVolumeTypeResponse>, Status> {
         let context = context(&request)?;
-        types::delete(&self.core, &context, &request.get_ref().volume_type_id).await?;
+        volume_types::delete(&self.core, &context, &request.get_ref().volume_type_id).await?;
         Ok(Response::new(DeleteVolumeTypeResponse {}))
     }
 
@@ -262,7 +263,7 @@ impl VolumeService for VolumeApi {
         request: Request<SetVolumeTypeExtraSpecsRequest>,
     ) -> Result<Response<VolumeType>, Status> {
         let context = context(&request)?;
-        let model = types::set_extra_specs(&self.core, &context, request.into_inner()).await?;
+        let model = volume_types::set_extra_specs(&self.core, &context, request.into_inner()).await?;
         self.type_reply(&model).await
     }
 
@@ -272,7 +273,7 @@ impl VolumeService for VolumeApi {
     ) -> Result<Response<VolumeType>, Status> {
         let context = context(&request)?;
         let request = request.get_ref();
-        let model = types::unset_extra_spec(&self.core, &context, &request.volume_type_id, &request.key).await?;
+        let model = volume_types::unset_extra_spec(&self.core, &context, &request.volume_type_id, &request.key).await?;
         self.type_reply(&model).await
     }
 
@@ -282,7 +283,8 @@ impl VolumeService for VolumeApi {
     ) -> Result<Response<VolumeType>, Status> {
         let context = context(&request)?;
         let request = request.get_ref();
-        let model = types::set_access(&self.core, &context, &request.volume_type_id, &request.project_id, true).await?;
+        let model =
+            volume_types::set_access(&self.core, &context, &request.volume_type_id, &request.project_id, true).await?;
         self.type_reply(&model).await
     }
 
@@ -293,7 +295,7 @@ impl VolumeService for VolumeApi {
         let context = context(&request)?;
         let request = request.get_ref();
         let model =
-            types::set_access(&self.core, &context, &request.volume_type_id, &request.project_id, false).await?;
+            volume_types::set_access(&self.core, &context, &request.volume_type_id, &request.project_id, false).await?;
         self.type_reply(&model).await
     }
 
@@ -305,7 +307,7 @@ impl VolumeService for VolumeApi {
             } else {
                 basalt::ids::ProjectId::parse(&request.get_ref().project_id)?
             };
-            return Ok(Response::new(quotas::default_set(&self.core.config.quota_defaults, project.as_str())));
+            return Ok(Response::new(quotas::default_set(&self.core.config.quota_defaults, &project)));
         }
         let project = quota_project(&context, &request.get_ref().project_id)?;
         Ok(Response::new(quotas::quota_set(&self.core.db, &self.core.config.quota_defaults, &project).await?))
@@ -601,7 +603,7 @@ impl VolumeService for VolumeApi {
     ) -> Result<Response<ListBackupsResponse>, Status> {
         let context = context(&request)?;
         let (rows, page) = self.backups.list(&context, request.get_ref()).await?;
-        let ids: Vec<String> = rows.iter().map(|row| row.id.clone()).collect();
+        let ids: Vec<_> = rows.iter().map(|row| row.id).collect();
         let parents = backups::dependents(&self.core.db, &ids).await?;
         Ok(Response::new(ListBackupsResponse {
             backups: rows.iter().map(|row| backups::to_proto(row, parents.contains(&row.id))).collect(),
@@ -626,7 +628,26 @@ impl VolumeService for VolumeApi {
         request: Request<RestoreBackupRequest>,
     ) -> Result<Response<RestoreBackupResponse>, Status> {
         let context = context(&request)?;
-        Ok(Response::new(self.backups.restore(&context, request.into_inner()).await?))
+        let request = request.into_inner();
+        if !request.volume_id.is_empty() {
+            return Ok(Response::new(self.backups.restore(&context, request).await?));
+        }
+        // No volume named: a new one is created from the backup, which restores onto it as part
+        // of the create (the volume shows `creating` until the backup is on it).
+        let backup = self.backups.get(&context, &request.backup_id).await?;
+        let name = if request.name.is_empty() { format!("restore_backup_{}", backup.id) } else { request.name };
+        let create = CreateVolumeRequest {
+            name,
+            backup_id: backup.id.to_string(),
+            availability_zone: backup.availability_zone.clone(),
+            ..Default::default()
+        };
+        let volume = self.volumes.create(&context, create).await?;
+        Ok(Response::new(RestoreBackupResponse {
+            backup_id: backup.id.to_string(),
+            volume_id: volume.id.to_string(),
+            volume_name: volume.name,
+        }))
     }
 
     async fn reset_backup_status(

@@ -7,11 +7,11 @@ use std::{collections::HashMap, sync::Arc};
 use basalt::{
     ServiceError,
     context::CallContext,
-    ids::AttachmentId,
+    ids::{AttachmentId, ProjectId, VolumeId},
     proto::{
-        self, AttachMode, AttachStatus, AttachVolumeRequest, ConnectionInfo, Connector, CreateAttachmentRequest,
-        DetachVolumeRequest, ExportProtocol, ListAttachmentsRequest, NodeExport, NodeExportRequest,
-        NodeInitiatorRequest, UpdateAttachmentRequest, VolumeAttachment, VolumeStatus,
+        self, AttachMode, AttachStatus, AttachVolumeRequest, CreateAttachmentRequest, DetachVolumeRequest,
+        ExportProtocol, ListAttachmentsRequest, NodeExport, NodeExportRequest, NodeInitiatorRequest,
+        UpdateAttachmentRequest, VolumeAttachment, VolumeStatus,
     },
 };
 use chrono::Utc;
@@ -23,11 +23,16 @@ use sea_orm::{
 use crate::{
     Core,
     core::WriteTxn,
-    db::{attachment, db_error, volume},
-    events, fields,
-    lifecycle::VolumeAction,
+    db::{
+        attachment, db_error,
+        json::{ConnectionInfo, Connector, IscsiConnection, LocalConnection, NfsConnection},
+        volume,
+    },
+    events::PendingEvent,
+    fields,
+    lifecycle::{self, AttachmentAction, Transition, VolumeAction},
     listing,
-    volumes::{self, timestamp},
+    status::{self, Stateful},
 };
 
 pub struct Attachments {
@@ -45,25 +50,21 @@ impl Attachments {
         request: CreateAttachmentRequest,
     ) -> Result<attachment::Model, ServiceError> {
         fields::check_name("instance id", &request.instance_id)?;
-        let volume = volumes::load(&self.core.db, context, &request.volume_id).await?;
-        let mode = match AttachMode::try_from(request.mode).unwrap_or_default() {
-            AttachMode::ReadOnly => "ro",
-            _ if volume.readonly => "ro",
-            _ => "rw",
-        };
+        let volume = status::load::<volume::Model>(&self.core.db, context, &request.volume_id).await?;
+        let mode = mode_for(&volume, request.mode);
         let txn = self.core.begin_write().await?;
-        let (before, reserved) = step(&*txn, &volume, VolumeAction::Reserve, AttachStatus::Reserved).await?;
+        let reserved = step(&*txn, &volume, VolumeAction::Reserve, AttachStatus::Reserved).await?;
         let model = attachment::ActiveModel {
-            id: Set(AttachmentId::new_random().to_string()),
-            volume_id: Set(volume.id.clone()),
+            id: Set(AttachmentId::new_random()),
+            volume_id: Set(volume.id),
             project_id: Set(volume.project_id.clone()),
             instance_id: Set(request.instance_id),
             host_name: Set(String::new()),
-            status: Set(AttachStatus::Reserved.cinder_name().into()),
-            mode: Set(mode.into()),
-            connector: Set(String::new()),
+            status: Set(AttachStatus::Reserved),
+            mode: Set(mode),
+            connector: Set(None),
             mountpoint: Set(String::new()),
-            connection_info: Set(String::new()),
+            connection_info: Set(None),
             attached_at: Set(None),
             created_at: Set(Utc::now()),
         }
@@ -71,18 +72,22 @@ impl Attachments {
         .await
         .map_err(db_error)?;
         txn.commit().await?;
-        self.core.publish_status(events::VOLUME, &volume.id, &volume.project_id, &before, &reserved.status, "").await;
+        self.core.publish(reserved).await;
         // A connector given at creation connects the host at once, as Cinder does.
         let Some(connector) = request.connector else {
             return Ok(model);
         };
+        let attachment_id = model.id.to_string();
         let connected = self
-            .update(context, UpdateAttachmentRequest { attachment_id: model.id.clone(), connector: Some(connector) })
+            .update(
+                context,
+                UpdateAttachmentRequest { attachment_id: attachment_id.clone(), connector: Some(connector) },
+            )
             .await;
         if connected.is_err() {
             // The create fails whole: the reservation it made is taken back.
-            if let Err(error) = self.delete(context, &model.id).await {
-                tracing::warn!(attachment_id = %model.id, %error, "cannot take back the reservation of a failed attachment");
+            if let Err(error) = self.delete(context, &attachment_id).await {
+                tracing::warn!(%attachment_id, %error, "cannot take back the reservation of a failed attachment");
             }
         }
         connected
@@ -95,32 +100,26 @@ impl Attachments {
         request: UpdateAttachmentRequest,
     ) -> Result<attachment::Model, ServiceError> {
         let model = self.get(context, &request.attachment_id).await?;
-        let connector = request.connector.unwrap_or_default();
-        let status = AttachStatus::from_cinder_name(&model.status).unwrap_or_default();
-        if !matches!(status, AttachStatus::Reserved | AttachStatus::Attaching) {
-            return Err(ServiceError::conflict(format!(
-                "attachment {} is {}; a host can connect only while it is reserved",
-                model.id, model.status
-            )));
-        }
-        let volume = volumes::load(&self.core.db, context, &model.volume_id).await?;
+        let connector = Connector::from(&request.connector.unwrap_or_default());
+        status::check(&model, AttachmentAction::Connect, "connecting a host")?;
+        let volume = status::load::<volume::Model>(&self.core.db, context, &model.volume_id.to_string()).await?;
         let export = self.export_to(&volume, &connector).await?;
-        let info = connection_info(&export, &model.mode, volume.readonly);
+        let info = connection_info(&export, model.mode, volume.readonly);
         let txn = self.core.begin_write().await?;
-        let (before, after) = step(&*txn, &volume, VolumeAction::Connect, AttachStatus::Attaching).await?;
+        let connected = step(&*txn, &volume, VolumeAction::Connect, AttachStatus::Attaching).await?;
+        status::transition::<attachment::Model>(&*txn, model.id, AttachmentAction::Connect, "").await?;
         attachment::Entity::update_many()
-            .col_expr(attachment::Column::Status, Expr::value(AttachStatus::Attaching.cinder_name()))
             .col_expr(attachment::Column::HostName, Expr::value(connector.host.clone()))
-            .col_expr(attachment::Column::Connector, Expr::value(connector_json(&connector)))
-            .col_expr(attachment::Column::ConnectionInfo, Expr::value(info.to_string()))
-            .filter(attachment::Column::Id.eq(model.id.as_str()))
+            .col_expr(attachment::Column::Connector, Expr::value(connector.clone()))
+            .col_expr(attachment::Column::ConnectionInfo, Expr::value(info))
+            .filter(attachment::Column::Id.eq(model.id))
             .exec(&*txn)
             .await
             .map_err(db_error)?;
         txn.commit().await?;
         tracing::info!(attachment_id = %model.id, volume_id = %volume.id, initiator = %connector.initiator, "host connected");
-        self.core.publish_status(events::VOLUME, &after.id, &after.project_id, &before, &after.status, "").await;
-        self.get(context, &model.id).await
+        self.core.publish(connected).await;
+        self.get(context, &model.id.to_string()).await
     }
 
     /// The host attached the volume: the attachment is attached and the volume in-use.
@@ -130,36 +129,27 @@ impl Attachments {
         attachment_id: &str,
     ) -> Result<attachment::Model, ServiceError> {
         let model = self.get(context, attachment_id).await?;
-        if model.status == AttachStatus::Attached.cinder_name() {
+        if model.status == AttachStatus::Attached {
             return Ok(model);
         }
-        if model.status != AttachStatus::Attaching.cinder_name() {
-            return Err(ServiceError::conflict(format!(
-                "attachment {} is {}; it can be completed only after a host connected (attaching)",
-                model.id, model.status
-            )));
-        }
+        status::check(&model, AttachmentAction::Complete, "completing it (after a host connected)")?;
         let txn = self.core.begin_write().await?;
-        let volume = volumes::load(&*txn, context, &model.volume_id).await?;
-        let (before, after) = step(&*txn, &volume, VolumeAction::CompleteAttach, AttachStatus::Attached).await?;
+        let volume = status::load::<volume::Model>(&*txn, context, &model.volume_id.to_string()).await?;
+        let attached = step(&*txn, &volume, VolumeAction::CompleteAttach, AttachStatus::Attached).await?;
+        status::transition::<attachment::Model>(&*txn, model.id, AttachmentAction::Complete, "").await?;
         attachment::Entity::update_many()
-            .col_expr(attachment::Column::Status, Expr::value(AttachStatus::Attached.cinder_name()))
             .col_expr(attachment::Column::AttachedAt, Expr::value(Utc::now()))
-            .filter(attachment::Column::Id.eq(model.id.as_str()))
+            .filter(attachment::Column::Id.eq(model.id))
             .exec(&*txn)
             .await
             .map_err(db_error)?;
         txn.commit().await?;
-        self.core.publish_status(events::VOLUME, &after.id, &after.project_id, &before, &after.status, "").await;
-        self.get(context, &model.id).await
+        self.core.publish(attached).await;
+        self.get(context, &model.id.to_string()).await
     }
 
     pub async fn get(&self, context: &CallContext, attachment_id: &str) -> Result<attachment::Model, ServiceError> {
-        let id = AttachmentId::parse(attachment_id)?;
-        match attachment::Entity::find_by_id(id.to_string()).one(&self.core.db).await.map_err(db_error)? {
-            Some(model) if context.is_admin || model.project_id == context.project_id.as_str() => Ok(model),
-            _ => Err(ServiceError::not_found(format!("attachment {id} not found"))),
-        }
+        status::load(&self.core.db, context, attachment_id).await
     }
 
     pub async fn list(
@@ -170,7 +160,7 @@ impl Attachments {
         let mut condition =
             listing::project_scope(context, request.all_projects, attachment::Column::ProjectId, "attachments")?;
         if !request.volume_id.is_empty() {
-            condition = condition.add(attachment::Column::VolumeId.eq(request.volume_id.as_str()));
+            condition = condition.add(attachment::Column::VolumeId.eq(VolumeId::parse(&request.volume_id)?));
         }
         if !request.instance_id.is_empty() {
             condition = condition.add(attachment::Column::InstanceId.eq(request.instance_id.as_str()));
@@ -178,7 +168,7 @@ impl Attachments {
         if request.status != AttachStatus::Unspecified as i32 {
             let status = AttachStatus::try_from(request.status)
                 .map_err(|_| ServiceError::invalid(format!("unknown attach status {}", request.status)))?;
-            condition = condition.add(attachment::Column::Status.eq(status.cinder_name()));
+            condition = condition.add(attachment::Column::Status.eq(status));
         }
         attachment::Entity::find()
             .filter(condition)
@@ -197,9 +187,10 @@ impl Attachments {
         let model = self.get(context, attachment_id).await?;
         self.disconnect(&model).await?;
         let txn = self.core.begin_write().await?;
-        attachment::Entity::delete_by_id(model.id.clone()).exec(&*txn).await.map_err(db_error)?;
-        self.free_if_last(txn, &model.volume_id, VolumeAction::Unreserve).await?;
-        self.list(context, &ListAttachmentsRequest { volume_id: model.volume_id, ..Default::default() }).await
+        attachment::Entity::delete_by_id(model.id).exec(&*txn).await.map_err(db_error)?;
+        self.free_if_last(txn, model.volume_id, VolumeAction::Unreserve).await?;
+        let remaining = ListAttachmentsRequest { volume_id: model.volume_id.to_string(), ..Default::default() };
+        self.list(context, &remaining).await
     }
 }
 
@@ -208,20 +199,18 @@ impl Attachments {
     /// Runs before the row goes: a node that cannot be reached fails the delete, so no ACL or
     /// target is ever forgotten.
     async fn disconnect(&self, model: &attachment::Model) -> Result<(), ServiceError> {
-        let Some(connector) = stored_connector(&model.connector) else { return Ok(()) };
-        let Some(volume) =
-            volume::Entity::find_by_id(model.volume_id.clone()).one(&self.core.db).await.map_err(db_error)?
-        else {
+        let Some(connector) = &model.connector else { return Ok(()) };
+        let Some(volume) = status::find::<volume::Model>(&self.core.db, model.volume_id).await? else {
             return Ok(());
         };
-        self.revoke_from(&volume, &connector, Some(&model.id)).await?;
+        self.revoke_from(&volume, connector, Some(model.id)).await?;
         tracing::info!(attachment_id = %model.id, volume_id = %volume.id, initiator = %connector.initiator, host = %connector.host, "host disconnected");
         Ok(())
     }
 
     /// Inside `txn`, after attachments went: with none left, `action` frees the volume (detached).
     /// Commits `txn` and announces the change.
-    async fn free_if_last(&self, txn: WriteTxn, volume_id: &str, action: VolumeAction) -> Result<(), ServiceError> {
+    async fn free_if_last(&self, txn: WriteTxn, volume_id: VolumeId, action: VolumeAction) -> Result<(), ServiceError> {
         let remaining = attachment::Entity::find()
             .filter(attachment::Column::VolumeId.eq(volume_id))
             .count(&*txn)
@@ -229,19 +218,12 @@ impl Attachments {
             .map_err(db_error)?;
         let mut freed = None;
         if remaining == 0 {
-            let (before, after) = volumes::transition(&*txn, volume_id, action, "").await?;
-            volume::Entity::update_many()
-                .col_expr(volume::Column::AttachStatus, Expr::value(AttachStatus::Detached.cinder_name()))
-                .filter(volume::Column::Id.eq(volume_id))
-                .exec(&*txn)
-                .await
-                .map_err(db_error)?;
-            freed = Some((before, after));
+            let (before, after) = status::transition::<volume::Model>(&*txn, volume_id, action, "").await?;
+            volume::set_attach_status(&*txn, volume_id, AttachStatus::Detached).await?;
+            freed = Some(status::changed(before, &after));
         }
         txn.commit().await?;
-        if let Some((before, after)) = freed {
-            self.core.publish_status(events::VOLUME, &after.id, &after.project_id, &before, &after.status, "").await;
-        }
+        self.core.publish(freed).await;
         Ok(())
     }
 
@@ -249,15 +231,16 @@ impl Attachments {
     /// when the host is the volume's node and asks for a local attach, over NFS when it names no
     /// iSCSI initiator, else over iSCSI with an ACL for its initiator.
     async fn export_to(&self, volume: &volume::Model, connector: &Connector) -> Result<NodeExport, ServiceError> {
-        let (node_id, pool) = volumes::placement_of(volume);
-        let mut node = self.core.nodes.client(&self.core.capacity, &node_id)?;
+        let (node_id, pool) = volume.placement()?;
+        let mut node = self.core.nodes.client(&self.core.capacity, node_id.as_str())?;
         let protocol = attach_protocol(volume, connector);
-        let request = NodeExportRequest { volume_id: volume.id.clone(), pool: pool.clone(), protocol: protocol as i32 };
+        let volume_id = volume.id.to_string();
+        let request = NodeExportRequest { volume_id: volume_id.clone(), pool: pool.clone(), protocol: protocol as i32 };
         let export = node.export_volume(request).await.map_err(ServiceError::from)?.into_inner();
         if protocol != ExportProtocol::Iscsi {
             return Ok(export);
         }
-        let allow = NodeInitiatorRequest { volume_id: volume.id.clone(), pool, initiator: connector.initiator.clone() };
+        let allow = NodeInitiatorRequest { volume_id, pool, initiator: connector.initiator.clone() };
         node.allow_initiator(allow).await.map_err(ServiceError::from)?;
         Ok(export)
     }
@@ -268,27 +251,30 @@ impl Attachments {
         &self,
         volume: &volume::Model,
         connector: &Connector,
-        leaving: Option<&str>,
+        leaving: Option<AttachmentId>,
     ) -> Result<(), ServiceError> {
         if attach_protocol(volume, connector) != ExportProtocol::Iscsi {
             // An NFS or local host: the node granted nothing of its own, so there is nothing to
             // take back.
             return Ok(());
         }
-        let initiator = connector.initiator.as_str();
-        let (node_id, pool) = volumes::placement_of(volume);
-        let mut node = self.core.nodes.client(&self.core.capacity, &node_id)?;
-        let request =
-            NodeInitiatorRequest { volume_id: volume.id.clone(), pool: pool.clone(), initiator: initiator.to_owned() };
+        let (node_id, pool) = volume.placement()?;
+        let mut node = self.core.nodes.client(&self.core.capacity, node_id.as_str())?;
+        let volume_id = volume.id.to_string();
+        let request = NodeInitiatorRequest {
+            volume_id: volume_id.clone(),
+            pool: pool.clone(),
+            initiator: connector.initiator.clone(),
+        };
         node.revoke_initiator(request).await.map_err(ServiceError::from)?;
         let mut others = attachment::Entity::find()
-            .filter(attachment::Column::VolumeId.eq(volume.id.as_str()))
-            .filter(attachment::Column::Connector.ne(""));
+            .filter(attachment::Column::VolumeId.eq(volume.id))
+            .filter(attachment::Column::Connector.is_not_null());
         if let Some(leaving) = leaving {
             others = others.filter(attachment::Column::Id.ne(leaving));
         }
         if others.count(&self.core.db).await.map_err(db_error)? == 0 {
-            node.unexport_volume(NodeExportRequest { volume_id: volume.id.clone(), pool, ..Default::default() })
+            node.unexport_volume(NodeExportRequest { volume_id, pool, ..Default::default() })
                 .await
                 .map_err(ServiceError::from)?;
         }
@@ -300,26 +286,25 @@ impl Attachments {
         &self,
         context: &CallContext,
         volume_id: &str,
-        connector: Option<Connector>,
-    ) -> Result<ConnectionInfo, ServiceError> {
+        connector: Option<proto::Connector>,
+    ) -> Result<proto::ConnectionInfo, ServiceError> {
         let connector = connector.ok_or_else(|| {
             ServiceError::invalid(
                 "initialize_connection needs a connector: the host's iSCSI initiator name, or none to mount an NFS volume's share",
             )
         })?;
-        let volume = volumes::load(&self.core.db, context, volume_id).await?;
+        let volume = status::load::<volume::Model>(&self.core.db, context, volume_id).await?;
         let connectable =
             [VolumeStatus::Attaching, VolumeStatus::InUse, VolumeStatus::Reserved, VolumeStatus::Available];
-        if !connectable.iter().any(|status| status.cinder_name() == volume.status) {
+        if !connectable.contains(&volume.status) {
             return Err(ServiceError::conflict(format!(
                 "volume {} is {}; a host can connect while it is available, reserved, attaching or in-use",
-                volume.id, volume.status
+                volume.id,
+                volume.status.cinder_name()
             )));
         }
-        let export = self.export_to(&volume, &connector).await?;
-        let info = connection_info(&export, "rw", volume.readonly);
-        connection_info_proto(&info.to_string())
-            .ok_or_else(|| ServiceError::internal("connection info could not be encoded"))
+        let export = self.export_to(&volume, &Connector::from(&connector)).await?;
+        Ok(proto::ConnectionInfo::from(&connection_info(&export, AttachMode::ReadWrite, volume.readonly)))
     }
 
     /// Legacy `os-terminate_connection`: the host's access goes, and the export with the last one.
@@ -327,13 +312,13 @@ impl Attachments {
         &self,
         context: &CallContext,
         volume_id: &str,
-        connector: Option<Connector>,
+        connector: Option<proto::Connector>,
     ) -> Result<volume::Model, ServiceError> {
         let connector = connector.ok_or_else(|| {
             ServiceError::invalid("terminate_connection needs the connector that initialized the connection")
         })?;
-        let volume = volumes::load(&self.core.db, context, volume_id).await?;
-        self.revoke_from(&volume, &connector, None).await?;
+        let volume = status::load::<volume::Model>(&self.core.db, context, volume_id).await?;
+        self.revoke_from(&volume, &Connector::from(&connector), None).await?;
         Ok(volume)
     }
 
@@ -343,32 +328,23 @@ impl Attachments {
         context: &CallContext,
         request: AttachVolumeRequest,
     ) -> Result<volume::Model, ServiceError> {
-        let volume = volumes::load(&self.core.db, context, &request.volume_id).await?;
-        let mode = if AttachMode::try_from(request.mode).unwrap_or_default() == AttachMode::ReadOnly || volume.readonly
-        {
-            "ro"
-        } else {
-            "rw"
-        };
+        let volume = status::load::<volume::Model>(&self.core.db, context, &request.volume_id).await?;
+        let mode = mode_for(&volume, request.mode);
         let txn = self.core.begin_write().await?;
-        let (before, after) = volumes::transition(&*txn, &volume.id, VolumeAction::CompleteAttach, "").await?;
-        volume::Entity::update_many()
-            .col_expr(volume::Column::AttachStatus, Expr::value(AttachStatus::Attached.cinder_name()))
-            .filter(volume::Column::Id.eq(volume.id.as_str()))
-            .exec(&*txn)
-            .await
-            .map_err(db_error)?;
+        let (before, after) =
+            status::transition::<volume::Model>(&*txn, volume.id, VolumeAction::CompleteAttach, "").await?;
+        volume::set_attach_status(&*txn, volume.id, AttachStatus::Attached).await?;
         attachment::ActiveModel {
-            id: Set(AttachmentId::new_random().to_string()),
-            volume_id: Set(volume.id.clone()),
+            id: Set(AttachmentId::new_random()),
+            volume_id: Set(volume.id),
             project_id: Set(volume.project_id.clone()),
             instance_id: Set(request.instance_id),
             host_name: Set(request.host_name),
-            status: Set(AttachStatus::Attached.cinder_name().into()),
-            mode: Set(mode.into()),
-            connector: Set(String::new()),
+            status: Set(AttachStatus::Attached),
+            mode: Set(mode),
+            connector: Set(None),
             mountpoint: Set(request.mountpoint),
-            connection_info: Set(String::new()),
+            connection_info: Set(None),
             attached_at: Set(Some(Utc::now())),
             created_at: Set(Utc::now()),
         }
@@ -376,7 +352,7 @@ impl Attachments {
         .await
         .map_err(db_error)?;
         txn.commit().await?;
-        self.core.publish_status(events::VOLUME, &after.id, &after.project_id, &before, &after.status, "").await;
+        self.core.publish([status::changed(before, &after)]).await;
         Ok(after)
     }
 
@@ -387,11 +363,11 @@ impl Attachments {
         context: &CallContext,
         request: DetachVolumeRequest,
     ) -> Result<volume::Model, ServiceError> {
-        let volume = volumes::load(&self.core.db, context, &request.volume_id).await?;
+        let volume = status::load::<volume::Model>(&self.core.db, context, &request.volume_id).await?;
         let txn = self.core.begin_write().await?;
-        let mut removal = attachment::Entity::delete_many().filter(attachment::Column::VolumeId.eq(volume.id.as_str()));
+        let mut removal = attachment::Entity::delete_many().filter(attachment::Column::VolumeId.eq(volume.id));
         if !request.attachment_id.is_empty() {
-            removal = removal.filter(attachment::Column::Id.eq(request.attachment_id.as_str()));
+            removal = removal.filter(attachment::Column::Id.eq(AttachmentId::parse(&request.attachment_id)?));
         }
         let removed = removal.exec(&*txn).await.map_err(db_error)?;
         if removed.rows_affected == 0 && !request.attachment_id.is_empty() {
@@ -400,52 +376,48 @@ impl Attachments {
                 request.attachment_id, volume.id
             )));
         }
-        self.free_if_last(txn, &volume.id, VolumeAction::LegacyDetach).await?;
-        volumes::load(&self.core.db, context, &volume.id).await
+        self.free_if_last(txn, volume.id, VolumeAction::LegacyDetach).await?;
+        status::load(&self.core.db, context, &volume.id.to_string()).await
+    }
+}
+
+/// Read-only when asked, or when the volume is.
+fn mode_for(volume: &volume::Model, asked: i32) -> AttachMode {
+    match AttachMode::try_from(asked).unwrap_or_default() {
+        AttachMode::ReadOnly => AttachMode::ReadOnly,
+        _ if volume.readonly => AttachMode::ReadOnly,
+        _ => AttachMode::ReadWrite,
     }
 }
 
 /// Moves the volume by `action` and sets its attach status, inside `txn`; except that a
 /// multiattach volume another host already uses keeps its status (it is only locked, so a
-/// concurrent change waits for this transaction).
+/// concurrent change waits for this transaction). Returns the change to announce, if any.
 async fn step(
-    txn: &impl sea_orm::ConnectionTrait,
+    txn: &impl ConnectionTrait,
     volume: &volume::Model,
     action: VolumeAction,
     attach_status: AttachStatus,
-) -> Result<(String, volume::Model), ServiceError> {
-    let current = VolumeStatus::from_cinder_name(&volume.status).unwrap_or_default();
+) -> Result<Option<PendingEvent>, ServiceError> {
+    let current = volume.status;
     let joining =
         matches!(action, VolumeAction::Reserve) && matches!(current, VolumeStatus::Reserved | VolumeStatus::Attaching);
     let shared = volume.multiattach && (current == VolumeStatus::InUse || joining);
     if shared {
-        let locked = volume::Entity::update_many()
-            .col_expr(volume::Column::UpdatedAt, Expr::value(Utc::now()))
-            .filter(volume::Column::Id.eq(volume.id.as_str()))
-            .filter(volume::Column::Status.eq(volume.status.as_str()))
-            .exec(txn)
-            .await
-            .map_err(db_error)?;
-        if locked.rows_affected == 0 {
-            return Err(ServiceError::conflict(format!("volume {} changed status meanwhile; retry", volume.id)));
-        }
-        return Ok((volume.status.clone(), volume.clone()));
+        status::lock::<volume::Model>(txn, volume.id, &[current], "attaching it").await?;
+        return Ok(None);
     }
-    let (before, after) = volumes::transition(txn, &volume.id, action, "").await?;
-    volume::Entity::update_many()
-        .col_expr(volume::Column::AttachStatus, Expr::value(attach_status.cinder_name()))
-        .filter(volume::Column::Id.eq(volume.id.as_str()))
-        .exec(txn)
-        .await
-        .map_err(db_error)?;
-    Ok((before, after))
+    let (before, after) = status::transition::<volume::Model>(txn, volume.id, action, "").await?;
+    volume::set_attach_status(txn, volume.id, attach_status).await?;
+    Ok(Some(status::changed(before, &after)))
 }
 
 /// How `connector`'s host reaches `volume`: locally when it is the volume's node and asks for a
 /// local attach (os-brick's `do_local_attach`, which the CSI node plugin sets), over NFS when it
 /// names no iSCSI initiator, else over iSCSI.
 fn attach_protocol(volume: &volume::Model, connector: &Connector) -> ExportProtocol {
-    let on_its_node = !connector.host.is_empty() && volume.node_id.as_deref() == Some(connector.host.as_str());
+    let on_its_node =
+        !connector.host.is_empty() && volume.node_id.as_ref().is_some_and(|node_id| node_id.as_str() == connector.host);
     if connector.do_local_attach && on_its_node {
         ExportProtocol::Local
     } else if connector.initiator.is_empty() {
@@ -455,132 +427,137 @@ fn attach_protocol(volume: &volume::Model, connector: &Connector) -> ExportProto
     }
 }
 
-/// Cinder's `connection_info`: iSCSI as `cinder/volume/targets/iscsi.py::_get_iscsi_properties`
-/// builds it, NFS as `cinder/volume/drivers/remotefs.py::initialize_connection` does, and a local
-/// attach as os-brick's local connector takes it (`device_path`).
-fn connection_info(export: &NodeExport, mode: &str, readonly: bool) -> serde_json::Value {
-    let access_mode = if readonly || mode == "ro" { "ro" } else { "rw" };
+/// Cinder's `connection_info` for an export: iSCSI as `_get_iscsi_properties` builds it, NFS as
+/// the remotefs driver does, and a local attach as os-brick's local connector takes it.
+fn connection_info(export: &NodeExport, mode: AttachMode, readonly: bool) -> ConnectionInfo {
+    let access_mode = if readonly { AttachMode::ReadOnly } else { mode }.cinder_name().to_owned();
+    let volume_id = export.volume_id.clone();
     if !export.local_path.is_empty() {
-        return serde_json::json!({
-            "driver_volume_type": "local",
-            "data": {"device_path": export.local_path, "volume_id": export.volume_id, "access_mode": access_mode},
+        return ConnectionInfo::Local(LocalConnection {
+            device_path: export.local_path.clone(),
+            volume_id,
+            access_mode,
         });
     }
     if !export.nfs_export.is_empty() {
-        let mut data = serde_json::json!({
-            "export": export.nfs_export,
-            "name": export.nfs_name,
-            "format": "raw",
-            "volume_id": export.volume_id,
-            "access_mode": access_mode,
+        return ConnectionInfo::Nfs(NfsConnection {
+            export: export.nfs_export.clone(),
+            name: export.nfs_name.clone(),
+            format: "raw".into(),
+            volume_id,
+            access_mode,
+            options: (!export.nfs_options.is_empty()).then(|| export.nfs_options.clone()),
         });
-        if !export.nfs_options.is_empty() {
-            data["options"] = serde_json::Value::from(export.nfs_options.clone());
-        }
-        return serde_json::json!({ "driver_volume_type": "nfs", "data": data });
     }
-    serde_json::json!({
-        "driver_volume_type": "iscsi",
-        "data": {
-            "target_discovered": false,
-            "target_iqn": export.target_iqn,
-            "target_portal": export.target_portal,
-            "target_lun": export.target_lun,
-            "volume_id": export.volume_id,
-            "auth_method": "CHAP",
-            "auth_username": export.auth_username,
-            "auth_password": export.auth_password,
-            "encrypted": false,
-            "access_mode": access_mode,
-            "discard": false,
-            "cacheable": false,
-        }
-    })
-}
-
-fn connector_json(connector: &Connector) -> String {
-    serde_json::json!({
-        "initiator": connector.initiator,
-        "ip": connector.ip,
-        "host": connector.host,
-        "platform": connector.platform,
-        "os_type": connector.os_type,
-        "multipath": connector.multipath,
-        "do_local_attach": connector.do_local_attach,
-    })
-    .to_string()
-}
-
-/// The connector an attachment recorded (`connector_json`), if it has one.
-fn stored_connector(text: &str) -> Option<Connector> {
-    let connector: serde_json::Value = serde_json::from_str(text).ok()?;
-    let text = |key: &str| connector[key].as_str().unwrap_or_default().to_owned();
-    Some(Connector {
-        initiator: text("initiator"),
-        ip: text("ip"),
-        host: text("host"),
-        platform: text("platform"),
-        os_type: text("os_type"),
-        multipath: connector["multipath"].as_bool().unwrap_or(false),
-        do_local_attach: connector["do_local_attach"].as_bool().unwrap_or(false),
-        extra: Default::default(),
-    })
-}
-
-/// The connection info as the proto carries it: typed values become their text.
-fn connection_info_proto(text: &str) -> Option<ConnectionInfo> {
-    let value: serde_json::Value = serde_json::from_str(text).ok()?;
-    let data = value.get("data")?.as_object()?;
-    Some(ConnectionInfo {
-        driver_volume_type: value.get("driver_volume_type")?.as_str()?.to_owned(),
-        data: data
-            .iter()
-            .map(|(key, value)| (key.clone(), value.as_str().map_or_else(|| value.to_string(), str::to_owned)))
-            .collect(),
-        ..Default::default()
+    ConnectionInfo::Iscsi(IscsiConnection {
+        target_discovered: false,
+        target_iqn: export.target_iqn.clone(),
+        target_portal: export.target_portal.clone(),
+        target_lun: export.target_lun,
+        volume_id,
+        auth_method: "CHAP".into(),
+        auth_username: export.auth_username.clone(),
+        auth_password: export.auth_password.clone(),
+        encrypted: false,
+        access_mode,
+        discard: false,
+        cacheable: false,
     })
 }
 
 /// The attachments of `volume_ids`, as shown inside a volume.
 pub async fn for_volumes(
     db: &impl ConnectionTrait,
-    volume_ids: &[String],
-) -> Result<HashMap<String, Vec<VolumeAttachment>>, ServiceError> {
+    volume_ids: &[VolumeId],
+) -> Result<HashMap<VolumeId, Vec<VolumeAttachment>>, ServiceError> {
     if volume_ids.is_empty() {
         return Ok(HashMap::new());
     }
     let rows = attachment::Entity::find()
-        .filter(attachment::Column::VolumeId.is_in(volume_ids.iter().map(String::as_str)))
+        .filter(attachment::Column::VolumeId.is_in(volume_ids.iter().copied()))
         .all(db)
         .await
         .map_err(db_error)?;
-    let mut by_volume: HashMap<String, Vec<VolumeAttachment>> = HashMap::new();
+    let mut by_volume: HashMap<VolumeId, Vec<VolumeAttachment>> = HashMap::new();
     for row in rows {
-        by_volume.entry(row.volume_id.clone()).or_default().push(VolumeAttachment {
-            id: row.id.clone(),
-            volume_id: row.volume_id.clone(),
+        by_volume.entry(row.volume_id).or_default().push(VolumeAttachment {
+            id: row.id.to_string(),
+            volume_id: row.volume_id.to_string(),
             server_id: row.instance_id.clone(),
             host_name: row.host_name.clone(),
             device: row.mountpoint.clone(),
-            attached_at: row.attached_at.map(timestamp),
+            attached_at: row.attached_at.map(|at| std::time::SystemTime::from(at).into()),
         });
     }
     Ok(by_volume)
 }
 
+impl Stateful for attachment::Model {
+    type Entity = attachment::Entity;
+    type Id = AttachmentId;
+    type Status = AttachStatus;
+    type Action = AttachmentAction;
+    const KIND: &'static str = "attachment";
+
+    fn rule(action: AttachmentAction) -> &'static Transition<AttachStatus> {
+        lifecycle::attachment(action)
+    }
+
+    fn status_name(status: AttachStatus) -> &'static str {
+        status.cinder_name()
+    }
+
+    fn id(&self) -> AttachmentId {
+        self.id
+    }
+
+    fn project_id(&self) -> &ProjectId {
+        &self.project_id
+    }
+
+    fn status(&self) -> AttachStatus {
+        self.status
+    }
+
+    fn id_column() -> attachment::Column {
+        attachment::Column::Id
+    }
+
+    fn project_column() -> attachment::Column {
+        attachment::Column::ProjectId
+    }
+
+    fn status_column() -> attachment::Column {
+        attachment::Column::Status
+    }
+
+    fn reason_column() -> Option<attachment::Column> {
+        None
+    }
+
+    fn updated_at_column() -> Option<attachment::Column> {
+        None
+    }
+
+    /// An attachment holds no quota or space of its own.
+    async fn release(&self, _txn: &impl ConnectionTrait) -> Result<(), ServiceError> {
+        Ok(())
+    }
+}
+
 pub fn to_proto(model: &attachment::Model) -> proto::Attachment {
     proto::Attachment {
-        id: model.id.clone(),
-        volume_id: model.volume_id.clone(),
-        project_id: model.project_id.clone(),
+        id: model.id.to_string(),
+        volume_id: model.volume_id.to_string(),
+        project_id: model.project_id.to_string(),
         instance_id: model.instance_id.clone(),
         host_name: model.host_name.clone(),
-        status: AttachStatus::from_cinder_name(&model.status).unwrap_or_default() as i32,
-        mode: if model.mode == "ro" { AttachMode::ReadOnly } else { AttachMode::ReadWrite } as i32,
-        connector: stored_connector(&model.connector),
-        connection_info: connection_info_proto(&model.connection_info),
+        status: model.status as i32,
+        mode: model.mode as i32,
+        connector: model.connector.as_ref().map(proto::Connector::from),
+        connection_info: model.connection_info.as_ref().map(proto::ConnectionInfo::from),
         mountpoint: model.mountpoint.clone(),
-        attached_at: model.attached_at.map(timestamp),
+        attached_at: model.attached_at.map(|at| std::time::SystemTime::from(at).into()),
         detached_at: None,
     }
 }
@@ -598,7 +575,7 @@ mod tests {
             nfs_options: "-o vers=4.2".into(),
             ..Default::default()
         };
-        let info = connection_info(&export, "rw", true);
+        let info = serde_json::to_value(connection_info(&export, AttachMode::ReadWrite, true)).unwrap();
         assert_eq!(info["driver_volume_type"], "nfs");
         assert_eq!(info["data"]["export"], "192.0.2.10:/srv/basalt");
         assert_eq!(info["data"]["name"], "volume-v1");
@@ -606,9 +583,6 @@ mod tests {
         assert_eq!(info["data"]["format"], "raw");
         assert_eq!(info["data"]["access_mode"], "ro");
         assert!(info["data"].get("auth_password").is_none());
-        let proto = connection_info_proto(&info.to_string()).unwrap();
-        assert_eq!(proto.driver_volume_type, "nfs");
-        assert_eq!(proto.data["export"], "192.0.2.10:/srv/basalt");
     }
 
     #[test]
@@ -622,10 +596,15 @@ mod tests {
             auth_password: "p".into(),
             ..Default::default()
         };
-        let info = connection_info(&export, "rw", false);
-        assert_eq!(info["driver_volume_type"], "iscsi");
-        assert_eq!(info["data"]["target_lun"], 1);
-        assert_eq!(info["data"]["auth_method"], "CHAP");
-        assert_eq!(info["data"]["access_mode"], "rw");
+        let info = connection_info(&export, AttachMode::ReadWrite, false);
+        let json = serde_json::to_value(&info).unwrap();
+        assert_eq!(json["driver_volume_type"], "iscsi");
+        assert_eq!(json["data"]["target_lun"], 1);
+        assert_eq!(json["data"]["auth_method"], "CHAP");
+        assert_eq!(json["data"]["access_mode"], "rw");
+        let shown = proto::ConnectionInfo::from(&info);
+        assert!(
+            matches!(shown.target, Some(proto::connection_info::Target::Iscsi(ref iscsi)) if iscsi.target_lun == 1)
+        );
     }
 }

@@ -11,7 +11,25 @@ pub const BACKUP: &str = "backup";
 /// The `to_status` of a resource whose row was removed.
 pub const DELETED: &str = "deleted";
 
+/// A status change to announce once its transaction committed.
+#[derive(Debug, Clone)]
+pub struct PendingEvent {
+    pub kind: &'static str,
+    pub id: String,
+    pub project: String,
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+}
+
 impl Core {
+    /// Announces committed changes, in order.
+    pub async fn publish(&self, events: impl IntoIterator<Item = PendingEvent>) {
+        for event in events {
+            self.publish_status(event.kind, &event.id, &event.project, &event.from, &event.to, &event.reason).await;
+        }
+    }
+
     pub async fn publish_status(&self, kind: &str, id: &str, project: &str, from: &str, to: &str, reason: &str) {
         if from == to {
             return;

@@ -15,12 +15,14 @@ pub mod journal;
 pub mod lifecycle;
 pub mod listing;
 pub mod nodes;
+pub mod operations;
 pub mod placement;
 pub mod qos;
 pub mod quotas;
 pub mod snapshots;
-pub mod string_map;
-pub mod types;
+pub mod status;
+pub mod sweeps;
+pub mod volume_types;
 pub mod volumes;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -81,7 +83,7 @@ pub async fn start(config: SchedulerConfig, bus: Bus) -> Result<RunningScheduler
         let stopped = tasks.stopped();
         tasks.spawn(async move {
             tokio::time::sleep(wait).await;
-            journal::reconcile(core, stopped).await;
+            journal::reconcile(core, operations::relaunch, stopped).await;
         });
     }
 

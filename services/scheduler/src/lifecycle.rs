@@ -3,7 +3,7 @@
 //! request that finds the resource in the wrong status fails with a message naming the statuses
 //! that would have been accepted.
 
-use basalt::proto::{BackupStatus, SnapshotStatus, VolumeStatus};
+use basalt::proto::{AttachStatus, BackupStatus, SnapshotStatus, VolumeStatus};
 
 /// One action's passage through the machine: accepted from `from`, shown as `during` while its
 /// operation runs, then `success` or `failure`. `None` for `during` means the action does not
@@ -330,17 +330,29 @@ pub fn backup(action: BackupAction) -> &'static Transition<BackupStatus> {
     }
 }
 
-pub fn backup_names(statuses: &[BackupStatus]) -> String {
-    statuses.iter().map(|status| status.cinder_name()).collect::<Vec<_>>().join(", ")
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachmentAction {
+    /// A host's connector arrived: reserved -> attaching (again while attaching: the host retries).
+    Connect,
+    /// The host attached the volume: attaching -> attached.
+    Complete,
 }
 
-/// `available, error` for messages.
-pub fn volume_names(statuses: &[VolumeStatus]) -> String {
-    statuses.iter().map(|status| status.cinder_name()).collect::<Vec<_>>().join(", ")
-}
+use AttachStatus as A;
 
-pub fn snapshot_names(statuses: &[SnapshotStatus]) -> String {
-    statuses.iter().map(|status| status.cinder_name()).collect::<Vec<_>>().join(", ")
+pub fn attachment(action: AttachmentAction) -> &'static Transition<AttachStatus> {
+    const CONNECT: Transition<AttachStatus> = Transition {
+        from: &[A::Reserved, A::Attaching],
+        during: Some(A::Attaching),
+        success: None,
+        failure: A::Reserved,
+    };
+    const COMPLETE: Transition<AttachStatus> =
+        Transition { from: &[A::Attaching], during: Some(A::Attached), success: None, failure: A::Attaching };
+    match action {
+        AttachmentAction::Connect => &CONNECT,
+        AttachmentAction::Complete => &COMPLETE,
+    }
 }
 
 #[cfg(test)]

@@ -11,10 +11,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, Condition, sea_query::LikeExpr};
 
-use crate::{
-    db::{backup, snapshot, volume},
-    string_map,
-};
+use crate::db::{backup, json::StringMap, snapshot, volume};
 
 const MAX_PAGE_SIZE: usize = 1000;
 
@@ -48,33 +45,33 @@ pub fn contains(column: impl ColumnTrait, text: &str) -> Condition {
     Condition::all().add(column.like(LikeExpr::new(pattern).escape('\\')))
 }
 
-/// Keeps the rows whose metadata (JSON text) holds every item of `wanted`. Matching the decoded
-/// map makes it work the same on every database.
-pub fn retain_metadata<T>(rows: &mut Vec<T>, wanted: &HashMap<String, String>, metadata: impl Fn(&T) -> &str) {
+/// Keeps the rows whose metadata holds every item of `wanted`. Matching the decoded map makes it
+/// work the same on every database.
+pub fn retain_metadata<T>(rows: &mut Vec<T>, wanted: &HashMap<String, String>, metadata: impl Fn(&T) -> &StringMap) {
     if wanted.is_empty() {
         return;
     }
     rows.retain(|row| {
-        let items = string_map::from_json(metadata(row));
-        wanted.iter().all(|(key, value)| items.get(key) == Some(value))
+        let items = metadata(row);
+        wanted.iter().all(|(key, value)| items.get(key) == Some(value.as_str()))
     });
 }
 
 /// What a listed row exposes to sorting and paging.
 pub trait Listed: Clone {
-    fn id(&self) -> &str;
+    fn id(&self) -> String;
     fn created_at(&self) -> DateTime<Utc>;
     fn updated_at(&self) -> DateTime<Utc>;
     fn name(&self) -> &str;
     fn size_gib(&self) -> i64;
-    fn status(&self) -> &str;
+    fn status(&self) -> &'static str;
 }
 
 macro_rules! listed {
     ($model:ty) => {
         impl Listed for $model {
-            fn id(&self) -> &str {
-                &self.id
+            fn id(&self) -> String {
+                self.id.to_string()
             }
             fn created_at(&self) -> DateTime<Utc> {
                 self.created_at
@@ -88,8 +85,8 @@ macro_rules! listed {
             fn size_gib(&self) -> i64 {
                 self.size_gib
             }
-            fn status(&self) -> &str {
-                &self.status
+            fn status(&self) -> &'static str {
+                self.status.cinder_name()
             }
         }
     };
@@ -141,14 +138,14 @@ fn compare<T: Listed>(a: &T, b: &T, fields: &[(SortField, bool)]) -> std::cmp::O
             SortField::Name => a.name().cmp(b.name()),
             SortField::Size => a.size_gib().cmp(&b.size_gib()),
             SortField::Status => a.status().cmp(b.status()),
-            SortField::Id => a.id().cmp(b.id()),
+            SortField::Id => a.id().cmp(&b.id()),
         };
         let ordering = if *descending { ordering.reverse() } else { ordering };
         if ordering.is_ne() {
             return ordering;
         }
     }
-    a.id().cmp(b.id())
+    a.id().cmp(&b.id())
 }
 
 /// Sorts `rows` and cuts the requested page; `what` names the resource in errors.
@@ -177,8 +174,7 @@ pub fn page<T: Listed>(
     let start = after_marker + page.offset as usize;
     let page_rows: Vec<T> = rows.iter().skip(start).take(limit).cloned().collect();
     let has_more = rows.len() > start + page_rows.len();
-    let next_marker =
-        if has_more { page_rows.last().map(|row| row.id().to_owned()).unwrap_or_default() } else { String::new() };
+    let next_marker = if has_more { page_rows.last().map(|row| row.id()).unwrap_or_default() } else { String::new() };
     Ok((page_rows, PageInfo { next_marker, total_count }))
 }
 

@@ -1,11 +1,10 @@
 //! QoS specs (admin only): named sets of limits associated with volume types. Specs with consumer
 //! `front-end` or `both` travel to the host in the connection info; `back-end` ones to the node.
 
-use std::collections::HashMap;
-
 use basalt::{
     ErrorCode, ServiceError,
     context::CallContext,
+    ids::{QosSpecsId, VolumeTypeId},
     proto::{AssociateQosSpecsRequest, CreateQosSpecsRequest, QosSpecs, QosSpecsAssociation, UpdateQosSpecsRequest},
 };
 use chrono::Utc;
@@ -15,15 +14,11 @@ use sea_orm::{
 
 use crate::{
     Core,
-    db::{db_error, qos_specs, volume_type},
-    fields, string_map,
+    db::{db_error, json::StringMap, qos_specs, volume_type},
+    fields,
 };
 
 const CONSUMERS: [&str; 3] = ["back-end", "front-end", "both"];
-
-fn specs(model: &qos_specs::Model) -> HashMap<String, String> {
-    string_map::from_json(&model.specs)
-}
 
 fn check_consumer(consumer: &str) -> Result<(), ServiceError> {
     if CONSUMERS.contains(&consumer) {
@@ -36,7 +31,12 @@ fn check_consumer(consumer: &str) -> Result<(), ServiceError> {
 }
 
 pub fn to_proto(model: &qos_specs::Model) -> QosSpecs {
-    QosSpecs { id: model.id.clone(), name: model.name.clone(), consumer: model.consumer.clone(), specs: specs(model) }
+    QosSpecs {
+        id: model.id.to_string(),
+        name: model.name.clone(),
+        consumer: model.consumer.clone(),
+        specs: model.specs.to_hash_map(),
+    }
 }
 
 pub struct Qos<'a> {
@@ -49,7 +49,7 @@ impl<'a> Qos<'a> {
     }
 
     async fn load(&self, id: &str) -> Result<qos_specs::Model, ServiceError> {
-        qos_specs::Entity::find_by_id(id.to_owned())
+        qos_specs::Entity::find_by_id(QosSpecsId::parse(id)?)
             .one(&self.core.db)
             .await
             .map_err(db_error)?
@@ -80,10 +80,10 @@ impl<'a> Qos<'a> {
             ));
         }
         let model = qos_specs::ActiveModel {
-            id: Set(uuid::Uuid::new_v4().to_string()),
+            id: Set(QosSpecsId::new_random()),
             name: Set(name),
             consumer: Set(consumer),
-            specs: Set(string_map::to_json(&request.specs)),
+            specs: Set(StringMap::from(request.specs)),
             created_at: Set(Utc::now()),
         }
         .insert(&*txn)
@@ -111,7 +111,7 @@ impl<'a> Qos<'a> {
         context.require_admin("changing qos specs")?;
         fields::check_map(&request.specs, "qos spec")?;
         let model = self.load(&request.qos_specs_id).await?;
-        let mut merged = specs(&model);
+        let mut merged = model.specs.to_hash_map();
         for key in &request.delete_keys {
             if merged.remove(key).is_none() {
                 return Err(ServiceError::not_found(format!(
@@ -123,7 +123,7 @@ impl<'a> Qos<'a> {
         }
         merged.extend(request.specs);
         let mut active: qos_specs::ActiveModel = model.into();
-        active.specs = Set(string_map::to_json(&merged));
+        active.specs = Set(StringMap::from(merged));
         if !request.consumer.is_empty() {
             check_consumer(&request.consumer)?;
             active.consumer = Set(request.consumer);
@@ -136,7 +136,7 @@ impl<'a> Qos<'a> {
         let model = self.load(id).await?;
         let txn = self.core.begin_write().await?;
         let associated = volume_type::Entity::find()
-            .filter(volume_type::Column::QosSpecsId.eq(id))
+            .filter(volume_type::Column::QosSpecsId.eq(model.id))
             .count(&*txn)
             .await
             .map_err(db_error)?;
@@ -150,12 +150,12 @@ impl<'a> Qos<'a> {
             ));
         }
         volume_type::Entity::update_many()
-            .col_expr(volume_type::Column::QosSpecsId, Expr::value(Option::<String>::None))
-            .filter(volume_type::Column::QosSpecsId.eq(id))
+            .col_expr(volume_type::Column::QosSpecsId, Expr::value(Option::<QosSpecsId>::None))
+            .filter(volume_type::Column::QosSpecsId.eq(model.id))
             .exec(&*txn)
             .await
             .map_err(db_error)?;
-        qos_specs::Entity::delete_by_id(id.to_owned()).exec(&*txn).await.map_err(db_error)?;
+        qos_specs::Entity::delete_by_id(model.id).exec(&*txn).await.map_err(db_error)?;
         txn.commit().await
     }
 
@@ -169,21 +169,21 @@ impl<'a> Qos<'a> {
         let txn = self.core.begin_write().await?;
         if request.disassociate && request.volume_type_id.is_empty() {
             volume_type::Entity::update_many()
-                .col_expr(volume_type::Column::QosSpecsId, Expr::value(Option::<String>::None))
-                .filter(volume_type::Column::QosSpecsId.eq(model.id.as_str()))
+                .col_expr(volume_type::Column::QosSpecsId, Expr::value(Option::<QosSpecsId>::None))
+                .filter(volume_type::Column::QosSpecsId.eq(model.id))
                 .exec(&*txn)
                 .await
                 .map_err(db_error)?;
             txn.commit().await?;
             return Ok(model);
         }
-        let volume_type = volume_type::Entity::find_by_id(request.volume_type_id.clone())
+        let volume_type = volume_type::Entity::find_by_id(VolumeTypeId::parse(&request.volume_type_id)?)
             .one(&*txn)
             .await
             .map_err(db_error)?
             .ok_or_else(|| ServiceError::not_found(format!("volume type {} not found", request.volume_type_id)))?;
         let value = if request.disassociate {
-            if volume_type.qos_specs_id.as_deref() != Some(model.id.as_str()) {
+            if volume_type.qos_specs_id != Some(model.id) {
                 return Err(ServiceError::invalid(format!(
                     "volume type {} is not associated with qos specs {}",
                     volume_type.name, model.name
@@ -191,17 +191,17 @@ impl<'a> Qos<'a> {
             }
             None
         } else {
-            if let Some(other) = volume_type.qos_specs_id.as_deref().filter(|other| *other != model.id) {
+            if let Some(other) = volume_type.qos_specs_id.filter(|other| *other != model.id) {
                 return Err(ServiceError::invalid(format!(
                     "volume type {} is already associated with qos specs {other}; disassociate it first",
                     volume_type.name
                 )));
             }
-            Some(model.id.clone())
+            Some(model.id)
         };
         volume_type::Entity::update_many()
             .col_expr(volume_type::Column::QosSpecsId, Expr::value(value))
-            .filter(volume_type::Column::Id.eq(volume_type.id.as_str()))
+            .filter(volume_type::Column::Id.eq(volume_type.id))
             .exec(&*txn)
             .await
             .map_err(db_error)?;
@@ -217,13 +217,13 @@ impl<'a> Qos<'a> {
         context.require_admin("reading qos specs associations")?;
         let model = self.load(id).await?;
         let types = volume_type::Entity::find()
-            .filter(volume_type::Column::QosSpecsId.eq(model.id.as_str()))
+            .filter(volume_type::Column::QosSpecsId.eq(model.id))
             .all(&self.core.db)
             .await
             .map_err(db_error)?;
         Ok(types
             .into_iter()
-            .map(|model| QosSpecsAssociation { volume_type_id: model.id, volume_type_name: model.name })
+            .map(|model| QosSpecsAssociation { volume_type_id: model.id.to_string(), volume_type_name: model.name })
             .collect())
     }
 }

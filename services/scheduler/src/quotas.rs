@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use basalt::{
     ErrorCode, ServiceError,
+    ids::ProjectId,
     proto::{QuotaSet, QuotaValue},
 };
 use sea_orm::{
@@ -101,11 +102,11 @@ pub fn extend_usage(type_name: &str, delta_gib: i64) -> Vec<(String, i64)> {
 async fn limit(
     db: &impl ConnectionTrait,
     defaults: &QuotaDefaults,
-    project: &str,
+    project: &ProjectId,
     resource: &str,
 ) -> Result<i64, ServiceError> {
     let explicit =
-        quota_limit::Entity::find_by_id((project.to_owned(), resource.to_owned())).one(db).await.map_err(db_error)?;
+        quota_limit::Entity::find_by_id((project.clone(), resource.to_owned())).one(db).await.map_err(db_error)?;
     Ok(explicit.map_or_else(|| defaults.get(resource), |row| row.hard_limit))
 }
 
@@ -113,7 +114,7 @@ async fn limit(
 pub async fn check_volume_size(
     db: &impl ConnectionTrait,
     defaults: &QuotaDefaults,
-    project: &str,
+    project: &ProjectId,
     size_gib: i64,
 ) -> Result<(), ServiceError> {
     let maximum = limit(db, defaults, project, PER_VOLUME_GIGABYTES).await?;
@@ -131,7 +132,7 @@ pub async fn check_volume_size(
 pub async fn precheck(
     db: &impl ConnectionTrait,
     defaults: &QuotaDefaults,
-    project: &str,
+    project: &ProjectId,
     usage: &[(String, i64)],
 ) -> Result<(), ServiceError> {
     for (resource, delta) in usage {
@@ -159,7 +160,7 @@ fn over_quota(resource: &str, delta: i64, in_use: i64, hard_limit: i64) -> Servi
 pub async fn reserve(
     txn: &impl ConnectionTrait,
     defaults: &QuotaDefaults,
-    project: &str,
+    project: &ProjectId,
     usage: &[(String, i64)],
 ) -> Result<(), ServiceError> {
     for (resource, delta) in usage {
@@ -170,7 +171,7 @@ pub async fn reserve(
         let hard_limit = limit(txn, defaults, project, resource).await?;
         let mut update = quota_usage::Entity::update_many()
             .col_expr(quota_usage::Column::InUse, Expr::col(quota_usage::Column::InUse).add(*delta))
-            .filter(quota_usage::Column::ProjectId.eq(project))
+            .filter(quota_usage::Column::ProjectId.eq(project.clone()))
             .filter(quota_usage::Column::Resource.eq(resource.as_str()));
         if hard_limit >= 0 {
             update = update.filter(Expr::col(quota_usage::Column::InUse).add(*delta).lte(hard_limit));
@@ -185,7 +186,11 @@ pub async fn reserve(
 }
 
 /// Gives `usage` back inside `txn`.
-pub async fn release(txn: &impl ConnectionTrait, project: &str, usage: &[(String, i64)]) -> Result<(), ServiceError> {
+pub async fn release(
+    txn: &impl ConnectionTrait,
+    project: &ProjectId,
+    usage: &[(String, i64)],
+) -> Result<(), ServiceError> {
     for (resource, delta) in usage {
         if *delta == 0 {
             continue;
@@ -193,7 +198,7 @@ pub async fn release(txn: &impl ConnectionTrait, project: &str, usage: &[(String
         ensure_usage_row(txn, project, resource).await?;
         quota_usage::Entity::update_many()
             .col_expr(quota_usage::Column::InUse, Expr::col(quota_usage::Column::InUse).sub(*delta))
-            .filter(quota_usage::Column::ProjectId.eq(project))
+            .filter(quota_usage::Column::ProjectId.eq(project.clone()))
             .filter(quota_usage::Column::Resource.eq(resource.as_str()))
             .exec(txn)
             .await
@@ -204,11 +209,11 @@ pub async fn release(txn: &impl ConnectionTrait, project: &str, usage: &[(String
 
 /// Locks the project's `resource` counter row until the transaction ends (on PostgreSQL; SQLite
 /// has one writer anyway): transactions that must not interleave for a project take it first.
-pub async fn lock(txn: &impl ConnectionTrait, project: &str, resource: &str) -> Result<(), ServiceError> {
+pub async fn lock(txn: &impl ConnectionTrait, project: &ProjectId, resource: &str) -> Result<(), ServiceError> {
     ensure_usage_row(txn, project, resource).await?;
     quota_usage::Entity::update_many()
         .col_expr(quota_usage::Column::InUse, Expr::col(quota_usage::Column::InUse))
-        .filter(quota_usage::Column::ProjectId.eq(project))
+        .filter(quota_usage::Column::ProjectId.eq(project.clone()))
         .filter(quota_usage::Column::Resource.eq(resource))
         .exec(txn)
         .await
@@ -216,11 +221,11 @@ pub async fn lock(txn: &impl ConnectionTrait, project: &str, resource: &str) -> 
         .map(drop)
 }
 
-async fn ensure_usage_row(txn: &impl ConnectionTrait, project: &str, resource: &str) -> Result<(), ServiceError> {
+async fn ensure_usage_row(txn: &impl ConnectionTrait, project: &ProjectId, resource: &str) -> Result<(), ServiceError> {
     let insert = Query::insert()
         .into_table(quota_usage::Entity)
         .columns([quota_usage::Column::ProjectId, quota_usage::Column::Resource, quota_usage::Column::InUse])
-        .values_panic([project.into(), resource.into(), 0i64.into()])
+        .values_panic([project.clone().into(), resource.into(), 0i64.into()])
         .on_conflict(
             OnConflict::columns([quota_usage::Column::ProjectId, quota_usage::Column::Resource])
                 .do_nothing()
@@ -231,8 +236,8 @@ async fn ensure_usage_row(txn: &impl ConnectionTrait, project: &str, resource: &
     Ok(())
 }
 
-async fn in_use(db: &impl ConnectionTrait, project: &str, resource: &str) -> Result<i64, ServiceError> {
-    Ok(quota_usage::Entity::find_by_id((project.to_owned(), resource.to_owned()))
+async fn in_use(db: &impl ConnectionTrait, project: &ProjectId, resource: &str) -> Result<i64, ServiceError> {
+    Ok(quota_usage::Entity::find_by_id((project.clone(), resource.to_owned()))
         .one(db)
         .await
         .map_err(db_error)?
@@ -240,26 +245,26 @@ async fn in_use(db: &impl ConnectionTrait, project: &str, resource: &str) -> Res
 }
 
 /// The deployment's default limits.
-pub fn default_set(defaults: &QuotaDefaults, project: &str) -> QuotaSet {
+pub fn default_set(defaults: &QuotaDefaults, project: &ProjectId) -> QuotaSet {
     let quotas = QuotaDefaults::global_resources()
         .into_iter()
         .map(|resource| (resource.to_owned(), QuotaValue { limit: defaults.get(resource), in_use: 0, reserved: 0 }))
         .collect();
-    QuotaSet { project_id: project.into(), quotas }
+    QuotaSet { project_id: project.to_string(), quotas }
 }
 
 /// The project's quota set with usage: the global resources always, per-type ones when set or used.
 pub async fn quota_set(
     db: &impl ConnectionTrait,
     defaults: &QuotaDefaults,
-    project: &str,
+    project: &ProjectId,
 ) -> Result<QuotaSet, ServiceError> {
     let mut values: BTreeMap<String, QuotaValue> = BTreeMap::new();
     for resource in QuotaDefaults::global_resources() {
         values.insert(resource.into(), QuotaValue { limit: defaults.get(resource), in_use: 0, reserved: 0 });
     }
     let limits = quota_limit::Entity::find()
-        .filter(quota_limit::Column::ProjectId.eq(project))
+        .filter(quota_limit::Column::ProjectId.eq(project.clone()))
         .all(db)
         .await
         .map_err(db_error)?;
@@ -267,7 +272,7 @@ pub async fn quota_set(
         values.entry(row.resource).or_default().limit = row.hard_limit;
     }
     let usages = quota_usage::Entity::find()
-        .filter(quota_usage::Column::ProjectId.eq(project))
+        .filter(quota_usage::Column::ProjectId.eq(project.clone()))
         .all(db)
         .await
         .map_err(db_error)?;
@@ -280,13 +285,13 @@ pub async fn quota_set(
         });
         value.in_use = row.in_use;
     }
-    Ok(QuotaSet { project_id: project.into(), quotas: values.into_iter().collect() })
+    Ok(QuotaSet { project_id: project.to_string(), quotas: values.into_iter().collect() })
 }
 
 /// Drops the project's own limits: the defaults apply again.
-pub async fn reset_limits(txn: &impl ConnectionTrait, project: &str) -> Result<(), ServiceError> {
+pub async fn reset_limits(txn: &impl ConnectionTrait, project: &ProjectId) -> Result<(), ServiceError> {
     quota_limit::Entity::delete_many()
-        .filter(quota_limit::Column::ProjectId.eq(project))
+        .filter(quota_limit::Column::ProjectId.eq(project.clone()))
         .exec(txn)
         .await
         .map_err(db_error)?;
@@ -296,7 +301,7 @@ pub async fn reset_limits(txn: &impl ConnectionTrait, project: &str) -> Result<(
 /// Sets limits; a limit below what the project already uses is refused.
 pub async fn update_limits(
     txn: &impl ConnectionTrait,
-    project: &str,
+    project: &ProjectId,
     limits: &std::collections::HashMap<String, i64>,
 ) -> Result<(), ServiceError> {
     for (resource, hard_limit) in limits {
@@ -331,7 +336,7 @@ pub async fn update_limits(
         let upsert = Query::insert()
             .into_table(quota_limit::Entity)
             .columns([quota_limit::Column::ProjectId, quota_limit::Column::Resource, quota_limit::Column::HardLimit])
-            .values_panic([project.into(), resource.as_str().into(), (*hard_limit).into()])
+            .values_panic([project.clone().into(), resource.as_str().into(), (*hard_limit).into()])
             .on_conflict(
                 OnConflict::columns([quota_limit::Column::ProjectId, quota_limit::Column::Resource])
                     .update_column(quota_limit::Column::HardLimit)

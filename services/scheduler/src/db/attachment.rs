@@ -1,25 +1,32 @@
 //! The `attachments` table (Cinder's volume attachments, 3.27+).
 
+use basalt::{
+    ids::{AttachmentId, ProjectId, VolumeId},
+    proto::{AttachMode, AttachStatus},
+};
 use sea_orm::entity::prelude::*;
+
+use super::json::{ConnectionInfo, Connector};
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "attachments")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
-    pub volume_id: String,
-    pub project_id: String,
+    pub id: AttachmentId,
+    pub volume_id: VolumeId,
+    pub project_id: ProjectId,
     pub instance_id: String,
     pub host_name: String,
-    /// Cinder's attach status (`reserved`, `attaching`, `attached`, `detaching`, ...).
-    pub status: String,
-    /// `rw` or `ro`.
-    pub mode: String,
-    /// The host's connector, JSON; empty while only reserved.
-    pub connector: String,
+    /// `reserved`, `attaching`, `attached` or `detaching`.
+    pub status: AttachStatus,
+    pub mode: AttachMode,
+    /// The host's connector; none while only reserved.
+    #[sea_orm(column_type = "JsonBinary", nullable)]
+    pub connector: Option<Connector>,
     pub mountpoint: String,
-    /// Cinder-shaped connection info, JSON; empty until a host connects. Holds the CHAP secret.
-    pub connection_info: String,
+    /// None until a host connects. Holds the CHAP secret.
+    #[sea_orm(column_type = "JsonBinary", nullable)]
+    pub connection_info: Option<ConnectionInfo>,
     pub attached_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
 }

@@ -3,13 +3,14 @@
 //! in the same transaction as its outcome. An operation whose owner's lease ran out is taken over
 //! and re-driven by another scheduler (or the same one after a restart).
 
+use basalt::ids::OperationId;
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "operations")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
+    pub id: OperationId,
     pub kind: String,
     pub resource_id: String,
     /// The operation's arguments, JSON.

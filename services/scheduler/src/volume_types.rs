@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use basalt::{
     ErrorCode, ServiceError,
     context::CallContext,
+    ids::{ProjectId, VolumeTypeId},
     proto::{
         CreateVolumeTypeRequest, ListVolumeTypesRequest, SetVolumeTypeExtraSpecsRequest, UpdateVolumeTypeRequest,
         VolumeType,
@@ -20,13 +21,9 @@ use sea_orm::{
 
 use crate::{
     Core,
-    db::{db_error, snapshot, volume, volume_type, volume_type_access},
-    fields, string_map,
+    db::{db_error, json::StringMap, snapshot, volume, volume_type, volume_type_access},
+    fields,
 };
-
-pub fn extra_specs(model: &volume_type::Model) -> HashMap<String, String> {
-    string_map::from_json(&model.extra_specs)
-}
 
 /// `provisioning:type=thick` in a type forces thick capacity math.
 pub fn wants_thick(specs: &HashMap<String, String>) -> bool {
@@ -46,7 +43,16 @@ pub fn zones(specs: &HashMap<String, String>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-pub async fn names(db: &impl ConnectionTrait) -> Result<HashMap<String, String>, ServiceError> {
+/// The name of the type `type_id`; empty for none, or for a type deleted since.
+pub async fn name_of(db: &impl ConnectionTrait, type_id: Option<VolumeTypeId>) -> Result<String, ServiceError> {
+    let Some(type_id) = type_id else {
+        return Ok(String::new());
+    };
+    let found = volume_type::Entity::find_by_id(type_id).one(db).await.map_err(db_error)?;
+    Ok(found.map(|model| model.name).unwrap_or_default())
+}
+
+pub async fn names(db: &impl ConnectionTrait) -> Result<HashMap<VolumeTypeId, String>, ServiceError> {
     let types = volume_type::Entity::find().all(db).await.map_err(db_error)?;
     Ok(types.into_iter().map(|model| (model.id, model.name)).collect())
 }
@@ -59,7 +65,7 @@ async fn may_use(
     if model.is_public || context.is_admin {
         return Ok(true);
     }
-    let access = volume_type_access::Entity::find_by_id((model.id.clone(), context.project_id.to_string()))
+    let access = volume_type_access::Entity::find_by_id((model.id, context.project_id.clone()))
         .one(db)
         .await
         .map_err(db_error)?;
@@ -72,7 +78,10 @@ pub async fn resolve(
     context: &CallContext,
     id_or_name: &str,
 ) -> Result<volume_type::Model, ServiceError> {
-    let by_id = volume_type::Entity::find_by_id(id_or_name.to_owned()).one(db).await.map_err(db_error)?;
+    let by_id = match VolumeTypeId::parse(id_or_name) {
+        Ok(id) => volume_type::Entity::find_by_id(id).one(db).await.map_err(db_error)?,
+        Err(_) => None,
+    };
     let found = match by_id {
         Some(model) => Some(model),
         None => volume_type::Entity::find()
@@ -103,21 +112,21 @@ pub async fn to_proto(db: &impl ConnectionTrait, model: &volume_type::Model) -> 
         Vec::new()
     } else {
         volume_type_access::Entity::find()
-            .filter(volume_type_access::Column::VolumeTypeId.eq(model.id.as_str()))
+            .filter(volume_type_access::Column::VolumeTypeId.eq(model.id))
             .all(db)
             .await
             .map_err(db_error)?
             .into_iter()
-            .map(|row| row.project_id)
+            .map(|row| row.project_id.to_string())
             .collect()
     };
     Ok(VolumeType {
-        id: model.id.clone(),
+        id: model.id.to_string(),
         name: model.name.clone(),
         description: model.description.clone(),
         is_public: model.is_public,
-        extra_specs: extra_specs(model),
-        qos_specs_id: model.qos_specs_id.clone().unwrap_or_default(),
+        extra_specs: model.extra_specs.to_hash_map(),
+        qos_specs_id: model.qos_specs_id.map(|id| id.to_string()).unwrap_or_default(),
         project_ids,
         is_default: model.is_default,
     })
@@ -144,11 +153,11 @@ pub async fn create(
     }
     let now = Utc::now();
     let model = volume_type::ActiveModel {
-        id: Set(uuid::Uuid::new_v4().to_string()),
+        id: Set(VolumeTypeId::new_random()),
         name: Set(name.to_owned()),
         description: Set(request.description),
         is_public: Set(request.is_public.unwrap_or(true)),
-        extra_specs: Set(string_map::to_json(&request.extra_specs)),
+        extra_specs: Set(StringMap::from(request.extra_specs)),
         is_default: Set(false),
         qos_specs_id: Set(None),
         created_at: Set(now),
@@ -189,7 +198,7 @@ async fn load_for_change(
     action: &str,
 ) -> Result<volume_type::Model, ServiceError> {
     context.require_admin(action)?;
-    volume_type::Entity::find_by_id(id.to_owned())
+    volume_type::Entity::find_by_id(VolumeTypeId::parse(id)?)
         .one(db)
         .await
         .map_err(db_error)?
@@ -203,13 +212,14 @@ pub async fn update(
 ) -> Result<volume_type::Model, ServiceError> {
     let txn = core.begin_write().await?;
     let model = load_for_change(&*txn, context, &request.volume_type_id, "changing a volume type").await?;
+    let model_id = model.id;
     let mut active: volume_type::ActiveModel = model.into();
     if let Some(name) = request.name {
         let name = name.trim().to_owned();
         fields::check_required_name("a volume type's name", &name)?;
         let taken = volume_type::Entity::find()
             .filter(volume_type::Column::Name.eq(name.as_str()))
-            .filter(volume_type::Column::Id.ne(request.volume_type_id.as_str()))
+            .filter(volume_type::Column::Id.ne(model_id))
             .count(&*txn)
             .await
             .map_err(db_error)?;
@@ -243,6 +253,7 @@ pub async fn delete(core: &Core, context: &CallContext, id: &str) -> Result<(), 
             model.name
         )));
     }
+    let id = model.id;
     let volumes =
         volume::Entity::find().filter(volume::Column::VolumeTypeId.eq(id)).count(&*txn).await.map_err(db_error)?;
     let snapshots =
@@ -258,7 +269,7 @@ pub async fn delete(core: &Core, context: &CallContext, id: &str) -> Result<(), 
         .exec(&*txn)
         .await
         .map_err(db_error)?;
-    volume_type::Entity::delete_by_id(id.to_owned()).exec(&*txn).await.map_err(db_error)?;
+    volume_type::Entity::delete_by_id(id).exec(&*txn).await.map_err(db_error)?;
     txn.commit().await
 }
 
@@ -301,10 +312,10 @@ async fn edit_extra_specs(
 ) -> Result<volume_type::Model, ServiceError> {
     let txn = core.begin_write().await?;
     let model = load_for_change(&*txn, context, id, "changing extra specs").await?;
-    let mut specs = extra_specs(&model);
+    let mut specs = model.extra_specs.to_hash_map();
     edit(&model, &mut specs)?;
     let mut active: volume_type::ActiveModel = model.into();
-    active.extra_specs = Set(string_map::to_json(&specs));
+    active.extra_specs = Set(StringMap::from(specs));
     active.updated_at = Set(Utc::now());
     let model = active.update(&*txn).await.map_err(db_error)?;
     txn.commit().await?;
@@ -318,7 +329,7 @@ pub async fn set_access(
     project: &str,
     grant: bool,
 ) -> Result<volume_type::Model, ServiceError> {
-    let project = basalt::ids::ProjectId::parse(project)?;
+    let project = ProjectId::parse(project)?;
     let txn = core.begin_write().await?;
     let model = load_for_change(&*txn, context, id, "changing volume type access").await?;
     if model.is_public {
@@ -331,7 +342,7 @@ pub async fn set_access(
         let insert = Query::insert()
             .into_table(volume_type_access::Entity)
             .columns([volume_type_access::Column::VolumeTypeId, volume_type_access::Column::ProjectId])
-            .values_panic([id.into(), project.as_str().into()])
+            .values_panic([model.id.into(), project.clone().into()])
             .on_conflict(
                 OnConflict::columns([volume_type_access::Column::VolumeTypeId, volume_type_access::Column::ProjectId])
                     .do_nothing()
@@ -340,7 +351,7 @@ pub async fn set_access(
             .to_owned();
         txn.execute(&insert).await.map_err(db_error)?;
     } else {
-        let removed = volume_type_access::Entity::delete_by_id((id.to_owned(), project.to_string()))
+        let removed = volume_type_access::Entity::delete_by_id((model.id, project.clone()))
             .exec(&*txn)
             .await
             .map_err(db_error)?;

@@ -1,0 +1,238 @@
+//! The operation journal, free of any domain. Every side effect on a node is preceded by a
+//! committed intent (a row in `operations`, written in the same transaction as the status that
+//! announces it) and followed by a completion that removes the row in the same transaction as the
+//! outcome. The owner renews a lease while it works; an operation whose lease ran out (its
+//! scheduler died) is taken over by the reconciler and re-driven. Node calls are idempotent by
+//! UUID, so re-driving is always safe, and the completion is applied exactly once: only the
+//! current owner can delete the row.
+//!
+//! What an operation does is its domain's business: each domain has an operation type that
+//! implements [`Journalled`] beside the code that records it (`volumes/operations.rs`, ...), and
+//! `operations.rs` decodes a row back into the right one.
+
+mod node;
+
+use std::sync::Arc;
+
+use basalt::{ErrorCode, ServiceError, ids::OperationId};
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, Set,
+    sea_query::{Expr, ExprTrait},
+};
+use serde::Serialize;
+
+pub use self::node::with_node;
+use crate::{
+    Core,
+    db::{db_error, operation},
+    events::PendingEvent,
+};
+
+/// An operation a domain records in the journal: everything needed to re-drive it is in its
+/// serialized form (`kind` names the variant), its node work is idempotent, and its completion
+/// applies the outcome to the domain's rows.
+pub trait Journalled: Serialize + Send + Sync + Sized + 'static {
+    /// What the node's work yields to the completion.
+    type Output: Send;
+
+    fn kind(&self) -> &'static str;
+    /// The resource whose status this operation owns.
+    fn resource_id(&self) -> String;
+    fn node_id(&self) -> &str;
+    /// The node's side: idempotent calls, retried while the node is unreachable.
+    fn execute(&self, core: &Core) -> impl Future<Output = Result<Self::Output, ServiceError>> + Send;
+    /// Applies the outcome inside the completion's transaction; returns the changes to announce.
+    fn complete(
+        &self,
+        txn: &DatabaseTransaction,
+        outcome: &Result<Self::Output, ServiceError>,
+    ) -> impl Future<Output = Result<Vec<PendingEvent>, ServiceError>> + Send;
+}
+
+/// Re-launches a journal row taken over by the reconciler: decodes it into its domain's type.
+pub type Relaunch = fn(Arc<Core>, operation::Model) -> Result<(), ServiceError>;
+
+/// Writes the intent inside `txn`, owned by this scheduler. Launch it after the commit.
+pub async fn record(
+    txn: &impl ConnectionTrait,
+    core: &Core,
+    operation: &impl Journalled,
+) -> Result<operation::Model, ServiceError> {
+    let now = Utc::now();
+    let payload = serde_json::to_string(operation)
+        .map_err(|error| ServiceError::internal(format!("cannot encode an operation: {error}")))?;
+    operation::ActiveModel {
+        id: Set(OperationId::new_random()),
+        kind: Set(operation.kind().into()),
+        resource_id: Set(operation.resource_id()),
+        payload: Set(payload),
+        owner: Set(core.owner.clone()),
+        lease_expires_at: Set(now + lease(core)),
+        attempt: Set(1),
+        created_at: Set(now),
+    }
+    .insert(txn)
+    .await
+    .map_err(db_error)
+}
+
+/// Whether an operation on `resource_id` is in flight.
+pub async fn in_flight(db: &impl ConnectionTrait, resource_id: &str) -> Result<bool, ServiceError> {
+    let count = operation::Entity::find()
+        .filter(operation::Column::ResourceId.eq(resource_id))
+        .count(db)
+        .await
+        .map_err(db_error)?;
+    Ok(count > 0)
+}
+
+fn lease(core: &Core) -> chrono::TimeDelta {
+    chrono::TimeDelta::from_std(core.config.operation_lease).unwrap_or(chrono::TimeDelta::seconds(15))
+}
+
+/// Runs a recorded operation in the background.
+pub fn launch<O: Journalled>(core: Arc<Core>, record: operation::Model, operation: O) {
+    tokio::spawn(async move { run(core, record, operation).await });
+}
+
+async fn run<O: Journalled>(core: Arc<Core>, record: operation::Model, operation: O) {
+    tracing::info!(operation_id = %record.id, kind = operation.kind(), resource_id = %operation.resource_id(), attempt = record.attempt, "operation started");
+    let outcome = {
+        let renewing = renew_lease(&core, record.id);
+        tokio::pin!(renewing);
+        tokio::select! {
+            outcome = operation.execute(&core) => outcome,
+            lost = &mut renewing => {
+                tracing::warn!(operation_id = %record.id, ?lost, "lost the operation's lease; leaving it to its new owner");
+                return;
+            }
+        }
+    };
+    if let Err(error) = &outcome {
+        tracing::warn!(operation_id = %record.id, kind = operation.kind(), %error, "operation failed");
+    }
+    if let Err(error) = complete(&core, &record, &operation, outcome).await {
+        // The row stays; once its lease runs out the reconciler re-drives it.
+        tracing::error!(operation_id = %record.id, %error, "cannot record the operation's outcome; it will be re-driven");
+    }
+}
+
+/// Renews the lease until it cannot: returns when the row is gone or owned by someone else.
+async fn renew_lease(core: &Core, operation_id: OperationId) -> Result<(), ServiceError> {
+    let period = core.config.operation_lease / 3;
+    loop {
+        tokio::time::sleep(period).await;
+        let renewed = operation::Entity::update_many()
+            .col_expr(operation::Column::LeaseExpiresAt, Expr::value(Utc::now() + lease(core)))
+            .filter(operation::Column::Id.eq(operation_id))
+            .filter(operation::Column::Owner.eq(core.owner.as_str()))
+            .exec(&core.db)
+            .await;
+        match renewed {
+            Ok(result) if result.rows_affected == 1 => {}
+            Ok(_) => return Ok(()),
+            // A database hiccup: keep working, the next renewal may succeed within the lease.
+            Err(error) => tracing::warn!(%operation_id, %error, "cannot renew an operation's lease"),
+        }
+    }
+}
+
+/// Removes the journal row and applies the outcome in one transaction; a no-op when another
+/// scheduler took the operation over meanwhile.
+async fn complete<O: Journalled>(
+    core: &Core,
+    record: &operation::Model,
+    operation: &O,
+    outcome: Result<O::Output, ServiceError>,
+) -> Result<(), ServiceError> {
+    let txn = core.begin_write().await?;
+    if !remove_if_owned(&*txn, core, record).await? {
+        tracing::info!(operation_id = %record.id, "the operation changed hands before it completed here");
+        return Ok(());
+    }
+    let events = match operation.complete(&txn, &outcome).await {
+        Ok(events) => events,
+        Err(error) if error.code == ErrorCode::Conflict => {
+            // The resource is no longer in the status this operation owns; re-driving would find
+            // the same. Close the operation and leave the resource as it is, for an operator.
+            drop(txn);
+            tracing::error!(operation_id = %record.id, kind = operation.kind(), %error, "the operation's resource moved on; closing the operation without applying its outcome");
+            let txn = core.begin_write().await?;
+            remove_if_owned(&*txn, core, record).await?;
+            return txn.commit().await;
+        }
+        Err(error) => return Err(error),
+    };
+    txn.commit().await?;
+    tracing::info!(operation_id = %record.id, kind = operation.kind(), succeeded = outcome.is_ok(), "operation completed");
+    core.publish(events).await;
+    Ok(())
+}
+
+/// Deletes the journal row if this scheduler still owns it; `false` when it changed hands.
+async fn remove_if_owned(
+    txn: &impl ConnectionTrait,
+    core: &Core,
+    record: &operation::Model,
+) -> Result<bool, ServiceError> {
+    let removed = operation::Entity::delete_many()
+        .filter(operation::Column::Id.eq(record.id))
+        .filter(operation::Column::Owner.eq(core.owner.as_str()))
+        .exec(txn)
+        .await
+        .map_err(db_error)?;
+    Ok(removed.rows_affected == 1)
+}
+
+/// Takes over every operation whose lease ran out, and re-drives it. Returns how many.
+pub async fn reconcile_once(core: &Arc<Core>, relaunch: Relaunch) -> Result<usize, ServiceError> {
+    let now = Utc::now();
+    let expired = operation::Entity::find()
+        .filter(operation::Column::LeaseExpiresAt.lt(now))
+        .all(&core.db)
+        .await
+        .map_err(db_error)?;
+    let mut taken = 0;
+    for record in expired {
+        let claimed = operation::Entity::update_many()
+            .col_expr(operation::Column::Owner, Expr::value(core.owner.as_str()))
+            .col_expr(operation::Column::LeaseExpiresAt, Expr::value(Utc::now() + lease(core)))
+            .col_expr(operation::Column::Attempt, Expr::col(operation::Column::Attempt).add(1))
+            .filter(operation::Column::Id.eq(record.id))
+            .filter(operation::Column::Owner.eq(record.owner.as_str()))
+            .filter(operation::Column::LeaseExpiresAt.lt(now))
+            .exec(&core.db)
+            .await
+            .map_err(db_error)?;
+        if claimed.rows_affected != 1 {
+            continue;
+        }
+        let Some(record) = operation::Entity::find_by_id(record.id).one(&core.db).await.map_err(db_error)? else {
+            continue;
+        };
+        tracing::info!(operation_id = %record.id, kind = %record.kind, previous_owner = %record.owner, attempt = record.attempt, "taking over an interrupted operation");
+        let operation_id = record.id;
+        if let Err(error) = relaunch(core.clone(), record) {
+            // Kept for an operator: re-driving what cannot be read would only fail again.
+            tracing::error!(%operation_id, %error, "an operation in the journal cannot be decoded; leaving it for an operator");
+            continue;
+        }
+        taken += 1;
+    }
+    Ok(taken)
+}
+
+/// The reconciler loop: re-drives abandoned operations until `stopped` resolves.
+pub async fn reconcile(core: Arc<Core>, relaunch: Relaunch, stopped: impl Future<Output = ()>) {
+    tokio::pin!(stopped);
+    loop {
+        if let Err(error) = reconcile_once(&core, relaunch).await {
+            tracing::warn!(%error, "reconciliation pass failed; retrying");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(core.config.reconcile_interval) => {}
+            _ = &mut stopped => return,
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! Snapshots. A snapshot lives in its volume's pool, counts against the project's `snapshots` and
+//! `gigabytes` quotas, and claims its size on the pool like a volume does; the node's part runs as
+//! a journalled operation (`operations.rs`).
+
+pub mod operations;
+
+use std::{collections::HashMap, sync::Arc};
+
+use basalt::{
+    ErrorCode, ServiceError,
+    context::CallContext,
+    ids::{ProjectId, SnapshotId},
+    proto::{
+        self, CreateSnapshotRequest, DeleteSnapshotRequest, ListSnapshotsRequest, PageInfo, ResetSnapshotStatusRequest,
+        SnapshotStatus, UpdateSnapshotRequest, VolumeStatus,
+    },
+};
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, UpdateMany, sea_query::Expr,
+};
+
+use self::operations::SnapshotOperation;
+use crate::{
+    Core, claims,
+    db::{db_error, json::StringMap, snapshot, volume},
+    journal,
+    lifecycle::{self, SnapshotAction, Transition, VolumeAction},
+    listing, quotas,
+    status::{self, Stateful},
+    volume_types,
+};
+
+pub struct Snapshots {
+    core: Arc<Core>,
+}
+
+impl Snapshots {
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+
+    pub async fn create(
+        &self,
+        context: &CallContext,
+        request: CreateSnapshotRequest,
+    ) -> Result<snapshot::Model, ServiceError> {
+        crate::fields::check_common(&request.name, &request.description, &request.metadata)?;
+        crate::fields::check_name("idempotency_key", &request.idempotency_key)?;
+        // A repeat (a CSI CreateSnapshot retried) gets the snapshot it made, whatever the volume's
+        // status is now.
+        if !request.idempotency_key.is_empty()
+            && let Some(existing) = self.find_by_idempotency_key(context, &request.idempotency_key).await?
+        {
+            if existing.volume_id.to_string() == request.volume_id {
+                return Ok(existing);
+            }
+            return Err(ServiceError::new(
+                ErrorCode::AlreadyExists,
+                format!(
+                    "idempotency key {} already names snapshot {} of volume {}; repeat the original arguments or use a new key",
+                    basalt::error::excerpt(&request.idempotency_key),
+                    existing.id,
+                    existing.volume_id
+                ),
+            ));
+        }
+        let volume = status::load::<volume::Model>(&self.core.db, context, &request.volume_id).await?;
+        let action = if request.force { VolumeAction::SnapshotForce } else { VolumeAction::Snapshot };
+        if volume.status == VolumeStatus::InUse && !request.force {
+            return Err(ServiceError::conflict(format!(
+                "volume {} is in-use; pass force to snapshot an in-use volume",
+                volume.id
+            )));
+        }
+        status::check(&volume, action, "a snapshot")?;
+        let type_name = volume_types::name_of(&self.core.db, volume.volume_type_id).await?;
+        let (node_id, pool) = volume.placement()?;
+        let host = volume.host();
+
+        let txn = self.core.begin_write().await?;
+        // Hold the volume in its snapshottable status until the commit: a concurrent delete waits,
+        // then finds this snapshot and refuses.
+        status::lock::<volume::Model>(&*txn, volume.id, lifecycle::volume(action).from, "the snapshot").await?;
+        quotas::reserve(
+            &*txn,
+            &self.core.config.quota_defaults,
+            &context.project_id,
+            &quotas::snapshot_usage(&type_name, volume.size_gib),
+        )
+        .await?;
+        let capacity = self.pool_capacity(node_id.as_str(), &pool);
+        if !claims::claim(&*txn, &host, capacity, volume.size_gib).await? {
+            return Err(ServiceError::new(
+                ErrorCode::NoCapacity,
+                format!("pool {host} cannot hold a {} GiB snapshot of volume {}", volume.size_gib, volume.id),
+            ));
+        }
+        let now = Utc::now();
+        let model = snapshot::ActiveModel {
+            id: Set(SnapshotId::new_random()),
+            project_id: Set(volume.project_id.clone()),
+            user_id: Set(context.user_id.clone()),
+            volume_id: Set(volume.id),
+            name: Set(request.name),
+            description: Set(request.description),
+            size_gib: Set(volume.size_gib),
+            status: Set(SnapshotStatus::Creating),
+            metadata: Set(StringMap::from(request.metadata)),
+            progress: Set(0),
+            error_reason: Set(String::new()),
+            node_id: Set(node_id.clone()),
+            backend: Set(volume.backend.clone().unwrap_or_default()),
+            pool: Set(pool.clone()),
+            volume_type_id: Set(volume.volume_type_id),
+            idempotency_key: Set((!request.idempotency_key.is_empty()).then_some(request.idempotency_key)),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(&*txn)
+        .await
+        .map_err(|error| {
+            if matches!(error.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) {
+                ServiceError::new(
+                    ErrorCode::AlreadyExists,
+                    "a snapshot with this idempotency key was created concurrently; retry to get it",
+                )
+            } else {
+                db_error(error)
+            }
+        })?;
+        let operation =
+            SnapshotOperation::CreateSnapshot { snapshot_id: model.id, volume_id: volume.id, node_id, pool };
+        let record = journal::record(&*txn, &self.core, &operation).await?;
+        txn.commit().await?;
+        self.core.publish([status::created(&model)]).await;
+        journal::launch(self.core.clone(), record, operation);
+        Ok(model)
+    }
+
+    fn pool_capacity(&self, node_id: &str, pool: &str) -> i64 {
+        self.core.capacity.pool(node_id, pool).map_or(0, |pool| claims::capacity_gib(&pool, false))
+    }
+
+    pub async fn get(&self, context: &CallContext, snapshot_id: &str) -> Result<snapshot::Model, ServiceError> {
+        status::load(&self.core.db, context, snapshot_id).await
+    }
+
+    async fn find_by_idempotency_key(
+        &self,
+        context: &CallContext,
+        key: &str,
+    ) -> Result<Option<snapshot::Model>, ServiceError> {
+        snapshot::Entity::find()
+            .filter(snapshot::Column::ProjectId.eq(context.project_id.clone()))
+            .filter(snapshot::Column::IdempotencyKey.eq(key))
+            .one(&self.core.db)
+            .await
+            .map_err(db_error)
+    }
+
+    pub async fn list(
+        &self,
+        context: &CallContext,
+        request: &ListSnapshotsRequest,
+    ) -> Result<(Vec<snapshot::Model>, PageInfo), ServiceError> {
+        let mut condition =
+            listing::project_scope(context, request.all_projects, snapshot::Column::ProjectId, "snapshots")?;
+        if !request.volume_id.is_empty() {
+            condition = condition.add(snapshot::Column::VolumeId.eq(request.volume_id.as_str()));
+        }
+        if !request.name.is_empty() {
+            condition = condition.add(snapshot::Column::Name.eq(request.name.as_str()));
+        }
+        if request.status != SnapshotStatus::Unspecified as i32 {
+            let status = SnapshotStatus::try_from(request.status)
+                .map_err(|_| ServiceError::invalid(format!("unknown snapshot status {}", request.status)))?;
+            condition = condition.add(snapshot::Column::Status.eq(status));
+        }
+        let mut rows = snapshot::Entity::find().filter(condition).all(&self.core.db).await.map_err(db_error)?;
+        listing::retain_metadata(&mut rows, &request.metadata, |row| &row.metadata);
+        listing::page(rows, &request.sort, request.page.as_ref(), request.with_count, "snapshot")
+    }
+
+    pub async fn update(
+        &self,
+        context: &CallContext,
+        request: UpdateSnapshotRequest,
+    ) -> Result<snapshot::Model, ServiceError> {
+        let model = self.get(context, &request.snapshot_id).await?;
+        let metadata = request.metadata.map(|update| update.items);
+        crate::fields::check_common(
+            request.name.as_deref().unwrap_or_default(),
+            request.description.as_deref().unwrap_or_default(),
+            metadata.as_ref().unwrap_or(&HashMap::new()),
+        )?;
+        let mut update = snapshot::Entity::update_many()
+            .col_expr(snapshot::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(snapshot::Column::Id.eq(model.id))
+            .filter(status::condition::<snapshot::Model>(lifecycle::snapshot(SnapshotAction::Update).from));
+        if let Some(name) = request.name {
+            update = update.col_expr(snapshot::Column::Name, Expr::value(name));
+        }
+        if let Some(description) = request.description {
+            update = update.col_expr(snapshot::Column::Description, Expr::value(description));
+        }
+        if let Some(metadata) = metadata {
+            update = update.col_expr(snapshot::Column::Metadata, Expr::value(StringMap::from(metadata)));
+        }
+        if update.exec(&self.core.db).await.map_err(db_error)?.rows_affected == 0 {
+            return Err(ServiceError::conflict(format!(
+                "snapshot {} is {}; it cannot be updated now",
+                model.id,
+                model.status.cinder_name()
+            )));
+        }
+        self.get(context, &model.id.to_string()).await
+    }
+
+    pub async fn delete(
+        &self,
+        context: &CallContext,
+        request: &DeleteSnapshotRequest,
+    ) -> Result<snapshot::Model, ServiceError> {
+        if request.force {
+            context.require_admin("force delete of a snapshot")?;
+        }
+        let model = self.get(context, &request.snapshot_id).await?;
+        if model.status == SnapshotStatus::Deleting {
+            return Ok(model);
+        }
+        let action = if request.force { SnapshotAction::ForceDelete } else { SnapshotAction::Delete };
+        let txn = self.core.begin_write().await?;
+        let (before, model) = status::transition::<snapshot::Model>(&*txn, model.id, action, "").await?;
+        let operation = SnapshotOperation::DeleteSnapshot {
+            snapshot_id: model.id,
+            node_id: model.node_id.clone(),
+            pool: model.pool.clone(),
+        };
+        let record = journal::record(&*txn, &self.core, &operation).await?;
+        txn.commit().await?;
+        self.core.publish([status::changed(before, &model)]).await;
+        journal::launch(self.core.clone(), record, operation);
+        Ok(model)
+    }
+
+    pub async fn reset_status(
+        &self,
+        context: &CallContext,
+        request: ResetSnapshotStatusRequest,
+    ) -> Result<snapshot::Model, ServiceError> {
+        context.require_admin("resetting a snapshot's status")?;
+        let target = SnapshotStatus::try_from(request.status).unwrap_or_default();
+        status::resettable::<snapshot::Model>(target, lifecycle::SNAPSHOT_RESETTABLE)?;
+        let model = self.get(context, &request.snapshot_id).await?;
+        let txn = self.core.begin_write().await?;
+        status::reset(&*txn, &model, target, lifecycle::SNAPSHOT_RESETTABLE).await?;
+        txn.commit().await?;
+        self.core.publish([status::event(&model, target.cinder_name(), "reset by an admin")]).await;
+        self.get(context, &model.id.to_string()).await
+    }
+}
+
+impl Stateful for snapshot::Model {
+    type Entity = snapshot::Entity;
+    type Id = SnapshotId;
+    type Status = SnapshotStatus;
+    type Action = SnapshotAction;
+    const KIND: &'static str = crate::events::SNAPSHOT;
+
+    fn rule(action: SnapshotAction) -> &'static Transition<SnapshotStatus> {
+        lifecycle::snapshot(action)
+    }
+
+    fn status_name(status: SnapshotStatus) -> &'static str {
+        status.cinder_name()
+    }
+
+    fn id(&self) -> SnapshotId {
+        self.id
+    }
+
+    fn project_id(&self) -> &ProjectId {
+        &self.project_id
+    }
+
+    fn status(&self) -> SnapshotStatus {
+        self.status
+    }
+
+    fn id_column() -> snapshot::Column {
+        snapshot::Column::Id
+    }
+
+    fn project_column() -> snapshot::Column {
+        snapshot::Column::ProjectId
+    }
+
+    fn status_column() -> snapshot::Column {
+        snapshot::Column::Status
+    }
+
+    fn reason_column() -> Option<snapshot::Column> {
+        Some(snapshot::Column::ErrorReason)
+    }
+
+    fn updated_at_column() -> Option<snapshot::Column> {
+        Some(snapshot::Column::UpdatedAt)
+    }
+
+    fn with_status(update: UpdateMany<snapshot::Entity>, to: SnapshotStatus) -> UpdateMany<snapshot::Entity> {
+        if to == SnapshotStatus::Available {
+            return update.col_expr(snapshot::Column::Progress, Expr::value(100));
+        }
+        update
+    }
+
+    /// The quota and the pool's space it held.
+    async fn release(&self, txn: &impl ConnectionTrait) -> Result<(), ServiceError> {
+        let type_name = volume_types::name_of(txn, self.volume_type_id).await?;
+        quotas::release(txn, &self.project_id, &quotas::snapshot_usage(&type_name, self.size_gib)).await?;
+        claims::release(txn, &self.host(), self.size_gib).await
+    }
+}
+
+pub fn to_proto(model: &snapshot::Model) -> proto::Snapshot {
+    proto::Snapshot {
+        id: model.id.to_string(),
+        project_id: model.project_id.to_string(),
+        user_id: model.user_id.clone(),
+        volume_id: model.volume_id.to_string(),
+        name: model.name.clone(),
+        description: model.description.clone(),
+        size_gib: model.size_gib as u64,
+        status: model.status as i32,
+        metadata: model.metadata.to_hash_map(),
+        progress: model.progress.clamp(0, 100) as u32,
+        error_reason: model.error_reason.clone(),
+        created_at: Some(std::time::SystemTime::from(model.created_at).into()),
+        updated_at: Some(std::time::SystemTime::from(model.updated_at).into()),
+        idempotency_key: model.idempotency_key.clone().unwrap_or_default(),
+    }
+}

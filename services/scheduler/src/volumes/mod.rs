@@ -1,0 +1,812 @@
+//! Volumes: validation, placement with its capacity claim and quota in the same transaction as
+//! the row, status changes by compare-and-set through the lifecycle table, and an operation in the
+//! journal (`operations.rs`) for everything a node must do.
+
+pub mod operations;
+
+use std::{collections::HashMap, sync::Arc, time::Instant};
+
+use basalt::{
+    ErrorCode, ServiceError,
+    context::CallContext,
+    ids::{NodeId, ProjectId, SnapshotId, VolumeId, VolumeTypeId},
+    proto::{
+        self, AttachStateChange, AttachStatus, ChangeAttachStateRequest, CreateVolumeRequest, DeleteVolumeRequest,
+        ExtendVolumeRequest, ListVolumesRequest, PageInfo, PoolRef, ResetVolumeStatusRequest, RetypeVolumeRequest,
+        RevertVolumeRequest, UpdateVolumeRequest, VolumeStatus,
+    },
+};
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set, sea_query::Expr,
+};
+
+use self::operations::{SourceBackup, VolumeOperation};
+use crate::{
+    Core, claims,
+    db::{attachment, backup, db_error, json::StringMap, snapshot, volume},
+    fields, journal,
+    lifecycle::{self, BackupAction, SnapshotAction, Transition, VolumeAction},
+    listing,
+    placement::{self, PlacementRequest, PoolCandidate},
+    quotas,
+    status::{self, Stateful},
+    sweeps, volume_types,
+};
+
+/// 1 PiB: far above any real pool, low enough that byte sizes never overflow.
+pub const MAX_VOLUME_GIB: u64 = 1 << 20;
+
+pub struct Volumes {
+    core: Arc<Core>,
+}
+
+impl Volumes {
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+
+    pub async fn create(
+        &self,
+        context: &CallContext,
+        request: CreateVolumeRequest,
+    ) -> Result<volume::Model, ServiceError> {
+        fields::check_common(&request.name, &request.description, &request.metadata)?;
+        fields::check_name("idempotency_key", &request.idempotency_key)?;
+        fields::check_name("availability_zone", &request.availability_zone)?;
+        let sources = [&request.snapshot_id, &request.source_volume_id, &request.backup_id];
+        if sources.iter().filter(|source| !source.is_empty()).count() > 1 {
+            return Err(ServiceError::invalid("give one of snapshot_id, source_volume_id and backup_id, not several"));
+        }
+        // A volume from a backup (3.47, and a restore that names no volume) is a new empty volume
+        // the backup is then restored onto.
+        let backup = if request.backup_id.is_empty() {
+            None
+        } else {
+            let backup = status::load::<backup::Model>(&self.core.db, context, &request.backup_id).await?;
+            status::check(&backup, BackupAction::Restore, "creating a volume from it")?;
+            Some(backup)
+        };
+        if !request.idempotency_key.is_empty()
+            && let Some(existing) = self.find_by_idempotency_key(context, &request.idempotency_key).await?
+        {
+            let wanted_type = match request.volume_type.as_str() {
+                "" => None,
+                // A type that no longer resolves cannot be the one the volume has.
+                wanted => Some(volume_types::resolve(&self.core.db, context, wanted).await.map(|found| found.id).ok()),
+            };
+            return same_request_or_conflict(existing, &request, wanted_type);
+        }
+
+        let db = &self.core.db;
+        let source = self.source(context, &request).await?;
+        // A copy keeps its source's type unless the request names another, as in Cinder.
+        let volume_type = match (request.volume_type.as_str(), source.as_ref().and_then(|source| source.volume_type_id))
+        {
+            ("", Some(source_type)) => volume_types::resolve(db, context, &source_type.to_string()).await?,
+            ("", None) => volume_types::default_type(db).await?,
+            (wanted, _) => volume_types::resolve(db, context, wanted).await?,
+        };
+        let size_gib = match (&source, &backup, request.size_gib) {
+            (None, None, 0) => {
+                return Err(ServiceError::invalid(format!("a volume needs a size between 1 and {MAX_VOLUME_GIB} GiB")));
+            }
+            (Some(source), _, 0) => source.size_gib,
+            (None, Some(backup), 0) => backup.size_gib,
+            (Some(source), _, size) if (size as i64) < source.size_gib => {
+                return Err(ServiceError::invalid(format!(
+                    "a volume created from {} must be at least {} GiB, not {size}",
+                    source.description, source.size_gib
+                )));
+            }
+            (None, Some(backup), size) if (size as i64) < backup.size_gib => {
+                return Err(ServiceError::invalid(format!(
+                    "a volume created from backup {} must be at least {} GiB, not {size}",
+                    backup.id, backup.size_gib
+                )));
+            }
+            (_, _, size) => size as i64,
+        };
+        if size_gib as u64 > MAX_VOLUME_GIB {
+            return Err(ServiceError::invalid(format!(
+                "invalid size {size_gib} GiB: a volume must be between 1 and {MAX_VOLUME_GIB} GiB"
+            )));
+        }
+        let project = &context.project_id;
+        quotas::check_volume_size(db, &self.core.config.quota_defaults, project, size_gib).await?;
+
+        let usage = quotas::volume_usage(&volume_type.name, size_gib);
+        quotas::precheck(db, &self.core.config.quota_defaults, project, &usage).await?;
+        let specs = volume_type.extra_specs.to_hash_map();
+        let placement_request = PlacementRequest {
+            size_gib: size_gib as f64,
+            availability_zones: match request.availability_zone.as_str() {
+                "" => volume_types::zones(&specs),
+                zone => vec![zone.to_owned()],
+            },
+            thick: volume_types::wants_thick(&specs),
+            extra_specs: specs,
+        };
+        let ranked = match &source {
+            // A copy is made by the node that holds the source, in the source's pool.
+            Some(source) => vec![self.source_pool(source)?],
+            None => {
+                let candidates = self.candidates().await?;
+                placement::rank(&candidates, &placement_request, &self.core.config.weighers)?
+            }
+        };
+
+        let txn = self.core.begin_write().await?;
+        if let Some(source) = &source {
+            source.lock(&*txn).await?;
+        }
+        quotas::reserve(&*txn, &self.core.config.quota_defaults, project, &usage).await?;
+        let mut chosen = None;
+        for pool in &ranked {
+            let capacity = claims::capacity_gib(pool, placement_request.thick);
+            if claims::claim(&*txn, &pool.host(), capacity, size_gib).await? {
+                chosen = Some(pool.clone());
+                break;
+            }
+        }
+        let Some(pool) = chosen else {
+            return Err(ServiceError::new(
+                ErrorCode::NoCapacity,
+                format!("no valid node: every pool that could take a {size_gib} GiB volume is fully booked"),
+            ));
+        };
+        let node_id = NodeId::parse(&pool.node_id)?;
+        let now = Utc::now();
+        let model = volume::ActiveModel {
+            id: Set(VolumeId::new_random()),
+            project_id: Set(context.project_id.clone()),
+            user_id: Set(context.user_id.clone()),
+            name: Set(request.name.clone()),
+            description: Set(request.description.clone()),
+            size_gib: Set(size_gib),
+            status: Set(VolumeStatus::Creating),
+            attach_status: Set(AttachStatus::Detached),
+            availability_zone: Set(pool.availability_zone.clone()),
+            volume_type_id: Set(Some(volume_type.id)),
+            node_id: Set(Some(node_id.clone())),
+            backend: Set(Some(pool.backend.clone())),
+            pool: Set(Some(pool.pool.clone())),
+            snapshot_id: Set(source.as_ref().and_then(|source| source.snapshot_id)),
+            source_volume_id: Set(source.as_ref().and_then(|source| source.volume_id)),
+            metadata: Set(StringMap::from(&request.metadata)),
+            bootable: Set(source.as_ref().is_some_and(|source| source.bootable)),
+            readonly: Set(false),
+            multiattach: Set(volume_types::allows_multiattach(&placement_request.extra_specs)),
+            error_reason: Set(String::new()),
+            idempotency_key: Set((!request.idempotency_key.is_empty()).then(|| request.idempotency_key.clone())),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(&*txn)
+        .await
+        .map_err(|error| {
+            if matches!(error.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) {
+                ServiceError::new(
+                    ErrorCode::AlreadyExists,
+                    "a volume with this idempotency key was created concurrently; retry to get it",
+                )
+            } else {
+                db_error(error)
+            }
+        })?;
+        let mut events = vec![status::created(&model)];
+        if let Some(backup) = &backup {
+            sweeps::exclude(&*txn, &backup.project_id, sweeps::SWEEPING, "restore once it is deleted").await?;
+            let (before, restoring) =
+                status::transition::<backup::Model>(&*txn, backup.id, BackupAction::Restore, "").await?;
+            events.push(status::changed(before, &restoring));
+        }
+        let operation = VolumeOperation::CreateVolume {
+            volume_id: model.id,
+            node_id,
+            pool: pool.pool.clone(),
+            size_gib,
+            source_snapshot_id: model.snapshot_id,
+            source_volume_id: model.source_volume_id,
+            source_backup: backup
+                .as_ref()
+                .map(|backup| SourceBackup { backup_id: backup.id, project_id: backup.project_id.clone() }),
+        };
+        let record = journal::record(&*txn, &self.core, &operation).await?;
+        txn.commit().await?;
+        tracing::info!(volume_id = %model.id, host = %pool.host(), size_gib, "volume placed");
+        self.core.publish(events).await;
+        journal::launch(self.core.clone(), record, operation);
+        Ok(model)
+    }
+
+    async fn find_by_idempotency_key(
+        &self,
+        context: &CallContext,
+        key: &str,
+    ) -> Result<Option<volume::Model>, ServiceError> {
+        volume::Entity::find()
+            .filter(volume::Column::ProjectId.eq(context.project_id.clone()))
+            .filter(volume::Column::IdempotencyKey.eq(key))
+            .one(&self.core.db)
+            .await
+            .map_err(db_error)
+    }
+
+    /// Resolves and checks the snapshot or volume a new volume copies, if any.
+    async fn source(
+        &self,
+        context: &CallContext,
+        request: &CreateVolumeRequest,
+    ) -> Result<Option<Source>, ServiceError> {
+        if !request.snapshot_id.is_empty() {
+            let snapshot = status::load::<snapshot::Model>(&self.core.db, context, &request.snapshot_id).await?;
+            status::check(&snapshot, SnapshotAction::VolumeSource, "creating a volume from it")?;
+            let source_volume = status::find::<volume::Model>(&self.core.db, snapshot.volume_id).await?;
+            return Ok(Some(Source {
+                description: format!("snapshot {}", snapshot.id),
+                size_gib: snapshot.size_gib,
+                node_id: snapshot.node_id.clone(),
+                pool: snapshot.pool.clone(),
+                snapshot_id: Some(snapshot.id),
+                volume_id: None,
+                volume_type_id: snapshot.volume_type_id,
+                bootable: source_volume.is_some_and(|volume| volume.bootable),
+            }));
+        }
+        if !request.source_volume_id.is_empty() {
+            let source = self.get(context, &request.source_volume_id).await?;
+            status::check(&source, VolumeAction::CloneSource, "cloning")?;
+            let (node_id, pool) = source.placement()?;
+            return Ok(Some(Source {
+                description: format!("volume {}", source.id),
+                size_gib: source.size_gib,
+                node_id,
+                pool,
+                snapshot_id: None,
+                volume_id: Some(source.id),
+                volume_type_id: source.volume_type_id,
+                bootable: source.bootable,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// The pool of a copy's source, from its node's latest report.
+    fn source_pool(&self, source: &Source) -> Result<PoolCandidate, ServiceError> {
+        let node_id = source.node_id.as_str();
+        if self.core.capacity.node(node_id).is_none() {
+            return Err(ServiceError::unavailable(format!(
+                "node {node_id} holding {} has not reported since this scheduler started; retry shortly",
+                source.description
+            )));
+        }
+        self.core
+            .capacity
+            .pool(node_id, &source.pool)
+            .ok_or_else(|| ServiceError::unavailable(format!("node {node_id} no longer reports pool {}", source.pool)))
+    }
+
+    /// Every pool of every fresh report, with what the database has booked on it.
+    async fn candidates(&self) -> Result<Vec<PoolCandidate>, ServiceError> {
+        let booked = claims::claimed(&self.core.db).await?;
+        let now = Instant::now();
+        let mut candidates = Vec::new();
+        for node in self.core.capacity.nodes().into_iter().filter(|node| node.is_fresh(now)) {
+            for pool in &node.report.pools {
+                let candidate = PoolCandidate::from_report(&node.report.node_id, &node.report.availability_zone, pool);
+                let booked_gib = booked.get(&candidate.host()).copied().unwrap_or(0) as f64;
+                candidates.push(candidate.with_booked(booked_gib));
+            }
+        }
+        Ok(candidates)
+    }
+
+    pub async fn get(&self, context: &CallContext, volume_id: &str) -> Result<volume::Model, ServiceError> {
+        status::load(&self.core.db, context, volume_id).await
+    }
+
+    pub async fn list(
+        &self,
+        context: &CallContext,
+        request: &ListVolumesRequest,
+    ) -> Result<(Vec<volume::Model>, PageInfo), ServiceError> {
+        let mut condition =
+            listing::project_scope(context, request.all_projects, volume::Column::ProjectId, "volumes")?;
+        if !request.name.is_empty() {
+            condition = condition.add(volume::Column::Name.eq(request.name.as_str()));
+        }
+        if !request.name_contains.is_empty() {
+            condition = condition.add(listing::contains(volume::Column::Name, &request.name_contains));
+        }
+        if request.status != VolumeStatus::Unspecified as i32 {
+            let status = VolumeStatus::try_from(request.status)
+                .map_err(|_| ServiceError::invalid(format!("unknown volume status {}", request.status)))?;
+            condition = condition.add(volume::Column::Status.eq(status));
+        }
+        if !request.availability_zone.is_empty() {
+            condition = condition.add(volume::Column::AvailabilityZone.eq(request.availability_zone.as_str()));
+        }
+        if !request.idempotency_key.is_empty() {
+            condition = condition.add(volume::Column::IdempotencyKey.eq(request.idempotency_key.as_str()));
+        }
+        let mut rows = volume::Entity::find().filter(condition).all(&self.core.db).await.map_err(db_error)?;
+        listing::retain_metadata(&mut rows, &request.metadata, |row| &row.metadata);
+        listing::page(rows, &request.sort, request.page.as_ref(), request.with_count, "volume")
+    }
+
+    pub async fn update(
+        &self,
+        context: &CallContext,
+        request: UpdateVolumeRequest,
+    ) -> Result<volume::Model, ServiceError> {
+        let model = self.get(context, &request.volume_id).await?;
+        status::check(&model, VolumeAction::Update, "updating")?;
+        let metadata = request.metadata.map(|update| update.items);
+        fields::check_common(
+            request.name.as_deref().unwrap_or_default(),
+            request.description.as_deref().unwrap_or_default(),
+            metadata.as_ref().unwrap_or(&HashMap::new()),
+        )?;
+        let mut update = volume::Entity::update_many()
+            .col_expr(volume::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(volume::Column::Id.eq(model.id))
+            .filter(status::condition::<volume::Model>(lifecycle::volume(VolumeAction::Update).from));
+        if let Some(name) = request.name {
+            update = update.col_expr(volume::Column::Name, Expr::value(name));
+        }
+        if let Some(description) = request.description {
+            update = update.col_expr(volume::Column::Description, Expr::value(description));
+        }
+        if let Some(metadata) = metadata {
+            update = update.col_expr(volume::Column::Metadata, Expr::value(StringMap::from(metadata)));
+        }
+        if let Some(bootable) = request.bootable {
+            update = update.col_expr(volume::Column::Bootable, Expr::value(bootable));
+        }
+        if let Some(readonly) = request.readonly {
+            update = update.col_expr(volume::Column::Readonly, Expr::value(readonly));
+        }
+        let updated = update.exec(&self.core.db).await.map_err(db_error)?;
+        if updated.rows_affected == 0 {
+            return Err(ServiceError::conflict(format!(
+                "volume {} changed status meanwhile; it can no longer be updated",
+                model.id
+            )));
+        }
+        self.get(context, &model.id.to_string()).await
+    }
+
+    pub async fn extend(
+        &self,
+        context: &CallContext,
+        request: ExtendVolumeRequest,
+    ) -> Result<volume::Model, ServiceError> {
+        let model = self.get(context, &request.volume_id).await?;
+        let new_size = request.new_size_gib as i64;
+        if request.new_size_gib > MAX_VOLUME_GIB {
+            return Err(ServiceError::invalid(format!(
+                "invalid size {}: a volume can grow to at most {MAX_VOLUME_GIB} GiB",
+                request.new_size_gib
+            )));
+        }
+        if new_size <= model.size_gib {
+            return Err(ServiceError::invalid(format!(
+                "new size {new_size} GiB must be larger than the current {} GiB; volumes only grow",
+                model.size_gib
+            )));
+        }
+        let attached = model.status == VolumeStatus::InUse;
+        let action = if attached { VolumeAction::ExtendAttached } else { VolumeAction::Extend };
+        status::check(&model, action, "extending")?;
+        let project = &model.project_id;
+        quotas::check_volume_size(&self.core.db, &self.core.config.quota_defaults, project, new_size).await?;
+        let delta = new_size - model.size_gib;
+        let type_name = volume_types::name_of(&self.core.db, model.volume_type_id).await?;
+        let (node_id, pool_name) = model.placement()?;
+        let host = model.host();
+        let pool = self.core.capacity.pool(node_id.as_str(), &pool_name);
+
+        let txn = self.core.begin_write().await?;
+        let (before, model) = status::transition::<volume::Model>(&*txn, model.id, action, "").await?;
+        let usage = quotas::extend_usage(&type_name, delta);
+        quotas::reserve(&*txn, &self.core.config.quota_defaults, project, &usage).await?;
+        let capacity = pool.map(|pool| claims::capacity_gib(&pool, false)).unwrap_or(0);
+        if !claims::claim(&*txn, &host, capacity, delta).await? {
+            return Err(ServiceError::new(
+                ErrorCode::NoCapacity,
+                format!("pool {host} cannot take {delta} GiB more; the volume stays at {} GiB", model.size_gib),
+            ));
+        }
+        let operation = VolumeOperation::ExtendVolume {
+            volume_id: model.id,
+            node_id,
+            pool: pool_name,
+            old_size_gib: model.size_gib,
+            new_size_gib: new_size,
+            attached,
+        };
+        let record = journal::record(&*txn, &self.core, &operation).await?;
+        txn.commit().await?;
+        self.core.publish([status::changed(before, &model)]).await;
+        journal::launch(self.core.clone(), record, operation);
+        Ok(model)
+    }
+
+    pub async fn delete(
+        &self,
+        context: &CallContext,
+        request: &DeleteVolumeRequest,
+    ) -> Result<volume::Model, ServiceError> {
+        if request.force {
+            context.require_admin("force delete")?;
+        }
+        let model = self.get(context, &request.volume_id).await?;
+        if model.status == VolumeStatus::Deleting {
+            // A repeated delete of a volume on its way out is not an error.
+            return Ok(model);
+        }
+        let action = if request.force { VolumeAction::ForceDelete } else { VolumeAction::Delete };
+        status::check(&model, action, "deleting")?;
+
+        let txn = self.core.begin_write().await?;
+        let (before, model) = status::transition::<volume::Model>(&*txn, model.id, action, "").await?;
+        // Counted after the compare-and-set, which locks the row: a snapshot created meanwhile
+        // either committed before (and is seen here) or waits and then finds the volume deleting.
+        let volume_snapshots = snapshot::Entity::find()
+            .filter(snapshot::Column::VolumeId.eq(model.id))
+            .all(&*txn)
+            .await
+            .map_err(db_error)?;
+        if !volume_snapshots.is_empty() && !request.cascade {
+            return Err(ServiceError::conflict(format!(
+                "volume {} has {} snapshots; delete them first, or delete with cascade",
+                model.id,
+                volume_snapshots.len()
+            )));
+        }
+        let snapshot_action = if request.force { SnapshotAction::ForceDelete } else { SnapshotAction::Delete };
+        let mut events = Vec::new();
+        for volume_snapshot in &volume_snapshots {
+            let (snapshot_before, deleting) =
+                status::transition::<snapshot::Model>(&*txn, volume_snapshot.id, snapshot_action, "").await?;
+            events.push(status::changed(snapshot_before, &deleting));
+        }
+        events.push(status::changed(before, &model));
+        let (node_id, pool) = model.placement()?;
+        let operation = VolumeOperation::DeleteVolume {
+            volume_id: model.id,
+            node_id,
+            pool,
+            snapshot_ids: volume_snapshots.iter().map(|snapshot| snapshot.id).collect(),
+        };
+        let record = journal::record(&*txn, &self.core, &operation).await?;
+        txn.commit().await?;
+        self.core.publish(events).await;
+        journal::launch(self.core.clone(), record, operation);
+        Ok(model)
+    }
+
+    pub async fn reset_status(
+        &self,
+        context: &CallContext,
+        request: ResetVolumeStatusRequest,
+    ) -> Result<volume::Model, ServiceError> {
+        context.require_admin("resetting a volume's status")?;
+        let target = VolumeStatus::try_from(request.status).unwrap_or_default();
+        status::resettable::<volume::Model>(target, lifecycle::VOLUME_RESETTABLE)?;
+        let attach_status = AttachStatus::try_from(request.attach_status).unwrap_or_default();
+        if attach_status == AttachStatus::Attached || target == VolumeStatus::InUse {
+            return Err(ServiceError::invalid("a volume without attachments cannot be reset to attached or in-use"));
+        }
+        let model = self.get(context, &request.volume_id).await?;
+        let txn = self.core.begin_write().await?;
+        status::reset(&*txn, &model, target, lifecycle::VOLUME_RESETTABLE).await?;
+        if attach_status != AttachStatus::Unspecified {
+            volume::Entity::update_many()
+                .col_expr(volume::Column::AttachStatus, Expr::value(attach_status))
+                .filter(volume::Column::Id.eq(model.id))
+                .exec(&*txn)
+                .await
+                .map_err(db_error)?;
+        }
+        txn.commit().await?;
+        tracing::warn!(volume_id = %model.id, from = model.status.cinder_name(), to = target.cinder_name(), "volume status reset by an admin");
+        self.core.publish([status::event(&model, target.cinder_name(), "reset by an admin")]).await;
+        self.get(context, &model.id.to_string()).await
+    }
+
+    pub async fn revert(
+        &self,
+        context: &CallContext,
+        request: RevertVolumeRequest,
+    ) -> Result<volume::Model, ServiceError> {
+        let model = self.get(context, &request.volume_id).await?;
+        let snapshot_id = SnapshotId::parse(&request.snapshot_id)?;
+        let latest = snapshot::Entity::find()
+            .filter(snapshot::Column::VolumeId.eq(model.id))
+            .order_by_desc(snapshot::Column::CreatedAt)
+            .order_by_desc(snapshot::Column::Id)
+            .one(&self.core.db)
+            .await
+            .map_err(db_error)?;
+        match latest {
+            Some(latest) if latest.id == snapshot_id => {}
+            Some(latest) => {
+                return Err(ServiceError::invalid(format!(
+                    "a volume can only be reverted to its latest snapshot, which is {}, not {snapshot_id}",
+                    latest.id
+                )));
+            }
+            None => {
+                return Err(ServiceError::not_found(format!(
+                    "snapshot {snapshot_id} of volume {} not found",
+                    model.id
+                )));
+            }
+        }
+        status::check(&model, VolumeAction::Revert, "reverting")?;
+        let txn = self.core.begin_write().await?;
+        let (before, model) = status::transition::<volume::Model>(&*txn, model.id, VolumeAction::Revert, "").await?;
+        let (snapshot_before, snapshot) =
+            status::transition::<snapshot::Model>(&*txn, snapshot_id, SnapshotAction::Revert, "").await?;
+        let (node_id, pool) = model.placement()?;
+        let operation = VolumeOperation::RevertVolume { volume_id: model.id, snapshot_id: snapshot.id, node_id, pool };
+        let record = journal::record(&*txn, &self.core, &operation).await?;
+        txn.commit().await?;
+        self.core.publish([status::changed(before, &model), status::changed(snapshot_before, &snapshot)]).await;
+        journal::launch(self.core.clone(), record, operation);
+        Ok(model)
+    }
+
+    /// The legacy attach-state actions, by compare-and-set through the lifecycle table.
+    pub async fn change_attach_state(
+        &self,
+        context: &CallContext,
+        request: ChangeAttachStateRequest,
+    ) -> Result<volume::Model, ServiceError> {
+        let (action, doing, attach_status) = match AttachStateChange::try_from(request.change).unwrap_or_default() {
+            AttachStateChange::Reserve => (VolumeAction::LegacyReserve, "reserving", AttachStatus::Attaching),
+            AttachStateChange::Unreserve => (VolumeAction::LegacyUnreserve, "unreserving", AttachStatus::Detached),
+            AttachStateChange::BeginDetaching => (VolumeAction::BeginDetaching, "detaching", AttachStatus::Detaching),
+            AttachStateChange::RollDetaching => {
+                (VolumeAction::RollDetaching, "rolling back a detach", AttachStatus::Attached)
+            }
+            AttachStateChange::Unspecified => {
+                return Err(ServiceError::invalid(
+                    "change must be reserve, unreserve, begin_detaching or roll_detaching",
+                ));
+            }
+        };
+        let model = self.get(context, &request.volume_id).await?;
+        status::check(&model, action, doing)?;
+        let txn = self.core.begin_write().await?;
+        let (before, after) = status::transition::<volume::Model>(&*txn, model.id, action, "").await?;
+        volume::set_attach_status(&*txn, model.id, attach_status).await?;
+        txn.commit().await?;
+        self.core.publish([status::changed(before, &after)]).await;
+        self.get(context, &model.id.to_string()).await
+    }
+
+    /// Gives the volume a new type when its pool already satisfies it. A retype that needs the
+    /// volume moved to another pool is refused: Basalt does not migrate volumes.
+    pub async fn retype(
+        &self,
+        context: &CallContext,
+        request: RetypeVolumeRequest,
+    ) -> Result<volume::Model, ServiceError> {
+        let policy = match request.migration_policy.as_str() {
+            "" | "never" => "never",
+            "on-demand" => "on-demand",
+            other => {
+                return Err(ServiceError::invalid(format!(
+                    "migration_policy must be never or on-demand, not {other:?}"
+                )));
+            }
+        };
+        let model = self.get(context, &request.volume_id).await?;
+        status::check(&model, VolumeAction::Retype, "retyping")?;
+        let db = &self.core.db;
+        let new_type = volume_types::resolve(db, context, &request.new_type).await?;
+        if model.volume_type_id == Some(new_type.id) {
+            return Err(ServiceError::invalid(format!("volume {} is already of type {}", model.id, new_type.name)));
+        }
+        let specs = new_type.extra_specs.to_hash_map();
+        let (node_id, pool_name) = model.placement()?;
+        let pool = self.core.capacity.pool(node_id.as_str(), &pool_name).ok_or_else(|| {
+            ServiceError::unavailable(format!("node {node_id} holding the volume is not reporting; retry shortly"))
+        })?;
+        let zones = volume_types::zones(&specs);
+        let fits = placement::filters::capabilities(&pool, &specs)
+            && (zones.is_empty() || zones.contains(&model.availability_zone))
+            && (pool.thick_provisioning_support || !volume_types::wants_thick(&specs));
+        if !fits {
+            let reason = format!("pool {} does not satisfy volume type {}", pool.host(), new_type.name);
+            return Err(ServiceError::invalid(match policy {
+                "on-demand" => {
+                    format!("{reason}, and moving the volume to another pool (migration) is not something Basalt does")
+                }
+                _ => format!("{reason}; with migration_policy never the volume must stay where it is"),
+            }));
+        }
+        let old_type = volume_types::name_of(db, model.volume_type_id).await?;
+        let txn = self.core.begin_write().await?;
+        // The new type's per-type quotas take the volume; the old type's give it back.
+        let per_type = |name: &str| vec![(format!("volumes_{name}"), 1), (format!("gigabytes_{name}"), model.size_gib)];
+        let project = &model.project_id;
+        quotas::reserve(&*txn, &self.core.config.quota_defaults, project, &per_type(&new_type.name)).await?;
+        quotas::release(&*txn, project, &per_type(&old_type)).await?;
+        let updated = volume::Entity::update_many()
+            .col_expr(volume::Column::VolumeTypeId, Expr::value(new_type.id))
+            .col_expr(volume::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(volume::Column::Id.eq(model.id))
+            .filter(status::condition::<volume::Model>(lifecycle::volume(VolumeAction::Retype).from))
+            .exec(&*txn)
+            .await
+            .map_err(db_error)?;
+        if updated.rows_affected == 0 {
+            return Err(ServiceError::conflict(format!(
+                "volume {} changed status meanwhile; retry the retype",
+                model.id
+            )));
+        }
+        txn.commit().await?;
+        tracing::info!(volume_id = %model.id, from = %old_type, to = %new_type.name, "volume retyped");
+        self.get(context, &model.id.to_string()).await
+    }
+}
+
+/// What a new volume copies.
+struct Source {
+    description: String,
+    size_gib: i64,
+    node_id: NodeId,
+    pool: String,
+    snapshot_id: Option<SnapshotId>,
+    volume_id: Option<VolumeId>,
+    volume_type_id: Option<VolumeTypeId>,
+    bootable: bool,
+}
+
+impl Source {
+    /// Holds the source row in a status it may be copied from until the commit: a concurrent
+    /// delete of it waits for us.
+    async fn lock(&self, txn: &impl ConnectionTrait) -> Result<(), ServiceError> {
+        let doing = format!("creating a volume from {}", self.description);
+        if let Some(snapshot_id) = self.snapshot_id {
+            let allowed = lifecycle::snapshot(SnapshotAction::VolumeSource).from;
+            status::lock::<snapshot::Model>(txn, snapshot_id, allowed, &doing).await?;
+        } else if let Some(volume_id) = self.volume_id {
+            let allowed = lifecycle::volume(VolumeAction::CloneSource).from;
+            status::lock::<volume::Model>(txn, volume_id, allowed, &doing).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Stateful for volume::Model {
+    type Entity = volume::Entity;
+    type Id = VolumeId;
+    type Status = VolumeStatus;
+    type Action = VolumeAction;
+    const KIND: &'static str = crate::events::VOLUME;
+
+    fn rule(action: VolumeAction) -> &'static Transition<VolumeStatus> {
+        lifecycle::volume(action)
+    }
+
+    fn status_name(status: VolumeStatus) -> &'static str {
+        status.cinder_name()
+    }
+
+    fn id(&self) -> VolumeId {
+        self.id
+    }
+
+    fn project_id(&self) -> &ProjectId {
+        &self.project_id
+    }
+
+    fn status(&self) -> VolumeStatus {
+        self.status
+    }
+
+    fn id_column() -> volume::Column {
+        volume::Column::Id
+    }
+
+    fn project_column() -> volume::Column {
+        volume::Column::ProjectId
+    }
+
+    fn status_column() -> volume::Column {
+        volume::Column::Status
+    }
+
+    fn reason_column() -> Option<volume::Column> {
+        Some(volume::Column::ErrorReason)
+    }
+
+    fn updated_at_column() -> Option<volume::Column> {
+        Some(volume::Column::UpdatedAt)
+    }
+
+    /// The quota and the pool's space it held; a forced delete may take a reserved volume, whose
+    /// attachments go with it.
+    async fn release(&self, txn: &impl ConnectionTrait) -> Result<(), ServiceError> {
+        let type_name = volume_types::name_of(txn, self.volume_type_id).await?;
+        quotas::release(txn, &self.project_id, &quotas::volume_usage(&type_name, self.size_gib)).await?;
+        claims::release(txn, &self.host(), self.size_gib).await?;
+        attachment::Entity::delete_many()
+            .filter(attachment::Column::VolumeId.eq(self.id))
+            .exec(txn)
+            .await
+            .map_err(db_error)
+            .map(drop)
+    }
+}
+
+/// The volume an idempotency key already names, when the repeat asks for the same thing: the same
+/// name, size (0: any), source, and, where the repeat names them, volume type and availability
+/// zone. `wanted_type` is what the request's type resolves to (`Some(None)`: to none).
+fn same_request_or_conflict(
+    existing: volume::Model,
+    request: &CreateVolumeRequest,
+    wanted_type: Option<Option<VolumeTypeId>>,
+) -> Result<volume::Model, ServiceError> {
+    let same_size = request.size_gib == 0 || existing.size_gib as u64 == request.size_gib;
+    let shown = |id: Option<String>| id.unwrap_or_default();
+    let same_source = shown(existing.snapshot_id.map(|id| id.to_string())) == request.snapshot_id
+        && shown(existing.source_volume_id.map(|id| id.to_string())) == request.source_volume_id;
+    let same_type = wanted_type.is_none_or(|wanted| wanted.is_some() && wanted == existing.volume_type_id);
+    let same_zone = request.availability_zone.is_empty() || request.availability_zone == existing.availability_zone;
+    if same_size && same_source && same_type && same_zone && existing.name == request.name {
+        return Ok(existing);
+    }
+    Err(ServiceError::new(
+        ErrorCode::AlreadyExists,
+        format!(
+            "idempotency key {:?} already names volume {} ({} GiB, name {:?}, zone {}); repeat the original arguments or use a new key",
+            request.idempotency_key, existing.id, existing.size_gib, existing.name, existing.availability_zone
+        ),
+    ))
+}
+
+pub fn to_proto(
+    model: &volume::Model,
+    type_names: &HashMap<VolumeTypeId, String>,
+    attachments: &HashMap<VolumeId, Vec<proto::VolumeAttachment>>,
+) -> proto::Volume {
+    let pool = model.node_id.as_ref().map(|node_id| PoolRef {
+        node_id: node_id.to_string(),
+        backend: model.backend.clone().unwrap_or_default(),
+        pool: model.pool.clone().unwrap_or_default(),
+    });
+    proto::Volume {
+        id: model.id.to_string(),
+        project_id: model.project_id.to_string(),
+        user_id: model.user_id.clone(),
+        name: model.name.clone(),
+        description: model.description.clone(),
+        size_gib: model.size_gib as u64,
+        status: model.status as i32,
+        attach_status: model.attach_status as i32,
+        availability_zone: model.availability_zone.clone(),
+        volume_type_name: model.volume_type_id.and_then(|id| type_names.get(&id).cloned()).unwrap_or_default(),
+        volume_type_id: model.volume_type_id.map(|id| id.to_string()).unwrap_or_default(),
+        pool,
+        snapshot_id: model.snapshot_id.map(|id| id.to_string()).unwrap_or_default(),
+        source_volume_id: model.source_volume_id.map(|id| id.to_string()).unwrap_or_default(),
+        metadata: model.metadata.to_hash_map(),
+        bootable: model.bootable,
+        readonly: model.readonly,
+        multiattach: model.multiattach,
+        attachments: attachments.get(&model.id).cloned().unwrap_or_default(),
+        error_reason: model.error_reason.clone(),
+        consumes_quota: true,
+        created_at: Some(std::time::SystemTime::from(model.created_at).into()),
+        updated_at: Some(std::time::SystemTime::from(model.updated_at).into()),
+        idempotency_key: model.idempotency_key.clone().unwrap_or_default(),
+        ..Default::default()
+    }
+}
