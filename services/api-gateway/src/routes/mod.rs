@@ -2,10 +2,11 @@
 
 pub mod attachments;
 pub mod backups;
-pub mod misc;
+pub mod deployment;
 pub mod qos;
+pub mod quotas;
 pub mod snapshots;
-pub mod types;
+pub mod volume_types;
 pub mod volumes;
 
 use std::collections::HashMap;
@@ -305,34 +306,34 @@ pub fn table() -> Vec<Route> {
         )
         .empty(200),
         // Volume types.
-        Route::get("/types", types::list, "List volume types").query(&TYPE_QUERY).returns(200, schemas::volume_types),
-        Route::post("/types", types::create, "Create a volume type (admin)")
+        Route::get("/types", volume_types::list, "List volume types").query(&TYPE_QUERY).returns(200, schemas::volume_types),
+        Route::post("/types", volume_types::create, "Create a volume type (admin)")
             .body(schemas::volume_type_create)
             .returns(200, schemas::volume_type_reply)
             .creates("type_id", "/volume_type/id"),
-        Route::get("/types/default", types::show_default, "Show the default volume type")
+        Route::get("/types/default", volume_types::show_default, "Show the default volume type")
             .returns(200, schemas::volume_type_reply),
-        Route::get("/types/{type_id}", types::show, "Show a volume type").returns(200, schemas::volume_type_reply),
-        Route::put("/types/{type_id}", types::update, "Update a volume type (admin)")
+        Route::get("/types/{type_id}", volume_types::show, "Show a volume type").returns(200, schemas::volume_type_reply),
+        Route::put("/types/{type_id}", volume_types::update, "Update a volume type (admin)")
             .body(schemas::volume_type_update)
             .returns(200, schemas::volume_type_reply),
-        Route::delete("/types/{type_id}", types::delete, "Delete a volume type (admin)").empty(202),
-        Route::get("/types/{type_id}/extra_specs", types::extra_specs, "Show a volume type's extra specs")
+        Route::delete("/types/{type_id}", volume_types::delete, "Delete a volume type (admin)").empty(202),
+        Route::get("/types/{type_id}/extra_specs", volume_types::extra_specs, "Show a volume type's extra specs")
             .returns(200, schemas::extra_specs_reply),
-        Route::post("/types/{type_id}/extra_specs", types::set_extra_specs, "Set extra specs (admin)")
+        Route::post("/types/{type_id}/extra_specs", volume_types::set_extra_specs, "Set extra specs (admin)")
             .body(schemas::extra_specs)
             .returns(200, schemas::extra_specs_reply),
-        Route::get("/types/{type_id}/extra_specs/{key}", types::extra_spec, "Show one extra spec")
+        Route::get("/types/{type_id}/extra_specs/{key}", volume_types::extra_spec, "Show one extra spec")
             .returns(200, schemas::extra_spec_reply),
-        Route::put("/types/{type_id}/extra_specs/{key}", types::set_extra_spec, "Set one extra spec (admin)")
+        Route::put("/types/{type_id}/extra_specs/{key}", volume_types::set_extra_spec, "Set one extra spec (admin)")
             .body(schemas::extra_spec)
             .returns(200, schemas::extra_spec_reply),
-        Route::delete("/types/{type_id}/extra_specs/{key}", types::unset_extra_spec, "Unset one extra spec (admin)")
+        Route::delete("/types/{type_id}/extra_specs/{key}", volume_types::unset_extra_spec, "Unset one extra spec (admin)")
             .empty(202),
-        Route::post("/types/{type_id}/action", types::action, "addProjectAccess, removeProjectAccess (admin)")
+        Route::post("/types/{type_id}/action", volume_types::action, "addProjectAccess, removeProjectAccess (admin)")
             .body(schemas::volume_type_action)
             .empty(202),
-        Route::get("/types/{type_id}/os-volume-type-access", types::access_list, "List the projects of a private type")
+        Route::get("/types/{type_id}/os-volume-type-access", volume_types::access_list, "List the projects of a private type")
             .returns(200, schemas::volume_type_access),
         // QoS specs (admin).
         Route::get("/qos-specs", qos::list, "List QoS specs (admin)").returns(200, schemas::qos_list),
@@ -435,26 +436,26 @@ pub fn table() -> Vec<Route> {
             .body(schemas::backup_action)
             .empty(202),
         // Quotas, limits and the deployment.
-        Route::get("/os-quota-sets/{target}", misc::quota_show, "Show a project's quotas; usage=true adds use")
+        Route::get("/os-quota-sets/{target}", quotas::quota_show, "Show a project's quotas; usage=true adds use")
             .query(&USAGE_QUERY)
             .returns(200, schemas::quota_set),
-        Route::put("/os-quota-sets/{target}", misc::quota_update, "Update a project's quotas (admin)")
+        Route::put("/os-quota-sets/{target}", quotas::quota_update, "Update a project's quotas (admin)")
             .body(schemas::quota_update)
             .returns(200, schemas::quota_set),
-        Route::delete("/os-quota-sets/{target}", misc::quota_reset, "Reset a project's quotas to the defaults (admin)")
+        Route::delete("/os-quota-sets/{target}", quotas::quota_reset, "Reset a project's quotas to the defaults (admin)")
             .empty(200),
-        Route::get("/os-quota-sets/{target}/defaults", misc::quota_defaults, "Show the default quotas")
+        Route::get("/os-quota-sets/{target}/defaults", quotas::quota_defaults, "Show the default quotas")
             .returns(200, schemas::quota_set),
-        Route::get("/limits", misc::limits, "The project's absolute limits and use").returns(200, schemas::limits),
-        Route::get("/os-availability-zone", misc::availability_zones, "List availability zones")
+        Route::get("/limits", quotas::limits, "The project's absolute limits and use").returns(200, schemas::limits),
+        Route::get("/os-availability-zone", deployment::availability_zones, "List availability zones")
             .returns(200, schemas::availability_zones),
-        Route::get("/os-services", misc::services, "List services (admin)")
+        Route::get("/os-services", deployment::services, "List services (admin)")
             .query(&SERVICE_QUERY)
             .returns(200, schemas::services),
-        Route::get("/scheduler-stats/get_pools", misc::pools, "List pools; detail=true adds capabilities (admin)")
+        Route::get("/scheduler-stats/get_pools", deployment::pools, "List pools; detail=true adds capabilities (admin)")
             .query(&POOL_QUERY)
             .returns(200, schemas::pools),
-        Route::get("/extensions", misc::extensions, "List API extensions").returns(200, schemas::extensions),
+        Route::get("/extensions", deployment::extensions, "List API extensions").returns(200, schemas::extensions),
     ]
 }
 

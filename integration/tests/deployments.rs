@@ -1,6 +1,7 @@
-//! The foundation slice end to end: create a volume, see it available, find its sparse file, delete
-//! it, see the file gone. Run in-process (SQLite, in-process bus), as separate processes (real
-//! NATS, real PostgreSQL), and through `basalt up` with a generic reflection-driven gRPC client.
+//! Each way to deploy Basalt runs a volume's life end to end: create it, see it available, find its
+//! sparse file, delete it, see the file gone. In one process (SQLite, the in-process bus), as
+//! separate processes (real NATS, real PostgreSQL), and `basalt up` driven by a generic
+//! reflection-only gRPC client; with placement's basics (too large, a silent node, projects apart).
 
 use std::{os::unix::fs::MetadataExt, path::Path, process::Command};
 
@@ -11,7 +12,7 @@ use basalt::proto::{
 };
 use basalt_integration::*;
 
-/// The slice itself, against any mesh: `node_dirs` maps node ids to their file pools.
+/// A volume's life, against any mesh: `node_dirs` maps node ids to their file pools.
 async fn create_inspect_delete(grpc_addr: &str, node_dir: impl Fn(&str) -> std::path::PathBuf) -> Result<()> {
     let mut client = volume_client(grpc_addr).await?;
     let context = project("slice");
@@ -42,7 +43,7 @@ async fn create_inspect_delete(grpc_addr: &str, node_dir: impl Fn(&str) -> std::
 }
 
 #[tokio::test]
-async fn slice_in_process_on_sqlite_and_the_local_bus() -> Result<()> {
+async fn in_one_process_on_sqlite_and_the_local_bus() -> Result<()> {
     let mesh = InProcessMesh::start(1).await?;
     let dir = mesh.node_dirs[0].clone();
     create_inspect_delete(&mesh.grpc_addr, |_| dir.clone()).await?;
@@ -51,7 +52,7 @@ async fn slice_in_process_on_sqlite_and_the_local_bus() -> Result<()> {
 }
 
 #[tokio::test]
-async fn slice_as_processes_on_postgres_and_nats() -> Result<()> {
+async fn as_processes_on_postgres_and_nats() -> Result<()> {
     let database = PostgresDatabase::create().await?;
     let namespace = bus_namespace();
     let node_dir = tempfile::tempdir()?;
