@@ -8,7 +8,7 @@ use basalt::{
     command::{SystemRunner, Transcript},
     ids::VolumeId,
 };
-use basalt_volume_node::backend::{Backend, VolumeSource, conformance};
+use basalt_volume_node::backend::{Backend, ConfiguredBackend, VolumeSource, conformance};
 
 use crate::{CheckBackendArgs, CheckExportArgs, PoolArgs};
 
@@ -23,7 +23,7 @@ async fn open(
     backend: &crate::BackendArgs,
     pool: &PoolArgs,
     transcript: Option<Arc<Transcript>>,
-) -> Result<(Backend, String)> {
+) -> Result<(ConfiguredBackend, String)> {
     let settings = backend.settings(std::path::Path::new("basalt-data/volumes"), pool)?;
     let runner = SystemRunner { transcript, ..basalt_volume_node::backend::lvm::lvm_runner() };
     let opened =

@@ -19,7 +19,7 @@ use basalt::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    backend::{Backend, BackendSnapshot, BackendVolume, VolumeSource},
+    backend::{Backend, BackendSnapshot, BackendVolume, ConfiguredBackend, VolumeSource},
     backup::{BackupOrder, Backups, engine::Manifest},
     reporter::Reporter,
     target::{Export, Target},
@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 #[derive(Clone)]
 pub struct Agent {
-    backend: Arc<Backend>,
+    backend: Arc<ConfiguredBackend>,
     target: Arc<Target>,
     backups: Arc<Backups>,
     reporter: Arc<Reporter>,
@@ -37,7 +37,12 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn new(backend: Arc<Backend>, target: Arc<Target>, backups: Arc<Backups>, reporter: Arc<Reporter>) -> Self {
+    pub fn new(
+        backend: Arc<ConfiguredBackend>,
+        target: Arc<Target>,
+        backups: Arc<Backups>,
+        reporter: Arc<Reporter>,
+    ) -> Self {
         Self { backend, target, backups, reporter, locks: Arc::default() }
     }
 
@@ -49,13 +54,13 @@ impl Agent {
             .ok_or_else(|| ServiceError::not_found(format!("volume {volume_id} is not in pool {pool:?} on this node")))
     }
 
-    pub fn backend(&self) -> Arc<Backend> {
+    pub fn backend(&self) -> Arc<ConfiguredBackend> {
         self.backend.clone()
     }
 
     /// Cinder's NFS connection data: the share, the file's name in it, the mount options.
     fn nfs_export(&self, pool: &str, volume_id: VolumeId, path: &str) -> Result<NodeExport, ServiceError> {
-        let Backend::Nfs(nfs) = self.backend.as_ref() else {
+        let ConfiguredBackend::Nfs(nfs) = self.backend.as_ref() else {
             return Err(ServiceError::invalid(format!(
                 "volume {volume_id} is not on an NFS share, so a host reaches it over iSCSI only: the connector needs the host's iSCSI initiator name (connector.initiator)"
             )));
@@ -308,7 +313,7 @@ impl NodeAgent for Agent {
             description: request.description,
             metadata: request.metadata.into_iter().collect(),
         };
-        let manifest = self.backups.backup(&self.backend, order).await?;
+        let manifest = self.backups.backup(self.backend.as_ref(), order).await?;
         tracing::info!(backup_id = %backup_id, stored_bytes = manifest.stored_bytes, "backup written");
         Ok(Response::new(backup_to_proto(manifest)))
     }
@@ -335,7 +340,7 @@ impl NodeAgent for Agent {
         let volume_id = VolumeId::parse(&request.volume_id)?;
         let _guard = self.locks.lock(*volume_id.as_uuid()).await;
         let project_id = ProjectId::parse(&request.project_id)?;
-        self.backups.restore(&self.backend, &project_id, backup_id, &request.pool, volume_id).await?;
+        self.backups.restore(self.backend.as_ref(), &project_id, backup_id, &request.pool, volume_id).await?;
         tracing::info!(backup_id = %backup_id, volume_id = %volume_id, "backup restored");
         let volume = self
             .backend

@@ -25,7 +25,7 @@ use basalt::{
 use crate::{
     agent::Agent,
     backend::{
-        Backend, FileBackend, LvmBackend, NfsBackend,
+        ConfiguredBackend, FileBackend, LvmBackend, NfsBackend,
         file::FileBackendConfig,
         lvm::{LvmBackendConfig, lvm_runner},
         nfs::NfsBackendConfig,
@@ -166,10 +166,10 @@ pub async fn open_backend(
     max_over_subscription_ratio: f64,
     reserved_percentage: u32,
     runner: SystemRunner,
-) -> Result<Backend, ServiceError> {
+) -> Result<ConfiguredBackend, ServiceError> {
     Ok(match settings {
         BackendSettings::File { root, pool, max_capacity_bytes } => {
-            Backend::File(FileBackend::open(FileBackendConfig {
+            ConfiguredBackend::File(FileBackend::open(FileBackendConfig {
                 root: root.clone(),
                 pool: pool.clone(),
                 max_over_subscription_ratio,
@@ -178,7 +178,7 @@ pub async fn open_backend(
                 driver: "file",
             })?)
         }
-        BackendSettings::Lvm { volume_group, thin_pool, pool } => Backend::Lvm(
+        BackendSettings::Lvm { volume_group, thin_pool, pool } => ConfiguredBackend::Lvm(
             LvmBackend::open(
                 LvmBackendConfig {
                     volume_group: volume_group.clone(),
@@ -191,7 +191,7 @@ pub async fn open_backend(
             )
             .await?,
         ),
-        BackendSettings::Nfs { shares, mount_base } => Backend::Nfs(
+        BackendSettings::Nfs { shares, mount_base } => ConfiguredBackend::Nfs(
             NfsBackend::open(
                 NfsBackendConfig {
                     shares: shares.clone(),

@@ -13,7 +13,10 @@ use basalt::{ServiceError, bus::Bus, ids::NodeId, proto::CapacityReport};
 use futures::StreamExt;
 use tokio::sync::Notify;
 
-use crate::{NodeConfig, backend::Backend};
+use crate::{
+    NodeConfig,
+    backend::{Backend, ConfiguredBackend},
+};
 
 pub struct Reporter {
     node_id: NodeId,
@@ -45,7 +48,7 @@ impl Reporter {
         self.changed.notify_one();
     }
 
-    pub async fn current_report(&self, backend: &Backend) -> Result<CapacityReport, ServiceError> {
+    pub async fn current_report(&self, backend: &ConfiguredBackend) -> Result<CapacityReport, ServiceError> {
         let pools = backend.capacity().await?;
         Ok(CapacityReport {
             node_id: self.node_id.to_string(),
@@ -60,7 +63,7 @@ impl Reporter {
         })
     }
 
-    async fn publish(&self, backend: &Backend) {
+    async fn publish(&self, backend: &ConfiguredBackend) {
         let report = match self.current_report(backend).await {
             Ok(report) => report,
             Err(error) => {
@@ -76,7 +79,7 @@ impl Reporter {
     /// Subscribes to polls and returns the reporting loop, which ends when `stopped` resolves.
     pub async fn run(
         self: Arc<Self>,
-        backend: Arc<Backend>,
+        backend: Arc<ConfiguredBackend>,
         stopped: impl Future<Output = ()> + Send + 'static,
     ) -> Result<impl Future<Output = ()> + Send + 'static, ServiceError> {
         let mut polls = self.bus.subscribe_capacity_polls().await?;

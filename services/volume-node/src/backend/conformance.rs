@@ -17,12 +17,12 @@ use basalt::{
     ids::{SnapshotId, VolumeId},
 };
 
-use super::{Backend, VolumeSource};
+use super::{Backend, ConfiguredBackend, VolumeSource};
 
 const MIB: u64 = 1 << 20;
 
 type CaseFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
-pub type Case = for<'a> fn(&'a Backend, &'a str) -> CaseFuture<'a>;
+pub type Case = for<'a> fn(&'a ConfiguredBackend, &'a str) -> CaseFuture<'a>;
 
 /// Every case, by name.
 pub const CASES: &[(&str, Case)] = &[
@@ -39,7 +39,7 @@ pub const CASES: &[(&str, Case)] = &[
 /// Runs every case (or those whose name contains `filter`), reporting each as it finishes.
 /// Returns the names of the failed cases.
 pub async fn run(
-    backend: &Backend,
+    backend: &ConfiguredBackend,
     pool: &str,
     filter: Option<&str>,
     mut report: impl FnMut(&str, &Result<(), String>),
@@ -132,14 +132,24 @@ async fn expect_zeros(path: &str, offset: u64, length: u64, what: &str) -> Resul
     Ok(())
 }
 
-async fn create(backend: &Backend, pool: &str, size: u64, source: VolumeSource) -> Result<(VolumeId, String), String> {
+async fn create(
+    backend: &ConfiguredBackend,
+    pool: &str,
+    size: u64,
+    source: VolumeSource,
+) -> Result<(VolumeId, String), String> {
     let id = VolumeId::new_random();
     let volume = backend.create_volume(pool, id, size, source).await.map_err(|error| fail("create", error))?;
     check(volume.size_bytes == size, || format!("created {} bytes, asked for {size}", volume.size_bytes))?;
     Ok((id, volume.path))
 }
 
-async fn remove(backend: &Backend, pool: &str, volumes: &[VolumeId], snapshots: &[SnapshotId]) -> Result<(), String> {
+async fn remove(
+    backend: &ConfiguredBackend,
+    pool: &str,
+    volumes: &[VolumeId],
+    snapshots: &[SnapshotId],
+) -> Result<(), String> {
     for snapshot in snapshots {
         backend.delete_snapshot(pool, *snapshot).await.map_err(|error| fail("delete a snapshot", error))?;
     }
@@ -149,7 +159,7 @@ async fn remove(backend: &Backend, pool: &str, volumes: &[VolumeId], snapshots: 
     Ok(())
 }
 
-async fn create_is_idempotent(backend: &Backend, pool: &str) -> Result<(), String> {
+async fn create_is_idempotent(backend: &ConfiguredBackend, pool: &str) -> Result<(), String> {
     let (id, _) = create(backend, pool, 64 * MIB, VolumeSource::Empty).await?;
     let first = backend.get_volume(pool, id).await.map_err(|error| fail("get", error))?;
     let again = backend.create_volume(pool, id, 64 * MIB, VolumeSource::Empty).await.map_err(|e| fail("repeat", e))?;
@@ -174,7 +184,7 @@ async fn create_is_idempotent(backend: &Backend, pool: &str) -> Result<(), Strin
     })
 }
 
-async fn delete_wipes(backend: &Backend, pool: &str) -> Result<(), String> {
+async fn delete_wipes(backend: &ConfiguredBackend, pool: &str) -> Result<(), String> {
     let size = 64 * MIB;
     let (first, path) = create(backend, pool, size, VolumeSource::Empty).await?;
     for chunk in 0..size / (8 * MIB) {
@@ -193,7 +203,7 @@ async fn delete_wipes(backend: &Backend, pool: &str) -> Result<(), String> {
     outcome
 }
 
-async fn extend_keeps_data(backend: &Backend, pool: &str) -> Result<(), String> {
+async fn extend_keeps_data(backend: &ConfiguredBackend, pool: &str) -> Result<(), String> {
     let (id, path) = create(backend, pool, 32 * MIB, VolumeSource::Empty).await?;
     write_at(&path, MIB, pattern(2, MIB, 4096)).await?;
     let outcome = async {
@@ -214,7 +224,7 @@ async fn extend_keeps_data(backend: &Backend, pool: &str) -> Result<(), String> 
     outcome
 }
 
-async fn snapshot_keeps_old_bytes(backend: &Backend, pool: &str) -> Result<(), String> {
+async fn snapshot_keeps_old_bytes(backend: &ConfiguredBackend, pool: &str) -> Result<(), String> {
     let (id, path) = create(backend, pool, 32 * MIB, VolumeSource::Empty).await?;
     let snapshot = SnapshotId::new_random();
     let outcome = async {
@@ -242,7 +252,7 @@ async fn snapshot_keeps_old_bytes(backend: &Backend, pool: &str) -> Result<(), S
     outcome
 }
 
-async fn copies_copy_bytes(backend: &Backend, pool: &str) -> Result<(), String> {
+async fn copies_copy_bytes(backend: &ConfiguredBackend, pool: &str) -> Result<(), String> {
     let (source, path) = create(backend, pool, 32 * MIB, VolumeSource::Empty).await?;
     let snapshot = SnapshotId::new_random();
     let mut made = vec![source];
@@ -288,7 +298,7 @@ async fn copies_copy_bytes(backend: &Backend, pool: &str) -> Result<(), String> 
     outcome
 }
 
-async fn revert_restores(backend: &Backend, pool: &str) -> Result<(), String> {
+async fn revert_restores(backend: &ConfiguredBackend, pool: &str) -> Result<(), String> {
     let (id, path) = create(backend, pool, 32 * MIB, VolumeSource::Empty).await?;
     let snapshot = SnapshotId::new_random();
     let outcome = async {
@@ -314,7 +324,7 @@ async fn revert_restores(backend: &Backend, pool: &str) -> Result<(), String> {
     outcome
 }
 
-async fn capacity_follows(backend: &Backend, pool: &str) -> Result<(), String> {
+async fn capacity_follows(backend: &ConfiguredBackend, pool: &str) -> Result<(), String> {
     let pool_capacity = |pools: Vec<basalt::proto::PoolCapacity>| {
         pools.into_iter().find(|candidate| candidate.name == pool).ok_or(format!("capacity does not list pool {pool}"))
     };
@@ -347,7 +357,7 @@ async fn capacity_follows(backend: &Backend, pool: &str) -> Result<(), String> {
     })
 }
 
-async fn unknown_refused(backend: &Backend, pool: &str) -> Result<(), String> {
+async fn unknown_refused(backend: &ConfiguredBackend, pool: &str) -> Result<(), String> {
     let elsewhere = format!("{pool}-elsewhere");
     expect_code(
         "create in an unknown pool",

@@ -23,7 +23,7 @@ use basalt::{
     proto::PoolCapacity,
 };
 
-use super::{BackendSnapshot, BackendVolume, VolumeSource, blocking, sparse};
+use super::{Backend, BackendSnapshot, BackendVolume, VolumeSource, blocking, sparse};
 
 const VOLUME_PREFIX: &str = "volume-";
 const SNAPSHOT_PREFIX: &str = "snapshot-";
@@ -75,7 +75,15 @@ impl FileBackend {
         )))
     }
 
-    pub async fn create_volume(
+    async fn describe_volume(&self, pool: &str, volume_id: VolumeId) -> Result<BackendVolume, ServiceError> {
+        self.get_volume(pool, volume_id)
+            .await?
+            .ok_or_else(|| ServiceError::internal(format!("volume {volume_id} vanished right after it was written")))
+    }
+}
+
+impl Backend for FileBackend {
+    async fn create_volume(
         &self,
         pool: &str,
         volume_id: VolumeId,
@@ -96,7 +104,7 @@ impl FileBackend {
         self.describe_volume(pool, volume_id).await
     }
 
-    pub async fn extend_volume(
+    async fn extend_volume(
         &self,
         pool: &str,
         volume_id: VolumeId,
@@ -118,13 +126,13 @@ impl FileBackend {
         self.describe_volume(pool, volume_id).await
     }
 
-    pub async fn delete_volume(&self, pool: &str, volume_id: VolumeId) -> Result<bool, ServiceError> {
+    async fn delete_volume(&self, pool: &str, volume_id: VolumeId) -> Result<bool, ServiceError> {
         self.check_pool(pool)?;
         let path = self.volume_path(volume_id);
         blocking(move || wipe_and_remove(&path)).await
     }
 
-    pub async fn get_volume(&self, pool: &str, volume_id: VolumeId) -> Result<Option<BackendVolume>, ServiceError> {
+    async fn get_volume(&self, pool: &str, volume_id: VolumeId) -> Result<Option<BackendVolume>, ServiceError> {
         self.check_pool(pool)?;
         let path = self.volume_path(volume_id);
         let pool = pool.to_owned();
@@ -140,13 +148,7 @@ impl FileBackend {
         .await
     }
 
-    async fn describe_volume(&self, pool: &str, volume_id: VolumeId) -> Result<BackendVolume, ServiceError> {
-        self.get_volume(pool, volume_id)
-            .await?
-            .ok_or_else(|| ServiceError::internal(format!("volume {volume_id} vanished right after it was written")))
-    }
-
-    pub async fn create_snapshot(
+    async fn create_snapshot(
         &self,
         pool: &str,
         snapshot_id: SnapshotId,
@@ -171,11 +173,7 @@ impl FileBackend {
             .ok_or_else(|| ServiceError::internal(format!("snapshot {snapshot_id} vanished right after it was taken")))
     }
 
-    pub async fn get_snapshot(
-        &self,
-        pool: &str,
-        snapshot_id: SnapshotId,
-    ) -> Result<Option<BackendSnapshot>, ServiceError> {
+    async fn get_snapshot(&self, pool: &str, snapshot_id: SnapshotId) -> Result<Option<BackendSnapshot>, ServiceError> {
         self.check_pool(pool)?;
         let path = self.snapshot_path(snapshot_id);
         let pool = pool.to_owned();
@@ -190,7 +188,7 @@ impl FileBackend {
         .await
     }
 
-    pub async fn delete_snapshot(&self, pool: &str, snapshot_id: SnapshotId) -> Result<bool, ServiceError> {
+    async fn delete_snapshot(&self, pool: &str, snapshot_id: SnapshotId) -> Result<bool, ServiceError> {
         self.check_pool(pool)?;
         let path = self.snapshot_path(snapshot_id);
         blocking(move || wipe_and_remove(&path)).await
@@ -198,7 +196,7 @@ impl FileBackend {
 
     /// Replaces the volume's content with the snapshot's; the volume keeps its own size if it grew
     /// after the snapshot (Cinder's revert keeps the current size).
-    pub async fn revert_volume(
+    async fn revert_volume(
         &self,
         pool: &str,
         volume_id: VolumeId,
@@ -230,7 +228,7 @@ impl FileBackend {
     }
 
     /// Every volume and snapshot in the pool.
-    pub async fn list(&self) -> Result<(Vec<BackendVolume>, Vec<BackendSnapshot>), ServiceError> {
+    async fn list(&self) -> Result<(Vec<BackendVolume>, Vec<BackendSnapshot>), ServiceError> {
         let root = self.config.root.clone();
         let pool = self.config.pool.clone();
         blocking(move || {
@@ -262,7 +260,7 @@ impl FileBackend {
         .await
     }
 
-    pub async fn capacity(&self) -> Result<Vec<PoolCapacity>, ServiceError> {
+    async fn capacity(&self) -> Result<Vec<PoolCapacity>, ServiceError> {
         let config = self.config.clone();
         let (volumes, snapshots) = self.list().await?;
         blocking(move || {

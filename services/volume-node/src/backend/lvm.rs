@@ -26,7 +26,7 @@ use basalt::{
 };
 use serde::Deserialize;
 
-use super::{BackendSnapshot, BackendVolume, VolumeSource, block, blocking};
+use super::{Backend, BackendSnapshot, BackendVolume, VolumeSource, block, blocking};
 use basalt::command::{Finished, Runner, SystemRunner};
 
 const LVM: &str = "lvm";
@@ -418,7 +418,29 @@ impl<R: Runner> LvmBackend<R> {
         self.lvm(&["lvremove", "--yes", &self.qualified(&lv.lv_name)], "remove the logical volume").await.map(drop)
     }
 
-    pub async fn create_volume(
+    async fn describe_created(&self, volume_id: VolumeId) -> Result<BackendVolume, ServiceError> {
+        let lv = self.require(&volume_name(volume_id), &format!("volume {volume_id}, just created,")).await?;
+        Ok(self.describe_volume(volume_id, &lv))
+    }
+
+    async fn take_snapshot(&self, origin: &str, name: &str, origin_bytes: u64) -> Result<(), ServiceError> {
+        if self.thin() {
+            return self.thin_snapshot(origin, name, "take the snapshot").await;
+        }
+        // The origin's size plus room for the exception table (16 bytes per 4 KiB chunk, in 4 KiB
+        // blocks): a COW snapshot that fills up is invalidated, this one never can.
+        let size = format!("{}b", self.round_up(origin_bytes + origin_bytes / 128 + self.extent_bytes));
+        self.lvm(
+            &["lvcreate", "--yes", "-s", "-n", name, "-L", &size, "--addtag", TAG, &self.qualified(origin)],
+            "take the snapshot",
+        )
+        .await
+        .map(drop)
+    }
+}
+
+impl<R: Runner> Backend for LvmBackend<R> {
+    async fn create_volume(
         &self,
         pool: &str,
         volume_id: VolumeId,
@@ -492,12 +514,7 @@ impl<R: Runner> LvmBackend<R> {
         self.describe_created(volume_id).await
     }
 
-    async fn describe_created(&self, volume_id: VolumeId) -> Result<BackendVolume, ServiceError> {
-        let lv = self.require(&volume_name(volume_id), &format!("volume {volume_id}, just created,")).await?;
-        Ok(self.describe_volume(volume_id, &lv))
-    }
-
-    pub async fn extend_volume(
+    async fn extend_volume(
         &self,
         pool: &str,
         volume_id: VolumeId,
@@ -530,7 +547,7 @@ impl<R: Runner> LvmBackend<R> {
         self.describe_created(volume_id).await
     }
 
-    pub async fn delete_volume(&self, pool: &str, volume_id: VolumeId) -> Result<bool, ServiceError> {
+    async fn delete_volume(&self, pool: &str, volume_id: VolumeId) -> Result<bool, ServiceError> {
         self.check_pool(pool)?;
         let Some(lv) = self.find(&volume_name(volume_id)).await? else { return Ok(false) };
         if lv.has_thick_snapshots() {
@@ -540,12 +557,12 @@ impl<R: Runner> LvmBackend<R> {
         Ok(true)
     }
 
-    pub async fn get_volume(&self, pool: &str, volume_id: VolumeId) -> Result<Option<BackendVolume>, ServiceError> {
+    async fn get_volume(&self, pool: &str, volume_id: VolumeId) -> Result<Option<BackendVolume>, ServiceError> {
         self.check_pool(pool)?;
         Ok(self.find(&volume_name(volume_id)).await?.map(|lv| self.describe_volume(volume_id, &lv)))
     }
 
-    pub async fn create_snapshot(
+    async fn create_snapshot(
         &self,
         pool: &str,
         snapshot_id: SnapshotId,
@@ -563,31 +580,12 @@ impl<R: Runner> LvmBackend<R> {
         Ok(self.describe_snapshot(snapshot_id, &lv))
     }
 
-    async fn take_snapshot(&self, origin: &str, name: &str, origin_bytes: u64) -> Result<(), ServiceError> {
-        if self.thin() {
-            return self.thin_snapshot(origin, name, "take the snapshot").await;
-        }
-        // The origin's size plus room for the exception table (16 bytes per 4 KiB chunk, in 4 KiB
-        // blocks): a COW snapshot that fills up is invalidated, this one never can.
-        let size = format!("{}b", self.round_up(origin_bytes + origin_bytes / 128 + self.extent_bytes));
-        self.lvm(
-            &["lvcreate", "--yes", "-s", "-n", name, "-L", &size, "--addtag", TAG, &self.qualified(origin)],
-            "take the snapshot",
-        )
-        .await
-        .map(drop)
-    }
-
-    pub async fn get_snapshot(
-        &self,
-        pool: &str,
-        snapshot_id: SnapshotId,
-    ) -> Result<Option<BackendSnapshot>, ServiceError> {
+    async fn get_snapshot(&self, pool: &str, snapshot_id: SnapshotId) -> Result<Option<BackendSnapshot>, ServiceError> {
         self.check_pool(pool)?;
         Ok(self.find(&snapshot_name(snapshot_id)).await?.map(|lv| self.describe_snapshot(snapshot_id, &lv)))
     }
 
-    pub async fn delete_snapshot(&self, pool: &str, snapshot_id: SnapshotId) -> Result<bool, ServiceError> {
+    async fn delete_snapshot(&self, pool: &str, snapshot_id: SnapshotId) -> Result<bool, ServiceError> {
         self.check_pool(pool)?;
         let Some(lv) = self.find(&snapshot_name(snapshot_id)).await? else { return Ok(false) };
         self.wipe_and_remove(&lv).await?;
@@ -595,7 +593,7 @@ impl<R: Runner> LvmBackend<R> {
     }
 
     /// Gives the volume the snapshot's content, keeping the volume's current size and the snapshot.
-    pub async fn revert_volume(
+    async fn revert_volume(
         &self,
         pool: &str,
         volume_id: VolumeId,
@@ -639,7 +637,7 @@ impl<R: Runner> LvmBackend<R> {
         self.describe_created(volume_id).await
     }
 
-    pub async fn list(&self) -> Result<(Vec<BackendVolume>, Vec<BackendSnapshot>), ServiceError> {
+    async fn list(&self) -> Result<(Vec<BackendVolume>, Vec<BackendSnapshot>), ServiceError> {
         let mut volumes = Vec::new();
         let mut snapshots = Vec::new();
         for lv in self.basalt_volumes().await? {
@@ -655,7 +653,7 @@ impl<R: Runner> LvmBackend<R> {
 
     /// Cinder's LVM numbers: thick pools report the volume group's size and free space; thin pools
     /// the pool's size, its unused data space, and the virtual sizes provisioned in it.
-    pub async fn capacity(&self) -> Result<Vec<PoolCapacity>, ServiceError> {
+    async fn capacity(&self) -> Result<Vec<PoolCapacity>, ServiceError> {
         let (volumes, snapshots) = self.list().await?;
         let provisioned_bytes = volumes.iter().map(|volume| volume.size_bytes).sum::<u64>()
             + snapshots.iter().map(|snapshot| snapshot.size_bytes).sum::<u64>();

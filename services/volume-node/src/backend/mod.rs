@@ -57,8 +57,86 @@ pub enum VolumeSource {
     Volume(VolumeId),
 }
 
+/// What a storage backend does with the bytes of volumes and snapshots in its pools.
+///
+/// Every method is idempotent by id, because the scheduler re-drives an operation from its journal
+/// after any crash without knowing how far the first attempt got. What each promises on a repeat
+/// is written beside it, and `conformance.rs` checks it on every backend.
+pub trait Backend: Send + Sync {
+    /// Makes the volume, empty (reading as zeros) or as a copy of `source`. A repeat with the same
+    /// size returns the volume that exists; a volume of another size under the id is an error. A
+    /// crash part-way leaves nothing that a repeat trips over (copies are made aside and renamed).
+    fn create_volume(
+        &self,
+        pool: &str,
+        volume_id: VolumeId,
+        size_bytes: u64,
+        source: VolumeSource,
+    ) -> impl Future<Output = Result<BackendVolume, ServiceError>> + Send;
+
+    /// Grows the volume to `new_size_bytes`, keeping its bytes. A repeat, or a volume already at
+    /// least that large, succeeds without change; a volume never shrinks.
+    fn extend_volume(
+        &self,
+        pool: &str,
+        volume_id: VolumeId,
+        new_size_bytes: u64,
+    ) -> impl Future<Output = Result<BackendVolume, ServiceError>> + Send;
+
+    /// Wipes the volume's bytes (unless the backend's allocation is zeroed anyway) and removes it;
+    /// `Ok(false)` when it was already gone, which a repeat is.
+    fn delete_volume(&self, pool: &str, volume_id: VolumeId)
+    -> impl Future<Output = Result<bool, ServiceError>> + Send;
+
+    /// The volume, if it exists. Reads only.
+    fn get_volume(
+        &self,
+        pool: &str,
+        volume_id: VolumeId,
+    ) -> impl Future<Output = Result<Option<BackendVolume>, ServiceError>> + Send;
+
+    /// A point-in-time copy of the volume. A repeat returns the snapshot that exists, whatever
+    /// the volume holds now.
+    fn create_snapshot(
+        &self,
+        pool: &str,
+        snapshot_id: SnapshotId,
+        volume_id: VolumeId,
+    ) -> impl Future<Output = Result<BackendSnapshot, ServiceError>> + Send;
+
+    /// The snapshot, if it exists. Reads only.
+    fn get_snapshot(
+        &self,
+        pool: &str,
+        snapshot_id: SnapshotId,
+    ) -> impl Future<Output = Result<Option<BackendSnapshot>, ServiceError>> + Send;
+
+    /// Wipes and removes the snapshot; `Ok(false)` when it was already gone, which a repeat is.
+    fn delete_snapshot(
+        &self,
+        pool: &str,
+        snapshot_id: SnapshotId,
+    ) -> impl Future<Output = Result<bool, ServiceError>> + Send;
+
+    /// Puts the snapshot's bytes back into the volume. Repeating it gives the same bytes; the
+    /// snapshot stays as it was.
+    fn revert_volume(
+        &self,
+        pool: &str,
+        volume_id: VolumeId,
+        snapshot_id: SnapshotId,
+    ) -> impl Future<Output = Result<BackendVolume, ServiceError>> + Send;
+
+    /// Every volume and snapshot the backend holds, for reconciliation with the scheduler's rows.
+    fn list(&self) -> impl Future<Output = Result<(Vec<BackendVolume>, Vec<BackendSnapshot>), ServiceError>> + Send;
+
+    /// Each pool's capacity, as the node reports it (Cinder's capacity fields).
+    fn capacity(&self) -> impl Future<Output = Result<Vec<PoolCapacity>, ServiceError>> + Send;
+}
+
+/// The backend a node was configured with.
 #[derive(Debug)]
-pub enum Backend {
+pub enum ConfiguredBackend {
     File(FileBackend),
     Lvm(LvmBackend),
     Nfs(NfsBackend),
@@ -75,8 +153,8 @@ macro_rules! dispatch {
     };
 }
 
-impl Backend {
-    pub async fn create_volume(
+impl Backend for ConfiguredBackend {
+    async fn create_volume(
         &self,
         pool: &str,
         volume_id: VolumeId,
@@ -86,7 +164,7 @@ impl Backend {
         dispatch!(self, backend => backend.create_volume(pool, volume_id, size_bytes, source).await)
     }
 
-    pub async fn extend_volume(
+    async fn extend_volume(
         &self,
         pool: &str,
         volume_id: VolumeId,
@@ -95,24 +173,15 @@ impl Backend {
         dispatch!(self, backend => backend.extend_volume(pool, volume_id, new_size_bytes).await)
     }
 
-    /// Wipes and removes the volume; `Ok(false)` when it was already gone.
-    pub async fn delete_volume(&self, pool: &str, volume_id: VolumeId) -> Result<bool, ServiceError> {
+    async fn delete_volume(&self, pool: &str, volume_id: VolumeId) -> Result<bool, ServiceError> {
         dispatch!(self, backend => backend.delete_volume(pool, volume_id).await)
     }
 
-    pub async fn get_volume(&self, pool: &str, volume_id: VolumeId) -> Result<Option<BackendVolume>, ServiceError> {
+    async fn get_volume(&self, pool: &str, volume_id: VolumeId) -> Result<Option<BackendVolume>, ServiceError> {
         dispatch!(self, backend => backend.get_volume(pool, volume_id).await)
     }
 
-    pub async fn get_snapshot(
-        &self,
-        pool: &str,
-        snapshot_id: SnapshotId,
-    ) -> Result<Option<BackendSnapshot>, ServiceError> {
-        dispatch!(self, backend => backend.get_snapshot(pool, snapshot_id).await)
-    }
-
-    pub async fn create_snapshot(
+    async fn create_snapshot(
         &self,
         pool: &str,
         snapshot_id: SnapshotId,
@@ -121,12 +190,15 @@ impl Backend {
         dispatch!(self, backend => backend.create_snapshot(pool, snapshot_id, volume_id).await)
     }
 
-    /// Wipes and removes the snapshot; `Ok(false)` when it was already gone.
-    pub async fn delete_snapshot(&self, pool: &str, snapshot_id: SnapshotId) -> Result<bool, ServiceError> {
+    async fn get_snapshot(&self, pool: &str, snapshot_id: SnapshotId) -> Result<Option<BackendSnapshot>, ServiceError> {
+        dispatch!(self, backend => backend.get_snapshot(pool, snapshot_id).await)
+    }
+
+    async fn delete_snapshot(&self, pool: &str, snapshot_id: SnapshotId) -> Result<bool, ServiceError> {
         dispatch!(self, backend => backend.delete_snapshot(pool, snapshot_id).await)
     }
 
-    pub async fn revert_volume(
+    async fn revert_volume(
         &self,
         pool: &str,
         volume_id: VolumeId,
@@ -135,11 +207,11 @@ impl Backend {
         dispatch!(self, backend => backend.revert_volume(pool, volume_id, snapshot_id).await)
     }
 
-    pub async fn list(&self) -> Result<(Vec<BackendVolume>, Vec<BackendSnapshot>), ServiceError> {
+    async fn list(&self) -> Result<(Vec<BackendVolume>, Vec<BackendSnapshot>), ServiceError> {
         dispatch!(self, backend => backend.list().await)
     }
 
-    pub async fn capacity(&self) -> Result<Vec<PoolCapacity>, ServiceError> {
+    async fn capacity(&self) -> Result<Vec<PoolCapacity>, ServiceError> {
         dispatch!(self, backend => backend.capacity().await)
     }
 }

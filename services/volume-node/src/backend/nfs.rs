@@ -12,7 +12,7 @@ use basalt::{
 };
 
 use super::{
-    BackendSnapshot, BackendVolume, VolumeSource,
+    Backend, BackendSnapshot, BackendVolume, VolumeSource,
     file::{FileBackend, FileBackendConfig},
 };
 use basalt::command::Runner;
@@ -140,8 +140,10 @@ impl NfsBackend {
         let pool = self.pool(pool)?;
         Ok((&pool.share, &pool.mount_point))
     }
+}
 
-    pub async fn create_volume(
+impl Backend for NfsBackend {
+    async fn create_volume(
         &self,
         pool: &str,
         volume_id: VolumeId,
@@ -151,7 +153,7 @@ impl NfsBackend {
         self.pool(pool)?.files.create_volume(pool, volume_id, size_bytes, source).await
     }
 
-    pub async fn extend_volume(
+    async fn extend_volume(
         &self,
         pool: &str,
         volume_id: VolumeId,
@@ -160,15 +162,15 @@ impl NfsBackend {
         self.pool(pool)?.files.extend_volume(pool, volume_id, new_size_bytes).await
     }
 
-    pub async fn delete_volume(&self, pool: &str, volume_id: VolumeId) -> Result<bool, ServiceError> {
+    async fn delete_volume(&self, pool: &str, volume_id: VolumeId) -> Result<bool, ServiceError> {
         self.pool(pool)?.files.delete_volume(pool, volume_id).await
     }
 
-    pub async fn get_volume(&self, pool: &str, volume_id: VolumeId) -> Result<Option<BackendVolume>, ServiceError> {
+    async fn get_volume(&self, pool: &str, volume_id: VolumeId) -> Result<Option<BackendVolume>, ServiceError> {
         self.pool(pool)?.files.get_volume(pool, volume_id).await
     }
 
-    pub async fn create_snapshot(
+    async fn create_snapshot(
         &self,
         pool: &str,
         snapshot_id: SnapshotId,
@@ -177,19 +179,15 @@ impl NfsBackend {
         self.pool(pool)?.files.create_snapshot(pool, snapshot_id, volume_id).await
     }
 
-    pub async fn get_snapshot(
-        &self,
-        pool: &str,
-        snapshot_id: SnapshotId,
-    ) -> Result<Option<BackendSnapshot>, ServiceError> {
+    async fn get_snapshot(&self, pool: &str, snapshot_id: SnapshotId) -> Result<Option<BackendSnapshot>, ServiceError> {
         self.pool(pool)?.files.get_snapshot(pool, snapshot_id).await
     }
 
-    pub async fn delete_snapshot(&self, pool: &str, snapshot_id: SnapshotId) -> Result<bool, ServiceError> {
+    async fn delete_snapshot(&self, pool: &str, snapshot_id: SnapshotId) -> Result<bool, ServiceError> {
         self.pool(pool)?.files.delete_snapshot(pool, snapshot_id).await
     }
 
-    pub async fn revert_volume(
+    async fn revert_volume(
         &self,
         pool: &str,
         volume_id: VolumeId,
@@ -198,7 +196,7 @@ impl NfsBackend {
         self.pool(pool)?.files.revert_volume(pool, volume_id, snapshot_id).await
     }
 
-    pub async fn list(&self) -> Result<(Vec<BackendVolume>, Vec<BackendSnapshot>), ServiceError> {
+    async fn list(&self) -> Result<(Vec<BackendVolume>, Vec<BackendSnapshot>), ServiceError> {
         let mut volumes = Vec::new();
         let mut snapshots = Vec::new();
         for pool in &self.pools {
@@ -209,7 +207,7 @@ impl NfsBackend {
         Ok((volumes, snapshots))
     }
 
-    pub async fn capacity(&self) -> Result<Vec<PoolCapacity>, ServiceError> {
+    async fn capacity(&self) -> Result<Vec<PoolCapacity>, ServiceError> {
         let mut pools = Vec::with_capacity(self.pools.len());
         for pool in &self.pools {
             pools.extend(pool.files.capacity().await?);

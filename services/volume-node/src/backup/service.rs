@@ -111,7 +111,7 @@ impl Backups {
         blocking(move || engine::read_manifest(&store.project(&project_id), &backup_id)).await
     }
 
-    pub async fn backup(&self, backend: &Backend, order: BackupOrder) -> Result<Manifest, ServiceError> {
+    pub async fn backup(&self, backend: &impl Backend, order: BackupOrder) -> Result<Manifest, ServiceError> {
         let store = self.store()?;
         if let Ok(existing) = self.manifest(&order.project_id, order.backup_id).await {
             return Ok(existing);
@@ -168,7 +168,7 @@ impl Backups {
 
     pub async fn restore(
         &self,
-        backend: &Backend,
+        backend: &impl Backend,
         project_id: &ProjectId,
         backup_id: BackupId,
         pool: &str,
