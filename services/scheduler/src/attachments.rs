@@ -7,7 +7,7 @@ use std::{collections::HashMap, sync::Arc};
 use basalt::{
     ServiceError,
     context::CallContext,
-    ids::{AttachmentId, ProjectId, VolumeId},
+    ids::{AttachmentId, VolumeId},
     proto::{
         self, AttachMode, AttachStatus, AttachVolumeRequest, CreateAttachmentRequest, DetachVolumeRequest,
         ExportProtocol, ListAttachmentsRequest, NodeExport, NodeExportRequest, NodeInitiatorRequest,
@@ -30,9 +30,8 @@ use crate::{
     },
     events::PendingEvent,
     fields,
-    lifecycle::{self, AttachmentAction, Transition, VolumeAction},
-    listing,
-    status::{self, Stateful},
+    lifecycle::{self, AttachmentAction, VolumeAction},
+    listing, status,
 };
 
 pub struct Attachments {
@@ -492,53 +491,9 @@ pub async fn for_volumes(
     Ok(by_volume)
 }
 
-impl Stateful for attachment::Model {
-    type Entity = attachment::Entity;
-    type Id = AttachmentId;
-    type Status = AttachStatus;
-    type Action = AttachmentAction;
-    const KIND: &'static str = "attachment";
-
-    fn rule(action: AttachmentAction) -> &'static Transition<AttachStatus> {
-        lifecycle::attachment(action)
-    }
-
-    fn status_name(status: AttachStatus) -> &'static str {
-        status.cinder_name()
-    }
-
-    fn id(&self) -> AttachmentId {
-        self.id
-    }
-
-    fn project_id(&self) -> &ProjectId {
-        &self.project_id
-    }
-
-    fn status(&self) -> AttachStatus {
-        self.status
-    }
-
-    fn id_column() -> attachment::Column {
-        attachment::Column::Id
-    }
-
-    fn project_column() -> attachment::Column {
-        attachment::Column::ProjectId
-    }
-
-    fn status_column() -> attachment::Column {
-        attachment::Column::Status
-    }
-
-    fn reason_column() -> Option<attachment::Column> {
-        None
-    }
-
-    fn updated_at_column() -> Option<attachment::Column> {
-        None
-    }
-
+status::stateful! {
+    attachment: kind "attachment", id AttachmentId, status AttachStatus, action AttachmentAction, rule lifecycle::attachment,
+    reason None, updated_at None;
     /// An attachment holds no quota or space of its own.
     async fn release(&self, _txn: &impl ConnectionTrait) -> Result<(), ServiceError> {
         Ok(())

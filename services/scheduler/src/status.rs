@@ -28,7 +28,6 @@ pub trait Stateful: Clone + Send + Sync + Sized + 'static {
     fn project_id(&self) -> &ProjectId;
     fn status(&self) -> Self::Status;
     fn id_column() -> <Self::Entity as EntityTrait>::Column;
-    fn project_column() -> <Self::Entity as EntityTrait>::Column;
     fn status_column() -> <Self::Entity as EntityTrait>::Column;
     /// The column that says why the row is in an error status, if the row has one.
     fn reason_column() -> Option<<Self::Entity as EntityTrait>::Column>;
@@ -42,6 +41,64 @@ pub trait Stateful: Clone + Send + Sync + Sized + 'static {
     /// What goes with the row when it is removed: the quota and capacity it held.
     fn release(&self, txn: &impl ConnectionTrait) -> impl Future<Output = Result<(), ServiceError>> + Send;
 }
+
+/// Implements [`Stateful`] for the rows of table module `db::$table`, which have `id`,
+/// `project_id` and `status` fields and columns; the items after the header complete the impl
+/// (`release`, and `with_status` where the row needs it).
+macro_rules! stateful {
+    (
+        $table:ident: kind $kind:expr, id $id:ty, status $status:ty, action $action:ty, rule $rule:path,
+        reason $reason:expr, updated_at $updated:expr;
+        $($items:tt)*
+    ) => {
+        impl $crate::status::Stateful for $crate::db::$table::Model {
+            type Entity = $crate::db::$table::Entity;
+            type Id = $id;
+            type Status = $status;
+            type Action = $action;
+            const KIND: &'static str = $kind;
+
+            fn rule(action: $action) -> &'static $crate::lifecycle::Transition<$status> {
+                $rule(action)
+            }
+
+            fn status_name(status: $status) -> &'static str {
+                status.cinder_name()
+            }
+
+            fn id(&self) -> $id {
+                self.id
+            }
+
+            fn project_id(&self) -> &basalt::ids::ProjectId {
+                &self.project_id
+            }
+
+            fn status(&self) -> $status {
+                self.status
+            }
+
+            fn id_column() -> $crate::db::$table::Column {
+                $crate::db::$table::Column::Id
+            }
+
+            fn status_column() -> $crate::db::$table::Column {
+                $crate::db::$table::Column::Status
+            }
+
+            fn reason_column() -> Option<$crate::db::$table::Column> {
+                $reason
+            }
+
+            fn updated_at_column() -> Option<$crate::db::$table::Column> {
+                $updated
+            }
+
+            $($items)*
+        }
+    };
+}
+pub(crate) use stateful;
 
 /// `available, error` for messages.
 pub fn names<R: Stateful>(statuses: &[R::Status]) -> String {
@@ -138,6 +195,37 @@ pub async fn set<R: Stateful>(
         R::status_name(to),
         names::<R>(from)
     )))
+}
+
+/// Sets `changes` on the row (and its update time) while it is in a status `action` accepts, by
+/// compare-and-set on the status; nothing to change changes nothing.
+pub async fn update<R: Stateful>(
+    db: &impl ConnectionTrait,
+    model: &R,
+    action: R::Action,
+    changes: Vec<(<R::Entity as EntityTrait>::Column, Value)>,
+) -> Result<(), ServiceError> {
+    let mut update = R::Entity::update_many();
+    if let Some(column) = R::updated_at_column() {
+        update = update.col_expr(column, Expr::value(Utc::now()));
+    }
+    for (column, value) in changes {
+        update = update.col_expr(column, Expr::value(value));
+    }
+    let updated = update
+        .filter(R::id_column().eq(model.id()))
+        .filter(condition::<R>(R::rule(action).from))
+        .exec(db)
+        .await
+        .map_err(db_error)?;
+    if updated.rows_affected == 0 {
+        return Err(ServiceError::conflict(format!(
+            "{} {} changed status meanwhile; it can no longer be updated",
+            R::KIND,
+            model.id()
+        )));
+    }
+    Ok(())
 }
 
 /// Holds the row in one of `statuses` until `txn` ends (a compare-and-set that changes nothing

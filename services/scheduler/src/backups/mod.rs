@@ -31,10 +31,8 @@ use crate::{
     Core,
     db::{backup, db_error, json::StringMap, snapshot, volume},
     journal,
-    lifecycle::{self, BackupAction, Transition, VolumeAction},
-    listing, quotas,
-    status::{self, Stateful},
-    sweeps,
+    lifecycle::{self, BackupAction, VolumeAction},
+    listing, quotas, status, sweeps,
 };
 
 const GIB: u64 = 1 << 30;
@@ -455,53 +453,9 @@ pub async fn dependents(db: &impl ConnectionTrait, ids: &[BackupId]) -> Result<H
     Ok(children.into_iter().filter_map(|child| child.parent_id).collect())
 }
 
-impl Stateful for backup::Model {
-    type Entity = backup::Entity;
-    type Id = BackupId;
-    type Status = BackupStatus;
-    type Action = BackupAction;
-    const KIND: &'static str = crate::events::BACKUP;
-
-    fn rule(action: BackupAction) -> &'static Transition<BackupStatus> {
-        lifecycle::backup(action)
-    }
-
-    fn status_name(status: BackupStatus) -> &'static str {
-        status.cinder_name()
-    }
-
-    fn id(&self) -> BackupId {
-        self.id
-    }
-
-    fn project_id(&self) -> &ProjectId {
-        &self.project_id
-    }
-
-    fn status(&self) -> BackupStatus {
-        self.status
-    }
-
-    fn id_column() -> backup::Column {
-        backup::Column::Id
-    }
-
-    fn project_column() -> backup::Column {
-        backup::Column::ProjectId
-    }
-
-    fn status_column() -> backup::Column {
-        backup::Column::Status
-    }
-
-    fn reason_column() -> Option<backup::Column> {
-        Some(backup::Column::FailReason)
-    }
-
-    fn updated_at_column() -> Option<backup::Column> {
-        Some(backup::Column::UpdatedAt)
-    }
-
+status::stateful! {
+    backup: kind crate::events::BACKUP, id BackupId, status BackupStatus, action BackupAction, rule lifecycle::backup,
+    reason Some(backup::Column::FailReason), updated_at Some(backup::Column::UpdatedAt);
     /// The backup quota it held.
     async fn release(&self, txn: &impl ConnectionTrait) -> Result<(), ServiceError> {
         quotas::release(txn, &self.project_id, &quotas::backup_usage(self.size_gib)).await

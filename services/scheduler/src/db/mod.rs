@@ -53,6 +53,21 @@ pub fn db_error(error: DbErr) -> ServiceError {
     ServiceError::unavailable(format!("database error: {error}"))
 }
 
+/// The error of inserting a `what` keyed by an idempotency key: a concurrent repeat that took the
+/// key first is ALREADY_EXISTS (a retry gets its row), anything else a database error.
+pub fn keyed_insert_error(what: &'static str) -> impl FnOnce(DbErr) -> ServiceError {
+    move |error| {
+        if matches!(error.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) {
+            ServiceError::new(
+                basalt::ErrorCode::AlreadyExists,
+                format!("a {what} with this idempotency key was created concurrently; retry to get it"),
+            )
+        } else {
+            db_error(error)
+        }
+    }
+}
+
 async fn migrate(db: &DatabaseConnection) -> Result<(), ServiceError> {
     let backend = db.get_database_backend();
     db.execute_unprepared(

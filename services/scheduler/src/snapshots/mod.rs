@@ -9,7 +9,7 @@ use std::{collections::HashMap, sync::Arc};
 use basalt::{
     ErrorCode, ServiceError,
     context::CallContext,
-    ids::{ProjectId, SnapshotId},
+    ids::SnapshotId,
     proto::{
         self, CreateSnapshotRequest, DeleteSnapshotRequest, ListSnapshotsRequest, PageInfo, ResetSnapshotStatusRequest,
         SnapshotStatus, UpdateSnapshotRequest, VolumeStatus,
@@ -23,12 +23,10 @@ use sea_orm::{
 use self::operations::SnapshotOperation;
 use crate::{
     Core, claims,
-    db::{db_error, json::StringMap, snapshot, volume},
+    db::{self, db_error, json::StringMap, snapshot, volume},
     journal,
-    lifecycle::{self, SnapshotAction, Transition, VolumeAction},
-    listing, quotas,
-    status::{self, Stateful},
-    volume_types,
+    lifecycle::{self, SnapshotAction, VolumeAction},
+    listing, quotas, status, volume_types,
 };
 
 pub struct Snapshots {
@@ -119,16 +117,7 @@ impl Snapshots {
         }
         .insert(&*txn)
         .await
-        .map_err(|error| {
-            if matches!(error.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) {
-                ServiceError::new(
-                    ErrorCode::AlreadyExists,
-                    "a snapshot with this idempotency key was created concurrently; retry to get it",
-                )
-            } else {
-                db_error(error)
-            }
-        })?;
+        .map_err(db::keyed_insert_error("snapshot"))?;
         let operation =
             SnapshotOperation::CreateSnapshot { snapshot_id: model.id, volume_id: volume.id, node_id, pool };
         let record = journal::record(&*txn, &self.core, &operation).await?;
@@ -188,32 +177,24 @@ impl Snapshots {
         request: UpdateSnapshotRequest,
     ) -> Result<snapshot::Model, ServiceError> {
         let model = self.get(context, &request.snapshot_id).await?;
+        status::check(&model, SnapshotAction::Update, "updating")?;
         let metadata = request.metadata.map(|update| update.items);
         crate::fields::check_common(
             request.name.as_deref().unwrap_or_default(),
             request.description.as_deref().unwrap_or_default(),
             metadata.as_ref().unwrap_or(&HashMap::new()),
         )?;
-        let mut update = snapshot::Entity::update_many()
-            .col_expr(snapshot::Column::UpdatedAt, Expr::value(Utc::now()))
-            .filter(snapshot::Column::Id.eq(model.id))
-            .filter(status::condition::<snapshot::Model>(lifecycle::snapshot(SnapshotAction::Update).from));
+        let mut changes = Vec::new();
         if let Some(name) = request.name {
-            update = update.col_expr(snapshot::Column::Name, Expr::value(name));
+            changes.push((snapshot::Column::Name, name.into()));
         }
         if let Some(description) = request.description {
-            update = update.col_expr(snapshot::Column::Description, Expr::value(description));
+            changes.push((snapshot::Column::Description, description.into()));
         }
         if let Some(metadata) = metadata {
-            update = update.col_expr(snapshot::Column::Metadata, Expr::value(StringMap::from(metadata)));
+            changes.push((snapshot::Column::Metadata, StringMap::from(metadata).into()));
         }
-        if update.exec(&self.core.db).await.map_err(db_error)?.rows_affected == 0 {
-            return Err(ServiceError::conflict(format!(
-                "snapshot {} is {}; it cannot be updated now",
-                model.id,
-                model.status.cinder_name()
-            )));
-        }
+        status::update(&self.core.db, &model, SnapshotAction::Update, changes).await?;
         self.get(context, &model.id.to_string()).await
     }
 
@@ -261,53 +242,9 @@ impl Snapshots {
     }
 }
 
-impl Stateful for snapshot::Model {
-    type Entity = snapshot::Entity;
-    type Id = SnapshotId;
-    type Status = SnapshotStatus;
-    type Action = SnapshotAction;
-    const KIND: &'static str = crate::events::SNAPSHOT;
-
-    fn rule(action: SnapshotAction) -> &'static Transition<SnapshotStatus> {
-        lifecycle::snapshot(action)
-    }
-
-    fn status_name(status: SnapshotStatus) -> &'static str {
-        status.cinder_name()
-    }
-
-    fn id(&self) -> SnapshotId {
-        self.id
-    }
-
-    fn project_id(&self) -> &ProjectId {
-        &self.project_id
-    }
-
-    fn status(&self) -> SnapshotStatus {
-        self.status
-    }
-
-    fn id_column() -> snapshot::Column {
-        snapshot::Column::Id
-    }
-
-    fn project_column() -> snapshot::Column {
-        snapshot::Column::ProjectId
-    }
-
-    fn status_column() -> snapshot::Column {
-        snapshot::Column::Status
-    }
-
-    fn reason_column() -> Option<snapshot::Column> {
-        Some(snapshot::Column::ErrorReason)
-    }
-
-    fn updated_at_column() -> Option<snapshot::Column> {
-        Some(snapshot::Column::UpdatedAt)
-    }
-
+status::stateful! {
+    snapshot: kind crate::events::SNAPSHOT, id SnapshotId, status SnapshotStatus, action SnapshotAction, rule lifecycle::snapshot,
+    reason Some(snapshot::Column::ErrorReason), updated_at Some(snapshot::Column::UpdatedAt);
     fn with_status(update: UpdateMany<snapshot::Entity>, to: SnapshotStatus) -> UpdateMany<snapshot::Entity> {
         if to == SnapshotStatus::Available {
             return update.col_expr(snapshot::Column::Progress, Expr::value(100));

@@ -9,7 +9,7 @@ use std::{collections::HashMap, sync::Arc, time::Instant};
 use basalt::{
     ErrorCode, ServiceError,
     context::CallContext,
-    ids::{NodeId, ProjectId, SnapshotId, VolumeId, VolumeTypeId},
+    ids::{NodeId, SnapshotId, VolumeId, VolumeTypeId},
     proto::{
         self, AttachStateChange, AttachStatus, ChangeAttachStateRequest, CreateVolumeRequest, DeleteVolumeRequest,
         ExtendVolumeRequest, ListVolumesRequest, PageInfo, PoolRef, ResetVolumeStatusRequest, RetypeVolumeRequest,
@@ -24,14 +24,12 @@ use sea_orm::{
 use self::operations::{SourceBackup, VolumeOperation};
 use crate::{
     Core, claims,
-    db::{attachment, backup, db_error, json::StringMap, snapshot, volume},
+    db::{self, attachment, backup, db_error, json::StringMap, snapshot, volume},
     fields, journal,
-    lifecycle::{self, BackupAction, SnapshotAction, Transition, VolumeAction},
+    lifecycle::{self, BackupAction, SnapshotAction, VolumeAction},
     listing,
     placement::{self, PlacementRequest, PoolCandidate},
-    quotas,
-    status::{self, Stateful},
-    sweeps, volume_types,
+    quotas, status, sweeps, volume_types,
 };
 
 /// 1 PiB: far above any real pool, low enough that byte sizes never overflow.
@@ -184,16 +182,7 @@ impl Volumes {
         }
         .insert(&*txn)
         .await
-        .map_err(|error| {
-            if matches!(error.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) {
-                ServiceError::new(
-                    ErrorCode::AlreadyExists,
-                    "a volume with this idempotency key was created concurrently; retry to get it",
-                )
-            } else {
-                db_error(error)
-            }
-        })?;
+        .map_err(db::keyed_insert_error("volume"))?;
         let mut events = vec![status::created(&model)];
         if let Some(backup) = &backup {
             sweeps::exclude(&*txn, &backup.project_id, sweeps::SWEEPING, "restore once it is deleted").await?;
@@ -348,32 +337,23 @@ impl Volumes {
             request.description.as_deref().unwrap_or_default(),
             metadata.as_ref().unwrap_or(&HashMap::new()),
         )?;
-        let mut update = volume::Entity::update_many()
-            .col_expr(volume::Column::UpdatedAt, Expr::value(Utc::now()))
-            .filter(volume::Column::Id.eq(model.id))
-            .filter(status::condition::<volume::Model>(lifecycle::volume(VolumeAction::Update).from));
+        let mut changes = Vec::new();
         if let Some(name) = request.name {
-            update = update.col_expr(volume::Column::Name, Expr::value(name));
+            changes.push((volume::Column::Name, name.into()));
         }
         if let Some(description) = request.description {
-            update = update.col_expr(volume::Column::Description, Expr::value(description));
+            changes.push((volume::Column::Description, description.into()));
         }
         if let Some(metadata) = metadata {
-            update = update.col_expr(volume::Column::Metadata, Expr::value(StringMap::from(metadata)));
+            changes.push((volume::Column::Metadata, StringMap::from(metadata).into()));
         }
         if let Some(bootable) = request.bootable {
-            update = update.col_expr(volume::Column::Bootable, Expr::value(bootable));
+            changes.push((volume::Column::Bootable, bootable.into()));
         }
         if let Some(readonly) = request.readonly {
-            update = update.col_expr(volume::Column::Readonly, Expr::value(readonly));
+            changes.push((volume::Column::Readonly, readonly.into()));
         }
-        let updated = update.exec(&self.core.db).await.map_err(db_error)?;
-        if updated.rows_affected == 0 {
-            return Err(ServiceError::conflict(format!(
-                "volume {} changed status meanwhile; it can no longer be updated",
-                model.id
-            )));
-        }
+        status::update(&self.core.db, &model, VolumeAction::Update, changes).await?;
         self.get(context, &model.id.to_string()).await
     }
 
@@ -684,53 +664,9 @@ impl Source {
     }
 }
 
-impl Stateful for volume::Model {
-    type Entity = volume::Entity;
-    type Id = VolumeId;
-    type Status = VolumeStatus;
-    type Action = VolumeAction;
-    const KIND: &'static str = crate::events::VOLUME;
-
-    fn rule(action: VolumeAction) -> &'static Transition<VolumeStatus> {
-        lifecycle::volume(action)
-    }
-
-    fn status_name(status: VolumeStatus) -> &'static str {
-        status.cinder_name()
-    }
-
-    fn id(&self) -> VolumeId {
-        self.id
-    }
-
-    fn project_id(&self) -> &ProjectId {
-        &self.project_id
-    }
-
-    fn status(&self) -> VolumeStatus {
-        self.status
-    }
-
-    fn id_column() -> volume::Column {
-        volume::Column::Id
-    }
-
-    fn project_column() -> volume::Column {
-        volume::Column::ProjectId
-    }
-
-    fn status_column() -> volume::Column {
-        volume::Column::Status
-    }
-
-    fn reason_column() -> Option<volume::Column> {
-        Some(volume::Column::ErrorReason)
-    }
-
-    fn updated_at_column() -> Option<volume::Column> {
-        Some(volume::Column::UpdatedAt)
-    }
-
+status::stateful! {
+    volume: kind crate::events::VOLUME, id VolumeId, status VolumeStatus, action VolumeAction, rule lifecycle::volume,
+    reason Some(volume::Column::ErrorReason), updated_at Some(volume::Column::UpdatedAt);
     /// The quota and the pool's space it held; a forced delete may take a reserved volume, whose
     /// attachments go with it.
     async fn release(&self, txn: &impl ConnectionTrait) -> Result<(), ServiceError> {
