@@ -1,29 +1,68 @@
 //! Who is calling: the project, user and roles carried in gRPC metadata on every VolumeService
-//! call. The gateway fills them from the Cinder token; the scheduler enforces project scoping
-//! with them on every call.
+//! call. The gateway fills them from the Keystone token (or the noauth token); the scheduler
+//! checks every call against its policy with them, and scopes every query to the project.
+
+use std::sync::Arc;
 
 use tonic::metadata::{MetadataMap, MetadataValue};
 
-use crate::{ServiceError, error::ErrorCode, ids::ProjectId};
+use crate::{
+    ServiceError,
+    error::ErrorCode,
+    ids::ProjectId,
+    policy::{Credentials, Policy, Target},
+};
 
 pub const PROJECT_HEADER: &str = "x-basalt-project-id";
 pub const USER_HEADER: &str = "x-basalt-user-id";
 pub const ROLES_HEADER: &str = "x-basalt-roles";
-const ADMIN_ROLE: &str = "admin";
+/// Present (`false`) only when Keystone says the token's project is not its admin project.
+pub const ADMIN_PROJECT_HEADER: &str = "x-basalt-is-admin-project";
+
+/// The roles of a project member (Keystone's implied roles expanded, as in a token).
+pub const MEMBER_ROLES: &[&str] = &["member", "reader"];
+/// The roles of an admin.
+pub const ADMIN_ROLES: &[&str] = &["admin", "member", "reader"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallContext {
     pub project_id: ProjectId,
     pub user_id: String,
+    /// Lower-case role names.
+    pub roles: Vec<String>,
+    pub is_admin_project: bool,
+    /// The policy's `context_is_admin` for these credentials.
     pub is_admin: bool,
+    policy: Arc<Policy>,
 }
 
 impl CallContext {
-    pub fn new(project_id: ProjectId, user_id: impl Into<String>, is_admin: bool) -> Self {
-        Self { project_id, user_id: user_id.into(), is_admin }
+    /// A caller with these roles, judged by Cinder's default policy.
+    pub fn new(project_id: ProjectId, user_id: impl Into<String>, roles: &[&str]) -> Self {
+        let roles = roles.iter().map(|role| role.to_ascii_lowercase()).collect();
+        Self::judged(project_id, user_id.into(), roles, true, Policy::defaults())
     }
 
-    pub fn from_metadata(metadata: &MetadataMap) -> Result<Self, ServiceError> {
+    fn judged(
+        project_id: ProjectId,
+        user_id: String,
+        roles: Vec<String>,
+        is_admin_project: bool,
+        policy: Arc<Policy>,
+    ) -> Self {
+        let mut context = Self { project_id, user_id, roles, is_admin_project, is_admin: false, policy };
+        context.is_admin = context.allows("context_is_admin");
+        context
+    }
+
+    /// The same caller, in a project Keystone says is not its admin project (so `role:admin` there
+    /// does not pass `admin_api`).
+    pub fn outside_admin_project(self) -> Self {
+        Self::judged(self.project_id, self.user_id, self.roles, false, self.policy)
+    }
+
+    /// The caller a request's metadata names, judged by `policy`.
+    pub fn from_metadata(metadata: &MetadataMap, policy: Arc<Policy>) -> Result<Self, ServiceError> {
         let text = |key: &str| metadata.get(key).and_then(|value| value.to_str().ok()).map(str::trim);
         let project = text(PROJECT_HEADER).filter(|value| !value.is_empty()).ok_or_else(|| {
             ServiceError::new(
@@ -33,10 +72,13 @@ impl CallContext {
         })?;
         let project_id = ProjectId::parse(project)?;
         let user_id = text(USER_HEADER).unwrap_or_default().to_owned();
-        let is_admin = text(ROLES_HEADER)
-            .map(|roles| roles.split(',').any(|role| role.trim().eq_ignore_ascii_case(ADMIN_ROLE)))
-            .unwrap_or(false);
-        Ok(Self { project_id, user_id, is_admin })
+        let roles = text(ROLES_HEADER)
+            .map(|roles| {
+                roles.split(',').map(|role| role.trim().to_ascii_lowercase()).filter(|role| !role.is_empty()).collect()
+            })
+            .unwrap_or_default();
+        let is_admin_project = text(ADMIN_PROJECT_HEADER).is_none_or(|value| !value.eq_ignore_ascii_case("false"));
+        Ok(Self::judged(project_id, user_id, roles, is_admin_project, policy))
     }
 
     /// Wraps a message in a request that carries this context.
@@ -47,18 +89,47 @@ impl CallContext {
     }
 
     fn write_to(&self, metadata: &mut MetadataMap) {
-        // Ids are validated to a header-safe alphabet, so these conversions cannot fail for them.
+        // Ids are validated to a header-safe alphabet, so these conversions cannot fail for them;
+        // a role that is not header-safe is left out (it could not have come from Keystone).
         if let Ok(value) = MetadataValue::try_from(self.project_id.as_str()) {
             metadata.insert(PROJECT_HEADER, value);
         }
         if let Ok(value) = MetadataValue::try_from(self.user_id.as_str()) {
             metadata.insert(USER_HEADER, value);
         }
-        if self.is_admin {
-            metadata.insert(ROLES_HEADER, MetadataValue::from_static(ADMIN_ROLE));
+        if let Ok(value) = MetadataValue::try_from(self.roles.join(",")) {
+            metadata.insert(ROLES_HEADER, value);
+        }
+        if !self.is_admin_project {
+            metadata.insert(ADMIN_PROJECT_HEADER, MetadataValue::from_static("false"));
         }
     }
 
+    fn credentials(&self) -> Credentials<'_> {
+        Credentials {
+            project_id: self.project_id.as_str(),
+            user_id: &self.user_id,
+            roles: &self.roles,
+            is_admin: self.is_admin,
+            is_admin_project: self.is_admin_project,
+            system_scope: None,
+        }
+    }
+
+    fn allows(&self, rule: &str) -> bool {
+        let target = Target { project_id: self.project_id.as_str(), user_id: &self.user_id };
+        self.policy.allows(rule, &self.credentials(), &target)
+    }
+
+    /// Checks a policy rule (Cinder's name) for an action on the caller's own project: every
+    /// query is scoped to that project, so the target is always the caller's.
+    pub fn authorize(&self, rule: &str) -> Result<(), ServiceError> {
+        let target = Target { project_id: self.project_id.as_str(), user_id: &self.user_id };
+        self.policy.enforce(rule, &self.credentials(), &target)
+    }
+
+    /// For what Cinder decides by `context.is_admin` rather than a named rule (seeing every
+    /// project's rows).
     pub fn require_admin(&self, action: &str) -> Result<(), ServiceError> {
         if self.is_admin {
             return Ok(());
@@ -73,14 +144,16 @@ mod tests {
 
     #[test]
     fn context_round_trips_through_metadata() {
-        let context = CallContext::new(ProjectId::parse("0123456789abcdef0123456789abcdef").unwrap(), "u1", true);
+        let context =
+            CallContext::new(ProjectId::parse("0123456789abcdef0123456789abcdef").unwrap(), "u1", ADMIN_ROLES);
         let request = context.request(());
-        assert_eq!(CallContext::from_metadata(request.metadata()).unwrap(), context);
+        assert_eq!(CallContext::from_metadata(request.metadata(), Policy::defaults()).unwrap(), context);
+        assert!(context.is_admin);
     }
 
     #[test]
     fn missing_project_is_unauthenticated() {
-        let error = CallContext::from_metadata(&MetadataMap::new()).unwrap_err();
+        let error = CallContext::from_metadata(&MetadataMap::new(), Policy::defaults()).unwrap_err();
         assert_eq!(error.code, ErrorCode::Unauthenticated);
     }
 
@@ -89,8 +162,14 @@ mod tests {
         let mut metadata = MetadataMap::new();
         metadata.insert(PROJECT_HEADER, "0123456789abcdef0123456789abcdef".parse().unwrap());
         metadata.insert(ROLES_HEADER, "member, reader".parse().unwrap());
-        let context = CallContext::from_metadata(&metadata).unwrap();
+        let context = CallContext::from_metadata(&metadata, Policy::defaults()).unwrap();
         assert!(!context.is_admin);
+        assert_eq!(context.roles, ["member", "reader"]);
         assert_eq!(context.require_admin("reset status").unwrap_err().code, ErrorCode::Forbidden);
+        assert_eq!(
+            context.authorize("volume_extension:volume_admin_actions:reset_status").unwrap_err().code,
+            ErrorCode::Forbidden
+        );
+        context.authorize("volume:create").unwrap();
     }
 }

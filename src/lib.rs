@@ -12,6 +12,7 @@ pub mod error;
 pub mod ids;
 pub mod listener;
 pub mod locks;
+pub mod policy;
 pub mod server;
 pub mod status;
 pub mod telemetry;

@@ -116,6 +116,8 @@ struct UpArgs {
     #[command(flatten)]
     auth: AuthArgs,
     #[command(flatten)]
+    policy: PolicyArgs,
+    #[command(flatten)]
     listeners: ListenerArgs,
 }
 
@@ -163,20 +165,93 @@ impl ListenerArgs {
 
 #[derive(Args)]
 struct AuthArgs {
-    /// Users (the `user` of a `user:project` token) allowed admin-only calls.
+    /// How REST callers are authenticated: `noauth` (development only: tokens name their user and
+    /// project and are believed) or `keystone` (tokens validated with Keystone). The service
+    /// user's password comes from BASALT_KEYSTONE_PASSWORD only, never the command line.
+    #[arg(long = "auth", env = "BASALT_AUTH", default_value = "noauth", value_parser = ["noauth", "keystone"])]
+    mode: String,
+    /// Keystone's URL, e.g. `http://keystone:5000`.
+    #[arg(long, env = "BASALT_KEYSTONE_URL", required_if_eq("mode", "keystone"))]
+    keystone_url: Option<String>,
+    /// The gateway's service user in Keystone.
+    #[arg(long, env = "BASALT_KEYSTONE_USER", default_value = "basalt")]
+    keystone_user: String,
+    /// The service user's project.
+    #[arg(long, env = "BASALT_KEYSTONE_PROJECT", default_value = "service")]
+    keystone_project: String,
+    /// The domain of the service user and its project.
+    #[arg(long, env = "BASALT_KEYSTONE_DOMAIN", default_value = "Default")]
+    keystone_domain: String,
+    /// Seconds a validated token is believed before Keystone is asked again (never past the
+    /// token's expiry); 0 asks every time, so a revoked token fails at once.
+    #[arg(long, env = "BASALT_TOKEN_CACHE_SECS", default_value_t = 300)]
+    token_cache_secs: u64,
+    /// Roles one of which an `X-Service-Token` must carry.
+    #[arg(
+        long = "service-token-role",
+        env = "BASALT_SERVICE_TOKEN_ROLES",
+        value_delimiter = ',',
+        default_value = "service"
+    )]
+    service_token_roles: Vec<String>,
+    /// noauth: users (the `user` of a `user:project` token) who are admins.
     #[arg(long = "admin-user", env = "BASALT_ADMIN_USERS", value_delimiter = ',', default_value = "admin")]
     admin_users: Vec<String>,
-    /// Project of REST calls whose token and URL name none.
+    /// noauth: the project of REST calls whose token and URL name none.
     #[arg(long, env = "BASALT_DEFAULT_PROJECT")]
     default_project: Option<String>,
 }
 
 impl AuthArgs {
-    fn config(&self) -> basalt_api_gateway::AuthConfig {
-        basalt_api_gateway::AuthConfig {
+    fn config(&self) -> Result<basalt_api_gateway::AuthConfig> {
+        let keystone = match self.keystone_url.as_ref().filter(|_| self.mode == "keystone") {
+            None => None,
+            Some(url) => Some(basalt_api_gateway::KeystoneConfig {
+                url: url.clone(),
+                service_user: self.keystone_user.clone(),
+                service_password: std::env::var("BASALT_KEYSTONE_PASSWORD")
+                    .context("--auth keystone needs the service user's password in BASALT_KEYSTONE_PASSWORD")?,
+                service_project: self.keystone_project.clone(),
+                service_domain: self.keystone_domain.clone(),
+                token_cache_time: Duration::from_secs(self.token_cache_secs),
+                service_token_roles: self.service_token_roles.clone(),
+            }),
+        };
+        Ok(basalt_api_gateway::AuthConfig {
             admin_users: self.admin_users.clone(),
             default_project: self.default_project.clone(),
+            keystone,
+        })
+    }
+
+    /// Says loudly that noauth believes every token, and more loudly off loopback.
+    fn announce(&self, rest: SocketAddr) {
+        if self.mode == "keystone" {
+            println!("  auth: keystone ({})", self.keystone_url.as_deref().unwrap_or_default());
+            return;
         }
+        println!("  auth: NONE (noauth, for development: any caller can act as any project; use --auth keystone)");
+        if !rest.ip().is_loopback() {
+            println!("  WARNING: unauthenticated REST on {rest}, beyond this host");
+            tracing::warn!(%rest, "noauth gateway listening beyond loopback");
+        }
+    }
+}
+
+/// Who may do what (the scheduler's policy).
+#[derive(Args)]
+struct PolicyArgs {
+    /// A Cinder `policy.yaml` (or JSON) whose rules replace the defaults of the same name.
+    #[arg(long, env = "BASALT_POLICY_FILE")]
+    policy_file: Option<PathBuf>,
+}
+
+impl PolicyArgs {
+    fn load(&self) -> Result<std::sync::Arc<basalt::policy::Policy>> {
+        let Some(path) = &self.policy_file else { return Ok(basalt::policy::Policy::defaults()) };
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let policy = basalt::policy::Policy::from_file_text(&text).with_context(|| format!("{}", path.display()))?;
+        Ok(std::sync::Arc::new(policy))
     }
 }
 
@@ -236,6 +311,8 @@ struct SchedulerArgs {
     instance: Option<String>,
     #[command(flatten)]
     control: ControlArgs,
+    #[command(flatten)]
+    policy: PolicyArgs,
     #[command(flatten)]
     bus: BusArgs,
     #[command(flatten)]
@@ -510,7 +587,7 @@ async fn up(args: UpArgs) -> Result<()> {
             listen: args.grpc_listen,
             instance: host_name(),
             initial_report_wait: Duration::from_millis(500),
-            control: Default::default(),
+            control: basalt_scheduler::ControlPlaneConfig { policy: args.policy.load()?, ..Default::default() },
             limits,
         },
         bus.clone(),
@@ -526,7 +603,7 @@ async fn up(args: UpArgs) -> Result<()> {
     let gateway = basalt_api_gateway::start(basalt_api_gateway::GatewayConfig {
         listen: args.rest_listen,
         scheduler_endpoint: format!("http://{}", scheduler.grpc_addr),
-        auth: args.auth.config(),
+        auth: args.auth.config()?,
         limits,
     })
     .await?;
@@ -535,6 +612,7 @@ async fn up(args: UpArgs) -> Result<()> {
     println!("  rest: http://{}/v3", gateway.rest_addr);
     println!("  grpc: {}", scheduler.grpc_addr);
     println!("  data: {}", data_dir.display());
+    args.auth.announce(gateway.rest_addr);
     println!("Press Ctrl-C to stop.");
 
     wait_for_shutdown_signal().await;
@@ -553,7 +631,10 @@ async fn scheduler(args: SchedulerArgs) -> Result<()> {
             listen: args.listen,
             instance: args.instance.unwrap_or_else(host_name),
             initial_report_wait: Duration::from_secs(2),
-            control: args.control.into_config()?,
+            control: basalt_scheduler::ControlPlaneConfig {
+                policy: args.policy.load()?,
+                ..args.control.into_config()?
+            },
             limits: args.listeners.limits(1),
         },
         bus,
@@ -591,12 +672,13 @@ async fn gateway(args: GatewayArgs) -> Result<()> {
     let gateway = basalt_api_gateway::start(basalt_api_gateway::GatewayConfig {
         listen: args.listen,
         scheduler_endpoint: args.scheduler_endpoint,
-        auth: args.auth.config(),
+        auth: args.auth.config()?,
         limits: args.listeners.limits(1),
     })
     .await?;
     println!("basalt gateway");
     println!("  rest: http://{}/v3", gateway.rest_addr);
+    args.auth.announce(gateway.rest_addr);
     wait_for_shutdown_signal().await;
     gateway.shutdown().await;
     Ok(())

@@ -125,7 +125,7 @@ pub async fn start(config: CsiConfig) -> Result<RunningCsi, ServiceError> {
     let scheduler = channel_with_timeout(&config.scheduler_endpoint, CONTROL_PLANE_TIMEOUT)?;
     // The controller acts for the deployment's Kubernetes project; capacity needs the pools,
     // which only admins may list.
-    let context = CallContext::new(config.project_id.clone(), "csi", true);
+    let context = CallContext::new(config.project_id.clone(), "csi", basalt::context::ADMIN_ROLES);
 
     let mut services =
         GrpcServices::new().with_service(IdentityServer::new(identity::Identity::new(scheduler.clone())));

@@ -41,11 +41,19 @@ pub fn project_id(name: &str) -> String {
 }
 
 pub fn project(name: &str) -> CallContext {
-    CallContext::new(ProjectId::parse(&project_id(name)).expect("hex project ids are valid"), "tester", false)
+    CallContext::new(
+        ProjectId::parse(&project_id(name)).expect("hex project ids are valid"),
+        "tester",
+        basalt::context::MEMBER_ROLES,
+    )
 }
 
 pub fn admin(name: &str) -> CallContext {
-    CallContext::new(ProjectId::parse(&project_id(name)).expect("hex project ids are valid"), "admin", true)
+    CallContext::new(
+        ProjectId::parse(&project_id(name)).expect("hex project ids are valid"),
+        "admin",
+        basalt::context::ADMIN_ROLES,
+    )
 }
 
 pub async fn volume_client(grpc_addr: &str) -> Result<VolumeServiceClient<Channel>> {

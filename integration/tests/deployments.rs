@@ -150,7 +150,11 @@ async fn a_generic_reflection_client_drives_basalt_up() -> Result<()> {
         Ok((output.status.success(), String::from_utf8(output.stdout)?, String::from_utf8(output.stderr)?))
     };
     let project_header = format!("-H=x-basalt-project-id={}", project_id("reflection"));
-    let project = project_header.as_str();
+    let call_as_member = |args: &[&str]| {
+        let mut args = args.to_vec();
+        args.extend([project_header.as_str(), "-H=x-basalt-roles=member,reader"]);
+        call(&args)
+    };
 
     let (ok, services, errors) = call(&["list"])?;
     ensure!(ok, "listing services failed: {errors}");
@@ -158,11 +162,10 @@ async fn a_generic_reflection_client_drives_basalt_up() -> Result<()> {
         ensure!(services.lines().any(|line| line == expected), "{expected} missing from {services}");
     }
 
-    let (ok, created, errors) = call(&[
+    let (ok, created, errors) = call_as_member(&[
         "call",
         "basalt.v1.VolumeService/CreateVolume",
         r#"{"size_gib": 1, "name": "by-reflection"}"#,
-        project,
     ])?;
     ensure!(ok, "create failed: {errors}");
     let id = json_field(&created, "id")?;
@@ -171,7 +174,7 @@ async fn a_generic_reflection_client_drives_basalt_up() -> Result<()> {
     ensure!(json_field(&created, "node_id")? == pinned.trim(), "the volume's node is the pinned node id");
     let get_body = format!(r#"{{"volume_id": "{id}"}}"#);
     eventually("the volume is available", || {
-        let result = call(&["call", "basalt.v1.VolumeService/GetVolume", &get_body, project]);
+        let result = call_as_member(&["call", "basalt.v1.VolumeService/GetVolume", &get_body]);
         async move {
             let (ok, shown, errors) = result?;
             ensure!(ok, "get failed: {errors}");
@@ -183,10 +186,10 @@ async fn a_generic_reflection_client_drives_basalt_up() -> Result<()> {
     let metadata = std::fs::metadata(&file).with_context(|| format!("{} should exist", file.display()))?;
     ensure!(metadata.len() == GIB && metadata.blocks() == 0, "expected a sparse 1 GiB file");
 
-    let (ok, _, errors) = call(&["call", "basalt.v1.VolumeService/DeleteVolume", &get_body, project])?;
+    let (ok, _, errors) = call_as_member(&["call", "basalt.v1.VolumeService/DeleteVolume", &get_body])?;
     ensure!(ok, "delete failed: {errors}");
     eventually("the volume is gone", || {
-        let result = call(&["call", "basalt.v1.VolumeService/GetVolume", &get_body, project]);
+        let result = call_as_member(&["call", "basalt.v1.VolumeService/GetVolume", &get_body]);
         async move {
             let (ok, _, errors) = result?;
             Ok(!ok && errors.starts_with("ERROR NOT_FOUND"))
@@ -195,7 +198,7 @@ async fn a_generic_reflection_client_drives_basalt_up() -> Result<()> {
     .await?;
     ensure!(!file.exists(), "the volume file should be gone");
 
-    let (ok, _, errors) = call(&["call", "basalt.v1.VolumeService/CreateVolume", r#"{"size_gib": 500}"#, project])?;
+    let (ok, _, errors) = call_as_member(&["call", "basalt.v1.VolumeService/CreateVolume", r#"{"size_gib": 500}"#])?;
     ensure!(
         !ok && errors.starts_with("ERROR RESOURCE_EXHAUSTED no valid node"),
         "a huge volume must be refused, got: {errors}"

@@ -179,7 +179,7 @@ async fn every_volume_and_snapshot_transition_over_three_nodes() -> Result<()> {
             ..Default::default()
         }))
         .await;
-    expect_refusal(not_admin, Code::PermissionDenied, "admin-only");
+    expect_refusal(not_admin, Code::PermissionDenied, "volume_extension:volume_admin_actions:reset_status");
     let ops = admin("ops");
     let fake_operation = client
         .reset_volume_status(ops.request(ResetVolumeStatusRequest {
@@ -210,7 +210,7 @@ async fn every_volume_and_snapshot_transition_over_three_nodes() -> Result<()> {
             ..Default::default()
         }))
         .await;
-    expect_refusal(force, Code::PermissionDenied, "force delete is an admin-only action");
+    expect_refusal(force, Code::PermissionDenied, "Policy doesn't allow volume:force_delete to be performed");
 
     // Listing: filters, sort, pagination.
     let page = client
@@ -302,7 +302,7 @@ async fn quotas_refuse_what_would_exceed_them() -> Result<()> {
             ..Default::default()
         }))
         .await;
-    expect_refusal(not_admin, Code::PermissionDenied, "changing quotas");
+    expect_refusal(not_admin, Code::PermissionDenied, "volume_extension:quotas:update");
     client
         .update_quotas(ops.request(UpdateQuotasRequest {
             project_id: project_id("quota"),
@@ -378,7 +378,7 @@ async fn volume_types_steer_placement_and_guard_access() -> Result<()> {
     let not_admin = client
         .create_volume_type(owner.request(CreateVolumeTypeRequest { name: "fast".into(), ..Default::default() }))
         .await;
-    expect_refusal(not_admin, Code::PermissionDenied, "creating a volume type");
+    expect_refusal(not_admin, Code::PermissionDenied, "volume_extension:types_manage");
     let lvm = client
         .create_volume_type(ops.request(CreateVolumeTypeRequest {
             name: "lvm-only".into(),

@@ -157,7 +157,7 @@ async fn projects_are_isolated_and_admin_actions_need_an_admin() -> Result<()> {
     assert_eq!(listed.body["volumes"], json!([]), "all_tenants is ignored for non-admins");
     // A token for one project cannot reach another's URL.
     let crossed = api.call(Method::GET, &format!("/v3/{PROJECT_A}/volumes"), Some(&stranger), None, None).await?;
-    crossed.assert_fault(400, "badRequest", "malformed request url");
+    crossed.assert_fault(400, "badRequest", "Malformed request url");
     let reset = api
         .call(
             Method::POST,
@@ -167,7 +167,7 @@ async fn projects_are_isolated_and_admin_actions_need_an_admin() -> Result<()> {
             Some(r#"{"os-reset_status": {"status": "error"}}"#),
         )
         .await?;
-    reset.assert_fault(403, "forbidden", "admin-only");
+    reset.assert_fault(403, "forbidden", "Policy doesn't allow volume_extension:volume_admin_actions:reset_status");
     let unauthenticated = api.call(Method::GET, &format!("/v3/{PROJECT_A}/volumes"), None, None, None).await?;
     unauthenticated.assert_fault(401, "unauthorized", "X-Auth-Token");
 
@@ -317,7 +317,7 @@ async fn qos_specs_legacy_reserve_and_retype() -> Result<()> {
     let qos = created.body["qos_specs"]["id"].as_str().unwrap().to_owned();
     assert_eq!(created.body["qos_specs"]["specs"]["total_iops_sec"], "1000");
     let member = api.call(Method::GET, &format!("{base}/qos-specs"), Some(&member_of(PROJECT_A)), None, None).await?;
-    member.assert_fault(403, "forbidden", "listing qos specs");
+    member.assert_fault(403, "forbidden", "volume_extension:qos_specs_manage:get_all");
     api.call(
         Method::PUT,
         &format!("{base}/qos-specs/{qos}"),

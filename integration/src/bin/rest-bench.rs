@@ -144,7 +144,7 @@ async fn main() -> Result<()> {
 
 /// The benchmark's project, as its REST token names it.
 fn owner() -> CallContext {
-    CallContext::new(ProjectId::parse(PROJECT).expect("a Keystone-form id"), "admin", true)
+    CallContext::new(ProjectId::parse(PROJECT).expect("a Keystone-form id"), "admin", basalt::context::ADMIN_ROLES)
 }
 
 fn ms(duration: Duration) -> f64 {

@@ -3,7 +3,7 @@
 
 use axum::{
     Json,
-    http::StatusCode,
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use basalt::ServiceError;
@@ -13,11 +13,18 @@ use serde_json::json;
 pub struct Fault {
     pub status: StatusCode,
     pub message: String,
+    /// Where to authenticate, on a 401 (`WWW-Authenticate`).
+    pub www_authenticate: Option<String>,
 }
 
 impl Fault {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self { status, message: message.into(), www_authenticate: None }
+    }
+
+    pub fn with_www_authenticate(mut self, value: String) -> Self {
+        self.www_authenticate = Some(value);
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -36,7 +43,7 @@ impl Fault {
 impl From<ServiceError> for Fault {
     fn from(error: ServiceError) -> Self {
         let status = StatusCode::from_u16(error.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        Self { status, message: error.message }
+        Self::new(status, error.message)
     }
 }
 
@@ -56,7 +63,11 @@ impl IntoResponse for Fault {
         let body = json!({ name: { "code": self.status.as_u16(), "message": self.message } });
         // No Retry-After, not even Cinder's `Retry-After: 0` on quota faults: a quota does not free
         // itself, and "retry at once" invites clients to hammer the server.
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(value) = self.www_authenticate.and_then(|value| HeaderValue::from_str(&value).ok()) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
     }
 }
 

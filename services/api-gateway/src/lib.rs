@@ -14,7 +14,7 @@ pub mod schemas;
 pub mod versions;
 pub mod views;
 
-use std::{collections::HashMap, net::SocketAddr, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -36,8 +36,9 @@ use basalt::{
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
-pub use crate::auth::AuthConfig;
+pub use crate::auth::{AuthConfig, KeystoneConfig};
 use crate::{
+    auth::Authenticator,
     fault::Fault,
     microversion::{ApiVersion, VersionError},
 };
@@ -63,7 +64,7 @@ pub struct GatewayConfig {
 #[derive(Clone)]
 pub struct GatewayState {
     scheduler: Channel,
-    auth: AuthConfig,
+    auth: Arc<Authenticator>,
     body_timeout: Duration,
 }
 
@@ -82,7 +83,7 @@ impl GatewayState {
     pub fn new(scheduler_endpoint: &str, auth: AuthConfig, limits: ListenerLimits) -> Result<Self, ServiceError> {
         Ok(Self {
             scheduler: channel_with_timeout(scheduler_endpoint, SCHEDULER_CALL_TIMEOUT)?,
-            auth,
+            auth: Arc::new(Authenticator::new(auth)?),
             body_timeout: limits.body_timeout,
         })
     }
@@ -279,7 +280,7 @@ impl FromRequestParts<GatewayState> for Rest {
             .map_err(|error| Fault::bad_request(format!("invalid query string: {error}")))?;
         check_query(&query)?;
         let url_project = params.get("project_id").map(String::as_str);
-        let context = auth::authenticate(&parts.headers, url_project, &state.auth)?;
+        let context = state.auth.authenticate(&parts.headers, url_project).await?;
         let host =
             parts.headers.get(axum::http::header::HOST).and_then(|value| value.to_str().ok()).unwrap_or("localhost");
         let base = match url_project {

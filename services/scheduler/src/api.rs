@@ -7,8 +7,8 @@ use basalt::{
     context::CallContext,
     ids::ProjectId,
     proto::{
-        AssociateQosSpecsRequest, AttachVolumeRequest, Attachment, AvailabilityZone, Backup, BackupRecord,
-        ChangeAttachStateRequest, CompleteAttachmentRequest, ConnectionInfo, CreateAttachmentRequest,
+        AssociateQosSpecsRequest, AttachStateChange, AttachVolumeRequest, Attachment, AvailabilityZone, Backup,
+        BackupRecord, ChangeAttachStateRequest, CompleteAttachmentRequest, ConnectionInfo, CreateAttachmentRequest,
         CreateBackupRequest, CreateQosSpecsRequest, CreateSnapshotRequest, CreateVolumeRequest,
         CreateVolumeTypeRequest, DeleteAttachmentRequest, DeleteBackupRequest, DeleteQosSpecsRequest,
         DeleteQosSpecsResponse, DeleteSnapshotRequest, DeleteVolumeRequest, DeleteVolumeTypeRequest,
@@ -80,8 +80,13 @@ impl VolumeApi {
     }
 }
 
-fn context<T>(request: &Request<T>) -> Result<CallContext, Status> {
-    CallContext::from_metadata(request.metadata()).map_err(Status::from)
+impl VolumeApi {
+    /// The caller, once the policy allows it `rule` (Cinder's name for the action) on its project.
+    fn authorize<T>(&self, request: &Request<T>, rule: &str) -> Result<CallContext, Status> {
+        let context = CallContext::from_metadata(request.metadata(), self.core.config.policy.clone())?;
+        context.authorize(rule)?;
+        Ok(context)
+    }
 }
 
 /// The project a quota call is about: the caller's own, or another one for admins.
@@ -96,13 +101,13 @@ fn quota_project(context: &CallContext, requested: &str) -> Result<ProjectId, Se
 #[tonic::async_trait]
 impl VolumeService for VolumeApi {
     async fn create_volume(&self, request: Request<CreateVolumeRequest>) -> Result<Response<Volume>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume:create")?;
         let model = self.volumes.create(&context, request.into_inner()).await?;
         self.volume_reply(&model).await
     }
 
     async fn get_volume(&self, request: Request<GetVolumeRequest>) -> Result<Response<Volume>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume:get")?;
         let model = self.volumes.get(&context, &request.get_ref().volume_id).await?;
         self.volume_reply(&model).await
     }
@@ -111,7 +116,7 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<ListVolumesRequest>,
     ) -> Result<Response<ListVolumesResponse>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume:get_all")?;
         let (rows, page) = self.volumes.list(&context, request.get_ref()).await?;
         let names = volume_types::names(&self.core.db).await?;
         let ids: Vec<_> = rows.iter().map(|row| row.id).collect();
@@ -123,19 +128,19 @@ impl VolumeService for VolumeApi {
     }
 
     async fn delete_volume(&self, request: Request<DeleteVolumeRequest>) -> Result<Response<Volume>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume:delete")?;
         let model = self.volumes.delete(&context, request.get_ref()).await?;
         self.volume_reply(&model).await
     }
 
     async fn update_volume(&self, request: Request<UpdateVolumeRequest>) -> Result<Response<Volume>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume:update")?;
         let model = self.volumes.update(&context, request.into_inner()).await?;
         self.volume_reply(&model).await
     }
 
     async fn extend_volume(&self, request: Request<ExtendVolumeRequest>) -> Result<Response<Volume>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume:extend")?;
         let model = self.volumes.extend(&context, request.into_inner()).await?;
         self.volume_reply(&model).await
     }
@@ -144,7 +149,7 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<ResetVolumeStatusRequest>,
     ) -> Result<Response<Volume>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume_extension:volume_admin_actions:reset_status")?;
         let model = self.volumes.reset_status(&context, request.into_inner()).await?;
         self.volume_reply(&model).await
     }
@@ -153,19 +158,19 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<RevertVolumeRequest>,
     ) -> Result<Response<Volume>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume:revert_to_snapshot")?;
         let model = self.volumes.revert(&context, request.into_inner()).await?;
         self.volume_reply(&model).await
     }
 
     async fn create_snapshot(&self, request: Request<CreateSnapshotRequest>) -> Result<Response<Snapshot>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume:create_snapshot")?;
         let model = self.snapshots.create(&context, request.into_inner()).await?;
         Ok(Response::new(snapshots::to_proto(&model)))
     }
 
     async fn get_snapshot(&self, request: Request<GetSnapshotRequest>) -> Result<Response<Snapshot>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume:get_snapshot")?;
         let model = self.snapshots.get(&context, &request.get_ref().snapshot_id).await?;
         Ok(Response::new(snapshots::to_proto(&model)))
     }
@@ -174,7 +179,7 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<ListSnapshotsRequest>,
     ) -> Result<Response<ListSnapshotsResponse>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume:get_all_snapshots")?;
         let (rows, page) = self.snapshots.list(&context, request.get_ref()).await?;
         Ok(Response::new(ListSnapshotsResponse {
             snapshots: rows.iter().map(snapshots::to_proto).collect(),
@@ -183,13 +188,13 @@ impl VolumeService for VolumeApi {
     }
 
     async fn update_snapshot(&self, request: Request<UpdateSnapshotRequest>) -> Result<Response<Snapshot>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume:update_snapshot")?;
         let model = self.snapshots.update(&context, request.into_inner()).await?;
         Ok(Response::new(snapshots::to_proto(&model)))
     }
 
     async fn delete_snapshot(&self, request: Request<DeleteSnapshotRequest>) -> Result<Response<Snapshot>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume:delete_snapshot")?;
         let model = self.snapshots.delete(&context, request.get_ref()).await?;
         Ok(Response::new(snapshots::to_proto(&model)))
     }
@@ -198,7 +203,7 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<ResetSnapshotStatusRequest>,
     ) -> Result<Response<Snapshot>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume_extension:snapshot_admin_actions:reset_status")?;
         let model = self.snapshots.reset_status(&context, request.into_inner()).await?;
         Ok(Response::new(snapshots::to_proto(&model)))
     }
@@ -207,13 +212,13 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<CreateVolumeTypeRequest>,
     ) -> Result<Response<VolumeType>, Status> {
-        let context = context(&request)?;
-        let model = volume_types::create(&self.core, &context, request.into_inner()).await?;
+        self.authorize(&request, "volume_extension:types_manage")?;
+        let model = volume_types::create(&self.core, request.into_inner()).await?;
         self.type_reply(&model).await
     }
 
     async fn get_volume_type(&self, request: Request<GetVolumeTypeRequest>) -> Result<Response<VolumeType>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume_extension:type_get")?;
         let model = volume_types::resolve(&self.core.db, &context, &request.get_ref().volume_type).await?;
         self.type_reply(&model).await
     }
@@ -222,7 +227,7 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<GetDefaultVolumeTypeRequest>,
     ) -> Result<Response<VolumeType>, Status> {
-        context(&request)?;
+        self.authorize(&request, "volume_extension:type_get")?;
         let model = volume_types::default_type(&self.core.db).await?;
         self.type_reply(&model).await
     }
@@ -231,7 +236,7 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<ListVolumeTypesRequest>,
     ) -> Result<Response<ListVolumeTypesResponse>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume_extension:type_get_all")?;
         let models = volume_types::list(&self.core.db, &context, request.get_ref()).await?;
         let mut volume_types = Vec::with_capacity(models.len());
         for model in &models {
@@ -244,8 +249,8 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<UpdateVolumeTypeRequest>,
     ) -> Result<Response<VolumeType>, Status> {
-        let context = context(&request)?;
-        let model = volume_types::update(&self.core, &context, request.into_inner()).await?;
+        self.authorize(&request, "volume_extension:types_manage")?;
+        let model = volume_types::update(&self.core, request.into_inner()).await?;
         self.type_reply(&model).await
     }
 
@@ -253,8 +258,8 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<DeleteVolumeTypeRequest>,
     ) -> Result<Response<DeleteVolumeTypeResponse>, Status> {
-        let context = context(&request)?;
-        volume_types::delete(&self.core, &context, &request.get_ref().volume_type_id).await?;
+        self.authorize(&request, "volume_extension:types_manage")?;
+        volume_types::delete(&self.core, &request.get_ref().volume_type_id).await?;
         Ok(Response::new(DeleteVolumeTypeResponse {}))
     }
 
@@ -262,8 +267,8 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<SetVolumeTypeExtraSpecsRequest>,
     ) -> Result<Response<VolumeType>, Status> {
-        let context = context(&request)?;
-        let model = volume_types::set_extra_specs(&self.core, &context, request.into_inner()).await?;
+        self.authorize(&request, "volume_extension:types_extra_specs:create")?;
+        let model = volume_types::set_extra_specs(&self.core, request.into_inner()).await?;
         self.type_reply(&model).await
     }
 
@@ -271,9 +276,9 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<UnsetVolumeTypeExtraSpecRequest>,
     ) -> Result<Response<VolumeType>, Status> {
-        let context = context(&request)?;
+        self.authorize(&request, "volume_extension:types_extra_specs:delete")?;
         let request = request.get_ref();
-        let model = volume_types::unset_extra_spec(&self.core, &context, &request.volume_type_id, &request.key).await?;
+        let model = volume_types::unset_extra_spec(&self.core, &request.volume_type_id, &request.key).await?;
         self.type_reply(&model).await
     }
 
@@ -281,10 +286,9 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<VolumeTypeAccessRequest>,
     ) -> Result<Response<VolumeType>, Status> {
-        let context = context(&request)?;
+        self.authorize(&request, "volume_extension:volume_type_access:addProjectAccess")?;
         let request = request.get_ref();
-        let model =
-            volume_types::set_access(&self.core, &context, &request.volume_type_id, &request.project_id, true).await?;
+        let model = volume_types::set_access(&self.core, &request.volume_type_id, &request.project_id, true).await?;
         self.type_reply(&model).await
     }
 
@@ -292,15 +296,14 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<VolumeTypeAccessRequest>,
     ) -> Result<Response<VolumeType>, Status> {
-        let context = context(&request)?;
+        self.authorize(&request, "volume_extension:volume_type_access:removeProjectAccess")?;
         let request = request.get_ref();
-        let model =
-            volume_types::set_access(&self.core, &context, &request.volume_type_id, &request.project_id, false).await?;
+        let model = volume_types::set_access(&self.core, &request.volume_type_id, &request.project_id, false).await?;
         self.type_reply(&model).await
     }
 
     async fn get_quotas(&self, request: Request<GetQuotasRequest>) -> Result<Response<QuotaSet>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume_extension:quotas:show")?;
         if request.get_ref().defaults_only {
             let project = if request.get_ref().project_id.is_empty() {
                 context.project_id.clone()
@@ -314,8 +317,7 @@ impl VolumeService for VolumeApi {
     }
 
     async fn update_quotas(&self, request: Request<UpdateQuotasRequest>) -> Result<Response<QuotaSet>, Status> {
-        let context = context(&request)?;
-        context.require_admin("changing quotas")?;
+        let context = self.authorize(&request, "volume_extension:quotas:update")?;
         let request = request.into_inner();
         let project = quota_project(&context, &request.project_id)?;
         let txn = self.core.begin_write().await?;
@@ -331,7 +333,7 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<ListAvailabilityZonesRequest>,
     ) -> Result<Response<ListAvailabilityZonesResponse>, Status> {
-        context(&request)?;
+        self.authorize(&request, "volume_extension:availability_zone_list")?;
         let now = Instant::now();
         let mut zones: BTreeMap<String, bool> = BTreeMap::new();
         for node in self.core.capacity.nodes() {
@@ -350,26 +352,33 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<ChangeAttachStateRequest>,
     ) -> Result<Response<Volume>, Status> {
-        let context = context(&request)?;
+        let rule = match request.get_ref().change() {
+            AttachStateChange::Reserve => "volume:reserve_volume",
+            AttachStateChange::Unreserve => "volume:unreserve_volume",
+            AttachStateChange::BeginDetaching => "volume:begin_detaching",
+            // An unspecified change is refused by the domain with what is allowed.
+            AttachStateChange::RollDetaching | AttachStateChange::Unspecified => "volume:roll_detaching",
+        };
+        let context = self.authorize(&request, rule)?;
         let model = self.volumes.change_attach_state(&context, request.into_inner()).await?;
         self.volume_reply(&model).await
     }
 
     async fn retype_volume(&self, request: Request<RetypeVolumeRequest>) -> Result<Response<Volume>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume:retype")?;
         let model = self.volumes.retype(&context, request.into_inner()).await?;
         self.volume_reply(&model).await
     }
 
     async fn create_qos_specs(&self, request: Request<CreateQosSpecsRequest>) -> Result<Response<QosSpecs>, Status> {
-        let context = context(&request)?;
-        let model = Qos::new(&self.core).create(&context, request.into_inner()).await?;
+        self.authorize(&request, "volume_extension:qos_specs_manage:create")?;
+        let model = Qos::new(&self.core).create(request.into_inner()).await?;
         Ok(Response::new(qos::to_proto(&model)))
     }
 
     async fn get_qos_specs(&self, request: Request<GetQosSpecsRequest>) -> Result<Response<QosSpecs>, Status> {
-        let context = context(&request)?;
-        let model = Qos::new(&self.core).get(&context, &request.get_ref().qos_specs_id).await?;
+        self.authorize(&request, "volume_extension:qos_specs_manage:get")?;
+        let model = Qos::new(&self.core).get(&request.get_ref().qos_specs_id).await?;
         Ok(Response::new(qos::to_proto(&model)))
     }
 
@@ -377,14 +386,14 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<ListQosSpecsRequest>,
     ) -> Result<Response<ListQosSpecsResponse>, Status> {
-        let context = context(&request)?;
-        let models = Qos::new(&self.core).list(&context).await?;
+        self.authorize(&request, "volume_extension:qos_specs_manage:get_all")?;
+        let models = Qos::new(&self.core).list().await?;
         Ok(Response::new(ListQosSpecsResponse { qos_specs: models.iter().map(qos::to_proto).collect() }))
     }
 
     async fn update_qos_specs(&self, request: Request<UpdateQosSpecsRequest>) -> Result<Response<QosSpecs>, Status> {
-        let context = context(&request)?;
-        let model = Qos::new(&self.core).update(&context, request.into_inner()).await?;
+        self.authorize(&request, "volume_extension:qos_specs_manage:update")?;
+        let model = Qos::new(&self.core).update(request.into_inner()).await?;
         Ok(Response::new(qos::to_proto(&model)))
     }
 
@@ -392,9 +401,9 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<DeleteQosSpecsRequest>,
     ) -> Result<Response<DeleteQosSpecsResponse>, Status> {
-        let context = context(&request)?;
+        self.authorize(&request, "volume_extension:qos_specs_manage:delete")?;
         let request = request.get_ref();
-        Qos::new(&self.core).delete(&context, &request.qos_specs_id, request.force).await?;
+        Qos::new(&self.core).delete(&request.qos_specs_id, request.force).await?;
         Ok(Response::new(DeleteQosSpecsResponse {}))
     }
 
@@ -402,8 +411,8 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<AssociateQosSpecsRequest>,
     ) -> Result<Response<QosSpecs>, Status> {
-        let context = context(&request)?;
-        let model = Qos::new(&self.core).associate(&context, request.into_inner()).await?;
+        self.authorize(&request, "volume_extension:qos_specs_manage:update")?;
+        let model = Qos::new(&self.core).associate(request.into_inner()).await?;
         Ok(Response::new(qos::to_proto(&model)))
     }
 
@@ -411,8 +420,8 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<GetQosSpecsRequest>,
     ) -> Result<Response<ListQosSpecsAssociationsResponse>, Status> {
-        let context = context(&request)?;
-        let associations = Qos::new(&self.core).associations(&context, &request.get_ref().qos_specs_id).await?;
+        self.authorize(&request, "volume_extension:qos_specs_manage:get")?;
+        let associations = Qos::new(&self.core).associations(&request.get_ref().qos_specs_id).await?;
         Ok(Response::new(ListQosSpecsAssociationsResponse { associations }))
     }
 
@@ -420,7 +429,7 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<CreateAttachmentRequest>,
     ) -> Result<Response<Attachment>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume:attachment_create")?;
         let model = self.attachments.create(&context, request.into_inner()).await?;
         Ok(Response::new(attachments::to_proto(&model)))
     }
@@ -429,7 +438,7 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<UpdateAttachmentRequest>,
     ) -> Result<Response<Attachment>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume:attachment_update")?;
         let model = self.attachments.update(&context, request.into_inner()).await?;
         Ok(Response::new(attachments::to_proto(&model)))
     }
@@ -438,7 +447,7 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<CompleteAttachmentRequest>,
     ) -> Result<Response<Attachment>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume:attachment_complete")?;
         let model = self.attachments.complete(&context, &request.get_ref().attachment_id).await?;
         Ok(Response::new(attachments::to_proto(&model)))
     }
@@ -447,7 +456,7 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<InitializeConnectionRequest>,
     ) -> Result<Response<ConnectionInfo>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume:initialize_connection")?;
         let request = request.into_inner();
         let info = self.attachments.initialize_connection(&context, &request.volume_id, request.connector).await?;
         Ok(Response::new(info))
@@ -457,26 +466,26 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<TerminateConnectionRequest>,
     ) -> Result<Response<Volume>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume:terminate_connection")?;
         let request = request.into_inner();
         let model = self.attachments.terminate_connection(&context, &request.volume_id, request.connector).await?;
         self.volume_reply(&model).await
     }
 
     async fn attach_volume(&self, request: Request<AttachVolumeRequest>) -> Result<Response<Volume>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume:attach")?;
         let model = self.attachments.attach(&context, request.into_inner()).await?;
         self.volume_reply(&model).await
     }
 
     async fn detach_volume(&self, request: Request<DetachVolumeRequest>) -> Result<Response<Volume>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume:detach")?;
         let model = self.attachments.detach(&context, request.into_inner()).await?;
         self.volume_reply(&model).await
     }
 
     async fn get_attachment(&self, request: Request<GetAttachmentRequest>) -> Result<Response<Attachment>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume:attachment_get")?;
         let model = self.attachments.get(&context, &request.get_ref().attachment_id).await?;
         Ok(Response::new(attachments::to_proto(&model)))
     }
@@ -485,7 +494,7 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<ListAttachmentsRequest>,
     ) -> Result<Response<ListAttachmentsResponse>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume:attachment_get_all")?;
         let models = self.attachments.list(&context, request.get_ref()).await?;
         Ok(Response::new(ListAttachmentsResponse { attachments: models.iter().map(attachments::to_proto).collect() }))
     }
@@ -494,7 +503,7 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<DeleteAttachmentRequest>,
     ) -> Result<Response<ListAttachmentsResponse>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume:attachment_delete")?;
         let remaining = self.attachments.delete(&context, &request.get_ref().attachment_id).await?;
         Ok(Response::new(ListAttachmentsResponse {
             attachments: remaining.iter().map(attachments::to_proto).collect(),
@@ -502,7 +511,7 @@ impl VolumeService for VolumeApi {
     }
 
     async fn list_pools(&self, request: Request<ListPoolsRequest>) -> Result<Response<ListPoolsResponse>, Status> {
-        context(&request)?.require_admin("listing pools")?;
+        self.authorize(&request, "scheduler_extension:scheduler_stats:get_pools")?;
         let claimed = claims::claimed(&self.core.db).await?;
         let now = Instant::now();
         let mut pools = Vec::new();
@@ -549,7 +558,7 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<ListServicesRequest>,
     ) -> Result<Response<ListServicesResponse>, Status> {
-        context(&request)?.require_admin("listing services")?;
+        self.authorize(&request, "volume_extension:services:index")?;
         let filter = request.get_ref();
         let now = Instant::now();
         let mut services = vec![Service {
@@ -586,13 +595,13 @@ impl VolumeService for VolumeApi {
     }
 
     async fn create_backup(&self, request: Request<CreateBackupRequest>) -> Result<Response<Backup>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "backup:create")?;
         let model = self.backups.create(&context, request.into_inner()).await?;
         self.backup_reply(&model).await
     }
 
     async fn get_backup(&self, request: Request<GetBackupRequest>) -> Result<Response<Backup>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "backup:get")?;
         let model = self.backups.get(&context, &request.get_ref().backup_id).await?;
         self.backup_reply(&model).await
     }
@@ -601,7 +610,7 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<ListBackupsRequest>,
     ) -> Result<Response<ListBackupsResponse>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "backup:get_all")?;
         let (rows, page) = self.backups.list(&context, request.get_ref()).await?;
         let ids: Vec<_> = rows.iter().map(|row| row.id).collect();
         let parents = backups::dependents(&self.core.db, &ids).await?;
@@ -612,13 +621,13 @@ impl VolumeService for VolumeApi {
     }
 
     async fn update_backup(&self, request: Request<UpdateBackupRequest>) -> Result<Response<Backup>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "backup:update")?;
         let model = self.backups.update(&context, request.into_inner()).await?;
         self.backup_reply(&model).await
     }
 
     async fn delete_backup(&self, request: Request<DeleteBackupRequest>) -> Result<Response<Backup>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "backup:delete")?;
         let model = self.backups.delete(&context, request.into_inner()).await?;
         self.backup_reply(&model).await
     }
@@ -627,7 +636,7 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<RestoreBackupRequest>,
     ) -> Result<Response<RestoreBackupResponse>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "backup:restore")?;
         let request = request.into_inner();
         if !request.volume_id.is_empty() {
             return Ok(Response::new(self.backups.restore(&context, request).await?));
@@ -654,18 +663,18 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<ResetBackupStatusRequest>,
     ) -> Result<Response<Backup>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "volume_extension:backup_admin_actions:reset_status")?;
         let model = self.backups.reset_status(&context, request.into_inner()).await?;
         self.backup_reply(&model).await
     }
 
     async fn export_backup_record(&self, request: Request<GetBackupRequest>) -> Result<Response<BackupRecord>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "backup:backup-export")?;
         Ok(Response::new(self.backups.export_record(&context, &request.get_ref().backup_id).await?))
     }
 
     async fn import_backup_record(&self, request: Request<BackupRecord>) -> Result<Response<Backup>, Status> {
-        let context = context(&request)?;
+        let context = self.authorize(&request, "backup:backup-import")?;
         let model = self.backups.import_record(&context, request.into_inner()).await?;
         self.backup_reply(&model).await
     }

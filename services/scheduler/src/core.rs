@@ -2,7 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use basalt::{ServiceError, bus::Bus};
+use basalt::{ServiceError, bus::Bus, policy::Policy};
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbBackend, TransactionTrait};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
@@ -21,6 +21,8 @@ pub struct ControlPlaneConfig {
     pub reconcile_interval: Duration,
     /// How long a node operation is retried while the node is unreachable before it fails.
     pub node_retry_window: Duration,
+    /// Who may do what: Cinder's new defaults, with the operator's `policy.yaml` on top.
+    pub policy: Arc<Policy>,
 }
 
 impl Default for ControlPlaneConfig {
@@ -31,6 +33,7 @@ impl Default for ControlPlaneConfig {
             operation_lease: Duration::from_secs(15),
             reconcile_interval: Duration::from_secs(3),
             node_retry_window: Duration::from_secs(600),
+            policy: Policy::defaults(),
         }
     }
 }

@@ -3,7 +3,6 @@
 
 use basalt::{
     ErrorCode, ServiceError,
-    context::CallContext,
     ids::{QosSpecsId, VolumeTypeId},
     proto::{AssociateQosSpecsRequest, CreateQosSpecsRequest, QosSpecs, QosSpecsAssociation, UpdateQosSpecsRequest},
 };
@@ -56,12 +55,7 @@ impl<'a> Qos<'a> {
             .ok_or_else(|| ServiceError::not_found(format!("qos specs {id} not found")))
     }
 
-    pub async fn create(
-        &self,
-        context: &CallContext,
-        request: CreateQosSpecsRequest,
-    ) -> Result<qos_specs::Model, ServiceError> {
-        context.require_admin("creating qos specs")?;
+    pub async fn create(&self, request: CreateQosSpecsRequest) -> Result<qos_specs::Model, ServiceError> {
         let name = request.name.trim().to_owned();
         fields::check_required_name("the qos specs' name", &name)?;
         let consumer = if request.consumer.is_empty() { "back-end".to_owned() } else { request.consumer };
@@ -93,22 +87,15 @@ impl<'a> Qos<'a> {
         Ok(model)
     }
 
-    pub async fn get(&self, context: &CallContext, id: &str) -> Result<qos_specs::Model, ServiceError> {
-        context.require_admin("reading qos specs")?;
+    pub async fn get(&self, id: &str) -> Result<qos_specs::Model, ServiceError> {
         self.load(id).await
     }
 
-    pub async fn list(&self, context: &CallContext) -> Result<Vec<qos_specs::Model>, ServiceError> {
-        context.require_admin("listing qos specs")?;
+    pub async fn list(&self) -> Result<Vec<qos_specs::Model>, ServiceError> {
         qos_specs::Entity::find().order_by_asc(qos_specs::Column::Name).all(&self.core.db).await.map_err(db_error)
     }
 
-    pub async fn update(
-        &self,
-        context: &CallContext,
-        request: UpdateQosSpecsRequest,
-    ) -> Result<qos_specs::Model, ServiceError> {
-        context.require_admin("changing qos specs")?;
+    pub async fn update(&self, request: UpdateQosSpecsRequest) -> Result<qos_specs::Model, ServiceError> {
         fields::check_map(&request.specs, "qos spec")?;
         let model = self.load(&request.qos_specs_id).await?;
         let mut merged = model.specs.to_hash_map();
@@ -131,8 +118,7 @@ impl<'a> Qos<'a> {
         active.update(&self.core.db).await.map_err(db_error)
     }
 
-    pub async fn delete(&self, context: &CallContext, id: &str, force: bool) -> Result<(), ServiceError> {
-        context.require_admin("deleting qos specs")?;
+    pub async fn delete(&self, id: &str, force: bool) -> Result<(), ServiceError> {
         let model = self.load(id).await?;
         let txn = self.core.begin_write().await?;
         let associated = volume_type::Entity::find()
@@ -159,12 +145,7 @@ impl<'a> Qos<'a> {
         txn.commit().await
     }
 
-    pub async fn associate(
-        &self,
-        context: &CallContext,
-        request: AssociateQosSpecsRequest,
-    ) -> Result<qos_specs::Model, ServiceError> {
-        context.require_admin("associating qos specs")?;
+    pub async fn associate(&self, request: AssociateQosSpecsRequest) -> Result<qos_specs::Model, ServiceError> {
         let model = self.load(&request.qos_specs_id).await?;
         let txn = self.core.begin_write().await?;
         if request.disassociate && request.volume_type_id.is_empty() {
@@ -209,12 +190,7 @@ impl<'a> Qos<'a> {
         Ok(model)
     }
 
-    pub async fn associations(
-        &self,
-        context: &CallContext,
-        id: &str,
-    ) -> Result<Vec<QosSpecsAssociation>, ServiceError> {
-        context.require_admin("reading qos specs associations")?;
+    pub async fn associations(&self, id: &str) -> Result<Vec<QosSpecsAssociation>, ServiceError> {
         let model = self.load(id).await?;
         let types = volume_type::Entity::find()
             .filter(volume_type::Column::QosSpecsId.eq(model.id))

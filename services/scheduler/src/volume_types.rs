@@ -132,12 +132,7 @@ pub async fn to_proto(db: &impl ConnectionTrait, model: &volume_type::Model) -> 
     })
 }
 
-pub async fn create(
-    core: &Core,
-    context: &CallContext,
-    request: CreateVolumeTypeRequest,
-) -> Result<volume_type::Model, ServiceError> {
-    context.require_admin("creating a volume type")?;
+pub async fn create(core: &Core, request: CreateVolumeTypeRequest) -> Result<volume_type::Model, ServiceError> {
     let name = request.name.trim();
     fields::check_required_name("a volume type's name", name)?;
     fields::check_text("description", &request.description)?;
@@ -191,13 +186,7 @@ pub async fn list(
     Ok(visible)
 }
 
-async fn load_for_change(
-    db: &impl ConnectionTrait,
-    context: &CallContext,
-    id: &str,
-    action: &str,
-) -> Result<volume_type::Model, ServiceError> {
-    context.require_admin(action)?;
+async fn load_for_change(db: &impl ConnectionTrait, id: &str) -> Result<volume_type::Model, ServiceError> {
     volume_type::Entity::find_by_id(VolumeTypeId::parse(id)?)
         .one(db)
         .await
@@ -205,13 +194,9 @@ async fn load_for_change(
         .ok_or_else(|| ServiceError::not_found(format!("volume type {id} not found")))
 }
 
-pub async fn update(
-    core: &Core,
-    context: &CallContext,
-    request: UpdateVolumeTypeRequest,
-) -> Result<volume_type::Model, ServiceError> {
+pub async fn update(core: &Core, request: UpdateVolumeTypeRequest) -> Result<volume_type::Model, ServiceError> {
     let txn = core.begin_write().await?;
-    let model = load_for_change(&*txn, context, &request.volume_type_id, "changing a volume type").await?;
+    let model = load_for_change(&*txn, &request.volume_type_id).await?;
     let model_id = model.id;
     let mut active: volume_type::ActiveModel = model.into();
     if let Some(name) = request.name {
@@ -244,9 +229,9 @@ pub async fn update(
     Ok(model)
 }
 
-pub async fn delete(core: &Core, context: &CallContext, id: &str) -> Result<(), ServiceError> {
+pub async fn delete(core: &Core, id: &str) -> Result<(), ServiceError> {
     let txn = core.begin_write().await?;
-    let model = load_for_change(&*txn, context, id, "deleting a volume type").await?;
+    let model = load_for_change(&*txn, id).await?;
     if model.is_default {
         return Err(ServiceError::invalid(format!(
             "volume type {} is the default type and cannot be deleted",
@@ -275,24 +260,18 @@ pub async fn delete(core: &Core, context: &CallContext, id: &str) -> Result<(), 
 
 pub async fn set_extra_specs(
     core: &Core,
-    context: &CallContext,
     request: SetVolumeTypeExtraSpecsRequest,
 ) -> Result<volume_type::Model, ServiceError> {
     fields::check_map(&request.extra_specs, "extra spec")?;
-    edit_extra_specs(core, context, &request.volume_type_id, |_, specs| {
+    edit_extra_specs(core, &request.volume_type_id, |_, specs| {
         specs.extend(request.extra_specs);
         Ok(())
     })
     .await
 }
 
-pub async fn unset_extra_spec(
-    core: &Core,
-    context: &CallContext,
-    id: &str,
-    key: &str,
-) -> Result<volume_type::Model, ServiceError> {
-    edit_extra_specs(core, context, id, |model, specs| match specs.remove(key) {
+pub async fn unset_extra_spec(core: &Core, id: &str, key: &str) -> Result<volume_type::Model, ServiceError> {
+    edit_extra_specs(core, id, |model, specs| match specs.remove(key) {
         Some(_) => Ok(()),
         None => Err(ServiceError::not_found(format!(
             "volume type {} has no extra spec {}",
@@ -306,12 +285,11 @@ pub async fn unset_extra_spec(
 /// Loads the type for an admin, lets `edit` change its extra specs, and writes them back.
 async fn edit_extra_specs(
     core: &Core,
-    context: &CallContext,
     id: &str,
     edit: impl FnOnce(&volume_type::Model, &mut HashMap<String, String>) -> Result<(), ServiceError>,
 ) -> Result<volume_type::Model, ServiceError> {
     let txn = core.begin_write().await?;
-    let model = load_for_change(&*txn, context, id, "changing extra specs").await?;
+    let model = load_for_change(&*txn, id).await?;
     let mut specs = model.extra_specs.to_hash_map();
     edit(&model, &mut specs)?;
     let mut active: volume_type::ActiveModel = model.into();
@@ -322,16 +300,10 @@ async fn edit_extra_specs(
     Ok(model)
 }
 
-pub async fn set_access(
-    core: &Core,
-    context: &CallContext,
-    id: &str,
-    project: &str,
-    grant: bool,
-) -> Result<volume_type::Model, ServiceError> {
+pub async fn set_access(core: &Core, id: &str, project: &str, grant: bool) -> Result<volume_type::Model, ServiceError> {
     let project = ProjectId::parse(project)?;
     let txn = core.begin_write().await?;
-    let model = load_for_change(&*txn, context, id, "changing volume type access").await?;
+    let model = load_for_change(&*txn, id).await?;
     if model.is_public {
         return Err(ServiceError::invalid(format!(
             "volume type {} is public; access lists apply to private types only",

