@@ -3,6 +3,7 @@
 //! outside clients. Every helper fails loudly with what is missing; none skips a test.
 
 pub mod csi;
+pub mod keystone;
 
 use std::{
     collections::HashMap,
@@ -780,11 +781,11 @@ impl RestReply {
 
 impl RestApi {
     pub async fn start(mesh: &InProcessMesh) -> Result<Self> {
-        let state = basalt_api_gateway::GatewayState::new(
-            &mesh.grpc_addr,
-            basalt_api_gateway::AuthConfig::default(),
-            Default::default(),
-        )?;
+        Self::start_with_auth(mesh, basalt_api_gateway::AuthConfig::default()).await
+    }
+
+    pub async fn start_with_auth(mesh: &InProcessMesh, auth: basalt_api_gateway::AuthConfig) -> Result<Self> {
+        let state = basalt_api_gateway::GatewayState::new(&mesh.grpc_addr, auth, Default::default())?;
         Ok(Self { router: basalt_api_gateway::router(state) })
     }
 

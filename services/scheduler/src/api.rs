@@ -304,15 +304,11 @@ impl VolumeService for VolumeApi {
 
     async fn get_quotas(&self, request: Request<GetQuotasRequest>) -> Result<Response<QuotaSet>, Status> {
         let context = self.authorize(&request, "volume_extension:quotas:show")?;
+        // Defaults too are another project's business only for admins, as in Cinder.
+        let project = quota_project(&context, &request.get_ref().project_id)?;
         if request.get_ref().defaults_only {
-            let project = if request.get_ref().project_id.is_empty() {
-                context.project_id.clone()
-            } else {
-                basalt::ids::ProjectId::parse(&request.get_ref().project_id)?
-            };
             return Ok(Response::new(quotas::default_set(&self.core.config.quota_defaults, &project)));
         }
-        let project = quota_project(&context, &request.get_ref().project_id)?;
         Ok(Response::new(quotas::quota_set(&self.core.db, &self.core.config.quota_defaults, &project).await?))
     }
 

@@ -1,0 +1,454 @@
+//! Identity and policy with a real Keystone (started by the test): every REST operation of the
+//! gateway's OpenAPI document (so a new route is covered the day it is added), and every action
+//! of the action routes, called as project A's member, A's reader, project B's member, without a
+//! token, with an expired token and with a revoked token, and as an admin of A. Each answer is the
+//! one Cinder's policy (new defaults) gives, and no refused call changes anything.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use axum::http::Method;
+use basalt::proto::{
+    AttachStatus, CreateAttachmentRequest, CreateBackupRequest, CreateSnapshotRequest, CreateVolumeRequest,
+    SnapshotStatus, VolumeStatus,
+};
+use basalt_integration::{keystone::Keystone, *};
+use serde_json::Value;
+
+/// Who may call an operation under Cinder's new defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Any project reader (and members, and admins).
+    Read,
+    /// Project members and admins.
+    Write,
+    /// Admins only.
+    Admin,
+}
+
+/// Placeholders in paths and bodies, replaced by the ids of project A's resources.
+struct Ids {
+    project: String,
+    volume: String,
+    snapshot: String,
+    backup: String,
+    attachment: String,
+    volume_type: String,
+    qos: String,
+}
+
+impl Ids {
+    fn fill(&self, text: &str) -> String {
+        text.replace("{volume_id}", &self.volume)
+            .replace("{snapshot_id}", &self.snapshot)
+            .replace("{backup_id}", &self.backup)
+            .replace("{attachment_id}", &self.attachment)
+            .replace("{type_id}", &self.volume_type)
+            .replace("{qos_id}", &self.qos)
+            .replace("{target}", &self.project)
+            .replace("{key}", "k")
+    }
+}
+
+const CONNECTOR: &str = r#"{"initiator": "iqn.1993-08.org.debian:01:matrix", "host": "matrix", "ip": "127.0.0.1"}"#;
+
+/// Every operation (with a query string where it needs one): who may call it, and a body the gateway accepts (a refusal must come from the
+/// policy, not from validation). A route the OpenAPI document has and this table lacks fails the
+/// test: say who may call it.
+fn operations() -> Vec<(Method, &'static str, Access, Option<String>)> {
+    use Access::*;
+    let body = |text: &str| Some(text.to_owned());
+    let action = |name: &str, arguments: &str| Some(format!(r#"{{"{name}": {arguments}}}"#));
+    vec![
+        (Method::GET, "/volumes", Read, None),
+        (Method::GET, "/volumes/detail", Read, None),
+        (Method::GET, "/volumes/summary", Read, None),
+        (Method::POST, "/volumes", Write, body(r#"{"volume": {"size": 1, "name": "matrix"}}"#)),
+        (Method::GET, "/volumes/{volume_id}", Read, None),
+        (Method::PUT, "/volumes/{volume_id}", Write, body(r#"{"volume": {"name": "renamed"}}"#)),
+        (Method::GET, "/volumes/{volume_id}/metadata", Read, None),
+        (Method::POST, "/volumes/{volume_id}/metadata", Write, body(r#"{"metadata": {"k": "v2"}}"#)),
+        (Method::PUT, "/volumes/{volume_id}/metadata", Write, body(r#"{"metadata": {"k": "v3"}}"#)),
+        (Method::GET, "/volumes/{volume_id}/metadata/{key}", Read, None),
+        (Method::PUT, "/volumes/{volume_id}/metadata/{key}", Write, body(r#"{"meta": {"k": "v4"}}"#)),
+        (Method::DELETE, "/volumes/{volume_id}/metadata/{key}", Write, None),
+        (Method::GET, "/snapshots", Read, None),
+        (Method::GET, "/snapshots/detail", Read, None),
+        (Method::POST, "/snapshots", Write, body(r#"{"snapshot": {"volume_id": "{volume_id}", "name": "matrix"}}"#)),
+        (Method::GET, "/snapshots/{snapshot_id}", Read, None),
+        (Method::PUT, "/snapshots/{snapshot_id}", Write, body(r#"{"snapshot": {"name": "renamed"}}"#)),
+        (Method::GET, "/snapshots/{snapshot_id}/metadata", Read, None),
+        (Method::POST, "/snapshots/{snapshot_id}/metadata", Write, body(r#"{"metadata": {"k": "v2"}}"#)),
+        (Method::PUT, "/snapshots/{snapshot_id}/metadata", Write, body(r#"{"metadata": {"k": "v3"}}"#)),
+        (Method::GET, "/snapshots/{snapshot_id}/metadata/{key}", Read, None),
+        (Method::PUT, "/snapshots/{snapshot_id}/metadata/{key}", Write, body(r#"{"meta": {"k": "v4"}}"#)),
+        (Method::DELETE, "/snapshots/{snapshot_id}/metadata/{key}", Write, None),
+        (Method::GET, "/backups", Read, None),
+        (Method::GET, "/backups/detail", Read, None),
+        (Method::POST, "/backups", Write, body(r#"{"backup": {"volume_id": "{volume_id}", "name": "matrix"}}"#)),
+        (Method::GET, "/backups/{backup_id}", Read, None),
+        (Method::PUT, "/backups/{backup_id}", Write, body(r#"{"backup": {"name": "renamed"}}"#)),
+        (Method::POST, "/backups/{backup_id}/restore", Write, body(r#"{"restore": {"volume_id": "{volume_id}"}}"#)),
+        (Method::GET, "/backups/{backup_id}/export_record", Admin, None),
+        (
+            Method::POST,
+            "/backups/import_record",
+            Admin,
+            body(r#"{"backup-record": {"backup_service": "basalt", "backup_url": "e30="}}"#),
+        ),
+        (Method::GET, "/attachments", Read, None),
+        (Method::GET, "/attachments/detail", Read, None),
+        (
+            Method::POST,
+            "/attachments",
+            Write,
+            body(
+                r#"{"attachment": {"volume_uuid": "{volume_id}", "instance_uuid": "11111111-2222-3333-4444-555555555555"}}"#,
+            ),
+        ),
+        (Method::GET, "/attachments/{attachment_id}", Read, None),
+        (
+            Method::PUT,
+            "/attachments/{attachment_id}",
+            Write,
+            Some(format!(r#"{{"attachment": {{"connector": {CONNECTOR}}}}}"#)),
+        ),
+        (Method::GET, "/types", Read, None),
+        (Method::GET, "/types/default", Read, None),
+        (Method::POST, "/types", Admin, body(r#"{"volume_type": {"name": "matrix-type"}}"#)),
+        (Method::GET, "/types/{type_id}", Read, None),
+        (Method::PUT, "/types/{type_id}", Admin, body(r#"{"volume_type": {"description": "changed"}}"#)),
+        (Method::GET, "/types/{type_id}/extra_specs", Read, None),
+        (Method::POST, "/types/{type_id}/extra_specs", Admin, body(r#"{"extra_specs": {"k": "v2"}}"#)),
+        (Method::GET, "/types/{type_id}/extra_specs/{key}", Read, None),
+        (Method::PUT, "/types/{type_id}/extra_specs/{key}", Admin, body(r#"{"k": "v3"}"#)),
+        (Method::DELETE, "/types/{type_id}/extra_specs/{key}", Admin, None),
+        (Method::GET, "/types/{type_id}/os-volume-type-access", Read, None),
+        (Method::GET, "/qos-specs", Admin, None),
+        (Method::POST, "/qos-specs", Admin, body(r#"{"qos_specs": {"name": "matrix-qos", "read_iops_sec": "100"}}"#)),
+        (Method::GET, "/qos-specs/{qos_id}", Admin, None),
+        (Method::PUT, "/qos-specs/{qos_id}", Admin, body(r#"{"qos_specs": {"write_iops_sec": "50"}}"#)),
+        (Method::PUT, "/qos-specs/{qos_id}/delete_keys", Admin, body(r#"{"keys": ["write_iops_sec"]}"#)),
+        (Method::GET, "/qos-specs/{qos_id}/associations", Admin, None),
+        (Method::GET, "/os-quota-sets/{target}", Read, None),
+        (Method::GET, "/os-quota-sets/{target}/defaults", Read, None),
+        (Method::PUT, "/os-quota-sets/{target}", Admin, body(r#"{"quota_set": {"volumes": 20}}"#)),
+        (Method::GET, "/limits", Read, None),
+        (Method::GET, "/extensions", Read, None),
+        (Method::GET, "/os-availability-zone", Read, None),
+        (Method::GET, "/os-services", Admin, None),
+        (Method::GET, "/scheduler-stats/get_pools", Admin, None),
+        // Actions, one line each.
+        (Method::POST, "/volumes/{volume_id}/action", Write, action("os-extend", r#"{"new_size": 2}"#)),
+        (Method::POST, "/volumes/{volume_id}/action", Admin, action("os-reset_status", r#"{"status": "available"}"#)),
+        (Method::POST, "/volumes/{volume_id}/action", Write, action("os-set_bootable", r#"{"bootable": true}"#)),
+        (
+            Method::POST,
+            "/volumes/{volume_id}/action",
+            Write,
+            action("os-update_readonly_flag", r#"{"readonly": false}"#),
+        ),
+        (Method::POST, "/volumes/{volume_id}/action", Write, action("revert", r#"{"snapshot_id": "{snapshot_id}"}"#)),
+        (Method::POST, "/volumes/{volume_id}/action", Write, action("os-reserve", "{}")),
+        (Method::POST, "/volumes/{volume_id}/action", Write, action("os-unreserve", "{}")),
+        (Method::POST, "/volumes/{volume_id}/action", Write, action("os-begin_detaching", "{}")),
+        (Method::POST, "/volumes/{volume_id}/action", Write, action("os-roll_detaching", "{}")),
+        (
+            Method::POST,
+            "/volumes/{volume_id}/action",
+            Write,
+            action("os-initialize_connection", &format!(r#"{{"connector": {CONNECTOR}}}"#)),
+        ),
+        (
+            Method::POST,
+            "/volumes/{volume_id}/action",
+            Write,
+            action("os-terminate_connection", &format!(r#"{{"connector": {CONNECTOR}}}"#)),
+        ),
+        (
+            Method::POST,
+            "/volumes/{volume_id}/action",
+            Write,
+            action(
+                "os-attach",
+                r#"{"instance_uuid": "11111111-2222-3333-4444-555555555555", "mountpoint": "/dev/vdb"}"#,
+            ),
+        ),
+        (Method::POST, "/volumes/{volume_id}/action", Write, action("os-detach", "{}")),
+        (Method::POST, "/volumes/{volume_id}/action", Write, action("os-retype", r#"{"new_type": "{type_id}"}"#)),
+        (
+            Method::POST,
+            "/snapshots/{snapshot_id}/action",
+            Admin,
+            action("os-reset_status", r#"{"status": "available"}"#),
+        ),
+        (Method::POST, "/backups/{backup_id}/action", Admin, action("os-reset_status", r#"{"status": "available"}"#)),
+        (Method::POST, "/attachments/{attachment_id}/action", Write, action("os-complete", "null")),
+        (Method::POST, "/types/{type_id}/action", Admin, action("addProjectAccess", r#"{"project": "{target}"}"#)),
+        (Method::POST, "/types/{type_id}/action", Admin, action("removeProjectAccess", r#"{"project": "{target}"}"#)),
+        // Deletes and force-deletes last: they take the fixtures away.
+        (Method::POST, "/volumes/{volume_id}/action", Admin, action("os-force_delete", "{}")),
+        (Method::POST, "/snapshots/{snapshot_id}/action", Admin, action("os-force_delete", "{}")),
+        (Method::POST, "/backups/{backup_id}/action", Admin, action("os-force_delete", "{}")),
+        (Method::GET, "/qos-specs/{qos_id}/associate?vol_type_id={type_id}", Admin, None),
+        (Method::GET, "/qos-specs/{qos_id}/disassociate?vol_type_id={type_id}", Admin, None),
+        (Method::GET, "/qos-specs/{qos_id}/disassociate_all", Admin, None),
+        (Method::DELETE, "/attachments/{attachment_id}", Write, None),
+        (Method::DELETE, "/backups/{backup_id}", Write, None),
+        (Method::DELETE, "/snapshots/{snapshot_id}", Write, None),
+        (Method::DELETE, "/volumes/{volume_id}", Write, None),
+        (Method::DELETE, "/qos-specs/{qos_id}", Admin, None),
+        (Method::DELETE, "/types/{type_id}", Admin, None),
+        (Method::DELETE, "/os-quota-sets/{target}", Admin, None),
+    ]
+}
+
+/// The action names the OpenAPI document lists for an action route's body.
+fn documented_actions(operation: &Value) -> Vec<String> {
+    let schema = &operation["requestBody"]["content"]["application/json"]["schema"];
+    schema["oneOf"]
+        .as_array()
+        .map(|alternatives| {
+            alternatives
+                .iter()
+                .filter_map(|alternative| alternative["required"][0].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Project A's resources and the deployment's types and QoS specs, as A's admin sees them, to
+/// prove refused calls changed nothing (project B's member may change B's own project).
+async fn state(api: &RestApi, admin: &str, project: &str) -> Result<Vec<Value>> {
+    let mut seen = Vec::new();
+    for path in [
+        "/volumes/detail",
+        "/snapshots/detail",
+        "/backups/detail",
+        "/attachments/detail",
+        "/types?is_public=None",
+        "/qos-specs",
+        &format!("/os-quota-sets/{project}?usage=True"),
+    ] {
+        let reply = api.call(Method::GET, &format!("/v3/{project}{path}"), Some(admin), Some("3.71"), None).await?;
+        ensure!(reply.status.is_success(), "admin GET {path}: {} {}", reply.status, reply.body);
+        seen.push(reply.body);
+    }
+    Ok(seen)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_route_answers_each_caller_as_cinder_s_policy_says() -> Result<()> {
+    let keystone = Keystone::start().await?;
+    let project_a = keystone.project("matrix-a").await?;
+    let project_b = keystone.project("matrix-b").await?;
+    let service = keystone.project("service").await?;
+    let basalt_user = keystone.user("basalt", &service, &["service", "admin"]).await?;
+    let alice = keystone.user("alice", &project_a, &["member"]).await?;
+    let bob = keystone.user("bob", &project_a, &["reader"]).await?;
+    let carol = keystone.user("carol", &project_b, &["member"]).await?;
+    let ops = keystone.user("ops", &project_a, &["admin"]).await?;
+
+    let mesh = InProcessMesh::start(1).await?;
+    let gateway = |cache: Duration| {
+        let auth = basalt_api_gateway::AuthConfig {
+            keystone: Some(keystone.gateway_config(&basalt_user, "service", cache)),
+            ..Default::default()
+        };
+        RestApi::start_with_auth(&mesh, auth)
+    };
+    let api = gateway(Duration::from_secs(300)).await?;
+    let uncached = gateway(Duration::ZERO).await?;
+
+    // A token revoked after use: refused at once by a gateway that caches nothing (a caching one
+    // believes it until its cache entry expires, as keystonemiddleware does).
+    let used = keystone.token(&alice, &project_a).await?;
+    let volumes = format!("/v3/{project_a}/volumes");
+    ensure!(uncached.call(Method::GET, &volumes, Some(&used), None, None).await?.status == 200);
+    keystone.revoke(&used).await?;
+    let after_revoke = uncached.call(Method::GET, &volumes, Some(&used), None, None).await?;
+    ensure!(after_revoke.status == 401, "a revoked token: {} {}", after_revoke.status, after_revoke.body);
+
+    let member = keystone.token(&alice, &project_a).await?;
+    let reader = keystone.token(&bob, &project_a).await?;
+    let other = keystone.token(&carol, &project_b).await?;
+    let admin = keystone.token(&ops, &project_a).await?;
+    let revoked = keystone.token(&alice, &project_a).await?;
+    keystone.revoke(&revoked).await?;
+    let expired = keystone.expired_token(&alice, &project_a).await?;
+
+    // Project A's resources, made as its admin over gRPC with the identity Keystone gave.
+    let mut client = volume_client(&mesh.grpc_addr).await?;
+    let owner = basalt::context::CallContext::new(
+        basalt::ids::ProjectId::parse(&project_a)?,
+        "ops",
+        basalt::context::ADMIN_ROLES,
+    );
+    let make_volume = |name: &str| CreateVolumeRequest { name: name.into(), size_gib: 1, ..Default::default() };
+    let volume = client.create_volume(owner.request(make_volume("matrix-volume"))).await?.into_inner();
+    wait_for_status(&mut client, &owner, &volume.id, VolumeStatus::Available).await?;
+    let attached = client.create_volume(owner.request(make_volume("matrix-attached"))).await?.into_inner();
+    wait_for_status(&mut client, &owner, &attached.id, VolumeStatus::Available).await?;
+    let snapshot = client
+        .create_snapshot(owner.request(CreateSnapshotRequest {
+            volume_id: volume.id.clone(),
+            name: "s".into(),
+            ..Default::default()
+        }))
+        .await?
+        .into_inner();
+    wait_for_snapshot(&mut client, &owner, &snapshot.id, SnapshotStatus::Available).await?;
+    let backup = client
+        .create_backup(owner.request(CreateBackupRequest {
+            volume_id: attached.id.clone(),
+            name: "b".into(),
+            ..Default::default()
+        }))
+        .await?
+        .into_inner();
+    wait_for_backup(&mut client, &owner, &backup.id).await?;
+    let attachment = client
+        .create_attachment(owner.request(CreateAttachmentRequest {
+            volume_id: attached.id.clone(),
+            instance_id: "11111111-2222-3333-4444-555555555555".into(),
+            ..Default::default()
+        }))
+        .await?
+        .into_inner();
+    ensure!(attachment.status == AttachStatus::Reserved as i32);
+    let setup = |path: &str, body: &str| {
+        let api = &api;
+        let admin = admin.clone();
+        let path = format!("/v3/{project_a}{path}");
+        let body = body.to_owned();
+        async move {
+            let reply = api.call(Method::POST, &path, Some(&admin), Some("3.71"), Some(&body)).await?;
+            ensure!(reply.status.is_success(), "POST {path}: {} {}", reply.status, reply.body);
+            Ok::<_, anyhow::Error>(reply.body)
+        }
+    };
+    let volume_type = setup("/types", r#"{"volume_type": {"name": "matrix", "extra_specs": {"k": "v"}}}"#).await?;
+    let qos = setup("/qos-specs", r#"{"qos_specs": {"name": "matrix", "read_iops_sec": "1"}}"#).await?;
+    setup(&format!("/volumes/{}/metadata", volume.id), r#"{"metadata": {"k": "v"}}"#).await?;
+    setup(&format!("/snapshots/{}/metadata", snapshot.id), r#"{"metadata": {"k": "v"}}"#).await?;
+    let ids = Ids {
+        project: project_a.clone(),
+        volume: volume.id.clone(),
+        snapshot: snapshot.id.clone(),
+        backup: backup.id.clone(),
+        attachment: attachment.id.clone(),
+        volume_type: volume_type["volume_type"]["id"].as_str().context("type id")?.to_owned(),
+        qos: qos["qos_specs"]["id"].as_str().context("qos id")?.to_owned(),
+    };
+
+    // The table covers the document: every operation, and every action of every action route.
+    let operations = operations();
+    let document = api.call(Method::GET, "/openapi.json", None, None, None).await?.body;
+    let mut missing = Vec::new();
+    for (path, methods) in document["paths"].as_object().context("paths")? {
+        for (method, operation) in methods.as_object().context("methods")? {
+            let method: Method = method.to_ascii_uppercase().parse()?;
+            let listed: Vec<_> = operations
+                .iter()
+                .filter(|(m, p, ..)| *m == method && p.split('?').next() == Some(path.as_str()))
+                .collect();
+            if listed.is_empty() {
+                missing.push(format!("{method} {path}"));
+            }
+            for name in documented_actions(operation) {
+                let quoted = format!("{{\"{name}\":");
+                if !listed.iter().any(|(.., body)| body.as_deref().is_some_and(|body| body.starts_with(&quoted))) {
+                    missing.push(format!("{method} {path} {name}"));
+                }
+            }
+        }
+    }
+    ensure!(missing.is_empty(), "operations without an expected answer (say who may call them): {missing:?}");
+
+    let call = |token: Option<String>, project: String, method: Method, path: &'static str, body: Option<String>| {
+        let api = &api;
+        let ids = &ids;
+        async move {
+            let url = format!("/v3/{project}{}", ids.fill(path));
+            let body = body.map(|body| ids.fill(&body));
+            api.call(method, &url, token.as_deref(), Some("3.71"), body.as_deref()).await
+        }
+    };
+
+    // The refused: nobody, an expired and a revoked token, project B on A's URL, and A's reader
+    // for everything but reads. None of them may change anything.
+    let before = state(&api, &admin, &project_a).await?;
+    let mut cells = 0;
+    for (method, path, access, body) in &operations {
+        let what = format!("{method} {path} {}", body.as_deref().unwrap_or_default());
+        for (who, token) in [("no token", None), ("expired", Some(expired.clone())), ("revoked", Some(revoked.clone()))]
+        {
+            let reply = call(token, project_a.clone(), method.clone(), path, body.clone()).await?;
+            ensure!(reply.status == 401, "{who}: {what}: {} {}", reply.status, reply.body);
+            ensure!(
+                reply.headers.get("www-authenticate").and_then(|value| value.to_str().ok())
+                    == Some(&format!("Keystone uri=\"{}\"", keystone.url)),
+                "{who}: {what}: no WWW-Authenticate naming Keystone"
+            );
+            cells += 1;
+        }
+        let crossed = call(Some(other.clone()), project_a.clone(), method.clone(), path, body.clone()).await?;
+        ensure!(crossed.status == 400, "project B on A's url: {what}: {} {}", crossed.status, crossed.body);
+        let as_b = call(Some(other.clone()), project_b.clone(), method.clone(), path, body.clone()).await?;
+        let names_a_resource =
+            ["{volume_id}", "{snapshot_id}", "{backup_id}", "{attachment_id}", "{target}"].iter().any(|placeholder| {
+                path.contains(placeholder) || body.as_deref().is_some_and(|body| body.contains(placeholder))
+            });
+        if *access == Access::Admin || names_a_resource {
+            ensure!(
+                matches!(as_b.status.as_u16(), 403 | 404),
+                "project B on A's {what}: {} {}",
+                as_b.status,
+                as_b.body
+            );
+        }
+        // Listings in B's own project show nothing of A's (a refusal may quote the id B sent).
+        let shown = as_b.body.to_string();
+        ensure!(
+            names_a_resource
+                || ![&ids.volume, &ids.snapshot, &ids.backup, &ids.attachment]
+                    .iter()
+                    .any(|id| shown.contains(id.as_str())),
+            "project B sees A's resources through {what}: {shown}"
+        );
+        let as_reader = call(Some(reader.clone()), project_a.clone(), method.clone(), path, body.clone()).await?;
+        if *access == Access::Read {
+            ensure!(
+                !matches!(as_reader.status.as_u16(), 401 | 403),
+                "reader: {what}: {} {}",
+                as_reader.status,
+                as_reader.body
+            );
+        } else {
+            ensure!(as_reader.status == 403, "reader: {what}: {} {}", as_reader.status, as_reader.body);
+        }
+        if *access == Access::Admin {
+            let as_member = call(Some(member.clone()), project_a.clone(), method.clone(), path, body.clone()).await?;
+            ensure!(as_member.status == 403, "member: {what}: {} {}", as_member.status, as_member.body);
+        }
+        cells += 3;
+    }
+    let after = state(&api, &admin, &project_a).await?;
+    ensure!(before == after, "refused calls changed state:\nbefore {before:?}\nafter {after:?}");
+
+    // The allowed: A's member for reads and writes, then A's admin for admin calls.
+    for (method, path, access, body) in &operations {
+        let token = match access {
+            Access::Admin => admin.clone(),
+            Access::Read | Access::Write => member.clone(),
+        };
+        let reply = call(Some(token), project_a.clone(), method.clone(), path, body.clone()).await?;
+        if matches!(reply.status.as_u16(), 401 | 403) || reply.status.is_server_error() {
+            bail!("{access:?} caller refused: {method} {path}: {} {}", reply.status, reply.body);
+        }
+        cells += 1;
+    }
+    println!("{cells} cells of {} operations checked", operations.len());
+    mesh.shutdown().await;
+    Ok(())
+}
