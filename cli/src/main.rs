@@ -611,8 +611,8 @@ async fn up(args: UpArgs) -> Result<()> {
     println!("Basalt is up: gateway, scheduler and one volume node in this process.");
     println!("  rest: http://{}/v3", gateway.rest_addr);
     println!("  grpc: {}", scheduler.grpc_addr);
-    println!("  data: {}", data_dir.display());
     args.auth.announce(gateway.rest_addr);
+    println!("  data: {}", data_dir.display());
     println!("Press Ctrl-C to stop.");
 
     wait_for_shutdown_signal().await;
