@@ -309,8 +309,13 @@ pub struct BasaltProcess {
 impl BasaltProcess {
     /// Runs `basalt <args>` and waits until it has printed every key in `ready_keys`.
     pub fn spawn(args: &[&str], env: &[(&str, &str)], ready_keys: &[&str]) -> Result<Self> {
+        Self::spawn_logging(args, env, ready_keys, Stdio::inherit())
+    }
+
+    /// [`Self::spawn`] with the process's log (its stderr) going to `log`.
+    pub fn spawn_logging(args: &[&str], env: &[(&str, &str)], ready_keys: &[&str], log: Stdio) -> Result<Self> {
         let mut command = Command::new(basalt_binary()?);
-        command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
         for (key, value) in env {
             command.env(key, value);
         }
@@ -342,10 +347,15 @@ impl BasaltProcess {
     /// `basalt up` on `data` with loopback listeners on free ports, then `flags`; waits until it
     /// has printed its REST, gRPC and data addresses.
     pub fn up(data: &Path, flags: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+        Self::up_logging(data, flags, env, Stdio::inherit())
+    }
+
+    /// [`Self::up`] with the log going to `log`.
+    pub fn up_logging(data: &Path, flags: &[&str], env: &[(&str, &str)], log: Stdio) -> Result<Self> {
         let data = data.to_str().context("a utf-8 data directory")?;
         let mut args = vec!["up", "--data-dir", data, "--rest-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"];
         args.extend(flags);
-        Self::spawn(&args, env, &["rest", "grpc", "data"])
+        Self::spawn_logging(&args, env, &["rest", "grpc", "data"], log)
     }
 
     pub fn endpoint(&self, key: &str) -> &str {

@@ -560,3 +560,163 @@ async fn cinder_and_openstack_clients_log_in_with_keystone_passwords() -> Result
     drop(up);
     Ok(())
 }
+
+/// Every command line on the machine, sampled until `stop` is set.
+fn sample_command_lines(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::collections::HashSet<String> {
+    let mut seen = std::collections::HashSet::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            if let Ok(bytes) = std::fs::read(entry.path().join("cmdline"))
+                && !bytes.is_empty()
+            {
+                seen.insert(String::from_utf8_lossy(&bytes).replace('\0', " "));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chap_passwords_and_tokens_reach_no_log_error_or_command_line() -> Result<()> {
+    let keystone = Keystone::start().await?;
+    let project = keystone.project("secrets").await?;
+    let service = keystone.project("service").await?;
+    let basalt_user = keystone.user("basalt", &service, &["service", "admin"]).await?;
+    let alice = keystone.user("alice", &project, &["member"]).await?;
+    let bob = keystone.user("bob", &project, &["reader"]).await?;
+    let tgtd = Tgtd::start()?;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = std::thread::spawn({
+        let stop = stop.clone();
+        move || sample_command_lines(stop)
+    });
+    let data = tempfile::tempdir()?;
+    let log_path = data.path().join("basalt.log");
+    let mut flags = vec!["--auth", "keystone", "--keystone-url", &keystone.url, "--keystone-project", "service"];
+    let export_flags = tgtd.export_flags();
+    flags.extend(export_flags.iter().map(String::as_str));
+    let up = BasaltProcess::up_logging(
+        &data.path().join("up"),
+        &flags,
+        &[("BASALT_KEYSTONE_PASSWORD", &basalt_user.password), ("RUST_LOG", "debug,sqlx=warn,h2=info,hyper=info")],
+        std::fs::File::create(&log_path)?.into(),
+    )?;
+    let base = format!("{}/{project}", up.endpoint("rest"));
+    let member = keystone.token(&alice, &project).await?;
+    let reader = keystone.token(&bob, &project).await?;
+    let http = reqwest::Client::new();
+    let mut error_bodies = Vec::new();
+    let mut passwords = Vec::new();
+    let call = |method: reqwest::Method, path: &str, token: &str, body: Option<String>| {
+        let mut request = http
+            .request(method, format!("{base}{path}"))
+            .header("x-auth-token", token)
+            .header("openstack-api-version", "volume 3.71");
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body);
+        }
+        async move {
+            let response = request.send().await?;
+            let status = response.status();
+            let text = response.text().await?;
+            Ok::<_, anyhow::Error>((status, text))
+        }
+    };
+
+    let (_, created) =
+        call(reqwest::Method::POST, "/volumes", &member, Some(r#"{"volume": {"size": 1}}"#.into())).await?;
+    let volume = serde_json::from_str::<Value>(&created)?["volume"]["id"].as_str().context("volume id")?.to_owned();
+    eventually("the volume is available", || {
+        let shown = call(reqwest::Method::GET, &format!("/volumes/{volume}"), &member, None);
+        async move { Ok(shown.await?.1.contains("\"available\"")) }
+    })
+    .await?;
+    // Two hosts attach (a CHAP account each), through both connection flows.
+    let connector = |host: &str| {
+        format!(r#"{{"initiator": "iqn.1993-08.org.debian:01:{host}", "host": "{host}", "ip": "127.0.0.1"}}"#)
+    };
+    let (status, attached) = call(
+        reqwest::Method::POST,
+        "/attachments",
+        &member,
+        Some(format!(r#"{{"attachment": {{"volume_uuid": "{volume}", "instance_uuid": "11111111-2222-3333-4444-555555555555", "connector": {}}}}}"#, connector("one"))),
+    )
+    .await?;
+    ensure!(status.is_success(), "attach: {status} {attached}");
+    let attachment: Value = serde_json::from_str(&attached)?;
+    passwords.push(
+        attachment["attachment"]["connection_info"]["data"]["auth_password"]
+            .as_str()
+            .context("a CHAP password")?
+            .to_owned(),
+    );
+    let attachment_id = attachment["attachment"]["id"].as_str().context("attachment id")?.to_owned();
+    let (status, initialized) = call(
+        reqwest::Method::POST,
+        &format!("/volumes/{volume}/action"),
+        &member,
+        Some(format!(r#"{{"os-initialize_connection": {{"connector": {}}}}}"#, connector("two"))),
+    )
+    .await?;
+    ensure!(status.is_success(), "initialize: {status} {initialized}");
+    let initialized: Value = serde_json::from_str(&initialized)?;
+    passwords
+        .push(initialized["connection_info"]["data"]["auth_password"].as_str().context("a CHAP password")?.to_owned());
+
+    // Refusals of every kind, whose bodies are scanned.
+    for (method, path, token, body) in [
+        (reqwest::Method::POST, "/volumes".to_owned(), reader.as_str(), Some(r#"{"volume": {"size": 1}}"#.to_owned())),
+        (reqwest::Method::GET, "/volumes/00000000-0000-0000-0000-000000000000".to_owned(), member.as_str(), None),
+        (
+            reqwest::Method::POST,
+            format!("/volumes/{volume}/action"),
+            member.as_str(),
+            Some(r#"{"os-extend": {"new_size": "x"}}"#.to_owned()),
+        ),
+        (reqwest::Method::DELETE, format!("/volumes/{volume}"), member.as_str(), None),
+        (reqwest::Method::GET, "/volumes".to_owned(), "not-a-token", None),
+        (reqwest::Method::GET, "/volumes".to_owned(), &format!("{member}x"), None),
+    ] {
+        let (status, text) = call(method, &path, token, body).await?;
+        ensure!(!status.is_success(), "{path}: expected a refusal, got {status}");
+        error_bodies.push(text);
+    }
+    let (status, text) = call(reqwest::Method::DELETE, &format!("/attachments/{attachment_id}"), &member, None).await?;
+    ensure!(status.is_success(), "detach: {status} {text}");
+    let (status, text) = call(
+        reqwest::Method::POST,
+        &format!("/volumes/{volume}/action"),
+        &member,
+        Some(format!(r#"{{"os-terminate_connection": {{"connector": {}}}}}"#, connector("two"))),
+    )
+    .await?;
+    ensure!(status.is_success(), "terminate: {status} {text}");
+    call(reqwest::Method::DELETE, &format!("/volumes/{volume}"), &member, None).await?;
+    eventually("the volume is gone", || {
+        let shown = call(reqwest::Method::GET, &format!("/volumes/{volume}"), &member, None);
+        async move { Ok(shown.await?.0 == reqwest::StatusCode::NOT_FOUND) }
+    })
+    .await?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let command_lines = sampler.join().map_err(|_| anyhow::anyhow!("the sampler panicked"))?;
+    drop(up);
+
+    let log = std::fs::read_to_string(&log_path)?;
+    ensure!(command_lines.iter().any(|line| line.contains("tgtadm")), "the sampler saw tgtadm run");
+    ensure!(log.lines().count() > 20, "the log has lines to scan");
+    let secrets = passwords.iter().map(|password| ("a CHAP password", password.as_str())).chain([
+        ("a member's token", member.as_str()),
+        ("a reader's token", reader.as_str()),
+        ("the service user's password", basalt_user.password.as_str()),
+    ]);
+    for (what, secret) in secrets {
+        ensure!(!log.contains(secret), "{what} is in the log");
+        ensure!(!error_bodies.iter().any(|body| body.contains(secret)), "{what} is in an error body");
+        if let Some(line) = command_lines.iter().find(|line| line.contains(secret)) {
+            bail!("{what} is on a command line: {line}");
+        }
+    }
+    Ok(())
+}

@@ -362,27 +362,59 @@ fn create_file(path: &Path, size_bytes: u64, source: Option<&Path>) -> Result<()
 
 /// Writes `path` through a staging file renamed into place once complete and synced.
 fn write_atomically(path: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> Result<(), ServiceError> {
-    let staging = path.with_file_name(format!(
-        "{}{STAGING_MARK}{}",
-        path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default(),
-        uuid::Uuid::new_v4().simple()
-    ));
+    let marked = |what: &str| {
+        path.with_file_name(format!(
+            "{}{STAGING_MARK}{what}-{}",
+            path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default(),
+            uuid::Uuid::new_v4().simple()
+        ))
+    };
+    let staging = marked("new");
+    // The content being replaced keeps a name until it is wiped: the rename alone would free its
+    // blocks with the tenant's old bytes on them. Marked as staging, a crash leaves it to the
+    // start-up sweep, which wipes it.
+    let retired = marked("old");
     let result = (|| {
         // Owner-only: the file holds a tenant's bytes.
         let mut file = OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&staging)?;
         fill(&mut file)?;
         file.sync_all()?;
+        let replacing = match fs::hard_link(path, &retired) {
+            Ok(()) => true,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => false,
+            Err(error) => return Err(error),
+        };
         fs::rename(&staging, path)?;
-        sync_parent(path)
+        sync_parent(path)?;
+        Ok(replacing)
     })();
-    if let Err(error) = result {
-        if let Ok(mut file) = OpenOptions::new().write(true).open(&staging) {
-            let _ = sparse::wipe(&mut file);
+    match result {
+        Ok(true) => wipe_and_remove(&retired).map(|_| ()),
+        Ok(false) => Ok(()),
+        Err(error) => {
+            if let Ok(mut file) = OpenOptions::new().write(true).open(&staging) {
+                let _ = sparse::wipe(&mut file);
+                let _ = fs::remove_file(&staging);
+            }
+            let _ = discard_retired(path, &retired);
+            Err(io_error("write", path, error))
         }
-        let _ = fs::remove_file(&staging);
-        return Err(io_error("write", path, error));
     }
-    Ok(())
+}
+
+/// Removes a retired name: wiped when it holds replaced content, only unlinked while it is still
+/// a second name of the live file (a crash before the rename), whose bytes must stay.
+fn discard_retired(live: &Path, retired: &Path) -> Result<(), ServiceError> {
+    use std::os::unix::fs::MetadataExt;
+    let same_file = match (fs::metadata(live), fs::metadata(retired)) {
+        (Ok(live), Ok(retired)) => live.dev() == retired.dev() && live.ino() == retired.ino(),
+        (_, Err(error)) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+        _ => false,
+    };
+    if same_file {
+        return fs::remove_file(retired).map_err(|error| io_error("remove", retired, error));
+    }
+    wipe_and_remove(retired).map(|_| ())
 }
 
 /// Removes staging files a crash left behind, wiping them first: they may hold tenant bytes.
@@ -392,7 +424,9 @@ fn remove_staging_files(root: &Path) -> Result<(), ServiceError> {
         let entry = entry.map_err(|error| io_error("list", root, error))?;
         if entry.file_name().to_string_lossy().contains(STAGING_MARK) {
             tracing::warn!(path = %entry.path().display(), "removing a staging file left by an interrupted operation");
-            wipe_and_remove(&entry.path())?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let live = root.join(name.split(STAGING_MARK).next().unwrap_or_default());
+            discard_retired(&live, &entry.path())?;
         }
     }
     Ok(())
@@ -561,6 +595,21 @@ mod tests {
         let backend = backend(dir.path());
         assert!(!leftover.exists());
         assert!(backend.list().await.unwrap().0.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_crash_between_retiring_and_replacing_a_volume_keeps_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = VolumeId::new_random();
+        backend(dir.path()).create_volume("default", id, 1 << 20, VolumeSource::Empty).await.unwrap();
+        let live = dir.path().join(format!("volume-{id}"));
+        write_at(&live, 0, b"keep me");
+        // What a crash right after the hard link leaves: a second name of the live file.
+        let retired = dir.path().join(format!("volume-{id}{STAGING_MARK}old-1"));
+        fs::hard_link(&live, &retired).unwrap();
+        let reopened = backend(dir.path());
+        assert!(!retired.exists());
+        assert_eq!(read_at(&reopened.volume_path(id), 0, 7), b"keep me");
     }
 
     #[tokio::test]

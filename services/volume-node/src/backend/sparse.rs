@@ -1,4 +1,4 @@
-//! Byte-level helpers shared by file-based backends: discard a file's bytes before it goes, and
+//! Byte-level helpers shared by file-based backends: destroy a file's bytes before it goes, and
 //! copy a file without copying its holes (a reflink where the filesystem can share extents).
 
 use std::{
@@ -11,22 +11,28 @@ const ZERO_CHUNK: usize = 1 << 20;
 /// `FICLONE` from `linux/fs.h`: share all extents of one file with another (XFS, btrfs).
 const FICLONE: libc::c_ulong = 0x4004_9409;
 
-/// Discards every byte of `file`: punches the whole range out, or where the filesystem cannot,
-/// overwrites each data extent with zeros. Synced before it returns.
+/// Destroys every byte of `file` before its blocks are freed: each data extent is overwritten
+/// with zeros in place and synced, then the whole range is punched out to give the space back.
+/// Punching alone is not enough: it frees the blocks with the tenant's bytes still on them, and
+/// the next file (or whoever reads the device) gets them. In-place overwrite is what ext4 and XFS
+/// do for extents no other file shares; btrfs writes elsewhere, so it is not a backend filesystem
+/// (`docs/storage.md`).
 pub fn wipe(file: &mut File) -> io::Result<()> {
     let length = file.metadata()?.len();
     if length == 0 {
         return Ok(());
     }
+    zero_data_extents(file, length)?;
+    file.sync_data()?;
     let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
     // SAFETY: fallocate on a file descriptor we own, with a range inside the file.
     let punched = unsafe { libc::fallocate(file.as_raw_fd(), mode, 0, length as libc::off_t) } == 0;
     if !punched {
         let error = io::Error::last_os_error();
+        // The bytes are already zeros; a filesystem that cannot punch keeps the blocks until unlink.
         if error.raw_os_error() != Some(libc::EOPNOTSUPP) {
             return Err(error);
         }
-        zero_data_extents(file, length)?;
     }
     file.sync_all()
 }

@@ -2,9 +2,22 @@
 //! LUN 1 (LUN 0 is tgt's controller), opened with `--bsoflags direct`, one CHAP account per export
 //! bound to the target, and an ACL of initiator names. Every step checks what tgtd already has,
 //! so ensuring an export is idempotent and a half-made one is completed.
+//!
+//! CHAP accounts are the one step not run through `tgtadm`: its `--password` argument would sit in
+//! `/proc/<pid>/cmdline` for any local user to read. The account is made by writing tgtadm's own
+//! request to tgtd's management socket (root-only, `/var/run/tgtd/socket.<control port>`), the
+//! bytes tgtadm 1.0.85 sends (read off the wire with strace): a 120-byte header (mode, operation,
+//! the driver name, the total length, target id -1, LUN all ones) and `user=...,password=...\0`;
+//! the answer is an error number and a length.
+
+use std::path::PathBuf;
 
 use basalt::{ErrorCode, ServiceError, ids::VolumeId};
-use tokio::sync::Mutex;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::UnixStream,
+    sync::Mutex,
+};
 
 use super::{Export, TargetDriver};
 use basalt::command::{Finished, Runner};
@@ -31,9 +44,20 @@ pub struct TargetInfo {
     pub acls: Vec<String>,
 }
 
+/// tgtd's management protocol: the request header's size and the fields Basalt sets.
+const REQUEST_HEADER: usize = 120;
+const MODE_ACCOUNT: u32 = 7;
+const OP_NEW: u32 = 0;
+/// tgtd's answer when the account exists already.
+const ERROR_ACCOUNT_EXISTS: u32 = 14;
+/// The longest answer text read back.
+const MAX_ANSWER: usize = 64 << 10;
+
 pub struct TgtDriver<R: Runner> {
     /// tgtd's control port (`tgtd -C N`, `tgtadm -C N`); `None` for the default daemon.
     control_port: Option<u16>,
+    /// tgtd's management socket for that port.
+    socket: PathBuf,
     pub(crate) runner: R,
     /// Target ids are allocated by looking at what exists: one allocation at a time.
     allocation: Mutex<()>,
@@ -41,7 +65,52 @@ pub struct TgtDriver<R: Runner> {
 
 impl<R: Runner> TgtDriver<R> {
     pub fn new(control_port: Option<u16>, runner: R) -> Self {
-        Self { control_port, runner, allocation: Mutex::new(()) }
+        let socket = PathBuf::from(format!("/var/run/tgtd/socket.{}", control_port.unwrap_or(0)));
+        Self { control_port, socket, runner, allocation: Mutex::new(()) }
+    }
+
+    /// The same driver talking to a management socket elsewhere (tests).
+    pub fn with_socket(mut self, socket: PathBuf) -> Self {
+        self.socket = socket;
+        self
+    }
+
+    /// Creates a CHAP account through the management socket, so the password is on no command
+    /// line. An account that exists already is left as it is.
+    async fn new_account(&self, username: &str, password: &str) -> Result<(), ServiceError> {
+        let parameters = format!("user={username},password={password}\0");
+        let total = u32::try_from(REQUEST_HEADER + parameters.len())
+            .map_err(|_| ServiceError::invalid("the CHAP account's name and password are too long"))?;
+        let mut request = vec![0u8; REQUEST_HEADER];
+        request[0..4].copy_from_slice(&MODE_ACCOUNT.to_ne_bytes());
+        request[4..8].copy_from_slice(&OP_NEW.to_ne_bytes());
+        request[8..13].copy_from_slice(b"iscsi");
+        request[72..76].copy_from_slice(&total.to_ne_bytes());
+        request[76..80].copy_from_slice(&(-1i32).to_ne_bytes());
+        request[88..96].copy_from_slice(&u64::MAX.to_ne_bytes());
+        request.extend_from_slice(parameters.as_bytes());
+        let unreachable = |error: std::io::Error| {
+            ServiceError::new(
+                ErrorCode::Unavailable,
+                format!("tgtd's management socket {} is not reachable: {error}", self.socket.display()),
+            )
+        };
+        let mut stream = UnixStream::connect(&self.socket).await.map_err(unreachable)?;
+        stream.write_all(&request).await.map_err(unreachable)?;
+        let mut header = [0u8; 8];
+        stream.read_exact(&mut header).await.map_err(unreachable)?;
+        let error = u32::from_ne_bytes(header[0..4].try_into().expect("four bytes"));
+        let length = u32::from_ne_bytes(header[4..8].try_into().expect("four bytes")) as usize;
+        let mut answer = vec![0u8; length.saturating_sub(header.len()).min(MAX_ANSWER)];
+        stream.read_exact(&mut answer).await.map_err(unreachable)?;
+        match error {
+            0 | ERROR_ACCOUNT_EXISTS => Ok(()),
+            // The answer never holds the password; it is tgtd's text for the error number.
+            _ => Err(ServiceError::internal(format!(
+                "tgtd could not create the CHAP account (error {error}) {}",
+                String::from_utf8_lossy(&answer).trim_matches(char::from(0)).trim()
+            ))),
+        }
     }
 
     /// Runs tgtadm; `what` names the step in errors. Arguments never reach messages: some are
@@ -139,11 +208,7 @@ impl<R: Runner> TargetDriver for TgtDriver<R> {
         }
         if !target.accounts.contains(&export.username) {
             if !self.has_account(&export.username).await? {
-                self.tgtadm(
-                    &["--op", "new", "--mode", "account", "--user", &export.username, "--password", &export.password],
-                    "create the CHAP account",
-                )
-                .await?;
+                self.new_account(&export.username, &export.password).await?;
             }
             self.tgtadm(
                 &["--op", "bind", "--mode", "account", "--tid", &tid, "--user", &export.username],
@@ -295,7 +360,27 @@ mod tests {
             iqn_prefix: "iqn.2010-10.org.basalt:".into(),
             state_dir: dir.to_path_buf(),
         };
-        Exports::new(config, TgtDriver::new(Some(7), runner)).unwrap()
+        let socket = dir.join("tgtd.socket");
+        Exports::new(config, TgtDriver::new(Some(7), runner).with_socket(socket)).unwrap()
+    }
+
+    /// A stand-in for tgtd's management socket (the real one is exercised by the iSCSI tests):
+    /// answers `error` to one request and hands the request's bytes back.
+    fn management_socket(path: &Path, error: u32) -> tokio::task::JoinHandle<Vec<u8>> {
+        let listener = tokio::net::UnixListener::bind(path).unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut header = vec![0u8; REQUEST_HEADER];
+            stream.read_exact(&mut header).await.unwrap();
+            let total = u32::from_ne_bytes(header[72..76].try_into().unwrap()) as usize;
+            let mut parameters = vec![0u8; total - REQUEST_HEADER];
+            stream.read_exact(&mut parameters).await.unwrap();
+            let mut answer = error.to_ne_bytes().to_vec();
+            answer.extend_from_slice(&8u32.to_ne_bytes());
+            stream.write_all(&answer).await.unwrap();
+            header.extend(parameters);
+            header
+        })
     }
 
     #[tokio::test]
@@ -312,9 +397,9 @@ mod tests {
             ("--op update --mode target --tid 2 --name InitialR2T --value No", ok("")),
             ("--op new --mode logicalunit --tid 2 --lun 1", ok("")),
             ("--op show --mode account", ok("Account list:\n    u1\n")),
-            ("--op new --mode account", ok("")),
             ("--op bind --mode account --tid 2", ok("")),
         ]);
+        let tgtd = management_socket(&dir.path().join("tgtd.socket"), 0);
         let exports = exports(dir.path(), runner);
         let volume = VolumeId::new_random();
         let export = exports.export(volume, "/pool/volume-x").await.unwrap();
@@ -323,6 +408,11 @@ mod tests {
         let calls = exports.driver.runner.calls.lock().unwrap().clone();
         assert!(calls.iter().all(|call| call.starts_with("tgtadm -C 7 --lld iscsi")), "{calls:?}");
         assert!(calls.iter().any(|call| call.contains("--bsoflags direct")));
+        assert!(!calls.iter().any(|call| call.contains(&export.password)), "a password on a command line: {calls:?}");
+        let request = tgtd.await.unwrap();
+        assert_eq!(request[0..8], [7, 0, 0, 0, 0, 0, 0, 0], "mode account, operation new");
+        let parameters = format!("user={},password={}\0", export.username, export.password);
+        assert!(request.ends_with(parameters.as_bytes()));
         let record = std::fs::metadata(dir.path().join(format!("export-{volume}.json"))).unwrap();
         assert_eq!(record.permissions().mode() & 0o777, 0o600, "the record holds the CHAP password");
     }
