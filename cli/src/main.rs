@@ -2,7 +2,11 @@
 //! scheduler and one volume node in one process, SQLite, the file backend); the other commands
 //! run one service each, talking gRPC and NATS.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use basalt::{bus::Bus, ids::NodeId, listener::ListenerLimits};
@@ -35,6 +39,9 @@ enum Command {
     /// Run the CSI plugin (controller, node, or both) on a unix socket, for Kubernetes and other
     /// container orchestrators.
     Csi(CsiArgs),
+    /// Seal every stored secret with the current key (after a key rotation: give the new key as
+    /// --secret-key-file and the old one as --previous-secret-key-file). Safe to repeat.
+    ResealSecrets(ResealArgs),
     /// Check a storage host before it goes into service: run the backend conformance suite
     /// against its backend, or export a volume to a host and check the bytes it wrote.
     #[command(subcommand)]
@@ -117,6 +124,8 @@ struct UpArgs {
     auth: AuthArgs,
     #[command(flatten)]
     policy: PolicyArgs,
+    #[command(flatten)]
+    secrets: SecretArgs,
     #[command(flatten)]
     listeners: ListenerArgs,
 }
@@ -238,6 +247,30 @@ impl AuthArgs {
     }
 }
 
+/// The key CHAP passwords are sealed with in the database.
+#[derive(Args)]
+struct SecretArgs {
+    /// The key file (base64 of 32 random bytes, owner-only), made when missing. Every scheduler of
+    /// a deployment needs the same one; it never goes into the database. Default: basalt up's
+    /// `<data-dir>/secret.key`, the scheduler's `basalt-secret.key`.
+    #[arg(long, env = "BASALT_SECRET_KEY_FILE")]
+    secret_key_file: Option<PathBuf>,
+    /// During a rotation: the old key, still accepted for opening what it sealed.
+    #[arg(long, env = "BASALT_PREVIOUS_SECRET_KEY_FILE")]
+    previous_secret_key_file: Option<PathBuf>,
+}
+
+impl SecretArgs {
+    fn load(&self, default: &Path) -> Result<std::sync::Arc<basalt_scheduler::secrets::SecretKeys>> {
+        let path = self.secret_key_file.as_deref().unwrap_or(default);
+        let mut keys = basalt_scheduler::secrets::SecretKeys::from_file(path, true)?;
+        if let Some(previous) = &self.previous_secret_key_file {
+            keys = keys.with_previous(previous)?;
+        }
+        Ok(std::sync::Arc::new(keys))
+    }
+}
+
 /// Who may do what (the scheduler's policy).
 #[derive(Args)]
 struct PolicyArgs {
@@ -300,6 +333,23 @@ impl ControlArgs {
 }
 
 #[derive(Args)]
+struct ResealArgs {
+    /// The scheduler's database.
+    #[arg(long, env = "BASALT_DATABASE_URL")]
+    database_url: String,
+    #[command(flatten)]
+    secrets: SecretArgs,
+}
+
+async fn reseal_secrets(args: ResealArgs) -> Result<()> {
+    let keys = args.secrets.load(Path::new("basalt-secret.key"))?;
+    let db = basalt_scheduler::db::connect(&args.database_url).await?;
+    let changed = basalt_scheduler::secrets::reseal(&db, &keys).await?;
+    println!("resealed: {changed}");
+    Ok(())
+}
+
+#[derive(Args)]
 struct SchedulerArgs {
     /// `sqlite://path?mode=rwc` or `postgres://user@host/db`.
     #[arg(long, env = "BASALT_DATABASE_URL", default_value = "sqlite://basalt.db?mode=rwc")]
@@ -313,6 +363,8 @@ struct SchedulerArgs {
     control: ControlArgs,
     #[command(flatten)]
     policy: PolicyArgs,
+    #[command(flatten)]
+    secrets: SecretArgs,
     #[command(flatten)]
     bus: BusArgs,
     #[command(flatten)]
@@ -568,6 +620,7 @@ async fn main() -> Result<()> {
         Command::VolumeNode(args) => volume_node(args).await,
         Command::Gateway(args) => gateway(args).await,
         Command::Csi(args) => csi(args).await,
+        Command::ResealSecrets(args) => reseal_secrets(args).await,
         Command::StorageCheck(StorageCheck::Backend(args)) => storage_check::backend(args).await,
         Command::StorageCheck(StorageCheck::Export(args)) => storage_check::export(args).await,
         Command::StorageCheck(StorageCheck::Csi(args)) => csi_check::run(args).await,
@@ -587,7 +640,11 @@ async fn up(args: UpArgs) -> Result<()> {
             listen: args.grpc_listen,
             instance: host_name(),
             initial_report_wait: Duration::from_millis(500),
-            control: basalt_scheduler::ControlPlaneConfig { policy: args.policy.load()?, ..Default::default() },
+            control: basalt_scheduler::ControlPlaneConfig {
+                policy: args.policy.load()?,
+                secrets: args.secrets.load(&data_dir.join("secret.key"))?,
+                ..Default::default()
+            },
             limits,
         },
         bus.clone(),

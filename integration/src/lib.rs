@@ -575,9 +575,12 @@ impl ProcessMesh {
 
     fn spawn_scheduler(&self, index: usize) -> Result<BasaltProcess> {
         let instance = format!("scheduler-{index}");
+        let key = self.root.path().join("secret.key");
         BasaltProcess::spawn(
             &[
                 "scheduler",
+                "--secret-key-file",
+                key.to_str().context("utf-8 temp dir")?,
                 "--listen",
                 "127.0.0.1:0",
                 "--database-url",

@@ -57,9 +57,15 @@ async fn as_processes_on_postgres_and_nats() -> Result<()> {
     let namespace = bus_namespace();
     let node_dir = tempfile::tempdir()?;
     let bus_args = ["--nats-url", NATS_URL, "--bus-namespace", &namespace];
+    let key = node_dir.path().join("secret.key");
+    let key = key.to_str().context("utf-8 temp dir")?;
 
     let scheduler = BasaltProcess::spawn(
-        &[&["scheduler", "--listen", "127.0.0.1:0", "--database-url", &database.url][..], &bus_args].concat(),
+        &[
+            &["scheduler", "--listen", "127.0.0.1:0", "--database-url", &database.url, "--secret-key-file", key][..],
+            &bus_args,
+        ]
+        .concat(),
         &[],
         &["grpc"],
     )?;

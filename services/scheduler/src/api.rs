@@ -427,7 +427,7 @@ impl VolumeService for VolumeApi {
     ) -> Result<Response<Attachment>, Status> {
         let context = self.authorize(&request, "volume:attachment_create")?;
         let model = self.attachments.create(&context, request.into_inner()).await?;
-        Ok(Response::new(attachments::to_proto(&model)))
+        Ok(Response::new(attachments::to_proto(&model, &context, &self.core.config.secrets)))
     }
 
     async fn update_attachment(
@@ -436,7 +436,7 @@ impl VolumeService for VolumeApi {
     ) -> Result<Response<Attachment>, Status> {
         let context = self.authorize(&request, "volume:attachment_update")?;
         let model = self.attachments.update(&context, request.into_inner()).await?;
-        Ok(Response::new(attachments::to_proto(&model)))
+        Ok(Response::new(attachments::to_proto(&model, &context, &self.core.config.secrets)))
     }
 
     async fn complete_attachment(
@@ -445,7 +445,7 @@ impl VolumeService for VolumeApi {
     ) -> Result<Response<Attachment>, Status> {
         let context = self.authorize(&request, "volume:attachment_complete")?;
         let model = self.attachments.complete(&context, &request.get_ref().attachment_id).await?;
-        Ok(Response::new(attachments::to_proto(&model)))
+        Ok(Response::new(attachments::to_proto(&model, &context, &self.core.config.secrets)))
     }
 
     async fn initialize_connection(
@@ -483,7 +483,7 @@ impl VolumeService for VolumeApi {
     async fn get_attachment(&self, request: Request<GetAttachmentRequest>) -> Result<Response<Attachment>, Status> {
         let context = self.authorize(&request, "volume:attachment_get")?;
         let model = self.attachments.get(&context, &request.get_ref().attachment_id).await?;
-        Ok(Response::new(attachments::to_proto(&model)))
+        Ok(Response::new(attachments::to_proto(&model, &context, &self.core.config.secrets)))
     }
 
     async fn list_attachments(
@@ -492,7 +492,12 @@ impl VolumeService for VolumeApi {
     ) -> Result<Response<ListAttachmentsResponse>, Status> {
         let context = self.authorize(&request, "volume:attachment_get_all")?;
         let models = self.attachments.list(&context, request.get_ref()).await?;
-        Ok(Response::new(ListAttachmentsResponse { attachments: models.iter().map(attachments::to_proto).collect() }))
+        Ok(Response::new(ListAttachmentsResponse {
+            attachments: models
+                .iter()
+                .map(|model| attachments::to_proto(model, &context, &self.core.config.secrets))
+                .collect(),
+        }))
     }
 
     async fn delete_attachment(
@@ -502,7 +507,10 @@ impl VolumeService for VolumeApi {
         let context = self.authorize(&request, "volume:attachment_delete")?;
         let remaining = self.attachments.delete(&context, &request.get_ref().attachment_id).await?;
         Ok(Response::new(ListAttachmentsResponse {
-            attachments: remaining.iter().map(attachments::to_proto).collect(),
+            attachments: remaining
+                .iter()
+                .map(|model| attachments::to_proto(model, &context, &self.core.config.secrets))
+                .collect(),
         }))
     }
 

@@ -31,7 +31,9 @@ use crate::{
     events::PendingEvent,
     fields,
     lifecycle::{self, AttachmentAction, VolumeAction},
-    listing, status,
+    listing,
+    secrets::SecretKeys,
+    status,
 };
 
 pub struct Attachments {
@@ -103,7 +105,7 @@ impl Attachments {
         status::check(&model, AttachmentAction::Connect, "connecting a host")?;
         let volume = status::load::<volume::Model>(&self.core.db, context, &model.volume_id.to_string()).await?;
         let export = self.export_to(&volume, &connector).await?;
-        let info = connection_info(&export, model.mode, volume.readonly);
+        let info = sealed(connection_info(&export, model.mode, volume.readonly), &self.core.config.secrets);
         let txn = self.core.begin_write().await?;
         let connected = step(&*txn, &volume, VolumeAction::Connect, AttachStatus::Attaching).await?;
         status::transition::<attachment::Model>(&*txn, model.id, AttachmentAction::Connect, "").await?;
@@ -500,7 +502,36 @@ status::stateful! {
     }
 }
 
-pub fn to_proto(model: &attachment::Model) -> proto::Attachment {
+/// Connection info as it is stored: the CHAP password sealed (`secrets.rs`).
+fn sealed(info: ConnectionInfo, keys: &SecretKeys) -> ConnectionInfo {
+    match info {
+        ConnectionInfo::Iscsi(mut iscsi) => {
+            iscsi.auth_password = keys.seal(&iscsi.auth_password);
+            ConnectionInfo::Iscsi(iscsi)
+        }
+        other => other,
+    }
+}
+
+/// Stored connection info as `viewer` may see it: the CHAP password opened for the attachment's
+/// own project only (an admin listing every project's attachments sees none).
+fn shown(info: &ConnectionInfo, own: bool, keys: &SecretKeys) -> proto::ConnectionInfo {
+    let mut shown = proto::ConnectionInfo::from(info);
+    if let Some(proto::connection_info::Target::Iscsi(iscsi)) = shown.target.as_mut() {
+        iscsi.auth_password = if own {
+            keys.open(&iscsi.auth_password).unwrap_or_else(|error| {
+                tracing::warn!(%error, "an attachment's CHAP password cannot be opened; the host must connect again");
+                String::new()
+            })
+        } else {
+            String::new()
+        };
+    }
+    shown
+}
+
+pub fn to_proto(model: &attachment::Model, viewer: &CallContext, keys: &SecretKeys) -> proto::Attachment {
+    let own = viewer.project_id == model.project_id;
     proto::Attachment {
         id: model.id.to_string(),
         volume_id: model.volume_id.to_string(),
@@ -510,7 +541,7 @@ pub fn to_proto(model: &attachment::Model) -> proto::Attachment {
         status: model.status as i32,
         mode: model.mode as i32,
         connector: model.connector.as_ref().map(proto::Connector::from),
-        connection_info: model.connection_info.as_ref().map(proto::ConnectionInfo::from),
+        connection_info: model.connection_info.as_ref().map(|info| shown(info, own, keys)),
         mountpoint: model.mountpoint.clone(),
         attached_at: model.attached_at.map(|at| std::time::SystemTime::from(at).into()),
         detached_at: None,

@@ -6,7 +6,10 @@ use basalt::{ServiceError, bus::Bus, policy::Policy};
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbBackend, TransactionTrait};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::{capacity::CapacityView, db::db_error, nodes::NodeClients, placement::Weigher, quotas::QuotaDefaults};
+use crate::{
+    capacity::CapacityView, db::db_error, nodes::NodeClients, placement::Weigher, quotas::QuotaDefaults,
+    secrets::SecretKeys,
+};
 
 /// Tunables of the control plane; the defaults suit production, tests shorten the timers.
 #[derive(Debug, Clone)]
@@ -23,6 +26,8 @@ pub struct ControlPlaneConfig {
     pub node_retry_window: Duration,
     /// Who may do what: Cinder's new defaults, with the operator's `policy.yaml` on top.
     pub policy: Arc<Policy>,
+    /// The key CHAP passwords are sealed with in the database.
+    pub secrets: Arc<SecretKeys>,
 }
 
 impl Default for ControlPlaneConfig {
@@ -34,6 +39,7 @@ impl Default for ControlPlaneConfig {
             reconcile_interval: Duration::from_secs(3),
             node_retry_window: Duration::from_secs(600),
             policy: Policy::defaults(),
+            secrets: SecretKeys::ephemeral(),
         }
     }
 }

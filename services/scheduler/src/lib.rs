@@ -19,6 +19,7 @@ pub mod operations;
 pub mod placement;
 pub mod qos;
 pub mod quotas;
+pub mod secrets;
 pub mod snapshots;
 pub mod status;
 pub mod sweeps;
