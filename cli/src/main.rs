@@ -72,6 +72,10 @@ struct CheckBackendArgs {
     /// Record every storage command and its output in this file (JSON lines).
     #[arg(long)]
     record: Option<PathBuf>,
+    /// After the suite, check that a deleted volume's bytes are gone from this device (the disk
+    /// or filesystem device under the pool): it is read whole.
+    #[arg(long)]
+    remanence_device: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -445,6 +449,11 @@ struct BackendArgs {
     /// Where the node mounts its shares.
     #[arg(long, env = "BASALT_NFS_MOUNT_BASE", default_value = "/var/lib/basalt/mnt")]
     nfs_mount_base: PathBuf,
+    /// What a delete does to a volume's bytes first (Cinder's volume_clear): `zero` overwrites
+    /// them (files: every data extent; thick LVM: the whole LV); `none` only frees the space, for
+    /// media that guarantee no old byte is readable (self-encrypting drives, zeroing discard).
+    #[arg(long, env = "BASALT_VOLUME_CLEAR", default_value = "zero")]
+    volume_clear: basalt_volume_node::VolumeClear,
 }
 
 impl BackendArgs {
@@ -652,6 +661,7 @@ async fn up(args: UpArgs) -> Result<()> {
     .await?;
     let mut node_config = node_config(pinned_node_id(&data_dir)?, &args.pool, None, None, "nova".into());
     node_config.backend = args.backend.settings(&data_dir.join("volumes"), &args.pool)?;
+    node_config.volume_clear = args.backend.volume_clear;
     node_config.state_dir = data_dir.join("node-state");
     node_config.backup_store = args.backup.settings(Some(data_dir.join("backups")))?;
     node_config.limits = limits;
@@ -709,6 +719,7 @@ async fn volume_node(args: VolumeNodeArgs) -> Result<()> {
     let node_id = NodeId::parse(&args.node_id.unwrap_or_else(host_name))?;
     let mut config = node_config(node_id, &args.pool, Some(args.listen), args.advertise, args.availability_zone);
     config.backend = args.backend.settings(&args.data_dir, &args.pool)?;
+    config.volume_clear = args.backend.volume_clear;
     if let basalt_volume_node::BackendSettings::File { root, .. } = &config.backend
         && let Some(parent) = root.parent()
     {

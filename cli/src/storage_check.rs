@@ -26,9 +26,14 @@ async fn open(
 ) -> Result<(ConfiguredBackend, String)> {
     let settings = backend.settings(std::path::Path::new("basalt-data/volumes"), pool)?;
     let runner = SystemRunner { transcript, ..basalt_volume_node::backend::lvm::lvm_runner() };
-    let opened =
-        basalt_volume_node::open_backend(&settings, pool.max_over_subscription_ratio, pool.reserved_percentage, runner)
-            .await?;
+    let opened = basalt_volume_node::open_backend(
+        &settings,
+        pool.max_over_subscription_ratio,
+        pool.reserved_percentage,
+        backend.volume_clear,
+        runner,
+    )
+    .await?;
     let pools = opened.capacity().await?;
     let name = pools.first().map(|pool| pool.name.clone()).context("the backend reports no pool")?;
     Ok((opened, name))
@@ -46,6 +51,12 @@ pub async fn backend(args: CheckBackendArgs) -> Result<()> {
         bail!("{} case(s) failed: {}", failed.len(), failed.join(", "));
     }
     println!("conformance suite: all cases passed");
+    if let Some(device) = &args.remanence_device {
+        match conformance::remanence(&backend, &pool, device).await {
+            Ok(()) => println!("remanence on {}: no byte of a deleted volume left", device.display()),
+            Err(message) => bail!("remanence on {}: {message}", device.display()),
+        }
+    }
     Ok(())
 }
 

@@ -3,9 +3,10 @@
 //! freed blocks keep whatever they held); a volume is filled with a marked pattern, snapshotted,
 //! reverted (the replaced content is retired) and deleted with its snapshot; then the loop
 //! device's backing file is searched for the marks. The search first proves it finds them while
-//! the volume lives, so the test can fail.
+//! the volume lives, so the test can fail. The backend-level check the VM lane runs on LVM and NFS
+//! (`basalt storage-check backend --remanence-device`) runs here on the file backend too.
 
-use std::{io::Read, os::unix::fs::FileExt, path::Path, process::Command};
+use std::{os::unix::fs::FileExt, process::Command};
 
 use anyhow::{Context, Result, ensure};
 use basalt::proto::{
@@ -13,45 +14,7 @@ use basalt::proto::{
     ListPoolsRequest, RevertVolumeRequest, SnapshotStatus, VolumeStatus,
 };
 use basalt_integration::*;
-
-const MARK: &[u8] = b"BASALT-REMANENCE-MARK";
-
-/// 4 KiB blocks, each starting with the mark and its number, the rest random.
-fn marked_blocks(count: usize, seed: u64) -> Vec<u8> {
-    let mut bytes = random_bytes(seed, count * 4096);
-    for (index, block) in bytes.chunks_mut(4096).enumerate() {
-        block[..MARK.len()].copy_from_slice(MARK);
-        block[MARK.len()..MARK.len() + 8].copy_from_slice(&(index as u64).to_le_bytes());
-    }
-    bytes
-}
-
-/// How many 4 KiB blocks of `path` begin with the mark. The filesystem keeps file data in 4 KiB
-/// blocks aligned in its device, so a surviving block of the pattern begins at such a boundary.
-fn marks_in(path: &Path) -> Result<usize> {
-    let mut file = std::fs::File::open(path)?;
-    let mut buffer = vec![0u8; 4 << 20];
-    let mut found = 0;
-    loop {
-        let read = read_full(&mut file, &mut buffer)?;
-        if read == 0 {
-            return Ok(found);
-        }
-        found += buffer[..read].chunks(4096).filter(|block| block.starts_with(MARK)).count();
-    }
-}
-
-fn read_full(file: &mut std::fs::File, buffer: &mut [u8]) -> Result<usize> {
-    let mut filled = 0;
-    while filled < buffer.len() {
-        let read = file.read(&mut buffer[filled..])?;
-        if read == 0 {
-            break;
-        }
-        filled += read;
-    }
-    Ok(filled)
-}
+use basalt_volume_node::backend::conformance::{count_marks, marked_blocks};
 
 fn run(command: &mut Command) -> Result<()> {
     let output = command.output().with_context(|| format!("cannot run {command:?}"))?;
@@ -124,7 +87,7 @@ async fn a_deleted_volume_s_bytes_are_gone_from_the_disk() -> Result<()> {
     file.write_all_at(&first, 300 << 20)?;
     file.sync_all()?;
     filesystem.flush()?;
-    let written = marks_in(&filesystem.backing)?;
+    let written = count_marks(&filesystem.backing)?;
     ensure!(written >= 1024, "the search finds the volume's marks while it lives ({written})");
 
     // A snapshot copies the marks; new marks overwrite the volume; the revert retires them.
@@ -163,7 +126,28 @@ async fn a_deleted_volume_s_bytes_are_gone_from_the_disk() -> Result<()> {
     wait_until_gone(&mut client, &owner, &volume.id).await?;
     up.kill();
     filesystem.flush()?;
-    let left = marks_in(&filesystem.backing)?;
+    let left = count_marks(&filesystem.backing)?;
     ensure!(left == 0, "{left} marks of a deleted volume are still on the disk");
+    Ok(())
+}
+
+#[test]
+fn the_storage_check_finds_remanence_exactly_when_volume_clear_is_none() -> Result<()> {
+    let filesystem = LoopFilesystem::new(1 << 30)?;
+    let check = |clear: &str| -> Result<(bool, String)> {
+        let output = Command::new(basalt_binary()?)
+            .current_dir(&filesystem.mount)
+            .args(["storage-check", "backend", "--backend", "file", "--case", "delete", "--volume-clear", clear])
+            .arg("--remanence-device")
+            .arg(&filesystem.backing)
+            .output()?;
+        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        Ok((output.status.success(), text))
+    };
+    let (ok, text) = check("zero")?;
+    ensure!(ok && text.contains("no byte of a deleted volume left"), "volume clear zero: {text}");
+    // Freeing without overwriting leaves the bytes on the disk, and the check says so.
+    let (ok, text) = check("none")?;
+    ensure!(!ok && text.contains("marked blocks of a deleted volume"), "volume clear none: {text}");
     Ok(())
 }

@@ -7,7 +7,7 @@ pub mod backup;
 pub mod reporter;
 pub mod target;
 
-pub use backend::nfs::NfsShare;
+pub use backend::{VolumeClear, nfs::NfsShare};
 pub use backup::BackupStoreSettings;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
@@ -97,6 +97,8 @@ pub struct NodeConfig {
     pub backend: BackendSettings,
     pub max_over_subscription_ratio: f64,
     pub reserved_percentage: u32,
+    /// What a delete does to the bytes first (Cinder's `volume_clear`).
+    pub volume_clear: VolumeClear,
     /// How volumes are exported to hosts.
     pub export: ExportSettings,
     /// Where the node keeps its own state (export records).
@@ -123,6 +125,7 @@ impl NodeConfig {
             backend: BackendSettings::File { root: file_root, pool: "default".into(), max_capacity_bytes: None },
             max_over_subscription_ratio: 1.0,
             reserved_percentage: 0,
+            volume_clear: VolumeClear::Zero,
             export: ExportSettings::None,
             state_dir,
             backup_store: None,
@@ -165,6 +168,7 @@ pub async fn open_backend(
     settings: &BackendSettings,
     max_over_subscription_ratio: f64,
     reserved_percentage: u32,
+    clear: VolumeClear,
     runner: SystemRunner,
 ) -> Result<ConfiguredBackend, ServiceError> {
     Ok(match settings {
@@ -176,6 +180,7 @@ pub async fn open_backend(
                 reserved_percentage,
                 max_capacity_bytes: *max_capacity_bytes,
                 driver: "file",
+                clear,
             })?)
         }
         BackendSettings::Lvm { volume_group, thin_pool, pool } => ConfiguredBackend::Lvm(
@@ -186,6 +191,7 @@ pub async fn open_backend(
                     pool: pool.clone(),
                     max_over_subscription_ratio,
                     reserved_percentage,
+                    clear,
                 },
                 runner,
             )
@@ -198,6 +204,7 @@ pub async fn open_backend(
                     mount_base: mount_base.clone(),
                     max_over_subscription_ratio,
                     reserved_percentage,
+                    clear,
                 },
                 &runner,
             )
@@ -207,9 +214,14 @@ pub async fn open_backend(
 }
 
 pub async fn start(config: NodeConfig, bus: Bus) -> Result<RunningNode, ServiceError> {
-    let backend =
-        open_backend(&config.backend, config.max_over_subscription_ratio, config.reserved_percentage, lvm_runner())
-            .await?;
+    let backend = open_backend(
+        &config.backend,
+        config.max_over_subscription_ratio,
+        config.reserved_percentage,
+        config.volume_clear,
+        lvm_runner(),
+    )
+    .await?;
     let target = open_target(&config.export, &config.state_dir, None)?;
     // Exports of attached volumes come back with the node, with the same credentials.
     let restored = target.restore().await?;

@@ -380,3 +380,74 @@ async fn unknown_refused(backend: &ConfiguredBackend, pool: &str) -> Result<(), 
         ErrorCode::InvalidArgument,
     )
 }
+/// The mark at the start of every 4 KiB block a remanence check writes.
+pub const REMANENCE_MARK: &[u8] = b"BASALT-REMANENCE-MARK";
+
+/// `count` 4 KiB blocks, each beginning with the mark and its number, the rest a pattern.
+pub fn marked_blocks(count: usize, seed: u64) -> Vec<u8> {
+    let mut bytes = pattern(seed, 0, count * 4096);
+    for (index, block) in bytes.chunks_mut(4096).enumerate() {
+        block[..REMANENCE_MARK.len()].copy_from_slice(REMANENCE_MARK);
+        block[REMANENCE_MARK.len()..REMANENCE_MARK.len() + 8].copy_from_slice(&(index as u64).to_le_bytes());
+    }
+    bytes
+}
+
+/// How many 4 KiB blocks of `device` (a disk, or a loop device's backing file) begin with the
+/// mark, read after everything is synced and the device's own cache is dropped. A filesystem or
+/// LVM keeps data in 4 KiB-aligned blocks of its device, so a surviving marked block begins at
+/// such a boundary.
+pub fn count_marks(device: &std::path::Path) -> std::io::Result<usize> {
+    use std::{io::Read, os::fd::AsRawFd};
+    /// `BLKFLSBUF` from `linux/fs.h`: drop the block device's buffer cache.
+    const BLKFLSBUF: libc::c_ulong = 0x1261;
+    // SAFETY: sync takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    let mut file = File::open(device)?;
+    // SAFETY: BLKFLSBUF on a descriptor we own; on a regular file it fails harmlessly.
+    unsafe { libc::ioctl(file.as_raw_fd(), BLKFLSBUF, 0) };
+    let mut buffer = vec![0u8; 4 << 20];
+    let mut found = 0;
+    loop {
+        let mut filled = 0;
+        while filled < buffer.len() {
+            let read = file.read(&mut buffer[filled..])?;
+            if read == 0 {
+                break;
+            }
+            filled += read;
+        }
+        if filled == 0 {
+            return Ok(found);
+        }
+        found += buffer[..filled].chunks(4096).filter(|block| block.starts_with(REMANENCE_MARK)).count();
+    }
+}
+
+/// Remanence: a volume is filled with marked blocks, snapshotted, overwritten with other marked
+/// blocks (so a copy-on-write snapshot holds the first ones), and deleted with its snapshot;
+/// then `device`, the disk under the pool, must hold no marked block. The scan first has to find
+/// the marks while the volume lives, so the check can fail.
+pub async fn remanence(backend: &ConfiguredBackend, pool: &str, device: &std::path::Path) -> Result<(), String> {
+    const BLOCKS: usize = 2048;
+    let (id, path) = create(backend, pool, 64 * MIB, VolumeSource::Empty).await?;
+    let snapshot = SnapshotId::new_random();
+    let scan = |what: &'static str| {
+        let device = device.to_owned();
+        async move { io(move || count_marks(&device)).await.map_err(|error| format!("cannot scan {what}: {error}")) }
+    };
+    let outcome = async {
+        write_at(&path, 0, marked_blocks(BLOCKS, 1)).await?;
+        let live = scan("the device").await?;
+        check(live >= BLOCKS, || format!("the scan finds {live} of the {BLOCKS} marked blocks a live volume holds"))?;
+        backend.create_snapshot(pool, snapshot, id).await.map_err(|error| fail("snapshot", error))?;
+        write_at(&path, 0, marked_blocks(BLOCKS, 2)).await
+    }
+    .await;
+    remove(backend, pool, &[id], &[snapshot]).await?;
+    outcome?;
+    let left = scan("the device").await?;
+    check(left == 0, || {
+        format!("{left} marked blocks of a deleted volume and its snapshot are still on {}", device.display())
+    })
+}

@@ -23,7 +23,7 @@ use basalt::{
     proto::PoolCapacity,
 };
 
-use super::{Backend, BackendSnapshot, BackendVolume, VolumeSource, blocking, sparse};
+use super::{Backend, BackendSnapshot, BackendVolume, VolumeClear, VolumeSource, blocking, sparse};
 
 const VOLUME_PREFIX: &str = "volume-";
 const SNAPSHOT_PREFIX: &str = "snapshot-";
@@ -43,6 +43,8 @@ pub struct FileBackendConfig {
     pub max_capacity_bytes: Option<u64>,
     /// The backend name reported with the pool: `file`, or `nfs` when the directory is an NFS share.
     pub driver: &'static str,
+    /// Whether freed extents are overwritten with zeros first.
+    pub clear: VolumeClear,
 }
 
 #[derive(Debug)]
@@ -53,7 +55,7 @@ pub struct FileBackend {
 impl FileBackend {
     pub fn open(config: FileBackendConfig) -> Result<Self, ServiceError> {
         fs::create_dir_all(&config.root).map_err(|error| io_error("create the directory", &config.root, error))?;
-        remove_staging_files(&config.root)?;
+        remove_staging_files(&config.root, config.clear)?;
         Ok(Self { config })
     }
 
@@ -100,7 +102,8 @@ impl Backend for FileBackend {
             VolumeSource::Snapshot(snapshot_id) => Some(self.snapshot_path(snapshot_id)),
             VolumeSource::Volume(source_id) => Some(self.volume_path(source_id)),
         };
-        blocking(move || create_file(&path, size_bytes, source_path.as_deref())).await?;
+        let clear = self.config.clear;
+        blocking(move || create_file(&path, size_bytes, source_path.as_deref(), clear)).await?;
         self.describe_volume(pool, volume_id).await
     }
 
@@ -129,7 +132,8 @@ impl Backend for FileBackend {
     async fn delete_volume(&self, pool: &str, volume_id: VolumeId) -> Result<bool, ServiceError> {
         self.check_pool(pool)?;
         let path = self.volume_path(volume_id);
-        blocking(move || wipe_and_remove(&path)).await
+        let clear = self.config.clear;
+        blocking(move || wipe_and_remove(&path, clear)).await
     }
 
     async fn get_volume(&self, pool: &str, volume_id: VolumeId) -> Result<Option<BackendVolume>, ServiceError> {
@@ -157,6 +161,7 @@ impl Backend for FileBackend {
         self.check_pool(pool)?;
         let path = self.snapshot_path(snapshot_id);
         let source = self.volume_path(volume_id);
+        let clear = self.config.clear;
         blocking(move || {
             if inspect(&path)?.is_some() {
                 // A repeated snapshot request: the snapshot was already taken.
@@ -165,7 +170,7 @@ impl Backend for FileBackend {
             let size = inspect(&source)?
                 .ok_or_else(|| ServiceError::not_found(format!("volume {volume_id} is not on this node")))?
                 .0;
-            create_file(&path, size, Some(&source))
+            create_file(&path, size, Some(&source), clear)
         })
         .await?;
         self.get_snapshot(pool, snapshot_id)
@@ -191,7 +196,8 @@ impl Backend for FileBackend {
     async fn delete_snapshot(&self, pool: &str, snapshot_id: SnapshotId) -> Result<bool, ServiceError> {
         self.check_pool(pool)?;
         let path = self.snapshot_path(snapshot_id);
-        blocking(move || wipe_and_remove(&path)).await
+        let clear = self.config.clear;
+        blocking(move || wipe_and_remove(&path, clear)).await
     }
 
     /// Replaces the volume's content with the snapshot's; the volume keeps its own size if it grew
@@ -205,6 +211,7 @@ impl Backend for FileBackend {
         self.check_pool(pool)?;
         let path = self.volume_path(volume_id);
         let snapshot = self.snapshot_path(snapshot_id);
+        let clear = self.config.clear;
         blocking(move || {
             let size = inspect(&path)?
                 .ok_or_else(|| ServiceError::not_found(format!("volume {volume_id} is not on this node")))?
@@ -212,9 +219,8 @@ impl Backend for FileBackend {
             if inspect(&snapshot)?.is_none() {
                 return Err(ServiceError::not_found(format!("snapshot {snapshot_id} is not on this node")));
             }
-            // The old content is replaced by a rename; its blocks are discarded when the old
-            // inode goes, so they never reach another volume.
-            write_atomically(&path, |staging| {
+            // The old content is replaced by a rename, and wiped (write_atomically).
+            write_atomically(&path, clear, |staging| {
                 let source = File::open(&snapshot)?;
                 sparse::copy_sparse(&source, staging)?;
                 if staging.metadata()?.len() < size {
@@ -325,7 +331,7 @@ fn inspect(path: &Path) -> Result<Option<(u64, u64)>, ServiceError> {
 
 /// Creates `path` of `size_bytes`, empty or as a copy of `source` grown to that size. An existing
 /// file of the same size is success (idempotent create); of another size, a conflict.
-fn create_file(path: &Path, size_bytes: u64, source: Option<&Path>) -> Result<(), ServiceError> {
+fn create_file(path: &Path, size_bytes: u64, source: Option<&Path>, clear: VolumeClear) -> Result<(), ServiceError> {
     if let Some((existing, _)) = inspect(path)? {
         if existing == size_bytes {
             return Ok(());
@@ -352,7 +358,7 @@ fn create_file(path: &Path, size_bytes: u64, source: Option<&Path>) -> Result<()
             )));
         }
     }
-    write_atomically(path, |staging| {
+    write_atomically(path, clear, |staging| {
         if let Some(source) = &source {
             sparse::copy_sparse(source, staging)?;
         }
@@ -361,7 +367,11 @@ fn create_file(path: &Path, size_bytes: u64, source: Option<&Path>) -> Result<()
 }
 
 /// Writes `path` through a staging file renamed into place once complete and synced.
-fn write_atomically(path: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> Result<(), ServiceError> {
+fn write_atomically(
+    path: &Path,
+    clear: VolumeClear,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> Result<(), ServiceError> {
     let marked = |what: &str| {
         path.with_file_name(format!(
             "{}{STAGING_MARK}{what}-{}",
@@ -389,14 +399,11 @@ fn write_atomically(path: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>)
         Ok(replacing)
     })();
     match result {
-        Ok(true) => wipe_and_remove(&retired).map(|_| ()),
+        Ok(true) => wipe_and_remove(&retired, clear).map(|_| ()),
         Ok(false) => Ok(()),
         Err(error) => {
-            if let Ok(mut file) = OpenOptions::new().write(true).open(&staging) {
-                let _ = sparse::wipe(&mut file);
-                let _ = fs::remove_file(&staging);
-            }
-            let _ = discard_retired(path, &retired);
+            let _ = wipe_and_remove(&staging, clear);
+            let _ = discard_retired(path, &retired, clear);
             Err(io_error("write", path, error))
         }
     }
@@ -404,7 +411,7 @@ fn write_atomically(path: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>)
 
 /// Removes a retired name: wiped when it holds replaced content, only unlinked while it is still
 /// a second name of the live file (a crash before the rename), whose bytes must stay.
-fn discard_retired(live: &Path, retired: &Path) -> Result<(), ServiceError> {
+fn discard_retired(live: &Path, retired: &Path, clear: VolumeClear) -> Result<(), ServiceError> {
     use std::os::unix::fs::MetadataExt;
     let same_file = match (fs::metadata(live), fs::metadata(retired)) {
         (Ok(live), Ok(retired)) => live.dev() == retired.dev() && live.ino() == retired.ino(),
@@ -414,11 +421,11 @@ fn discard_retired(live: &Path, retired: &Path) -> Result<(), ServiceError> {
     if same_file {
         return fs::remove_file(retired).map_err(|error| io_error("remove", retired, error));
     }
-    wipe_and_remove(retired).map(|_| ())
+    wipe_and_remove(retired, clear).map(|_| ())
 }
 
 /// Removes staging files a crash left behind, wiping them first: they may hold tenant bytes.
-fn remove_staging_files(root: &Path) -> Result<(), ServiceError> {
+fn remove_staging_files(root: &Path, clear: VolumeClear) -> Result<(), ServiceError> {
     let entries = fs::read_dir(root).map_err(|error| io_error("list", root, error))?;
     for entry in entries {
         let entry = entry.map_err(|error| io_error("list", root, error))?;
@@ -426,20 +433,24 @@ fn remove_staging_files(root: &Path) -> Result<(), ServiceError> {
             tracing::warn!(path = %entry.path().display(), "removing a staging file left by an interrupted operation");
             let name = entry.file_name().to_string_lossy().into_owned();
             let live = root.join(name.split(STAGING_MARK).next().unwrap_or_default());
-            discard_retired(&live, &entry.path())?;
+            discard_retired(&live, &entry.path(), clear)?;
         }
     }
     Ok(())
 }
 
 /// Discards the file's bytes, then unlinks it. `Ok(false)` when it did not exist.
-fn wipe_and_remove(path: &Path) -> Result<bool, ServiceError> {
+fn wipe_and_remove(path: &Path, clear: VolumeClear) -> Result<bool, ServiceError> {
     let mut file = match OpenOptions::new().write(true).open(path) {
         Ok(file) => file,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(error) => return Err(io_error("open", path, error)),
     };
-    sparse::wipe(&mut file).map_err(|error| io_error("wipe", path, error))?;
+    let wiped = match clear {
+        VolumeClear::Zero => sparse::wipe(&mut file),
+        VolumeClear::None => sparse::release(&mut file),
+    };
+    wiped.map_err(|error| io_error("wipe", path, error))?;
     drop(file);
     fs::remove_file(path).map_err(|error| io_error("remove", path, error))?;
     sync_parent(path).map_err(|error| io_error("sync the directory of", path, error))?;
@@ -487,6 +498,7 @@ mod tests {
             reserved_percentage: 0,
             max_capacity_bytes: None,
             driver: "file",
+            clear: VolumeClear::Zero,
         })
         .unwrap()
     }

@@ -26,7 +26,7 @@ use basalt::{
 };
 use serde::Deserialize;
 
-use super::{Backend, BackendSnapshot, BackendVolume, VolumeSource, block, blocking};
+use super::{Backend, BackendSnapshot, BackendVolume, VolumeClear, VolumeSource, block, blocking};
 use basalt::command::{Finished, Runner, SystemRunner};
 
 const LVM: &str = "lvm";
@@ -48,6 +48,9 @@ pub struct LvmBackendConfig {
     pub pool: String,
     pub max_over_subscription_ratio: f64,
     pub reserved_percentage: u32,
+    /// Whether a thick LV is zeroed before its extents go back to the group (thin LVs never are:
+    /// the pool zeroes new blocks).
+    pub clear: VolumeClear,
 }
 
 /// LVM commands can take minutes (a merge polls until done).
@@ -404,7 +407,7 @@ impl<R: Runner> LvmBackend<R> {
                 self.qualified(&lv.lv_name)
             )));
         }
-        if !self.thin() {
+        if !self.thin() && self.config.clear == VolumeClear::Zero {
             let device = if lv.origin.is_empty() {
                 lv.lv_path.clone()
             } else {
@@ -741,6 +744,7 @@ mod tests {
             pool: "test".into(),
             max_over_subscription_ratio: 20.0,
             reserved_percentage: 0,
+            clear: VolumeClear::Zero,
         }
     }
 

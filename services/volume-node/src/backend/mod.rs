@@ -18,6 +18,30 @@ use basalt::{
     proto::PoolCapacity,
 };
 
+/// What a delete does to a volume's bytes before its space is given back (Cinder's
+/// `volume_clear`). `Zero` is the default and the only choice that keeps one tenant's bytes from
+/// the next on ordinary media; `None` is for media that guarantee it themselves (self-encrypting
+/// drives with a per-volume key, thin pools that zero new blocks, devices that zero on discard)
+/// and is taken at the operator's word.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VolumeClear {
+    #[default]
+    Zero,
+    None,
+}
+
+impl std::str::FromStr for VolumeClear {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "zero" => Ok(Self::Zero),
+            "none" => Ok(Self::None),
+            _ => Err(format!("volume clear {text:?}: choose zero (the default) or none")),
+        }
+    }
+}
+
 pub use file::FileBackend;
 pub use lvm::LvmBackend;
 pub use nfs::NfsBackend;

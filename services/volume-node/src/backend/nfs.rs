@@ -12,7 +12,7 @@ use basalt::{
 };
 
 use super::{
-    Backend, BackendSnapshot, BackendVolume, VolumeSource,
+    Backend, BackendSnapshot, BackendVolume, VolumeClear, VolumeSource,
     file::{FileBackend, FileBackendConfig},
 };
 use basalt::command::Runner;
@@ -51,6 +51,7 @@ pub struct NfsBackendConfig {
     pub mount_base: PathBuf,
     pub max_over_subscription_ratio: f64,
     pub reserved_percentage: u32,
+    pub clear: VolumeClear,
 }
 
 #[derive(Debug)]
@@ -121,6 +122,7 @@ impl NfsBackend {
                 reserved_percentage: config.reserved_percentage,
                 max_capacity_bytes: None,
                 driver: "nfs",
+                clear: config.clear,
             })?;
             tracing::info!(share = %share.address, mount_point = %mount_point.display(), "NFS share ready");
             pools.push(NfsPool { share: share.clone(), mount_point, files });
@@ -271,6 +273,7 @@ mod tests {
             mount_base: base.path().to_path_buf(),
             max_over_subscription_ratio: 1.0,
             reserved_percentage: 0,
+            clear: VolumeClear::Zero,
         };
         let error = NfsBackend::open(config, &runner).await.unwrap_err();
         assert_eq!(error.code, basalt::ErrorCode::Unavailable);

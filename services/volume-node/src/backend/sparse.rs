@@ -24,12 +24,21 @@ pub fn wipe(file: &mut File) -> io::Result<()> {
     }
     zero_data_extents(file, length)?;
     file.sync_data()?;
+    // A filesystem that cannot punch keeps the (now zero) blocks until the unlink.
+    release(file)
+}
+
+/// Gives a file's space back without overwriting it first (`VolumeClear::None`): the whole range
+/// is punched out, synced.
+pub fn release(file: &mut File) -> io::Result<()> {
+    let length = file.metadata()?.len();
+    if length == 0 {
+        return Ok(());
+    }
     let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
     // SAFETY: fallocate on a file descriptor we own, with a range inside the file.
-    let punched = unsafe { libc::fallocate(file.as_raw_fd(), mode, 0, length as libc::off_t) } == 0;
-    if !punched {
+    if unsafe { libc::fallocate(file.as_raw_fd(), mode, 0, length as libc::off_t) } != 0 {
         let error = io::Error::last_os_error();
-        // The bytes are already zeros; a filesystem that cannot punch keeps the blocks until unlink.
         if error.raw_os_error() != Some(libc::EOPNOTSUPP) {
             return Err(error);
         }
