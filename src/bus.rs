@@ -44,10 +44,52 @@ enum Transport {
     Local(Arc<broadcast::Sender<BusMessage>>),
 }
 
+/// How a service proves itself to NATS, and how it checks the server: credentials so that only
+/// Basalt's services publish capacity reports (a report names the address the scheduler will
+/// call), TLS so that nobody reads or changes them on the way.
+#[derive(Clone, Default)]
+pub struct NatsSecurity {
+    /// A user and its password (the NATS server's `authorization { users = [...] }`).
+    pub user: Option<(String, String)>,
+    /// A token (the server's `authorization { token = ... }`).
+    pub token: Option<String>,
+    /// The CA that signed the server's certificate: TLS is required when given.
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// A client certificate and its key, for servers that verify clients.
+    pub tls_client: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl std::fmt::Debug for NatsSecurity {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("NatsSecurity")
+            .field("user", &self.user.as_ref().map(|(user, _)| user))
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_client", &self.tls_client.as_ref().map(|(cert, _)| cert))
+            .finish()
+    }
+}
+
 impl Bus {
     /// Connects to NATS at `url` (e.g. `nats://127.0.0.1:4222`).
-    pub async fn connect_nats(url: &str, namespace: &str) -> Result<Self, ServiceError> {
-        let client = async_nats::connect(url)
+    pub async fn connect_nats(url: &str, namespace: &str, security: &NatsSecurity) -> Result<Self, ServiceError> {
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some((user, password)) = &security.user {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(token) = &security.token {
+            options = options.token(token.clone());
+        }
+        if let Some(ca) = &security.tls_ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let Some((cert, key)) = &security.tls_client {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        // Errors name the server and the reason, never a credential.
+        let client = options
+            .connect(url)
             .await
             .map_err(|error| ServiceError::unavailable(format!("cannot connect to nats at {url}: {error}")))?;
         Ok(Self { namespace: normalise_namespace(namespace)?, transport: Transport::Nats(client) })

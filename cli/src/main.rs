@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use basalt::{bus::Bus, ids::NodeId, listener::ListenerLimits};
 use clap::{Args, Parser, Subcommand};
 
@@ -300,6 +300,37 @@ struct BusArgs {
     /// Prefix for every subject, so several deployments can share one NATS server (e.g. `site-a`).
     #[arg(long, env = "BASALT_BUS_NAMESPACE", default_value = "")]
     bus_namespace: String,
+    /// The NATS user; its password only from BASALT_NATS_PASSWORD (a token only from
+    /// BASALT_NATS_TOKEN), never the command line.
+    #[arg(long, env = "BASALT_NATS_USER")]
+    nats_user: Option<String>,
+    /// The CA of the NATS server's certificate: TLS is required when given.
+    #[arg(long, env = "BASALT_NATS_TLS_CA")]
+    nats_tls_ca: Option<PathBuf>,
+    /// A client certificate for NATS servers that verify clients (with --nats-tls-key).
+    #[arg(long, env = "BASALT_NATS_TLS_CERT", requires = "nats_tls_key")]
+    nats_tls_cert: Option<PathBuf>,
+    #[arg(long, env = "BASALT_NATS_TLS_KEY", requires = "nats_tls_cert")]
+    nats_tls_key: Option<PathBuf>,
+}
+
+impl BusArgs {
+    async fn connect(&self) -> Result<Bus> {
+        let password = std::env::var("BASALT_NATS_PASSWORD").ok();
+        let user = match (&self.nats_user, password) {
+            (Some(user), Some(password)) => Some((user.clone(), password)),
+            (Some(_), None) => bail!("--nats-user needs the password in BASALT_NATS_PASSWORD"),
+            (None, Some(_)) => bail!("BASALT_NATS_PASSWORD is set but --nats-user (BASALT_NATS_USER) is not"),
+            (None, None) => None,
+        };
+        let security = basalt::bus::NatsSecurity {
+            user,
+            token: std::env::var("BASALT_NATS_TOKEN").ok(),
+            tls_ca: self.nats_tls_ca.clone(),
+            tls_client: self.nats_tls_cert.clone().zip(self.nats_tls_key.clone()),
+        };
+        Ok(Bus::connect_nats(&self.nats_url, &self.bus_namespace, &security).await?)
+    }
 }
 
 #[derive(Args)]
@@ -691,7 +722,7 @@ async fn up(args: UpArgs) -> Result<()> {
 }
 
 async fn scheduler(args: SchedulerArgs) -> Result<()> {
-    let bus = Bus::connect_nats(&args.bus.nats_url, &args.bus.bus_namespace).await?;
+    let bus = args.bus.connect().await?;
     let scheduler = basalt_scheduler::start(
         basalt_scheduler::SchedulerConfig {
             database_url: args.database_url,
@@ -715,7 +746,7 @@ async fn scheduler(args: SchedulerArgs) -> Result<()> {
 }
 
 async fn volume_node(args: VolumeNodeArgs) -> Result<()> {
-    let bus = Bus::connect_nats(&args.bus.nats_url, &args.bus.bus_namespace).await?;
+    let bus = args.bus.connect().await?;
     let node_id = NodeId::parse(&args.node_id.unwrap_or_else(host_name))?;
     let mut config = node_config(node_id, &args.pool, Some(args.listen), args.advertise, args.availability_zone);
     config.backend = args.backend.settings(&args.data_dir, &args.pool)?;

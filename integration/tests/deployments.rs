@@ -103,7 +103,7 @@ async fn as_processes_on_postgres_and_nats() -> Result<()> {
     .await?;
 
     // Status events reach NATS subscribers outside the mesh.
-    let bus = basalt::bus::Bus::connect_nats(NATS_URL, &namespace).await?;
+    let bus = basalt::bus::Bus::connect_nats(NATS_URL, &namespace, &Default::default()).await?;
     let mut events = bus.subscribe_events().await?;
     create_inspect_delete(&grpc, |_| node_dir.path().to_path_buf()).await?;
     let mut transitions = Vec::new();
