@@ -446,6 +446,34 @@ pub fn python_with(venv_name: &str, packages: &[&str], probe_import: &str) -> Re
     Ok(python)
 }
 
+/// The `bin` directory of a venv with python-cinderclient and the `openstack` CLI from PyPI.
+pub fn cinder_clients() -> Result<PathBuf> {
+    let python = python_with(
+        "cinder-clients",
+        &["python-cinderclient", "python-openstackclient"],
+        "cinderclient, openstackclient",
+    )?;
+    Ok(python.parent().context("venv bin")?.to_path_buf())
+}
+
+/// Runs a client command; returns its stdout, or fails with its stdout and stderr.
+pub fn run_client(mut command: Command, what: &str) -> Result<String> {
+    let output = command.output().with_context(|| format!("cannot run {what}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        bail!("{what} failed ({}):\n{stdout}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(stdout)
+}
+
+/// The value of `| name | value |` in a property table of the `cinder` and `openstack` CLIs.
+pub fn cliff_field(table: &str, name: &str) -> Option<String> {
+    table.lines().find_map(|line| {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        (cells.len() >= 3 && cells[1] == name).then(|| cells[2].to_owned())
+    })
+}
+
 /// The repository root, for scripts kept in it.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("integration/ lives in the repo").to_path_buf()

@@ -31,14 +31,14 @@ impl Clients {
             .env("OS_PROJECT_ID", PROJECT)
             .env("CINDER_ENDPOINT", &self.endpoint)
             .args(args);
-        run(command, &format!("cinder {args:?}"))
+        run_client(command, &format!("cinder {args:?}"))
     }
 
     /// Runs `openstack <args>` with keystoneauth's `none` plugin (token `notused`).
     fn openstack(&self, args: &[&str]) -> Result<String> {
         let mut command = self.command("openstack");
         command.args(["--os-auth-type", "none", "--os-endpoint", &self.endpoint]).args(args);
-        run(command, &format!("openstack {args:?}"))
+        run_client(command, &format!("openstack {args:?}"))
     }
 
     /// Polls `cinder show` until the volume's status is `status`.
@@ -46,7 +46,7 @@ impl Clients {
         let deadline = std::time::Instant::now() + WAIT;
         loop {
             let shown = self.cinder(&["show", volume])?;
-            if field(&shown, "status").as_deref() == Some(status) {
+            if cliff_field(&shown, "status").as_deref() == Some(status) {
                 return Ok(shown);
             }
             if std::time::Instant::now() > deadline {
@@ -55,23 +55,6 @@ impl Clients {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-}
-
-fn run(mut command: Command, what: &str) -> Result<String> {
-    let output = command.output().with_context(|| format!("cannot run {what}"))?;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    if !output.status.success() {
-        bail!("{what} failed ({}):\n{stdout}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
-    }
-    Ok(stdout)
-}
-
-/// The value of `| name | value |` in a cliff property table.
-fn field(table: &str, name: &str) -> Option<String> {
-    table.lines().find_map(|line| {
-        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        (cells.len() >= 3 && cells[1] == name).then(|| cells[2].to_owned())
-    })
 }
 
 /// The first column of the row whose cells include `needle`, in a cliff list table.
@@ -83,12 +66,7 @@ fn id_of(table: &str, needle: &str) -> Option<String> {
 }
 
 fn start_clients() -> Result<(BasaltProcess, Clients, tempfile::TempDir)> {
-    let python = python_with(
-        "cinder-clients",
-        &["python-cinderclient", "python-openstackclient"],
-        "cinderclient, openstackclient",
-    )?;
-    let bin = python.parent().context("venv bin")?.to_path_buf();
+    let bin = cinder_clients()?;
     let data = tempfile::tempdir()?;
     let up = BasaltProcess::up(data.path(), &[], &[])?;
     let endpoint = format!("{}/{PROJECT}", up.endpoint("rest"));
@@ -110,16 +88,16 @@ fn cinder_sequence(clients: &Clients) -> Result<()> {
     ensure!(types.contains("lvm-thin") && types.contains("__DEFAULT__"), "type-list: {types}");
 
     let created = clients.cinder(&["create", "--name", "v1", "--volume-type", "lvm-thin", "1"])?;
-    ensure!(field(&created, "name").as_deref() == Some("v1"), "create: {created}");
+    ensure!(cliff_field(&created, "name").as_deref() == Some("v1"), "create: {created}");
     let listed = clients.cinder(&["list"])?;
     let volume = id_of(&listed, "v1").context("v1 in the list")?;
     let shown = clients.wait_for(&volume, "available")?;
-    ensure!(field(&shown, "volume_type").as_deref() == Some("lvm-thin"), "show: {shown}");
-    ensure!(field(&shown, "size").as_deref() == Some("1"));
+    ensure!(cliff_field(&shown, "volume_type").as_deref() == Some("lvm-thin"), "show: {shown}");
+    ensure!(cliff_field(&shown, "size").as_deref() == Some("1"));
 
     clients.cinder(&["extend", &volume, "2"])?;
     let extended = clients.wait_for(&volume, "available")?;
-    ensure!(field(&extended, "size").as_deref() == Some("2"), "extend: {extended}");
+    ensure!(cliff_field(&extended, "size").as_deref() == Some("2"), "extend: {extended}");
     clients.cinder(&["rename", &volume, "v1-renamed"])?;
     ensure!(clients.cinder(&["list"])?.contains("v1-renamed"));
 
@@ -142,13 +120,15 @@ fn cinder_sequence(clients: &Clients) -> Result<()> {
     let from_snapshot = id_of(&listed, "v2").context("v2 listed")?;
     let clone = id_of(&listed, "v3").context("v3 listed")?;
     ensure!(
-        field(&clients.wait_for(&from_snapshot, "available")?, "snapshot_id").as_deref() == Some(snapshot.as_str())
+        cliff_field(&clients.wait_for(&from_snapshot, "available")?, "snapshot_id").as_deref()
+            == Some(snapshot.as_str())
     );
-    ensure!(field(&clients.wait_for(&clone, "available")?, "source_volid").as_deref() == Some(volume.as_str()));
+    ensure!(cliff_field(&clients.wait_for(&clone, "available")?, "source_volid").as_deref() == Some(volume.as_str()));
 
     let quotas = clients.cinder(&["quota-show", PROJECT])?;
     ensure!(
-        field(&quotas, "volumes").as_deref() == Some("10") && field(&quotas, "gigabytes").as_deref() == Some("1000"),
+        cliff_field(&quotas, "volumes").as_deref() == Some("10")
+            && cliff_field(&quotas, "gigabytes").as_deref() == Some("1000"),
         "quota-show: {quotas}"
     );
     let pools = clients.cinder(&["get-pools"])?;
@@ -166,7 +146,7 @@ fn cinder_sequence(clients: &Clients) -> Result<()> {
 
     let server = "11111111-2222-3333-4444-555555555555";
     let attached = clients.cinder(&["attachment-create", &volume, server])?;
-    ensure!(field(&attached, "status").as_deref() == Some("reserved"), "attachment-create: {attached}");
+    ensure!(cliff_field(&attached, "status").as_deref() == Some("reserved"), "attachment-create: {attached}");
     let attachments = clients.cinder(&["attachment-list"])?;
     let attachment = attachments
         .lines()
@@ -186,7 +166,7 @@ fn cinder_sequence(clients: &Clients) -> Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     }
     clients.cinder(&["reset-state", "--state", "error", &clone])?;
-    ensure!(field(&clients.cinder(&["show", &clone])?, "status").as_deref() == Some("error"));
+    ensure!(cliff_field(&clients.cinder(&["show", &clone])?, "status").as_deref() == Some("error"));
     clients.cinder(&["force-delete", &clone])?;
     clients.cinder(&["delete", &volume])?;
     clients.cinder(&["delete", &from_snapshot])?;
@@ -261,7 +241,7 @@ fn wait_for_backup(clients: &Clients, backup: &str, status: &str) -> Result<Stri
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let shown = clients.cinder(&["backup-show", backup])?;
-        if field(&shown, "status").as_deref() == Some(status) {
+        if cliff_field(&shown, "status").as_deref() == Some(status) {
             return Ok(shown);
         }
         ensure!(std::time::Instant::now() < deadline, "backup {backup} never became {status}:\n{shown}");
@@ -271,28 +251,29 @@ fn wait_for_backup(clients: &Clients, backup: &str, status: &str) -> Result<Stri
 
 fn backup_sequence(clients: &Clients, data: &std::path::Path) -> Result<()> {
     let created = clients.cinder(&["create", "--name", "to-back-up", "1"])?;
-    let volume = field(&created, "id").context("the new volume's id")?;
+    let volume = cliff_field(&created, "id").context("the new volume's id")?;
     clients.wait_for(&volume, "available")?;
     let file = data.join("volumes").join(format!("volume-{volume}"));
     let first = pattern(11, 3 << 20);
     write_at(&file, 5 << 20, &first)?;
 
-    let full = field(&clients.cinder(&["backup-create", "--name", "full", &volume])?, "id").context("backup id")?;
+    let full =
+        cliff_field(&clients.cinder(&["backup-create", "--name", "full", &volume])?, "id").context("backup id")?;
     let shown = wait_for_backup(clients, &full, "available")?;
-    ensure!(field(&shown, "is_incremental").as_deref() == Some("False"), "backup-show: {shown}");
+    ensure!(cliff_field(&shown, "is_incremental").as_deref() == Some("False"), "backup-show: {shown}");
     clients.wait_for(&volume, "available")?;
 
     // About 1% of the volume changes; the incremental backup stores little more than that.
     let second = pattern(12, 1 << 20);
     write_at(&file, 700 << 20, &second)?;
     let incremental = clients.cinder(&["backup-create", "--incremental", "--name", "incremental", &volume])?;
-    let incremental = field(&incremental, "id").context("incremental backup id")?;
+    let incremental = cliff_field(&incremental, "id").context("incremental backup id")?;
     let shown = wait_for_backup(clients, &incremental, "available")?;
-    ensure!(field(&shown, "is_incremental").as_deref() == Some("True"), "backup-show: {shown}");
+    ensure!(cliff_field(&shown, "is_incremental").as_deref() == Some("True"), "backup-show: {shown}");
     let listed = clients.cinder(&["backup-list"])?;
     ensure!(listed.contains(&full) && listed.contains(&incremental), "backup-list: {listed}");
     ensure!(
-        field(&clients.cinder(&["backup-show", &full])?, "has_dependent_backups").as_deref() == Some("True"),
+        cliff_field(&clients.cinder(&["backup-show", &full])?, "has_dependent_backups").as_deref() == Some("True"),
         "the full backup has a dependent"
     );
     let refused = clients.cinder(&["backup-delete", &full]);
@@ -301,7 +282,7 @@ fn backup_sequence(clients: &Clients, data: &std::path::Path) -> Result<()> {
     // The source goes; the backup restores into a new volume with both changes.
     clients.cinder(&["delete", &volume])?;
     let restored = clients.cinder(&["backup-restore", &incremental])?;
-    let restored = field(&restored, "volume_id").context("the restored volume's id")?;
+    let restored = cliff_field(&restored, "volume_id").context("the restored volume's id")?;
     clients.wait_for(&restored, "available")?;
     wait_for_backup(clients, &incremental, "available")?;
     let restored_file = data.join("volumes").join(format!("volume-{restored}"));

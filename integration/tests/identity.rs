@@ -453,24 +453,6 @@ async fn every_route_answers_each_caller_as_cinder_s_policy_says() -> Result<()>
     Ok(())
 }
 
-/// Runs a client command; returns its stdout, or its stdout and stderr as the error.
-fn run_client(mut command: std::process::Command, what: &str) -> Result<String> {
-    let output = command.output().with_context(|| format!("cannot run {what}"))?;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    if !output.status.success() {
-        bail!("{what} failed ({}):\n{stdout}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
-    }
-    Ok(stdout)
-}
-
-/// The value of `| name | value |` in a cliff property table.
-fn field(table: &str, name: &str) -> Option<String> {
-    table.lines().find_map(|line| {
-        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        (cells.len() >= 3 && cells[1] == name).then(|| cells[2].to_owned())
-    })
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn cinder_and_openstack_clients_log_in_with_keystone_passwords() -> Result<()> {
     let keystone = Keystone::start().await?;
@@ -498,12 +480,7 @@ async fn cinder_and_openstack_clients_log_in_with_keystone_passwords() -> Result
     keystone.register_service("block-storage", &endpoint).await?;
     keystone.register_service("volumev3", &endpoint).await?;
 
-    let python = python_with(
-        "cinder-clients",
-        &["python-cinderclient", "python-openstackclient"],
-        "cinderclient, openstackclient",
-    )?;
-    let bin = python.parent().context("venv bin")?.to_path_buf();
+    let bin = cinder_clients()?;
     let home = tempfile::tempdir()?;
     let client = |program: &str, user: &basalt_integration::keystone::KeystoneUser, args: &[&str]| {
         let mut command = std::process::Command::new(bin.join(program));
@@ -523,21 +500,27 @@ async fn cinder_and_openstack_clients_log_in_with_keystone_passwords() -> Result
     // The clients block: keep them off the runtime's other threads.
     tokio::task::block_in_place(|| -> Result<()> {
         let created = cinder(&["create", "--name", "k1", "1"])?;
-        let volume = field(&created, "id").context("the created volume's id")?;
-        wait("k1 available", &|| Ok(field(&cinder(&["show", &volume])?, "status").as_deref() == Some("available")))?;
+        let volume = cliff_field(&created, "id").context("the created volume's id")?;
+        wait("k1 available", &|| {
+            Ok(cliff_field(&cinder(&["show", &volume])?, "status").as_deref() == Some("available"))
+        })?;
 
         let server = "11111111-2222-3333-4444-555555555555";
         let attached = cinder(&["--os-volume-api-version", "3.27", "attachment-create", &volume, server])?;
-        let attachment = field(&attached, "id").context("the attachment's id")?;
-        wait("k1 reserved", &|| Ok(field(&cinder(&["show", &volume])?, "status").as_deref() == Some("reserved")))?;
+        let attachment = cliff_field(&attached, "id").context("the attachment's id")?;
+        wait(
+            "k1 reserved",
+            &|| Ok(cliff_field(&cinder(&["show", &volume])?, "status").as_deref() == Some("reserved")),
+        )?;
         cinder(&["--os-volume-api-version", "3.27", "attachment-delete", &attachment])?;
         wait("k1 available again", &|| {
-            Ok(field(&cinder(&["show", &volume])?, "status").as_deref() == Some("available"))
+            Ok(cliff_field(&cinder(&["show", &volume])?, "status").as_deref() == Some("available"))
         })?;
 
-        let backup = field(&cinder(&["backup-create", "--name", "kb1", &volume])?, "id").context("the backup's id")?;
+        let backup =
+            cliff_field(&cinder(&["backup-create", "--name", "kb1", &volume])?, "id").context("the backup's id")?;
         wait("kb1 available", &|| {
-            Ok(field(&cinder(&["backup-show", &backup])?, "status").as_deref() == Some("available"))
+            Ok(cliff_field(&cinder(&["backup-show", &backup])?, "status").as_deref() == Some("available"))
         })?;
         cinder(&["backup-delete", &backup])?;
         wait("kb1 gone", &|| Ok(!cinder(&["backup-list"])?.contains(&backup)))?;
@@ -546,7 +529,7 @@ async fn cinder_and_openstack_clients_log_in_with_keystone_passwords() -> Result
         let listed = client("openstack", &alice, &["volume", "list"])?;
         ensure!(listed.contains(&volume), "openstack volume list: {listed}");
         let shown = client("openstack", &bob, &["volume", "show", &volume])?;
-        ensure!(field(&shown, "name").as_deref() == Some("k1"), "a reader reads: {shown}");
+        ensure!(cliff_field(&shown, "name").as_deref() == Some("k1"), "a reader reads: {shown}");
         let refused =
             client("openstack", &bob, &["volume", "create", "--size", "1", "by-reader"]).unwrap_err().to_string();
         ensure!(
