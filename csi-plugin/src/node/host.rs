@@ -18,6 +18,9 @@ pub struct Host<R: Runner> {
     runner: R,
     /// `/dev/disk/by-path`, where the kernel names iSCSI LUNs (a test may point it elsewhere).
     by_path: PathBuf,
+    /// open-iscsi's node records (`/etc/iscsi/nodes` on Debian, `/var/lib/iscsi/nodes` on some
+    /// distributions): the CHAP password is written there, never passed to `iscsiadm`.
+    iscsi_nodes: Vec<PathBuf>,
 }
 
 fn args(items: &[&str]) -> Vec<String> {
@@ -90,7 +93,11 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
 
 impl<R: Runner> Host<R> {
     pub fn new(runner: R) -> Self {
-        Self { runner, by_path: PathBuf::from("/dev/disk/by-path") }
+        Self {
+            runner,
+            by_path: PathBuf::from("/dev/disk/by-path"),
+            iscsi_nodes: vec![PathBuf::from("/etc/iscsi/nodes"), PathBuf::from("/var/lib/iscsi/nodes")],
+        }
     }
 
     async fn run(&self, program: &str, arguments: &[&str]) -> Result<Finished, Status> {
@@ -161,15 +168,14 @@ impl<R: Runner> Host<R> {
             return Err(checked("iscsiadm", created).unwrap_err());
         }
         let mut settings = vec![("node.startup", "manual")];
-        if let Some((username, password)) = chap {
-            settings.extend([
-                ("node.session.auth.authmethod", "CHAP"),
-                ("node.session.auth.username", username),
-                ("node.session.auth.password", password),
-            ]);
+        if let Some((username, _)) = chap {
+            settings.extend([("node.session.auth.authmethod", "CHAP"), ("node.session.auth.username", username)]);
         }
         for (name, value) in settings {
             self.must("iscsiadm", &[&node[..], &["-o", "update", "-n", name, "-v", value]].concat()).await?;
+        }
+        if let Some((_, password)) = chap {
+            self.write_chap_password(portal, iqn, password)?;
         }
         let login = self.run("iscsiadm", &[&node[..], &["--login"]].concat()).await?;
         // 15: already logged in.
@@ -190,6 +196,50 @@ impl<R: Runner> Host<R> {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Adds the CHAP password to the target's node record, the file `iscsiadm` reads at login
+    /// (owner-only), instead of `iscsiadm -o update -v <password>`, whose arguments any local user
+    /// reads in `/proc/<pid>/cmdline`. The record was just made or updated by `iscsiadm`, which
+    /// keeps it `<nodes>/<iqn>/<address>,<port>[,<tpgt>]/<interface>` (or, for a record made without
+    /// a tpgt, possibly the file `<nodes>/<iqn>/<address>,<port>`); the last setting of a name in
+    /// the file is the one that counts, so appending after the other updates is enough.
+    fn write_chap_password(&self, portal: &str, iqn: &str, password: &str) -> Result<(), Status> {
+        use std::{io::Write, os::unix::fs::PermissionsExt};
+        // `<address>,<port>,<tpgt>`, or `<address>,<port>` for a record made without a tpgt.
+        let address = portal.replace(':', ",");
+        let prefix = format!("{address},");
+        let mut records = Vec::new();
+        for nodes in &self.iscsi_nodes {
+            let Ok(entries) = std::fs::read_dir(nodes.join(iqn)) else { continue };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name != address && !name.starts_with(&prefix) {
+                    continue;
+                }
+                if path.is_dir() {
+                    records.extend(std::fs::read_dir(&path).into_iter().flatten().flatten().map(|file| file.path()));
+                } else {
+                    records.push(path);
+                }
+            }
+        }
+        if records.is_empty() {
+            return Err(Status::internal(format!(
+                "iscsiadm made no node record for {iqn} at {portal} under {:?}",
+                self.iscsi_nodes
+            )));
+        }
+        for record in records {
+            let failed = |error: std::io::Error| {
+                Status::internal(format!("cannot add the CHAP password to {}: {error}", record.display()))
+            };
+            std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o600)).map_err(failed)?;
+            let mut file = std::fs::OpenOptions::new().append(true).open(&record).map_err(failed)?;
+            writeln!(file, "node.session.auth.password = {password}").and_then(|()| file.sync_all()).map_err(failed)?;
+        }
+        Ok(())
     }
 
     /// Logs out of the target and forgets its record. Each target holds one volume, so the last
@@ -305,7 +355,6 @@ mod tests {
             ("node.startup", ok("")),
             ("authmethod", ok("")),
             ("auth.username", ok("")),
-            ("auth.password", ok("")),
             ("--login", failed(15, "iscsiadm: default: 1 session requested, but 1 already present.")),
         ]);
         let dir = tempfile::tempdir().unwrap();
@@ -313,9 +362,21 @@ mod tests {
         std::fs::write(&device, b"").unwrap();
         let link = dir.path().join("ip-192.0.2.1:3260-iscsi-iqn.x:volume-1-lun-1");
         std::os::unix::fs::symlink(&device, &link).unwrap();
-        let host = Host { runner, by_path: dir.path().to_path_buf() };
-        let found = host.iscsi_login("192.0.2.1:3260", "iqn.x:volume-1", 1, Some(("u", "p"))).await.unwrap();
+        // The record as iscsiadm keeps it.
+        let nodes = dir.path().join("nodes");
+        // The record as `iscsiadm -o new` leaves it, without a portal group tag.
+        let record = nodes.join("iqn.x:volume-1/192.0.2.1,3260/default");
+        std::fs::create_dir_all(record.parent().unwrap()).unwrap();
+        std::fs::write(&record, "node.name = iqn.x:volume-1\n# END RECORD\n").unwrap();
+        let host = Host { runner, by_path: dir.path().to_path_buf(), iscsi_nodes: vec![nodes] };
+        let found = host.iscsi_login("192.0.2.1:3260", "iqn.x:volume-1", 1, Some(("u", "s3cret"))).await.unwrap();
         assert_eq!(found, device.to_string_lossy());
+        let calls = host.runner.calls.lock().unwrap().clone();
+        assert!(!calls.iter().any(|call| call.contains("s3cret")), "a password on a command line: {calls:?}");
+        let written = std::fs::read_to_string(&record).unwrap();
+        assert!(written.ends_with("node.session.auth.password = s3cret\n"), "{written}");
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&record).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[tokio::test]
