@@ -183,10 +183,10 @@ impl Policy {
 
     /// `Ok` when `rule` allows the call, else Cinder's 403 naming the rule.
     pub fn enforce(&self, rule: &str, credentials: &Credentials<'_>, target: &Target<'_>) -> Result<(), ServiceError> {
-        if !self.rules.contains_key(rule) {
+        let Some(check) = self.rules.get(rule) else {
             return Err(ServiceError::new(ErrorCode::Internal, format!("policy rule {rule:?} is not registered")));
-        }
-        if self.allows(rule, credentials, target) {
+        };
+        if check.holds(self, credentials, target) {
             return Ok(());
         }
         Err(ServiceError::new(ErrorCode::Forbidden, format!("Policy doesn't allow {rule} to be performed.")))

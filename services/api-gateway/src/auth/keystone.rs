@@ -98,10 +98,8 @@ impl Keystone {
     }
 
     pub async fn authenticate(&self, headers: &HeaderMap, url_project: Option<&str>) -> Result<CallContext, Fault> {
-        let token =
-            |name: &str| headers.get(name).and_then(|value| value.to_str().ok()).filter(|value| !value.is_empty());
-        let user_token = token("x-auth-token").ok_or_else(|| self.unauthorized())?;
-        let service_identity = match token("x-service-token") {
+        let user_token = super::header(headers, "x-auth-token").ok_or_else(|| self.unauthorized())?;
+        let service_identity = match super::header(headers, "x-service-token") {
             Some(service_token) => Some(self.service_identity(service_token).await?),
             None => None,
         };

@@ -52,13 +52,10 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 impl Authenticator {
-    pub fn new(config: AuthConfig) -> Result<Self, basalt::ServiceError> {
-        let keystone = config.keystone.clone().map(Keystone::new).transpose()?;
+    pub fn new(mut config: AuthConfig) -> Result<Self, basalt::ServiceError> {
+        // The Keystone settings (with the service password) are held once, by the validator.
+        let keystone = config.keystone.take().map(Keystone::new).transpose()?;
         Ok(Self { config, keystone })
-    }
-
-    pub fn is_keystone(&self) -> bool {
-        self.keystone.is_some()
     }
 
     pub async fn authenticate(&self, headers: &HeaderMap, url_project: Option<&str>) -> Result<CallContext, Fault> {

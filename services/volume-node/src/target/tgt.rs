@@ -69,12 +69,6 @@ impl<R: Runner> TgtDriver<R> {
         Self { control_port, socket, runner, allocation: Mutex::new(()) }
     }
 
-    /// The same driver talking to a management socket elsewhere (tests).
-    pub fn with_socket(mut self, socket: PathBuf) -> Self {
-        self.socket = socket;
-        self
-    }
-
     /// Creates a CHAP account through the management socket, so the password is on no command
     /// line. An account that exists already is left as it is.
     async fn new_account(&self, username: &str, password: &str) -> Result<(), ServiceError> {
@@ -360,8 +354,9 @@ mod tests {
             iqn_prefix: "iqn.2010-10.org.basalt:".into(),
             state_dir: dir.to_path_buf(),
         };
-        let socket = dir.join("tgtd.socket");
-        Exports::new(config, TgtDriver::new(Some(7), runner).with_socket(socket)).unwrap()
+        let mut driver = TgtDriver::new(Some(7), runner);
+        driver.socket = dir.join("tgtd.socket");
+        Exports::new(config, driver).unwrap()
     }
 
     /// A stand-in for tgtd's management socket (the real one is exercised by the iSCSI tests):
