@@ -1,25 +1,46 @@
-//! gRPC client channels with deadlines: every command in the mesh is a call that cannot hang.
+//! gRPC client channels with deadlines, over the mesh's mutual TLS: every command in the mesh is
+//! a call that cannot hang, to a peer that proved who it is.
 
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
-use crate::ServiceError;
+use crate::{
+    ServiceError,
+    tls::{MeshTls, Role},
+};
 
-/// How long to wait for a TCP + HTTP/2 connection to a peer.
+/// How long to wait for a TCP + TLS + HTTP/2 connection to a peer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The default deadline of one call; long node operations pass their own.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A lazily connecting channel to `endpoint` (`http://host:port`, or `host:port`).
-pub fn channel(endpoint: &str) -> Result<Channel, ServiceError> {
-    channel_with_timeout(endpoint, CALL_TIMEOUT)
+/// A lazily connecting channel to `server` at `endpoint` (`https://host:port`, or `host:port`),
+/// presenting `tls`'s certificate and accepting only a certificate that names `server`.
+pub fn channel(endpoint: &str, tls: &MeshTls, server: &Role) -> Result<Channel, ServiceError> {
+    channel_with_timeout(endpoint, tls, server, CALL_TIMEOUT)
 }
 
-pub fn channel_with_timeout(endpoint: &str, call_timeout: Duration) -> Result<Channel, ServiceError> {
-    let uri = if endpoint.contains("://") { endpoint.to_owned() } else { format!("http://{endpoint}") };
+pub fn channel_with_timeout(
+    endpoint: &str,
+    tls: &MeshTls,
+    server: &Role,
+    call_timeout: Duration,
+) -> Result<Channel, ServiceError> {
+    let address = match endpoint.split_once("://") {
+        None => endpoint,
+        Some(("https", address)) => address,
+        Some(_) => {
+            return Err(ServiceError::invalid(format!(
+                "invalid grpc endpoint {endpoint:?} for {server}: the mesh speaks TLS only, give https://host:port or host:port"
+            )));
+        }
+    };
+    let uri = format!("https://{address}");
     let endpoint = Endpoint::from_shared(uri.clone())
         .map_err(|error| ServiceError::invalid(format!("invalid grpc endpoint {uri:?}: {error}")))?
+        .tls_config(tls.client_config(server))
+        .map_err(|error| ServiceError::invalid(format!("cannot use the mesh certificate for {uri}: {error}")))?
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(call_timeout)
         .tcp_nodelay(true)

@@ -16,6 +16,7 @@ pub mod policy;
 pub mod server;
 pub mod status;
 pub mod telemetry;
+pub mod tls;
 
 /// Generated code of `proto/basalt/v1`.
 pub mod proto {

@@ -15,7 +15,7 @@ use tonic::{
     body::Body,
     server::NamedService,
     service::Routes,
-    transport::{Server, server::Connected},
+    transport::{Server, ServerTlsConfig, server::Connected},
 };
 use tonic_health::ServingStatus;
 use tower::ServiceExt;
@@ -23,6 +23,7 @@ use tower::ServiceExt;
 use crate::{
     ServiceError,
     listener::{BoundedListener, ListenerLimits, Protocol},
+    tls::MeshTls,
 };
 
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
@@ -57,16 +58,20 @@ impl GrpcServices {
         self
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight calls.
+    /// Serves over the mesh's mutual TLS until `shutdown` resolves, then drains in-flight calls.
     pub async fn serve(
         self,
         listener: BoundedListener,
+        tls: &MeshTls,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServiceError> {
         // The server pings a quiet peer well within the idle timeout: a live client answers and stays
-        // connected through long calls, a dead or silent one is closed by the listener.
-        let ping_every = listener.limits().idle_timeout / 3;
-        self.serve_stream(listener.into_incoming(), ping_every, shutdown).await
+        // connected through long calls, a dead or silent one is closed by the listener. A handshake
+        // gets as long as a request head.
+        let limits = listener.limits();
+        let ping_every = limits.idle_timeout / 3;
+        let tls = tls.server_config(limits.header_timeout);
+        self.serve_stream(listener.into_incoming(), Some(tls), ping_every, shutdown).await
     }
 
     /// Serves the connections of a unix socket (the CSI plugin's, which only the local
@@ -80,12 +85,13 @@ impl GrpcServices {
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Connected + Unpin + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        self.serve_stream(incoming, LOCAL_PING_INTERVAL, shutdown).await
+        self.serve_stream(incoming, None, LOCAL_PING_INTERVAL, shutdown).await
     }
 
     async fn serve_stream<IO, E>(
         self,
         incoming: impl futures::Stream<Item = Result<IO, E>> + Send,
+        tls: Option<ServerTlsConfig>,
         ping_every: std::time::Duration,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServiceError>
@@ -112,7 +118,13 @@ impl GrpcServices {
         let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
         let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
         let routes = self.routes.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
-        Server::builder()
+        let mut server = Server::builder();
+        if let Some(tls) = tls {
+            server = server
+                .tls_config(tls)
+                .map_err(|error| ServiceError::invalid(format!("cannot serve with the mesh certificate: {error}")))?;
+        }
+        server
             .http2_keepalive_interval(Some(ping_every))
             .http2_keepalive_timeout(Some(ping_every))
             .add_routes(routes)
@@ -124,10 +136,11 @@ impl GrpcServices {
 
 impl GrpcServices {
     /// Serves in the background until `tasks` is shut down.
-    pub fn spawn(self, listener: BoundedListener, tasks: &mut Tasks, what: &'static str) {
+    pub fn spawn(self, listener: BoundedListener, tls: &MeshTls, tasks: &mut Tasks, what: &'static str) {
         let stopped = tasks.stopped();
+        let tls = tls.clone();
         tasks.spawn(async move {
-            if let Err(error) = self.serve(listener, stopped).await {
+            if let Err(error) = self.serve(listener, &tls, stopped).await {
                 tracing::error!(%error, "{what} stopped");
             }
         });

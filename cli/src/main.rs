@@ -9,7 +9,12 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use basalt::{bus::Bus, ids::NodeId, listener::ListenerLimits};
+use basalt::{
+    bus::Bus,
+    ids::NodeId,
+    listener::ListenerLimits,
+    tls::{CertificateAuthority, MeshTls, Role, TlsFiles},
+};
 use clap::{Args, Parser, Subcommand};
 
 mod csi_check;
@@ -39,6 +44,10 @@ enum Command {
     /// Run the CSI plugin (controller, node, or both) on a unix socket, for Kubernetes and other
     /// container orchestrators.
     Csi(CsiArgs),
+    /// Make the mesh's certificates in a directory: its CA (when the directory has none) and one
+    /// certificate each for the gateway, the scheduler, the CSI plugin and every --node, keeping
+    /// those still valid for 30 days. Safe to repeat; run it again to renew.
+    Certs(CertsArgs),
     /// Seal every stored secret with the current key (after a key rotation: give the new key as
     /// --secret-key-file and the old one as --previous-secret-key-file). Safe to repeat.
     ResealSecrets(ResealArgs),
@@ -115,6 +124,10 @@ struct UpArgs {
     /// gRPC (VolumeService) listen address.
     #[arg(long, env = "BASALT_GRPC_LISTEN", default_value = "127.0.0.1:8780")]
     grpc_listen: SocketAddr,
+    /// The mesh's CA and certificates (default: <data-dir>/tls), made on first start and renewed
+    /// when they near their end. gRPC clients present `csi.pem` with `csi.key`.
+    #[arg(long, env = "BASALT_TLS_DIR")]
+    tls_dir: Option<PathBuf>,
     #[command(flatten)]
     pool: PoolArgs,
     /// The embedded node's backend: `file` (the default, in <data-dir>/volumes), `lvm` or `nfs`.
@@ -367,6 +380,49 @@ impl ControlArgs {
     }
 }
 
+/// The mesh's mutual TLS for one service: its certificate and key, and the CA every peer's
+/// certificate must come from (`basalt certs` makes them).
+#[derive(Args)]
+struct MeshTlsArgs {
+    /// The mesh CA's certificate (PEM).
+    #[arg(long, env = "BASALT_TLS_CA")]
+    tls_ca: PathBuf,
+    /// This service's certificate (PEM), issued by the mesh CA for its role.
+    #[arg(long, env = "BASALT_TLS_CERT")]
+    tls_cert: PathBuf,
+    /// This service's private key (PEM); keep it owner-only.
+    #[arg(long, env = "BASALT_TLS_KEY")]
+    tls_key: PathBuf,
+}
+
+impl MeshTlsArgs {
+    fn load(&self, role: Role) -> Result<MeshTls> {
+        let files = TlsFiles { ca: self.tls_ca.clone(), cert: self.tls_cert.clone(), key: self.tls_key.clone() };
+        Ok(MeshTls::load(&files, role)?)
+    }
+}
+
+#[derive(Args)]
+struct CertsArgs {
+    /// Where the CA and the certificates are (made when missing).
+    #[arg(long, env = "BASALT_TLS_DIR")]
+    dir: PathBuf,
+    /// A volume node's id to issue a certificate for; repeat or separate with commas.
+    #[arg(long = "node", value_delimiter = ',')]
+    nodes: Vec<String>,
+}
+
+fn certs(args: CertsArgs) -> Result<()> {
+    let authority = CertificateAuthority::open_or_create(&args.dir)?;
+    let nodes = args.nodes.iter().map(|node| Ok(Role::Node(NodeId::parse(node)?))).collect::<Result<Vec<_>>>()?;
+    println!("ca: {}", args.dir.join("ca.pem").display());
+    for role in [Role::Gateway, Role::Scheduler, Role::Csi].into_iter().chain(nodes) {
+        let files = authority.ensure(&args.dir, &role)?;
+        println!("{}: {} {}", role.file_stem(), files.cert.display(), files.key.display());
+    }
+    Ok(())
+}
+
 #[derive(Args)]
 struct ResealArgs {
     /// The scheduler's database.
@@ -402,6 +458,8 @@ struct SchedulerArgs {
     secrets: SecretArgs,
     #[command(flatten)]
     bus: BusArgs,
+    #[command(flatten)]
+    tls: MeshTlsArgs,
     #[command(flatten)]
     listeners: ListenerArgs,
 }
@@ -540,6 +598,8 @@ struct VolumeNodeArgs {
     #[command(flatten)]
     bus: BusArgs,
     #[command(flatten)]
+    tls: MeshTlsArgs,
+    #[command(flatten)]
     listeners: ListenerArgs,
 }
 
@@ -598,8 +658,10 @@ struct GatewayArgs {
     #[arg(long, env = "BASALT_REST_LISTEN", default_value = "127.0.0.1:8776")]
     listen: SocketAddr,
     /// The scheduler's VolumeService endpoint.
-    #[arg(long, env = "BASALT_SCHEDULER_ENDPOINT", default_value = "http://127.0.0.1:8780")]
+    #[arg(long, env = "BASALT_SCHEDULER_ENDPOINT", default_value = "https://127.0.0.1:8780")]
     scheduler_endpoint: String,
+    #[command(flatten)]
+    tls: MeshTlsArgs,
     #[command(flatten)]
     auth: AuthArgs,
     #[command(flatten)]
@@ -615,8 +677,10 @@ struct CsiArgs {
     #[arg(long, env = "CSI_ENDPOINT", default_value = "unix:///csi/csi.sock")]
     endpoint: String,
     /// The scheduler's VolumeService endpoint.
-    #[arg(long, env = "BASALT_SCHEDULER_ENDPOINT", default_value = "http://127.0.0.1:8780")]
+    #[arg(long, env = "BASALT_SCHEDULER_ENDPOINT", default_value = "https://127.0.0.1:8780")]
     scheduler_endpoint: String,
+    #[command(flatten)]
+    tls: MeshTlsArgs,
     /// The Basalt project volumes are provisioned in (32 hex digits or a UUID).
     #[arg(long, env = "BASALT_CSI_PROJECT_ID")]
     project_id: String,
@@ -660,6 +724,7 @@ async fn main() -> Result<()> {
         Command::VolumeNode(args) => volume_node(args).await,
         Command::Gateway(args) => gateway(args).await,
         Command::Csi(args) => csi(args).await,
+        Command::Certs(args) => certs(args),
         Command::ResealSecrets(args) => reseal_secrets(args).await,
         Command::StorageCheck(StorageCheck::Backend(args)) => storage_check::backend(args).await,
         Command::StorageCheck(StorageCheck::Export(args)) => storage_check::export(args).await,
@@ -672,6 +737,12 @@ async fn up(args: UpArgs) -> Result<()> {
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     let bus = Bus::local();
     let database_url = format!("sqlite://{}?mode=rwc", data_dir.join("basalt.db").display());
+    let node_id = pinned_node_id(&data_dir)?;
+    let tls_dir = args.tls_dir.clone().unwrap_or_else(|| data_dir.join("tls"));
+    let authority = CertificateAuthority::open_or_create(&tls_dir)?;
+    let mesh_tls = |role: Role| -> Result<MeshTls> { Ok(MeshTls::load(&authority.ensure(&tls_dir, &role)?, role)?) };
+    // The certificate gRPC clients of this process present; issued here so they find it.
+    authority.ensure(&tls_dir, &Role::Csi)?;
     // Three listeners share the process: REST, VolumeService and NodeAgent.
     let limits = args.listeners.limits(3);
     let scheduler = basalt_scheduler::start(
@@ -686,11 +757,13 @@ async fn up(args: UpArgs) -> Result<()> {
                 ..Default::default()
             },
             limits,
+            tls: mesh_tls(Role::Scheduler)?,
         },
         bus.clone(),
     )
     .await?;
-    let mut node_config = node_config(pinned_node_id(&data_dir)?, &args.pool, None, None, "nova".into());
+    let node_tls = mesh_tls(Role::Node(node_id.clone()))?;
+    let mut node_config = node_config(node_id, node_tls, &args.pool, None, None, "nova".into());
     node_config.backend = args.backend.settings(&data_dir.join("volumes"), &args.pool)?;
     node_config.volume_clear = args.backend.volume_clear;
     node_config.state_dir = data_dir.join("node-state");
@@ -700,7 +773,8 @@ async fn up(args: UpArgs) -> Result<()> {
     let node = basalt_volume_node::start(node_config, bus).await?;
     let gateway = basalt_api_gateway::start(basalt_api_gateway::GatewayConfig {
         listen: args.rest_listen,
-        scheduler_endpoint: format!("http://{}", scheduler.grpc_addr),
+        scheduler_endpoint: format!("https://{}", scheduler.grpc_addr),
+        tls: mesh_tls(Role::Gateway)?,
         auth: args.auth.config()?,
         limits,
     })
@@ -708,7 +782,12 @@ async fn up(args: UpArgs) -> Result<()> {
 
     println!("Basalt is up: gateway, scheduler and one volume node in this process.");
     println!("  rest: http://{}/v3", gateway.rest_addr);
-    println!("  grpc: {}", scheduler.grpc_addr);
+    println!("  grpc: https://{}", scheduler.grpc_addr);
+    println!(
+        "  tls: {} (mutual TLS on gRPC: clients trust ca.pem, present csi.pem with csi.key, and expect the name {})",
+        tls_dir.display(),
+        Role::Scheduler.dns_name()
+    );
     args.auth.announce(gateway.rest_addr);
     println!("  data: {}", data_dir.display());
     println!("Press Ctrl-C to stop.");
@@ -734,12 +813,13 @@ async fn scheduler(args: SchedulerArgs) -> Result<()> {
                 ..args.control.into_config()?
             },
             limits: args.listeners.limits(1),
+            tls: args.tls.load(Role::Scheduler)?,
         },
         bus,
     )
     .await?;
     println!("basalt scheduler");
-    println!("  grpc: {}", scheduler.grpc_addr);
+    println!("  grpc: https://{}", scheduler.grpc_addr);
     wait_for_shutdown_signal().await;
     scheduler.shutdown().await;
     Ok(())
@@ -748,7 +828,8 @@ async fn scheduler(args: SchedulerArgs) -> Result<()> {
 async fn volume_node(args: VolumeNodeArgs) -> Result<()> {
     let bus = args.bus.connect().await?;
     let node_id = NodeId::parse(&args.node_id.unwrap_or_else(host_name))?;
-    let mut config = node_config(node_id, &args.pool, Some(args.listen), args.advertise, args.availability_zone);
+    let tls = args.tls.load(Role::Node(node_id.clone()))?;
+    let mut config = node_config(node_id, tls, &args.pool, Some(args.listen), args.advertise, args.availability_zone);
     config.backend = args.backend.settings(&args.data_dir, &args.pool)?;
     config.volume_clear = args.backend.volume_clear;
     if let basalt_volume_node::BackendSettings::File { root, .. } = &config.backend
@@ -761,7 +842,7 @@ async fn volume_node(args: VolumeNodeArgs) -> Result<()> {
     args.export.apply(&mut config)?;
     let node = basalt_volume_node::start(config, bus).await?;
     println!("basalt volume-node");
-    println!("  grpc: {}", node.grpc_addr);
+    println!("  grpc: https://{}", node.grpc_addr);
     wait_for_shutdown_signal().await;
     node.shutdown().await;
     Ok(())
@@ -771,6 +852,7 @@ async fn gateway(args: GatewayArgs) -> Result<()> {
     let gateway = basalt_api_gateway::start(basalt_api_gateway::GatewayConfig {
         listen: args.listen,
         scheduler_endpoint: args.scheduler_endpoint,
+        tls: args.tls.load(Role::Gateway)?,
         auth: args.auth.config()?,
         limits: args.listeners.limits(1),
     })
@@ -798,6 +880,7 @@ async fn csi(args: CsiArgs) -> Result<()> {
         mode: args.mode,
         endpoint: args.endpoint,
         scheduler_endpoint: args.scheduler_endpoint,
+        tls: args.tls.load(Role::Csi)?,
         project_id: basalt::ids::ProjectId::parse(&args.project_id)?,
         ready_wait: Duration::from_secs(args.ready_wait_secs),
         node,
@@ -812,12 +895,13 @@ async fn csi(args: CsiArgs) -> Result<()> {
 
 fn node_config(
     node_id: NodeId,
+    tls: MeshTls,
     pool: &PoolArgs,
     listen: Option<SocketAddr>,
     advertise: Option<String>,
     availability_zone: String,
 ) -> basalt_volume_node::NodeConfig {
-    let mut config = basalt_volume_node::NodeConfig::new(node_id, PathBuf::from("basalt-data/volumes"));
+    let mut config = basalt_volume_node::NodeConfig::new(node_id, PathBuf::from("basalt-data/volumes"), tls);
     if let Some(listen) = listen {
         config.listen = listen;
     }

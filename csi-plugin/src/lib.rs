@@ -24,6 +24,7 @@ use basalt::{
     csi::{controller_server::ControllerServer, identity_server::IdentityServer, node_server::NodeServer},
     ids::ProjectId,
     server::{GrpcServices, Tasks},
+    tls::{MeshTls, Role},
 };
 use tokio::net::UnixListener;
 
@@ -76,6 +77,8 @@ pub struct CsiConfig {
     pub endpoint: String,
     /// The scheduler's `VolumeService`.
     pub scheduler_endpoint: String,
+    /// The plugin's mesh certificate, presented to the scheduler.
+    pub tls: MeshTls,
     /// The Basalt project the controller provisions in.
     pub project_id: ProjectId,
     /// How long CreateVolume and expansions wait for the volume before answering ABORTED (the
@@ -122,7 +125,8 @@ pub async fn start(config: CsiConfig) -> Result<RunningCsi, ServiceError> {
     }
     let listener = UnixListener::bind(&socket)
         .map_err(|error| ServiceError::unavailable(format!("cannot listen on {}: {error}", socket.display())))?;
-    let scheduler = channel_with_timeout(&config.scheduler_endpoint, CONTROL_PLANE_TIMEOUT)?;
+    let scheduler =
+        channel_with_timeout(&config.scheduler_endpoint, &config.tls, &Role::Scheduler, CONTROL_PLANE_TIMEOUT)?;
     // The controller acts for the deployment's Kubernetes project; capacity needs the pools,
     // which only admins may list.
     let context = CallContext::new(config.project_id.clone(), "csi", basalt::context::ADMIN_ROLES);

@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """A generic gRPC client driven only by server reflection: it knows no Basalt type.
 
-    grpc_reflect.py HOST:PORT list
-    grpc_reflect.py HOST:PORT call SERVICE/METHOD 'JSON' [-H key=value ...]
+    grpc_reflect.py [TLS] HOST:PORT list
+    grpc_reflect.py [TLS] HOST:PORT call SERVICE/METHOD 'JSON' [-H key=value ...]
+
+TLS is mutual, as Basalt's mesh speaks it: --cacert CA.pem --cert CLIENT.pem --key CLIENT.key
+--server-name NAME (the name the server's certificate must carry). Without --cacert the channel is
+plain text.
 
 `call` prints the response as JSON (proto field names) or, on failure, `ERROR <CODE> <message>`
 on stderr with exit status 3. Used by the integration tests as an outside client would be.
@@ -82,8 +86,26 @@ def main():
     parser.add_argument("method", nargs="?")
     parser.add_argument("body", nargs="?", default="{}")
     parser.add_argument("-H", dest="headers", action="append", default=[])
+    parser.add_argument("--cacert")
+    parser.add_argument("--cert")
+    parser.add_argument("--key")
+    parser.add_argument("--server-name")
     args = parser.parse_args()
-    channel = grpc.insecure_channel(args.address)
+    address = args.address.removeprefix("https://")
+    if args.cacert:
+        def read(path):
+            with open(path, "rb") as file:
+                return file.read()
+
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=read(args.cacert),
+            private_key=read(args.key) if args.key else None,
+            certificate_chain=read(args.cert) if args.cert else None,
+        )
+        options = [("grpc.ssl_target_name_override", args.server_name)] if args.server_name else []
+        channel = grpc.secure_channel(address, credentials, options=options)
+    else:
+        channel = grpc.insecure_channel(address)
     try:
         if args.command == "list":
             print("\n".join(list_services(channel)))

@@ -69,7 +69,8 @@ pub fn plugin_config(
     basalt_csi_plugin::CsiConfig {
         mode,
         endpoint: format!("unix://{}", socket.display()),
-        scheduler_endpoint: format!("http://{grpc_addr}"),
+        scheduler_endpoint: grpc_addr.to_owned(),
+        tls: crate::pki().tls(basalt::tls::Role::Csi),
         project_id: basalt::ids::ProjectId::parse(&project_id("csi")).expect("a hex project id"),
         ready_wait: crate::WAIT,
         node: Some(basalt_csi_plugin::NodeSettings {

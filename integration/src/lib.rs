@@ -10,7 +10,7 @@ use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::mpsc,
+    sync::{Mutex, OnceLock, mpsc},
     time::Duration,
 };
 
@@ -21,8 +21,9 @@ use basalt::{
     ids::{NodeId, ProjectId},
     proto::{
         GetSnapshotRequest, GetVolumeRequest, ListPoolsRequest, Snapshot, SnapshotStatus, Volume, VolumeStatus,
-        volume_service_client::VolumeServiceClient,
+        node_agent_client::NodeAgentClient, volume_service_client::VolumeServiceClient,
     },
+    tls::{CertificateAuthority, MeshTls, Role, TlsFiles},
 };
 use sea_orm::{ConnectionTrait, Database};
 use tonic::transport::Channel;
@@ -57,8 +58,72 @@ pub fn admin(name: &str) -> CallContext {
     )
 }
 
+/// The mesh PKI of this test process: one CA, and certificates issued on demand into a directory
+/// that lives as long as the process, so in-process services and the `basalt` processes a test
+/// spawns trust each other as a deployment's do.
+pub struct TestPki {
+    dir: PathBuf,
+    authority: CertificateAuthority,
+    /// `ensure` writes files; one issue at a time.
+    issuing: Mutex<()>,
+}
+
+pub fn pki() -> &'static TestPki {
+    static PKI: OnceLock<TestPki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("basalt-test-pki-{}", std::process::id()));
+        let authority = CertificateAuthority::open_or_create(&dir).expect("a CA for the test mesh");
+        extern "C" fn remove_pki_dir() {
+            let _ =
+                std::fs::remove_dir_all(std::env::temp_dir().join(format!("basalt-test-pki-{}", std::process::id())));
+        }
+        // SAFETY: registers a plain function that only removes a directory, run at process exit.
+        unsafe { libc::atexit(remove_pki_dir) };
+        TestPki { dir, authority, issuing: Mutex::new(()) }
+    })
+}
+
+impl TestPki {
+    /// `role`'s certificate files, issued when missing.
+    pub fn files(&self, role: &Role) -> TlsFiles {
+        let _issuing = self.issuing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.authority.ensure(&self.dir, role).expect("a test mesh certificate")
+    }
+
+    pub fn tls(&self, role: Role) -> MeshTls {
+        MeshTls::load(&self.files(&role), role).expect("a loadable test mesh certificate")
+    }
+
+    /// `--tls-ca`, `--tls-cert` and `--tls-key` for a `basalt` process acting as `role`.
+    pub fn args(&self, role: &Role) -> Vec<String> {
+        let files = self.files(role);
+        [("--tls-ca", files.ca), ("--tls-cert", files.cert), ("--tls-key", files.key)]
+            .into_iter()
+            .flat_map(|(flag, path)| [flag.to_owned(), path.display().to_string()])
+            .collect()
+    }
+
+    /// A CA of its own, in memory: a stranger to this mesh.
+    pub fn stranger(role: Role) -> MeshTls {
+        let authority = CertificateAuthority::create().expect("another CA");
+        authority.mesh_tls(role).expect("a stranger's certificate")
+    }
+}
+
+/// A VolumeService client at `grpc_addr` that presents the test mesh's gateway certificate.
 pub async fn volume_client(grpc_addr: &str) -> Result<VolumeServiceClient<Channel>> {
-    Ok(VolumeServiceClient::new(basalt::channel::channel(grpc_addr)?))
+    volume_client_as(grpc_addr, &pki().tls(Role::Gateway))
+}
+
+pub fn volume_client_as(grpc_addr: &str, tls: &MeshTls) -> Result<VolumeServiceClient<Channel>> {
+    Ok(VolumeServiceClient::new(basalt::channel::channel(grpc_addr, tls, &Role::Scheduler)?))
+}
+
+/// A NodeAgent client for `node_id` at `grpc_addr`, presenting the test mesh's scheduler
+/// certificate, as the scheduler does.
+pub fn node_client(grpc_addr: &str, node_id: &str) -> Result<NodeAgentClient<Channel>> {
+    let node = Role::Node(NodeId::parse(node_id)?);
+    Ok(NodeAgentClient::new(basalt::channel::channel(grpc_addr, &pki().tls(Role::Scheduler), &node)?))
 }
 
 /// Lifts the volume-count and gigabyte quotas of `project` (as an admin), for tests and benchmarks
@@ -185,6 +250,15 @@ impl InProcessMesh {
 
     /// `database_url` defaults to a fresh SQLite file.
     pub async fn start_with_database(node_count: usize, database_url: Option<String>) -> Result<Self> {
+        Self::start_with(node_count, database_url, fast_control_plane()).await
+    }
+
+    /// A mesh whose scheduler runs with `control`.
+    pub async fn start_with(
+        node_count: usize,
+        database_url: Option<String>,
+        control: basalt_scheduler::ControlPlaneConfig,
+    ) -> Result<Self> {
         let root = tempfile::tempdir()?;
         let bus = Bus::local();
         let database_url =
@@ -195,8 +269,9 @@ impl InProcessMesh {
                 listen: "127.0.0.1:0".parse()?,
                 instance: "test-scheduler".into(),
                 initial_report_wait: Duration::from_millis(100),
-                control: fast_control_plane(),
+                control,
                 limits: Default::default(),
+                tls: pki().tls(Role::Scheduler),
             },
             bus.clone(),
         )
@@ -226,7 +301,9 @@ impl InProcessMesh {
         configure: impl FnOnce(&mut basalt_volume_node::NodeConfig),
     ) -> Result<()> {
         let dir = self._root.path().join(node_id);
-        let mut config = basalt_volume_node::NodeConfig::new(NodeId::parse(node_id)?, dir.clone());
+        let node = NodeId::parse(node_id)?;
+        let tls = pki().tls(Role::Node(node.clone()));
+        let mut config = basalt_volume_node::NodeConfig::new(node, dir.clone(), tls);
         config.report_interval = Duration::from_millis(200);
         config.backup_store = Some(basalt_volume_node::BackupStoreSettings::Posix(self.backup_store_dir()));
         configure(&mut config);
@@ -250,6 +327,12 @@ impl InProcessMesh {
     /// The NodeAgent address of node `index`.
     pub fn node_grpc_addr(&self, index: usize) -> String {
         self.nodes[index].grpc_addr.to_string()
+    }
+
+    /// A NodeAgent client of node `index`, as the scheduler calls it.
+    pub fn node_client(&self, index: usize) -> Result<NodeAgentClient<Channel>> {
+        let node_id = self.node_dirs[index].file_name().and_then(|name| name.to_str()).context("a node directory")?;
+        node_client(&self.node_grpc_addr(index), node_id)
     }
 
     /// The backup store every node of the mesh shares.
@@ -355,11 +438,23 @@ impl BasaltProcess {
         let data = data.to_str().context("a utf-8 data directory")?;
         let mut args = vec!["up", "--data-dir", data, "--rest-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"];
         args.extend(flags);
-        Self::spawn_logging(&args, env, &["rest", "grpc", "data"], log)
+        Self::spawn_logging(&args, env, &["rest", "grpc", "tls", "data"], log)
     }
 
     pub fn endpoint(&self, key: &str) -> &str {
         &self.endpoints[key]
+    }
+
+    /// The mesh certificate gRPC clients of this `basalt up` present (the CSI plugin's, which it
+    /// issues in its TLS directory).
+    pub fn client_tls(&self) -> Result<MeshTls> {
+        let dir = self.endpoint("tls").split(" (").next().unwrap_or_default();
+        Ok(MeshTls::load(&TlsFiles::in_dir(Path::new(dir), &Role::Csi), Role::Csi)?)
+    }
+
+    /// A VolumeService client of this `basalt up`.
+    pub fn volume_client(&self) -> Result<VolumeServiceClient<Channel>> {
+        volume_client_as(self.endpoint("grpc"), &self.client_tls()?)
     }
 
     pub fn pid(&self) -> u32 {
@@ -604,27 +699,26 @@ impl ProcessMesh {
     fn spawn_scheduler(&self, index: usize) -> Result<BasaltProcess> {
         let instance = format!("scheduler-{index}");
         let key = self.root.path().join("secret.key");
-        BasaltProcess::spawn(
-            &[
-                "scheduler",
-                "--secret-key-file",
-                key.to_str().context("utf-8 temp dir")?,
-                "--listen",
-                "127.0.0.1:0",
-                "--database-url",
-                &self.database_url,
-                "--instance",
-                &instance,
-                "--operation-lease-secs",
-                "2",
-                "--nats-url",
-                NATS_URL,
-                "--bus-namespace",
-                &self.namespace,
-            ],
-            &[],
-            &["grpc"],
-        )
+        let tls = pki().args(&Role::Scheduler);
+        let mut args = vec![
+            "scheduler",
+            "--secret-key-file",
+            key.to_str().context("utf-8 temp dir")?,
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &self.database_url,
+            "--instance",
+            &instance,
+            "--operation-lease-secs",
+            "2",
+            "--nats-url",
+            NATS_URL,
+            "--bus-namespace",
+            &self.namespace,
+        ];
+        args.extend(tls.iter().map(String::as_str));
+        BasaltProcess::spawn(&args, &[], &["grpc"])
     }
 
     fn spawn_node(&self, index: usize) -> Result<BasaltProcess> {
@@ -645,6 +739,8 @@ impl ProcessMesh {
             "--bus-namespace",
             &self.namespace,
         ];
+        let tls = pki().args(&Role::Node(NodeId::parse(&self.node_ids[index])?));
+        args.extend(tls.iter().map(String::as_str));
         args.extend(self.extra_node_args.iter().map(String::as_str));
         BasaltProcess::spawn(&args, &[], &["grpc"])
     }
@@ -826,7 +922,8 @@ impl RestApi {
     }
 
     pub async fn start_with_auth(mesh: &InProcessMesh, auth: basalt_api_gateway::AuthConfig) -> Result<Self> {
-        let state = basalt_api_gateway::GatewayState::new(&mesh.grpc_addr, auth, Default::default())?;
+        let tls = pki().tls(Role::Gateway);
+        let state = basalt_api_gateway::GatewayState::new(&mesh.grpc_addr, &tls, auth, Default::default())?;
         Ok(Self { router: basalt_api_gateway::router(state) })
     }
 

@@ -161,7 +161,7 @@ async fn a_flood_of_stalled_connections_starves_nobody_and_is_closed_in_time() -
     let up = start_up(&tgtd, data.path())?;
     let rest = up.endpoint("rest").to_owned();
     let rest_addr = rest.trim_start_matches("http://").trim_end_matches("/v3").to_owned();
-    let grpc_addr = up.endpoint("grpc").to_owned();
+    let grpc_addr = up.endpoint("grpc").trim_start_matches("https://").to_owned();
     let session = Session::new(&rest);
     session.volume_lifecycle().await?;
     let before = rss_kib(up.pid())?;

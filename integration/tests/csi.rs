@@ -982,26 +982,26 @@ async fn a_node_plugin_killed_between_stage_and_publish_carries_on_after_restart
     let context = publish(&harness.clients, &volume, &capability).await?;
     let socket = harness.root.path().join("node.sock");
     let state = harness.root.path().join("node-state");
+    let tls = pki().args(&basalt::tls::Role::Csi);
+    let (endpoint, project) = (format!("unix://{}", socket.display()), project_id("csi"));
     let spawn = || {
-        BasaltProcess::spawn(
-            &[
-                "csi",
-                "--mode",
-                "node",
-                "--endpoint",
-                &format!("unix://{}", socket.display()),
-                "--scheduler-endpoint",
-                &format!("http://{}", harness.mesh.grpc_addr),
-                "--project-id",
-                &project_id("csi"),
-                "--node-id",
-                CSI_NODE,
-                "--state-dir",
-                state.to_str().unwrap_or_default(),
-            ],
-            &[],
-            &["socket"],
-        )
+        let mut args = vec![
+            "csi",
+            "--mode",
+            "node",
+            "--endpoint",
+            &endpoint,
+            "--scheduler-endpoint",
+            &harness.mesh.grpc_addr,
+            "--project-id",
+            &project,
+            "--node-id",
+            CSI_NODE,
+            "--state-dir",
+            state.to_str().unwrap_or_default(),
+        ];
+        args.extend(tls.iter().map(String::as_str));
+        BasaltProcess::spawn(&args, &[], &["socket"])
     };
     let mut plugin = spawn()?;
     let node = CsiClients::connect(&socket).await?.node;

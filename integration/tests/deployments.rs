@@ -6,9 +6,13 @@
 use std::{os::unix::fs::MetadataExt, path::Path, process::Command};
 
 use anyhow::{Context, Result, ensure};
-use basalt::proto::{
-    CreateVolumeRequest, DeleteVolumeRequest, GetVolumeRequest, ListPoolsRequest, ListServicesRequest,
-    ListVolumesRequest, VolumeStatus,
+use basalt::{
+    ids::NodeId,
+    proto::{
+        CreateVolumeRequest, DeleteVolumeRequest, GetVolumeRequest, ListPoolsRequest, ListServicesRequest,
+        ListVolumesRequest, VolumeStatus,
+    },
+    tls::Role,
 };
 use basalt_integration::*;
 
@@ -60,10 +64,13 @@ async fn as_processes_on_postgres_and_nats() -> Result<()> {
     let key = node_dir.path().join("secret.key");
     let key = key.to_str().context("utf-8 temp dir")?;
 
+    let scheduler_tls = pki().args(&Role::Scheduler);
+    let node_tls = pki().args(&Role::Node(NodeId::parse("proc-node")?));
     let scheduler = BasaltProcess::spawn(
         &[
             &["scheduler", "--listen", "127.0.0.1:0", "--database-url", &database.url, "--secret-key-file", key][..],
             &bus_args,
+            &scheduler_tls.iter().map(String::as_str).collect::<Vec<_>>(),
         ]
         .concat(),
         &[],
@@ -84,6 +91,7 @@ async fn as_processes_on_postgres_and_nats() -> Result<()> {
                 "200",
             ][..],
             &bus_args,
+            &node_tls.iter().map(String::as_str).collect::<Vec<_>>(),
         ]
         .concat(),
         &[],
@@ -151,8 +159,16 @@ async fn a_generic_reflection_client_drives_basalt_up() -> Result<()> {
     let data_dir = tempfile::tempdir()?;
     let mut up = BasaltProcess::up(data_dir.path(), &["--max-capacity-gib", "100"], &[])?;
     let grpc = up.endpoint("grpc").to_owned();
+    // The client certificate `basalt up` issues for gRPC clients, as its start-up lines say.
+    let tls_dir = Path::new(up.endpoint("tls").split(" (").next().unwrap_or_default()).to_path_buf();
+    let tls = [
+        format!("--cacert={}", tls_dir.join("ca.pem").display()),
+        format!("--cert={}", tls_dir.join("csi.pem").display()),
+        format!("--key={}", tls_dir.join("csi.key").display()),
+        format!("--server-name={}", Role::Scheduler.dns_name()),
+    ];
     let call = |args: &[&str]| -> Result<(bool, String, String)> {
-        let output = Command::new(&python).arg(&client_script).arg(&grpc).args(args).output()?;
+        let output = Command::new(&python).arg(&client_script).args(&tls).arg(&grpc).args(args).output()?;
         Ok((output.status.success(), String::from_utf8(output.stdout)?, String::from_utf8(output.stderr)?))
     };
     let project_header = format!("-H=x-basalt-project-id={}", project_id("reflection"));

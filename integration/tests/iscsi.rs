@@ -8,7 +8,7 @@ use std::process::Command;
 use anyhow::{Context, Result, ensure};
 use basalt::proto::{
     CreateVolumeRequest, DeleteVolumeRequest, ExtendVolumeRequest, NodeExport, NodeExportRequest, NodeInitiatorRequest,
-    VolumeStatus, node_agent_client::NodeAgentClient,
+    VolumeStatus,
 };
 use basalt_integration::*;
 
@@ -88,7 +88,7 @@ async fn bytes_reach_the_host_through_the_tgt_export() -> Result<()> {
         .into_inner();
     wait_for_status(&mut client, &owner, &volume.id, VolumeStatus::Available).await?;
 
-    let mut node = NodeAgentClient::new(basalt::channel::channel(&mesh.node_grpc_addr(0))?);
+    let mut node = mesh.node_client(0)?;
     let request = NodeExportRequest { volume_id: volume.id.clone(), pool: "default".into(), ..Default::default() };
     let export = node.export_volume(request.clone()).await?.into_inner();
     assert_eq!(export.target_iqn, format!("iqn.2010-10.org.basalt:volume-{}", volume.id));
@@ -143,7 +143,7 @@ async fn bytes_reach_the_host_through_the_tgt_export() -> Result<()> {
     assert!(read_capacity(&export, STRANGER, Some(&password)).is_err(), "the ACL came back too");
 
     // Deleting the volume removes its target: no stale export is left.
-    let mut node = NodeAgentClient::new(basalt::channel::channel(&mesh.node_grpc_addr(0))?);
+    let mut node = mesh.node_client(0)?;
     node.revoke_initiator(allow).await?;
     assert!(read_capacity(&export, HOST, Some(&password)).is_err(), "a revoked initiator is refused");
     client
@@ -384,6 +384,7 @@ fn a_node_without_its_tgtd_refuses_to_start_with_a_clear_error() -> Result<()> {
     let output = Command::new(basalt_binary()?)
         .args(["volume-node", "--node-id", "lonely", "--listen", "127.0.0.1:0", "--nats-url", NATS_URL])
         .args(["--data-dir", data.path().to_str().context("utf-8")?, "--bus-namespace", &bus_namespace()])
+        .args(pki().args(&basalt::tls::Role::Node(basalt::ids::NodeId::parse("lonely")?)))
         .args([
             "--export-target",
             "tgt",

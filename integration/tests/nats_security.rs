@@ -12,7 +12,9 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use basalt::{
     bus::{Bus, NatsSecurity},
+    ids::NodeId,
     proto::ListPoolsRequest,
+    tls::Role,
 };
 use basalt_integration::*;
 
@@ -160,12 +162,15 @@ async fn capacity_reports_travel_only_with_credentials_over_tls() -> Result<()> 
     ];
     let env = [("BASALT_NATS_PASSWORD", PASSWORD)];
     let key_arg = key.to_str().context("utf-8")?;
+    let scheduler_tls = pki().args(&Role::Scheduler);
     let scheduler_args = [
         &["scheduler", "--listen", "127.0.0.1:0", "--database-url", &database, "--secret-key-file", key_arg][..],
         &bus_args,
+        &scheduler_tls.iter().map(String::as_str).collect::<Vec<_>>(),
     ]
     .concat();
     let scheduler = BasaltProcess::spawn(&scheduler_args, &env, &["grpc"])?;
+    let node_tls = pki().args(&Role::Node(NodeId::parse("secure-node")?));
     let node_args = [
         &[
             "volume-node",
@@ -179,6 +184,7 @@ async fn capacity_reports_travel_only_with_credentials_over_tls() -> Result<()> 
             "200",
         ][..],
         &bus_args,
+        &node_tls.iter().map(String::as_str).collect::<Vec<_>>(),
     ]
     .concat();
     let _node = BasaltProcess::spawn(&node_args, &env, &["grpc"])?;

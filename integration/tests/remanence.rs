@@ -65,7 +65,7 @@ async fn a_deleted_volume_s_bytes_are_gone_from_the_disk() -> Result<()> {
     let filesystem = LoopFilesystem::new(4 << 30)?;
     let data = filesystem.mount.join("basalt");
     let mut up = BasaltProcess::up(&data, &[], &[])?;
-    let mut client = volume_client(up.endpoint("grpc")).await?;
+    let mut client = up.volume_client()?;
     let owner = project("remanence");
     let operator = admin("remanence");
     eventually("the embedded node reports its pool", || {

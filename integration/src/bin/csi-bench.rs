@@ -36,7 +36,8 @@ async fn main() -> Result<()> {
     let harness = CsiHarness::start().await?;
     let gateway = basalt_api_gateway::start(basalt_api_gateway::GatewayConfig {
         listen: "127.0.0.1:0".parse()?,
-        scheduler_endpoint: format!("http://{}", harness.mesh.grpc_addr),
+        scheduler_endpoint: harness.mesh.grpc_addr.clone(),
+        tls: basalt_integration::pki().tls(basalt::tls::Role::Gateway),
         auth: Default::default(),
         limits: Default::default(),
     })

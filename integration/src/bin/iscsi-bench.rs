@@ -10,10 +10,7 @@
 use std::{process::Command, time::Instant};
 
 use anyhow::{Context, Result, bail};
-use basalt::proto::{
-    CreateVolumeRequest, NodeExport, NodeExportRequest, NodeInitiatorRequest, VolumeStatus,
-    node_agent_client::NodeAgentClient,
-};
+use basalt::proto::{CreateVolumeRequest, NodeExport, NodeExportRequest, NodeInitiatorRequest, VolumeStatus};
 use basalt_integration::{GIB, InProcessMesh, Tgtd, lift_volume_quotas, project, volume_client, wait_for_status};
 
 const INITIATOR: &str = "iqn.2024-01.org.basalt.bench:host";
@@ -74,7 +71,7 @@ async fn main() -> Result<()> {
         .await?
         .into_inner();
     wait_for_status(&mut client, &owner, &volume.id, VolumeStatus::Available).await?;
-    let mut node = NodeAgentClient::new(basalt::channel::channel(&mesh.node_grpc_addr(0))?);
+    let mut node = mesh.node_client(0)?;
     let export = node
         .export_volume(NodeExportRequest { volume_id: volume.id.clone(), pool: "default".into(), ..Default::default() })
         .await?

@@ -24,8 +24,7 @@ async fn main() -> Result<()> {
     let client = volume_client(&mesh.grpc_addr).await?;
     lift_volume_quotas(&client, &project("bench")).await?;
 
-    let node_endpoint = mesh.node_grpc_addr(0);
-    let reference = reference_cycles(&node_endpoint, cycles).await?;
+    let reference = reference_cycles(mesh.node_client(0)?, cycles).await?;
     println!(
         "reference: NodeAgent create {:?} p50, delete {:?} p50 (the node's own work over gRPC)",
         reference.0, reference.1
@@ -71,8 +70,7 @@ fn millis(duration: Duration) -> f64 {
 }
 
 /// The node's own create and delete, called directly.
-async fn reference_cycles(endpoint: &str, cycles: usize) -> Result<(Duration, Duration)> {
-    let mut node = NodeAgentClient::new(basalt::channel::channel(endpoint)?);
+async fn reference_cycles(mut node: NodeAgentClient<Channel>, cycles: usize) -> Result<(Duration, Duration)> {
     let mut creates = Vec::new();
     let mut deletes = Vec::new();
     for _ in 0..cycles {

@@ -14,8 +14,9 @@ use basalt::{
     context::CallContext,
     ids::{NodeId, ProjectId},
     proto::{CreateVolumeRequest, GetVolumeRequest, ListVolumesRequest, VolumeStatus},
+    tls::Role,
 };
-use basalt_integration::{fast_control_plane, lift_volume_quotas, percentiles, volume_client};
+use basalt_integration::{fast_control_plane, lift_volume_quotas, percentiles, pki, volume_client};
 use http_body_util::BodyExt;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
@@ -39,12 +40,14 @@ async fn main() -> Result<()> {
             initial_report_wait: Duration::from_millis(100),
             control: fast_control_plane(),
             limits: Default::default(),
+            tls: pki().tls(Role::Scheduler),
         },
         bus.clone(),
     )
     .await?;
-    let mut node_config =
-        basalt_volume_node::NodeConfig::new(NodeId::parse("bench-node")?, root.path().join("volumes"));
+    let node_id = NodeId::parse("bench-node")?;
+    let node_tls = pki().tls(Role::Node(node_id.clone()));
+    let mut node_config = basalt_volume_node::NodeConfig::new(node_id, root.path().join("volumes"), node_tls);
     // A thousand sparse 1 GiB volumes: promise more than the disk holds, as a thin pool may.
     node_config.max_over_subscription_ratio = 50.0;
     node_config.report_interval = Duration::from_millis(200);
@@ -52,7 +55,8 @@ async fn main() -> Result<()> {
     let grpc = scheduler.grpc_addr.to_string();
     let gateway = basalt_api_gateway::start(basalt_api_gateway::GatewayConfig {
         listen: "127.0.0.1:0".parse()?,
-        scheduler_endpoint: format!("http://{grpc}"),
+        scheduler_endpoint: grpc.clone(),
+        tls: pki().tls(Role::Gateway),
         auth: Default::default(),
         limits: Default::default(),
     })

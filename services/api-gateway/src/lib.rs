@@ -32,6 +32,7 @@ use basalt::{
     listener::{ListenerLimits, Protocol},
     proto::volume_service_client::VolumeServiceClient,
     server::{self, Tasks},
+    tls::{MeshTls, Role},
 };
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
@@ -54,8 +55,10 @@ const JSON_MEDIA_TYPES: [&str; 2] = ["application/json", "application/vnd.openst
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
-    /// The scheduler's VolumeService endpoint, e.g. `http://127.0.0.1:8780`.
+    /// The scheduler's VolumeService endpoint, e.g. `https://127.0.0.1:8780`.
     pub scheduler_endpoint: String,
+    /// The gateway's mesh certificate, presented to the scheduler.
+    pub tls: MeshTls,
     pub auth: AuthConfig,
     /// Bounds on the REST listener's connections and on request bodies.
     pub limits: ListenerLimits,
@@ -80,9 +83,14 @@ impl RunningGateway {
 }
 
 impl GatewayState {
-    pub fn new(scheduler_endpoint: &str, auth: AuthConfig, limits: ListenerLimits) -> Result<Self, ServiceError> {
+    pub fn new(
+        scheduler_endpoint: &str,
+        tls: &MeshTls,
+        auth: AuthConfig,
+        limits: ListenerLimits,
+    ) -> Result<Self, ServiceError> {
         Ok(Self {
-            scheduler: channel_with_timeout(scheduler_endpoint, SCHEDULER_CALL_TIMEOUT)?,
+            scheduler: channel_with_timeout(scheduler_endpoint, tls, &Role::Scheduler, SCHEDULER_CALL_TIMEOUT)?,
             auth: Arc::new(Authenticator::new(auth)?),
             body_timeout: limits.body_timeout,
         })
@@ -90,7 +98,7 @@ impl GatewayState {
 }
 
 pub async fn start(config: GatewayConfig) -> Result<RunningGateway, ServiceError> {
-    let state = GatewayState::new(&config.scheduler_endpoint, config.auth.clone(), config.limits)?;
+    let state = GatewayState::new(&config.scheduler_endpoint, &config.tls, config.auth.clone(), config.limits)?;
     let (listener, rest_addr) = server::bind(config.listen, config.limits, Protocol::Http1, "rest").await?;
     let app = router(state);
     let mut tasks = Tasks::new();

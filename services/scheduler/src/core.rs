@@ -82,6 +82,7 @@ impl Core {
     pub fn new(
         db: DatabaseConnection,
         capacity: Arc<CapacityView>,
+        nodes: NodeClients,
         bus: Bus,
         instance: String,
         config: ControlPlaneConfig,
@@ -90,7 +91,7 @@ impl Core {
         Self {
             db,
             capacity,
-            nodes: NodeClients::default(),
+            nodes,
             bus,
             owner: format!("{instance}/{}", uuid::Uuid::new_v4().simple()),
             instance,

@@ -34,10 +34,11 @@ use basalt::{
     listener::{ListenerLimits, Protocol},
     proto::{CapacityPoll, volume_service_server::VolumeServiceServer},
     server::{self, GrpcServices, Tasks},
+    tls::{AdmitPeers, MeshTls, Role},
 };
 
 pub use crate::core::{ControlPlaneConfig, Core};
-use crate::{api::VolumeApi, capacity::CapacityView};
+use crate::{api::VolumeApi, capacity::CapacityView, nodes::NodeClients};
 
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
@@ -51,6 +52,8 @@ pub struct SchedulerConfig {
     pub control: ControlPlaneConfig,
     /// Bounds on the VolumeService listener's connections.
     pub limits: ListenerLimits,
+    /// The scheduler's mesh certificate: it serves VolumeService and calls the nodes with it.
+    pub tls: MeshTls,
 }
 
 pub struct RunningScheduler {
@@ -74,7 +77,8 @@ pub async fn start(config: SchedulerConfig, bus: Bus) -> Result<RunningScheduler
     tasks.spawn(following);
     bus.publish_capacity_poll(&CapacityPoll { requested_by: config.instance.clone() }).await?;
 
-    let core = Arc::new(Core::new(db, capacity, bus, config.instance.clone(), config.control.clone()));
+    let nodes = NodeClients::new(config.tls.clone());
+    let core = Arc::new(Core::new(db, capacity, nodes, bus, config.instance.clone(), config.control.clone()));
 
     // Give the nodes a moment to answer the poll, so re-driven operations find their node at once;
     // operations whose node is still silent retry on their own.
@@ -88,11 +92,9 @@ pub async fn start(config: SchedulerConfig, bus: Bus) -> Result<RunningScheduler
         });
     }
 
-    GrpcServices::new().with_service(VolumeServiceServer::new(VolumeApi::new(core))).spawn(
-        listener,
-        &mut tasks,
-        "volume service",
-    );
+    // Only the gateway and the CSI plugin speak for callers; no other peer may name a project.
+    let api = VolumeServiceServer::with_interceptor(VolumeApi::new(core), AdmitPeers::only([Role::Gateway, Role::Csi]));
+    GrpcServices::new().with_service(api).spawn(listener, &config.tls, &mut tasks, "volume service");
     tracing::info!(%grpc_addr, database = %db::redact(&config.database_url), "scheduler started");
     Ok(RunningScheduler { grpc_addr, tasks })
 }

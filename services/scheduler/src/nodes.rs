@@ -1,18 +1,32 @@
-//! Clients of the volume nodes' NodeAgent, found through their capacity reports.
+//! Clients of the volume nodes' NodeAgent, found through their capacity reports and held to the
+//! node's identity: the address comes from a report, but the call goes through only when the peer
+//! there proves, by its mesh certificate, that it is the node the report is about.
 
 use std::{collections::HashMap, sync::Mutex, time::Instant};
 
-use basalt::{ErrorCode, ServiceError, channel::channel, proto::node_agent_client::NodeAgentClient};
+use basalt::{
+    ErrorCode, ServiceError,
+    channel::channel,
+    ids::NodeId,
+    proto::node_agent_client::NodeAgentClient,
+    tls::{MeshTls, Role},
+};
 use tonic::transport::Channel;
 
 use crate::capacity::CapacityView;
 
-#[derive(Default)]
 pub struct NodeClients {
-    channels: Mutex<HashMap<String, Channel>>,
+    tls: MeshTls,
+    /// By node id, with the endpoint it was made for: a node that moves gets a new channel,
+    /// checked for the same name, in place of the old one.
+    channels: Mutex<HashMap<String, (String, Channel)>>,
 }
 
 impl NodeClients {
+    pub fn new(tls: MeshTls) -> Self {
+        Self { tls, channels: Mutex::new(HashMap::new()) }
+    }
+
     /// A client for `node_id` at the endpoint of its latest report. Fails with `Unavailable` when
     /// the node never reported or went stale, so callers retry rather than give up.
     pub fn client(&self, capacity: &CapacityView, node_id: &str) -> Result<NodeAgentClient<Channel>, ServiceError> {
@@ -29,14 +43,14 @@ impl NodeClients {
         }
         let endpoint = node.report.endpoint;
         let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let channel = match channels.get(&endpoint) {
-            Some(channel) => channel.clone(),
-            None => {
-                let channel = channel(&endpoint)?;
-                channels.insert(endpoint, channel.clone());
-                channel
-            }
-        };
+        if let Some((known, channel)) = channels.get(node_id)
+            && *known == endpoint
+        {
+            return Ok(NodeAgentClient::new(channel.clone()));
+        }
+        let role = Role::Node(NodeId::parse(node_id)?);
+        let channel = channel(&endpoint, &self.tls, &role)?;
+        channels.insert(node_id.to_owned(), (endpoint, channel.clone()));
         Ok(NodeAgentClient::new(channel))
     }
 }

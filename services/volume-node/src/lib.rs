@@ -20,6 +20,7 @@ use basalt::{
     listener::{ListenerLimits, Protocol},
     proto::node_agent_server::NodeAgentServer,
     server::{self, GrpcServices, Tasks},
+    tls::{AdmitPeers, MeshTls, Role},
 };
 
 use crate::{
@@ -109,11 +110,14 @@ pub struct NodeConfig {
     pub report_interval: Duration,
     /// Bounds on the NodeAgent listener's connections.
     pub limits: ListenerLimits,
+    /// The node's mesh certificate (it must name this node): NodeAgent serves with it and answers
+    /// only the scheduler's.
+    pub tls: MeshTls,
 }
 
 impl NodeConfig {
     /// A node with the `file` backend in `file_root`, pool `default`.
-    pub fn new(node_id: NodeId, file_root: PathBuf) -> Self {
+    pub fn new(node_id: NodeId, file_root: PathBuf, tls: MeshTls) -> Self {
         // Beside the pool, not in it: the pool directory holds volumes and snapshots only.
         let state_dir =
             file_root.parent().map_or_else(|| file_root.join(".basalt-node"), |parent| parent.join("node-state"));
@@ -131,6 +135,7 @@ impl NodeConfig {
             backup_store: None,
             report_interval: Duration::from_secs(10),
             limits: ListenerLimits::default(),
+            tls,
         }
     }
 }
@@ -214,6 +219,13 @@ pub async fn open_backend(
 }
 
 pub async fn start(config: NodeConfig, bus: Bus) -> Result<RunningNode, ServiceError> {
+    let role = Role::Node(config.node_id.clone());
+    if *config.tls.role() != role {
+        return Err(ServiceError::invalid(format!(
+            "the node's mesh certificate is one for {}, not for {role}",
+            config.tls.role()
+        )));
+    }
     let backend = open_backend(
         &config.backend,
         config.max_over_subscription_ratio,
@@ -229,7 +241,7 @@ pub async fn start(config: NodeConfig, bus: Bus) -> Result<RunningNode, ServiceE
         tracing::info!(restored, "volume exports re-created");
     }
     let (listener, grpc_addr) = server::bind(config.listen, config.limits, Protocol::Grpc, "node agent").await?;
-    let endpoint = config.advertise.clone().unwrap_or_else(|| format!("http://{grpc_addr}"));
+    let endpoint = config.advertise.clone().unwrap_or_else(|| format!("https://{grpc_addr}"));
 
     let reporter = Arc::new(Reporter::new(&config, endpoint, bus));
     let backups = Backups::open(config.backup_store.as_ref())?;
@@ -237,7 +249,10 @@ pub async fn start(config: NodeConfig, bus: Bus) -> Result<RunningNode, ServiceE
     let mut tasks = Tasks::new();
     let reporting = reporter.run(agent.backend(), tasks.stopped()).await?;
     tasks.spawn(reporting);
-    GrpcServices::new().with_service(NodeAgentServer::new(agent)).spawn(listener, &mut tasks, "node agent server");
+    // The scheduler is the node's only caller: nothing else may export a volume or read its CHAP
+    // secret.
+    let agent = NodeAgentServer::with_interceptor(agent, AdmitPeers::only([Role::Scheduler]));
+    GrpcServices::new().with_service(agent).spawn(listener, &config.tls, &mut tasks, "node agent server");
     tracing::info!(node = %config.node_id, %grpc_addr, "volume node started");
     Ok(RunningNode { grpc_addr, tasks })
 }

@@ -14,12 +14,14 @@ use basalt::{
     bus::Bus,
     ids::{BackupId, NodeId, OperationId, ProjectId, VolumeId},
     proto::{AttachStatus, BackupStatus, VolumeStatus},
+    tls::{CertificateAuthority, Role},
 };
 use basalt_scheduler::{
     Core, claims,
     db::{backup, json::StringMap, operation, volume},
     journal,
     lifecycle::VolumeAction,
+    nodes::NodeClients,
     quotas::{self, QuotaDefaults},
     status, sweeps,
 };
@@ -241,7 +243,10 @@ async fn the_journal_takes_over_only_operations_whose_lease_ran_out() {
         let abandoned = journal_row(&db, "gone/1", chrono::TimeDelta::seconds(-1)).await;
         let running = journal_row(&db, "alive/2", chrono::TimeDelta::minutes(5)).await;
         let capacity = Arc::new(basalt_scheduler::capacity::CapacityView::default());
-        let core = Arc::new(Core::new(db.clone(), capacity, Bus::local(), "test".into(), Default::default()));
+        // A journal take-over calls no node; the node clients only need a certificate to exist.
+        let authority = CertificateAuthority::create().unwrap();
+        let nodes = NodeClients::new(authority.mesh_tls(Role::Scheduler).unwrap());
+        let core = Arc::new(Core::new(db.clone(), capacity, nodes, Bus::local(), "test".into(), Default::default()));
         RELAUNCHED.lock().unwrap().clear();
 
         assert_eq!(journal::reconcile_once(&core, note_relaunch).await.unwrap(), 1, "{}", database.label);
