@@ -145,6 +145,7 @@ async fn attempt_writes(
 async fn volume_service_answers_only_the_gateway_and_the_csi_plugin() -> Result<()> {
     let mesh = InProcessMesh::start(1).await?;
     let owner = project("mesh-a");
+    let reader = CallContext::new(owner.project_id.clone(), "reader", &["reader"]);
     let operator = admin("mesh-ops");
     let allowed = [Peer::Mesh("gateway", pki().tls(Role::Gateway)), Peer::Mesh("csi", pki().tls(Role::Csi))];
     let refused = [
@@ -171,6 +172,22 @@ async fn volume_service_answers_only_the_gateway_and_the_csi_plugin() -> Result<
         for peer in &refused {
             let outcome = call(peer.channel(&mesh.grpc_addr, &Role::Scheduler)?, &path, (), Some(&operator)).await;
             ensure!(refused_by_mesh(peer, &outcome), "{path} from {} got through: {outcome:?}", peer.name());
+        }
+        // Past the mesh, the caller's metadata still decides: none at all is UNAUTHENTICATED, and
+        // a project's reader may not call anything but reads.
+        let gateway = allowed[0].channel(&mesh.grpc_addr, &Role::Scheduler)?;
+        let anonymous = call(gateway.clone(), &path, (), None).await;
+        ensure!(
+            anonymous.as_ref().is_err_and(|status| status.code() == Code::Unauthenticated),
+            "{path} without a project: {anonymous:?}"
+        );
+        let method = path.rsplit('/').next().unwrap_or_default();
+        if !method.starts_with("Get") && !method.starts_with("List") {
+            let outcome = call(gateway, &path, (), Some(&reader)).await;
+            ensure!(
+                outcome.as_ref().is_err_and(|status| status.code() == Code::PermissionDenied),
+                "{path} as a reader: {outcome:?}"
+            );
         }
     }
 
