@@ -472,3 +472,53 @@ async fn snapshot_metadata_and_quota_resets() -> Result<()> {
     mesh.shutdown().await;
     Ok(())
 }
+
+/// The keys of `value`'s object, sorted.
+fn keys(value: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = value.as_object().map(|object| object.keys().cloned().collect()).unwrap_or_default();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn volume_type_responses_carry_exactly_cinder_s_keys_for_each_caller() -> Result<()> {
+    let mesh = InProcessMesh::start(1).await?;
+    let api = RestApi::start(&mesh).await?;
+    let base = format!("/v3/{PROJECT_A}");
+    let (admin, member) = (admin_of(PROJECT_A), member_of(PROJECT_A));
+    let common = ["description", "extra_specs", "id", "is_public", "name"];
+    let with = |extra: &[&str]| {
+        let mut expected: Vec<String> = common.iter().chain(extra).map(|key| (*key).to_owned()).collect();
+        expected.sort();
+        expected
+    };
+    let body = r#"{"volume_type": {"name": "shaped", "extra_specs": {"volume_backend_name": "file"}}}"#;
+    let created = api.call(Method::POST, &format!("{base}/types"), Some(&admin), None, Some(body)).await?;
+    assert_eq!(created.status, StatusCode::OK, "{:?}", created.body);
+    // As Cinder's samples show: no QoS specs id in a create or update response, even for an admin.
+    assert_eq!(keys(&created.body["volume_type"]), with(&["os-volume-type-access:is_public"]));
+    let id = created.body["volume_type"]["id"].as_str().unwrap_or_default().to_owned();
+    let update = r#"{"volume_type": {"description": "reshaped"}}"#;
+    let updated = api.call(Method::PUT, &format!("{base}/types/{id}"), Some(&admin), None, Some(update)).await?;
+    assert_eq!(keys(&updated.body["volume_type"]), with(&[]));
+
+    for (caller, is_admin) in [(&admin, true), (&member, false)] {
+        let qos: &[&str] = if is_admin { &["qos_specs_id"] } else { &[] };
+        let shown_keys = with(&[qos, &["os-volume-type-access:is_public"]].concat());
+        for version in ["3.0", "3.71"] {
+            let shown = api.call(Method::GET, &format!("{base}/types/{id}"), Some(caller), Some(version), None).await?;
+            assert_eq!(keys(&shown.body["volume_type"]), shown_keys, "show as {caller} at {version}");
+            let listed = api.call(Method::GET, &format!("{base}/types"), Some(caller), Some(version), None).await?;
+            let entries = listed.body["volume_types"].as_array().cloned().unwrap_or_default();
+            assert!(!entries.is_empty(), "{:?}", listed.body);
+            for entry in &entries {
+                assert_eq!(keys(entry), shown_keys, "list as {caller} at {version}");
+            }
+            let default =
+                api.call(Method::GET, &format!("{base}/types/default"), Some(caller), Some(version), None).await?;
+            assert_eq!(keys(&default.body["volume_type"]), with(qos), "default as {caller} at {version}");
+        }
+    }
+    mesh.shutdown().await;
+    Ok(())
+}

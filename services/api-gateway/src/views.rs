@@ -171,16 +171,37 @@ pub fn backup_detail(backup: &Backup, version: ApiVersion, is_admin: bool, base:
     view
 }
 
-pub fn volume_type(volume_type: &VolumeType) -> Value {
-    json!({
+/// Which of Cinder's volume-type responses a view is for: their keys differ (Cinder's API samples),
+/// and strict clients refuse a key the response they asked for does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeTypeResponse {
+    /// `GET /types` and `GET /types/{id}`: the type-access extension's `is_public`, and the QoS
+    /// specs id for admins.
+    Shown,
+    /// `POST /types`: the type-access extension's `is_public`, no QoS specs id.
+    Created,
+    /// `PUT /types/{id}`: neither.
+    Updated,
+    /// `GET /types/default`: the QoS specs id for admins, not the extension's `is_public`.
+    Default,
+}
+
+pub fn volume_type(volume_type: &VolumeType, response: VolumeTypeResponse, is_admin: bool) -> Value {
+    let mut view = json!({
         "id": volume_type.id,
         "name": volume_type.name,
         "description": volume_type.description,
         "is_public": volume_type.is_public,
-        "os-volume-type-access:is_public": volume_type.is_public,
         "extra_specs": volume_type.extra_specs,
-        "qos_specs_id": optional_id(&volume_type.qos_specs_id),
-    })
+    });
+    if matches!(response, VolumeTypeResponse::Shown | VolumeTypeResponse::Created) {
+        view["os-volume-type-access:is_public"] = json!(volume_type.is_public);
+    }
+    // Cinder's `volume_extension:access_types_qos_specs_id` is admin-only.
+    if is_admin && matches!(response, VolumeTypeResponse::Shown | VolumeTypeResponse::Default) {
+        view["qos_specs_id"] = optional_id(&volume_type.qos_specs_id);
+    }
+    view
 }
 
 pub fn attachment(attachment: &Attachment) -> Value {

@@ -11,9 +11,13 @@ use basalt::proto::{
     ListVolumeTypesRequest, SetVolumeTypeExtraSpecsRequest, UnsetVolumeTypeExtraSpecRequest, UpdateVolumeTypeRequest,
     VolumeType, VolumeTypeAccessRequest,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::{Rest, body, fault::Fault, views};
+use crate::{
+    Rest, body,
+    fault::Fault,
+    views::{self, VolumeTypeResponse},
+};
 
 const CREATE_KEYS: &[&str] = &["name", "description", "os-volume-type-access:is_public", "extra_specs", "is_public"];
 
@@ -22,8 +26,8 @@ async fn fetch(rest: &Rest) -> Result<VolumeType, Fault> {
     Ok(rest.client().get_volume_type(rest.request(request)).await?.into_inner())
 }
 
-fn reply(volume_type: &VolumeType) -> Response {
-    Json(json!({"volume_type": views::volume_type(volume_type)})).into_response()
+fn reply(rest: &Rest, volume_type: &VolumeType, response: VolumeTypeResponse) -> Response {
+    Json(json!({"volume_type": views::volume_type(volume_type, response, rest.context.is_admin)})).into_response()
 }
 
 pub async fn create(rest: Rest, request_body: Body) -> Result<Response, Fault> {
@@ -39,7 +43,7 @@ pub async fn create(rest: Rest, request_body: Body) -> Result<Response, Fault> {
         extra_specs: body::string_map(section, "extra_specs")?.unwrap_or_default(),
     };
     let created = rest.client().create_volume_type(rest.request(request)).await?.into_inner();
-    Ok(reply(&created))
+    Ok(reply(&rest, &created, VolumeTypeResponse::Created))
 }
 
 pub async fn list(rest: Rest) -> Result<Response, Fault> {
@@ -57,17 +61,21 @@ pub async fn list(rest: Rest) -> Result<Response, Fault> {
     };
     let request = ListVolumeTypesRequest { is_public, name: rest.query("name").unwrap_or_default().to_owned() };
     let types = rest.client().list_volume_types(rest.request(request)).await?.into_inner().volume_types;
-    Ok(Json(json!({"volume_types": types.iter().map(views::volume_type).collect::<Vec<_>>()})).into_response())
+    let views: Vec<Value> = types
+        .iter()
+        .map(|volume_type| views::volume_type(volume_type, VolumeTypeResponse::Shown, rest.context.is_admin))
+        .collect();
+    Ok(Json(json!({"volume_types": views})).into_response())
 }
 
 pub async fn show(rest: Rest) -> Result<Response, Fault> {
-    Ok(reply(&fetch(&rest).await?))
+    Ok(reply(&rest, &fetch(&rest).await?, VolumeTypeResponse::Shown))
 }
 
 pub async fn show_default(rest: Rest) -> Result<Response, Fault> {
     let default =
         rest.client().get_default_volume_type(rest.request(GetDefaultVolumeTypeRequest {})).await?.into_inner();
-    Ok(reply(&default))
+    Ok(reply(&rest, &default, VolumeTypeResponse::Default))
 }
 
 pub async fn update(rest: Rest, request_body: Body) -> Result<Response, Fault> {
@@ -81,7 +89,8 @@ pub async fn update(rest: Rest, request_body: Body) -> Result<Response, Fault> {
         description: body::string(section, "description")?,
         is_public: body::boolean(section, "is_public")?,
     };
-    Ok(reply(&rest.client().update_volume_type(rest.request(request)).await?.into_inner()))
+    let updated = rest.client().update_volume_type(rest.request(request)).await?.into_inner();
+    Ok(reply(&rest, &updated, VolumeTypeResponse::Updated))
 }
 
 pub async fn delete(rest: Rest) -> Result<Response, Fault> {
