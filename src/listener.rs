@@ -529,6 +529,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn accepted_sockets_send_without_waiting_for_acks() {
+        // Nagle's algorithm holds a response's last segment until the previous one is acked, and
+        // a client that delays its acks then waits ~40 ms for every response of more than one
+        // write. Every listener (REST and gRPC) turns it off on what it accepts.
+        for protocol in [Protocol::Http1, Protocol::Grpc] {
+            let (listener, addr) = listener(protocol).await;
+            let _client = TcpStream::connect(addr).await.unwrap();
+            let connection = listener.accept().await;
+            assert!(connection.stream.nodelay().unwrap(), "{protocol:?} socket keeps Nagle's algorithm on");
+        }
+    }
+
+    #[tokio::test]
     async fn a_silent_connection_is_closed_after_the_idle_timeout() {
         let (listener, addr) = listener(Protocol::Http1).await;
         let _client = TcpStream::connect(addr).await.unwrap();

@@ -24,6 +24,8 @@ const PROJECT: &str = "0123456789abcdef0123456789abcdef";
 const VOLUMES: usize = 1000;
 const CONCURRENCY: usize = 8;
 const LATENCY_SAMPLES: usize = 100;
+/// The page of the sequential listing benchmark.
+const PAGE: u32 = 50;
 const THROUGHPUT_WINDOW: Duration = Duration::from_secs(10);
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Body>;
@@ -122,6 +124,39 @@ async fn main() -> Result<()> {
     })
     .await?;
 
+    // One request at a time on one kept-alive connection, as cinderclient and the SDK send them: a
+    // small response (one volume) and a large one (a page of 50 with details, tens of kilobytes,
+    // written in more than one segment), each against the same read over gRPC.
+    let some_id = listed.volumes[0].id.clone();
+    let mut rest_show = Vec::new();
+    let mut grpc_show = Vec::new();
+    let mut rest_page = Vec::new();
+    let mut grpc_page = Vec::new();
+    let page = || ListVolumesRequest {
+        page: Some(basalt::proto::PageRequest { limit: PAGE, ..Default::default() }),
+        ..Default::default()
+    };
+    for _ in 0..LATENCY_SAMPLES {
+        let started = Instant::now();
+        let (status, _) = get(&http, &format!("{rest}/volumes/{some_id}")).await?;
+        ensure!(status == 200, "GET /volumes/{{id}} answered {status}");
+        rest_show.push(started.elapsed());
+        let started = Instant::now();
+        client.get_volume(owner().request(GetVolumeRequest { volume_id: some_id.clone() })).await?;
+        grpc_show.push(started.elapsed());
+        let started = Instant::now();
+        let (status, body) = get(&http, &format!("{rest}/volumes/detail?limit={PAGE}")).await?;
+        ensure!(status == 200 && body.len() > 20_000, "GET /volumes/detail?limit={PAGE} answered {status}");
+        rest_page.push(started.elapsed());
+        let started = Instant::now();
+        client.list_volumes(owner().request(page())).await?;
+        grpc_page.push(started.elapsed());
+    }
+    let sequential = [
+        ("GET /volumes/{id} (one volume)", percentiles(&mut rest_show).0, percentiles(&mut grpc_show).0),
+        ("GET /volumes/detail?limit=50", percentiles(&mut rest_page).0, percentiles(&mut grpc_page).0),
+    ];
+
     println!("| measure | REST | gRPC (reference) | REST ÷ gRPC |");
     println!("|---|---|---|---|");
     println!(
@@ -140,6 +175,14 @@ async fn main() -> Result<()> {
         "| list {VOLUMES} volumes with details, concurrency {CONCURRENCY} | {rest_rate:.0} req/s | {grpc_rate:.0} req/s | {:.2}× |",
         rest_rate / grpc_rate
     );
+    for (what, rest_p50, grpc_p50) in sequential {
+        println!(
+            "| {what}, sequential on one connection, p50 | {:.2} ms | {:.2} ms | {:.2}× |",
+            ms(rest_p50),
+            ms(grpc_p50),
+            rest_p50.as_secs_f64() / grpc_p50.as_secs_f64()
+        );
+    }
     gateway.shutdown().await;
     node.shutdown().await;
     scheduler.shutdown().await;
