@@ -143,6 +143,11 @@ fn cinder_sequence(clients: &Clients) -> Result<()> {
         services.contains("cinder-volume") && services.contains("cinder-scheduler") && services.contains(" up "),
         "service-list: {services}"
     );
+    let filters = clients.cinder(&["--os-volume-api-version", "3.33", "list-filters", "--resource", "volume"])?;
+    ensure!(
+        filters.contains("volume") && filters.contains("availability_zone") && !filters.contains("volume_id"),
+        "list-filters: {filters}"
+    );
 
     let server = "11111111-2222-3333-4444-555555555555";
     let attached = clients.cinder(&["attachment-create", &volume, server])?;

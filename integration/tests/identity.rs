@@ -136,6 +136,7 @@ fn operations() -> Vec<(Method, &'static str, Access, Option<String>)> {
         (Method::GET, "/limits", Read, None),
         (Method::GET, "/extensions", Read, None),
         (Method::GET, "/os-availability-zone", Read, None),
+        (Method::GET, "/resource_filters", Read, None),
         (Method::GET, "/os-services", Admin, None),
         (Method::GET, "/scheduler-stats/get_pools", Admin, None),
         // Actions, one line each.

@@ -522,3 +522,57 @@ async fn volume_type_responses_carry_exactly_cinder_s_keys_for_each_caller() -> 
     mesh.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn resource_filters_report_what_each_listing_accepts() -> Result<()> {
+    let mesh = InProcessMesh::start(1).await?;
+    let api = RestApi::start(&mesh).await?;
+    let base = format!("/v3/{PROJECT_A}");
+    let member = member_of(PROJECT_A);
+    let before = api.call(Method::GET, &format!("{base}/resource_filters"), Some(&member), Some("3.32"), None).await?;
+    assert_eq!(before.status, StatusCode::NOT_FOUND, "resource filters appeared at 3.33: {:?}", before.body);
+
+    let all = api.call(Method::GET, &format!("{base}/resource_filters"), Some(&member), Some("3.33"), None).await?;
+    assert_eq!(all.status, StatusCode::OK, "{:?}", all.body);
+    let reported = all.body["resource_filters"].as_array().cloned().unwrap_or_default();
+    let resources: Vec<&str> = reported.iter().filter_map(|entry| entry["resource"].as_str()).collect();
+    assert_eq!(resources, ["volume", "snapshot", "backup", "attachment", "volume_type", "pool"]);
+    for entry in &reported {
+        assert_eq!(keys(entry), ["filters", "resource"]);
+    }
+
+    // What is reported for volumes is what `GET /volumes/detail` lets a member filter on (from
+    // 3.31 an unknown filter is a 400), and nothing else gets through.
+    let volume = api
+        .call(Method::GET, &format!("{base}/resource_filters?resource=volume"), Some(&member), Some("3.33"), None)
+        .await?;
+    let filters: Vec<String> = volume.body["resource_filters"][0]["filters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|filter| filter.as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(volume.body["resource_filters"].as_array().map(Vec::len), Some(1), "{:?}", volume.body);
+    assert!(filters.contains(&"name".to_owned()) && filters.contains(&"status".to_owned()), "{filters:?}");
+    let sample = |filter: &str| match filter {
+        "status" => "available",
+        "bootable" => "false",
+        "size" => "1",
+        "metadata" => "%7B%22k%22%3A%22v%22%7D",
+        _ => "x",
+    };
+    for filter in &filters {
+        let path = format!("{base}/volumes/detail?{filter}={}", sample(filter));
+        let listed = api.call(Method::GET, &path, Some(&member), Some("3.33"), None).await?;
+        assert_eq!(listed.status, StatusCode::OK, "{filter}: {:?}", listed.body);
+    }
+    let refused =
+        api.call(Method::GET, &format!("{base}/volumes/detail?group_id=x"), Some(&member), Some("3.33"), None).await?;
+    refused.assert_fault(400, "badRequest", "invalid filters group_id");
+    let unknown = api
+        .call(Method::GET, &format!("{base}/resource_filters?resource=nothing"), Some(&member), Some("3.33"), None)
+        .await?;
+    assert_eq!(unknown.body, json!({"resource_filters": []}));
+    mesh.shutdown().await;
+    Ok(())
+}

@@ -884,6 +884,17 @@ pub fn pools() -> Value {
     list_of("pools", object(json!({"name": string(), "capabilities": {"type": "object"}}), &["name"]), false)
 }
 
+pub fn resource_filters() -> Value {
+    list_of(
+        "resource_filters",
+        object(
+            json!({"resource": string(), "filters": {"type": "array", "items": string()}}),
+            &["resource", "filters"],
+        ),
+        false,
+    )
+}
+
 pub fn extensions() -> Value {
     list_of(
         "extensions",

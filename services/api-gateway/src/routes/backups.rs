@@ -67,7 +67,7 @@ pub async fn create(rest: Rest, request_body: Body) -> Result<Response, Fault> {
 
 /// A page of backups, with Cinder's filters, sorting and paging, as `path` lists them.
 async fn list_backups(rest: &Rest, path: &str, view: fn(&Rest, &Backup) -> Value) -> Result<Response, Fault> {
-    check_filters(rest, &["name", "status", "volume_id"])?;
+    check_filters(rest, "backup")?;
     let (page, sort) = paging(rest)?;
     let status = match rest.query("status") {
         None => BackupStatus::Unspecified,

@@ -5,6 +5,7 @@ pub mod backups;
 pub mod deployment;
 pub mod qos;
 pub mod quotas;
+pub mod resource_filters;
 pub mod snapshots;
 pub mod volume_types;
 pub mod volumes;
@@ -217,6 +218,7 @@ const FORCE_QUERY: [Query; 1] = [query("force", flag_schema)];
 const VOLUME_TYPE_QUERY: [Query; 1] = [query("vol_type_id", schemas::uuid)];
 const SERVICE_QUERY: [Query; 2] = [query("host", filter_text), query("binary", filter_text)];
 const POOL_QUERY: [Query; 2] = [query("detail", flag_schema), query("name", filter_text)];
+const RESOURCE_FILTER_QUERY: [Query; 1] = [query("resource", filter_text)];
 
 /// Every operation of the REST surface, in the order the document lists them.
 pub fn table() -> Vec<Route> {
@@ -456,6 +458,10 @@ pub fn table() -> Vec<Route> {
             .query(&POOL_QUERY)
             .returns(200, schemas::pools),
         Route::get("/extensions", deployment::extensions, "List API extensions").returns(200, schemas::extensions),
+        Route::get("/resource_filters", resource_filters::list, "List the filters each listing accepts")
+            .since(33)
+            .query(&RESOURCE_FILTER_QUERY)
+            .returns(200, schemas::resource_filters),
     ]
 }
 
@@ -544,7 +550,8 @@ pub fn with_count(rest: &Rest) -> Result<bool, Fault> {
 }
 
 /// From 3.31 a filter the resource does not support is an error for non-admins.
-pub fn check_filters(rest: &Rest, supported: &[&str]) -> Result<(), Fault> {
+pub fn check_filters(rest: &Rest, resource: &str) -> Result<(), Fault> {
+    let supported = resource_filters::accepted(resource);
     if !rest.version.at_least(31) || rest.context.is_admin {
         return Ok(());
     }

@@ -47,7 +47,7 @@ pub async fn create(rest: Rest, request_body: Body) -> Result<Response, Fault> {
 }
 
 pub async fn list(rest: Rest) -> Result<Response, Fault> {
-    check_filters(&rest, &["name", "status", "volume_id", "metadata"])?;
+    check_filters(&rest, "snapshot")?;
     let (page, sort) = paging(&rest)?;
     let status = match rest.query("status") {
         None => SnapshotStatus::Unspecified,

@@ -37,7 +37,6 @@ const CREATE_KEYS: &[&str] = &[
     "multiattach",
 ];
 const UPDATE_KEYS: &[&str] = &["name", "description", "display_name", "display_description", "metadata"];
-const FILTERS: &[&str] = &["name", "status", "metadata", "availability_zone", "name~", "bootable", "size"];
 const ACTIONS: &str = "os-extend, os-reset_status, os-force_delete, os-set_bootable, os-update_readonly_flag, revert, \
                        os-reserve, os-unreserve, os-begin_detaching, os-roll_detaching, os-retype, \
                        os-initialize_connection, os-terminate_connection, os-attach, os-detach";
@@ -103,7 +102,7 @@ fn name_field(section: &Map<String, Value>, key: &str, alias: &str) -> Result<St
 }
 
 async fn list(rest: &Rest) -> Result<(Vec<Volume>, String, Option<u64>), Fault> {
-    check_filters(rest, FILTERS)?;
+    check_filters(rest, "volume")?;
     let (page, sort) = paging(rest)?;
     let status = match rest.query("status") {
         None => VolumeStatus::Unspecified,
