@@ -143,6 +143,15 @@ fn cinder_sequence(clients: &Clients) -> Result<()> {
         services.contains("cinder-volume") && services.contains("cinder-scheduler") && services.contains(" up "),
         "service-list: {services}"
     );
+    let backend = pools
+        .split_whitespace()
+        .find_map(|word| word.strip_suffix("#default").filter(|host| host.ends_with("@file")))
+        .context("a pool named <host>@file#default")?;
+    let capabilities = clients.cinder(&["get-capabilities", backend])?;
+    ensure!(
+        capabilities.contains("OS::Storage::Capabilities::") && capabilities.contains("thin_provisioning_support"),
+        "get-capabilities: {capabilities}"
+    );
     let filters = clients.cinder(&["--os-volume-api-version", "3.33", "list-filters", "--resource", "volume"])?;
     ensure!(
         filters.contains("volume") && filters.contains("availability_zone") && !filters.contains("volume_id"),

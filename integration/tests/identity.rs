@@ -47,6 +47,8 @@ impl Ids {
             .replace("{qos_id}", &self.qos)
             .replace("{target}", &self.project)
             .replace("{key}", "k")
+            // The in-process mesh's one backend, as os-services lists it.
+            .replace("{host}", "node-0@file")
     }
 }
 
@@ -137,6 +139,8 @@ fn operations() -> Vec<(Method, &'static str, Access, Option<String>)> {
         (Method::GET, "/extensions", Read, None),
         (Method::GET, "/os-availability-zone", Read, None),
         (Method::GET, "/resource_filters", Read, None),
+        (Method::GET, "/os-hosts", Admin, None),
+        (Method::GET, "/capabilities/{host}", Admin, None),
         (Method::GET, "/os-services", Admin, None),
         (Method::GET, "/scheduler-stats/get_pools", Admin, None),
         // Actions, one line each.

@@ -576,3 +576,63 @@ async fn resource_filters_report_what_each_listing_accepts() -> Result<()> {
     mesh.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn hosts_and_a_backend_s_capabilities_for_admins() -> Result<()> {
+    let mesh = InProcessMesh::start(1).await?;
+    let api = RestApi::start(&mesh).await?;
+    let base = format!("/v3/{PROJECT_A}");
+    let (admin, member) = (admin_of(PROJECT_A), member_of(PROJECT_A));
+
+    let hosts = api.call(Method::GET, &format!("{base}/os-hosts"), Some(&admin), None, None).await?;
+    assert_eq!(hosts.status, StatusCode::OK, "{:?}", hosts.body);
+    let listed = hosts.body["hosts"].as_array().cloned().unwrap_or_default();
+    let volume_host = listed
+        .iter()
+        .find(|host| host["service"] == "cinder-volume")
+        .unwrap_or_else(|| panic!("no volume service among {listed:?}"));
+    assert_eq!(volume_host["host_name"], "node-0@file");
+    assert_eq!(
+        (&volume_host["service-status"], &volume_host["service-state"]),
+        (&json!("available"), &json!("enabled"))
+    );
+    for host in &listed {
+        assert_eq!(keys(host), ["host_name", "last-update", "service", "service-state", "service-status", "zone"]);
+    }
+    let elsewhere = api.call(Method::GET, &format!("{base}/os-hosts?zone=elsewhere"), Some(&admin), None, None).await?;
+    assert_eq!(elsewhere.body, json!({"hosts": []}));
+
+    // The host os-services and os-hosts name is the one capabilities answers for.
+    let shown = api.call(Method::GET, &format!("{base}/capabilities/node-0@file"), Some(&admin), None, None).await?;
+    assert_eq!(shown.status, StatusCode::OK, "{:?}", shown.body);
+    assert_eq!(
+        keys(&shown.body),
+        [
+            "description",
+            "display_name",
+            "driver_version",
+            "namespace",
+            "pool_name",
+            "properties",
+            "replication_targets",
+            "storage_protocol",
+            "vendor_name",
+            "visibility",
+            "volume_backend_name"
+        ]
+    );
+    assert_eq!(shown.body["namespace"], "OS::Storage::Capabilities::node-0@file");
+    assert_eq!((&shown.body["volume_backend_name"], &shown.body["pool_name"]), (&json!("file"), &json!("default")));
+    for key in ["thin_provisioning_support", "multiattach", "volume_backend_name", "storage_protocol"] {
+        assert!(shown.body["properties"][key]["type"].is_string(), "{key} missing from {:?}", shown.body["properties"]);
+    }
+    let missing = api.call(Method::GET, &format!("{base}/capabilities/nowhere@file"), Some(&admin), None, None).await?;
+    missing.assert_fault(404, "itemNotFound", "Can't find service: \"nowhere@file\"");
+
+    for path in ["os-hosts", "capabilities/node-0@file"] {
+        let refused = api.call(Method::GET, &format!("{base}/{path}"), Some(&member), None, None).await?;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{path} as a member: {:?}", refused.body);
+    }
+    mesh.shutdown().await;
+    Ok(())
+}

@@ -884,6 +884,59 @@ pub fn pools() -> Value {
     list_of("pools", object(json!({"name": string(), "capabilities": {"type": "object"}}), &["name"]), false)
 }
 
+pub fn hosts() -> Value {
+    list_of(
+        "hosts",
+        object(
+            json!({
+                "host_name": string(),
+                "service": string(),
+                "zone": string(),
+                "service-status": {"enum": ["available", "unavailable"]},
+                "service-state": {"enum": ["enabled", "disabled"]},
+                "last-update": nullable(string()),
+            }),
+            &["host_name", "service", "zone", "service-status", "service-state", "last-update"],
+        ),
+        false,
+    )
+}
+
+pub fn capabilities() -> Value {
+    let property = object(
+        json!({"title": string(), "description": string(), "type": {"enum": ["boolean", "string"]}}),
+        &["title", "description", "type"],
+    );
+    object(
+        json!({
+            "namespace": string(),
+            "vendor_name": string(),
+            "volume_backend_name": nullable(string()),
+            "pool_name": nullable(string()),
+            "driver_version": string(),
+            "storage_protocol": nullable(string()),
+            "display_name": null_only(),
+            "description": null_only(),
+            "visibility": null_only(),
+            "replication_targets": {"type": "array", "maxItems": 0},
+            "properties": {"type": "object", "additionalProperties": property},
+        }),
+        &[
+            "namespace",
+            "vendor_name",
+            "volume_backend_name",
+            "pool_name",
+            "driver_version",
+            "storage_protocol",
+            "display_name",
+            "description",
+            "visibility",
+            "replication_targets",
+            "properties",
+        ],
+    )
+}
+
 pub fn resource_filters() -> Value {
     list_of(
         "resource_filters",

@@ -89,6 +89,65 @@ pub async fn pools(rest: Rest) -> Result<Response, Fault> {
     Ok(Json(json!({"pools": views})).into_response())
 }
 
+/// `GET /os-hosts` (admin): every service's host, as Cinder's hosts extension lists them.
+pub async fn hosts(rest: Rest) -> Result<Response, Fault> {
+    let services = rest.client().list_services(rest.request(ListServicesRequest::default())).await?.into_inner();
+    let zone = rest.query("zone").filter(|zone| !zone.is_empty());
+    let hosts: Vec<Value> = services
+        .services
+        .iter()
+        .filter(|service| zone.is_none_or(|zone| service.zone == zone))
+        .map(|service| {
+            json!({
+                "host_name": service.host,
+                "service": service.binary.replace("basalt-", "cinder-"),
+                "zone": service.zone,
+                "service-status": if service.state == "up" { "available" } else { "unavailable" },
+                "service-state": service.status,
+                "last-update": views::timestamp(service.updated_at.as_ref()),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"hosts": hosts})).into_response())
+}
+
+/// `GET /capabilities/{host}` (admin): what a backend (`node@backend`, as `os-services` lists it)
+/// offers, and the capabilities a volume type's extra specs can ask of it (placement matches
+/// `capabilities:<key>` or a bare `<key>` against them).
+pub async fn capabilities(rest: Rest) -> Result<Response, Fault> {
+    let host = rest.param("host");
+    let pools = rest.client().list_pools(rest.request(ListPoolsRequest::default())).await?.into_inner().pools;
+    let prefix = format!("{host}#");
+    let Some(pool) = pools.iter().find(|pool| pool.name.starts_with(&prefix)) else {
+        return Err(Fault::not_found(format!("Can't find service: {}", basalt::error::excerpt(host))));
+    };
+    let capability = |key: &str| pool.capabilities.get(key).cloned();
+    let boolean =
+        |title: &str, description: &str| json!({"title": title, "description": description, "type": "boolean"});
+    let mut properties = json!({
+        "thin_provisioning_support": boolean("Thin Provisioning", "Volumes are thin: space is taken as data is written."),
+        "thick_provisioning_support": boolean("Thick Provisioning", "Volumes take their whole size when created."),
+        "multiattach": boolean("Multi-attach", "A volume may be attached to several hosts at once."),
+    });
+    for key in pool.capabilities.keys() {
+        properties[key] = json!({"title": key, "description": format!("The pool's {key}."), "type": "string"});
+    }
+    Ok(Json(json!({
+        "namespace": format!("OS::Storage::Capabilities::{host}"),
+        "vendor_name": "Basalt",
+        "volume_backend_name": capability("volume_backend_name"),
+        "pool_name": pool.r#ref.as_ref().map(|pool| pool.pool.clone()),
+        "driver_version": env!("CARGO_PKG_VERSION"),
+        "storage_protocol": capability("storage_protocol"),
+        "display_name": Value::Null,
+        "description": Value::Null,
+        "visibility": Value::Null,
+        "replication_targets": [],
+        "properties": properties,
+    }))
+    .into_response())
+}
+
 pub async fn extensions(_rest: Rest) -> Result<Response, Fault> {
     let extension = |alias: &str, name: &str, description: &str| json!({"alias": alias, "name": name, "description": description, "updated": "2026-11-25T00:00:00Z", "links": []});
     Ok(Json(json!({"extensions": [

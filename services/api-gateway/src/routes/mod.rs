@@ -219,6 +219,7 @@ const VOLUME_TYPE_QUERY: [Query; 1] = [query("vol_type_id", schemas::uuid)];
 const SERVICE_QUERY: [Query; 2] = [query("host", filter_text), query("binary", filter_text)];
 const POOL_QUERY: [Query; 2] = [query("detail", flag_schema), query("name", filter_text)];
 const RESOURCE_FILTER_QUERY: [Query; 1] = [query("resource", filter_text)];
+const HOST_QUERY: [Query; 1] = [query("zone", filter_text)];
 
 /// Every operation of the REST surface, in the order the document lists them.
 pub fn table() -> Vec<Route> {
@@ -457,6 +458,11 @@ pub fn table() -> Vec<Route> {
         Route::get("/scheduler-stats/get_pools", deployment::pools, "List pools; detail=true adds capabilities (admin)")
             .query(&POOL_QUERY)
             .returns(200, schemas::pools),
+        Route::get("/os-hosts", deployment::hosts, "List the hosts of the services (admin)")
+            .query(&HOST_QUERY)
+            .returns(200, schemas::hosts),
+        Route::get("/capabilities/{host}", deployment::capabilities, "Show a backend's capabilities (admin)")
+            .returns(200, schemas::capabilities),
         Route::get("/extensions", deployment::extensions, "List API extensions").returns(200, schemas::extensions),
         Route::get("/resource_filters", resource_filters::list, "List the filters each listing accepts")
             .since(33)
