@@ -264,14 +264,10 @@ impl Rest {
         self.query.iter().rev().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
     }
 
+    /// For what only some microversions of an operation accept (an action, say); whole operations
+    /// are gated by the route table.
     pub fn require_version(&self, minor: u16, what: &str) -> Result<(), Fault> {
-        if self.version.at_least(minor) {
-            return Ok(());
-        }
-        Err(Fault::not_found(format!(
-            "{what} needs microversion 3.{minor} or later; this request is at {}",
-            self.version
-        )))
+        microversion::version_needed(self.version, minor, what)
     }
 }
 

@@ -6,6 +6,8 @@ use std::fmt;
 
 use axum::http::HeaderMap;
 
+use crate::fault::Fault;
+
 pub const HEADER: &str = "openstack-api-version";
 const SERVICE: &str = "volume";
 
@@ -30,6 +32,14 @@ impl ApiVersion {
     pub fn header_value(self) -> String {
         format!("{SERVICE} {self}")
     }
+}
+
+/// Cinder's answer to `what` asked at `version` below `3.<minor>`: not found.
+pub fn version_needed(version: ApiVersion, minor: u16, what: &str) -> Result<(), Fault> {
+    if version.at_least(minor) {
+        return Ok(());
+    }
+    Err(Fault::not_found(format!("{what} needs microversion 3.{minor} or later; this request is at {version}")))
 }
 
 impl fmt::Display for ApiVersion {

@@ -15,10 +15,7 @@ use serde_json::{Value, json};
 use super::all_tenants;
 use crate::{Rest, body, fault::Fault, views};
 
-const MIN_VERSION: u16 = 27;
-
 pub async fn create(rest: Rest, request_body: Body) -> Result<Response, Fault> {
-    rest.require_version(MIN_VERSION, "attachments")?;
     let body = body::read_json(request_body).await?;
     let section = body::section(&body, "attachment")?;
     body::check_keys(section, &["volume_uuid", "instance_uuid", "connector", "mode"], true)?;
@@ -46,7 +43,6 @@ pub async fn create(rest: Rest, request_body: Body) -> Result<Response, Fault> {
 }
 
 async fn list_views(rest: &Rest) -> Result<Vec<Value>, Fault> {
-    rest.require_version(MIN_VERSION, "attachments")?;
     let status = match rest.query("status").or(rest.query("attach_status")) {
         None => AttachStatus::Unspecified,
         Some(name) => AttachStatus::from_cinder_name(name)
@@ -76,7 +72,6 @@ pub async fn list_detail(rest: Rest) -> Result<Response, Fault> {
 }
 
 pub async fn show(rest: Rest) -> Result<Response, Fault> {
-    rest.require_version(MIN_VERSION, "attachments")?;
     let request = GetAttachmentRequest { attachment_id: rest.param("attachment_id").into() };
     let attachment = rest.client().get_attachment(rest.request(request)).await?.into_inner();
     Ok(Json(json!({"attachment": views::attachment(&attachment)})).into_response())
@@ -104,7 +99,6 @@ pub fn connector(section: &serde_json::Map<String, Value>) -> Result<Option<Conn
 /// `PUT /attachments/{id}` with the host's connector: exports the volume to it and answers the
 /// connection info.
 pub async fn update(rest: Rest, request_body: Body) -> Result<Response, Fault> {
-    rest.require_version(MIN_VERSION, "attachments")?;
     let body = body::read_json(request_body).await?;
     let section = body::section(&body, "attachment")?;
     body::check_keys(section, &["connector"], true)?;
@@ -117,7 +111,6 @@ pub async fn update(rest: Rest, request_body: Body) -> Result<Response, Fault> {
 
 /// `os-complete` (3.44+): the host attached the volume.
 pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
-    rest.require_version(44, "attachment actions")?;
     let body = body::read_json(request_body).await?;
     let (name, _) = body::action(&body, "os-complete")?;
     if name != "os-complete" {
@@ -132,7 +125,6 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
 }
 
 pub async fn delete(rest: Rest) -> Result<Response, Fault> {
-    rest.require_version(MIN_VERSION, "attachments")?;
     let request = DeleteAttachmentRequest { attachment_id: rest.param("attachment_id").into() };
     let remaining = rest.client().delete_attachment(rest.request(request)).await?.into_inner().attachments;
     Ok(Json(json!({"attachments": remaining.iter().map(views::attachment).collect::<Vec<_>>()})).into_response())

@@ -12,11 +12,19 @@ pub mod volumes;
 
 use std::collections::HashMap;
 
-use axum::{Router, handler::Handler, http::Method, routing::MethodRouter};
+use axum::{
+    Router, extract::Request, handler::Handler, http::Method, middleware::Next, response::IntoResponse,
+    routing::MethodRouter,
+};
 use basalt::proto::{PageRequest, SortKey};
 use serde_json::{Value, json};
 
-use crate::{GatewayState, Rest, fault::Fault, schemas};
+use crate::{
+    GatewayState, Rest,
+    fault::Fault,
+    microversion::{ApiVersion, version_needed},
+    schemas,
+};
 
 /// One operation of the REST surface: its handler, and what the OpenAPI document says of it.
 /// The router and `/openapi.json` are both made from [`table`], so neither can list an
@@ -471,9 +479,28 @@ pub fn table() -> Vec<Route> {
     ]
 }
 
-/// The router of every `/v3` resource, from the table.
+/// The router of every `/v3` resource, from the table. An operation called below the microversion
+/// it appeared at answers 404, as Cinder's do, before its handler runs.
 pub fn resources() -> Router<GatewayState> {
-    table().into_iter().fold(Router::new(), |router, route| router.route(route.path, route.handler))
+    table().into_iter().fold(Router::new(), |router, route| {
+        let handler = match route.min_version {
+            0 => route.handler,
+            minor => {
+                let what = format!("{} {}", route.method, route.path);
+                route.handler.layer(axum::middleware::from_fn(move |request: Request, next: Next| {
+                    let version = request.extensions().get::<ApiVersion>().copied().unwrap_or(ApiVersion::MIN);
+                    let needed = version_needed(version, minor, &what);
+                    async move {
+                        match needed {
+                            Ok(()) => next.run(request).await,
+                            Err(fault) => fault.into_response(),
+                        }
+                    }
+                }))
+            }
+        };
+        router.route(route.path, handler)
+    })
 }
 
 /// Cinder's boolean words in query strings (python-cinderclient sends `True`, the SDK `true`).

@@ -27,7 +27,6 @@ pub fn accepted(resource: &str) -> &'static [&'static str] {
 }
 
 pub async fn list(rest: Rest) -> Result<Response, Fault> {
-    rest.require_version(33, "the resource filters")?;
     let wanted = rest.query("resource");
     let reported: Vec<Value> = RESOURCE_FILTERS
         .iter()

@@ -166,7 +166,6 @@ pub async fn list_detail(rest: Rest) -> Result<Response, Fault> {
 }
 
 pub async fn summary(rest: Rest) -> Result<Response, Fault> {
-    rest.require_version(12, "the volume summary")?;
     let (volumes, _, _) = list(&rest).await?;
     let total_size: u64 = volumes.iter().map(|volume| volume.size_gib).sum();
     let mut summary = json!({"total_count": volumes.len(), "total_size": total_size});
