@@ -801,6 +801,8 @@ async fn up(args: UpArgs) -> Result<()> {
 }
 
 async fn scheduler(args: SchedulerArgs) -> Result<()> {
+    // Local files first: a wrong certificate is reported before any peer is contacted.
+    let tls = args.tls.load(Role::Scheduler)?;
     let bus = args.bus.connect().await?;
     let scheduler = basalt_scheduler::start(
         basalt_scheduler::SchedulerConfig {
@@ -813,7 +815,7 @@ async fn scheduler(args: SchedulerArgs) -> Result<()> {
                 ..args.control.into_config()?
             },
             limits: args.listeners.limits(1),
-            tls: args.tls.load(Role::Scheduler)?,
+            tls,
         },
         bus,
     )
@@ -826,9 +828,10 @@ async fn scheduler(args: SchedulerArgs) -> Result<()> {
 }
 
 async fn volume_node(args: VolumeNodeArgs) -> Result<()> {
-    let bus = args.bus.connect().await?;
     let node_id = NodeId::parse(&args.node_id.unwrap_or_else(host_name))?;
+    // Local files first: a wrong certificate is reported before any peer is contacted.
     let tls = args.tls.load(Role::Node(node_id.clone()))?;
+    let bus = args.bus.connect().await?;
     let mut config = node_config(node_id, tls, &args.pool, Some(args.listen), args.advertise, args.availability_zone);
     config.backend = args.backend.settings(&args.data_dir, &args.pool)?;
     config.volume_clear = args.backend.volume_clear;
