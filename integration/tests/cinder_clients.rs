@@ -86,6 +86,14 @@ fn cinder_sequence(clients: &Clients) -> Result<()> {
     clients.cinder(&["type-key", "lvm-thin", "set", "volume_backend_name=file"])?;
     let types = clients.cinder(&["type-list"])?;
     ensure!(types.contains("lvm-thin") && types.contains("__DEFAULT__"), "type-list: {types}");
+    // The project's own default type (3.62): set, listed, and gone again.
+    let v362 = ["--os-volume-api-version", "3.62"];
+    clients.cinder(&[&v362[..], &["default-type-set", "lvm-thin", PROJECT]].concat())?;
+    let defaults = clients.cinder(&[&v362[..], &["default-type-list"]].concat())?;
+    ensure!(defaults.contains(PROJECT), "default-type-list: {defaults}");
+    clients.cinder(&[&v362[..], &["default-type-unset", PROJECT]].concat())?;
+    let defaults = clients.cinder(&[&v362[..], &["default-type-list"]].concat())?;
+    ensure!(!defaults.contains(PROJECT), "default-type-list after unset: {defaults}");
 
     let created = clients.cinder(&["create", "--name", "v1", "--volume-type", "lvm-thin", "1"])?;
     ensure!(cliff_field(&created, "name").as_deref() == Some("v1"), "create: {created}");

@@ -636,3 +636,68 @@ async fn hosts_and_a_backend_s_capabilities_for_admins() -> Result<()> {
     mesh.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_project_s_own_default_type_is_what_its_new_volumes_get() -> Result<()> {
+    let mesh = InProcessMesh::start(1).await?;
+    let api = RestApi::start(&mesh).await?;
+    let base = format!("/v3/{PROJECT_A}");
+    let (admin, member, other) = (admin_of(PROJECT_A), member_of(PROJECT_A), member_of(PROJECT_B));
+    let v = Some("3.62");
+    let gold = api
+        .call(Method::POST, &format!("{base}/types"), Some(&admin), None, Some(r#"{"volume_type": {"name": "gold"}}"#))
+        .await?;
+    let gold_id = gold.body["volume_type"]["id"].as_str().unwrap_or_default().to_owned();
+    let path = format!("{base}/default-types/{PROJECT_A}");
+    let body = r#"{"default_type": {"volume_type": "gold"}}"#;
+
+    let early = api.call(Method::PUT, &path, Some(&admin), Some("3.61"), Some(body)).await?;
+    assert_eq!(early.status, StatusCode::NOT_FOUND, "default types appeared at 3.62: {:?}", early.body);
+    let refused = api.call(Method::PUT, &path, Some(&member), v, Some(body)).await?;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{:?}", refused.body);
+
+    let set = api.call(Method::PUT, &path, Some(&admin), v, Some(body)).await?;
+    assert_eq!(set.status, StatusCode::OK, "{:?}", set.body);
+    let expected = json!({"default_type": {"project_id": PROJECT_A, "volume_type_id": gold_id}});
+    assert_eq!(set.body, expected);
+    assert_eq!(api.call(Method::GET, &path, Some(&admin), v, None).await?.body, expected);
+    let listed = api.call(Method::GET, &format!("{base}/default-types"), Some(&admin), v, None).await?;
+    assert_eq!(listed.body, json!({"default_types": [expected["default_type"]]}));
+
+    // A type that is some project's default stays until that default is unset.
+    let deleting = api.call(Method::DELETE, &format!("{base}/types/{gold_id}"), Some(&admin), None, None).await?;
+    deleting.assert_fault(400, "badRequest", "the default type of 1 projects");
+
+    // A's new volumes get gold, and A's default type says so; B's still get the deployment's.
+    let create = r#"{"volume": {"size": 1}}"#;
+    let in_a = api.call(Method::POST, &format!("{base}/volumes"), Some(&member), None, Some(create)).await?;
+    assert_eq!(in_a.body["volume"]["volume_type"], "gold", "{:?}", in_a.body);
+    let shown = api.call(Method::GET, &format!("{base}/types/default"), Some(&member), None, None).await?;
+    assert_eq!(shown.body["volume_type"]["name"], "gold");
+    let base_b = format!("/v3/{PROJECT_B}");
+    let in_b = api.call(Method::POST, &format!("{base_b}/volumes"), Some(&other), None, Some(create)).await?;
+    assert_eq!(in_b.body["volume"]["volume_type"], "__DEFAULT__", "{:?}", in_b.body);
+
+    let private = api
+        .call(
+            Method::POST,
+            &format!("{base}/types"),
+            Some(&admin),
+            None,
+            Some(r#"{"volume_type": {"name": "hidden", "os-volume-type-access:is_public": false}}"#),
+        )
+        .await?;
+    assert_eq!(private.status, StatusCode::OK, "{:?}", private.body);
+    let hidden = r#"{"default_type": {"volume_type": "hidden"}}"#;
+    let inaccessible = api.call(Method::PUT, &path, Some(&admin), v, Some(hidden)).await?;
+    inaccessible.assert_fault(400, "badRequest", "has no access to it");
+
+    let unset = api.call(Method::DELETE, &path, Some(&admin), v, None).await?;
+    assert_eq!(unset.status, StatusCode::NO_CONTENT, "{:?}", unset.body);
+    let gone = api.call(Method::GET, &path, Some(&admin), v, None).await?;
+    gone.assert_fault(404, "itemNotFound", "no default volume type is set");
+    let after = api.call(Method::POST, &format!("{base}/volumes"), Some(&member), None, Some(create)).await?;
+    assert_eq!(after.body["volume"]["volume_type"], "__DEFAULT__", "{:?}", after.body);
+    mesh.shutdown().await;
+    Ok(())
+}

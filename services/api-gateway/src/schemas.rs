@@ -884,6 +884,22 @@ pub fn pools() -> Value {
     list_of("pools", object(json!({"name": string(), "capabilities": {"type": "object"}}), &["name"]), false)
 }
 
+fn default_type_item() -> Value {
+    object(json!({"project_id": string(), "volume_type_id": uuid()}), &["project_id", "volume_type_id"])
+}
+
+pub fn default_type() -> Value {
+    wrapped("default_type", default_type_item())
+}
+
+pub fn default_types() -> Value {
+    list_of("default_types", default_type_item(), false)
+}
+
+pub fn default_type_set() -> Value {
+    wrapped("default_type", object(json!({"volume_type": name()}), &["volume_type"]))
+}
+
 pub fn hosts() -> Value {
     list_of(
         "hosts",

@@ -13,18 +13,19 @@ use basalt::{
         CreateVolumeTypeRequest, DeleteAttachmentRequest, DeleteBackupRequest, DeleteQosSpecsRequest,
         DeleteQosSpecsResponse, DeleteSnapshotRequest, DeleteVolumeRequest, DeleteVolumeTypeRequest,
         DeleteVolumeTypeResponse, DetachVolumeRequest, ExtendVolumeRequest, GetAttachmentRequest, GetBackupRequest,
-        GetDefaultVolumeTypeRequest, GetQosSpecsRequest, GetQuotasRequest, GetSnapshotRequest, GetVolumeRequest,
-        GetVolumeTypeRequest, InitializeConnectionRequest, ListAttachmentsRequest, ListAttachmentsResponse,
-        ListAvailabilityZonesRequest, ListAvailabilityZonesResponse, ListBackupsRequest, ListBackupsResponse,
-        ListPoolsRequest, ListPoolsResponse, ListQosSpecsAssociationsResponse, ListQosSpecsRequest,
-        ListQosSpecsResponse, ListServicesRequest, ListServicesResponse, ListSnapshotsRequest, ListSnapshotsResponse,
-        ListVolumeTypesRequest, ListVolumeTypesResponse, ListVolumesRequest, ListVolumesResponse, Pool, PoolRef,
-        QosSpecs, QuotaSet, ResetBackupStatusRequest, ResetSnapshotStatusRequest, ResetVolumeStatusRequest,
-        RestoreBackupRequest, RestoreBackupResponse, RetypeVolumeRequest, RevertVolumeRequest, Service,
-        SetVolumeTypeExtraSpecsRequest, Snapshot, TerminateConnectionRequest, UnsetVolumeTypeExtraSpecRequest,
-        UpdateAttachmentRequest, UpdateBackupRequest, UpdateQosSpecsRequest, UpdateQuotasRequest,
-        UpdateSnapshotRequest, UpdateVolumeRequest, UpdateVolumeTypeRequest, Volume, VolumeType,
-        VolumeTypeAccessRequest, volume_service_server::VolumeService,
+        GetDefaultVolumeTypeRequest, GetProjectDefaultTypeRequest, GetQosSpecsRequest, GetQuotasRequest,
+        GetSnapshotRequest, GetVolumeRequest, GetVolumeTypeRequest, InitializeConnectionRequest,
+        ListAttachmentsRequest, ListAttachmentsResponse, ListAvailabilityZonesRequest, ListAvailabilityZonesResponse,
+        ListBackupsRequest, ListBackupsResponse, ListPoolsRequest, ListPoolsResponse, ListProjectDefaultTypesRequest,
+        ListProjectDefaultTypesResponse, ListQosSpecsAssociationsResponse, ListQosSpecsRequest, ListQosSpecsResponse,
+        ListServicesRequest, ListServicesResponse, ListSnapshotsRequest, ListSnapshotsResponse, ListVolumeTypesRequest,
+        ListVolumeTypesResponse, ListVolumesRequest, ListVolumesResponse, Pool, PoolRef, ProjectDefaultType, QosSpecs,
+        QuotaSet, ResetBackupStatusRequest, ResetSnapshotStatusRequest, ResetVolumeStatusRequest, RestoreBackupRequest,
+        RestoreBackupResponse, RetypeVolumeRequest, RevertVolumeRequest, Service, SetProjectDefaultTypeRequest,
+        SetVolumeTypeExtraSpecsRequest, Snapshot, TerminateConnectionRequest, UnsetProjectDefaultTypeRequest,
+        UnsetProjectDefaultTypeResponse, UnsetVolumeTypeExtraSpecRequest, UpdateAttachmentRequest, UpdateBackupRequest,
+        UpdateQosSpecsRequest, UpdateQuotasRequest, UpdateSnapshotRequest, UpdateVolumeRequest,
+        UpdateVolumeTypeRequest, Volume, VolumeType, VolumeTypeAccessRequest, volume_service_server::VolumeService,
     },
 };
 use tonic::{Request, Response, Status};
@@ -87,6 +88,10 @@ impl VolumeApi {
         context.authorize(rule)?;
         Ok(context)
     }
+}
+
+fn default_type_proto(row: &crate::db::default_type::Model) -> ProjectDefaultType {
+    ProjectDefaultType { project_id: row.project_id.to_string(), volume_type_id: row.volume_type_id.to_string() }
 }
 
 /// The project a quota call is about: the caller's own, or another one for admins.
@@ -227,9 +232,49 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<GetDefaultVolumeTypeRequest>,
     ) -> Result<Response<VolumeType>, Status> {
-        self.authorize(&request, "volume_extension:type_get")?;
-        let model = volume_types::default_type(&self.core.db).await?;
+        let context = self.authorize(&request, "volume_extension:type_get")?;
+        let model = volume_types::default_type(&self.core.db, &context.project_id).await?;
         self.type_reply(&model).await
+    }
+
+    async fn set_project_default_type(
+        &self,
+        request: Request<SetProjectDefaultTypeRequest>,
+    ) -> Result<Response<ProjectDefaultType>, Status> {
+        let context = self.authorize(&request, "volume_extension:default_set_or_update")?;
+        let request = request.into_inner();
+        let row =
+            volume_types::set_project_default(&self.core, &context, &request.project_id, &request.volume_type).await?;
+        Ok(Response::new(default_type_proto(&row)))
+    }
+
+    async fn get_project_default_type(
+        &self,
+        request: Request<GetProjectDefaultTypeRequest>,
+    ) -> Result<Response<ProjectDefaultType>, Status> {
+        self.authorize(&request, "volume_extension:default_get")?;
+        let row = volume_types::project_default(&self.core.db, &request.get_ref().project_id).await?;
+        Ok(Response::new(default_type_proto(&row)))
+    }
+
+    async fn list_project_default_types(
+        &self,
+        request: Request<ListProjectDefaultTypesRequest>,
+    ) -> Result<Response<ListProjectDefaultTypesResponse>, Status> {
+        self.authorize(&request, "volume_extension:default_get_all")?;
+        let rows = volume_types::project_defaults(&self.core.db).await?;
+        Ok(Response::new(ListProjectDefaultTypesResponse {
+            default_types: rows.iter().map(default_type_proto).collect(),
+        }))
+    }
+
+    async fn unset_project_default_type(
+        &self,
+        request: Request<UnsetProjectDefaultTypeRequest>,
+    ) -> Result<Response<UnsetProjectDefaultTypeResponse>, Status> {
+        self.authorize(&request, "volume_extension:default_unset")?;
+        volume_types::unset_project_default(&self.core, &request.get_ref().project_id).await?;
+        Ok(Response::new(UnsetProjectDefaultTypeResponse {}))
     }
 
     async fn list_volume_types(

@@ -21,7 +21,7 @@ use sea_orm::{
 
 use crate::{
     Core,
-    db::{db_error, json::StringMap, snapshot, volume, volume_type, volume_type_access},
+    db::{db_error, default_type, json::StringMap, snapshot, volume, volume_type, volume_type_access},
     fields,
 };
 
@@ -96,7 +96,19 @@ pub async fn resolve(
     }
 }
 
-pub async fn default_type(db: &impl ConnectionTrait) -> Result<volume_type::Model, ServiceError> {
+/// The type a volume created without one gets in `project`: the project's own default (Cinder
+/// 3.62) when an admin set one, else the deployment's.
+pub async fn default_type(db: &impl ConnectionTrait, project: &ProjectId) -> Result<volume_type::Model, ServiceError> {
+    let own = default_type::Entity::find_by_id(project.clone()).one(db).await.map_err(db_error)?;
+    if let Some(own) = own
+        && let Some(model) = volume_type::Entity::find_by_id(own.volume_type_id).one(db).await.map_err(db_error)?
+    {
+        return Ok(model);
+    }
+    deployment_default(db).await
+}
+
+async fn deployment_default(db: &impl ConnectionTrait) -> Result<volume_type::Model, ServiceError> {
     volume_type::Entity::find()
         .filter(volume_type::Column::IsDefault.eq(true))
         .one(db)
@@ -105,6 +117,69 @@ pub async fn default_type(db: &impl ConnectionTrait) -> Result<volume_type::Mode
         .ok_or_else(|| {
             ServiceError::internal("no default volume type is defined; the database is missing its first migration")
         })
+}
+
+/// Makes `volume_type` (name or id) the default of `project`, replacing any it had. A private type
+/// must be one the project has access to, or its volumes could not use it.
+pub async fn set_project_default(
+    core: &Core,
+    context: &CallContext,
+    project: &str,
+    volume_type: &str,
+) -> Result<default_type::Model, ServiceError> {
+    let project = ProjectId::parse(project)?;
+    let txn = core.begin_write().await?;
+    let model = resolve(&*txn, context, volume_type).await?;
+    if !model.is_public {
+        let access =
+            volume_type_access::Entity::find_by_id((model.id, project.clone())).one(&*txn).await.map_err(db_error)?;
+        if access.is_none() {
+            return Err(ServiceError::invalid(format!(
+                "volume type {} is private and project {project} has no access to it; add its access first",
+                model.name
+            )));
+        }
+    }
+    let now = Utc::now();
+    let row = default_type::ActiveModel {
+        project_id: Set(project.clone()),
+        volume_type_id: Set(model.id),
+        created_at: Set(now),
+        updated_at: Set(now),
+    };
+    default_type::Entity::insert(row)
+        .on_conflict(
+            OnConflict::column(default_type::Column::ProjectId)
+                .update_columns([default_type::Column::VolumeTypeId, default_type::Column::UpdatedAt])
+                .to_owned(),
+        )
+        .exec(&*txn)
+        .await
+        .map_err(db_error)?;
+    txn.commit().await?;
+    project_default(&core.db, project.as_str()).await
+}
+
+/// `project`'s own default type; not found when it has none.
+pub async fn project_default(db: &impl ConnectionTrait, project: &str) -> Result<default_type::Model, ServiceError> {
+    let project = ProjectId::parse(project)?;
+    default_type::Entity::find_by_id(project.clone())
+        .one(db)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| ServiceError::not_found(format!("no default volume type is set for project {project}")))
+}
+
+pub async fn project_defaults(db: &impl ConnectionTrait) -> Result<Vec<default_type::Model>, ServiceError> {
+    default_type::Entity::find().order_by_asc(default_type::Column::ProjectId).all(db).await.map_err(db_error)
+}
+
+/// Removes `project`'s own default type, if it has one: its volumes get the deployment's again.
+pub async fn unset_project_default(core: &Core, project: &str) -> Result<(), ServiceError> {
+    let project = ProjectId::parse(project)?;
+    let txn = core.begin_write().await?;
+    default_type::Entity::delete_by_id(project).exec(&*txn).await.map_err(db_error)?;
+    txn.commit().await
 }
 
 pub async fn to_proto(db: &impl ConnectionTrait, model: &volume_type::Model) -> Result<VolumeType, ServiceError> {
@@ -246,6 +321,17 @@ pub async fn delete(core: &Core, id: &str) -> Result<(), ServiceError> {
     if volumes + snapshots > 0 {
         return Err(ServiceError::invalid(format!(
             "volume type {} is used by {volumes} volumes and {snapshots} snapshots; delete or retype them first",
+            model.name
+        )));
+    }
+    let defaults = default_type::Entity::find()
+        .filter(default_type::Column::VolumeTypeId.eq(id))
+        .count(&*txn)
+        .await
+        .map_err(db_error)?;
+    if defaults > 0 {
+        return Err(ServiceError::invalid(format!(
+            "volume type {} is the default type of {defaults} projects; unset those defaults first",
             model.name
         )));
     }

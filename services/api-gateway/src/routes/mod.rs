@@ -2,6 +2,7 @@
 
 pub mod attachments;
 pub mod backups;
+pub mod default_types;
 pub mod deployment;
 pub mod qos;
 pub mod quotas;
@@ -466,6 +467,19 @@ pub fn table() -> Vec<Route> {
         Route::get("/scheduler-stats/get_pools", deployment::pools, "List pools; detail=true adds capabilities (admin)")
             .query(&POOL_QUERY)
             .returns(200, schemas::pools),
+        Route::get("/default-types", default_types::list, "List the projects' own default volume types (admin)")
+            .since(62)
+            .returns(200, schemas::default_types),
+        Route::get("/default-types/{target}", default_types::show, "Show a project's own default volume type (admin)")
+            .since(62)
+            .returns(200, schemas::default_type),
+        Route::put("/default-types/{target}", default_types::set, "Set a project's own default volume type (admin)")
+            .since(62)
+            .body(schemas::default_type_set)
+            .returns(200, schemas::default_type),
+        Route::delete("/default-types/{target}", default_types::unset, "Unset a project's own default volume type (admin)")
+            .since(62)
+            .empty(204),
         Route::get("/os-hosts", deployment::hosts, "List the hosts of the services (admin)")
             .query(&HOST_QUERY)
             .returns(200, schemas::hosts),

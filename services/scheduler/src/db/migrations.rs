@@ -25,7 +25,21 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 7, name: "backups", statements: backups_table },
     Migration { version: 8, name: "snapshot_idempotency", statements: snapshot_idempotency_index },
     Migration { version: 9, name: "json_columns", statements: json_columns },
+    Migration { version: 10, name: "default_types", statements: default_types_table },
 ];
+
+/// A project's own default volume type (Cinder 3.62), one per project.
+fn default_types_table(backend: DbBackend) -> Vec<Statement> {
+    let default_types = Table::create()
+        .table("default_types")
+        .col(ColumnDef::new("project_id").string_len(64).not_null().primary_key())
+        .col(ColumnDef::new("volume_type_id").string_len(36).not_null())
+        .col(ColumnDef::new("created_at").timestamp_with_time_zone().not_null())
+        .col(ColumnDef::new("updated_at").timestamp_with_time_zone().not_null())
+        .to_owned();
+    let by_type = Index::create().name("default_types_by_type").table("default_types").col("volume_type_id").to_owned();
+    vec![backend.build(&default_types), backend.build(&by_type)]
+}
 
 /// Metadata, specs, connectors and connection info become JSON columns (jsonb on PostgreSQL; on
 /// SQLite, where JSON is text, only the attachments change), and an attachment without a

@@ -4,6 +4,7 @@
 
 pub mod attachment;
 pub mod backup;
+pub mod default_type;
 pub mod json;
 mod migrations;
 pub mod operation;

@@ -82,7 +82,7 @@ impl Volumes {
         let volume_type = match (request.volume_type.as_str(), source.as_ref().and_then(|source| source.volume_type_id))
         {
             ("", Some(source_type)) => volume_types::resolve(db, context, &source_type.to_string()).await?,
-            ("", None) => volume_types::default_type(db).await?,
+            ("", None) => volume_types::default_type(db, &context.project_id).await?,
             (wanted, _) => volume_types::resolve(db, context, wanted).await?,
         };
         let size_gib = match (&source, &backup, request.size_gib) {
