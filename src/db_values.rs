@@ -9,7 +9,10 @@ use sea_orm::{
 };
 
 use crate::{
-    ids::{AttachmentId, BackupId, NodeId, OperationId, ProjectId, QosSpecsId, SnapshotId, VolumeId, VolumeTypeId},
+    ids::{
+        AttachmentId, BackupId, NodeId, OperationId, ProjectId, QosSpecsId, SnapshotId, TransferId, VolumeId,
+        VolumeTypeId,
+    },
     proto::{AttachMode, AttachStatus, BackupStatus, SnapshotStatus, VolumeStatus},
 };
 
@@ -101,7 +104,7 @@ macro_rules! uuid_columns {
     )*};
 }
 
-uuid_columns!(VolumeId, SnapshotId, BackupId, AttachmentId, VolumeTypeId, QosSpecsId, OperationId);
+uuid_columns!(VolumeId, SnapshotId, BackupId, AttachmentId, VolumeTypeId, QosSpecsId, OperationId, TransferId);
 text_column!(ProjectId, 64, |id| id.as_str().to_owned(), |text| ProjectId::parse(text).ok());
 text_column!(NodeId, 64, |id| id.as_str().to_owned(), |text| NodeId::parse(text).ok());
 

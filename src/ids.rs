@@ -78,6 +78,7 @@ uuid_id!(AttachmentId, "attachment");
 uuid_id!(VolumeTypeId, "volume type");
 uuid_id!(QosSpecsId, "qos specs");
 uuid_id!(OperationId, "operation");
+uuid_id!(TransferId, "transfer");
 
 /// A storage host's id, chosen by its operator (the host name by default): 1 to 64 characters of
 /// letters, digits, '.', '_' and '-', starting with a letter or digit. That keeps it safe in NATS

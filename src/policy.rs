@@ -52,6 +52,12 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("volume:delete_snapshot", "rule:project_member_or_admin"),
     ("volume_extension:snapshot_admin_actions:reset_status", "rule:admin_api"),
     ("volume_extension:snapshot_admin_actions:force_delete", "rule:admin_api"),
+    // Volume transfers.
+    ("volume:create_transfer", "rule:project_member_or_admin"),
+    ("volume:get_transfer", "rule:project_reader_or_admin"),
+    ("volume:get_all_transfers", "rule:project_reader_or_admin"),
+    ("volume:accept_transfer", "rule:project_member_or_admin"),
+    ("volume:delete_transfer", "rule:project_member_or_admin"),
     // Attachments (3.27+).
     ("volume:attachment_create", "rule:project_member_or_admin"),
     ("volume:attachment_update", "rule:project_member_or_admin"),

@@ -8,6 +8,8 @@ use anyhow::{Context, Result, bail, ensure};
 use basalt_integration::*;
 
 const PROJECT: &str = "0123456789abcdef0123456789abcdef";
+/// The project volumes are transferred to and back from.
+const OTHER_PROJECT: &str = "fedcba9876543210fedcba9876543210";
 
 struct Clients {
     bin: PathBuf,
@@ -36,9 +38,26 @@ impl Clients {
 
     /// Runs `openstack <args>` with keystoneauth's `none` plugin (token `notused`).
     fn openstack(&self, args: &[&str]) -> Result<String> {
+        self.openstack_in(PROJECT, args)
+    }
+
+    /// `openstack <args>` against `project`'s endpoint (noauth acts for the URL's project).
+    fn openstack_in(&self, project: &str, args: &[&str]) -> Result<String> {
+        let endpoint = self.endpoint.replace(PROJECT, project);
         let mut command = self.command("openstack");
-        command.args(["--os-auth-type", "none", "--os-endpoint", &self.endpoint]).args(args);
-        run_client(command, &format!("openstack {args:?}"))
+        command.args(["--os-auth-type", "none", "--os-endpoint", &endpoint]).args(args);
+        run_client(command, &format!("openstack {args:?} in {project}"))
+    }
+
+    /// Offers `volume` from `from` and accepts it in `to` with the key the offer printed.
+    fn transfer(&self, volume: &str, from: &str, to: &str) -> Result<()> {
+        let offered = self.openstack_in(from, &["volume", "transfer", "request", "create", volume, "-f", "json"])?;
+        let offered: serde_json::Value = serde_json::from_str(&offered).context("transfer request create output")?;
+        let (id, key) = (offered["id"].as_str().context("an id")?, offered["auth_key"].as_str().context("a key")?);
+        let pending = self.openstack_in(from, &["volume", "transfer", "request", "list", "-f", "value", "-c", "ID"])?;
+        ensure!(pending.contains(id), "transfer request list: {pending}");
+        self.openstack_in(to, &["volume", "transfer", "request", "accept", "--auth-key", key, id])?;
+        Ok(())
     }
 
     /// Polls `cinder show` until the volume's status is `status`.
@@ -206,7 +225,7 @@ fn cinder_sequence(clients: &Clients) -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_openstack_cli_creates_lists_shows_extends_and_deletes() -> Result<()> {
+async fn the_openstack_cli_creates_lists_shows_extends_transfers_and_deletes() -> Result<()> {
     let (_up, clients, _data) = tokio::task::spawn_blocking(start_clients).await??;
     tokio::task::spawn_blocking(move || openstack_sequence(&clients)).await?
 }
@@ -243,6 +262,15 @@ fn openstack_sequence(clients: &Clients) -> Result<()> {
         ensure!(std::time::Instant::now() < deadline, "o1 never settled after the extend");
         std::thread::sleep(Duration::from_millis(300));
     }
+    // Over to another project and back, with the key each offer prints.
+    clients.transfer(&volume, PROJECT, OTHER_PROJECT)?;
+    let theirs = clients.openstack_in(OTHER_PROJECT, &["volume", "show", &volume, "-f", "value", "-c", "status"])?;
+    ensure!(theirs.trim() == "available", "the receiver sees {theirs}");
+    ensure!(
+        !clients.openstack(&["volume", "list", "-f", "value", "-c", "ID"])?.contains(&volume),
+        "the donor still lists a volume it gave away"
+    );
+    clients.transfer(&volume, OTHER_PROJECT, PROJECT)?;
     clients.openstack(&["volume", "delete", &volume])?;
     let deadline = std::time::Instant::now() + WAIT;
     while clients.openstack(&["volume", "list", "-f", "value", "-c", "ID"])?.contains(&volume) {

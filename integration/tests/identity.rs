@@ -35,6 +35,7 @@ struct Ids {
     attachment: String,
     volume_type: String,
     qos: String,
+    transfer: String,
 }
 
 impl Ids {
@@ -45,12 +46,17 @@ impl Ids {
             .replace("{attachment_id}", &self.attachment)
             .replace("{type_id}", &self.volume_type)
             .replace("{qos_id}", &self.qos)
+            .replace("{transfer_id}", &self.transfer)
             .replace("{target}", &self.project)
             .replace("{key}", "k")
             // The in-process mesh's one backend, as os-services lists it.
             .replace("{host}", "node-0@file")
     }
 }
+
+/// Another project may accept A's transfer, but only with its key: this one is wrong, so the
+/// accept is refused with a 400 whoever sends it.
+const WRONG_KEY: &str = r#"{"accept": {"auth_key": "0000000000000000"}}"#;
 
 const CONNECTOR: &str = r#"{"initiator": "iqn.1993-08.org.debian:01:matrix", "host": "matrix", "ip": "127.0.0.1"}"#;
 
@@ -139,6 +145,18 @@ fn operations() -> Vec<(Method, &'static str, Access, Option<String>)> {
         (Method::GET, "/extensions", Read, None),
         (Method::GET, "/os-availability-zone", Read, None),
         (Method::GET, "/resource_filters", Read, None),
+        (Method::POST, "/os-volume-transfer", Write, body(r#"{"transfer": {"volume_id": "{volume_id}"}}"#)),
+        (Method::GET, "/os-volume-transfer", Read, None),
+        (Method::GET, "/os-volume-transfer/detail", Read, None),
+        (Method::GET, "/os-volume-transfer/{transfer_id}", Read, None),
+        (Method::DELETE, "/os-volume-transfer/{transfer_id}", Write, None),
+        (Method::POST, "/os-volume-transfer/{transfer_id}/accept", Write, body(WRONG_KEY)),
+        (Method::POST, "/volume-transfers", Write, body(r#"{"transfer": {"volume_id": "{volume_id}"}}"#)),
+        (Method::GET, "/volume-transfers", Read, None),
+        (Method::GET, "/volume-transfers/detail", Read, None),
+        (Method::GET, "/volume-transfers/{transfer_id}", Read, None),
+        (Method::DELETE, "/volume-transfers/{transfer_id}", Write, None),
+        (Method::POST, "/volume-transfers/{transfer_id}/accept", Write, body(WRONG_KEY)),
         (Method::GET, "/default-types", Admin, None),
         (Method::GET, "/default-types/{target}", Admin, None),
         (Method::PUT, "/default-types/{target}", Admin, body(r#"{"default_type": {"volume_type": "{type_id}"}}"#)),
@@ -237,6 +255,8 @@ async fn state(api: &RestApi, admin: &str, project: &str) -> Result<Vec<Value>> 
         "/attachments/detail",
         "/types?is_public=None",
         "/qos-specs",
+        "/volume-transfers/detail",
+        "/default-types",
         &format!("/os-quota-sets/{project}?usage=True"),
     ] {
         let reply = api.call(Method::GET, &format!("/v3/{project}{path}"), Some(admin), Some("3.71"), None).await?;
@@ -340,6 +360,9 @@ async fn every_route_answers_each_caller_as_cinder_s_policy_says() -> Result<()>
     let qos = setup("/qos-specs", r#"{"qos_specs": {"name": "matrix", "read_iops_sec": "1"}}"#).await?;
     setup(&format!("/volumes/{}/metadata", volume.id), r#"{"metadata": {"k": "v"}}"#).await?;
     setup(&format!("/snapshots/{}/metadata", snapshot.id), r#"{"metadata": {"k": "v"}}"#).await?;
+    let offered = client.create_volume(owner.request(make_volume("matrix-offered"))).await?.into_inner();
+    wait_for_status(&mut client, &owner, &offered.id, VolumeStatus::Available).await?;
+    let transfer = setup("/volume-transfers", &format!(r#"{{"transfer": {{"volume_id": "{}"}}}}"#, offered.id)).await?;
     let ids = Ids {
         project: project_a.clone(),
         volume: volume.id.clone(),
@@ -348,6 +371,7 @@ async fn every_route_answers_each_caller_as_cinder_s_policy_says() -> Result<()>
         attachment: attachment.id.clone(),
         volume_type: volume_type["volume_type"]["id"].as_str().context("type id")?.to_owned(),
         qos: qos["qos_specs"]["id"].as_str().context("qos id")?.to_owned(),
+        transfer: transfer["transfer"]["id"].as_str().context("transfer id")?.to_owned(),
     };
 
     // The table covers the document: every operation, and every action of every action route.
@@ -405,10 +429,15 @@ async fn every_route_answers_each_caller_as_cinder_s_policy_says() -> Result<()>
         ensure!(crossed.status == 400, "project B on A's url: {what}: {} {}", crossed.status, crossed.body);
         let as_b = call(Some(other.clone()), project_b.clone(), method.clone(), path, body.clone()).await?;
         let names_a_resource =
-            ["{volume_id}", "{snapshot_id}", "{backup_id}", "{attachment_id}", "{target}"].iter().any(|placeholder| {
-                path.contains(placeholder) || body.as_deref().is_some_and(|body| body.contains(placeholder))
-            });
-        if *access == Access::Admin || names_a_resource {
+            ["{volume_id}", "{snapshot_id}", "{backup_id}", "{attachment_id}", "{target}", "{transfer_id}"].iter().any(
+                |placeholder| {
+                    path.contains(placeholder) || body.as_deref().is_some_and(|body| body.contains(placeholder))
+                },
+            );
+        if path.ends_with("/accept") {
+            // Accepting is what another project does; without the key it gets nothing.
+            ensure!(as_b.status == 400, "project B accepting with a wrong key: {} {}", as_b.status, as_b.body);
+        } else if *access == Access::Admin || names_a_resource {
             ensure!(
                 matches!(as_b.status.as_u16(), 403 | 404),
                 "project B on A's {what}: {} {}",

@@ -884,6 +884,62 @@ pub fn pools() -> Value {
     list_of("pools", object(json!({"name": string(), "capabilities": {"type": "object"}}), &["name"]), false)
 }
 
+pub fn transfer_create() -> Value {
+    let mut body = wrapped(
+        "transfer",
+        object(json!({"volume_id": uuid(), "name": nullable(name()), "no_snapshots": flag()}), &["volume_id"]),
+    );
+    body["examples"] = json!([{"transfer": {"volume_id": "00000000-0000-4000-8000-000000000000", "name": "fuzzed"}}]);
+    body
+}
+
+pub fn transfer_accept() -> Value {
+    wrapped("accept", object(json!({"auth_key": string()}), &["auth_key"]))
+}
+
+fn transfer_summary() -> Value {
+    object(
+        json!({"id": uuid(), "volume_id": uuid(), "name": string(), "links": links()}),
+        &["id", "volume_id", "name", "links"],
+    )
+}
+
+/// A transfer's details; `no_snapshots` from 3.55, the projects and `accepted` from 3.57, the key
+/// only in the create response.
+fn transfer_detail() -> Value {
+    object(
+        json!({
+            "id": uuid(),
+            "created_at": nullable(string()),
+            "name": string(),
+            "volume_id": uuid(),
+            "links": links(),
+            "auth_key": string(),
+            "no_snapshots": boolean(),
+            "destination_project_id": nullable(string()),
+            "source_project_id": string(),
+            "accepted": boolean(),
+        }),
+        &["id", "created_at", "name", "volume_id", "links"],
+    )
+}
+
+pub fn transfer_reply() -> Value {
+    wrapped("transfer", transfer_detail())
+}
+
+pub fn transfer_summary_reply() -> Value {
+    wrapped("transfer", transfer_summary())
+}
+
+pub fn transfers() -> Value {
+    list_of("transfers", transfer_summary(), false)
+}
+
+pub fn transfers_detail() -> Value {
+    list_of("transfers", transfer_detail(), false)
+}
+
 fn default_type_item() -> Value {
     object(json!({"project_id": string(), "volume_type_id": uuid()}), &["project_id", "volume_type_id"])
 }

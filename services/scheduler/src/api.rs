@@ -7,22 +7,24 @@ use basalt::{
     context::CallContext,
     ids::ProjectId,
     proto::{
-        AssociateQosSpecsRequest, AttachStateChange, AttachVolumeRequest, Attachment, AvailabilityZone, Backup,
-        BackupRecord, ChangeAttachStateRequest, CompleteAttachmentRequest, ConnectionInfo, CreateAttachmentRequest,
-        CreateBackupRequest, CreateQosSpecsRequest, CreateSnapshotRequest, CreateVolumeRequest,
-        CreateVolumeTypeRequest, DeleteAttachmentRequest, DeleteBackupRequest, DeleteQosSpecsRequest,
-        DeleteQosSpecsResponse, DeleteSnapshotRequest, DeleteVolumeRequest, DeleteVolumeTypeRequest,
+        AcceptTransferRequest, AssociateQosSpecsRequest, AttachStateChange, AttachVolumeRequest, Attachment,
+        AvailabilityZone, Backup, BackupRecord, ChangeAttachStateRequest, CompleteAttachmentRequest, ConnectionInfo,
+        CreateAttachmentRequest, CreateBackupRequest, CreateQosSpecsRequest, CreateSnapshotRequest,
+        CreateTransferRequest, CreateVolumeRequest, CreateVolumeTypeRequest, DeleteAttachmentRequest,
+        DeleteBackupRequest, DeleteQosSpecsRequest, DeleteQosSpecsResponse, DeleteSnapshotRequest,
+        DeleteTransferRequest, DeleteTransferResponse, DeleteVolumeRequest, DeleteVolumeTypeRequest,
         DeleteVolumeTypeResponse, DetachVolumeRequest, ExtendVolumeRequest, GetAttachmentRequest, GetBackupRequest,
         GetDefaultVolumeTypeRequest, GetProjectDefaultTypeRequest, GetQosSpecsRequest, GetQuotasRequest,
-        GetSnapshotRequest, GetVolumeRequest, GetVolumeTypeRequest, InitializeConnectionRequest,
+        GetSnapshotRequest, GetTransferRequest, GetVolumeRequest, GetVolumeTypeRequest, InitializeConnectionRequest,
         ListAttachmentsRequest, ListAttachmentsResponse, ListAvailabilityZonesRequest, ListAvailabilityZonesResponse,
         ListBackupsRequest, ListBackupsResponse, ListPoolsRequest, ListPoolsResponse, ListProjectDefaultTypesRequest,
         ListProjectDefaultTypesResponse, ListQosSpecsAssociationsResponse, ListQosSpecsRequest, ListQosSpecsResponse,
-        ListServicesRequest, ListServicesResponse, ListSnapshotsRequest, ListSnapshotsResponse, ListVolumeTypesRequest,
-        ListVolumeTypesResponse, ListVolumesRequest, ListVolumesResponse, Pool, PoolRef, ProjectDefaultType, QosSpecs,
-        QuotaSet, ResetBackupStatusRequest, ResetSnapshotStatusRequest, ResetVolumeStatusRequest, RestoreBackupRequest,
-        RestoreBackupResponse, RetypeVolumeRequest, RevertVolumeRequest, Service, SetProjectDefaultTypeRequest,
-        SetVolumeTypeExtraSpecsRequest, Snapshot, TerminateConnectionRequest, UnsetProjectDefaultTypeRequest,
+        ListServicesRequest, ListServicesResponse, ListSnapshotsRequest, ListSnapshotsResponse, ListTransfersRequest,
+        ListTransfersResponse, ListVolumeTypesRequest, ListVolumeTypesResponse, ListVolumesRequest,
+        ListVolumesResponse, Pool, PoolRef, ProjectDefaultType, QosSpecs, QuotaSet, ResetBackupStatusRequest,
+        ResetSnapshotStatusRequest, ResetVolumeStatusRequest, RestoreBackupRequest, RestoreBackupResponse,
+        RetypeVolumeRequest, RevertVolumeRequest, Service, SetProjectDefaultTypeRequest,
+        SetVolumeTypeExtraSpecsRequest, Snapshot, TerminateConnectionRequest, Transfer, UnsetProjectDefaultTypeRequest,
         UnsetProjectDefaultTypeResponse, UnsetVolumeTypeExtraSpecRequest, UpdateAttachmentRequest, UpdateBackupRequest,
         UpdateQosSpecsRequest, UpdateQuotasRequest, UpdateSnapshotRequest, UpdateVolumeRequest,
         UpdateVolumeTypeRequest, Volume, VolumeType, VolumeTypeAccessRequest, volume_service_server::VolumeService,
@@ -40,6 +42,7 @@ use crate::{
     qos::{self, Qos},
     quotas,
     snapshots::{self, Snapshots},
+    transfers::{self, Transfers},
     volume_types,
     volumes::{self, Volumes},
 };
@@ -235,6 +238,47 @@ impl VolumeService for VolumeApi {
         let context = self.authorize(&request, "volume_extension:type_get")?;
         let model = volume_types::default_type(&self.core.db, &context.project_id).await?;
         self.type_reply(&model).await
+    }
+
+    async fn create_transfer(&self, request: Request<CreateTransferRequest>) -> Result<Response<Transfer>, Status> {
+        let context = self.authorize(&request, "volume:create_transfer")?;
+        let (model, key) = Transfers::new(&self.core).create(&context, request.into_inner()).await?;
+        Ok(Response::new(transfers::to_proto(&model, Some(&key))))
+    }
+
+    async fn get_transfer(&self, request: Request<GetTransferRequest>) -> Result<Response<Transfer>, Status> {
+        let context = self.authorize(&request, "volume:get_transfer")?;
+        let model = Transfers::new(&self.core).get(&context, &request.get_ref().transfer_id).await?;
+        Ok(Response::new(transfers::to_proto(&model, None)))
+    }
+
+    async fn list_transfers(
+        &self,
+        request: Request<ListTransfersRequest>,
+    ) -> Result<Response<ListTransfersResponse>, Status> {
+        let context = self.authorize(&request, "volume:get_all_transfers")?;
+        let models = Transfers::new(&self.core).list(&context, request.get_ref().all_projects).await?;
+        let transfers = models.iter().map(|model| transfers::to_proto(model, None)).collect();
+        Ok(Response::new(ListTransfersResponse { transfers }))
+    }
+
+    async fn accept_transfer(&self, request: Request<AcceptTransferRequest>) -> Result<Response<Transfer>, Status> {
+        let context = self.authorize(&request, "volume:accept_transfer")?;
+        let request = request.into_inner();
+        let model = Transfers::new(&self.core).accept(&context, &request.transfer_id, &request.auth_key).await?;
+        let mut accepted = transfers::to_proto(&model, None);
+        accepted.destination_project_id = context.project_id.to_string();
+        accepted.accepted = true;
+        Ok(Response::new(accepted))
+    }
+
+    async fn delete_transfer(
+        &self,
+        request: Request<DeleteTransferRequest>,
+    ) -> Result<Response<DeleteTransferResponse>, Status> {
+        let context = self.authorize(&request, "volume:delete_transfer")?;
+        Transfers::new(&self.core).delete(&context, &request.get_ref().transfer_id).await?;
+        Ok(Response::new(DeleteTransferResponse {}))
     }
 
     async fn set_project_default_type(

@@ -23,6 +23,7 @@ pub mod secrets;
 pub mod snapshots;
 pub mod status;
 pub mod sweeps;
+pub mod transfers;
 pub mod volume_types;
 pub mod volumes;
 

@@ -61,6 +61,10 @@ pub enum VolumeAction {
     BackupAttached,
     /// A backup is written onto the volume: available -> restoring-backup -> available.
     RestoreBackup,
+    /// Offered to another project: available -> awaiting-transfer (no node operation).
+    OfferTransfer,
+    /// The transfer was accepted or withdrawn: awaiting-transfer -> available.
+    EndTransfer,
 }
 
 use VolumeStatus as V;
@@ -202,10 +206,20 @@ pub fn volume(action: VolumeAction) -> &'static Transition<VolumeStatus> {
         success: Some(V::Available),
         failure: V::ErrorRestoring,
     };
+    const OFFER_TRANSFER: Transition<VolumeStatus> =
+        Transition { from: &[V::Available], during: Some(V::AwaitingTransfer), success: None, failure: V::Available };
+    const END_TRANSFER: Transition<VolumeStatus> = Transition {
+        from: &[V::AwaitingTransfer],
+        during: Some(V::Available),
+        success: None,
+        failure: V::AwaitingTransfer,
+    };
     match action {
         VolumeAction::Backup => &BACKUP,
         VolumeAction::BackupAttached => &BACKUP_ATTACHED,
         VolumeAction::RestoreBackup => &RESTORE_BACKUP,
+        VolumeAction::OfferTransfer => &OFFER_TRANSFER,
+        VolumeAction::EndTransfer => &END_TRANSFER,
         VolumeAction::Create => &CREATE,
         VolumeAction::Delete => &DELETE,
         VolumeAction::ForceDelete => &FORCE_DELETE,

@@ -8,6 +8,7 @@ pub mod qos;
 pub mod quotas;
 pub mod resource_filters;
 pub mod snapshots;
+pub mod transfers;
 pub mod volume_types;
 pub mod volumes;
 
@@ -229,6 +230,7 @@ const SERVICE_QUERY: [Query; 2] = [query("host", filter_text), query("binary", f
 const POOL_QUERY: [Query; 2] = [query("detail", flag_schema), query("name", filter_text)];
 const RESOURCE_FILTER_QUERY: [Query; 1] = [query("resource", filter_text)];
 const HOST_QUERY: [Query; 1] = [query("zone", filter_text)];
+const TRANSFER_QUERY: [Query; 1] = [PAGING[7]];
 
 /// Every operation of the REST surface, in the order the document lists them.
 pub fn table() -> Vec<Route> {
@@ -467,6 +469,45 @@ pub fn table() -> Vec<Route> {
         Route::get("/scheduler-stats/get_pools", deployment::pools, "List pools; detail=true adds capabilities (admin)")
             .query(&POOL_QUERY)
             .returns(200, schemas::pools),
+        // Volume transfers: Cinder's legacy path, and from 3.55 its own; one transfer, two names.
+        Route::post("/os-volume-transfer", transfers::create, "Offer a volume (and its snapshots) to another project")
+            .body(schemas::transfer_create)
+            .consumes("volume_id", &["transfer", "volume_id"])
+            .returns(202, schemas::transfer_reply)
+            .creates("transfer_id", "/transfer/id"),
+        Route::get("/os-volume-transfer", transfers::list, "List the project's transfers")
+            .query(&TRANSFER_QUERY)
+            .returns(200, schemas::transfers),
+        Route::get("/os-volume-transfer/detail", transfers::list_detail, "List the project's transfers with details")
+            .query(&TRANSFER_QUERY)
+            .returns(200, schemas::transfers_detail),
+        Route::get("/os-volume-transfer/{transfer_id}", transfers::show, "Show a transfer")
+            .returns(200, schemas::transfer_reply),
+        Route::delete("/os-volume-transfer/{transfer_id}", transfers::delete, "Withdraw a transfer").empty(202),
+        Route::post("/os-volume-transfer/{transfer_id}/accept", transfers::accept, "Accept a transfer with its key")
+            .body(schemas::transfer_accept)
+            .returns(202, schemas::transfer_summary_reply),
+        Route::post("/volume-transfers", transfers::create, "Offer a volume (and its snapshots) to another project")
+            .since(55)
+            .body(schemas::transfer_create)
+            .consumes("volume_id", &["transfer", "volume_id"])
+            .returns(202, schemas::transfer_reply),
+        Route::get("/volume-transfers", transfers::list, "List the project's transfers")
+            .since(55)
+            .query(&TRANSFER_QUERY)
+            .returns(200, schemas::transfers),
+        Route::get("/volume-transfers/detail", transfers::list_detail, "List the project's transfers with details")
+            .since(55)
+            .query(&TRANSFER_QUERY)
+            .returns(200, schemas::transfers_detail),
+        Route::get("/volume-transfers/{transfer_id}", transfers::show, "Show a transfer")
+            .since(55)
+            .returns(200, schemas::transfer_reply),
+        Route::delete("/volume-transfers/{transfer_id}", transfers::delete, "Withdraw a transfer").since(55).empty(202),
+        Route::post("/volume-transfers/{transfer_id}/accept", transfers::accept, "Accept a transfer with its key")
+            .since(55)
+            .body(schemas::transfer_accept)
+            .returns(202, schemas::transfer_summary_reply),
         Route::get("/default-types", default_types::list, "List the projects' own default volume types (admin)")
             .since(62)
             .returns(200, schemas::default_types),

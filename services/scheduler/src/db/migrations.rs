@@ -26,7 +26,25 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 8, name: "snapshot_idempotency", statements: snapshot_idempotency_index },
     Migration { version: 9, name: "json_columns", statements: json_columns },
     Migration { version: 10, name: "default_types", statements: default_types_table },
+    Migration { version: 11, name: "transfers", statements: transfers_table },
 ];
+
+/// Volumes offered to another project: the key is kept only as a salted HMAC.
+fn transfers_table(backend: DbBackend) -> Vec<Statement> {
+    let transfers = Table::create()
+        .table("transfers")
+        .col(ColumnDef::new("id").string_len(36).not_null().primary_key())
+        .col(ColumnDef::new("volume_id").string_len(36).not_null().unique_key())
+        .col(ColumnDef::new("project_id").string_len(64).not_null())
+        .col(ColumnDef::new("name").string_len(255).not_null())
+        .col(ColumnDef::new("salt").string_len(64).not_null())
+        .col(ColumnDef::new("crypt_hash").string_len(128).not_null())
+        .col(ColumnDef::new("no_snapshots").boolean().not_null())
+        .col(ColumnDef::new("created_at").timestamp_with_time_zone().not_null())
+        .to_owned();
+    let by_project = Index::create().name("transfers_by_project").table("transfers").col("project_id").to_owned();
+    vec![backend.build(&transfers), backend.build(&by_project)]
+}
 
 /// A project's own default volume type (Cinder 3.62), one per project.
 fn default_types_table(backend: DbBackend) -> Vec<Statement> {

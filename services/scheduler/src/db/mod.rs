@@ -13,6 +13,7 @@ pub mod qos_specs;
 pub mod quota_limit;
 pub mod quota_usage;
 pub mod snapshot;
+pub mod transfer;
 pub mod volume;
 pub mod volume_type;
 pub mod volume_type_access;
