@@ -181,3 +181,44 @@ async fn a_volume_and_its_snapshots_change_project_with_the_key_and_quotas_follo
     mesh.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_offer_never_outlives_its_volume_nor_blocks_it() -> Result<()> {
+    let mesh = InProcessMesh::start(1).await?;
+    let api = RestApi::start(&mesh).await?;
+    let admin = Project::new(DONOR, "admin");
+    let mut offers = Vec::new();
+    for name in ["forced", "reset"] {
+        let body = format!(r#"{{"volume": {{"size": 1, "name": "{name}"}}}}"#);
+        let created = admin.call(&api, Method::POST, "/volumes", "3.0", Some(&body)).await?;
+        let volume_id = created.body["volume"]["id"].as_str().context("a volume id")?.to_owned();
+        admin.wait_for(&api, &format!("/volumes/{volume_id}"), "volume", "available").await?;
+        let offer = format!(r#"{{"transfer": {{"volume_id": "{volume_id}"}}}}"#);
+        let made = admin.call(&api, Method::POST, "/os-volume-transfer", "3.0", Some(&offer)).await?;
+        offers.push((volume_id, made.body["transfer"]["id"].as_str().context("a transfer id")?.to_owned()));
+    }
+    let listed = |reply: &RestReply| reply.body["transfers"].as_array().map(Vec::len).unwrap_or_default();
+
+    // An offered volume cannot be deleted, but an admin's force delete takes its offer with it.
+    let (forced, _) = &offers[0];
+    let delete = admin.call(&api, Method::DELETE, &format!("/volumes/{forced}"), "3.0", None).await?;
+    ensure!(delete.status == StatusCode::BAD_REQUEST || delete.status == StatusCode::CONFLICT, "{:?}", delete.body);
+    let force = admin
+        .call(&api, Method::POST, &format!("/volumes/{forced}/action"), "3.0", Some(r#"{"os-force_delete": null}"#))
+        .await?;
+    ensure!(force.status == StatusCode::ACCEPTED, "{:?}", force.body);
+    let remaining = admin.call(&api, Method::GET, "/os-volume-transfer", "3.0", None).await?;
+    ensure!(listed(&remaining) == 1, "the force-deleted volume's offer is still listed: {:?}", remaining.body);
+
+    // A volume an admin reset out of awaiting-transfer: its offer can still be withdrawn.
+    let (reset, offer) = &offers[1];
+    let body = r#"{"os-reset_status": {"status": "available"}}"#;
+    let reply = admin.call(&api, Method::POST, &format!("/volumes/{reset}/action"), "3.0", Some(body)).await?;
+    ensure!(reply.status == StatusCode::ACCEPTED, "{:?}", reply.body);
+    let withdrawn = admin.call(&api, Method::DELETE, &format!("/os-volume-transfer/{offer}"), "3.0", None).await?;
+    ensure!(withdrawn.status == StatusCode::ACCEPTED, "{:?}", withdrawn.body);
+    let remaining = admin.call(&api, Method::GET, "/os-volume-transfer", "3.0", None).await?;
+    ensure!(listed(&remaining) == 0, "{:?}", remaining.body);
+    mesh.shutdown().await;
+    Ok(())
+}

@@ -6,8 +6,8 @@
 use basalt::{
     ErrorCode, ServiceError,
     context::CallContext,
-    ids::{ProjectId, TransferId},
-    proto::{CreateTransferRequest, SnapshotStatus, Transfer},
+    ids::{ProjectId, TransferId, VolumeId},
+    proto::{CreateTransferRequest, SnapshotStatus, Transfer, VolumeStatus},
 };
 use chrono::Utc;
 use ring::{hmac, rand::SecureRandom};
@@ -159,16 +159,32 @@ impl<'a> Transfers<'a> {
     pub async fn delete(&self, context: &CallContext, id: &str) -> Result<(), ServiceError> {
         let offer = self.get(context, id).await?;
         let txn = self.core.begin_write().await?;
-        let (before, after) =
-            status::transition::<volume::Model>(&*txn, offer.volume_id, VolumeAction::EndTransfer, "").await?;
+        let volume = status::find::<volume::Model>(&*txn, offer.volume_id).await?;
+        // An admin may have reset the volume meanwhile: then only the offer is left to remove.
+        let mut events = Vec::new();
+        if volume.is_some_and(|volume| volume.status == VolumeStatus::AwaitingTransfer) {
+            let (before, after) =
+                status::transition::<volume::Model>(&*txn, offer.volume_id, VolumeAction::EndTransfer, "").await?;
+            events.push(status::changed(before, &after));
+        }
         let removed = transfer::Entity::delete_by_id(offer.id).exec(&*txn).await.map_err(db_error)?;
         if removed.rows_affected == 0 {
             return Err(ServiceError::new(ErrorCode::NotFound, format!("transfer {id} not found")));
         }
         txn.commit().await?;
-        self.core.publish([status::changed(before, &after)]).await;
+        self.core.publish(events).await;
         Ok(())
     }
+}
+
+/// Withdraws any offer of `volume_id` inside `txn` (the volume is being deleted).
+pub async fn withdraw_offers_of(txn: &impl ConnectionTrait, volume_id: VolumeId) -> Result<(), ServiceError> {
+    transfer::Entity::delete_many()
+        .filter(transfer::Column::VolumeId.eq(volume_id))
+        .exec(txn)
+        .await
+        .map_err(db_error)?;
+    Ok(())
 }
 
 async fn snapshots_of(db: &impl ConnectionTrait, volume: &volume::Model) -> Result<Vec<snapshot::Model>, ServiceError> {

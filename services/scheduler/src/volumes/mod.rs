@@ -29,7 +29,7 @@ use crate::{
     lifecycle::{self, BackupAction, SnapshotAction, VolumeAction},
     listing,
     placement::{self, PlacementRequest, PoolCandidate},
-    quotas, status, sweeps, volume_types,
+    quotas, status, sweeps, transfers, volume_types,
 };
 
 /// 1 PiB: far above any real pool, low enough that byte sizes never overflow.
@@ -431,6 +431,8 @@ impl Volumes {
 
         let txn = self.core.begin_write().await?;
         let (before, model) = status::transition::<volume::Model>(&*txn, model.id, action, "").await?;
+        // A force delete of a volume on offer withdraws the offer with it.
+        transfers::withdraw_offers_of(&*txn, model.id).await?;
         // Counted after the compare-and-set, which locks the row: a snapshot created meanwhile
         // either committed before (and is seen here) or waits and then finds the volume deleting.
         let volume_snapshots = snapshot::Entity::find()
