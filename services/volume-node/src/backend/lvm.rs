@@ -19,6 +19,10 @@
 
 use std::{path::Path, time::Duration};
 
+/// How long an open LV is watched for a passing udev probe to let go: 10 × 200 ms.
+const OPEN_PROBE_CHECKS: usize = 10;
+const OPEN_PROBE_PAUSE: Duration = Duration::from_millis(200);
+
 use basalt::{
     ErrorCode, ServiceError,
     ids::{SnapshotId, VolumeId},
@@ -399,8 +403,27 @@ impl<R: Runner> LvmBackend<R> {
         self.lvm(&["lvextend", "--yes", "-L", &size, &self.qualified(lv_name)], "extend the volume").await.map(drop)
     }
 
+    /// `lv` as it is once nothing but a passing probe holds it: closing a device that was written
+    /// makes udev probe it (blkid opens it for a moment), so an LV seen open right after its last
+    /// user went is looked at again for a short while before it counts as in use.
+    async fn settled(&self, lv: &LogicalVolume) -> Result<LogicalVolume, ServiceError> {
+        let mut current = lv.clone();
+        for _ in 0..OPEN_PROBE_CHECKS {
+            if !current.is_open() {
+                break;
+            }
+            tokio::time::sleep(OPEN_PROBE_PAUSE).await;
+            match self.find(&lv.lv_name).await? {
+                Some(found) => current = found,
+                None => break,
+            }
+        }
+        Ok(current)
+    }
+
     /// Wipes a thick LV (or a thick snapshot's COW area), then removes it.
     async fn wipe_and_remove(&self, lv: &LogicalVolume) -> Result<(), ServiceError> {
+        let lv = &self.settled(lv).await?;
         if lv.is_open() {
             return Err(ServiceError::conflict(format!(
                 "logical volume {} is in use (open by a process, a mount or an export); detach it first",
@@ -731,7 +754,7 @@ async fn blocking_io(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use basalt::command::recorded::{RecordedRunner, reply, transcript};
+    use basalt::command::recorded::{RecordedRunner, ok, reply, transcript};
 
     const THICK: &str = include_str!("../../tests/fixtures/recorded/lvm-thick.jsonl");
     const THIN: &str = include_str!("../../tests/fixtures/recorded/lvm-thin.jsonl");
@@ -780,6 +803,40 @@ mod tests {
         let missing = lvm_error("read the volume group", &reply(&failures, &["lvm vgs", "basalt-missing"]));
         assert_eq!(missing.code, ErrorCode::NotFound);
         assert!(missing.message.starts_with("lvm could not read the volume group: "), "{}", missing.message);
+    }
+
+    #[tokio::test]
+    async fn a_volume_held_only_by_a_passing_probe_is_deleted_and_one_held_on_is_refused_recorded() {
+        let thin = transcript(THIN);
+        let group = reply(&thin, &["lvm vgs", "basalt-thin"]);
+        let id = "5cbe2c9c-b3d4-4429-bc40-1fb7ced3f3e2";
+        let listing = thin
+            .iter()
+            .find(|call| call.command.starts_with("lvm lvs") && call.code == 0 && call.stdout.contains(id))
+            .map(|call| ok(&call.stdout))
+            .expect("a listing with the volume");
+        let open = ok(&listing.stdout.replace("Vwi-a-tz--", "Vwi-aotz--"));
+        let volume_id = VolumeId::parse(id).unwrap();
+
+        // Open when the delete looks, closed a moment later: removed.
+        // Opening the backend lists the volume group twice.
+        let opening = |group: &Finished| {
+            vec![("lvm vgs", group.clone()), ("lvm lvs", listing.clone()), ("lvm lvs", listing.clone())]
+        };
+        let mut replies = opening(&group);
+        replies.extend([("lvm lvs", open.clone()), ("lvm lvs", open.clone()), ("lvm lvs", listing.clone())]);
+        replies.push(("lvremove", ok("")));
+        let backend = LvmBackend::open(config(Some("pool")), RecordedRunner::new(replies)).await.unwrap();
+        assert!(backend.delete_volume("test", volume_id).await.unwrap());
+
+        // Open all along: refused, and nothing is removed.
+        let mut replies = opening(&group);
+        replies.extend(std::iter::repeat_n(("lvm lvs", open), OPEN_PROBE_CHECKS + 1));
+        let backend = LvmBackend::open(config(Some("pool")), RecordedRunner::new(replies)).await.unwrap();
+        let refused = backend.delete_volume("test", volume_id).await.unwrap_err();
+        assert_eq!(refused.code, ErrorCode::Conflict, "{}", refused.message);
+        let calls = backend.runner.calls.lock().unwrap().clone();
+        assert!(!calls.iter().any(|call| call.contains("lvremove")), "{calls:?}");
     }
 
     #[tokio::test]
