@@ -899,7 +899,7 @@ pub fn transfer_accept() -> Value {
 
 fn transfer_summary() -> Value {
     object(
-        json!({"id": uuid(), "volume_id": uuid(), "name": string(), "links": links()}),
+        json!({"id": uuid(), "volume_id": uuid(), "name": nullable(string()), "links": links()}),
         &["id", "volume_id", "name", "links"],
     )
 }
@@ -911,7 +911,7 @@ fn transfer_detail() -> Value {
         json!({
             "id": uuid(),
             "created_at": nullable(string()),
-            "name": string(),
+            "name": nullable(string()),
             "volume_id": uuid(),
             "links": links(),
             "auth_key": string(),

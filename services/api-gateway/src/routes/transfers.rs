@@ -19,11 +19,16 @@ use crate::{Rest, body, fault::Fault, views};
 /// Cinder names transfer links after its legacy collection, whichever path was called.
 const COLLECTION: &str = "os-volume-transfer";
 
+/// A transfer made without a name shows `null`, as Cinder's do.
+fn name(transfer: &Transfer) -> Option<&str> {
+    Some(transfer.name.as_str()).filter(|name| !name.is_empty())
+}
+
 fn summary(rest: &Rest, transfer: &Transfer) -> Value {
     json!({
         "id": transfer.id,
         "volume_id": transfer.volume_id,
-        "name": transfer.name,
+        "name": name(transfer),
         "links": views::links(&rest.base, COLLECTION, &transfer.id),
     })
 }
@@ -32,7 +37,7 @@ fn detail(rest: &Rest, transfer: &Transfer) -> Value {
     let mut view = json!({
         "id": transfer.id,
         "created_at": views::timestamp(transfer.created_at.as_ref()),
-        "name": transfer.name,
+        "name": name(transfer),
         "volume_id": transfer.volume_id,
         "links": views::links(&rest.base, COLLECTION, &transfer.id),
     });
