@@ -292,6 +292,38 @@ async fn listings_paginate_with_links_and_counts() -> Result<()> {
         )
         .await?;
     bad_filter.assert_fault(400, "badRequest", "invalid filters colour");
+
+    // Size and bootable filter before the page is cut: counts, pages and markers follow them.
+    for name in ["big-0", "big-1"] {
+        let body = format!(r#"{{"volume": {{"size": 2, "name": "{name}"}}}}"#);
+        api.call(Method::POST, &format!("/v3/{PROJECT_A}/volumes"), Some(&token), None, Some(&body)).await?;
+    }
+    let query = "volumes/detail?size=2&limit=1&sort=name:asc&with_count=true";
+    let big = api.call(Method::GET, &format!("/v3/{PROJECT_A}/{query}"), Some(&token), Some("3.45"), None).await?;
+    let names = |reply: &RestReply| -> Vec<String> {
+        reply.body["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!((names(&big), &big.body["count"]), (vec!["big-0".to_owned()], &json!(2)), "{:?}", big.body);
+    let next = big.body["volumes_links"][0]["href"].as_str().unwrap_or_default().trim_start_matches("http://localhost");
+    let rest_of = api.call(Method::GET, next, Some(&token), Some("3.45"), None).await?;
+    assert_eq!(names(&rest_of), ["big-1"], "{:?}", rest_of.body);
+    let page_4 = filtered.body["volumes"][0]["id"].as_str().unwrap_or_default().to_owned();
+    let set_bootable = r#"{"os-set_bootable": {"bootable": true}}"#;
+    let path = format!("/v3/{PROJECT_A}/volumes/{page_4}/action");
+    assert_eq!(api.call(Method::POST, &path, Some(&token), None, Some(set_bootable)).await?.status, StatusCode::OK);
+    let query = "volumes/detail?bootable=true&limit=1&with_count=true";
+    let bootable = api.call(Method::GET, &format!("/v3/{PROJECT_A}/{query}"), Some(&token), Some("3.45"), None).await?;
+    assert_eq!(
+        (names(&bootable), &bootable.body["count"]),
+        (vec!["page-4".to_owned()], &json!(1)),
+        "{:?}",
+        bootable.body
+    );
     mesh.shutdown().await;
     Ok(())
 }

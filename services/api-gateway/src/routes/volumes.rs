@@ -110,6 +110,12 @@ async fn list(rest: &Rest) -> Result<(Vec<Volume>, String, Option<u64>), Fault> 
             .ok_or_else(|| Fault::bad_request(format!("unknown volume status {}", basalt::error::excerpt(name))))?,
     };
     let metadata = metadata_filter(rest)?;
+    let size_gib = match rest.query("size") {
+        None => None,
+        Some(size) => Some(size.parse().map_err(|_| {
+            Fault::bad_request(format!("size must be a whole number of GiB, not {}", basalt::error::excerpt(size)))
+        })?),
+    };
     let request = ListVolumesRequest {
         page: Some(page),
         sort,
@@ -125,21 +131,12 @@ async fn list(rest: &Rest) -> Result<(Vec<Volume>, String, Option<u64>), Fault> 
         all_projects: all_tenants(rest)?,
         with_count: with_count(rest)?,
         idempotency_key: String::new(),
+        bootable: query_flag(rest, "bootable")?,
+        size_gib,
     };
     let response = rest.client().list_volumes(rest.request(request)).await?.into_inner();
     let page = response.page.unwrap_or_default();
-    let mut volumes = response.volumes;
-    // Filters the gRPC listing has no field for, applied to the page.
-    if let Some(wanted) = query_flag(rest, "bootable")? {
-        volumes.retain(|volume| volume.bootable == wanted);
-    }
-    if let Some(size) = rest.query("size") {
-        let size: u64 = size.parse().map_err(|_| {
-            Fault::bad_request(format!("size must be a whole number of GiB, not {}", basalt::error::excerpt(size)))
-        })?;
-        volumes.retain(|volume| volume.size_gib == size);
-    }
-    Ok((volumes, page.next_marker, page.total_count))
+    Ok((response.volumes, page.next_marker, page.total_count))
 }
 
 fn listing(rest: &Rest, path: &str, views: Vec<Value>, next_marker: &str, count: Option<u64>) -> Response {

@@ -319,6 +319,13 @@ impl Volumes {
         if !request.idempotency_key.is_empty() {
             condition = condition.add(volume::Column::IdempotencyKey.eq(request.idempotency_key.as_str()));
         }
+        if let Some(bootable) = request.bootable {
+            condition = condition.add(volume::Column::Bootable.eq(bootable));
+        }
+        if let Some(size_gib) = request.size_gib {
+            let size_gib = i64::try_from(size_gib).unwrap_or(i64::MAX);
+            condition = condition.add(volume::Column::SizeGib.eq(size_gib));
+        }
         let mut rows = volume::Entity::find().filter(condition).all(&self.core.db).await.map_err(db_error)?;
         listing::retain_metadata(&mut rows, &request.metadata, |row| &row.metadata);
         listing::page(rows, &request.sort, request.page.as_ref(), request.with_count, "volume")
