@@ -28,6 +28,7 @@ use basalt::{
         ListVolumesResponse, ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse, VolumeCondition,
         VolumeContentSource, controller_service_capability::rpc::Type as Rpc, volume_content_source,
     },
+    ids::ProjectId,
     locks::KeyedLocks,
     proto::{self, AttachMode, Connector, SnapshotStatus, VolumeStatus, volume_service_client::VolumeServiceClient},
 };
@@ -61,7 +62,11 @@ impl PollIntervals {
 
 pub struct Controller {
     client: VolumeServiceClient<Channel>,
+    /// A member of the cluster's project: every volume call is scoped to it, so a volume handle
+    /// naming another project's volume is simply not found.
     context: CallContext,
+    /// The same project's admin, for the one call that needs it: the pools' capacity.
+    capacity_context: CallContext,
     ready_wait: Duration,
     /// One lock per CSI name and per volume or snapshot id.
     locks: Arc<KeyedLocks<String>>,
@@ -237,8 +242,14 @@ fn capability(rpc: Rpc) -> ControllerServiceCapability {
 }
 
 impl Controller {
-    pub fn new(channel: Channel, context: CallContext, ready_wait: Duration) -> Self {
-        Self { client: VolumeServiceClient::new(channel), context, ready_wait, locks: Arc::default() }
+    pub fn new(channel: Channel, project_id: ProjectId, ready_wait: Duration) -> Self {
+        Self {
+            client: VolumeServiceClient::new(channel),
+            context: CallContext::new(project_id.clone(), "csi", basalt::context::MEMBER_ROLES),
+            capacity_context: CallContext::new(project_id, "csi", basalt::context::ADMIN_ROLES),
+            ready_wait,
+            locks: Arc::default(),
+        }
     }
 
     fn client(&self) -> VolumeServiceClient<Channel> {
@@ -581,7 +592,7 @@ impl csi::controller_server::Controller for Controller {
         let node = segments.get(topology::NODE_KEY).cloned().unwrap_or_default();
         let pools = self
             .client()
-            .list_pools(self.context.request(proto::ListPoolsRequest::default()))
+            .list_pools(self.capacity_context.request(proto::ListPoolsRequest::default()))
             .await?
             .into_inner()
             .pools;

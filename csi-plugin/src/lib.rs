@@ -20,7 +20,6 @@ use std::{path::PathBuf, time::Duration};
 use basalt::{
     ServiceError,
     channel::channel_with_timeout,
-    context::CallContext,
     csi::{controller_server::ControllerServer, identity_server::IdentityServer, node_server::NodeServer},
     ids::ProjectId,
     server::{GrpcServices, Tasks},
@@ -127,16 +126,13 @@ pub async fn start(config: CsiConfig) -> Result<RunningCsi, ServiceError> {
         .map_err(|error| ServiceError::unavailable(format!("cannot listen on {}: {error}", socket.display())))?;
     let scheduler =
         channel_with_timeout(&config.scheduler_endpoint, &config.tls, &Role::Scheduler, CONTROL_PLANE_TIMEOUT)?;
-    // The controller acts for the deployment's Kubernetes project; capacity needs the pools,
-    // which only admins may list.
-    let context = CallContext::new(config.project_id.clone(), "csi", basalt::context::ADMIN_ROLES);
 
     let mut services =
         GrpcServices::new().with_service(IdentityServer::new(identity::Identity::new(scheduler.clone())));
     if matches!(config.mode, Mode::Controller | Mode::All) {
         services = services.with_service(ControllerServer::new(controller::Controller::new(
             scheduler.clone(),
-            context,
+            config.project_id.clone(),
             config.ready_wait,
         )));
     }

@@ -1124,3 +1124,56 @@ async fn the_storage_check_drives_the_plugin_as_an_orchestrator_would() -> Resul
     harness.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn another_project_s_volume_is_out_of_the_plugin_s_reach() -> Result<()> {
+    // A static PersistentVolume can name any volume handle: the plugin acts as a member of its
+    // own project, so one naming another project's volume finds nothing to publish or change.
+    let harness = CsiHarness::start().await?;
+    let mut clients = harness.clients.clone();
+    let mut grpc = volume_client(&harness.mesh.grpc_addr).await?;
+    let owner = project("elsewhere");
+    let request = basalt::proto::CreateVolumeRequest { size_gib: 1, name: "theirs".into(), ..Default::default() };
+    let theirs = grpc.create_volume(owner.request(request)).await?.into_inner();
+    wait_for_status(&mut grpc, &owner, &theirs.id, basalt::proto::VolumeStatus::Available).await?;
+
+    let capability = mount_capability("ext4", MODE);
+    let node = node_id(&clients).await?;
+    let publish = ControllerPublishVolumeRequest {
+        volume_id: theirs.id.clone(),
+        node_id: node,
+        volume_capability: Some(capability.clone()),
+        ..Default::default()
+    };
+    ensure!(code(clients.controller.controller_publish_volume(publish).await) == Code::NotFound);
+    let expand = ControllerExpandVolumeRequest {
+        volume_id: theirs.id.clone(),
+        capacity_range: gib_range(2),
+        ..Default::default()
+    };
+    ensure!(code(clients.controller.controller_expand_volume(expand).await) == Code::NotFound);
+    let snapshot =
+        CreateSnapshotRequest { source_volume_id: theirs.id.clone(), name: "theirs-snap".into(), ..Default::default() };
+    ensure!(code(clients.controller.create_snapshot(snapshot).await) == Code::NotFound);
+    let get = ControllerGetVolumeRequest { volume_id: theirs.id.clone() };
+    ensure!(code(clients.controller.controller_get_volume(get).await) == Code::NotFound);
+    // A delete of a volume the plugin cannot see succeeds, as CSI asks, and deletes nothing.
+    clients
+        .controller
+        .delete_volume(DeleteVolumeRequest { volume_id: theirs.id.clone(), ..Default::default() })
+        .await?;
+
+    let after = grpc
+        .get_volume(owner.request(basalt::proto::GetVolumeRequest { volume_id: theirs.id.clone() }))
+        .await?
+        .into_inner();
+    ensure!(after.status() == basalt::proto::VolumeStatus::Available && after.size_gib == 1, "{after:?}");
+    ensure!(after.attachments.is_empty(), "another project's volume was attached: {after:?}");
+    let snapshots = grpc
+        .list_snapshots(owner.request(basalt::proto::ListSnapshotsRequest::default()))
+        .await?
+        .into_inner()
+        .snapshots;
+    ensure!(snapshots.is_empty(), "a snapshot was taken of another project's volume: {snapshots:?}");
+    Ok(())
+}
