@@ -9,6 +9,7 @@ pub mod context;
 #[cfg(feature = "db")]
 mod db_values;
 pub mod error;
+pub mod hex;
 pub mod ids;
 pub mod listener;
 pub mod locks;

@@ -129,7 +129,7 @@ impl CertificateAuthority {
 /// The CA's parameters, all derived from its key, so an issuer can be rebuilt from the key alone
 /// (rcgen reads no certificate without an X.509 parser this project does not otherwise need).
 fn ca_params(key: &KeyPair) -> CertificateParams {
-    let fingerprint: String = Sha256::digest(key.public_key_raw())[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let fingerprint = crate::hex::encode(&Sha256::digest(key.public_key_raw())[..8]);
     let mut params = CertificateParams::default();
     params.distinguished_name.push(DnType::CommonName, format!("Basalt mesh CA {fingerprint}"));
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));

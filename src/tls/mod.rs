@@ -75,8 +75,7 @@ impl fmt::Display for Role {
 /// A DNS label for a node id. Node ids allow what DNS names do not (`_`, `..`, upper case, which
 /// DNS folds), so the label is a digest of the id: one id, one name, always valid.
 fn node_label(node_id: &NodeId) -> String {
-    let digest = Sha256::digest(node_id.as_str().as_bytes());
-    digest[..16].iter().map(|byte| format!("{byte:02x}")).collect()
+    crate::hex::encode(&Sha256::digest(node_id.as_str().as_bytes())[..16])
 }
 
 /// Where a service's CA certificate, own certificate and key are.

@@ -32,7 +32,7 @@ impl Key {
     fn new(bytes: &[u8]) -> Result<Self, ServiceError> {
         let unbound = UnboundKey::new(&CHACHA20_POLY1305, bytes)
             .map_err(|_| ServiceError::invalid(format!("a secret key is {KEY_BYTES} bytes")))?;
-        let id = Sha256::digest(bytes).iter().take(4).map(|byte| format!("{byte:02x}")).collect();
+        let id = basalt::hex::encode(&Sha256::digest(bytes)[..4]);
         Ok(Self { id, key: LessSafeKey::new(unbound) })
     }
 }

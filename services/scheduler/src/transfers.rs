@@ -6,6 +6,7 @@
 use basalt::{
     ErrorCode, ServiceError,
     context::CallContext,
+    hex,
     ids::{ProjectId, TransferId, VolumeId},
     proto::{CreateTransferRequest, SnapshotStatus, Transfer, VolumeStatus},
 };
@@ -120,7 +121,7 @@ impl<'a> Transfers<'a> {
         let offer =
             transfer::Entity::find_by_id(transfer_id).one(&*txn).await.map_err(db_error)?.ok_or_else(not_found)?;
         let tag =
-            hex_decode(&offer.crypt_hash).ok_or_else(|| ServiceError::internal("a transfer's hash is unreadable"))?;
+            hex::decode(&offer.crypt_hash).ok_or_else(|| ServiceError::internal("a transfer's hash is unreadable"))?;
         let hmac_key = hmac::Key::new(hmac::HMAC_SHA256, offer.salt.as_bytes());
         if hmac::verify(&hmac_key, key.as_bytes(), &tag).is_err() {
             return Err(ServiceError::invalid(format!("invalid auth key for transfer {id}")));
@@ -220,7 +221,7 @@ pub fn to_proto(model: &transfer::Model, auth_key: Option<&str>) -> Transfer {
 
 fn crypt_hash(salt: &str, key: &str) -> String {
     let hmac_key = hmac::Key::new(hmac::HMAC_SHA256, salt.as_bytes());
-    hmac::sign(&hmac_key, key.as_bytes()).as_ref().iter().map(|byte| format!("{byte:02x}")).collect()
+    hex::encode(hmac::sign(&hmac_key, key.as_bytes()))
 }
 
 fn random_hex(digits: usize) -> Result<String, ServiceError> {
@@ -228,16 +229,9 @@ fn random_hex(digits: usize) -> Result<String, ServiceError> {
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)
         .map_err(|_| ServiceError::internal("the system's random source failed"))?;
-    let mut text: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    let mut text = hex::encode(&bytes);
     text.truncate(digits);
     Ok(text)
-}
-
-fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    (0..text.len())
-        .step_by(2)
-        .map(|at| text.get(at..at + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
-        .collect()
 }
 
 #[cfg(test)]
@@ -247,7 +241,7 @@ mod tests {
     #[test]
     fn a_key_verifies_only_under_its_own_salt() {
         let hash = crypt_hash("salt-a", "key");
-        let tag = hex_decode(&hash).expect("hex");
+        let tag = hex::decode(&hash).expect("hex");
         let verify = |salt: &str, key: &str| {
             hmac::verify(&hmac::Key::new(hmac::HMAC_SHA256, salt.as_bytes()), key.as_bytes(), &tag).is_ok()
         };

@@ -22,7 +22,7 @@ use std::{
     },
 };
 
-use basalt::{ErrorCode, ServiceError, error::excerpt, ids::BackupId};
+use basalt::{ErrorCode, ServiceError, error::excerpt, hex, ids::BackupId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -114,10 +114,6 @@ fn is_chunk_hash(hash: &str) -> bool {
     hash.len() == 64 && hash.bytes().all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
 }
 
-fn hex(digest: impl AsRef<[u8]>) -> String {
-    digest.as_ref().iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
 /// The SHA-256 of `length` zero bytes (zero chunks enter the checksum by it); a whole chunk's is
 /// computed once.
 fn zero_hash(length: usize) -> [u8; 32] {
@@ -197,7 +193,7 @@ pub fn backup(store: &ProjectStore, source: BackupSource<'_>, progress: &Progres
         if buffer.iter().all(|byte| *byte == 0) {
             return Ok(());
         }
-        let hash = hex(Sha256::digest(&buffer));
+        let hash = hex::encode(Sha256::digest(&buffer));
         let known =
             source.parent.is_some_and(|parent| parent.chunks.get(index).and_then(Option::as_ref) == Some(&hash));
         if !known {
@@ -240,14 +236,13 @@ fn checksum(chunks: &[Option<String>], size_bytes: u64) -> Result<String, Servic
             None => whole.update(zero_hash(chunk_length(size_bytes, index))),
         }
     }
-    Ok(hex(whole.finalize()))
+    Ok(hex::encode(whole.finalize()))
 }
 
 fn decode_hex(hash: &str) -> Result<Vec<u8>, ServiceError> {
-    if !is_chunk_hash(hash) {
-        return Err(ServiceError::internal(format!("the manifest names an invalid chunk hash {}", excerpt(hash))));
-    }
-    Ok((0..32).map(|index| u8::from_str_radix(&hash[index * 2..index * 2 + 2], 16).unwrap_or(0)).collect())
+    hex::decode(hash)
+        .filter(|_| is_chunk_hash(hash))
+        .ok_or_else(|| ServiceError::internal(format!("the manifest names an invalid chunk hash {}", excerpt(hash))))
 }
 
 fn encode(chunk: &[u8]) -> Result<Vec<u8>, ServiceError> {
@@ -336,7 +331,7 @@ pub fn restore(
         let encoded = store.get(&chunk_key(hash)).map_err(|error| corrupt(manifest, hash, &error.message))?;
         let bytes = decode(&encoded, length).map_err(|error| corrupt(manifest, hash, &error))?;
         let found: [u8; 32] = Sha256::digest(&bytes).into();
-        if bytes.len() != length || hex(found) != *hash {
+        if bytes.len() != length || hex::encode(found) != *hash {
             return Err(corrupt(manifest, hash, "its content no longer matches its hash"));
         }
         file.write_all_at(&bytes, offset).map_err(|error| io_error("write", dest, error))?;
@@ -348,7 +343,7 @@ pub fn restore(
     for hash in hashes.into_inner().unwrap_or_else(|e| e.into_inner()) {
         whole.update(hash);
     }
-    if hex(whole.finalize()) != manifest.checksum {
+    if hex::encode(whole.finalize()) != manifest.checksum {
         return Err(ServiceError::new(
             ErrorCode::Internal,
             format!("backup {}: the restored bytes do not match the manifest's checksum", manifest.backup_id),
