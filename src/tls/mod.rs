@@ -202,17 +202,17 @@ fn names_role(cert: &EndEntityCert<'_>, role: &Role) -> bool {
 /// against the mesh's CA in the handshake) names one of `roles`.
 #[derive(Clone)]
 pub struct AdmitPeers {
-    roles: Arc<[Role]>,
+    /// The names the admitted roles' certificates carry, worked out once: every call checks them.
+    names: Arc<[ServerName<'static>]>,
+    /// The admitted roles, for the refusal's message.
+    described: Arc<str>,
 }
 
 impl AdmitPeers {
-    pub fn only(roles: impl Into<Arc<[Role]>>) -> Self {
-        Self { roles: roles.into() }
-    }
-
-    fn described(&self) -> String {
-        let names: Vec<String> = self.roles.iter().map(Role::to_string).collect();
-        names.join(" or ")
+    pub fn only(roles: &[Role]) -> Self {
+        let names = roles.iter().filter_map(|role| ServerName::try_from(role.dns_name()).ok()).collect();
+        let described = roles.iter().map(Role::to_string).collect::<Vec<_>>().join(" or ");
+        Self { names, described: described.into() }
     }
 }
 
@@ -222,11 +222,12 @@ impl Interceptor for AdmitPeers {
             return Err(Status::unauthenticated("this service answers only callers with a mesh certificate"));
         };
         let leaf = chain.first().and_then(|cert| EndEntityCert::try_from(cert).ok());
-        let admitted = leaf.is_some_and(|leaf| self.roles.iter().any(|role| names_role(&leaf, role)));
+        let admitted =
+            leaf.is_some_and(|leaf| self.names.iter().any(|name| leaf.verify_is_valid_for_subject_name(name).is_ok()));
         if !admitted {
             return Err(Status::permission_denied(format!(
                 "this service answers only {}; the caller's certificate names none of them",
-                self.described()
+                self.described
             )));
         }
         Ok(request)

@@ -94,7 +94,8 @@ pub async fn start(config: SchedulerConfig, bus: Bus) -> Result<RunningScheduler
     }
 
     // Only the gateway and the CSI plugin speak for callers; no other peer may name a project.
-    let api = VolumeServiceServer::with_interceptor(VolumeApi::new(core), AdmitPeers::only([Role::Gateway, Role::Csi]));
+    let api =
+        VolumeServiceServer::with_interceptor(VolumeApi::new(core), AdmitPeers::only(&[Role::Gateway, Role::Csi]));
     GrpcServices::new().with_service(api).spawn(listener, &config.tls, &mut tasks, "volume service");
     tracing::info!(%grpc_addr, database = %db::redact(&config.database_url), "scheduler started");
     Ok(RunningScheduler { grpc_addr, tasks })

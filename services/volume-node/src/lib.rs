@@ -251,7 +251,7 @@ pub async fn start(config: NodeConfig, bus: Bus) -> Result<RunningNode, ServiceE
     tasks.spawn(reporting);
     // The scheduler is the node's only caller: nothing else may export a volume or read its CHAP
     // secret.
-    let agent = NodeAgentServer::with_interceptor(agent, AdmitPeers::only([Role::Scheduler]));
+    let agent = NodeAgentServer::with_interceptor(agent, AdmitPeers::only(&[Role::Scheduler]));
     GrpcServices::new().with_service(agent).spawn(listener, &config.tls, &mut tasks, "node agent server");
     tracing::info!(node = %config.node_id, %grpc_addr, "volume node started");
     Ok(RunningNode { grpc_addr, tasks })
