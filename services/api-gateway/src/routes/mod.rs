@@ -469,45 +469,12 @@ pub fn table() -> Vec<Route> {
         Route::get("/scheduler-stats/get_pools", deployment::pools, "List pools; detail=true adds capabilities (admin)")
             .query(&POOL_QUERY)
             .returns(200, schemas::pools),
-        // Volume transfers: Cinder's legacy path, and from 3.55 its own; one transfer, two names.
-        Route::post("/os-volume-transfer", transfers::create, "Offer a volume (and its snapshots) to another project")
-            .body(schemas::transfer_create)
-            .consumes("volume_id", &["transfer", "volume_id"])
-            .returns(202, schemas::transfer_reply)
-            .creates("transfer_id", "/transfer/id"),
-        Route::get("/os-volume-transfer", transfers::list, "List the project's transfers")
-            .query(&TRANSFER_QUERY)
-            .returns(200, schemas::transfers),
-        Route::get("/os-volume-transfer/detail", transfers::list_detail, "List the project's transfers with details")
-            .query(&TRANSFER_QUERY)
-            .returns(200, schemas::transfers_detail),
-        Route::get("/os-volume-transfer/{transfer_id}", transfers::show, "Show a transfer")
-            .returns(200, schemas::transfer_reply),
-        Route::delete("/os-volume-transfer/{transfer_id}", transfers::delete, "Withdraw a transfer").empty(202),
-        Route::post("/os-volume-transfer/{transfer_id}/accept", transfers::accept, "Accept a transfer with its key")
-            .body(schemas::transfer_accept)
-            .returns(202, schemas::transfer_summary_reply),
-        Route::post("/volume-transfers", transfers::create, "Offer a volume (and its snapshots) to another project")
-            .since(55)
-            .body(schemas::transfer_create)
-            .consumes("volume_id", &["transfer", "volume_id"])
-            .returns(202, schemas::transfer_reply),
-        Route::get("/volume-transfers", transfers::list, "List the project's transfers")
-            .since(55)
-            .query(&TRANSFER_QUERY)
-            .returns(200, schemas::transfers),
-        Route::get("/volume-transfers/detail", transfers::list_detail, "List the project's transfers with details")
-            .since(55)
-            .query(&TRANSFER_QUERY)
-            .returns(200, schemas::transfers_detail),
-        Route::get("/volume-transfers/{transfer_id}", transfers::show, "Show a transfer")
-            .since(55)
-            .returns(200, schemas::transfer_reply),
-        Route::delete("/volume-transfers/{transfer_id}", transfers::delete, "Withdraw a transfer").since(55).empty(202),
-        Route::post("/volume-transfers/{transfer_id}/accept", transfers::accept, "Accept a transfer with its key")
-            .since(55)
-            .body(schemas::transfer_accept)
-            .returns(202, schemas::transfer_summary_reply),
+    ]
+    .into_iter()
+    // Volume transfers: Cinder's legacy path, and from 3.55 its own; one transfer, two names.
+    .chain(transfer_routes(&LEGACY_TRANSFER_PATHS, 0))
+    .chain(transfer_routes(&TRANSFER_PATHS, 55))
+    .chain([
         Route::get("/default-types", default_types::list, "List the projects' own default volume types (admin)")
             .since(62)
             .returns(200, schemas::default_types),
@@ -531,6 +498,58 @@ pub fn table() -> Vec<Route> {
             .since(33)
             .query(&RESOURCE_FILTER_QUERY)
             .returns(200, schemas::resource_filters),
+    ])
+    .collect()
+}
+
+/// The paths of one name of the transfer resource: the collection, its details, one transfer, and
+/// its accept action.
+struct TransferPaths {
+    collection: &'static str,
+    detail: &'static str,
+    member: &'static str,
+    accept: &'static str,
+}
+
+const LEGACY_TRANSFER_PATHS: TransferPaths = TransferPaths {
+    collection: "/os-volume-transfer",
+    detail: "/os-volume-transfer/detail",
+    member: "/os-volume-transfer/{transfer_id}",
+    accept: "/os-volume-transfer/{transfer_id}/accept",
+};
+
+const TRANSFER_PATHS: TransferPaths = TransferPaths {
+    collection: "/volume-transfers",
+    detail: "/volume-transfers/detail",
+    member: "/volume-transfers/{transfer_id}",
+    accept: "/volume-transfers/{transfer_id}/accept",
+};
+
+/// The transfer operations under one of its names, from microversion 3.`since`. The legacy name's
+/// create is the one the document links to the operations on a transfer.
+fn transfer_routes(paths: &TransferPaths, since: u16) -> [Route; 6] {
+    let create =
+        Route::post(paths.collection, transfers::create, "Offer a volume (and its snapshots) to another project")
+            .since(since)
+            .body(schemas::transfer_create)
+            .consumes("volume_id", &["transfer", "volume_id"])
+            .returns(202, schemas::transfer_reply);
+    [
+        if since == 0 { create.creates("transfer_id", "/transfer/id") } else { create },
+        Route::get(paths.collection, transfers::list, "List the project's transfers")
+            .since(since)
+            .query(&TRANSFER_QUERY)
+            .returns(200, schemas::transfers),
+        Route::get(paths.detail, transfers::list_detail, "List the project's transfers with details")
+            .since(since)
+            .query(&TRANSFER_QUERY)
+            .returns(200, schemas::transfers_detail),
+        Route::get(paths.member, transfers::show, "Show a transfer").since(since).returns(200, schemas::transfer_reply),
+        Route::delete(paths.member, transfers::delete, "Withdraw a transfer").since(since).empty(202),
+        Route::post(paths.accept, transfers::accept, "Accept a transfer with its key")
+            .since(since)
+            .body(schemas::transfer_accept)
+            .returns(202, schemas::transfer_summary_reply),
     ]
 }
 
