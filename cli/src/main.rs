@@ -740,7 +740,7 @@ async fn up(args: UpArgs) -> Result<()> {
     let node_id = pinned_node_id(&data_dir)?;
     let tls_dir = args.tls_dir.clone().unwrap_or_else(|| data_dir.join("tls"));
     let authority = CertificateAuthority::open_or_create(&tls_dir)?;
-    let mesh_tls = |role: Role| -> Result<MeshTls> { Ok(MeshTls::load(&authority.ensure(&tls_dir, &role)?, role)?) };
+    let mesh_tls = |role: Role| authority.ensure_loaded(&tls_dir, role);
     // The certificate gRPC clients of this process present; issued here so they find it.
     authority.ensure(&tls_dir, &Role::Csi)?;
     // Three listeners share the process: REST, VolumeService and NodeAgent.

@@ -91,7 +91,8 @@ impl TestPki {
     }
 
     pub fn tls(&self, role: Role) -> MeshTls {
-        MeshTls::load(&self.files(&role), role).expect("a loadable test mesh certificate")
+        let _issuing = self.issuing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.authority.ensure_loaded(&self.dir, role).expect("a loadable test mesh certificate")
     }
 
     /// `--tls-ca`, `--tls-cert` and `--tls-key` for a `basalt` process acting as `role`.

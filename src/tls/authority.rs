@@ -104,6 +104,11 @@ impl CertificateAuthority {
         MeshTls::from_pem(self.certificate_pem.as_bytes(), issued.cert_pem.as_bytes(), issued.key_pem.as_bytes(), role)
     }
 
+    /// `role`'s certificate from `dir`, loaded, after [`Self::ensure`] made it sound.
+    pub fn ensure_loaded(&self, dir: &Path, role: Role) -> Result<MeshTls, ServiceError> {
+        MeshTls::load(&self.ensure(dir, &role)?, role)
+    }
+
     /// `role`'s files in `dir`: kept when they verify against this CA for another 30 days, issued
     /// (again) otherwise. The key is written owner-only.
     pub fn ensure(&self, dir: &Path, role: &Role) -> Result<TlsFiles, ServiceError> {

@@ -93,10 +93,6 @@ impl VolumeApi {
     }
 }
 
-fn default_type_proto(row: &crate::db::default_type::Model) -> ProjectDefaultType {
-    ProjectDefaultType { project_id: row.project_id.to_string(), volume_type_id: row.volume_type_id.to_string() }
-}
-
 /// The project a quota call is about: the caller's own, or another one for admins.
 fn quota_project(context: &CallContext, requested: &str) -> Result<ProjectId, ServiceError> {
     if requested.is_empty() || requested == context.project_id.as_str() {
@@ -289,7 +285,7 @@ impl VolumeService for VolumeApi {
         let request = request.into_inner();
         let row =
             volume_types::set_project_default(&self.core, &context, &request.project_id, &request.volume_type).await?;
-        Ok(Response::new(default_type_proto(&row)))
+        Ok(Response::new(volume_types::default_to_proto(&row)))
     }
 
     async fn get_project_default_type(
@@ -298,7 +294,7 @@ impl VolumeService for VolumeApi {
     ) -> Result<Response<ProjectDefaultType>, Status> {
         self.authorize(&request, "volume_extension:default_get")?;
         let row = volume_types::project_default(&self.core.db, &request.get_ref().project_id).await?;
-        Ok(Response::new(default_type_proto(&row)))
+        Ok(Response::new(volume_types::default_to_proto(&row)))
     }
 
     async fn list_project_default_types(
@@ -308,7 +304,7 @@ impl VolumeService for VolumeApi {
         self.authorize(&request, "volume_extension:default_get_all")?;
         let rows = volume_types::project_defaults(&self.core.db).await?;
         Ok(Response::new(ListProjectDefaultTypesResponse {
-            default_types: rows.iter().map(default_type_proto).collect(),
+            default_types: rows.iter().map(volume_types::default_to_proto).collect(),
         }))
     }
 

@@ -9,8 +9,8 @@ use basalt::{
     context::CallContext,
     ids::{ProjectId, VolumeTypeId},
     proto::{
-        CreateVolumeTypeRequest, ListVolumeTypesRequest, SetVolumeTypeExtraSpecsRequest, UpdateVolumeTypeRequest,
-        VolumeType,
+        CreateVolumeTypeRequest, ListVolumeTypesRequest, ProjectDefaultType, SetVolumeTypeExtraSpecsRequest,
+        UpdateVolumeTypeRequest, VolumeType,
     },
 };
 use chrono::Utc;
@@ -180,6 +180,10 @@ pub async fn unset_project_default(core: &Core, project: &str) -> Result<(), Ser
     let txn = core.begin_write().await?;
     default_type::Entity::delete_by_id(project).exec(&*txn).await.map_err(db_error)?;
     txn.commit().await
+}
+
+pub fn default_to_proto(row: &default_type::Model) -> ProjectDefaultType {
+    ProjectDefaultType { project_id: row.project_id.to_string(), volume_type_id: row.volume_type_id.to_string() }
 }
 
 pub async fn to_proto(db: &impl ConnectionTrait, model: &volume_type::Model) -> Result<VolumeType, ServiceError> {

@@ -20,6 +20,11 @@ pub async fn availability_zones(rest: Rest) -> Result<Response, Fault> {
     Ok(Json(json!({"availabilityZoneInfo": info})).into_response())
 }
 
+/// A service's binary as Cinder names it (`cinder-volume`), which clients filter on.
+fn cinder_binary(binary: &str) -> String {
+    binary.replace("basalt-", "cinder-")
+}
+
 pub async fn services(rest: Rest) -> Result<Response, Fault> {
     let request = ListServicesRequest {
         host: rest.query("host").unwrap_or_default().to_owned(),
@@ -30,8 +35,7 @@ pub async fn services(rest: Rest) -> Result<Response, Fault> {
         .iter()
         .map(|service| {
             let mut view = json!({
-                // Cinder's binary names, which clients filter on.
-                "binary": service.binary.replace("basalt-", "cinder-"),
+                "binary": cinder_binary(&service.binary),
                 "host": service.host,
                 "zone": service.zone,
                 "status": service.status,
@@ -100,7 +104,7 @@ pub async fn hosts(rest: Rest) -> Result<Response, Fault> {
         .map(|service| {
             json!({
                 "host_name": service.host,
-                "service": service.binary.replace("basalt-", "cinder-"),
+                "service": cinder_binary(&service.binary),
                 "zone": service.zone,
                 "service-status": if service.state == "up" { "available" } else { "unavailable" },
                 "service-state": service.status,
