@@ -70,12 +70,14 @@ pub struct TestPki {
 
 pub fn pki() -> &'static TestPki {
     static PKI: OnceLock<TestPki> = OnceLock::new();
+    fn pki_dir() -> PathBuf {
+        std::env::temp_dir().join(format!("basalt-test-pki-{}", std::process::id()))
+    }
     PKI.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("basalt-test-pki-{}", std::process::id()));
+        let dir = pki_dir();
         let authority = CertificateAuthority::open_or_create(&dir).expect("a CA for the test mesh");
         extern "C" fn remove_pki_dir() {
-            let _ =
-                std::fs::remove_dir_all(std::env::temp_dir().join(format!("basalt-test-pki-{}", std::process::id())));
+            let _ = std::fs::remove_dir_all(pki_dir());
         }
         // SAFETY: registers a plain function that only removes a directory, run at process exit.
         unsafe { libc::atexit(remove_pki_dir) };
@@ -446,11 +448,15 @@ impl BasaltProcess {
         &self.endpoints[key]
     }
 
+    /// The TLS directory this `basalt up` printed (`tls: <dir> (...)`).
+    pub fn tls_dir(&self) -> PathBuf {
+        PathBuf::from(self.endpoint("tls").split(" (").next().unwrap_or_default())
+    }
+
     /// The mesh certificate gRPC clients of this `basalt up` present (the CSI plugin's, which it
     /// issues in its TLS directory).
     pub fn client_tls(&self) -> Result<MeshTls> {
-        let dir = self.endpoint("tls").split(" (").next().unwrap_or_default();
-        Ok(MeshTls::load(&TlsFiles::in_dir(Path::new(dir), &Role::Csi), Role::Csi)?)
+        Ok(MeshTls::load(&TlsFiles::in_dir(&self.tls_dir(), &Role::Csi), Role::Csi)?)
     }
 
     /// A VolumeService client of this `basalt up`.

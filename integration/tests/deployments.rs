@@ -160,7 +160,7 @@ async fn a_generic_reflection_client_drives_basalt_up() -> Result<()> {
     let mut up = BasaltProcess::up(data_dir.path(), &["--max-capacity-gib", "100"], &[])?;
     let grpc = up.endpoint("grpc").to_owned();
     // The client certificate `basalt up` issues for gRPC clients, as its start-up lines say.
-    let tls_dir = Path::new(up.endpoint("tls").split(" (").next().unwrap_or_default()).to_path_buf();
+    let tls_dir = up.tls_dir();
     let tls = [
         format!("--cacert={}", tls_dir.join("ca.pem").display()),
         format!("--cert={}", tls_dir.join("csi.pem").display()),
