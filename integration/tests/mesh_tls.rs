@@ -125,9 +125,11 @@ async fn attempt_writes(
     let create = CreateVolumeRequest { size_gib: 1, name: "intruder".into(), ..Default::default() };
     let delete = DeleteVolumeRequest { volume_id: kept_id.to_owned(), ..Default::default() };
     let volume_type = CreateVolumeTypeRequest { name: "intruder-type".into(), ..Default::default() };
+    // Above whatever the project holds while the delete above is still under way (the kept volume
+    // and the intruder both count until then), and not the default, so a change shows.
     let quotas = UpdateQuotasRequest {
         project_id: owner.project_id.to_string(),
-        limits: [("volumes".into(), 1)].into(),
+        limits: [("volumes".into(), 5)].into(),
         ..Default::default()
     };
     vec![
