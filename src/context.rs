@@ -18,6 +18,8 @@ pub const USER_HEADER: &str = "x-basalt-user-id";
 pub const ROLES_HEADER: &str = "x-basalt-roles";
 /// Present (`false`) only when Keystone says the token's project is not its admin project.
 pub const ADMIN_PROJECT_HEADER: &str = "x-basalt-is-admin-project";
+/// The REST request's `x-openstack-request-id`, so the operations it starts can name it.
+pub const REQUEST_ID_HEADER: &str = "x-openstack-request-id";
 
 /// The roles of a project member (Keystone's implied roles expanded, as in a token).
 pub const MEMBER_ROLES: &[&str] = &["member", "reader"];
@@ -33,7 +35,19 @@ pub struct CallContext {
     pub is_admin_project: bool,
     /// The policy's `context_is_admin` for these credentials.
     pub is_admin: bool,
+    /// `req-<uuid>`: the REST request's, or one of the call's own.
+    pub request_id: String,
     policy: Arc<Policy>,
+}
+
+/// A fresh request id, in Cinder's form.
+pub fn new_request_id() -> String {
+    format!("req-{}", uuid::Uuid::new_v4())
+}
+
+/// Whether `text` is a request id as this service makes them: `req-` and a UUID.
+fn is_request_id(text: &str) -> bool {
+    text.strip_prefix("req-").is_some_and(|id| uuid::Uuid::parse_str(id).is_ok())
 }
 
 impl CallContext {
@@ -50,7 +64,15 @@ impl CallContext {
         is_admin_project: bool,
         policy: Arc<Policy>,
     ) -> Self {
-        let mut context = Self { project_id, user_id, roles, is_admin_project, is_admin: false, policy };
+        let mut context = Self {
+            project_id,
+            user_id,
+            roles,
+            is_admin_project,
+            is_admin: false,
+            request_id: new_request_id(),
+            policy,
+        };
         context.is_admin = context.allows("context_is_admin");
         context
     }
@@ -59,6 +81,14 @@ impl CallContext {
     /// does not pass `admin_api`).
     pub fn outside_admin_project(self) -> Self {
         Self::judged(self.project_id, self.user_id, self.roles, false, self.policy)
+    }
+
+    /// The same caller, for the request `request_id` names (ignored unless it is `req-<uuid>`).
+    pub fn for_request(self, request_id: &str) -> Self {
+        if !is_request_id(request_id) {
+            return self;
+        }
+        Self { request_id: request_id.to_owned(), ..self }
     }
 
     /// The caller a request's metadata names, judged by `policy`.
@@ -78,7 +108,8 @@ impl CallContext {
             })
             .unwrap_or_default();
         let is_admin_project = text(ADMIN_PROJECT_HEADER).is_none_or(|value| !value.eq_ignore_ascii_case("false"));
-        Ok(Self::judged(project_id, user_id, roles, is_admin_project, policy))
+        let context = Self::judged(project_id, user_id, roles, is_admin_project, policy);
+        Ok(context.for_request(text(REQUEST_ID_HEADER).unwrap_or_default()))
     }
 
     /// Wraps a message in a request that carries this context.
@@ -102,6 +133,9 @@ impl CallContext {
         }
         if !self.is_admin_project {
             metadata.insert(ADMIN_PROJECT_HEADER, MetadataValue::from_static("false"));
+        }
+        if let Ok(value) = MetadataValue::try_from(self.request_id.as_str()) {
+            metadata.insert(REQUEST_ID_HEADER, value);
         }
     }
 
@@ -149,6 +183,18 @@ mod tests {
         let request = context.request(());
         assert_eq!(CallContext::from_metadata(request.metadata(), Policy::defaults()).unwrap(), context);
         assert!(context.is_admin);
+    }
+
+    #[test]
+    fn only_a_request_id_of_the_expected_form_is_taken() {
+        let context =
+            CallContext::new(ProjectId::parse("0123456789abcdef0123456789abcdef").unwrap(), "u1", MEMBER_ROLES);
+        let id = new_request_id();
+        assert_eq!(context.clone().for_request(&id).request_id, id);
+        for hostile in ["", "req-", "req-not-a-uuid", "anything\nelse", &format!("{id}x")] {
+            let kept = context.clone().for_request(hostile);
+            assert_eq!(kept.request_id, context.request_id, "{hostile:?}");
+        }
     }
 
     #[test]

@@ -10,10 +10,10 @@ use sea_orm::{
 
 use crate::{
     ids::{
-        AttachmentId, BackupId, NodeId, OperationId, ProjectId, QosSpecsId, SnapshotId, TransferId, VolumeId,
-        VolumeTypeId,
+        AttachmentId, BackupId, GroupId, GroupTypeId, MessageId, NodeId, OperationId, ProjectId, QosSpecsId,
+        SnapshotId, TransferId, VolumeId, VolumeTypeId,
     },
-    proto::{AttachMode, AttachStatus, BackupStatus, SnapshotStatus, VolumeStatus},
+    proto::{AttachMode, AttachStatus, BackupStatus, GroupStatus, SnapshotStatus, VolumeStatus},
 };
 
 /// A value kept in a text column.
@@ -104,7 +104,19 @@ macro_rules! uuid_columns {
     )*};
 }
 
-uuid_columns!(VolumeId, SnapshotId, BackupId, AttachmentId, VolumeTypeId, QosSpecsId, OperationId, TransferId);
+uuid_columns!(
+    VolumeId,
+    SnapshotId,
+    BackupId,
+    AttachmentId,
+    VolumeTypeId,
+    QosSpecsId,
+    OperationId,
+    TransferId,
+    MessageId,
+    GroupTypeId,
+    GroupId
+);
 text_column!(ProjectId, 64, |id| id.as_str().to_owned(), |text| ProjectId::parse(text).ok());
 text_column!(NodeId, 64, |id| id.as_str().to_owned(), |text| NodeId::parse(text).ok());
 
@@ -114,7 +126,7 @@ macro_rules! status_columns {
     )*};
 }
 
-status_columns!(VolumeStatus, AttachStatus, SnapshotStatus, BackupStatus);
+status_columns!(VolumeStatus, AttachStatus, SnapshotStatus, BackupStatus, GroupStatus);
 text_column!(AttachMode, 8, |mode| mode.cinder_name().to_owned(), |text| AttachMode::from_cinder_name(text));
 
 #[cfg(test)]

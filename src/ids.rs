@@ -79,6 +79,9 @@ uuid_id!(VolumeTypeId, "volume type");
 uuid_id!(QosSpecsId, "qos specs");
 uuid_id!(OperationId, "operation");
 uuid_id!(TransferId, "transfer");
+uuid_id!(MessageId, "message");
+uuid_id!(GroupTypeId, "group type");
+uuid_id!(GroupId, "group");
 
 /// A storage host's id, chosen by its operator (the host name by default): 1 to 64 characters of
 /// letters, digits, '.', '_' and '-', starting with a letter or digit. That keeps it safe in NATS
@@ -150,7 +153,18 @@ macro_rules! display_as_str {
 }
 
 display_as_str!(NodeId, ProjectId);
-serde_as_text!(VolumeId, SnapshotId, BackupId, AttachmentId, VolumeTypeId, QosSpecsId, OperationId, NodeId, ProjectId);
+serde_as_text!(
+    VolumeId,
+    SnapshotId,
+    BackupId,
+    AttachmentId,
+    VolumeTypeId,
+    QosSpecsId,
+    OperationId,
+    NodeId,
+    ProjectId,
+    GroupId
+);
 
 #[cfg(test)]
 mod tests {

@@ -58,6 +58,26 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("volume:get_all_transfers", "rule:project_reader_or_admin"),
     ("volume:accept_transfer", "rule:project_member_or_admin"),
     ("volume:delete_transfer", "rule:project_member_or_admin"),
+    // Group types (admin for changes) and groups (3.11+).
+    ("group:group_types_manage", "rule:admin_api"),
+    ("group:group_types_specs", "rule:admin_api"),
+    ("group:access_group_types_specs", "rule:admin_api"),
+    ("group:group_types:get", "rule:project_reader_or_admin"),
+    ("group:group_types:get_all", "rule:project_reader_or_admin"),
+    ("group:create", "rule:project_member_or_admin"),
+    ("group:get", "rule:project_reader_or_admin"),
+    ("group:get_all", "rule:project_reader_or_admin"),
+    ("group:update", "rule:project_member_or_admin"),
+    ("group:delete", "rule:project_member_or_admin"),
+    ("group:reset_status", "rule:admin_api"),
+    // Manage and unmanage.
+    ("volume_extension:volume_manage", "rule:admin_api"),
+    ("volume_extension:volume_unmanage", "rule:admin_api"),
+    ("volume_extension:list_manageable", "rule:admin_api"),
+    // User messages (3.3+).
+    ("message:get_all", "rule:project_reader_or_admin"),
+    ("message:get", "rule:project_reader_or_admin"),
+    ("message:delete", "rule:project_member_or_admin"),
     // Attachments (3.27+).
     ("volume:attachment_create", "rule:project_member_or_admin"),
     ("volume:attachment_update", "rule:project_member_or_admin"),

@@ -1,7 +1,7 @@
 //! Cinder's status strings for Basalt's status enums. The database stores these strings and the
 //! REST gateway shows them, so the mapping lives here, once.
 
-use crate::proto::{AttachMode, AttachStatus, BackupStatus, SnapshotStatus, VolumeStatus};
+use crate::proto::{AttachMode, AttachStatus, BackupStatus, GroupStatus, SnapshotStatus, VolumeStatus};
 
 const VOLUME_STATUS_NAMES: &[(VolumeStatus, &str)] = &[
     (VolumeStatus::Creating, "creating"),
@@ -57,6 +57,26 @@ const BACKUP_STATUS_NAMES: &[(BackupStatus, &str)] = &[
     (BackupStatus::ErrorDeleting, "error_deleting"),
     (BackupStatus::Restoring, "restoring"),
 ];
+
+const GROUP_STATUS_NAMES: &[(GroupStatus, &str)] = &[
+    (GroupStatus::Creating, "creating"),
+    (GroupStatus::Available, "available"),
+    (GroupStatus::Updating, "updating"),
+    (GroupStatus::Deleting, "deleting"),
+    (GroupStatus::Error, "error"),
+    (GroupStatus::ErrorDeleting, "error_deleting"),
+    (GroupStatus::InUse, "in-use"),
+];
+
+impl GroupStatus {
+    pub fn cinder_name(self) -> &'static str {
+        lookup_name(GROUP_STATUS_NAMES, self)
+    }
+
+    pub fn from_cinder_name(name: &str) -> Option<Self> {
+        lookup_value(GROUP_STATUS_NAMES, name)
+    }
+}
 
 impl BackupStatus {
     pub fn cinder_name(self) -> &'static str {

@@ -354,6 +354,9 @@ struct ControlArgs {
     /// Weighers with multipliers, Cinder's order: e.g. `capacity=1` or `allocated-capacity=-1`.
     #[arg(long = "weigher", env = "BASALT_WEIGHERS", value_delimiter = ',', default_value = "capacity=1")]
     weighers: Vec<String>,
+    /// Seconds a user message (why an operation failed) is kept, Cinder's `message_ttl`.
+    #[arg(long, env = "BASALT_MESSAGE_TTL_SECS", default_value_t = 30 * 24 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    message_ttl_secs: u64,
 }
 
 impl ControlArgs {
@@ -361,6 +364,7 @@ impl ControlArgs {
         let mut config = basalt_scheduler::ControlPlaneConfig {
             operation_lease: Duration::from_secs(self.operation_lease_secs),
             reconcile_interval: Duration::from_secs(self.operation_lease_secs.div_ceil(5).max(1)),
+            message_ttl: Duration::from_secs(self.message_ttl_secs),
             ..Default::default()
         };
         config.weighers = self
@@ -763,6 +767,7 @@ async fn up(args: UpArgs) -> Result<()> {
     )
     .await?;
     let node_tls = mesh_tls(Role::Node(node_id.clone()))?;
+    let reporting_node = node_id.to_string();
     let mut node_config = node_config(node_id, node_tls, &args.pool, None, None, "nova".into());
     node_config.backend = args.backend.settings(&data_dir.join("volumes"), &args.pool)?;
     node_config.volume_clear = args.backend.volume_clear;
@@ -771,6 +776,10 @@ async fn up(args: UpArgs) -> Result<()> {
     node_config.limits = limits;
     args.export.apply(&mut node_config)?;
     let node = basalt_volume_node::start(node_config, bus).await?;
+    // "Up" means a volume can be made: the node's first capacity report has been heard.
+    if !scheduler.wait_for_node(&reporting_node, Duration::from_secs(10)).await {
+        tracing::warn!(node = %reporting_node, "the volume node has not reported its capacity yet; volumes wait for it");
+    }
     let gateway = basalt_api_gateway::start(basalt_api_gateway::GatewayConfig {
         listen: args.rest_listen,
         scheduler_endpoint: format!("https://{}", scheduler.grpc_addr),

@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use basalt::{
     bus::Bus,
     context::CallContext,
@@ -897,6 +897,51 @@ impl Drop for Tgtd {
 /// A free TCP port on loopback.
 pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The keys of a JSON object, sorted: a response's shape, to compare with Cinder's.
+pub fn sorted_keys(value: &serde_json::Value) -> Vec<&str> {
+    let mut keys: Vec<&str> =
+        value.as_object().map(|object| object.keys().map(String::as_str).collect()).unwrap_or_default();
+    keys.sort();
+    keys
+}
+
+/// A REST caller in noauth: `user:project` as its token, calling under the project's URL.
+pub struct RestCaller {
+    pub base: String,
+    pub token: String,
+}
+
+impl RestCaller {
+    pub fn new(project: &str, user: &str) -> Self {
+        Self { base: format!("/v3/{project}"), token: format!("{user}:{project}") }
+    }
+
+    /// `method` on `path` under the project's URL at microversion `version`.
+    pub async fn call(
+        &self,
+        api: &RestApi,
+        method: axum::http::Method,
+        path: &str,
+        version: &str,
+        body: Option<&str>,
+    ) -> Result<RestReply> {
+        api.call(method, &format!("{}{path}", self.base), Some(&self.token), Some(version), body).await
+    }
+
+    /// Polls `path` until the object under `key` has `status`; returns that object.
+    pub async fn wait_for(&self, api: &RestApi, path: &str, key: &str, status: &str) -> Result<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let reply = self.call(api, axum::http::Method::GET, path, "3.0", None).await?;
+            if reply.body[key]["status"] == status {
+                return Ok(reply.body[key].clone());
+            }
+            ensure!(tokio::time::Instant::now() < deadline, "{path} never became {status}: {:?}", reply.body);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// The REST gateway's router over a mesh, called in-process (no socket) with real HTTP requests.

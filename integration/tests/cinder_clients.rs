@@ -368,3 +368,141 @@ fn walk_files(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
     }
     Ok(files)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_clients_read_and_delete_the_message_a_failed_snapshot_leaves() -> Result<()> {
+    let (_up, clients, data) = tokio::task::spawn_blocking(start_clients).await??;
+    tokio::task::spawn_blocking(move || message_sequence(&clients, data.path())).await?
+}
+
+fn message_sequence(clients: &Clients, data: &std::path::Path) -> Result<()> {
+    let created = clients.cinder(&["create", "--name", "lost", "1"])?;
+    let volume = cliff_field(&created, "id").context("the new volume's id")?;
+    clients.wait_for(&volume, "available")?;
+    // The node cannot snapshot a volume whose file is gone: the snapshot fails on the node.
+    std::fs::remove_file(data.join("volumes").join(format!("volume-{volume}")))?;
+    let snapshot = cliff_field(&clients.cinder(&["snapshot-create", &volume])?, "id").context("snapshot id")?;
+    let deadline = std::time::Instant::now() + WAIT;
+    while cliff_field(&clients.cinder(&["snapshot-show", &snapshot])?, "status").as_deref() != Some("error") {
+        ensure!(std::time::Instant::now() < deadline, "snapshot {snapshot} never failed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let v33 = ["--os-volume-api-version", "3.3"];
+    let listed = clients.cinder(&[&v33[..], &["message-list"]].concat())?;
+    let message = id_of(&listed, &snapshot).with_context(|| format!("message-list names the snapshot:\n{listed}"))?;
+    ensure!(listed.contains("VOLUME_SNAPSHOT") && listed.contains("VOLUME_VOLUME_SNAPSHOT_009_013"), "{listed}");
+    let shown = clients.cinder(&[&v33[..], &["message-show", &message]].concat())?;
+    ensure!(
+        cliff_field(&shown, "user_message").as_deref() == Some("create snapshot:Snapshot failed to create."),
+        "message-show: {shown}"
+    );
+    ensure!(cliff_field(&shown, "request_id").is_some_and(|id| id.starts_with("req-")), "message-show: {shown}");
+
+    let columns = ["-f", "value", "-c", "ID", "-c", "User Message"];
+    let seen = clients.openstack(&[&v33[..], &["volume", "message", "list"], &columns[..]].concat())?;
+    ensure!(seen.contains(&message) && seen.contains("create snapshot:Snapshot failed to create."), "{seen}");
+    clients.openstack(&[&v33[..], &["volume", "message", "delete", &message]].concat())?;
+    let after = clients.cinder(&[&v33[..], &["message-list"]].concat())?;
+    ensure!(!after.contains(&message), "the deleted message is still listed:\n{after}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_clients_manage_and_unmanage_an_object_of_the_pool() -> Result<()> {
+    let (_up, clients, data) = tokio::task::spawn_blocking(start_clients).await??;
+    tokio::task::spawn_blocking(move || manage_sequence(&clients, data.path())).await?
+}
+
+fn manage_sequence(clients: &Clients, data: &std::path::Path) -> Result<()> {
+    let pools = clients.cinder(&["get-pools"])?;
+    let host = cliff_field(&pools, "name").with_context(|| format!("get-pools names a pool:\n{pools}"))?;
+    let pool_dir = data.join("volumes");
+    let bytes = pattern(71, 1 << 20);
+    std::fs::write(pool_dir.join("legacy"), &bytes)?;
+
+    let v38 = ["--os-volume-api-version", "3.8"];
+    let listed = clients.cinder(&[&v38[..], &["manageable-list", &host]].concat())?;
+    ensure!(listed.contains("legacy") && listed.contains("True"), "manageable-list:\n{listed}");
+    let managed = clients.cinder(&["manage", "--name", "adopted", &host, "legacy"])?;
+    let volume = cliff_field(&managed, "id").with_context(|| format!("manage printed no id:\n{managed}"))?;
+    clients.wait_for(&volume, "available")?;
+    ensure!(read_at(&pool_dir.join(format!("volume-{volume}")), 0, bytes.len())? == bytes, "the bytes were adopted");
+    clients.cinder(&["unmanage", &volume])?;
+    ensure!(clients.cinder(&["show", &volume]).is_err(), "an unmanaged volume is still shown");
+
+    // The openstack CLI adopts it again by the name it was left under, and releases it.
+    let source = format!("source-name=volume-{volume}");
+    let args =
+        ["volume", "create", "--remote-source", &source, "--host", &host, "readopted", "-f", "value", "-c", "id"];
+    let readopted = clients.openstack(&args)?.trim().to_owned();
+    clients.wait_for(&readopted, "available")?;
+    ensure!(read_at(&pool_dir.join(format!("volume-{readopted}")), 0, bytes.len())? == bytes);
+    clients.openstack(&["volume", "delete", "--remote", &readopted])?;
+    ensure!(clients.cinder(&["show", &readopted]).is_err(), "openstack volume delete --remote left the volume");
+    ensure!(pool_dir.join(format!("volume-{readopted}")).exists(), "unmanaging removed the bytes");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_clients_run_group_types_and_groups() -> Result<()> {
+    let (_up, clients, _data) = tokio::task::spawn_blocking(start_clients).await??;
+    tokio::task::spawn_blocking(move || group_sequence(&clients)).await?
+}
+
+fn group_sequence(clients: &Clients) -> Result<()> {
+    let v313 = ["--os-volume-api-version", "3.13"];
+    let cinder = |args: &[&str]| clients.cinder(&[&v313[..], args].concat());
+    cinder(&["group-type-create", "gold-group"])?;
+    cinder(&["group-type-key", "gold-group", "set", "consistent_group_snapshot_enabled=<is> True"])?;
+    let types = cinder(&["group-type-list"])?;
+    ensure!(types.contains("gold-group") && types.contains("default_group_type"), "group-type-list:\n{types}");
+    let specs = cinder(&["group-specs-list"])?;
+    ensure!(specs.contains("consistent_group_snapshot_enabled"), "group-specs-list:\n{specs}");
+
+    let created = cinder(&["group-create", "--name", "g1", "gold-group", "__DEFAULT__"])?;
+    let group = cliff_field(&created, "id").with_context(|| format!("group-create printed no id:\n{created}"))?;
+    let shown = cinder(&["group-show", &group])?;
+    ensure!(cliff_field(&shown, "status").as_deref() == Some("available"), "group-show:\n{shown}");
+    let volume = cliff_field(&cinder(&["create", "--group-id", &group, "--volume-type", "__DEFAULT__", "1"])?, "id")
+        .context("the group's volume")?;
+    clients.wait_for(&volume, "available")?;
+    ensure!(cliff_field(&cinder(&["show", &volume])?, "group_id").as_deref() == Some(group.as_str()));
+    ensure!(cinder(&["group-list"])?.contains(&group));
+    cinder(&["group-delete", "--delete-volumes", &group])?;
+    let deadline = std::time::Instant::now() + WAIT;
+    while cinder(&["group-list"])?.contains(&group) || clients.cinder(&["list"])?.contains(&volume) {
+        ensure!(std::time::Instant::now() < deadline, "the group and its volume were never deleted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The openstack CLI makes a group of the same type, lists it and deletes it.
+    let openstack = |args: &[&str]| clients.openstack(&[&v313[..], args].concat());
+    let made = openstack(&[
+        "volume",
+        "group",
+        "create",
+        "--volume-group-type",
+        "gold-group",
+        "--volume-type",
+        "__DEFAULT__",
+        "--name",
+        "g2",
+        "-f",
+        "value",
+        "-c",
+        "id",
+    ])?;
+    let second = made.trim().to_owned();
+    ensure!(uuid::Uuid::try_parse(&second).is_ok(), "volume group create printed {made:?}");
+    let listed = openstack(&["volume", "group", "list", "-f", "value", "-c", "ID"])?;
+    ensure!(listed.contains(&second), "volume group list:\n{listed}");
+    openstack(&["volume", "group", "delete", &second])?;
+    let deadline = std::time::Instant::now() + WAIT;
+    while openstack(&["volume", "group", "list", "-f", "value", "-c", "ID"])?.contains(&second) {
+        ensure!(std::time::Instant::now() < deadline, "g2 was never deleted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    cinder(&["group-type-delete", "gold-group"])?;
+    Ok(())
+}

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail, ensure};
 use axum::http::Method;
 use basalt::proto::{
     AttachStatus, CreateAttachmentRequest, CreateBackupRequest, CreateSnapshotRequest, CreateVolumeRequest,
-    SnapshotStatus, VolumeStatus,
+    ListMessagesRequest, SnapshotStatus, VolumeStatus,
 };
 use basalt_integration::{keystone::Keystone, *};
 use serde_json::Value;
@@ -36,6 +36,9 @@ struct Ids {
     volume_type: String,
     qos: String,
     transfer: String,
+    message: String,
+    group_type: String,
+    group: String,
 }
 
 impl Ids {
@@ -47,6 +50,9 @@ impl Ids {
             .replace("{type_id}", &self.volume_type)
             .replace("{qos_id}", &self.qos)
             .replace("{transfer_id}", &self.transfer)
+            .replace("{message_id}", &self.message)
+            .replace("{group_type_id}", &self.group_type)
+            .replace("{group_id}", &self.group)
             .replace("{target}", &self.project)
             .replace("{key}", "k")
             // The in-process mesh's one backend, as os-services lists it.
@@ -157,6 +163,49 @@ fn operations() -> Vec<(Method, &'static str, Access, Option<String>)> {
         (Method::GET, "/volume-transfers/{transfer_id}", Read, None),
         (Method::DELETE, "/volume-transfers/{transfer_id}", Write, None),
         (Method::POST, "/volume-transfers/{transfer_id}/accept", Write, body(WRONG_KEY)),
+        (
+            Method::POST,
+            "/os-volume-manage",
+            Admin,
+            body(r#"{"volume": {"host": "{host}", "ref": {"source-name": "matrix-none"}}}"#),
+        ),
+        (
+            Method::POST,
+            "/manageable_volumes",
+            Admin,
+            body(r#"{"volume": {"host": "{host}", "ref": {"source-name": "matrix-none"}}}"#),
+        ),
+        (Method::GET, "/os-volume-manage?host={host}", Admin, None),
+        (Method::GET, "/os-volume-manage/detail?host={host}", Admin, None),
+        (Method::GET, "/manageable_volumes?host={host}", Admin, None),
+        (Method::GET, "/manageable_volumes/detail?host={host}", Admin, None),
+        (Method::GET, "/group_types", Read, None),
+        (Method::POST, "/group_types", Admin, body(r#"{"group_type": {"name": "matrix-made"}}"#)),
+        (Method::GET, "/group_types/default", Read, None),
+        (Method::GET, "/group_types/{group_type_id}", Read, None),
+        (Method::PUT, "/group_types/{group_type_id}", Admin, body(r#"{"group_type": {"description": "d"}}"#)),
+        (Method::GET, "/group_types/{group_type_id}/group_specs", Admin, None),
+        (Method::POST, "/group_types/{group_type_id}/group_specs", Admin, body(r#"{"group_specs": {"k": "v"}}"#)),
+        (Method::GET, "/group_types/{group_type_id}/group_specs/{key}", Admin, None),
+        (Method::PUT, "/group_types/{group_type_id}/group_specs/{key}", Admin, body(r#"{"k": "w"}"#)),
+        (Method::DELETE, "/group_types/{group_type_id}/group_specs/{key}", Admin, None),
+        (Method::GET, "/groups", Read, None),
+        (
+            Method::POST,
+            "/groups",
+            Write,
+            body(r#"{"group": {"group_type": "{group_type_id}", "volume_types": ["__DEFAULT__"]}}"#),
+        ),
+        (Method::GET, "/groups/detail", Read, None),
+        (Method::GET, "/groups/{group_id}", Read, None),
+        (Method::PUT, "/groups/{group_id}", Write, body(r#"{"group": {"description": "d"}}"#)),
+        (Method::POST, "/groups/{group_id}/action", Admin, action("reset_status", r#"{"status": "available"}"#)),
+        (Method::POST, "/groups/{group_id}/action", Write, action("delete", r#"{"delete-volumes": false}"#)),
+        // Last: it goes once its group has gone.
+        (Method::DELETE, "/group_types/{group_type_id}", Admin, None),
+        (Method::GET, "/messages", Read, None),
+        (Method::GET, "/messages/{message_id}", Read, None),
+        (Method::DELETE, "/messages/{message_id}", Write, None),
         (Method::GET, "/default-types", Admin, None),
         (Method::GET, "/default-types/{target}", Admin, None),
         (Method::PUT, "/default-types/{target}", Admin, body(r#"{"default_type": {"volume_type": "{type_id}"}}"#)),
@@ -214,6 +263,8 @@ fn operations() -> Vec<(Method, &'static str, Access, Option<String>)> {
         (Method::POST, "/types/{type_id}/action", Admin, action("addProjectAccess", r#"{"project": "{target}"}"#)),
         (Method::POST, "/types/{type_id}/action", Admin, action("removeProjectAccess", r#"{"project": "{target}"}"#)),
         // Deletes and force-deletes last: they take the fixtures away.
+        // A volume with a snapshot is never unmanaged: refused for the admin too, after the policy.
+        (Method::POST, "/volumes/{volume_id}/action", Admin, action("os-unmanage", "null")),
         (Method::POST, "/volumes/{volume_id}/action", Admin, action("os-force_delete", "{}")),
         (Method::POST, "/snapshots/{snapshot_id}/action", Admin, action("os-force_delete", "{}")),
         (Method::POST, "/backups/{backup_id}/action", Admin, action("os-force_delete", "{}")),
@@ -257,6 +308,9 @@ async fn state(api: &RestApi, admin: &str, project: &str) -> Result<Vec<Value>> 
         "/qos-specs",
         "/volume-transfers/detail",
         "/default-types",
+        "/messages",
+        "/group_types",
+        "/groups/detail",
         &format!("/os-quota-sets/{project}?usage=True"),
     ] {
         let reply = api.call(Method::GET, &format!("/v3/{project}{path}"), Some(admin), Some("3.71"), None).await?;
@@ -363,6 +417,21 @@ async fn every_route_answers_each_caller_as_cinder_s_policy_says() -> Result<()>
     let offered = client.create_volume(owner.request(make_volume("matrix-offered"))).await?.into_inner();
     wait_for_status(&mut client, &owner, &offered.id, VolumeStatus::Available).await?;
     let transfer = setup("/volume-transfers", &format!(r#"{{"transfer": {{"volume_id": "{}"}}}}"#, offered.id)).await?;
+    let group_type =
+        setup("/group_types", r#"{"group_type": {"name": "matrix-group-type", "group_specs": {"k": "v"}}}"#).await?;
+    let group_type = group_type["group_type"]["id"].as_str().context("group type id")?.to_owned();
+    let group =
+        setup("/groups", &format!(r#"{{"group": {{"group_type": "{group_type}", "volume_types": ["__DEFAULT__"]}}}}"#))
+            .await?;
+    // A snapshot the node cannot take (its volume's file is gone) leaves A a user message.
+    let lost = client.create_volume(owner.request(make_volume("matrix-lost"))).await?.into_inner();
+    wait_for_status(&mut client, &owner, &lost.id, VolumeStatus::Available).await?;
+    std::fs::remove_file(mesh.node_dir("node-0").join(format!("volume-{}", lost.id)))?;
+    let failed = CreateSnapshotRequest { volume_id: lost.id.clone(), ..Default::default() };
+    let failed = client.create_snapshot(owner.request(failed)).await?.into_inner();
+    wait_for_snapshot(&mut client, &owner, &failed.id, SnapshotStatus::Error).await?;
+    let messages = client.list_messages(owner.request(ListMessagesRequest::default())).await?.into_inner().messages;
+    let message = messages.first().context("a user message for the failed snapshot")?;
     let ids = Ids {
         project: project_a.clone(),
         volume: volume.id.clone(),
@@ -372,6 +441,9 @@ async fn every_route_answers_each_caller_as_cinder_s_policy_says() -> Result<()>
         volume_type: volume_type["volume_type"]["id"].as_str().context("type id")?.to_owned(),
         qos: qos["qos_specs"]["id"].as_str().context("qos id")?.to_owned(),
         transfer: transfer["transfer"]["id"].as_str().context("transfer id")?.to_owned(),
+        message: message.id.clone(),
+        group_type,
+        group: group["group"]["id"].as_str().context("group id")?.to_owned(),
     };
 
     // The table covers the document: every operation, and every action of every action route.
@@ -428,12 +500,19 @@ async fn every_route_answers_each_caller_as_cinder_s_policy_says() -> Result<()>
         let crossed = call(Some(other.clone()), project_a.clone(), method.clone(), path, body.clone()).await?;
         ensure!(crossed.status == 400, "project B on A's url: {what}: {} {}", crossed.status, crossed.body);
         let as_b = call(Some(other.clone()), project_b.clone(), method.clone(), path, body.clone()).await?;
-        let names_a_resource =
-            ["{volume_id}", "{snapshot_id}", "{backup_id}", "{attachment_id}", "{target}", "{transfer_id}"].iter().any(
-                |placeholder| {
-                    path.contains(placeholder) || body.as_deref().is_some_and(|body| body.contains(placeholder))
-                },
-            );
+        let names_a_resource = [
+            "{volume_id}",
+            "{snapshot_id}",
+            "{backup_id}",
+            "{attachment_id}",
+            "{target}",
+            "{transfer_id}",
+            "{message_id}",
+        ]
+        .iter()
+        .any(|placeholder| {
+            path.contains(placeholder) || body.as_deref().is_some_and(|body| body.contains(placeholder))
+        });
         if path.ends_with("/accept") {
             // Accepting is what another project does; without the key it gets nothing.
             ensure!(as_b.status == 400, "project B accepting with a wrong key: {} {}", as_b.status, as_b.body);

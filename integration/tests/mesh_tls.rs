@@ -12,8 +12,8 @@ use basalt::{
     ids::NodeId,
     proto::{
         CapacityReport, CreateVolumeRequest, CreateVolumeTypeRequest, DeleteVolumeRequest, GetQuotasRequest,
-        ListPoolsRequest, ListVolumeTypesRequest, ListVolumesRequest, NodeCreateVolumeRequest, NodeDeleteVolumeRequest,
-        PoolCapacity, UpdateQuotasRequest, VolumeStatus,
+        ListMessagesRequest, ListPoolsRequest, ListVolumeTypesRequest, ListVolumesRequest, NodeCreateVolumeRequest,
+        NodeDeleteVolumeRequest, PoolCapacity, UpdateQuotasRequest, VolumeStatus,
     },
     tls::{MeshTls, Role},
 };
@@ -342,6 +342,16 @@ async fn a_forged_capacity_report_cannot_send_the_scheduler_to_another_node() ->
     ensure!(failed.pool.as_ref().is_none_or(|pool| pool.node_id == "forged"), "placed elsewhere: {failed:?}");
     let file = mesh.node_dirs[0].join(format!("volume-{}", created.id));
     ensure!(!file.exists(), "node-0 made a volume the scheduler meant for `forged`");
+    // Its project learns why from a user message: the node never answered.
+    let messages =
+        client.clone().list_messages(owner.request(ListMessagesRequest::default())).await?.into_inner().messages;
+    ensure!(
+        messages.len() == 1
+            && messages[0].resource_uuid == created.id
+            && messages[0].event_id == "VOLUME_VOLUME_008_002"
+            && messages[0].user_message == "create volume from backend storage:Driver is not initialized at present.",
+        "{messages:?}"
+    );
     reporting.abort();
     mesh.shutdown().await;
     Ok(())

@@ -505,13 +505,6 @@ async fn snapshot_metadata_and_quota_resets() -> Result<()> {
     Ok(())
 }
 
-/// The keys of `value`'s object, sorted.
-fn keys(value: &Value) -> Vec<String> {
-    let mut keys: Vec<String> = value.as_object().map(|object| object.keys().cloned().collect()).unwrap_or_default();
-    keys.sort();
-    keys
-}
-
 #[tokio::test]
 async fn volume_type_responses_carry_exactly_cinder_s_keys_for_each_caller() -> Result<()> {
     let mesh = InProcessMesh::start(1).await?;
@@ -528,27 +521,27 @@ async fn volume_type_responses_carry_exactly_cinder_s_keys_for_each_caller() -> 
     let created = api.call(Method::POST, &format!("{base}/types"), Some(&admin), None, Some(body)).await?;
     assert_eq!(created.status, StatusCode::OK, "{:?}", created.body);
     // As Cinder's samples show: no QoS specs id in a create or update response, even for an admin.
-    assert_eq!(keys(&created.body["volume_type"]), with(&["os-volume-type-access:is_public"]));
+    assert_eq!(sorted_keys(&created.body["volume_type"]), with(&["os-volume-type-access:is_public"]));
     let id = created.body["volume_type"]["id"].as_str().unwrap_or_default().to_owned();
     let update = r#"{"volume_type": {"description": "reshaped"}}"#;
     let updated = api.call(Method::PUT, &format!("{base}/types/{id}"), Some(&admin), None, Some(update)).await?;
-    assert_eq!(keys(&updated.body["volume_type"]), with(&[]));
+    assert_eq!(sorted_keys(&updated.body["volume_type"]), with(&[]));
 
     for (caller, is_admin) in [(&admin, true), (&member, false)] {
         let qos: &[&str] = if is_admin { &["qos_specs_id"] } else { &[] };
         let shown_keys = with(&[qos, &["os-volume-type-access:is_public"]].concat());
         for version in ["3.0", "3.71"] {
             let shown = api.call(Method::GET, &format!("{base}/types/{id}"), Some(caller), Some(version), None).await?;
-            assert_eq!(keys(&shown.body["volume_type"]), shown_keys, "show as {caller} at {version}");
+            assert_eq!(sorted_keys(&shown.body["volume_type"]), shown_keys, "show as {caller} at {version}");
             let listed = api.call(Method::GET, &format!("{base}/types"), Some(caller), Some(version), None).await?;
             let entries = listed.body["volume_types"].as_array().cloned().unwrap_or_default();
             assert!(!entries.is_empty(), "{:?}", listed.body);
             for entry in &entries {
-                assert_eq!(keys(entry), shown_keys, "list as {caller} at {version}");
+                assert_eq!(sorted_keys(entry), shown_keys, "list as {caller} at {version}");
             }
             let default =
                 api.call(Method::GET, &format!("{base}/types/default"), Some(caller), Some(version), None).await?;
-            assert_eq!(keys(&default.body["volume_type"]), with(qos), "default as {caller} at {version}");
+            assert_eq!(sorted_keys(&default.body["volume_type"]), with(qos), "default as {caller} at {version}");
         }
     }
     mesh.shutdown().await;
@@ -568,9 +561,9 @@ async fn resource_filters_report_what_each_listing_accepts() -> Result<()> {
     assert_eq!(all.status, StatusCode::OK, "{:?}", all.body);
     let reported = all.body["resource_filters"].as_array().cloned().unwrap_or_default();
     let resources: Vec<&str> = reported.iter().filter_map(|entry| entry["resource"].as_str()).collect();
-    assert_eq!(resources, ["volume", "snapshot", "backup", "attachment", "volume_type", "pool"]);
+    assert_eq!(resources, ["volume", "snapshot", "backup", "attachment", "volume_type", "pool", "message", "group"]);
     for entry in &reported {
-        assert_eq!(keys(entry), ["filters", "resource"]);
+        assert_eq!(sorted_keys(entry), ["filters", "resource"]);
     }
 
     // What is reported for volumes is what `GET /volumes/detail` lets a member filter on (from
@@ -629,7 +622,10 @@ async fn hosts_and_a_backend_s_capabilities_for_admins() -> Result<()> {
         (&json!("available"), &json!("enabled"))
     );
     for host in &listed {
-        assert_eq!(keys(host), ["host_name", "last-update", "service", "service-state", "service-status", "zone"]);
+        assert_eq!(
+            sorted_keys(host),
+            ["host_name", "last-update", "service", "service-state", "service-status", "zone"]
+        );
     }
     let elsewhere = api.call(Method::GET, &format!("{base}/os-hosts?zone=elsewhere"), Some(&admin), None, None).await?;
     assert_eq!(elsewhere.body, json!({"hosts": []}));
@@ -638,7 +634,7 @@ async fn hosts_and_a_backend_s_capabilities_for_admins() -> Result<()> {
     let shown = api.call(Method::GET, &format!("{base}/capabilities/node-0@file"), Some(&admin), None, None).await?;
     assert_eq!(shown.status, StatusCode::OK, "{:?}", shown.body);
     assert_eq!(
-        keys(&shown.body),
+        sorted_keys(&shown.body),
         [
             "description",
             "display_name",

@@ -5,72 +5,31 @@
 use anyhow::{Context, Result, ensure};
 use axum::http::{Method, StatusCode};
 use basalt_integration::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const DONOR: &str = "0123456789abcdef0123456789abcdef";
 const RECEIVER: &str = "fedcba9876543210fedcba9876543210";
 
-struct Project {
-    base: String,
-    token: String,
-}
-
-impl Project {
-    fn new(project: &str, user: &str) -> Self {
-        Self { base: format!("/v3/{project}"), token: format!("{user}:{project}") }
-    }
-
-    async fn call(
-        &self,
-        api: &RestApi,
-        method: Method,
-        path: &str,
-        version: &str,
-        body: Option<&str>,
-    ) -> Result<RestReply> {
-        api.call(method, &format!("{}{path}", self.base), Some(&self.token), Some(version), body).await
-    }
-
-    async fn wait_for(&self, api: &RestApi, path: &str, key: &str, status: &str) -> Result<Value> {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let reply = self.call(api, Method::GET, path, "3.0", None).await?;
-            if reply.body[key]["status"] == status {
-                return Ok(reply.body[key].clone());
-            }
-            ensure!(tokio::time::Instant::now() < deadline, "{path} never became {status}: {:?}", reply.body);
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    }
-
-    /// `in_use` of each of `resources` in the project's quota set.
-    async fn usage(&self, api: &RestApi, project: &str, resources: &[&str]) -> Result<Vec<i64>> {
-        let reply = self.call(api, Method::GET, &format!("/os-quota-sets/{project}?usage=true"), "3.0", None).await?;
-        resources
-            .iter()
-            .map(|resource| {
-                reply.body["quota_set"][resource]["in_use"]
-                    .as_i64()
-                    .with_context(|| format!("{resource} in {:?}", reply.body))
-            })
-            .collect()
-    }
-}
-
-fn keys(value: &Value) -> Vec<&str> {
-    let mut keys: Vec<&str> =
-        value.as_object().map(|object| object.keys().map(String::as_str).collect()).unwrap_or_default();
-    keys.sort();
-    keys
+/// `in_use` of each of `resources` in `project`'s quota set, as `caller` sees it.
+async fn usage(api: &RestApi, caller: &RestCaller, project: &str, resources: &[&str]) -> Result<Vec<i64>> {
+    let reply = caller.call(api, Method::GET, &format!("/os-quota-sets/{project}?usage=true"), "3.0", None).await?;
+    resources
+        .iter()
+        .map(|resource| {
+            reply.body["quota_set"][resource]["in_use"]
+                .as_i64()
+                .with_context(|| format!("{resource} in {:?}", reply.body))
+        })
+        .collect()
 }
 
 #[tokio::test]
 async fn a_volume_and_its_snapshots_change_project_with_the_key_and_quotas_follow() -> Result<()> {
     let mesh = InProcessMesh::start(1).await?;
     let api = RestApi::start(&mesh).await?;
-    let donor = Project::new(DONOR, "alice");
-    let receiver = Project::new(RECEIVER, "bob");
-    let admin = Project::new(DONOR, "admin");
+    let donor = RestCaller::new(DONOR, "alice");
+    let receiver = RestCaller::new(RECEIVER, "bob");
+    let admin = RestCaller::new(DONOR, "admin");
 
     let created =
         donor.call(&api, Method::POST, "/volumes", "3.0", Some(r#"{"volume": {"size": 1, "name": "moving"}}"#)).await?;
@@ -81,7 +40,7 @@ async fn a_volume_and_its_snapshots_change_project_with_the_key_and_quotas_follo
     let snapshot_id = snapshot.body["snapshot"]["id"].as_str().context("a snapshot id")?.to_owned();
     donor.wait_for(&api, &format!("/snapshots/{snapshot_id}"), "snapshot", "available").await?;
     let counted = ["volumes", "snapshots", "gigabytes"];
-    ensure!(admin.usage(&api, DONOR, &counted).await? == [1, 1, 2]);
+    ensure!(usage(&api, &admin, DONOR, &counted).await? == [1, 1, 2]);
 
     // Offering: not without its snapshots, not below 3.55 on the new path.
     let offer = format!(r#"{{"transfer": {{"volume_id": "{volume_id}", "name": "to bob"}}}}"#);
@@ -97,7 +56,7 @@ async fn a_volume_and_its_snapshots_change_project_with_the_key_and_quotas_follo
     // An offer made and withdrawn on the legacy path leaves the volume available again.
     let withdrawn = donor.call(&api, Method::POST, "/os-volume-transfer", "3.0", Some(&offer)).await?;
     ensure!(withdrawn.status == StatusCode::ACCEPTED, "{:?}", withdrawn.body);
-    ensure!(keys(&withdrawn.body["transfer"]) == ["auth_key", "created_at", "id", "links", "name", "volume_id"]);
+    ensure!(sorted_keys(&withdrawn.body["transfer"]) == ["auth_key", "created_at", "id", "links", "name", "volume_id"]);
     let withdrawn_id = withdrawn.body["transfer"]["id"].as_str().context("a transfer id")?;
     let shown = donor.call(&api, Method::GET, &format!("/volumes/{volume_id}"), "3.0", None).await?;
     ensure!(shown.body["volume"]["status"] == "awaiting-transfer", "{:?}", shown.body);
@@ -111,7 +70,7 @@ async fn a_volume_and_its_snapshots_change_project_with_the_key_and_quotas_follo
     ensure!(made.status == StatusCode::ACCEPTED, "{:?}", made.body);
     let transfer = &made.body["transfer"];
     ensure!(
-        keys(transfer)
+        sorted_keys(transfer)
             == [
                 "accepted",
                 "auth_key",
@@ -133,11 +92,12 @@ async fn a_volume_and_its_snapshots_change_project_with_the_key_and_quotas_follo
     let detail = donor.call(&api, Method::GET, "/volume-transfers/detail", "3.55", None).await?;
     let listed = detail.body["transfers"].as_array().cloned().unwrap_or_default();
     ensure!(
-        listed.len() == 1 && keys(&listed[0]) == ["created_at", "id", "links", "name", "no_snapshots", "volume_id"]
+        listed.len() == 1
+            && sorted_keys(&listed[0]) == ["created_at", "id", "links", "name", "no_snapshots", "volume_id"]
     );
     ensure!(listed[0].get("auth_key").is_none(), "the key is shown once, at creation");
     let summaries = donor.call(&api, Method::GET, "/os-volume-transfer", "3.0", None).await?;
-    ensure!(keys(&summaries.body["transfers"][0]) == ["id", "links", "name", "volume_id"]);
+    ensure!(sorted_keys(&summaries.body["transfers"][0]) == ["id", "links", "name", "volume_id"]);
     let hidden = receiver.call(&api, Method::GET, &format!("/volume-transfers/{transfer_id}"), "3.55", None).await?;
     ensure!(hidden.status == StatusCode::NOT_FOUND, "another project sees the offer: {:?}", hidden.body);
     let theirs = receiver.call(&api, Method::GET, "/volume-transfers", "3.55", None).await?;
@@ -157,15 +117,15 @@ async fn a_volume_and_its_snapshots_change_project_with_the_key_and_quotas_follo
     ensure!(over.status == StatusCode::PAYLOAD_TOO_LARGE, "accept over quota: {:?}", over.body);
     let still = donor.call(&api, Method::GET, &format!("/volumes/{volume_id}"), "3.0", None).await?;
     ensure!(still.body["volume"]["status"] == "awaiting-transfer", "{:?}", still.body);
-    ensure!(admin.usage(&api, DONOR, &counted).await? == [1, 1, 2]);
-    ensure!(admin.usage(&api, RECEIVER, &counted).await? == [0, 0, 0]);
+    ensure!(usage(&api, &admin, DONOR, &counted).await? == [1, 1, 2]);
+    ensure!(usage(&api, &admin, RECEIVER, &counted).await? == [0, 0, 0]);
     let lifted = r#"{"quota_set": {"volumes": 10}}"#;
     admin.call(&api, Method::PUT, &format!("/os-quota-sets/{RECEIVER}"), "3.0", Some(lifted)).await?;
 
     // Accepted: the volume and its snapshot are the receiver's, and so is their quota usage.
     let accepted = receiver.call(&api, Method::POST, &accept_path, "3.55", Some(&accept)).await?;
     ensure!(accepted.status == StatusCode::ACCEPTED, "{:?}", accepted.body);
-    ensure!(keys(&accepted.body["transfer"]) == ["id", "links", "name", "volume_id"], "{:?}", accepted.body);
+    ensure!(sorted_keys(&accepted.body["transfer"]) == ["id", "links", "name", "volume_id"], "{:?}", accepted.body);
     let moved = receiver.call(&api, Method::GET, &format!("/volumes/{volume_id}"), "3.0", None).await?;
     ensure!(moved.body["volume"]["status"] == "available", "{:?}", moved.body);
     let moved_snapshot = receiver.call(&api, Method::GET, &format!("/snapshots/{snapshot_id}"), "3.0", None).await?;
@@ -174,8 +134,8 @@ async fn a_volume_and_its_snapshots_change_project_with_the_key_and_quotas_follo
         let gone = donor.call(&api, Method::GET, &path, "3.0", None).await?;
         ensure!(gone.status == StatusCode::NOT_FOUND, "the donor still sees {path}: {:?}", gone.body);
     }
-    ensure!(admin.usage(&api, DONOR, &counted).await? == [0, 0, 0]);
-    ensure!(admin.usage(&api, RECEIVER, &counted).await? == [1, 1, 2]);
+    ensure!(usage(&api, &admin, DONOR, &counted).await? == [0, 0, 0]);
+    ensure!(usage(&api, &admin, RECEIVER, &counted).await? == [1, 1, 2]);
     let done = donor.call(&api, Method::GET, "/volume-transfers", "3.55", None).await?;
     ensure!(done.body == json!({"transfers": []}), "an accepted transfer is still listed: {:?}", done.body);
     let again = receiver.call(&api, Method::POST, &accept_path, "3.55", Some(&accept)).await?;
@@ -188,7 +148,7 @@ async fn a_volume_and_its_snapshots_change_project_with_the_key_and_quotas_follo
 async fn an_offer_never_outlives_its_volume_nor_blocks_it() -> Result<()> {
     let mesh = InProcessMesh::start(1).await?;
     let api = RestApi::start(&mesh).await?;
-    let admin = Project::new(DONOR, "admin");
+    let admin = RestCaller::new(DONOR, "admin");
     let mut offers = Vec::new();
     for name in ["forced", "reset"] {
         let body = format!(r#"{{"volume": {{"size": 1, "name": "{name}"}}}}"#);

@@ -45,7 +45,6 @@ use crate::{
 };
 
 const SCHEDULER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
-const REQUEST_ID_HEADER: &str = "x-openstack-request-id";
 /// The longest request target accepted (eventlet, under which Cinder runs, refuses lines over
 /// 16 KiB as well).
 const MAX_URI_BYTES: usize = 16 << 10;
@@ -127,10 +126,15 @@ pub fn router(state: GatewayState) -> Router {
         .with_state(state)
 }
 
+/// The request's `x-openstack-request-id`, which the calls it makes carry to the scheduler.
+#[derive(Debug, Clone)]
+struct RequestId(String);
+
 /// Every response carries `x-openstack-request-id`, and every error a Cinder fault body: errors
 /// that the router makes itself (405 with its `Allow` header, ...) come without one.
-async fn fault_bodies(request: Request, next: Next) -> Response {
-    let id = format!("req-{}", uuid::Uuid::new_v4());
+async fn fault_bodies(mut request: Request, next: Next) -> Response {
+    let id = basalt::context::new_request_id();
+    request.extensions_mut().insert(RequestId(id.clone()));
     let mut response = next.run(request).await;
     let status = response.status();
     if status.as_u16() >= 400 && response.body().size_hint().exact() == Some(0) {
@@ -148,7 +152,7 @@ async fn fault_bodies(request: Request, next: Next) -> Response {
         }
     }
     if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
+        response.headers_mut().insert(HeaderName::from_static(basalt::context::REQUEST_ID_HEADER), value);
     }
     response
 }
@@ -285,6 +289,10 @@ impl FromRequestParts<GatewayState> for Rest {
         check_query(&query)?;
         let url_project = params.get("project_id").map(String::as_str);
         let context = state.auth.authenticate(&parts.headers, url_project).await?;
+        let context = match parts.extensions.get::<RequestId>() {
+            Some(RequestId(id)) => context.for_request(id),
+            None => context,
+        };
         let host =
             parts.headers.get(axum::http::header::HOST).and_then(|value| value.to_str().ok()).unwrap_or("localhost");
         let base = match url_project {

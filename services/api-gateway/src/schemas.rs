@@ -162,7 +162,7 @@ pub fn volume_create() -> Value {
             "backup_id": nullable(uuid()),
             "imageRef": null_only(),
             "consistencygroup_id": null_only(),
-            "group_id": null_only(),
+            "group_id": nullable(uuid()),
             "multiattach": {"enum": [false, null, "false", "False", "0", "no", "f"]},
         }),
         &[],
@@ -235,7 +235,7 @@ pub fn volume() -> Value {
             "os-vol-host-attr:host": nullable(string()),
             "os-vol-mig-status-attr:migstat": null_only(),
             "os-vol-mig-status-attr:name_id": null_only(),
-            "group_id": null_only(),
+            "group_id": nullable(uuid()),
             "provider_id": null_only(),
             "shared_targets": boolean(),
             "service_uuid": null_only(),
@@ -339,6 +339,7 @@ pub fn volume_action() -> Value {
             ),
         ),
         ("os-force_delete", no_arguments()),
+        ("os-unmanage", no_arguments()),
         ("os-set_bootable", object(json!({"bootable": flag()}), &["bootable"])),
         ("os-update_readonly_flag", object(json!({"readonly": flag()}), &["readonly"])),
         ("revert", object(json!({"snapshot_id": uuid()}), &["snapshot_id"])),
@@ -462,7 +463,7 @@ pub fn volume_type_create() -> Value {
         "volume_type",
         object(
             json!({
-                "name": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"},
+                "name": type_name(),
                 "description": nullable(text()),
                 "os-volume-type-access:is_public": flag(),
                 "is_public": flag(),
@@ -523,6 +524,150 @@ pub fn extra_spec() -> Value {
 
 pub fn extra_spec_reply() -> Value {
     json!({"type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": string()})
+}
+
+/// A type's name: not blank, no control characters.
+fn type_name() -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"})
+}
+
+pub fn group_type_create() -> Value {
+    let mut body = wrapped(
+        "group_type",
+        object(
+            json!({
+                "name": type_name(),
+                "description": nullable(text()),
+                "is_public": flag(),
+                "group_specs": nullable(string_map()),
+            }),
+            &["name"],
+        ),
+    );
+    body["examples"] = json!([{"group_type": {"name": "fuzzed-group-type"}}]);
+    body
+}
+
+pub fn group_type_update() -> Value {
+    wrapped(
+        "group_type",
+        object(json!({"name": nullable(name()), "description": nullable(text()), "is_public": flag()}), &[]),
+    )
+}
+
+/// A group type; its group specs only for admins.
+fn group_type() -> Value {
+    object(
+        json!({
+            "id": uuid(),
+            "name": string(),
+            "description": string(),
+            "is_public": boolean(),
+            "group_specs": {"type": "object", "additionalProperties": string()},
+        }),
+        &["id", "name", "description", "is_public"],
+    )
+}
+
+pub fn group_type_reply() -> Value {
+    wrapped("group_type", group_type())
+}
+
+pub fn group_types() -> Value {
+    list_of("group_types", group_type(), false)
+}
+
+pub fn group_specs() -> Value {
+    wrapped("group_specs", string_map())
+}
+
+pub fn group_specs_reply() -> Value {
+    wrapped("group_specs", json!({"type": "object", "additionalProperties": string()}))
+}
+
+pub fn group_create() -> Value {
+    let mut body = wrapped(
+        "group",
+        object(
+            json!({
+                "name": nullable(name()),
+                "description": nullable(text()),
+                "group_type": name(),
+                "volume_types": {"type": "array", "minItems": 1, "items": name()},
+                "availability_zone": nullable(name()),
+            }),
+            &["group_type", "volume_types"],
+        ),
+    );
+    body["examples"] =
+        json!([{"group": {"name": "fuzzed", "group_type": "default_group_type", "volume_types": ["__DEFAULT__"]}}]);
+    body
+}
+
+pub fn group_update() -> Value {
+    let ids = json!({"type": ["string", "null"], "pattern": "^[0-9a-fA-F-]*(,[0-9a-fA-F-]*)*$"});
+    wrapped(
+        "group",
+        object(
+            json!({"name": nullable(name()), "description": nullable(text()), "add_volumes": ids, "remove_volumes": ids}),
+            &[],
+        ),
+    )
+}
+
+pub fn group_action() -> Value {
+    actions(&[
+        ("delete", object(json!({"delete-volumes": flag()}), &[])),
+        ("reset_status", object(json!({"status": {"enum": ["available", "error"]}}), &["status"])),
+    ])
+}
+
+fn group_summary() -> Value {
+    object(json!({"id": uuid(), "name": string()}), &["id", "name"])
+}
+
+/// A group's details; the keys after `volume_types` appear at later microversions.
+fn group_detail() -> Value {
+    object(
+        json!({
+            "id": uuid(),
+            "status": string(),
+            "availability_zone": string(),
+            "created_at": nullable(string()),
+            "name": string(),
+            "description": string(),
+            "group_type": uuid(),
+            "volume_types": {"type": "array", "items": uuid()},
+            "group_snapshot_id": null_only(),
+            "source_group_id": null_only(),
+            "volumes": {"type": "array", "items": uuid()},
+            "replication_status": string(),
+            "project_id": string(),
+        }),
+        &["id", "status", "availability_zone", "created_at", "name", "description", "group_type", "volume_types"],
+    )
+}
+
+pub fn group_summary_reply() -> Value {
+    wrapped("group", group_summary())
+}
+
+pub fn group_reply() -> Value {
+    wrapped("group", group_detail())
+}
+
+fn group_list(item: Value) -> Value {
+    let mut listing = list_of("groups", item, false);
+    listing["properties"]["group_links"] = links();
+    listing
+}
+
+pub fn groups() -> Value {
+    group_list(group_summary())
+}
+
+pub fn groups_detail() -> Value {
+    group_list(group_detail())
 }
 
 pub fn volume_type_action() -> Value {
@@ -938,6 +1083,88 @@ pub fn transfers() -> Value {
 
 pub fn transfers_detail() -> Value {
     list_of("transfers", transfer_detail(), false)
+}
+
+pub fn volume_manage() -> Value {
+    let reference = object(json!({"source-name": name(), "source-id": name()}), &[]);
+    let mut body = wrapped(
+        "volume",
+        object(
+            json!({
+                "host": name(),
+                "cluster": null_only(),
+                "ref": reference,
+                "name": nullable(name()),
+                "description": nullable(text()),
+                "volume_type": nullable(name()),
+                "availability_zone": nullable(name()),
+                "bootable": flag(),
+                "metadata": nullable(string_map()),
+            }),
+            &["host", "ref"],
+        ),
+    );
+    body["examples"] = json!([{"volume": {"host": "node-0@file#default", "ref": {"source-name": "fuzzed"}}}]);
+    body
+}
+
+fn manageable_volume(detail: bool) -> Value {
+    let mut properties = json!({
+        "reference": object(json!({"source-name": string()}), &["source-name"]),
+        "size": integer(),
+        "safe_to_manage": boolean(),
+    });
+    let mut required = vec!["reference", "size", "safe_to_manage"];
+    if detail {
+        properties["reason_not_safe"] = nullable(string());
+        properties["cinder_id"] = nullable(uuid());
+        properties["extra_info"] = null_only();
+        required.extend(["reason_not_safe", "cinder_id", "extra_info"]);
+    }
+    object(properties, &required)
+}
+
+fn manageable_list(detail: bool) -> Value {
+    let mut listing = list_of("manageable-volumes", manageable_volume(detail), false);
+    listing["properties"]["manageable-volumes_links"] = links();
+    listing
+}
+
+pub fn manageable_volumes() -> Value {
+    manageable_list(false)
+}
+
+pub fn manageable_volumes_detail() -> Value {
+    manageable_list(true)
+}
+
+/// A user message; the resource keys only when it names a resource.
+fn message() -> Value {
+    object(
+        json!({
+            "id": uuid(),
+            "event_id": string(),
+            "user_message": string(),
+            "message_level": string(),
+            "created_at": nullable(string()),
+            "guaranteed_until": nullable(string()),
+            "request_id": string(),
+            "links": links(),
+            "resource_type": string(),
+            "resource_uuid": uuid(),
+        }),
+        &["id", "event_id", "user_message", "message_level", "created_at", "guaranteed_until", "request_id", "links"],
+    )
+}
+
+pub fn message_reply() -> Value {
+    wrapped("message", message())
+}
+
+pub fn messages() -> Value {
+    let mut listing = list_of("messages", message(), false);
+    listing["properties"]["messages_links"] = links();
+    listing
 }
 
 fn default_type_item() -> Value {

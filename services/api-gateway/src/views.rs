@@ -84,7 +84,7 @@ pub fn volume_detail(volume: &Volume, version: ApiVersion, is_admin: bool, base:
         put("os-vol-mig-status-attr:name_id", Value::Null);
     }
     if version.at_least(13) {
-        put("group_id", Value::Null);
+        put("group_id", optional_id(&volume.group_id));
     }
     if is_admin && version.at_least(21) {
         put("provider_id", Value::Null);

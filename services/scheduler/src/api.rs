@@ -2,6 +2,12 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
+use basalt::proto::{
+    CreateGroupRequest, CreateGroupTypeRequest, DeleteGroupRequest, DeleteGroupTypeRequest, DeleteGroupTypeResponse,
+    GetGroupRequest, GetGroupTypeRequest, Group, GroupType, ListGroupTypesRequest, ListGroupTypesResponse,
+    ListGroupsRequest, ListGroupsResponse, ResetGroupStatusRequest, SetGroupSpecsRequest, UnsetGroupSpecRequest,
+    UpdateGroupRequest, UpdateGroupTypeRequest,
+};
 use basalt::{
     ServiceError,
     context::CallContext,
@@ -11,23 +17,26 @@ use basalt::{
         AvailabilityZone, Backup, BackupRecord, ChangeAttachStateRequest, CompleteAttachmentRequest, ConnectionInfo,
         CreateAttachmentRequest, CreateBackupRequest, CreateQosSpecsRequest, CreateSnapshotRequest,
         CreateTransferRequest, CreateVolumeRequest, CreateVolumeTypeRequest, DeleteAttachmentRequest,
-        DeleteBackupRequest, DeleteQosSpecsRequest, DeleteQosSpecsResponse, DeleteSnapshotRequest,
-        DeleteTransferRequest, DeleteTransferResponse, DeleteVolumeRequest, DeleteVolumeTypeRequest,
-        DeleteVolumeTypeResponse, DetachVolumeRequest, ExtendVolumeRequest, GetAttachmentRequest, GetBackupRequest,
-        GetDefaultVolumeTypeRequest, GetProjectDefaultTypeRequest, GetQosSpecsRequest, GetQuotasRequest,
-        GetSnapshotRequest, GetTransferRequest, GetVolumeRequest, GetVolumeTypeRequest, InitializeConnectionRequest,
-        ListAttachmentsRequest, ListAttachmentsResponse, ListAvailabilityZonesRequest, ListAvailabilityZonesResponse,
-        ListBackupsRequest, ListBackupsResponse, ListPoolsRequest, ListPoolsResponse, ListProjectDefaultTypesRequest,
+        DeleteBackupRequest, DeleteMessageRequest, DeleteMessageResponse, DeleteQosSpecsRequest,
+        DeleteQosSpecsResponse, DeleteSnapshotRequest, DeleteTransferRequest, DeleteTransferResponse,
+        DeleteVolumeRequest, DeleteVolumeTypeRequest, DeleteVolumeTypeResponse, DetachVolumeRequest,
+        ExtendVolumeRequest, GetAttachmentRequest, GetBackupRequest, GetDefaultVolumeTypeRequest, GetMessageRequest,
+        GetProjectDefaultTypeRequest, GetQosSpecsRequest, GetQuotasRequest, GetSnapshotRequest, GetTransferRequest,
+        GetVolumeRequest, GetVolumeTypeRequest, InitializeConnectionRequest, ListAttachmentsRequest,
+        ListAttachmentsResponse, ListAvailabilityZonesRequest, ListAvailabilityZonesResponse, ListBackupsRequest,
+        ListBackupsResponse, ListManageableVolumesRequest, ListManageableVolumesResponse, ListMessagesRequest,
+        ListMessagesResponse, ListPoolsRequest, ListPoolsResponse, ListProjectDefaultTypesRequest,
         ListProjectDefaultTypesResponse, ListQosSpecsAssociationsResponse, ListQosSpecsRequest, ListQosSpecsResponse,
         ListServicesRequest, ListServicesResponse, ListSnapshotsRequest, ListSnapshotsResponse, ListTransfersRequest,
         ListTransfersResponse, ListVolumeTypesRequest, ListVolumeTypesResponse, ListVolumesRequest,
-        ListVolumesResponse, Pool, PoolRef, ProjectDefaultType, QosSpecs, QuotaSet, ResetBackupStatusRequest,
-        ResetSnapshotStatusRequest, ResetVolumeStatusRequest, RestoreBackupRequest, RestoreBackupResponse,
-        RetypeVolumeRequest, RevertVolumeRequest, Service, SetProjectDefaultTypeRequest,
-        SetVolumeTypeExtraSpecsRequest, Snapshot, TerminateConnectionRequest, Transfer, UnsetProjectDefaultTypeRequest,
-        UnsetProjectDefaultTypeResponse, UnsetVolumeTypeExtraSpecRequest, UpdateAttachmentRequest, UpdateBackupRequest,
-        UpdateQosSpecsRequest, UpdateQuotasRequest, UpdateSnapshotRequest, UpdateVolumeRequest,
-        UpdateVolumeTypeRequest, Volume, VolumeType, VolumeTypeAccessRequest, volume_service_server::VolumeService,
+        ListVolumesResponse, ManageVolumeRequest, Pool, PoolRef, ProjectDefaultType, QosSpecs, QuotaSet,
+        ResetBackupStatusRequest, ResetSnapshotStatusRequest, ResetVolumeStatusRequest, RestoreBackupRequest,
+        RestoreBackupResponse, RetypeVolumeRequest, RevertVolumeRequest, Service, SetProjectDefaultTypeRequest,
+        SetVolumeTypeExtraSpecsRequest, Snapshot, TerminateConnectionRequest, Transfer, UnmanageVolumeRequest,
+        UnmanageVolumeResponse, UnsetProjectDefaultTypeRequest, UnsetProjectDefaultTypeResponse,
+        UnsetVolumeTypeExtraSpecRequest, UpdateAttachmentRequest, UpdateBackupRequest, UpdateQosSpecsRequest,
+        UpdateQuotasRequest, UpdateSnapshotRequest, UpdateVolumeRequest, UpdateVolumeTypeRequest, UserMessage, Volume,
+        VolumeType, VolumeTypeAccessRequest, volume_service_server::VolumeService,
     },
 };
 use tonic::{Request, Response, Status};
@@ -38,7 +47,9 @@ use crate::{
     backups::{self, Backups},
     claims,
     db::{self, volume},
-    placement,
+    group_types,
+    groups::Groups,
+    messages, placement,
     qos::{self, Qos},
     quotas,
     snapshots::{self, Snapshots},
@@ -55,6 +66,7 @@ pub struct VolumeApi {
     snapshots: Snapshots,
     attachments: Attachments,
     backups: Backups,
+    groups: Groups,
 }
 
 impl VolumeApi {
@@ -64,8 +76,13 @@ impl VolumeApi {
             snapshots: Snapshots::new(core.clone()),
             attachments: Attachments::new(core.clone()),
             backups: Backups::new(core.clone()),
+            groups: Groups::new(core.clone()),
             core,
         }
+    }
+
+    async fn group_reply(&self, model: &db::group::Model) -> Result<Response<Group>, Status> {
+        Ok(Response::new(self.groups.to_proto(model).await?))
     }
 
     async fn volume_reply(&self, model: &volume::Model) -> Result<Response<Volume>, Status> {
@@ -212,6 +229,98 @@ impl VolumeService for VolumeApi {
         Ok(Response::new(snapshots::to_proto(&model)))
     }
 
+    async fn create_group_type(&self, request: Request<CreateGroupTypeRequest>) -> Result<Response<GroupType>, Status> {
+        let context = self.authorize(&request, "group:group_types_manage")?;
+        let model = group_types::create(&self.core, request.into_inner()).await?;
+        Ok(Response::new(group_types::to_proto(&model, &context)))
+    }
+
+    async fn get_group_type(&self, request: Request<GetGroupTypeRequest>) -> Result<Response<GroupType>, Status> {
+        let context = self.authorize(&request, "group:group_types:get")?;
+        let model = group_types::resolve(&self.core.db, &context, &request.get_ref().group_type).await?;
+        Ok(Response::new(group_types::to_proto(&model, &context)))
+    }
+
+    async fn list_group_types(
+        &self,
+        request: Request<ListGroupTypesRequest>,
+    ) -> Result<Response<ListGroupTypesResponse>, Status> {
+        let context = self.authorize(&request, "group:group_types:get_all")?;
+        let models = group_types::list(&self.core.db, &context, request.get_ref()).await?;
+        let group_types = models.iter().map(|model| group_types::to_proto(model, &context)).collect();
+        Ok(Response::new(ListGroupTypesResponse { group_types }))
+    }
+
+    async fn update_group_type(&self, request: Request<UpdateGroupTypeRequest>) -> Result<Response<GroupType>, Status> {
+        let context = self.authorize(&request, "group:group_types_manage")?;
+        let model = group_types::update(&self.core, request.into_inner()).await?;
+        Ok(Response::new(group_types::to_proto(&model, &context)))
+    }
+
+    async fn delete_group_type(
+        &self,
+        request: Request<DeleteGroupTypeRequest>,
+    ) -> Result<Response<DeleteGroupTypeResponse>, Status> {
+        self.authorize(&request, "group:group_types_manage")?;
+        group_types::delete(&self.core, &request.get_ref().group_type_id).await?;
+        Ok(Response::new(DeleteGroupTypeResponse {}))
+    }
+
+    async fn set_group_specs(&self, request: Request<SetGroupSpecsRequest>) -> Result<Response<GroupType>, Status> {
+        let context = self.authorize(&request, "group:group_types_specs")?;
+        let request = request.into_inner();
+        let model = group_types::edit_specs(&self.core, &request.group_type_id, request.group_specs, None).await?;
+        Ok(Response::new(group_types::to_proto(&model, &context)))
+    }
+
+    async fn unset_group_spec(&self, request: Request<UnsetGroupSpecRequest>) -> Result<Response<GroupType>, Status> {
+        let context = self.authorize(&request, "group:group_types_specs")?;
+        let request = request.get_ref();
+        let specs = Default::default();
+        let model = group_types::edit_specs(&self.core, &request.group_type_id, specs, Some(&request.key)).await?;
+        Ok(Response::new(group_types::to_proto(&model, &context)))
+    }
+
+    async fn create_group(&self, request: Request<CreateGroupRequest>) -> Result<Response<Group>, Status> {
+        let context = self.authorize(&request, "group:create")?;
+        let model = self.groups.create(&context, request.into_inner()).await?;
+        self.group_reply(&model).await
+    }
+
+    async fn get_group(&self, request: Request<GetGroupRequest>) -> Result<Response<Group>, Status> {
+        let context = self.authorize(&request, "group:get")?;
+        let model = self.groups.get(&context, &request.get_ref().group_id).await?;
+        self.group_reply(&model).await
+    }
+
+    async fn list_groups(&self, request: Request<ListGroupsRequest>) -> Result<Response<ListGroupsResponse>, Status> {
+        let context = self.authorize(&request, "group:get_all")?;
+        let (models, page) = self.groups.list(&context, request.get_ref()).await?;
+        let mut groups = Vec::with_capacity(models.len());
+        for model in &models {
+            groups.push(self.groups.to_proto(model).await?);
+        }
+        Ok(Response::new(ListGroupsResponse { groups, page: Some(page) }))
+    }
+
+    async fn update_group(&self, request: Request<UpdateGroupRequest>) -> Result<Response<Group>, Status> {
+        let context = self.authorize(&request, "group:update")?;
+        let model = self.groups.update(&context, request.into_inner()).await?;
+        self.group_reply(&model).await
+    }
+
+    async fn delete_group(&self, request: Request<DeleteGroupRequest>) -> Result<Response<Group>, Status> {
+        let context = self.authorize(&request, "group:delete")?;
+        let model = self.groups.delete(&context, request.into_inner()).await?;
+        self.group_reply(&model).await
+    }
+
+    async fn reset_group_status(&self, request: Request<ResetGroupStatusRequest>) -> Result<Response<Group>, Status> {
+        let context = self.authorize(&request, "group:reset_status")?;
+        let model = self.groups.reset_status(&context, request.into_inner()).await?;
+        self.group_reply(&model).await
+    }
+
     async fn create_volume_type(
         &self,
         request: Request<CreateVolumeTypeRequest>,
@@ -275,6 +384,31 @@ impl VolumeService for VolumeApi {
         let context = self.authorize(&request, "volume:delete_transfer")?;
         Transfers::new(&self.core).delete(&context, &request.get_ref().transfer_id).await?;
         Ok(Response::new(DeleteTransferResponse {}))
+    }
+
+    async fn list_messages(
+        &self,
+        request: Request<ListMessagesRequest>,
+    ) -> Result<Response<ListMessagesResponse>, Status> {
+        let context = self.authorize(&request, "message:get_all")?;
+        let (models, page_info) = messages::list(&self.core, &context, request.get_ref()).await?;
+        let messages = models.iter().map(messages::to_proto).collect();
+        Ok(Response::new(ListMessagesResponse { messages, page_info: Some(page_info) }))
+    }
+
+    async fn get_message(&self, request: Request<GetMessageRequest>) -> Result<Response<UserMessage>, Status> {
+        let context = self.authorize(&request, "message:get")?;
+        let model = messages::get(&self.core, &context, &request.get_ref().message_id).await?;
+        Ok(Response::new(messages::to_proto(&model)))
+    }
+
+    async fn delete_message(
+        &self,
+        request: Request<DeleteMessageRequest>,
+    ) -> Result<Response<DeleteMessageResponse>, Status> {
+        let context = self.authorize(&request, "message:delete")?;
+        messages::delete(&self.core, &context, &request.get_ref().message_id).await?;
+        Ok(Response::new(DeleteMessageResponse {}))
     }
 
     async fn set_project_default_type(
@@ -449,6 +583,30 @@ impl VolumeService for VolumeApi {
         let context = self.authorize(&request, "volume:retype")?;
         let model = self.volumes.retype(&context, request.into_inner()).await?;
         self.volume_reply(&model).await
+    }
+
+    async fn manage_volume(&self, request: Request<ManageVolumeRequest>) -> Result<Response<Volume>, Status> {
+        let context = self.authorize(&request, "volume_extension:volume_manage")?;
+        let model = self.volumes.manage(&context, request.into_inner()).await?;
+        self.volume_reply(&model).await
+    }
+
+    async fn list_manageable_volumes(
+        &self,
+        request: Request<ListManageableVolumesRequest>,
+    ) -> Result<Response<ListManageableVolumesResponse>, Status> {
+        self.authorize(&request, "volume_extension:list_manageable")?;
+        let (volumes, page_info) = self.volumes.manageable(request.get_ref()).await?;
+        Ok(Response::new(ListManageableVolumesResponse { volumes, page_info: Some(page_info) }))
+    }
+
+    async fn unmanage_volume(
+        &self,
+        request: Request<UnmanageVolumeRequest>,
+    ) -> Result<Response<UnmanageVolumeResponse>, Status> {
+        let context = self.authorize(&request, "volume_extension:volume_unmanage")?;
+        self.volumes.unmanage(&context, &request.get_ref().volume_id).await?;
+        Ok(Response::new(UnmanageVolumeResponse {}))
     }
 
     async fn create_qos_specs(&self, request: Request<CreateQosSpecsRequest>) -> Result<Response<QosSpecs>, Status> {

@@ -2,7 +2,7 @@
 //! reports may not show yet. A claim is a guarded increment in the transaction that writes the
 //! volume or snapshot row, so two schedulers on one PostgreSQL never book the same space twice.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Instant};
 
 use basalt::ServiceError;
 use chrono::Utc;
@@ -12,6 +12,7 @@ use sea_orm::{
 };
 
 use crate::{
+    Core,
     db::{db_error, pool_claim},
     placement::PoolCandidate,
 };
@@ -31,6 +32,32 @@ pub fn capacity_gib(pool: &PoolCandidate, thick: bool) -> i64 {
 
 /// Books `gib` on `pool` if it stays within `capacity_gib`; `false` when it would not.
 pub async fn claim(txn: &impl ConnectionTrait, host: &str, capacity_gib: i64, gib: i64) -> Result<bool, ServiceError> {
+    upsert(txn, host, capacity_gib).await?;
+    let updated = pool_claim::Entity::update_many()
+        .col_expr(pool_claim::Column::ClaimedGib, Expr::col(pool_claim::Column::ClaimedGib).add(gib))
+        .filter(pool_claim::Column::Host.eq(host))
+        .filter(Expr::col(pool_claim::Column::ClaimedGib).add(gib).lte(Expr::col(pool_claim::Column::CapacityGib)))
+        .exec(txn)
+        .await
+        .map_err(db_error)?;
+    Ok(updated.rows_affected == 1)
+}
+
+/// Books `gib` on `pool` whatever it holds: for bytes already in the pool (an adopted volume),
+/// which its capacity already counts.
+pub async fn book(txn: &impl ConnectionTrait, host: &str, capacity_gib: i64, gib: i64) -> Result<(), ServiceError> {
+    upsert(txn, host, capacity_gib).await?;
+    pool_claim::Entity::update_many()
+        .col_expr(pool_claim::Column::ClaimedGib, Expr::col(pool_claim::Column::ClaimedGib).add(gib))
+        .filter(pool_claim::Column::Host.eq(host))
+        .exec(txn)
+        .await
+        .map_err(db_error)
+        .map(drop)
+}
+
+/// The pool's claim row, with the capacity of the freshest report.
+async fn upsert(txn: &impl ConnectionTrait, host: &str, capacity_gib: i64) -> Result<(), ServiceError> {
     let now = Utc::now();
     // The capacity comes from the freshest report this scheduler holds; any replica may update it.
     let upsert = Query::insert()
@@ -48,15 +75,7 @@ pub async fn claim(txn: &impl ConnectionTrait, host: &str, capacity_gib: i64, gi
                 .to_owned(),
         )
         .to_owned();
-    txn.execute(&upsert).await.map_err(db_error)?;
-    let updated = pool_claim::Entity::update_many()
-        .col_expr(pool_claim::Column::ClaimedGib, Expr::col(pool_claim::Column::ClaimedGib).add(gib))
-        .filter(pool_claim::Column::Host.eq(host))
-        .filter(Expr::col(pool_claim::Column::ClaimedGib).add(gib).lte(Expr::col(pool_claim::Column::CapacityGib)))
-        .exec(txn)
-        .await
-        .map_err(db_error)?;
-    Ok(updated.rows_affected == 1)
+    txn.execute(&upsert).await.map_err(db_error).map(drop)
 }
 
 /// Gives `gib` back on `host`.
@@ -71,6 +90,21 @@ pub async fn release(txn: &impl ConnectionTrait, host: &str, gib: i64) -> Result
         .await
         .map_err(db_error)?;
     Ok(())
+}
+
+/// Every pool of every fresh report, with what the database has booked on it.
+pub async fn candidates(core: &Core) -> Result<Vec<PoolCandidate>, ServiceError> {
+    let booked = claimed(&core.db).await?;
+    let now = Instant::now();
+    let mut candidates = Vec::new();
+    for node in core.capacity.nodes().into_iter().filter(|node| node.is_fresh(now)) {
+        for pool in &node.report.pools {
+            let candidate = PoolCandidate::from_report(&node.report.node_id, &node.report.availability_zone, pool);
+            let booked_gib = booked.get(&candidate.host()).copied().unwrap_or(0) as f64;
+            candidates.push(candidate.with_booked(booked_gib));
+        }
+    }
+    Ok(candidates)
 }
 
 /// GiB claimed per pool host.

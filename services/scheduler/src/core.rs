@@ -28,6 +28,10 @@ pub struct ControlPlaneConfig {
     pub policy: Arc<Policy>,
     /// The key CHAP passwords are sealed with in the database.
     pub secrets: Arc<SecretKeys>,
+    /// How long a user message is kept (Cinder's `message_ttl`).
+    pub message_ttl: Duration,
+    /// How often expired user messages are removed; listings hide them meanwhile.
+    pub message_reap_interval: Duration,
 }
 
 impl Default for ControlPlaneConfig {
@@ -40,6 +44,8 @@ impl Default for ControlPlaneConfig {
             node_retry_window: Duration::from_secs(600),
             policy: Policy::defaults(),
             secrets: SecretKeys::ephemeral(),
+            message_ttl: Duration::from_secs(30 * 24 * 3600),
+            message_reap_interval: Duration::from_secs(600),
         }
     }
 }

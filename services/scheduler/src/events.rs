@@ -8,6 +8,7 @@ use crate::Core;
 pub const VOLUME: &str = "volume";
 pub const SNAPSHOT: &str = "snapshot";
 pub const BACKUP: &str = "backup";
+pub const GROUP: &str = "group";
 /// The `to_status` of a resource whose row was removed.
 pub const DELETED: &str = "deleted";
 

@@ -11,9 +11,12 @@ pub mod core;
 pub mod db;
 pub mod events;
 pub mod fields;
+pub mod group_types;
+pub mod groups;
 pub mod journal;
 pub mod lifecycle;
 pub mod listing;
+pub mod messages;
 pub mod nodes;
 pub mod operations;
 pub mod placement;
@@ -59,10 +62,24 @@ pub struct SchedulerConfig {
 
 pub struct RunningScheduler {
     pub grpc_addr: SocketAddr,
+    capacity: Arc<CapacityView>,
     tasks: Tasks,
 }
 
 impl RunningScheduler {
+    /// Waits (at most `within`) until node `node_id`'s capacity has reached this scheduler, so a
+    /// volume asked for right after start finds a pool; `false` when it has not.
+    pub async fn wait_for_node(&self, node_id: &str, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.capacity.node(node_id).is_none() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     pub async fn shutdown(self) {
         self.tasks.shutdown().await;
     }
@@ -79,7 +96,7 @@ pub async fn start(config: SchedulerConfig, bus: Bus) -> Result<RunningScheduler
     bus.publish_capacity_poll(&CapacityPoll { requested_by: config.instance.clone() }).await?;
 
     let nodes = NodeClients::new(config.tls.clone());
-    let core = Arc::new(Core::new(db, capacity, nodes, bus, config.instance.clone(), config.control.clone()));
+    let core = Arc::new(Core::new(db, capacity.clone(), nodes, bus, config.instance.clone(), config.control.clone()));
 
     // Give the nodes a moment to answer the poll, so re-driven operations find their node at once;
     // operations whose node is still silent retry on their own.
@@ -93,10 +110,16 @@ pub async fn start(config: SchedulerConfig, bus: Bus) -> Result<RunningScheduler
         });
     }
 
+    {
+        let core = core.clone();
+        let interval = config.control.message_reap_interval;
+        tasks.spawn(messages::reap(core, interval, tasks.stopped()));
+    }
+
     // Only the gateway and the CSI plugin speak for callers; no other peer may name a project.
     let api =
         VolumeServiceServer::with_interceptor(VolumeApi::new(core), AdmitPeers::only(&[Role::Gateway, Role::Csi]));
     GrpcServices::new().with_service(api).spawn(listener, &config.tls, &mut tasks, "volume service");
     tracing::info!(%grpc_addr, database = %db::redact(&config.database_url), "scheduler started");
-    Ok(RunningScheduler { grpc_addr, tasks })
+    Ok(RunningScheduler { grpc_addr, capacity, tasks })
 }

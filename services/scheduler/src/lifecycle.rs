@@ -3,7 +3,7 @@
 //! request that finds the resource in the wrong status fails with a message naming the statuses
 //! that would have been accepted.
 
-use basalt::proto::{AttachStatus, BackupStatus, SnapshotStatus, VolumeStatus};
+use basalt::proto::{AttachStatus, BackupStatus, GroupStatus, SnapshotStatus, VolumeStatus};
 
 /// One action's passage through the machine: accepted from `from`, shown as `during` while its
 /// operation runs, then `success` or `failure`. `None` for `during` means the action does not
@@ -65,6 +65,8 @@ pub enum VolumeAction {
     OfferTransfer,
     /// The transfer was accepted or withdrawn: awaiting-transfer -> available.
     EndTransfer,
+    /// Admin only: the row is forgotten, the bytes stay (no node operation).
+    Unmanage,
 }
 
 use VolumeStatus as V;
@@ -214,7 +216,15 @@ pub fn volume(action: VolumeAction) -> &'static Transition<VolumeStatus> {
         success: None,
         failure: V::AwaitingTransfer,
     };
+    // Only where no export or operation can be left behind by forgetting the row.
+    const UNMANAGE: Transition<VolumeStatus> = Transition {
+        from: &[V::Available, V::Error, V::ErrorExtending, V::ErrorRestoring],
+        during: None,
+        success: None,
+        failure: V::Available,
+    };
     match action {
+        VolumeAction::Unmanage => &UNMANAGE,
         VolumeAction::Backup => &BACKUP,
         VolumeAction::BackupAttached => &BACKUP_ATTACHED,
         VolumeAction::RestoreBackup => &RESTORE_BACKUP,
@@ -341,6 +351,34 @@ pub fn backup(action: BackupAction) -> &'static Transition<BackupStatus> {
         BackupAction::Delete => &DELETE,
         BackupAction::ForceDelete => &FORCE_DELETE,
         BackupAction::Restore => &RESTORE,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupAction {
+    /// Name, description, members: on an available group only (no status of its own).
+    Update,
+    /// Its volumes' deletes on the node, then the row.
+    Delete,
+}
+
+use GroupStatus as G;
+
+/// Statuses an admin may reset a group to.
+pub const GROUP_RESETTABLE: &[GroupStatus] = &[G::Available, G::Error];
+
+pub fn group(action: GroupAction) -> &'static Transition<GroupStatus> {
+    const UPDATE: Transition<GroupStatus> =
+        Transition { from: &[G::Available], during: None, success: None, failure: G::Available };
+    const DELETE: Transition<GroupStatus> = Transition {
+        from: &[G::Available, G::Error, G::ErrorDeleting],
+        during: Some(G::Deleting),
+        success: None,
+        failure: G::ErrorDeleting,
+    };
+    match action {
+        GroupAction::Update => &UPDATE,
+        GroupAction::Delete => &DELETE,
     }
 }
 

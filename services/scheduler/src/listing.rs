@@ -1,5 +1,6 @@
-//! Cinder-style listings shared by volumes and snapshots: sort by any of a few keys (then by id, so
-//! pages are stable), then a page of at most 1,000 after a marker (the last id seen) and an offset.
+//! Cinder-style listings, sorted, filtered and paged in the database: sort by any of a few keys
+//! (then by id, so pages are stable), then a page of at most 1,000 after a marker (the last id
+//! seen) and an offset, with the count of every match on request.
 
 use basalt::{
     ServiceError,
@@ -8,10 +9,13 @@ use basalt::{
 };
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, Condition, sea_query::LikeExpr};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, ModelTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Value,
+    sea_query::{Expr, LikeExpr},
+};
 
-use crate::db::{backup, json::StringMap, snapshot, volume};
+use crate::db::db_error;
 
 const MAX_PAGE_SIZE: usize = 1000;
 
@@ -45,137 +49,156 @@ pub fn contains(column: impl ColumnTrait, text: &str) -> Condition {
     Condition::all().add(column.like(LikeExpr::new(pattern).escape('\\')))
 }
 
-/// Keeps the rows whose metadata holds every item of `wanted`. Matching the decoded map makes it
-/// work the same on every database.
-pub fn retain_metadata<T>(rows: &mut Vec<T>, wanted: &HashMap<String, String>, metadata: impl Fn(&T) -> &StringMap) {
+/// `condition`, and the rows of `table` whose JSON `metadata` holds every item of `wanted`: jsonb
+/// containment on PostgreSQL, `json_each` on SQLite; keys and values are bound, never spliced into
+/// the SQL.
+pub fn metadata_holds(
+    mut condition: Condition,
+    backend: DbBackend,
+    table: &str,
+    wanted: &HashMap<String, String>,
+) -> Condition {
     if wanted.is_empty() {
-        return;
+        return condition;
     }
-    rows.retain(|row| {
-        let items = metadata(row);
-        wanted.iter().all(|(key, value)| items.get(key) == Some(value.as_str()))
-    });
-}
-
-/// What a listed row exposes to sorting and paging.
-pub trait Listed: Clone {
-    fn id(&self) -> String;
-    fn created_at(&self) -> DateTime<Utc>;
-    fn updated_at(&self) -> DateTime<Utc>;
-    fn name(&self) -> &str;
-    fn size_gib(&self) -> i64;
-    fn status(&self) -> &'static str;
-}
-
-macro_rules! listed {
-    ($model:ty) => {
-        impl Listed for $model {
-            fn id(&self) -> String {
-                self.id.to_string()
-            }
-            fn created_at(&self) -> DateTime<Utc> {
-                self.created_at
-            }
-            fn updated_at(&self) -> DateTime<Utc> {
-                self.updated_at
-            }
-            fn name(&self) -> &str {
-                &self.name
-            }
-            fn size_gib(&self) -> i64 {
-                self.size_gib
-            }
-            fn status(&self) -> &'static str {
-                self.status.cinder_name()
+    match backend {
+        DbBackend::Postgres => {
+            let object = serde_json::Value::Object(
+                wanted.iter().map(|(key, value)| (key.clone(), serde_json::Value::String(value.clone()))).collect(),
+            );
+            // PostgreSQL's placeholders are numbered (`?` is one of jsonb's operators).
+            condition = condition.add(Expr::cust_with_values(format!("{table}.metadata @> $1"), [Value::from(object)]));
+        }
+        _ => {
+            for (key, value) in wanted {
+                let item = format!(
+                    "EXISTS (SELECT 1 FROM json_each({table}.metadata) AS item WHERE item.key = ? AND item.value = ?)"
+                );
+                condition = condition.add(Expr::cust_with_values(item, [key.as_str(), value.as_str()]));
             }
         }
-    };
-}
-
-listed!(volume::Model);
-listed!(snapshot::Model);
-listed!(backup::Model);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SortField {
-    CreatedAt,
-    UpdatedAt,
-    Name,
-    Size,
-    Status,
-    Id,
-}
-
-fn sort_fields(sort: &[SortKey]) -> Result<Vec<(SortField, bool)>, ServiceError> {
-    if sort.is_empty() {
-        return Ok(vec![(SortField::CreatedAt, true)]);
     }
-    sort.iter()
-        .map(|key| {
-            let field = match key.key.as_str() {
-                "created_at" => SortField::CreatedAt,
-                "updated_at" => SortField::UpdatedAt,
-                "name" | "display_name" => SortField::Name,
-                "size" => SortField::Size,
-                "status" => SortField::Status,
-                "id" => SortField::Id,
-                other => {
-                    return Err(ServiceError::invalid(format!(
-                        "cannot sort by {other:?}: use created_at, updated_at, name, size, status or id"
-                    )));
-                }
-            };
-            Ok((field, key.descending))
-        })
-        .collect()
+    condition
 }
 
-fn compare<T: Listed>(a: &T, b: &T, fields: &[(SortField, bool)]) -> std::cmp::Ordering {
-    for (field, descending) in fields {
-        let ordering = match field {
-            SortField::CreatedAt => a.created_at().cmp(&b.created_at()),
-            SortField::UpdatedAt => a.updated_at().cmp(&b.updated_at()),
-            SortField::Name => a.name().cmp(b.name()),
-            SortField::Size => a.size_gib().cmp(&b.size_gib()),
-            SortField::Status => a.status().cmp(b.status()),
-            SortField::Id => a.id().cmp(&b.id()),
+/// The columns the sort keys of Cinder's volume, snapshot and backup listings name.
+pub struct SortColumns<C> {
+    pub created_at: C,
+    pub updated_at: C,
+    pub name: C,
+    pub size: C,
+    pub status: C,
+    pub id: C,
+}
+
+impl<C: Copy> SortColumns<C> {
+    /// The columns `sort` names, each with whether it is descending; newest first when it names
+    /// none, as Cinder lists.
+    pub fn order(&self, sort: &[SortKey]) -> Result<Vec<(C, bool)>, ServiceError> {
+        if sort.is_empty() {
+            return Ok(vec![(self.created_at, true)]);
+        }
+        sort.iter()
+            .map(|key| {
+                let column = match key.key.as_str() {
+                    "created_at" => self.created_at,
+                    "updated_at" => self.updated_at,
+                    "name" | "display_name" => self.name,
+                    "size" => self.size,
+                    "status" => self.status,
+                    "id" => self.id,
+                    other => {
+                        return Err(ServiceError::invalid(format!(
+                            "cannot sort by {:?}: use created_at, updated_at, name, size, status or id",
+                            basalt::error::excerpt(other)
+                        )));
+                    }
+                };
+                Ok((column, key.descending))
+            })
+            .collect()
+    }
+}
+
+/// A listing the database sorts and pages: ordered by `order`, then by id ascending so pages are
+/// stable; a marker is the last row of the previous page, and the next page starts strictly after
+/// it in that order (keyset pagination, so a page costs the same at any depth).
+pub struct Keyset<E: EntityTrait> {
+    /// Columns and whether each is descending.
+    pub order: Vec<(E::Column, bool)>,
+    pub id: E::Column,
+    pub id_of: fn(&E::Model) -> String,
+}
+
+impl<E> Keyset<E>
+where
+    E: EntityTrait,
+    E::Model: ModelTrait<Entity = E> + Sync,
+{
+    /// The page of rows matching `filter`; `what` names the rows in errors.
+    pub async fn page(
+        &self,
+        db: &impl ConnectionTrait,
+        filter: Condition,
+        page: Option<&PageRequest>,
+        with_count: bool,
+        what: &str,
+    ) -> Result<(Vec<E::Model>, PageInfo), ServiceError> {
+        let page = page.cloned().unwrap_or_default();
+        let limit = if page.limit == 0 { MAX_PAGE_SIZE } else { (page.limit as usize).min(MAX_PAGE_SIZE) };
+        let total_count = match with_count {
+            true => Some(E::find().filter(filter.clone()).count(db).await.map_err(db_error)?),
+            false => None,
         };
-        let ordering = if *descending { ordering.reverse() } else { ordering };
-        if ordering.is_ne() {
-            return ordering;
+        let mut keys = self.order.clone();
+        keys.push((self.id, false));
+        let mut query = E::find().filter(filter.clone());
+        if !page.marker.is_empty() {
+            let marker = E::find()
+                .filter(filter)
+                .filter(self.id.eq(page.marker.as_str()))
+                .one(db)
+                .await
+                .map_err(db_error)?
+                .ok_or_else(|| {
+                    ServiceError::invalid(format!(
+                        "marker {} is not a {what} of this listing; start again without a marker",
+                        basalt::error::excerpt(&page.marker)
+                    ))
+                })?;
+            query = query.filter(after(&marker, &keys));
         }
+        for (column, descending) in &keys {
+            query = match descending {
+                true => query.order_by_desc(*column),
+                false => query.order_by_asc(*column),
+            };
+        }
+        let mut rows = query.offset(page.offset as u64).limit(limit as u64 + 1).all(db).await.map_err(db_error)?;
+        let has_more = rows.len() > limit;
+        rows.truncate(limit);
+        let next_marker = match has_more {
+            true => rows.last().map(self.id_of).unwrap_or_default(),
+            false => String::new(),
+        };
+        Ok((rows, PageInfo { next_marker, total_count }))
     }
-    a.id().cmp(&b.id())
 }
 
-/// Sorts `rows` and cuts the requested page; `what` names the resource in errors.
-pub fn page<T: Listed>(
-    mut rows: Vec<T>,
-    sort: &[SortKey],
-    page: Option<&PageRequest>,
-    with_count: bool,
-    what: &str,
-) -> Result<(Vec<T>, PageInfo), ServiceError> {
-    let fields = sort_fields(sort)?;
-    rows.sort_by(|a, b| compare(a, b, &fields));
-    let total_count = with_count.then_some(rows.len() as u64);
-    let page = page.cloned().unwrap_or_default();
-    let limit = if page.limit == 0 { MAX_PAGE_SIZE } else { (page.limit as usize).min(MAX_PAGE_SIZE) };
-    let after_marker = if page.marker.is_empty() {
-        0
-    } else {
-        rows.iter().position(|row| row.id() == page.marker).map(|position| position + 1).ok_or_else(|| {
-            ServiceError::invalid(format!(
-                "marker {} is not a {what} of this listing; start again without a marker",
-                page.marker
-            ))
-        })?
-    };
-    let start = after_marker + page.offset as usize;
-    let page_rows: Vec<T> = rows.iter().skip(start).take(limit).cloned().collect();
-    let has_more = rows.len() > start + page_rows.len();
-    let next_marker = if has_more { page_rows.last().map(|row| row.id()).unwrap_or_default() } else { String::new() };
-    Ok((page_rows, PageInfo { next_marker, total_count }))
+/// The rows after `marker` in the order of `keys`: greater (or, descending, smaller) in the first
+/// key, or equal in it and after in the rest.
+fn after<M: ModelTrait>(marker: &M, keys: &[(<M::Entity as EntityTrait>::Column, bool)]) -> Condition {
+    let mut any = Condition::any();
+    for (index, (column, descending)) in keys.iter().enumerate() {
+        let mut step = Condition::all();
+        for (earlier, _) in &keys[..index] {
+            step = step.add(earlier.eq(marker.get(*earlier)));
+        }
+        let value = marker.get(*column);
+        step = step.add(if *descending { column.lt(value) } else { column.gt(value) });
+        any = any.add(step);
+    }
+    any
 }
 
 #[cfg(test)]
@@ -183,9 +206,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_known_sort_keys_are_accepted() {
-        assert!(sort_fields(&[SortKey { key: "size".into(), descending: false }]).is_ok());
-        let error = sort_fields(&[SortKey { key: "password".into(), descending: false }]).unwrap_err();
+    fn only_known_sort_keys_are_accepted_and_newest_first_is_the_default() {
+        let columns = SortColumns { created_at: 1, updated_at: 2, name: 3, size: 4, status: 5, id: 6 };
+        let key = |key: &str, descending| SortKey { key: key.into(), descending };
+        assert_eq!(columns.order(&[]).unwrap(), [(1, true)]);
+        assert_eq!(columns.order(&[key("display_name", false), key("size", true)]).unwrap(), [(3, false), (4, true)]);
+        let error = columns.order(&[key("password", false)]).unwrap_err();
         assert!(error.message.contains("created_at"), "{}", error.message);
     }
 }

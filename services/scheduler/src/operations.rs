@@ -11,6 +11,7 @@ use crate::{
     Core,
     backups::operations::BackupOperation,
     db::operation,
+    groups::operations::GroupOperation,
     journal::{self, Journalled},
     snapshots::operations::SnapshotOperation,
     volumes::operations::VolumeOperation,
@@ -24,6 +25,7 @@ pub enum Operation {
     Volume(VolumeOperation),
     Snapshot(SnapshotOperation),
     Backup(BackupOperation),
+    Group(GroupOperation),
 }
 
 impl Operation {
@@ -41,6 +43,7 @@ impl Operation {
             Self::Volume(operation) => operation.kind(),
             Self::Snapshot(operation) => operation.kind(),
             Self::Backup(operation) => operation.kind(),
+            Self::Group(operation) => operation.kind(),
         }
     }
 }
@@ -51,6 +54,7 @@ pub fn relaunch(core: Arc<Core>, record: operation::Model) -> Result<(), Service
         Operation::Volume(operation) => journal::launch(core, record, operation),
         Operation::Snapshot(operation) => journal::launch(core, record, operation),
         Operation::Backup(operation) => journal::launch(core, record, operation),
+        Operation::Group(operation) => journal::launch(core, record, operation),
     }
     Ok(())
 }

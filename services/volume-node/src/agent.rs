@@ -11,8 +11,9 @@ use basalt::{
         CapacityReport, ExportProtocol, NodeBackup, NodeBackupProgress, NodeBackupRef, NodeBackupRequest,
         NodeCreateVolumeRequest, NodeDeleteBackupRequest, NodeDeleteBackupResponse, NodeDeleteSnapshotResponse,
         NodeDeleteVolumeRequest, NodeDeleteVolumeResponse, NodeExport, NodeExportRequest, NodeExtendVolumeRequest,
-        NodeGetCapacityRequest, NodeGetVolumeRequest, NodeInitiatorRequest, NodeListStorageRequest,
-        NodeListStorageResponse, NodeRestoreRequest, NodeRevertVolumeRequest, NodeSnapshot, NodeSnapshotRequest,
+        NodeGetCapacityRequest, NodeGetVolumeRequest, NodeInitiatorRequest, NodeListManageableRequest,
+        NodeListManageableResponse, NodeListStorageRequest, NodeListStorageResponse, NodeManageVolumeRequest,
+        NodeManageable, NodeRestoreRequest, NodeRevertVolumeRequest, NodeSnapshot, NodeSnapshotRequest,
         NodeUnexportResponse, NodeVolume, node_agent_server::NodeAgent,
     },
 };
@@ -244,6 +245,33 @@ impl NodeAgent for Agent {
             volumes: volumes.into_iter().map(volume_to_proto).collect(),
             snapshots: snapshots.into_iter().map(|snapshot| snapshot_to_proto(snapshot, String::new())).collect(),
         }))
+    }
+
+    async fn list_manageable(
+        &self,
+        request: Request<NodeListManageableRequest>,
+    ) -> Result<Response<NodeListManageableResponse>, Status> {
+        let objects = self.backend.manageable(&request.get_ref().pool).await?;
+        let objects = objects
+            .into_iter()
+            .map(|object| NodeManageable {
+                name: object.name,
+                size_bytes: object.size_bytes,
+                reason_not_safe: object.reason_not_safe.unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(NodeListManageableResponse { objects }))
+    }
+
+    async fn manage_volume(&self, request: Request<NodeManageVolumeRequest>) -> Result<Response<NodeVolume>, Status> {
+        let request = request.into_inner();
+        let volume_id = VolumeId::parse(&request.volume_id)?;
+        let _guard = self.locks.lock(*volume_id.as_uuid()).await;
+        let volume =
+            self.backend.manage_volume(&request.pool, volume_id, &request.source_name, request.size_bytes).await?;
+        tracing::info!(volume_id = %volume_id, pool = %request.pool, source = %request.source_name, size_bytes = volume.size_bytes, "volume adopted");
+        self.reporter.report_soon();
+        Ok(Response::new(volume_to_proto(volume)))
     }
 
     async fn export_volume(&self, request: Request<NodeExportRequest>) -> Result<Response<NodeExport>, Status> {

@@ -4,6 +4,9 @@ pub mod attachments;
 pub mod backups;
 pub mod default_types;
 pub mod deployment;
+pub mod groups;
+pub mod manage;
+pub mod messages;
 pub mod qos;
 pub mod quotas;
 pub mod resource_filters;
@@ -164,7 +167,7 @@ const PAGING: [Query; 8] = [
     query("with_count", flag_schema),
     query("all_tenants", flag_schema),
 ];
-const VOLUME_QUERY: [Query; 15] = [
+const VOLUME_QUERY: [Query; 16] = [
     PAGING[0],
     PAGING[1],
     PAGING[2],
@@ -180,6 +183,7 @@ const VOLUME_QUERY: [Query; 15] = [
     query("availability_zone", filter_text),
     query("bootable", flag_schema),
     query("size", || json!({"type": "integer", "minimum": 0})),
+    query("group_id", schemas::uuid),
 ];
 const SNAPSHOT_QUERY: [Query; 12] = [
     PAGING[0],
@@ -231,6 +235,62 @@ const POOL_QUERY: [Query; 2] = [query("detail", flag_schema), query("name", filt
 const RESOURCE_FILTER_QUERY: [Query; 1] = [query("resource", filter_text)];
 const HOST_QUERY: [Query; 1] = [query("zone", filter_text)];
 const TRANSFER_QUERY: [Query; 1] = [PAGING[7]];
+const GROUP_TYPE_QUERY: [Query; 1] = [query(
+    "is_public",
+    || json!({"type": "string", "enum": ["true", "false", "True", "False", "1", "0", "None", "none"]}),
+)];
+const GROUP_QUERY: [Query; 7] = [
+    PAGING[0],
+    PAGING[1],
+    PAGING[2],
+    query(
+        "sort",
+        || json!({"type": "string", "pattern": "^(created_at|name|status|id)(:(asc|desc))?(,(created_at|name|status|id)(:(asc|desc))?)*$"}),
+    ),
+    query("sort_key", || json!({"enum": ["created_at", "name", "status", "id"]})),
+    PAGING[5],
+    PAGING[7],
+];
+const GROUP_DETAIL_QUERY: [Query; 8] = [
+    GROUP_QUERY[0],
+    GROUP_QUERY[1],
+    GROUP_QUERY[2],
+    GROUP_QUERY[3],
+    GROUP_QUERY[4],
+    GROUP_QUERY[5],
+    GROUP_QUERY[6],
+    query("list_volume", flag_schema),
+];
+const LIST_VOLUME_QUERY: [Query; 1] = [query("list_volume", flag_schema)];
+const MANAGEABLE_QUERY: [Query; 7] = [
+    query("host", filter_text),
+    PAGING[0],
+    query("marker", filter_text),
+    PAGING[2],
+    query(
+        "sort",
+        || json!({"type": "string", "pattern": "^(reference|size)(:(asc|desc))?(,(reference|size)(:(asc|desc))?)*$"}),
+    ),
+    query("sort_key", || json!({"enum": ["reference", "size"]})),
+    PAGING[5],
+];
+/// The keys a message listing sorts by (the scheduler's `messages.rs` has the same list).
+const MESSAGE_SORT_KEYS: [&str; 8] =
+    ["created_at", "expires_at", "id", "event_id", "resource_type", "resource_uuid", "message_level", "request_id"];
+const MESSAGE_SORT_PATTERN: &str = "^(created_at|expires_at|id|event_id|resource_type|resource_uuid|message_level|request_id)(:(asc|desc))?(,(created_at|expires_at|id|event_id|resource_type|resource_uuid|message_level|request_id)(:(asc|desc))?)*$";
+const MESSAGE_QUERY: [Query; 11] = [
+    PAGING[0],
+    PAGING[1],
+    PAGING[2],
+    query("sort", || json!({"type": "string", "pattern": MESSAGE_SORT_PATTERN})),
+    query("sort_key", || json!({"enum": MESSAGE_SORT_KEYS})),
+    PAGING[5],
+    query("resource_type", || json!({"enum": messages::RESOURCE_TYPES})),
+    query("resource_uuid", schemas::uuid),
+    query("event_id", filter_text),
+    query("request_id", filter_text),
+    query("message_level", filter_text),
+];
 
 /// Every operation of the REST surface, in the order the document lists them.
 pub fn table() -> Vec<Route> {
@@ -469,6 +529,94 @@ pub fn table() -> Vec<Route> {
         Route::get("/scheduler-stats/get_pools", deployment::pools, "List pools; detail=true adds capabilities (admin)")
             .query(&POOL_QUERY)
             .returns(200, schemas::pools),
+        // Group types (3.11) and groups (3.13).
+        Route::get("/group_types", groups::type_list, "List group types").since(11).query(&GROUP_TYPE_QUERY).returns(200, schemas::group_types),
+        Route::post("/group_types", groups::type_create, "Create a group type (admin)")
+            .since(11)
+            .body(schemas::group_type_create)
+            .returns(202, schemas::group_type_reply)
+            .creates("group_type_id", "/group_type/id"),
+        Route::get("/group_types/default", groups::type_show_default, "Show the default group type")
+            .since(11)
+            .returns(200, schemas::group_type_reply),
+        Route::get("/group_types/{group_type_id}", groups::type_show, "Show a group type")
+            .since(11)
+            .returns(200, schemas::group_type_reply),
+        Route::put("/group_types/{group_type_id}", groups::type_update, "Update a group type (admin)")
+            .since(11)
+            .body(schemas::group_type_update)
+            .returns(200, schemas::group_type_reply),
+        Route::delete("/group_types/{group_type_id}", groups::type_delete, "Delete a group type (admin)").since(11).empty(202),
+        Route::get("/group_types/{group_type_id}/group_specs", groups::specs, "Show a group type's group specs (admin)")
+            .since(11)
+            .returns(200, schemas::group_specs_reply),
+        Route::post("/group_types/{group_type_id}/group_specs", groups::set_specs, "Set group specs (admin)")
+            .since(11)
+            .body(schemas::group_specs)
+            .returns(202, schemas::group_specs_reply),
+        Route::get("/group_types/{group_type_id}/group_specs/{key}", groups::spec, "Show one group spec (admin)")
+            .since(11)
+            .returns(200, schemas::extra_spec_reply),
+        Route::put("/group_types/{group_type_id}/group_specs/{key}", groups::set_spec, "Set one group spec (admin)")
+            .since(11)
+            .body(schemas::extra_spec)
+            .returns(202, schemas::extra_spec_reply),
+        Route::delete("/group_types/{group_type_id}/group_specs/{key}", groups::unset_spec, "Unset one group spec (admin)")
+            .since(11)
+            .empty(202),
+        Route::get("/groups", groups::list, "List groups (id, name)").since(13).query(&GROUP_QUERY).returns(200, schemas::groups),
+        Route::post("/groups", groups::create, "Create a group on a pool that satisfies each of its volume types")
+            .since(13)
+            .body(schemas::group_create)
+            .returns(202, schemas::group_summary_reply)
+            .creates("group_id", "/group/id"),
+        Route::get("/groups/detail", groups::list_detail, "List groups with details")
+            .since(13)
+            .query(&GROUP_DETAIL_QUERY)
+            .returns(200, schemas::groups_detail),
+        Route::get("/groups/{group_id}", groups::show, "Show a group; list_volume=true adds its volumes (3.25)")
+            .since(13)
+            .query(&LIST_VOLUME_QUERY)
+            .returns(200, schemas::group_reply),
+        Route::put("/groups/{group_id}", groups::update, "Rename a group, add volumes to it or remove them")
+            .since(13)
+            .body(schemas::group_update)
+            .empty(202),
+        Route::post("/groups/{group_id}/action", groups::action, "delete (with its volumes: delete-volumes), reset_status (admin, 3.20)")
+            .since(13)
+            .body(schemas::group_action)
+            .empty(202),
+        // Manage existing (admin).
+        Route::post("/os-volume-manage", manage::manage, "Adopt an object a pool holds as a volume (admin)")
+            .body(schemas::volume_manage)
+            .returns(202, schemas::volume_reply),
+        Route::get("/os-volume-manage", manage::list, "List what a host could adopt (admin; legacy path)")
+            .query(&MANAGEABLE_QUERY)
+            .returns(200, schemas::manageable_volumes),
+        Route::get("/os-volume-manage/detail", manage::list_detail, "The same, with details (admin; legacy path)")
+            .query(&MANAGEABLE_QUERY)
+            .returns(200, schemas::manageable_volumes_detail),
+        Route::post("/manageable_volumes", manage::manage, "Adopt an object a pool holds as a volume (admin)")
+            .since(8)
+            .body(schemas::volume_manage)
+            .returns(202, schemas::volume_reply),
+        Route::get("/manageable_volumes", manage::list, "List what a host could adopt (admin)")
+            .since(8)
+            .query(&MANAGEABLE_QUERY)
+            .returns(200, schemas::manageable_volumes),
+        Route::get("/manageable_volumes/detail", manage::list_detail, "The same, with details (admin)")
+            .since(8)
+            .query(&MANAGEABLE_QUERY)
+            .returns(200, schemas::manageable_volumes_detail),
+        // User messages (3.3+).
+        Route::get("/messages", messages::list, "List user messages: why operations failed (filters from 3.5)")
+            .since(3)
+            .query(&MESSAGE_QUERY)
+            .returns(200, schemas::messages),
+        Route::get("/messages/{message_id}", messages::show, "Show a user message")
+            .since(3)
+            .returns(200, schemas::message_reply),
+        Route::delete("/messages/{message_id}", messages::delete, "Delete a user message").since(3).empty(204),
     ]
     .into_iter()
     // Volume transfers: Cinder's legacy path, and from 3.55 its own; one transfer, two names.
@@ -608,8 +756,18 @@ pub fn query_flag(rest: &Rest, name: &str) -> Result<Option<bool>, Fault> {
 const PAGING_KEYS: &[&str] =
     &["limit", "marker", "offset", "sort", "sort_key", "sort_dir", "with_count", "all_tenants"];
 
-/// Cinder's paging and sorting from the query string.
+/// Cinder's paging and sorting from the query string; the marker is an id.
 pub fn paging(rest: &Rest) -> Result<(PageRequest, Vec<SortKey>), Fault> {
+    let marker = query_uuid(rest, "marker")?.unwrap_or_default();
+    page_and_sort(rest, marker)
+}
+
+/// The same for a listing of objects named rather than identified: the marker is a name.
+pub fn paging_by_name(rest: &Rest) -> Result<(PageRequest, Vec<SortKey>), Fault> {
+    page_and_sort(rest, rest.query("marker").unwrap_or_default().to_owned())
+}
+
+fn page_and_sort(rest: &Rest, marker: String) -> Result<(PageRequest, Vec<SortKey>), Fault> {
     let number = |name: &str| -> Result<u32, Fault> {
         match rest.query(name) {
             None => Ok(0),
@@ -618,11 +776,7 @@ pub fn paging(rest: &Rest) -> Result<(PageRequest, Vec<SortKey>), Fault> {
             }),
         }
     };
-    let page = PageRequest {
-        limit: number("limit")?,
-        marker: query_uuid(rest, "marker")?.unwrap_or_default(),
-        offset: number("offset")?,
-    };
+    let page = PageRequest { limit: number("limit")?, marker, offset: number("offset")? };
     let direction = descending(rest.query("sort_dir").unwrap_or("desc"))?;
     let mut sort = Vec::new();
     if let Some(keys) = rest.query("sort") {
@@ -736,6 +890,22 @@ fn python_dict(text: &str) -> Option<HashMap<String, String>> {
             _ => return None,
         }
     }
+}
+
+/// `{"<key>": "<value>"}` of one of a type's specs (extra specs, group specs), or a 404 saying
+/// which `what` is missing.
+pub fn spec_reply(specs: &HashMap<String, String>, key: &str, what: &str) -> Result<axum::response::Response, Fault> {
+    let value =
+        specs.get(key).ok_or_else(|| Fault::not_found(format!("{what} {} not found", basalt::error::excerpt(key))))?;
+    Ok(axum::Json(json!({ key: value })).into_response())
+}
+
+/// The value in `{"<key>": "<value>"}`, the body that sets one spec.
+pub fn spec_value(body: &Value, key: &str) -> Result<String, Fault> {
+    crate::body::only(body, key)?
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| Fault::bad_request(format!("the body must be {{\"{key}\": \"<value>\"}}")))
 }
 
 /// `<collection>_links` with the next page, when there is one.

@@ -13,12 +13,14 @@ use crate::{Rest, fault::Fault};
 /// A name ending in `~` is the "like" form of the filter before it (3.34), which Cinder's report
 /// leaves implied.
 const RESOURCE_FILTERS: &[(&str, &[&str])] = &[
-    ("volume", &["name", "name~", "status", "metadata", "availability_zone", "bootable", "size"]),
+    ("volume", &["name", "name~", "status", "metadata", "availability_zone", "bootable", "size", "group_id"]),
     ("snapshot", &["name", "status", "volume_id", "metadata"]),
     ("backup", &["name", "status", "volume_id"]),
     ("attachment", &["volume_id", "instance_id", "status", "attach_status"]),
     ("volume_type", &["is_public", "name"]),
     ("pool", &["name"]),
+    ("message", &["resource_uuid", "resource_type", "event_id", "request_id", "message_level"]),
+    ("group", &[]),
 ];
 
 /// The filters `resource`'s listing accepts.

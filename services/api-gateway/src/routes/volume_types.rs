@@ -113,21 +113,13 @@ pub async fn set_extra_specs(rest: Rest, request_body: Body) -> Result<Response,
 }
 
 pub async fn extra_spec(rest: Rest) -> Result<Response, Fault> {
-    let key = rest.param("key").to_owned();
-    let specs = fetch(&rest).await?.extra_specs;
-    let value = specs
-        .get(&key)
-        .ok_or_else(|| Fault::not_found(format!("extra spec {} not found", basalt::error::excerpt(&key))))?;
-    Ok(Json(json!({ key: value })).into_response())
+    super::spec_reply(&fetch(&rest).await?.extra_specs, rest.param("key"), "extra spec")
 }
 
 pub async fn set_extra_spec(rest: Rest, request_body: Body) -> Result<Response, Fault> {
     let key = rest.param("key").to_owned();
     let body = body::read_json(request_body).await?;
-    let value = body::only(&body, &key)?
-        .as_str()
-        .ok_or_else(|| Fault::bad_request(format!("the body must be {{\"{key}\": \"<value>\"}}")))?
-        .to_owned();
+    let value = super::spec_value(&body, &key)?;
     let current = fetch(&rest).await?;
     let request = SetVolumeTypeExtraSpecsRequest {
         volume_type_id: current.id,

@@ -12,7 +12,7 @@ use basalt::proto::{
     AttachMode, AttachStateChange, AttachVolumeRequest, ChangeAttachStateRequest, CreateVolumeRequest,
     DeleteVolumeRequest, DetachVolumeRequest, ExtendVolumeRequest, GetVolumeRequest, InitializeConnectionRequest,
     ListVolumesRequest, MetadataUpdate, ResetVolumeStatusRequest, RetypeVolumeRequest, RevertVolumeRequest,
-    TerminateConnectionRequest, UpdateVolumeRequest, Volume, VolumeStatus,
+    TerminateConnectionRequest, UnmanageVolumeRequest, UpdateVolumeRequest, Volume, VolumeStatus,
 };
 use serde_json::{Map, Value, json};
 
@@ -39,7 +39,7 @@ const CREATE_KEYS: &[&str] = &[
 const UPDATE_KEYS: &[&str] = &["name", "description", "display_name", "display_description", "metadata"];
 const ACTIONS: &str = "os-extend, os-reset_status, os-force_delete, os-set_bootable, os-update_readonly_flag, revert, \
                        os-reserve, os-unreserve, os-begin_detaching, os-roll_detaching, os-retype, \
-                       os-initialize_connection, os-terminate_connection, os-attach, os-detach";
+                       os-initialize_connection, os-terminate_connection, os-attach, os-detach, os-unmanage";
 
 async fn fetch(rest: &Rest, volume_id: &str) -> Result<Volume, Fault> {
     Ok(rest.client().get_volume(rest.request(GetVolumeRequest { volume_id: volume_id.into() })).await?.into_inner())
@@ -60,8 +60,10 @@ pub async fn create(rest: Rest, request_body: Body) -> Result<Response, Fault> {
     body::check_keys(section, CREATE_KEYS, strict)?;
     for (key, why) in [
         ("imageRef", "creating a volume from an image needs an image service, which this deployment does not have"),
-        ("consistencygroup_id", "consistency groups are not part of this deployment"),
-        ("group_id", "generic groups are not part of this deployment"),
+        (
+            "consistencygroup_id",
+            "consistency groups are Cinder's deprecated kind of group; use a generic group (group_id)",
+        ),
     ] {
         if section.get(key).is_some_and(|value| !value.is_null()) {
             return Err(Fault::bad_request(format!("{key} is set, but {why}; leave it out")));
@@ -73,6 +75,7 @@ pub async fn create(rest: Rest, request_body: Body) -> Result<Response, Fault> {
         ));
     }
     let backup_id = if rest.version.at_least(47) { body::uuid(section, "backup_id")? } else { None };
+    let group_id = if rest.version.at_least(13) { body::uuid(section, "group_id")? } else { None };
     let request = CreateVolumeRequest {
         size_gib: body::size(section, "size")?.unwrap_or(0),
         name: name_field(section, "name", "display_name")?,
@@ -83,6 +86,7 @@ pub async fn create(rest: Rest, request_body: Body) -> Result<Response, Fault> {
         snapshot_id: body::uuid(section, "snapshot_id")?.unwrap_or_default(),
         source_volume_id: body::uuid(section, "source_volid")?.unwrap_or_default(),
         backup_id: backup_id.unwrap_or_default(),
+        group_id: group_id.unwrap_or_default(),
         ..Default::default()
     };
     if request.size_gib == 0
@@ -133,6 +137,11 @@ async fn list(rest: &Rest) -> Result<(Vec<Volume>, String, Option<u64>), Fault> 
         idempotency_key: String::new(),
         bootable: query_flag(rest, "bootable")?,
         size_gib,
+        group_id: if rest.version.at_least(13) {
+            super::query_uuid(rest, "group_id")?.unwrap_or_default()
+        } else {
+            String::new()
+        },
     };
     let response = rest.client().list_volumes(rest.request(request)).await?.into_inner();
     let page = response.page.unwrap_or_default();
@@ -251,6 +260,10 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
             let request =
                 ResetVolumeStatusRequest { volume_id, status: status as i32, attach_status: attach_status as i32 };
             client.reset_volume_status(rest.request(request)).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        "os-unmanage" => {
+            client.unmanage_volume(rest.request(UnmanageVolumeRequest { volume_id })).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
         "os-force_delete" => {

@@ -39,6 +39,16 @@ const GIB: u64 = 1 << 30;
 /// The `backup_service` of exported records.
 const BACKUP_SERVICE: &str = "basalt.backup.posix";
 
+/// The columns Cinder's sort keys name.
+const SORT_COLUMNS: listing::SortColumns<backup::Column> = listing::SortColumns {
+    created_at: backup::Column::CreatedAt,
+    updated_at: backup::Column::UpdatedAt,
+    name: backup::Column::Name,
+    size: backup::Column::SizeGib,
+    status: backup::Column::Status,
+    id: backup::Column::Id,
+};
+
 pub struct Backups {
     core: Arc<Core>,
 }
@@ -155,7 +165,7 @@ impl Backups {
             parent_id: model.parent_id,
             attached: action == VolumeAction::BackupAttached,
         };
-        let record = journal::record(&*txn, &self.core, &operation).await?;
+        let record = journal::record(&*txn, &self.core, context, &operation).await?;
         txn.commit().await?;
         self.core.publish([status::changed(volume_before, &volume_after), status::created(&model)]).await;
         journal::launch(self.core.clone(), record, operation);
@@ -184,8 +194,12 @@ impl Backups {
                 .map_err(|_| ServiceError::invalid(format!("unknown backup status {}", request.status)))?;
             condition = condition.add(backup::Column::Status.eq(status));
         }
-        let rows = backup::Entity::find().filter(condition).all(&self.core.db).await.map_err(db_error)?;
-        listing::page(rows, &request.sort, request.page.as_ref(), request.with_count, "backup")
+        let keyset = listing::Keyset::<backup::Entity> {
+            order: SORT_COLUMNS.order(&request.sort)?,
+            id: backup::Column::Id,
+            id_of: |row| row.id.to_string(),
+        };
+        keyset.page(&self.core.db, condition, request.page.as_ref(), request.with_count, "backup").await
     }
 
     pub async fn update(
@@ -242,7 +256,7 @@ impl Backups {
                 project_id: model.project_id.clone(),
                 node_id: model.node_id.clone(),
             };
-            Some((journal::record(&*txn, &self.core, &operation).await?, operation))
+            Some((journal::record(&*txn, &self.core, context, &operation).await?, operation))
         };
         txn.commit().await?;
         self.core.publish([status::changed(before, &after)]).await;
@@ -294,7 +308,7 @@ impl Backups {
             node_id,
             pool,
         };
-        let record = journal::record(&*txn, &self.core, &operation).await?;
+        let record = journal::record(&*txn, &self.core, context, &operation).await?;
         txn.commit().await?;
         self.core.publish([status::changed(volume_before, &volume_after), status::changed(before, &after)]).await;
         journal::launch(self.core.clone(), record, operation);

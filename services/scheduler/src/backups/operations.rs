@@ -18,6 +18,7 @@ use crate::{
     events::PendingEvent,
     journal::{Journalled, with_node},
     lifecycle::{BackupAction, VolumeAction},
+    messages::{Action, Detail, Failure, Resource},
     status,
 };
 
@@ -190,6 +191,16 @@ impl Journalled for BackupOperation {
             // No backup or restore of the project runs while one is deleting (`sweeps`).
             Self::DeleteBackup { .. } => self.delete_manifest(core, true).await.map(|()| None),
         }
+    }
+
+    fn failure(&self, error: &ServiceError) -> Option<Failure> {
+        let (action, failed) = match self {
+            Self::CreateBackup { .. } => (Action::BACKUP_CREATE, Detail::BACKUP_CREATE_DRIVER_ERROR),
+            Self::RestoreBackup { .. } => (Action::BACKUP_RESTORE, Detail::BACKUP_RESTORE_ERROR),
+            Self::DeleteBackup { .. } => (Action::BACKUP_DELETE, Detail::BACKUP_DELETE_DRIVER_ERROR),
+        };
+        let detail = Detail::of(error, failed, Detail::BACKUP_SERVICE_DOWN);
+        Some(Failure { resource: Resource::Backup(self.backup_id()), action, detail })
     }
 
     async fn complete(

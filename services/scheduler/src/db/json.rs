@@ -35,6 +35,11 @@ impl From<&HashMap<String, String>> for StringMap {
     }
 }
 
+/// A list of ids (a group's volume types), kept as a JSON array of strings in the order given.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, FromJsonQueryResult)]
+#[serde(transparent)]
+pub struct IdList(pub Vec<String>);
+
 /// What a host told us about itself when it connected (os-brick's connector properties).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, FromJsonQueryResult)]
 pub struct Connector {

@@ -27,7 +27,132 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 9, name: "json_columns", statements: json_columns },
     Migration { version: 10, name: "default_types", statements: default_types_table },
     Migration { version: 11, name: "transfers", statements: transfers_table },
+    Migration { version: 12, name: "messages", statements: messages_table },
+    Migration { version: 13, name: "listing_in_sql", statements: listing_indexes },
+    Migration { version: 14, name: "groups", statements: groups_tables },
 ];
+
+/// The name of the group type every deployment starts with (Cinder's).
+pub const DEFAULT_GROUP_TYPE: &str = "default_group_type";
+
+/// Group types with their specs (and the default one), groups, and each volume's group.
+fn groups_tables(backend: DbBackend) -> Vec<Statement> {
+    let json = |name: &'static str| {
+        let mut column = ColumnDef::new(name);
+        match backend {
+            DbBackend::Postgres => column.json_binary().not_null().to_owned(),
+            _ => column.text().not_null().to_owned(),
+        }
+    };
+    let group_types = Table::create()
+        .table("group_types")
+        .col(ColumnDef::new("id").string_len(36).not_null().primary_key())
+        .col(ColumnDef::new("name").string_len(255).not_null().unique_key())
+        .col(ColumnDef::new("description").string_len(255).not_null())
+        .col(ColumnDef::new("is_public").boolean().not_null())
+        .col(json("group_specs"))
+        .col(ColumnDef::new("is_default").boolean().not_null())
+        .col(ColumnDef::new("created_at").timestamp_with_time_zone().not_null())
+        .col(ColumnDef::new("updated_at").timestamp_with_time_zone().not_null())
+        .to_owned();
+    let groups = Table::create()
+        .table("groups")
+        .col(ColumnDef::new("id").string_len(36).not_null().primary_key())
+        .col(ColumnDef::new("project_id").string_len(64).not_null())
+        .col(ColumnDef::new("user_id").string_len(255).not_null())
+        .col(ColumnDef::new("name").string_len(255).not_null())
+        .col(ColumnDef::new("description").string_len(255).not_null())
+        .col(ColumnDef::new("group_type_id").string_len(36).not_null())
+        .col(json("volume_type_ids"))
+        .col(ColumnDef::new("status").string_len(32).not_null())
+        .col(ColumnDef::new("availability_zone").string_len(255).not_null())
+        .col(ColumnDef::new("node_id").string_len(64).not_null())
+        .col(ColumnDef::new("backend").string_len(64).not_null())
+        .col(ColumnDef::new("pool").string_len(255).not_null())
+        .col(ColumnDef::new("created_at").timestamp_with_time_zone().not_null())
+        .col(ColumnDef::new("updated_at").timestamp_with_time_zone().not_null())
+        .to_owned();
+    let groups_by_project =
+        Index::create().name("groups_by_project").table("groups").col("project_id").col("created_at").to_owned();
+    let groups_by_type = Index::create().name("groups_by_type").table("groups").col("group_type_id").to_owned();
+    let group_column =
+        Table::alter().table("volumes").add_column(ColumnDef::new("group_id").string_len(36).null()).to_owned();
+    let volumes_by_group = Index::create().name("volumes_by_group").table("volumes").col("group_id").to_owned();
+    let now = chrono::Utc::now();
+    let default_type = sea_orm::sea_query::Query::insert()
+        .into_table("group_types")
+        .columns(["id", "name", "description", "is_public", "group_specs", "is_default", "created_at", "updated_at"])
+        .values_panic([
+            uuid::Uuid::new_v4().to_string().into(),
+            DEFAULT_GROUP_TYPE.into(),
+            "Default group type".into(),
+            true.into(),
+            serde_json::json!({}).into(),
+            true.into(),
+            now.into(),
+            now.into(),
+        ])
+        .to_owned();
+    vec![
+        backend.build(&group_types),
+        backend.build(&groups),
+        backend.build(&groups_by_project),
+        backend.build(&groups_by_type),
+        backend.build(&group_column),
+        backend.build(&volumes_by_group),
+        backend.build(&default_type),
+    ]
+}
+
+/// Listings sort and page in the database: names compare byte by byte on both databases
+/// (SQLite's default; PostgreSQL's `C` collation, whatever the database's own), so a listing's
+/// order does not depend on where it runs; and the filters and keys listings use most are indexed.
+fn listing_indexes(backend: DbBackend) -> Vec<Statement> {
+    let mut statements = Vec::new();
+    if backend == DbBackend::Postgres {
+        for table in ["volumes", "snapshots", "backups"] {
+            let sql = format!("ALTER TABLE {table} ALTER COLUMN name TYPE varchar(255) COLLATE \"C\"");
+            statements.push(Statement::from_string(backend, sql));
+        }
+    }
+    let indexes = [
+        ("volumes_by_project_status", "volumes", ["project_id", "status"]),
+        ("volumes_by_project_name", "volumes", ["project_id", "name"]),
+        ("snapshots_by_project_status", "snapshots", ["project_id", "status"]),
+        ("backups_by_project_created", "backups", ["project_id", "created_at"]),
+    ];
+    for (name, table, [first, second]) in indexes {
+        statements.push(backend.build(&Index::create().name(name).table(table).col(first).col(second).to_owned()));
+    }
+    statements
+}
+
+/// User messages (why an asynchronous operation failed), and the request each journalled
+/// operation came from, which its message names.
+fn messages_table(backend: DbBackend) -> Vec<Statement> {
+    let messages = Table::create()
+        .table("messages")
+        .col(ColumnDef::new("id").string_len(36).not_null().primary_key())
+        .col(ColumnDef::new("project_id").string_len(64).not_null())
+        .col(ColumnDef::new("request_id").string_len(64).not_null())
+        .col(ColumnDef::new("resource_type").string_len(32).not_null())
+        .col(ColumnDef::new("resource_uuid").string_len(36).not_null())
+        .col(ColumnDef::new("event_id").string_len(64).not_null())
+        .col(ColumnDef::new("action_id").string_len(8).not_null())
+        .col(ColumnDef::new("detail_id").string_len(8).not_null())
+        .col(ColumnDef::new("message_level").string_len(16).not_null())
+        .col(ColumnDef::new("created_at").timestamp_with_time_zone().not_null())
+        .col(ColumnDef::new("expires_at").timestamp_with_time_zone().not_null())
+        .to_owned();
+    let by_project =
+        Index::create().name("messages_by_project").table("messages").col("project_id").col("created_at").to_owned();
+    let by_expiry = Index::create().name("messages_by_expiry").table("messages").col("expires_at").to_owned();
+    let request_id = Table::alter()
+        .table("operations")
+        .add_column(ColumnDef::new("request_id").string_len(64).not_null().default(""))
+        .to_owned();
+    vec![backend.build(&messages), backend.build(&by_project), backend.build(&by_expiry), backend.build(&request_id)]
+}
 
 /// Volumes offered to another project: the key is kept only as a salted HMAC.
 fn transfers_table(backend: DbBackend) -> Vec<Statement> {

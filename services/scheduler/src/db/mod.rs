@@ -5,7 +5,10 @@
 pub mod attachment;
 pub mod backup;
 pub mod default_type;
+pub mod group;
+pub mod group_type;
 pub mod json;
+pub mod message;
 mod migrations;
 pub mod operation;
 pub mod pool_claim;

@@ -20,6 +20,8 @@ pub struct Model {
     pub lease_expires_at: DateTimeUtc,
     pub attempt: i32,
     pub created_at: DateTimeUtc,
+    /// The REST request (or gRPC call) that started it, for the user message a failure leaves.
+    pub request_id: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,7 +1,7 @@
 //! The `volumes` table.
 
 use basalt::{
-    ids::{NodeId, ProjectId, SnapshotId, VolumeId, VolumeTypeId},
+    ids::{GroupId, NodeId, ProjectId, SnapshotId, VolumeId, VolumeTypeId},
     proto::{AttachStatus, VolumeStatus},
 };
 use sea_orm::entity::prelude::*;
@@ -35,6 +35,8 @@ pub struct Model {
     pub multiattach: bool,
     pub error_reason: String,
     pub idempotency_key: Option<String>,
+    /// The group it is a member of.
+    pub group_id: Option<GroupId>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -14,7 +14,7 @@ mod node;
 
 use std::sync::Arc;
 
-use basalt::{ErrorCode, ServiceError, ids::OperationId};
+use basalt::{ErrorCode, ServiceError, context::CallContext, ids::OperationId};
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, Set,
@@ -27,6 +27,7 @@ use crate::{
     Core,
     db::{db_error, operation},
     events::PendingEvent,
+    messages::{self, Failure},
 };
 
 /// An operation a domain records in the journal: everything needed to re-drive it is in its
@@ -42,6 +43,9 @@ pub trait Journalled: Serialize + Send + Sync + Sized + 'static {
     fn node_id(&self) -> &str;
     /// The node's side: idempotent calls, retried while the node is unreachable.
     fn execute(&self, core: &Core) -> impl Future<Output = Result<Self::Output, ServiceError>> + Send;
+    /// What a failure of the node's work tells the resource's project (a user message), if
+    /// Cinder has words for it.
+    fn failure(&self, error: &ServiceError) -> Option<Failure>;
     /// Applies the outcome inside the completion's transaction; returns the changes to announce.
     fn complete(
         &self,
@@ -53,10 +57,12 @@ pub trait Journalled: Serialize + Send + Sync + Sized + 'static {
 /// Re-launches a journal row taken over by the reconciler: decodes it into its domain's type.
 pub type Relaunch = fn(Arc<Core>, operation::Model) -> Result<(), ServiceError>;
 
-/// Writes the intent inside `txn`, owned by this scheduler. Launch it after the commit.
+/// Writes the intent of the caller's operation inside `txn`, owned by this scheduler. Launch it
+/// after the commit.
 pub async fn record(
     txn: &impl ConnectionTrait,
     core: &Core,
+    context: &CallContext,
     operation: &impl Journalled,
 ) -> Result<operation::Model, ServiceError> {
     let now = Utc::now();
@@ -71,6 +77,7 @@ pub async fn record(
         lease_expires_at: Set(now + lease(core)),
         attempt: Set(1),
         created_at: Set(now),
+        request_id: Set(context.request_id.clone()),
     }
     .insert(txn)
     .await
@@ -164,6 +171,11 @@ async fn complete<O: Journalled>(
         }
         Err(error) => return Err(error),
     };
+    if let Err(error) = &outcome
+        && let Some(failure) = operation.failure(error)
+    {
+        messages::record(&*txn, core, &record.request_id, failure).await?;
+    }
     txn.commit().await?;
     tracing::info!(operation_id = %record.id, kind = operation.kind(), succeeded = outcome.is_ok(), "operation completed");
     core.publish(events).await;

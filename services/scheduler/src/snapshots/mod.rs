@@ -29,6 +29,16 @@ use crate::{
     listing, quotas, status, volume_types,
 };
 
+/// The columns Cinder's sort keys name.
+const SORT_COLUMNS: listing::SortColumns<snapshot::Column> = listing::SortColumns {
+    created_at: snapshot::Column::CreatedAt,
+    updated_at: snapshot::Column::UpdatedAt,
+    name: snapshot::Column::Name,
+    size: snapshot::Column::SizeGib,
+    status: snapshot::Column::Status,
+    id: snapshot::Column::Id,
+};
+
 pub struct Snapshots {
     core: Arc<Core>,
 }
@@ -120,7 +130,7 @@ impl Snapshots {
         .map_err(db::keyed_insert_error("snapshot"))?;
         let operation =
             SnapshotOperation::CreateSnapshot { snapshot_id: model.id, volume_id: volume.id, node_id, pool };
-        let record = journal::record(&*txn, &self.core, &operation).await?;
+        let record = journal::record(&*txn, &self.core, context, &operation).await?;
         txn.commit().await?;
         self.core.publish([status::created(&model)]).await;
         journal::launch(self.core.clone(), record, operation);
@@ -166,9 +176,14 @@ impl Snapshots {
                 .map_err(|_| ServiceError::invalid(format!("unknown snapshot status {}", request.status)))?;
             condition = condition.add(snapshot::Column::Status.eq(status));
         }
-        let mut rows = snapshot::Entity::find().filter(condition).all(&self.core.db).await.map_err(db_error)?;
-        listing::retain_metadata(&mut rows, &request.metadata, |row| &row.metadata);
-        listing::page(rows, &request.sort, request.page.as_ref(), request.with_count, "snapshot")
+        let backend = self.core.db.get_database_backend();
+        let condition = listing::metadata_holds(condition, backend, "snapshots", &request.metadata);
+        let keyset = listing::Keyset::<snapshot::Entity> {
+            order: SORT_COLUMNS.order(&request.sort)?,
+            id: snapshot::Column::Id,
+            id_of: |row| row.id.to_string(),
+        };
+        keyset.page(&self.core.db, condition, request.page.as_ref(), request.with_count, "snapshot").await
     }
 
     pub async fn update(
@@ -218,7 +233,7 @@ impl Snapshots {
             node_id: model.node_id.clone(),
             pool: model.pool.clone(),
         };
-        let record = journal::record(&*txn, &self.core, &operation).await?;
+        let record = journal::record(&*txn, &self.core, context, &operation).await?;
         txn.commit().await?;
         self.core.publish([status::changed(before, &model)]).await;
         journal::launch(self.core.clone(), record, operation);

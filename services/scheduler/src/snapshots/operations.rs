@@ -15,6 +15,7 @@ use crate::{
     events::PendingEvent,
     journal::{Journalled, with_node},
     lifecycle::SnapshotAction,
+    messages::{Action, Detail, Failure, Resource},
     status,
 };
 
@@ -52,6 +53,15 @@ impl Journalled for SnapshotOperation {
         match self {
             Self::CreateSnapshot { node_id, .. } | Self::DeleteSnapshot { node_id, .. } => node_id.as_str(),
         }
+    }
+
+    fn failure(&self, error: &ServiceError) -> Option<Failure> {
+        let (action, failed) = match self {
+            Self::CreateSnapshot { .. } => (Action::SNAPSHOT_CREATE, Detail::SNAPSHOT_CREATE_ERROR),
+            Self::DeleteSnapshot { .. } => (Action::SNAPSHOT_DELETE, Detail::SNAPSHOT_DELETE_ERROR),
+        };
+        let detail = Detail::of(error, failed, Detail::DRIVER_NOT_INITIALIZED);
+        Some(Failure { resource: Resource::Snapshot(self.snapshot_id()), action, detail })
     }
 
     async fn execute(&self, core: &Core) -> Result<(), ServiceError> {

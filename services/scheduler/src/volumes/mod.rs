@@ -2,18 +2,19 @@
 //! the row, status changes by compare-and-set through the lifecycle table, and an operation in the
 //! journal (`operations.rs`) for everything a node must do.
 
+mod manage;
 pub mod operations;
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{collections::HashMap, sync::Arc};
 
 use basalt::{
     ErrorCode, ServiceError,
     context::CallContext,
-    ids::{NodeId, SnapshotId, VolumeId, VolumeTypeId},
+    ids::{GroupId, NodeId, SnapshotId, VolumeId, VolumeTypeId},
     proto::{
         self, AttachStateChange, AttachStatus, ChangeAttachStateRequest, CreateVolumeRequest, DeleteVolumeRequest,
-        ExtendVolumeRequest, ListVolumesRequest, PageInfo, PoolRef, ResetVolumeStatusRequest, RetypeVolumeRequest,
-        RevertVolumeRequest, UpdateVolumeRequest, VolumeStatus,
+        ExtendVolumeRequest, GroupStatus, ListVolumesRequest, PageInfo, PoolRef, ResetVolumeStatusRequest,
+        RetypeVolumeRequest, RevertVolumeRequest, UpdateVolumeRequest, VolumeStatus,
     },
 };
 use chrono::Utc;
@@ -24,12 +25,22 @@ use sea_orm::{
 use self::operations::{SourceBackup, VolumeOperation};
 use crate::{
     Core, claims,
-    db::{self, attachment, backup, db_error, json::StringMap, snapshot, volume},
+    db::{self, attachment, backup, db_error, group, json::StringMap, snapshot, volume},
     fields, journal,
     lifecycle::{self, BackupAction, SnapshotAction, VolumeAction},
     listing,
     placement::{self, PlacementRequest, PoolCandidate},
     quotas, status, sweeps, transfers, volume_types,
+};
+
+/// The columns Cinder's sort keys name.
+const SORT_COLUMNS: listing::SortColumns<volume::Column> = listing::SortColumns {
+    created_at: volume::Column::CreatedAt,
+    updated_at: volume::Column::UpdatedAt,
+    name: volume::Column::Name,
+    size: volume::Column::SizeGib,
+    status: volume::Column::Status,
+    id: volume::Column::Id,
 };
 
 /// 1 PiB: far above any real pool, low enough that byte sizes never overflow.
@@ -125,14 +136,37 @@ impl Volumes {
             thick: volume_types::wants_thick(&specs),
             extra_specs: specs,
         };
-        let ranked = match &source {
+        let group = match request.group_id.as_str() {
+            "" => None,
+            group_id => Some(self.group_to_join(context, group_id, volume_type.id).await?),
+        };
+        let ranked = match (&source, &group) {
             // A copy is made by the node that holds the source, in the source's pool.
-            Some(source) => vec![self.source_pool(source)?],
-            None => {
-                let candidates = self.candidates().await?;
+            (Some(source), _) => vec![self.source_pool(source)?],
+            // A group's volumes are all on the group's pool.
+            (None, Some(group)) => {
+                vec![self.core.capacity.pool(group.node_id.as_str(), &group.pool).ok_or_else(|| {
+                    ServiceError::unavailable(format!(
+                        "node {} of group {} is not reporting; retry shortly",
+                        group.node_id, group.id
+                    ))
+                })?]
+            }
+            (None, None) => {
+                let candidates = claims::candidates(&self.core).await?;
                 placement::rank(&candidates, &placement_request, &self.core.config.weighers)?
             }
         };
+        if let (Some(group), Some(pool)) = (&group, ranked.first())
+            && pool.host() != group.host()
+        {
+            return Err(ServiceError::invalid(format!(
+                "a volume of group {} is made on its pool {}; this one's source is on {}",
+                group.id,
+                group.host(),
+                pool.host()
+            )));
+        }
 
         let txn = self.core.begin_write().await?;
         if let Some(source) = &source {
@@ -154,35 +188,24 @@ impl Volumes {
             ));
         };
         let node_id = NodeId::parse(&pool.node_id)?;
-        let now = Utc::now();
-        let model = volume::ActiveModel {
-            id: Set(VolumeId::new_random()),
-            project_id: Set(context.project_id.clone()),
-            user_id: Set(context.user_id.clone()),
-            name: Set(request.name.clone()),
-            description: Set(request.description.clone()),
-            size_gib: Set(size_gib),
-            status: Set(VolumeStatus::Creating),
-            attach_status: Set(AttachStatus::Detached),
-            availability_zone: Set(pool.availability_zone.clone()),
-            volume_type_id: Set(Some(volume_type.id)),
-            node_id: Set(Some(node_id.clone())),
-            backend: Set(Some(pool.backend.clone())),
-            pool: Set(Some(pool.pool.clone())),
-            snapshot_id: Set(source.as_ref().and_then(|source| source.snapshot_id)),
-            source_volume_id: Set(source.as_ref().and_then(|source| source.volume_id)),
-            metadata: Set(StringMap::from(&request.metadata)),
-            bootable: Set(source.as_ref().is_some_and(|source| source.bootable)),
-            readonly: Set(false),
-            multiattach: Set(volume_types::allows_multiattach(&placement_request.extra_specs)),
-            error_reason: Set(String::new()),
-            idempotency_key: Set((!request.idempotency_key.is_empty()).then(|| request.idempotency_key.clone())),
-            created_at: Set(now),
-            updated_at: Set(now),
+        let model = NewVolume {
+            context,
+            pool: &pool,
+            node_id: node_id.clone(),
+            volume_type_id: volume_type.id,
+            size_gib,
+            name: request.name.clone(),
+            description: request.description.clone(),
+            metadata: StringMap::from(&request.metadata),
+            bootable: source.as_ref().is_some_and(|source| source.bootable),
+            multiattach: volume_types::allows_multiattach(&placement_request.extra_specs),
+            snapshot_id: source.as_ref().and_then(|source| source.snapshot_id),
+            source_volume_id: source.as_ref().and_then(|source| source.volume_id),
+            idempotency_key: (!request.idempotency_key.is_empty()).then(|| request.idempotency_key.clone()),
+            group_id: group.as_ref().map(|group| group.id),
         }
         .insert(&*txn)
-        .await
-        .map_err(db::keyed_insert_error("volume"))?;
+        .await?;
         let mut events = vec![status::created(&model)];
         if let Some(backup) = &backup {
             sweeps::exclude(&*txn, &backup.project_id, sweeps::SWEEPING, "restore once it is deleted").await?;
@@ -201,7 +224,7 @@ impl Volumes {
                 .as_ref()
                 .map(|backup| SourceBackup { backup_id: backup.id, project_id: backup.project_id.clone() }),
         };
-        let record = journal::record(&*txn, &self.core, &operation).await?;
+        let record = journal::record(&*txn, &self.core, context, &operation).await?;
         txn.commit().await?;
         tracing::info!(volume_id = %model.id, host = %pool.host(), size_gib, "volume placed");
         self.core.publish(events).await;
@@ -261,6 +284,32 @@ impl Volumes {
         Ok(None)
     }
 
+    /// The caller's group a new volume joins: available, and allowing the volume's type.
+    async fn group_to_join(
+        &self,
+        context: &CallContext,
+        group_id: &str,
+        volume_type: VolumeTypeId,
+    ) -> Result<group::Model, ServiceError> {
+        let id = GroupId::parse(group_id)?;
+        let found = group::Entity::find_by_id(id).one(&self.core.db).await.map_err(db_error)?;
+        let group = found
+            .filter(|group| context.is_admin || group.project_id == context.project_id)
+            .ok_or_else(|| ServiceError::not_found(format!("group {id} not found")))?;
+        if group.status != GroupStatus::Available {
+            return Err(ServiceError::invalid(format!(
+                "group {id} is {}; volumes join an available group",
+                group.status.cinder_name()
+            )));
+        }
+        if !group.volume_type_ids.0.contains(&volume_type.to_string()) {
+            return Err(ServiceError::invalid(format!(
+                "group {id} does not allow the volume's type; give one of its volume_types"
+            )));
+        }
+        Ok(group)
+    }
+
     /// The pool of a copy's source, from its node's latest report.
     fn source_pool(&self, source: &Source) -> Result<PoolCandidate, ServiceError> {
         let node_id = source.node_id.as_str();
@@ -274,21 +323,6 @@ impl Volumes {
             .capacity
             .pool(node_id, &source.pool)
             .ok_or_else(|| ServiceError::unavailable(format!("node {node_id} no longer reports pool {}", source.pool)))
-    }
-
-    /// Every pool of every fresh report, with what the database has booked on it.
-    async fn candidates(&self) -> Result<Vec<PoolCandidate>, ServiceError> {
-        let booked = claims::claimed(&self.core.db).await?;
-        let now = Instant::now();
-        let mut candidates = Vec::new();
-        for node in self.core.capacity.nodes().into_iter().filter(|node| node.is_fresh(now)) {
-            for pool in &node.report.pools {
-                let candidate = PoolCandidate::from_report(&node.report.node_id, &node.report.availability_zone, pool);
-                let booked_gib = booked.get(&candidate.host()).copied().unwrap_or(0) as f64;
-                candidates.push(candidate.with_booked(booked_gib));
-            }
-        }
-        Ok(candidates)
     }
 
     pub async fn get(&self, context: &CallContext, volume_id: &str) -> Result<volume::Model, ServiceError> {
@@ -322,13 +356,21 @@ impl Volumes {
         if let Some(bootable) = request.bootable {
             condition = condition.add(volume::Column::Bootable.eq(bootable));
         }
+        if !request.group_id.is_empty() {
+            condition = condition.add(volume::Column::GroupId.eq(GroupId::parse(&request.group_id)?));
+        }
         if let Some(size_gib) = request.size_gib {
             let size_gib = i64::try_from(size_gib).unwrap_or(i64::MAX);
             condition = condition.add(volume::Column::SizeGib.eq(size_gib));
         }
-        let mut rows = volume::Entity::find().filter(condition).all(&self.core.db).await.map_err(db_error)?;
-        listing::retain_metadata(&mut rows, &request.metadata, |row| &row.metadata);
-        listing::page(rows, &request.sort, request.page.as_ref(), request.with_count, "volume")
+        let backend = self.core.db.get_database_backend();
+        let condition = listing::metadata_holds(condition, backend, "volumes", &request.metadata);
+        let keyset = listing::Keyset::<volume::Entity> {
+            order: SORT_COLUMNS.order(&request.sort)?,
+            id: volume::Column::Id,
+            id_of: |row| row.id.to_string(),
+        };
+        keyset.page(&self.core.db, condition, request.page.as_ref(), request.with_count, "volume").await
     }
 
     pub async fn update(
@@ -413,7 +455,7 @@ impl Volumes {
             new_size_gib: new_size,
             attached,
         };
-        let record = journal::record(&*txn, &self.core, &operation).await?;
+        let record = journal::record(&*txn, &self.core, context, &operation).await?;
         txn.commit().await?;
         self.core.publish([status::changed(before, &model)]).await;
         journal::launch(self.core.clone(), record, operation);
@@ -469,7 +511,7 @@ impl Volumes {
             pool,
             snapshot_ids: volume_snapshots.iter().map(|snapshot| snapshot.id).collect(),
         };
-        let record = journal::record(&*txn, &self.core, &operation).await?;
+        let record = journal::record(&*txn, &self.core, context, &operation).await?;
         txn.commit().await?;
         self.core.publish(events).await;
         journal::launch(self.core.clone(), record, operation);
@@ -540,7 +582,7 @@ impl Volumes {
             status::transition::<snapshot::Model>(&*txn, snapshot_id, SnapshotAction::Revert, "").await?;
         let (node_id, pool) = model.placement()?;
         let operation = VolumeOperation::RevertVolume { volume_id: model.id, snapshot_id: snapshot.id, node_id, pool };
-        let record = journal::record(&*txn, &self.core, &operation).await?;
+        let record = journal::record(&*txn, &self.core, context, &operation).await?;
         txn.commit().await?;
         self.core.publish([status::changed(before, &model), status::changed(snapshot_before, &snapshot)]).await;
         journal::launch(self.core.clone(), record, operation);
@@ -641,6 +683,59 @@ impl Volumes {
         txn.commit().await?;
         tracing::info!(volume_id = %model.id, from = %old_type, to = %new_type.name, "volume retyped");
         self.get(context, &model.id.to_string()).await
+    }
+}
+
+/// A new volume's row, `creating` on its pool: what each way of making one decides.
+struct NewVolume<'a> {
+    context: &'a CallContext,
+    pool: &'a PoolCandidate,
+    node_id: NodeId,
+    volume_type_id: VolumeTypeId,
+    size_gib: i64,
+    name: String,
+    description: String,
+    metadata: StringMap,
+    bootable: bool,
+    multiattach: bool,
+    snapshot_id: Option<SnapshotId>,
+    source_volume_id: Option<VolumeId>,
+    idempotency_key: Option<String>,
+    group_id: Option<GroupId>,
+}
+
+impl NewVolume<'_> {
+    async fn insert(self, txn: &impl ConnectionTrait) -> Result<volume::Model, ServiceError> {
+        let now = Utc::now();
+        volume::ActiveModel {
+            id: Set(VolumeId::new_random()),
+            project_id: Set(self.context.project_id.clone()),
+            user_id: Set(self.context.user_id.clone()),
+            name: Set(self.name),
+            description: Set(self.description),
+            size_gib: Set(self.size_gib),
+            status: Set(VolumeStatus::Creating),
+            attach_status: Set(AttachStatus::Detached),
+            availability_zone: Set(self.pool.availability_zone.clone()),
+            volume_type_id: Set(Some(self.volume_type_id)),
+            node_id: Set(Some(self.node_id)),
+            backend: Set(Some(self.pool.backend.clone())),
+            pool: Set(Some(self.pool.pool.clone())),
+            snapshot_id: Set(self.snapshot_id),
+            source_volume_id: Set(self.source_volume_id),
+            metadata: Set(self.metadata),
+            bootable: Set(self.bootable),
+            readonly: Set(false),
+            multiattach: Set(self.multiattach),
+            error_reason: Set(String::new()),
+            idempotency_key: Set(self.idempotency_key),
+            group_id: Set(self.group_id),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(txn)
+        .await
+        .map_err(db::keyed_insert_error("volume"))
     }
 }
 
@@ -751,6 +846,7 @@ pub fn to_proto(
         created_at: Some(std::time::SystemTime::from(model.created_at).into()),
         updated_at: Some(std::time::SystemTime::from(model.updated_at).into()),
         idempotency_key: model.idempotency_key.clone().unwrap_or_default(),
+        group_id: model.group_id.map(|id| id.to_string()).unwrap_or_default(),
         ..Default::default()
     }
 }

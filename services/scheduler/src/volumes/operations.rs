@@ -5,8 +5,8 @@ use basalt::{
     ServiceError,
     ids::{BackupId, NodeId, ProjectId, SnapshotId, VolumeId},
     proto::{
-        NodeCreateVolumeRequest, NodeDeleteVolumeRequest, NodeExtendVolumeRequest, NodeRestoreRequest,
-        NodeRevertVolumeRequest, NodeSnapshotRequest,
+        NodeCreateVolumeRequest, NodeDeleteVolumeRequest, NodeExtendVolumeRequest, NodeManageVolumeRequest,
+        NodeRestoreRequest, NodeRevertVolumeRequest, NodeSnapshotRequest,
     },
 };
 use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, sea_query::Expr};
@@ -18,6 +18,7 @@ use crate::{
     events::PendingEvent,
     journal::{Journalled, with_node},
     lifecycle::{BackupAction, SnapshotAction, VolumeAction},
+    messages::{Action, Detail, Failure, Resource},
     quotas, status, volume_types,
 };
 
@@ -61,6 +62,14 @@ pub enum VolumeOperation {
         node_id: NodeId,
         pool: String,
     },
+    /// The node renames an object of the pool to the volume's name and grows it to the size.
+    ManageVolume {
+        volume_id: VolumeId,
+        node_id: NodeId,
+        pool: String,
+        source_name: String,
+        size_gib: i64,
+    },
 }
 
 /// The backup a new volume is restored from.
@@ -76,14 +85,15 @@ impl VolumeOperation {
             Self::CreateVolume { volume_id, .. }
             | Self::DeleteVolume { volume_id, .. }
             | Self::ExtendVolume { volume_id, .. }
-            | Self::RevertVolume { volume_id, .. } => *volume_id,
+            | Self::RevertVolume { volume_id, .. }
+            | Self::ManageVolume { volume_id, .. } => *volume_id,
         }
     }
 
     /// The lifecycle action whose running status the operation owns.
     fn action(&self) -> VolumeAction {
         match self {
-            Self::CreateVolume { .. } => VolumeAction::Create,
+            Self::CreateVolume { .. } | Self::ManageVolume { .. } => VolumeAction::Create,
             Self::DeleteVolume { .. } => VolumeAction::Delete,
             Self::ExtendVolume { attached: true, .. } => VolumeAction::ExtendAttached,
             Self::ExtendVolume { .. } => VolumeAction::Extend,
@@ -101,6 +111,7 @@ impl Journalled for VolumeOperation {
             Self::DeleteVolume { .. } => "delete_volume",
             Self::ExtendVolume { .. } => "extend_volume",
             Self::RevertVolume { .. } => "revert_volume",
+            Self::ManageVolume { .. } => "manage_volume",
         }
     }
 
@@ -113,8 +124,23 @@ impl Journalled for VolumeOperation {
             Self::CreateVolume { node_id, .. }
             | Self::DeleteVolume { node_id, .. }
             | Self::ExtendVolume { node_id, .. }
-            | Self::RevertVolume { node_id, .. } => node_id.as_str(),
+            | Self::RevertVolume { node_id, .. }
+            | Self::ManageVolume { node_id, .. } => node_id.as_str(),
         }
+    }
+
+    /// Cinder has words for a failed create or extend; a failed delete or revert leaves the
+    /// volume in its error status with the reason, and no message.
+    fn failure(&self, error: &ServiceError) -> Option<Failure> {
+        let resource = Resource::Volume(self.volume_id());
+        let (action, failed) = match self {
+            Self::CreateVolume { .. } | Self::ManageVolume { .. } => {
+                (Action::CREATE_VOLUME_FROM_BACKEND, Detail::DRIVER_FAILED_CREATE)
+            }
+            Self::ExtendVolume { .. } => (Action::EXTEND_VOLUME, Detail::DRIVER_FAILED_EXTEND),
+            Self::DeleteVolume { .. } | Self::RevertVolume { .. } => return None,
+        };
+        Some(Failure { resource, action, detail: Detail::of(error, failed, Detail::DRIVER_NOT_INITIALIZED) })
     }
 
     async fn execute(&self, core: &Core) -> Result<(), ServiceError> {
@@ -183,6 +209,19 @@ impl Journalled for VolumeOperation {
                 with_node(core, node_id, |mut client| {
                     let request = request.clone();
                     async move { client.extend_volume(request).await.map(drop) }
+                })
+                .await
+            }
+            Self::ManageVolume { volume_id, pool, source_name, size_gib, .. } => {
+                let request = NodeManageVolumeRequest {
+                    volume_id: volume_id.to_string(),
+                    pool: pool.clone(),
+                    source_name: source_name.clone(),
+                    size_bytes: *size_gib as u64 * GIB,
+                };
+                with_node(core, node_id, |mut client| {
+                    let request = request.clone();
+                    async move { client.manage_volume(request).await.map(drop) }
                 })
                 .await
             }
@@ -256,7 +295,7 @@ impl Journalled for VolumeOperation {
                     status::finish::<backup::Model>(txn, source.backup_id, BackupAction::Restore, succeeded, &reason);
                 pending.extend(restored.await?);
             }
-            Self::CreateVolume { .. } => {}
+            Self::CreateVolume { .. } | Self::ManageVolume { .. } => {}
         }
         pending.extend(status::finish::<volume::Model>(txn, volume_id, self.action(), succeeded, &reason).await?);
         Ok(pending)

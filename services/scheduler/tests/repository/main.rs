@@ -5,6 +5,7 @@
 //! through the whole mesh.
 
 mod common;
+mod listing;
 mod upgrade;
 
 use std::sync::{Arc, Mutex};
@@ -59,6 +60,7 @@ async fn insert_volume(db: &DatabaseConnection, project: &ProjectId, status: Vol
         multiattach: Set(false),
         error_reason: Set(String::new()),
         idempotency_key: Set(None),
+        group_id: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
     }
@@ -229,6 +231,7 @@ async fn journal_row(db: &DatabaseConnection, owner: &str, lease_from_now: chron
         lease_expires_at: Set(now + lease_from_now),
         attempt: Set(1),
         created_at: Set(now),
+        request_id: Set(basalt::context::new_request_id()),
     }
     .insert(db)
     .await

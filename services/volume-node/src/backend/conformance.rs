@@ -34,6 +34,7 @@ pub const CASES: &[(&str, Case)] = &[
     ("revert_restores_the_snapshot_and_keeps_the_size", |backend, pool| Box::pin(revert_restores(backend, pool))),
     ("capacity_follows_what_is_provisioned", |backend, pool| Box::pin(capacity_follows(backend, pool))),
     ("unknown_pools_and_ids_are_refused", |backend, pool| Box::pin(unknown_refused(backend, pool))),
+    ("adopting_keeps_the_bytes_under_the_new_name", |backend, pool| Box::pin(adopting_keeps_bytes(backend, pool))),
 ];
 
 /// Runs every case (or those whose name contains `filter`), reporting each as it finishes.
@@ -222,6 +223,66 @@ async fn extend_keeps_data(backend: &ConfiguredBackend, pool: &str) -> Result<()
     .await;
     remove(backend, pool, &[id], &[]).await?;
     outcome
+}
+
+/// A volume released by its row (unmanaged) is adopted under a new id: listed as manageable by
+/// its name, renamed with its bytes, grown to the size asked; repeats and refusals change nothing.
+async fn adopting_keeps_bytes(backend: &ConfiguredBackend, pool: &str) -> Result<(), String> {
+    let (released, path) = create(backend, pool, 32 * MIB, VolumeSource::Empty).await?;
+    write_at(&path, MIB, pattern(9, MIB, 4096)).await?;
+    let (other, _) = create(backend, pool, 32 * MIB, VolumeSource::Empty).await?;
+    let adopted = VolumeId::new_random();
+    let (released_name, other_name) = (format!("volume-{released}"), format!("volume-{other}"));
+    let outcome = async {
+        let listed = backend.manageable(pool).await.map_err(|error| fail("list manageable", error))?;
+        let entry = listed.iter().find(|entry| entry.name == released_name);
+        check(entry.is_some_and(|entry| entry.size_bytes == 32 * MIB && entry.reason_not_safe.is_none()), || {
+            format!("the released volume is not listed as manageable with its size: {listed:?}")
+        })?;
+        expect_code(
+            "adopt an object that grew past its listed size",
+            backend.manage_volume(pool, adopted, &released_name, 16 * MIB).await,
+            ErrorCode::Conflict,
+        )?;
+        let volume = backend
+            .manage_volume(pool, adopted, &released_name, 64 * MIB)
+            .await
+            .map_err(|error| fail("adopt", error))?;
+        check(volume.volume_id == adopted && volume.size_bytes == 64 * MIB, || format!("adopted as {volume:?}"))?;
+        expect_bytes(&volume.path, MIB, &pattern(9, MIB, 4096), "the adopted volume's bytes").await?;
+        expect_zeros(&volume.path, 32 * MIB, 32 * MIB, "the adopted volume's grown part").await?;
+        let again = backend
+            .manage_volume(pool, adopted, &released_name, 64 * MIB)
+            .await
+            .map_err(|error| fail("adopt again", error))?;
+        check(again == volume, || format!("a repeated adoption changed the volume: {again:?}"))?;
+        let gone = backend.get_volume(pool, released).await.map_err(|error| fail("get", error))?;
+        check(gone.is_none(), || "the adopted object still answers to its old id".into())?;
+        expect_code(
+            "adopt onto a volume that exists",
+            backend.manage_volume(pool, adopted, &other_name, 64 * MIB).await,
+            ErrorCode::AlreadyExists,
+        )?;
+        expect_code(
+            "adopt an object that is not there",
+            backend.manage_volume(pool, VolumeId::new_random(), "basalt-no-such-object", 64 * MIB).await,
+            ErrorCode::NotFound,
+        )?;
+        for hostile in ["", "..", "../etc/passwd", "a/b", "x\nbad"] {
+            expect_code(
+                &format!("adopt {hostile:?}"),
+                backend.manage_volume(pool, VolumeId::new_random(), hostile, 64 * MIB).await,
+                ErrorCode::InvalidArgument,
+            )?;
+        }
+        let still = backend.get_volume(pool, other).await.map_err(|error| fail("get", error))?;
+        check(still.is_some_and(|volume| volume.size_bytes == 32 * MIB), || {
+            "a refused adoption changed a volume".into()
+        })
+    }
+    .await;
+    let cleaned = remove(backend, pool, &[adopted, released, other], &[]).await;
+    outcome.and(cleaned)
 }
 
 async fn snapshot_keeps_old_bytes(backend: &ConfiguredBackend, pool: &str) -> Result<(), String> {

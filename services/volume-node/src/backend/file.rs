@@ -23,7 +23,10 @@ use basalt::{
     proto::PoolCapacity,
 };
 
-use super::{Backend, BackendSnapshot, BackendVolume, VolumeClear, VolumeSource, blocking, sparse};
+use super::{
+    Backend, BackendSnapshot, BackendVolume, Manageable, VolumeClear, VolumeSource, adoption, blocking,
+    check_manageable_name, sparse,
+};
 
 const VOLUME_PREFIX: &str = "volume-";
 const SNAPSHOT_PREFIX: &str = "snapshot-";
@@ -234,6 +237,83 @@ impl Backend for FileBackend {
     }
 
     /// Every volume and snapshot in the pool.
+    async fn manageable(&self, pool: &str) -> Result<Vec<Manageable>, ServiceError> {
+        self.check_pool(pool)?;
+        let root = self.config.root.clone();
+        blocking(move || {
+            let entries = fs::read_dir(&root).map_err(|error| io_error("list", &root, error))?;
+            let mut found = Vec::new();
+            for entry in entries {
+                let entry = entry.map_err(|error| io_error("list", &root, error))?;
+                let Ok(name) = entry.file_name().into_string() else { continue };
+                if check_manageable_name(&name, &[SNAPSHOT_PREFIX], &[STAGING_MARK]).is_err() {
+                    continue;
+                }
+                let metadata = entry.metadata().map_err(|error| io_error("inspect", &entry.path(), error))?;
+                if metadata.is_dir() {
+                    continue;
+                }
+                found.push(Manageable {
+                    size_bytes: metadata.len(),
+                    reason_not_safe: unsafe_to_adopt(&metadata),
+                    name,
+                });
+            }
+            found.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn manage_volume(
+        &self,
+        pool: &str,
+        volume_id: VolumeId,
+        source_name: &str,
+        size_bytes: u64,
+    ) -> Result<BackendVolume, ServiceError> {
+        self.check_pool(pool)?;
+        check_manageable_name(source_name, &[SNAPSHOT_PREFIX], &[STAGING_MARK])?;
+        let source = self.config.root.join(source_name);
+        let path = self.volume_path(volume_id);
+        let source_name = source_name.to_owned();
+        blocking(move || {
+            if source != path {
+                match fs::symlink_metadata(&source) {
+                    Ok(metadata) => {
+                        if let Some(reason) = unsafe_to_adopt(&metadata) {
+                            return Err(adoption::unsafe_object(&source_name, &reason));
+                        }
+                        if metadata.len() > size_bytes {
+                            return Err(adoption::grew(&source_name, metadata.len(), size_bytes));
+                        }
+                        if inspect(&path)?.is_some() {
+                            return Err(adoption::target_exists(volume_id, &source_name));
+                        }
+                        // One rename: the object is the volume or still itself, never both or neither.
+                        fs::rename(&source, &path).map_err(|error| io_error("rename", &source, error))?;
+                        sync_parent(&path).map_err(|error| io_error("sync the directory of", &path, error))?;
+                    }
+                    // A repeat after the rename finds the volume in its place.
+                    Err(error) if error.kind() == io::ErrorKind::NotFound && inspect(&path)?.is_some() => {}
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                        return Err(adoption::missing(&source_name));
+                    }
+                    Err(error) => return Err(io_error("inspect", &source, error)),
+                }
+            }
+            let file = OpenOptions::new().write(true).open(&path).map_err(|error| io_error("open", &path, error))?;
+            let current = file.metadata().map_err(|error| io_error("inspect", &path, error))?.len();
+            if current < size_bytes {
+                file.set_len(size_bytes).map_err(|error| io_error("extend", &path, error))?;
+                file.sync_all().map_err(|error| io_error("sync", &path, error))?;
+            }
+            Ok(())
+        })
+        .await?;
+        self.describe_volume(pool, volume_id).await
+    }
+
     async fn list(&self) -> Result<(Vec<BackendVolume>, Vec<BackendSnapshot>), ServiceError> {
         let root = self.config.root.clone();
         let pool = self.config.pool.clone();
@@ -318,6 +398,21 @@ fn pool_files(root: &Path) -> Result<Vec<(String, PathBuf)>, ServiceError> {
         }
     }
     Ok(files)
+}
+
+/// Why a directory entry must never become a volume: a link would hand a tenant whatever it
+/// points at (a host file), a second name would let the file change behind the volume's back.
+fn unsafe_to_adopt(metadata: &fs::Metadata) -> Option<String> {
+    if metadata.file_type().is_symlink() {
+        return Some("it is a symbolic link".into());
+    }
+    if !metadata.is_file() {
+        return Some("it is not a regular file".into());
+    }
+    if metadata.nlink() > 1 {
+        return Some(format!("it has {} names (hard links)", metadata.nlink()));
+    }
+    None
 }
 
 /// Size and allocated bytes of `path`, or `None` when it does not exist.
@@ -531,6 +626,47 @@ mod tests {
         assert_eq!(again, created);
         let conflict = backend.create_volume("default", id, 2 << 30, VolumeSource::Empty).await.unwrap_err();
         assert_eq!(conflict.code, ErrorCode::AlreadyExists);
+    }
+
+    #[tokio::test]
+    async fn only_plain_files_of_the_pool_are_adopted_and_links_never() {
+        let outside = tempfile::tempdir().unwrap();
+        let host_file = outside.path().join("host-secret");
+        fs::write(&host_file, b"host bytes").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let backend = backend(dir.path());
+        std::os::unix::fs::symlink(&host_file, dir.path().join("evil")).unwrap();
+        fs::hard_link(&host_file, dir.path().join("twin")).unwrap_or_else(|_| {
+            // Another filesystem: a second name inside the pool shows the same refusal.
+            fs::write(dir.path().join("twin"), b"x").unwrap();
+            fs::hard_link(dir.path().join("twin"), dir.path().join("twin-2")).unwrap();
+        });
+        fs::create_dir(dir.path().join("subdir")).unwrap();
+        let plain = dir.path().join("plain");
+        fs::write(&plain, vec![7u8; 1536 * 1024]).unwrap();
+
+        let listed = backend.manageable("default").await.unwrap();
+        let names: Vec<&str> = listed.iter().map(|object| object.name.as_str()).collect();
+        assert!(!names.contains(&"subdir"), "{listed:?}");
+        let reason =
+            |name: &str| listed.iter().find(|object| object.name == name).and_then(|o| o.reason_not_safe.clone());
+        assert!(reason("evil").is_some_and(|reason| reason.contains("symbolic link")), "{listed:?}");
+        assert!(reason("twin").is_some_and(|reason| reason.contains("names")), "{listed:?}");
+        assert!(listed.iter().any(|object| object.name == "plain" && object.size_bytes == 1536 * 1024));
+        assert_eq!(reason("plain"), None);
+
+        for refused in ["evil", "twin", "subdir"] {
+            let error = backend.manage_volume("default", VolumeId::new_random(), refused, 4 << 20).await.unwrap_err();
+            assert_eq!(error.code, ErrorCode::InvalidArgument, "{refused}: {error:?}");
+        }
+        assert_eq!(fs::read(&host_file).unwrap(), b"host bytes", "the host file is untouched");
+
+        let id = VolumeId::new_random();
+        let adopted = backend.manage_volume("default", id, "plain", 2 << 20).await.unwrap();
+        assert_eq!(adopted.size_bytes, 2 << 20);
+        assert!(!plain.exists(), "the object now lives under the volume's name only");
+        assert_eq!(read_at(&backend.volume_path(id), 0, 4), vec![7u8; 4]);
+        assert_eq!(read_at(&backend.volume_path(id), 1536 * 1024, 4), vec![0u8; 4], "the grown part reads zeros");
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! The `lvm` backend: one pool per volume group (thick) or thin pool, driven through the `lvm` CLI
 //! with JSON reports. Volumes are LVs `volume-<uuid>`, snapshots `_snapshot-<uuid>` (LVM reserves
 //! names starting with `snapshot`; Cinder's LVM driver escapes them the same way), all tagged
-//! `basalt` so the backend never touches an LV it did not make.
+//! `basalt` so the backend never touches an LV it did not make, unless an admin has it adopt one
+//! (`manage_volume`: renamed to its volume's name and tagged).
 //!
 //! - Thick: a deleted volume is zeroed (`BLKZEROOUT`) before its extents return to the group, and
 //!   so is the copy-on-write area of a deleted snapshot, so no tenant's bytes reach another LV.
@@ -30,7 +31,10 @@ use basalt::{
 };
 use serde::Deserialize;
 
-use super::{Backend, BackendSnapshot, BackendVolume, VolumeClear, VolumeSource, block, blocking};
+use super::{
+    Backend, BackendSnapshot, BackendVolume, Manageable, VolumeClear, VolumeSource, adoption, block, blocking,
+    check_manageable_name,
+};
 use basalt::command::{Finished, Runner, SystemRunner};
 
 const LVM: &str = "lvm";
@@ -306,6 +310,30 @@ impl<R: Runner> LvmBackend<R> {
 
     async fn find(&self, lv_name: &str) -> Result<Option<LogicalVolume>, ServiceError> {
         Ok(self.basalt_volumes().await?.into_iter().find(|lv| lv.lv_name == lv_name))
+    }
+
+    /// Why `lv` cannot become a volume of this pool, if it cannot: only a plain LV (thick pools)
+    /// or a thin volume of the pool (thin pools), with no snapshots, that nothing holds open.
+    fn unsafe_to_adopt(&self, lv: &LogicalVolume) -> Option<String> {
+        let kind = lv.attr(0);
+        let plain = if self.thin() { kind == 'V' } else { kind == '-' };
+        if !plain {
+            return Some(format!(
+                "it is not a plain {} volume (LVM type {kind:?})",
+                if self.thin() { "thin" } else { "thick" }
+            ));
+        }
+        if lv.is_open() {
+            return Some("it is in use (open by a process, a mount or an export)".into());
+        }
+        None
+    }
+
+    /// The LVs of the volume group that belong in this pool (thin ones in its thin pool, thick
+    /// ones outside any), whoever made them.
+    async fn pool_lvs(&self) -> Result<Vec<LogicalVolume>, ServiceError> {
+        let thin_pool = self.config.thin_pool.clone().unwrap_or_default();
+        Ok(self.logical_volumes().await?.into_iter().filter(|lv| lv.pool_lv == thin_pool).collect())
     }
 
     fn round_up(&self, size_bytes: u64) -> u64 {
@@ -661,6 +689,64 @@ impl<R: Runner> Backend for LvmBackend<R> {
             copy_then_zero(from, to, copied, size_bytes, "copy the snapshot back").await?;
         }
         self.describe_created(volume_id).await
+    }
+
+    async fn manageable(&self, pool: &str) -> Result<Vec<Manageable>, ServiceError> {
+        self.check_pool(pool)?;
+        let mut found: Vec<Manageable> = self
+            .pool_lvs()
+            .await?
+            .into_iter()
+            .filter(|lv| check_manageable_name(&lv.lv_name, &[SNAPSHOT_PREFIX, STAGING_PREFIX], &[]).is_ok())
+            .filter(|lv| !lv.lv_name.starts_with('[') && Some(&lv.lv_name) != self.config.thin_pool.as_ref())
+            .map(|lv| Manageable {
+                reason_not_safe: self.unsafe_to_adopt(&lv),
+                size_bytes: lv.size_bytes(),
+                name: lv.lv_name,
+            })
+            .collect();
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(found)
+    }
+
+    async fn manage_volume(
+        &self,
+        pool: &str,
+        volume_id: VolumeId,
+        source_name: &str,
+        size_bytes: u64,
+    ) -> Result<BackendVolume, ServiceError> {
+        self.check_pool(pool)?;
+        check_manageable_name(source_name, &[SNAPSHOT_PREFIX, STAGING_PREFIX], &[])?;
+        let name = volume_name(volume_id);
+        let lvs = self.pool_lvs().await?;
+        let target = lvs.iter().find(|lv| lv.lv_name == name);
+        if source_name != name {
+            match (lvs.iter().find(|lv| lv.lv_name == source_name), target) {
+                (Some(_), Some(_)) => return Err(adoption::target_exists(volume_id, source_name)),
+                (Some(source), None) => {
+                    if let Some(reason) = self.unsafe_to_adopt(source) {
+                        return Err(adoption::unsafe_object(source_name, &reason));
+                    }
+                    if source.size_bytes() > self.round_up(size_bytes) {
+                        return Err(adoption::grew(source_name, source.size_bytes(), size_bytes));
+                    }
+                    let group = self.config.volume_group.as_str();
+                    self.lvm(&["lvrename", group, source_name, &name], "rename the adopted LV").await?;
+                }
+                // A repeat after the rename finds the volume in its place.
+                (None, Some(_)) => {}
+                (None, None) => return Err(adoption::missing(source_name)),
+            }
+        }
+        // Tagged after the rename, so a crash between the two is finished by the repeat.
+        let adopted = self.pool_lvs().await?.into_iter().find(|lv| lv.lv_name == name);
+        let adopted =
+            adopted.ok_or_else(|| ServiceError::not_found(format!("volume {volume_id} is not on this node")))?;
+        if !adopted.tags().any(|tag| tag == TAG) {
+            self.lvm(&["lvchange", "--addtag", TAG, &self.qualified(&name)], "tag the adopted LV").await?;
+        }
+        self.extend_volume(pool, volume_id, size_bytes).await
     }
 
     async fn list(&self) -> Result<(Vec<BackendVolume>, Vec<BackendSnapshot>), ServiceError> {

@@ -73,6 +73,72 @@ pub struct BackendSnapshot {
     pub path: String,
 }
 
+/// An object in a pool that a volume could be adopted from (Cinder's manageable volumes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manageable {
+    /// The name it has in the pool: a file name, an LV name.
+    pub name: String,
+    pub size_bytes: u64,
+    /// Why it can never be adopted, when it cannot (a symbolic link, an LV in use, ...).
+    pub reason_not_safe: Option<String>,
+}
+
+/// Checks a name a client gave for an object to adopt: one plain name within the pool, never a
+/// path, never one of the backend's own snapshot or work-in-progress names (those starting with
+/// one of `reserved_prefixes` or holding one of `reserved_marks`).
+pub fn check_manageable_name(
+    name: &str,
+    reserved_prefixes: &[&str],
+    reserved_marks: &[&str],
+) -> Result<(), ServiceError> {
+    let plain = !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && !name.contains('/')
+        && !name.chars().any(char::is_control);
+    if !plain {
+        return Err(ServiceError::invalid(format!(
+            "{:?} is not a name in the pool: give the file or LV name alone (1 to 255 characters, no '/')",
+            basalt::error::excerpt(name)
+        )));
+    }
+    let reserved = reserved_prefixes.iter().find(|prefix| name.starts_with(*prefix));
+    if let Some(reserved) = reserved.or_else(|| reserved_marks.iter().find(|mark| name.contains(*mark))) {
+        return Err(ServiceError::invalid(format!(
+            "{:?} is one of the backend's own objects (named with {reserved:?}), not a volume to adopt",
+            basalt::error::excerpt(name)
+        )));
+    }
+    Ok(())
+}
+
+/// Refusals of an adoption every backend words the same.
+pub mod adoption {
+    use basalt::{ErrorCode, ServiceError, ids::VolumeId};
+
+    pub fn grew(source_name: &str, bytes: u64, listed_bytes: u64) -> ServiceError {
+        ServiceError::conflict(format!(
+            "{source_name:?} holds {bytes} bytes, more than the {listed_bytes} it was listed with; list it again"
+        ))
+    }
+
+    pub fn target_exists(volume_id: VolumeId, source_name: &str) -> ServiceError {
+        ServiceError::new(
+            ErrorCode::AlreadyExists,
+            format!("volume {volume_id} already exists; {source_name:?} was not adopted"),
+        )
+    }
+
+    pub fn unsafe_object(source_name: &str, reason: &str) -> ServiceError {
+        ServiceError::invalid(format!("{source_name:?} cannot be adopted: {reason}"))
+    }
+
+    pub fn missing(source_name: &str) -> ServiceError {
+        ServiceError::not_found(format!("{source_name:?} is not in the pool"))
+    }
+}
+
 /// What a new volume starts from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VolumeSource {
@@ -149,6 +215,22 @@ pub trait Backend: Send + Sync {
         pool: &str,
         volume_id: VolumeId,
         snapshot_id: SnapshotId,
+    ) -> impl Future<Output = Result<BackendVolume, ServiceError>> + Send;
+
+    /// The objects in `pool` a volume could be adopted from, with their sizes: every file (LV)
+    /// but snapshots and work in progress, Basalt's own volumes included by their names (the
+    /// scheduler knows which of those it manages). Reads only.
+    fn manageable(&self, pool: &str) -> impl Future<Output = Result<Vec<Manageable>, ServiceError>> + Send;
+
+    /// Adopts the object `source_name` as volume `volume_id`: renamed to the volume's name, its
+    /// bytes kept, grown to `size_bytes` (never shrunk: an object that grew past it since it was
+    /// listed is refused). A repeat, once the rename happened, returns the volume.
+    fn manage_volume(
+        &self,
+        pool: &str,
+        volume_id: VolumeId,
+        source_name: &str,
+        size_bytes: u64,
     ) -> impl Future<Output = Result<BackendVolume, ServiceError>> + Send;
 
     /// Every volume and snapshot the backend holds, for reconciliation with the scheduler's rows.
@@ -229,6 +311,20 @@ impl Backend for ConfiguredBackend {
         snapshot_id: SnapshotId,
     ) -> Result<BackendVolume, ServiceError> {
         dispatch!(self, backend => backend.revert_volume(pool, volume_id, snapshot_id).await)
+    }
+
+    async fn manageable(&self, pool: &str) -> Result<Vec<Manageable>, ServiceError> {
+        dispatch!(self, backend => backend.manageable(pool).await)
+    }
+
+    async fn manage_volume(
+        &self,
+        pool: &str,
+        volume_id: VolumeId,
+        source_name: &str,
+        size_bytes: u64,
+    ) -> Result<BackendVolume, ServiceError> {
+        dispatch!(self, backend => backend.manage_volume(pool, volume_id, source_name, size_bytes).await)
     }
 
     async fn list(&self) -> Result<(Vec<BackendVolume>, Vec<BackendSnapshot>), ServiceError> {

@@ -12,7 +12,7 @@ use basalt::{
 };
 
 use super::{
-    Backend, BackendSnapshot, BackendVolume, VolumeClear, VolumeSource,
+    Backend, BackendSnapshot, BackendVolume, Manageable, VolumeClear, VolumeSource,
     file::{FileBackend, FileBackendConfig},
 };
 use basalt::command::Runner;
@@ -196,6 +196,20 @@ impl Backend for NfsBackend {
         snapshot_id: SnapshotId,
     ) -> Result<BackendVolume, ServiceError> {
         self.pool(pool)?.files.revert_volume(pool, volume_id, snapshot_id).await
+    }
+
+    async fn manageable(&self, pool: &str) -> Result<Vec<Manageable>, ServiceError> {
+        self.pool(pool)?.files.manageable(pool).await
+    }
+
+    async fn manage_volume(
+        &self,
+        pool: &str,
+        volume_id: VolumeId,
+        source_name: &str,
+        size_bytes: u64,
+    ) -> Result<BackendVolume, ServiceError> {
+        self.pool(pool)?.files.manage_volume(pool, volume_id, source_name, size_bytes).await
     }
 
     async fn list(&self) -> Result<(Vec<BackendVolume>, Vec<BackendSnapshot>), ServiceError> {

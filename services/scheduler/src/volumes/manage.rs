@@ -1,0 +1,308 @@
+//! Manage and unmanage (Cinder's `os-volume-manage`, `manageable_volumes`, `os-unmanage`): an
+//! admin adopts an object a pool already holds (a file, an LV) as a volume with its bytes, or
+//! releases a volume so the database forgets it while its bytes stay where they are.
+
+use std::time::Instant;
+
+use basalt::{
+    ServiceError,
+    context::CallContext,
+    ids::{NodeId, VolumeId},
+    proto::{ListManageableVolumesRequest, ManageVolumeRequest, ManageableVolume, NodeListManageableRequest, PageInfo},
+};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+
+use super::{MAX_VOLUME_GIB, NewVolume, Volumes, operations::VolumeOperation};
+use crate::{
+    claims,
+    db::{attachment, db_error, json::StringMap, snapshot, volume},
+    fields, journal,
+    lifecycle::{self, VolumeAction},
+    placement::{self, PoolCandidate},
+    quotas, status, volume_types,
+};
+
+const GIB: u64 = 1 << 30;
+/// Names of volumes the backends give (`volume-<uuid>`): such an object may be a volume already.
+const VOLUME_PREFIX: &str = "volume-";
+/// The most objects one listing returns.
+const MAX_PAGE: usize = 1000;
+
+impl Volumes {
+    /// Adopts `request.source_name` on `request.host` as a new volume of the caller's project.
+    pub async fn manage(
+        &self,
+        context: &CallContext,
+        request: ManageVolumeRequest,
+    ) -> Result<volume::Model, ServiceError> {
+        fields::check_common(&request.name, &request.description, &request.metadata)?;
+        fields::check_name("availability_zone", &request.availability_zone)?;
+        let pool = self.pool_of_host(&request.host)?;
+        if !request.availability_zone.is_empty() && request.availability_zone != pool.availability_zone {
+            return Err(ServiceError::invalid(format!(
+                "host {} is in availability zone {}, not {}",
+                pool.host(),
+                pool.availability_zone,
+                basalt::error::excerpt(&request.availability_zone)
+            )));
+        }
+        let listed = self.manageable_on(&pool).await?;
+        let object = listed.iter().find(|object| object.source_name == request.source_name).ok_or_else(|| {
+            ServiceError::not_found(format!(
+                "{:?} is not in pool {}; GET manageable_volumes?host={} lists what is",
+                basalt::error::excerpt(&request.source_name),
+                pool.host(),
+                pool.host()
+            ))
+        })?;
+        if !object.safe_to_manage {
+            return Err(ServiceError::invalid(format!(
+                "{:?} cannot be managed: {}",
+                basalt::error::excerpt(&request.source_name),
+                object.reason_not_safe
+            )));
+        }
+        let size_gib = object.size_gib as i64;
+        if object.size_gib > MAX_VOLUME_GIB {
+            return Err(ServiceError::invalid(format!(
+                "{:?} is {size_gib} GiB; a volume is at most {MAX_VOLUME_GIB} GiB",
+                request.source_name
+            )));
+        }
+
+        let db = &self.core.db;
+        let volume_type = match request.volume_type.as_str() {
+            "" => volume_types::default_type(db, &context.project_id).await?,
+            wanted => volume_types::resolve(db, context, wanted).await?,
+        };
+        let specs = volume_type.extra_specs.to_hash_map();
+        let zones = volume_types::zones(&specs);
+        let fits = placement::filters::capabilities(&pool, &specs)
+            && (zones.is_empty() || zones.contains(&pool.availability_zone))
+            && (pool.thick_provisioning_support || !volume_types::wants_thick(&specs));
+        if !fits {
+            return Err(ServiceError::invalid(format!(
+                "pool {} does not satisfy volume type {}; manage it with a type the pool satisfies",
+                pool.host(),
+                volume_type.name
+            )));
+        }
+        let project = &context.project_id;
+        quotas::check_volume_size(db, &self.core.config.quota_defaults, project, size_gib).await?;
+        let usage = quotas::volume_usage(&volume_type.name, size_gib);
+
+        let txn = self.core.begin_write().await?;
+        quotas::reserve(&*txn, &self.core.config.quota_defaults, project, &usage).await?;
+        // The bytes are in the pool already: booked whatever the pool's claims say.
+        let thick = volume_types::wants_thick(&specs);
+        claims::book(&*txn, &pool.host(), claims::capacity_gib(&pool, thick), size_gib).await?;
+        let node_id = NodeId::parse(&pool.node_id)?;
+        let model = NewVolume {
+            context,
+            pool: &pool,
+            node_id: node_id.clone(),
+            volume_type_id: volume_type.id,
+            size_gib,
+            name: request.name.clone(),
+            description: request.description.clone(),
+            metadata: StringMap::from(&request.metadata),
+            bootable: request.bootable,
+            multiattach: volume_types::allows_multiattach(&specs),
+            snapshot_id: None,
+            source_volume_id: None,
+            idempotency_key: None,
+            group_id: None,
+        }
+        .insert(&*txn)
+        .await?;
+        let operation = VolumeOperation::ManageVolume {
+            volume_id: model.id,
+            node_id,
+            pool: pool.pool.clone(),
+            source_name: request.source_name.clone(),
+            size_gib,
+        };
+        let record = journal::record(&*txn, &self.core, context, &operation).await?;
+        txn.commit().await?;
+        tracing::info!(volume_id = %model.id, host = %pool.host(), source = %request.source_name, size_gib, "volume being adopted");
+        self.core.publish([status::created(&model)]).await;
+        journal::launch(self.core.clone(), record, operation);
+        Ok(model)
+    }
+
+    /// What `request.host` holds that could be adopted, a page of it in the order asked.
+    pub async fn manageable(
+        &self,
+        request: &ListManageableVolumesRequest,
+    ) -> Result<(Vec<ManageableVolume>, PageInfo), ServiceError> {
+        let pool = self.pool_of_host(&request.host)?;
+        let mut listed = self.manageable_on(&pool).await?;
+        let mut order = Vec::new();
+        for key in &request.sort {
+            match key.key.as_str() {
+                "reference" | "source-name" => order.push((false, key.descending)),
+                "size" => order.push((true, key.descending)),
+                other => {
+                    return Err(ServiceError::invalid(format!(
+                        "cannot sort manageable volumes by {:?}: use reference or size",
+                        basalt::error::excerpt(other)
+                    )));
+                }
+            }
+        }
+        listed.sort_by(|a, b| {
+            order
+                .iter()
+                .map(|(by_size, descending)| {
+                    let ordering =
+                        if *by_size { a.size_gib.cmp(&b.size_gib) } else { a.source_name.cmp(&b.source_name) };
+                    if *descending { ordering.reverse() } else { ordering }
+                })
+                .find(|ordering| ordering.is_ne())
+                .unwrap_or_else(|| a.source_name.cmp(&b.source_name))
+        });
+        let page = request.page.clone().unwrap_or_default();
+        let start = match page.marker.as_str() {
+            "" => 0,
+            marker => listed.iter().position(|object| object.source_name == marker).map(|index| index + 1).ok_or_else(
+                || {
+                    ServiceError::invalid(format!(
+                        "marker {:?} is not an object of this listing",
+                        basalt::error::excerpt(marker)
+                    ))
+                },
+            )?,
+        } + page.offset as usize;
+        let limit = match page.limit {
+            0 => MAX_PAGE,
+            limit => (limit as usize).min(MAX_PAGE),
+        };
+        let rows: Vec<ManageableVolume> = listed.iter().skip(start).take(limit).cloned().collect();
+        let next_marker = match listed.len() > start + rows.len() {
+            true => rows.last().map(|object| object.source_name.clone()).unwrap_or_default(),
+            false => String::new(),
+        };
+        Ok((rows, PageInfo { next_marker, total_count: None }))
+    }
+
+    /// Forgets the volume: its row goes with its quota and capacity claim, its bytes stay in the
+    /// pool under the volume's name (manageable again).
+    pub async fn unmanage(&self, context: &CallContext, volume_id: &str) -> Result<volume::Model, ServiceError> {
+        let model = self.get(context, volume_id).await?;
+        status::check(&model, VolumeAction::Unmanage, "unmanaging")?;
+        let txn = self.core.begin_write().await?;
+        status::lock::<volume::Model>(&*txn, model.id, lifecycle::volume(VolumeAction::Unmanage).from, "unmanaging")
+            .await?;
+        if journal::in_flight(&*txn, &model.id.to_string()).await? {
+            return Err(ServiceError::conflict(format!("volume {} has an operation in flight", model.id)));
+        }
+        let snapshots = snapshot::Entity::find()
+            .filter(snapshot::Column::VolumeId.eq(model.id))
+            .count(&*txn)
+            .await
+            .map_err(db_error)?;
+        if snapshots > 0 {
+            return Err(ServiceError::invalid(format!(
+                "volume {} has {snapshots} snapshots; delete them before unmanaging it",
+                model.id
+            )));
+        }
+        // An attachment may mean an export a forgotten volume would keep serving.
+        let attachments = attachment::Entity::find()
+            .filter(attachment::Column::VolumeId.eq(model.id))
+            .count(&*txn)
+            .await
+            .map_err(db_error)?;
+        if attachments > 0 {
+            return Err(ServiceError::invalid(format!(
+                "volume {} has {attachments} attachments; detach it before unmanaging it",
+                model.id
+            )));
+        }
+        let removed = status::remove::<volume::Model>(&*txn, model.id).await?;
+        txn.commit().await?;
+        tracing::info!(volume_id = %model.id, host = %model.host(), "volume unmanaged; its bytes stay in the pool");
+        self.core.publish(removed).await;
+        Ok(model)
+    }
+
+    /// The pool `host` names: `node@backend#pool`, or `node@backend` when the backend has one
+    /// pool on the node; from the node's latest report.
+    fn pool_of_host(&self, host: &str) -> Result<PoolCandidate, ServiceError> {
+        let (node_backend, pool_name) = match host.split_once('#') {
+            Some((node_backend, pool)) => (node_backend, Some(pool)),
+            None => (host, None),
+        };
+        let (node_id, backend) = node_backend.split_once('@').ok_or_else(|| {
+            ServiceError::invalid(format!(
+                "host {:?} is not node@backend or node@backend#pool, as os-services and get_pools name them",
+                basalt::error::excerpt(host)
+            ))
+        })?;
+        let node = self.core.capacity.node(node_id).filter(|node| node.is_fresh(Instant::now())).ok_or_else(|| {
+            ServiceError::not_found(format!("host {} is not reporting", basalt::error::excerpt(host)))
+        })?;
+        let mut pools = node.report.pools.iter().filter(|pool| pool.backend == backend);
+        let pool = match pool_name {
+            Some(name) => pools.find(|pool| pool.name == name),
+            None => match (pools.next(), pools.next()) {
+                (Some(only), None) => Some(only),
+                (Some(_), Some(_)) => {
+                    return Err(ServiceError::invalid(format!(
+                        "backend {backend} has several pools on {node_id}; name one as node@backend#pool"
+                    )));
+                }
+                _ => None,
+            },
+        };
+        let pool = pool.ok_or_else(|| {
+            ServiceError::not_found(format!("host {} has no such pool", basalt::error::excerpt(host)))
+        })?;
+        Ok(PoolCandidate::from_report(node_id, &node.report.availability_zone, pool))
+    }
+
+    /// Every object of `pool` by name, with whether it may be adopted: the node's word, then
+    /// whether it is a volume this deployment already manages.
+    async fn manageable_on(&self, pool: &PoolCandidate) -> Result<Vec<ManageableVolume>, ServiceError> {
+        let mut client = self.core.nodes.client(&self.core.capacity, &pool.node_id)?;
+        let objects = client
+            .list_manageable(NodeListManageableRequest { pool: pool.pool.clone() })
+            .await
+            .map_err(ServiceError::from)?
+            .into_inner()
+            .objects;
+        let named: Vec<VolumeId> = objects
+            .iter()
+            .filter_map(|object| object.name.strip_prefix(VOLUME_PREFIX).and_then(|id| VolumeId::parse(id).ok()))
+            .collect();
+        let managed: Vec<VolumeId> = volume::Entity::find()
+            .filter(volume::Column::Id.is_in(named))
+            .all(&self.core.db)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(|row| row.id)
+            .collect();
+        Ok(objects
+            .into_iter()
+            .map(|object| {
+                let volume_id = object
+                    .name
+                    .strip_prefix(VOLUME_PREFIX)
+                    .and_then(|id| VolumeId::parse(id).ok())
+                    .filter(|id| managed.contains(id));
+                let reason = match (&volume_id, object.reason_not_safe.as_str()) {
+                    (Some(_), _) => "already managed".to_owned(),
+                    (None, reason) => reason.to_owned(),
+                };
+                ManageableVolume {
+                    source_name: object.name,
+                    size_gib: object.size_bytes.div_ceil(GIB).max(1),
+                    safe_to_manage: reason.is_empty(),
+                    reason_not_safe: reason,
+                    volume_id: volume_id.map(|id| id.to_string()).unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+}
