@@ -74,6 +74,9 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("volume_extension:volume_manage", "rule:admin_api"),
     ("volume_extension:volume_unmanage", "rule:admin_api"),
     ("volume_extension:list_manageable", "rule:admin_api"),
+    ("snapshot_extension:snapshot_manage", "rule:admin_api"),
+    ("snapshot_extension:snapshot_unmanage", "rule:admin_api"),
+    ("snapshot_extension:list_manageable", "rule:admin_api"),
     // User messages (3.3+).
     ("message:get_all", "rule:project_reader_or_admin"),
     ("message:get", "rule:project_reader_or_admin"),

@@ -441,6 +441,27 @@ fn manage_sequence(clients: &Clients, data: &std::path::Path) -> Result<()> {
     clients.openstack(&["volume", "delete", "--remote", &readopted])?;
     ensure!(clients.cinder(&["show", &readopted]).is_err(), "openstack volume delete --remote left the volume");
     ensure!(pool_dir.join(format!("volume-{readopted}")).exists(), "unmanaging removed the bytes");
+
+    // A snapshot released and adopted again as its volume's.
+    let volume = cliff_field(&clients.cinder(&["create", "--name", "with-snapshot", "1"])?, "id").context("volume")?;
+    clients.wait_for(&volume, "available")?;
+    let snapshot = cliff_field(&clients.cinder(&["snapshot-create", &volume])?, "id").context("snapshot id")?;
+    let deadline = std::time::Instant::now() + WAIT;
+    while cliff_field(&clients.cinder(&["snapshot-show", &snapshot])?, "status").as_deref() != Some("available") {
+        ensure!(std::time::Instant::now() < deadline, "snapshot {snapshot} never became available");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    clients.cinder(&["snapshot-unmanage", &snapshot])?;
+    let name = format!("snapshot-{snapshot}");
+    let listed = clients.cinder(&[&v38[..], &["snapshot-manageable-list", &host]].concat())?;
+    ensure!(listed.contains(&name), "snapshot-manageable-list:\n{listed}");
+    let adopted = clients.cinder(&["snapshot-manage", "--name", "adopted", &volume, &name])?;
+    let adopted = cliff_field(&adopted, "id").with_context(|| format!("snapshot-manage printed no id:\n{adopted}"))?;
+    let deadline = std::time::Instant::now() + WAIT;
+    while cliff_field(&clients.cinder(&["snapshot-show", &adopted])?, "status").as_deref() != Some("available") {
+        ensure!(std::time::Instant::now() < deadline, "the adopted snapshot never became available");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     Ok(())
 }
 

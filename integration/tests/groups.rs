@@ -135,6 +135,12 @@ async fn a_group_keeps_its_volumes_on_one_pool_and_goes_with_them() -> Result<()
     ensure!(shown.body["volume"]["group_id"] == group.as_str(), "{:?}", shown.body);
     let older = member.call(&api, Method::GET, &format!("/volumes/{inside}"), "3.12", None).await?;
     ensure!(older.body["volume"].get("group_id").is_none(), "group_id before 3.13: {:?}", older.body);
+    let offer = format!(r#"{{"transfer": {{"volume_id": "{inside}"}}}}"#);
+    let transfer = member.call(&api, Method::POST, "/os-volume-transfer", "3.0", Some(&offer)).await?;
+    transfer.assert_fault(400, "badRequest", "remove it from the group");
+    let retype = r#"{"os-retype": {"new_type": "outside"}}"#;
+    let retyped = member.call(&api, Method::POST, &format!("/volumes/{inside}/action"), "3.13", Some(retype)).await?;
+    retyped.assert_fault(400, "badRequest", "remove it from the group");
     let wrong = format!(r#"{{"volume": {{"size": 1, "volume_type": "outside", "group_id": "{group}"}}}}"#);
     let refused = member.call(&api, Method::POST, "/volumes", "3.13", Some(&wrong)).await?;
     refused.assert_fault(400, "badRequest", "does not allow the volume's type");

@@ -176,6 +176,22 @@ fn operations() -> Vec<(Method, &'static str, Access, Option<String>)> {
             body(r#"{"volume": {"host": "{host}", "ref": {"source-name": "matrix-none"}}}"#),
         ),
         (Method::GET, "/os-volume-manage?host={host}", Admin, None),
+        (
+            Method::POST,
+            "/os-snapshot-manage",
+            Admin,
+            body(r#"{"snapshot": {"volume_id": "{volume_id}", "ref": {"source-name": "snapshot-none"}}}"#),
+        ),
+        (
+            Method::POST,
+            "/manageable_snapshots",
+            Admin,
+            body(r#"{"snapshot": {"volume_id": "{volume_id}", "ref": {"source-name": "snapshot-none"}}}"#),
+        ),
+        (Method::GET, "/os-snapshot-manage?host={host}", Admin, None),
+        (Method::GET, "/os-snapshot-manage/detail?host={host}", Admin, None),
+        (Method::GET, "/manageable_snapshots?host={host}", Admin, None),
+        (Method::GET, "/manageable_snapshots/detail?host={host}", Admin, None),
         (Method::GET, "/os-volume-manage/detail?host={host}", Admin, None),
         (Method::GET, "/manageable_volumes?host={host}", Admin, None),
         (Method::GET, "/manageable_volumes/detail?host={host}", Admin, None),
@@ -203,6 +219,8 @@ fn operations() -> Vec<(Method, &'static str, Access, Option<String>)> {
         (Method::POST, "/groups/{group_id}/action", Write, action("delete", r#"{"delete-volumes": false}"#)),
         // Last: it goes once its group has gone.
         (Method::DELETE, "/group_types/{group_type_id}", Admin, None),
+        // Late: an admin's unmanage forgets A's snapshot, which the calls above use.
+        (Method::POST, "/snapshots/{snapshot_id}/action", Admin, action("os-unmanage", "null")),
         (Method::GET, "/messages", Read, None),
         (Method::GET, "/messages/{message_id}", Read, None),
         (Method::DELETE, "/messages/{message_id}", Write, None),

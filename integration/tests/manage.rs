@@ -132,3 +132,78 @@ async fn an_object_in_the_pool_becomes_a_volume_and_goes_back_with_its_bytes() -
     mesh.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_snapshot_is_released_and_adopted_again_as_its_volume_s() -> Result<()> {
+    let mesh = InProcessMesh::start(1).await?;
+    let api = RestApi::start(&mesh).await?;
+    let admin = RestCaller::new(PROJECT, "admin");
+    let member = RestCaller::new(PROJECT, "alice");
+    let pool_dir = mesh.node_dir("node-0");
+    let volume = admin.call(&api, Method::POST, "/volumes", "3.0", Some(r#"{"volume": {"size": 1}}"#)).await?;
+    let volume = volume.body["volume"]["id"].as_str().context("a volume id")?.to_owned();
+    admin.wait_for(&api, &format!("/volumes/{volume}"), "volume", "available").await?;
+    let bytes = pattern(62, 1 << 20);
+    write_at(&pool_dir.join(format!("volume-{volume}")), 0, &bytes)?;
+    let body = format!(r#"{{"snapshot": {{"volume_id": "{volume}"}}}}"#);
+    let snapshot = admin.call(&api, Method::POST, "/snapshots", "3.0", Some(&body)).await?;
+    let snapshot = snapshot.body["snapshot"]["id"].as_str().context("a snapshot id")?.to_owned();
+    admin.wait_for(&api, &format!("/snapshots/{snapshot}"), "snapshot", "available").await?;
+
+    // Listed as already managed, then released: the row goes, the bytes stay.
+    let list = |path: &'static str| {
+        let (api, admin) = (&api, &admin);
+        async move {
+            let reply = admin.call(api, Method::GET, &format!("{path}?host={HOST}"), "3.8", None).await?;
+            ensure!(reply.status == StatusCode::OK, "{path}: {:?}", reply.body);
+            reply.body["manageable-snapshots"].as_array().cloned().context("manageable-snapshots")
+        }
+    };
+    let name = format!("snapshot-{snapshot}");
+    let listed = list("/manageable_snapshots/detail").await?;
+    let detailed = entry(&listed, &name).context("the snapshot is listed")?;
+    ensure!(
+        sorted_keys(detailed)
+            == [
+                "cinder_id",
+                "extra_info",
+                "reason_not_safe",
+                "reference",
+                "safe_to_manage",
+                "size",
+                "source_reference"
+            ],
+        "{detailed:?}"
+    );
+    ensure!(detailed["cinder_id"] == snapshot.as_str() && detailed["safe_to_manage"] == false, "{detailed:?}");
+    let summary = list("/manageable_snapshots").await?;
+    let brief = entry(&summary, &name).context("the summary lists it")?;
+    ensure!(sorted_keys(brief) == ["reference", "safe_to_manage", "size", "source_reference"], "{brief:?}");
+    let action = format!("/snapshots/{snapshot}/action");
+    let unmanage = r#"{"os-unmanage": null}"#;
+    ensure!(member.call(&api, Method::POST, &action, "3.0", Some(unmanage)).await?.status == StatusCode::FORBIDDEN);
+    let released = admin.call(&api, Method::POST, &action, "3.0", Some(unmanage)).await?;
+    ensure!(released.status == StatusCode::ACCEPTED, "{:?}", released.body);
+    ensure!(admin.call(&api, Method::GET, &format!("/snapshots/{snapshot}"), "3.0", None).await?.status == 404);
+    ensure!(pool_dir.join(&name).exists(), "unmanaging left the snapshot's bytes");
+
+    // Adopted again as the volume's snapshot; reverting to it gives its bytes.
+    let adopt =
+        format!(r#"{{"snapshot": {{"volume_id": "{volume}", "ref": {{"source-name": "{name}"}}, "name": "again"}}}}"#);
+    ensure!(member.call(&api, Method::POST, "/os-snapshot-manage", "3.0", Some(&adopt)).await?.status == 403);
+    let adopted = admin.call(&api, Method::POST, "/os-snapshot-manage", "3.0", Some(&adopt)).await?;
+    ensure!(adopted.status == StatusCode::ACCEPTED, "{:?}", adopted.body);
+    let adopted = adopted.body["snapshot"]["id"].as_str().context("the adopted snapshot's id")?.to_owned();
+    admin.wait_for(&api, &format!("/snapshots/{adopted}"), "snapshot", "available").await?;
+    write_at(&pool_dir.join(format!("volume-{volume}")), 0, &pattern(63, 1 << 20))?;
+    let revert = format!(r#"{{"revert": {{"snapshot_id": "{adopted}"}}}}"#);
+    let reverted = admin.call(&api, Method::POST, &format!("/volumes/{volume}/action"), "3.40", Some(&revert)).await?;
+    ensure!(reverted.status == StatusCode::ACCEPTED, "{:?}", reverted.body);
+    admin.wait_for(&api, &format!("/volumes/{volume}"), "volume", "available").await?;
+    ensure!(read_at(&pool_dir.join(format!("volume-{volume}")), 0, bytes.len())? == bytes, "reverted to its bytes");
+    let missing = format!(r#"{{"snapshot": {{"volume_id": "{volume}", "ref": {{"source-name": "snapshot-nope"}}}}}}"#);
+    let refused = admin.call(&api, Method::POST, "/manageable_snapshots", "3.8", Some(&missing)).await?;
+    refused.assert_fault(404, "itemNotFound", "is not in pool");
+    mesh.shutdown().await;
+    Ok(())
+}

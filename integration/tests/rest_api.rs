@@ -584,6 +584,7 @@ async fn resource_filters_report_what_each_listing_accepts() -> Result<()> {
         "bootable" => "false",
         "size" => "1",
         "metadata" => "%7B%22k%22%3A%22v%22%7D",
+        "group_id" => "00000000-0000-4000-8000-000000000000",
         _ => "x",
     };
     for filter in &filters {
@@ -591,9 +592,10 @@ async fn resource_filters_report_what_each_listing_accepts() -> Result<()> {
         let listed = api.call(Method::GET, &path, Some(&member), Some("3.33"), None).await?;
         assert_eq!(listed.status, StatusCode::OK, "{filter}: {:?}", listed.body);
     }
-    let refused =
-        api.call(Method::GET, &format!("{base}/volumes/detail?group_id=x"), Some(&member), Some("3.33"), None).await?;
-    refused.assert_fault(400, "badRequest", "invalid filters group_id");
+    let refused = api
+        .call(Method::GET, &format!("{base}/volumes/detail?migration_status=x"), Some(&member), Some("3.33"), None)
+        .await?;
+    refused.assert_fault(400, "badRequest", "invalid filters migration_status");
     let unknown = api
         .call(Method::GET, &format!("{base}/resource_filters?resource=nothing"), Some(&member), Some("3.33"), None)
         .await?;

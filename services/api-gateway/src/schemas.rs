@@ -453,6 +453,7 @@ pub fn snapshot_action() -> Value {
     actions(&[
         ("os-reset_status", object(json!({"status": {"enum": SNAPSHOT_STATUSES}}), &["status"])),
         ("os-force_delete", no_arguments()),
+        ("os-unmanage", no_arguments()),
     ])
 }
 
@@ -1106,6 +1107,49 @@ pub fn volume_manage() -> Value {
     );
     body["examples"] = json!([{"volume": {"host": "node-0@file#default", "ref": {"source-name": "fuzzed"}}}]);
     body
+}
+
+pub fn snapshot_manage() -> Value {
+    let reference = object(json!({"source-name": name(), "source-id": name()}), &[]);
+    let mut body = wrapped(
+        "snapshot",
+        object(
+            json!({
+                "volume_id": uuid(),
+                "ref": reference,
+                "name": nullable(name()),
+                "description": nullable(text()),
+                "metadata": nullable(string_map()),
+            }),
+            &["volume_id", "ref"],
+        ),
+    );
+    body["examples"] =
+        json!([{"snapshot": {"volume_id": "00000000-0000-4000-8000-000000000000", "ref": {"source-name": "fuzzed"}}}]);
+    body
+}
+
+fn manageable_snapshot(detail: bool) -> Value {
+    let mut item = manageable_volume(detail);
+    item["properties"]["source_reference"] = nullable(object(json!({"source-name": string()}), &["source-name"]));
+    if let Some(required) = item["required"].as_array_mut() {
+        required.push(json!("source_reference"));
+    }
+    item
+}
+
+fn manageable_snapshot_list(detail: bool) -> Value {
+    let mut listing = list_of("manageable-snapshots", manageable_snapshot(detail), false);
+    listing["properties"]["manageable-snapshots_links"] = links();
+    listing
+}
+
+pub fn manageable_snapshots() -> Value {
+    manageable_snapshot_list(false)
+}
+
+pub fn manageable_snapshots_detail() -> Value {
+    manageable_snapshot_list(true)
 }
 
 fn manageable_volume(detail: bool) -> Value {

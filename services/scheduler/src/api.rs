@@ -8,6 +8,7 @@ use basalt::proto::{
     ListGroupsRequest, ListGroupsResponse, ResetGroupStatusRequest, SetGroupSpecsRequest, UnsetGroupSpecRequest,
     UpdateGroupRequest, UpdateGroupTypeRequest,
 };
+use basalt::proto::{ListManageableSnapshotsResponse, ManageSnapshotRequest, UnmanageSnapshotRequest};
 use basalt::{
     ServiceError,
     context::CallContext,
@@ -606,6 +607,30 @@ impl VolumeService for VolumeApi {
     ) -> Result<Response<UnmanageVolumeResponse>, Status> {
         let context = self.authorize(&request, "volume_extension:volume_unmanage")?;
         self.volumes.unmanage(&context, &request.get_ref().volume_id).await?;
+        Ok(Response::new(UnmanageVolumeResponse {}))
+    }
+
+    async fn manage_snapshot(&self, request: Request<ManageSnapshotRequest>) -> Result<Response<Snapshot>, Status> {
+        let context = self.authorize(&request, "snapshot_extension:snapshot_manage")?;
+        let model = self.snapshots.manage(&context, request.into_inner()).await?;
+        Ok(Response::new(snapshots::to_proto(&model)))
+    }
+
+    async fn list_manageable_snapshots(
+        &self,
+        request: Request<ListManageableVolumesRequest>,
+    ) -> Result<Response<ListManageableSnapshotsResponse>, Status> {
+        self.authorize(&request, "snapshot_extension:list_manageable")?;
+        let (snapshots, page_info) = self.snapshots.manageable(request.get_ref()).await?;
+        Ok(Response::new(ListManageableSnapshotsResponse { snapshots, page_info: Some(page_info) }))
+    }
+
+    async fn unmanage_snapshot(
+        &self,
+        request: Request<UnmanageSnapshotRequest>,
+    ) -> Result<Response<UnmanageVolumeResponse>, Status> {
+        let context = self.authorize(&request, "snapshot_extension:snapshot_unmanage")?;
+        self.snapshots.unmanage(&context, &request.get_ref().snapshot_id).await?;
         Ok(Response::new(UnmanageVolumeResponse {}))
     }
 

@@ -63,6 +63,41 @@ impl CapacityView {
         self.nodes.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(node_id).cloned()
     }
 
+    /// The pool `host` names: `node@backend#pool`, or `node@backend` when the backend has one
+    /// pool on the node; from the node's latest report.
+    pub fn pool_of_host(&self, host: &str) -> Result<PoolCandidate, ServiceError> {
+        let (node_backend, pool_name) = match host.split_once('#') {
+            Some((node_backend, pool)) => (node_backend, Some(pool)),
+            None => (host, None),
+        };
+        let (node_id, backend) = node_backend.split_once('@').ok_or_else(|| {
+            ServiceError::invalid(format!(
+                "host {:?} is not node@backend or node@backend#pool, as os-services and get_pools name them",
+                basalt::error::excerpt(host)
+            ))
+        })?;
+        let node = self.node(node_id).filter(|node| node.is_fresh(Instant::now())).ok_or_else(|| {
+            ServiceError::not_found(format!("host {} is not reporting", basalt::error::excerpt(host)))
+        })?;
+        let mut pools = node.report.pools.iter().filter(|pool| pool.backend == backend);
+        let pool = match pool_name {
+            Some(name) => pools.find(|pool| pool.name == name),
+            None => match (pools.next(), pools.next()) {
+                (Some(only), None) => Some(only),
+                (Some(_), Some(_)) => {
+                    return Err(ServiceError::invalid(format!(
+                        "backend {backend} has several pools on {node_id}; name one as node@backend#pool"
+                    )));
+                }
+                _ => None,
+            },
+        };
+        let pool = pool.ok_or_else(|| {
+            ServiceError::not_found(format!("host {} has no such pool", basalt::error::excerpt(host)))
+        })?;
+        Ok(PoolCandidate::from_report(node_id, &node.report.availability_zone, pool))
+    }
+
     /// Pool `pool` of node `node_id` as placement sees it, from the node's latest report.
     pub fn pool(&self, node_id: &str, pool: &str) -> Option<PoolCandidate> {
         let node = self.node(node_id)?;

@@ -263,6 +263,8 @@ pub enum SnapshotAction {
     /// The snapshot is the source of a new volume; its status does not change.
     VolumeSource,
     Update,
+    /// Admin only: the row is forgotten, the bytes stay (no node operation).
+    Unmanage,
 }
 
 use SnapshotStatus as S;
@@ -300,6 +302,8 @@ pub fn snapshot(action: SnapshotAction) -> &'static Transition<SnapshotStatus> {
         success: None,
         failure: S::Available,
     };
+    const UNMANAGE: Transition<SnapshotStatus> =
+        Transition { from: &[S::Available, S::Error], during: None, success: None, failure: S::Available };
     match action {
         SnapshotAction::Create => &CREATE,
         SnapshotAction::Delete => &DELETE,
@@ -307,6 +311,7 @@ pub fn snapshot(action: SnapshotAction) -> &'static Transition<SnapshotStatus> {
         SnapshotAction::Revert => &REVERT,
         SnapshotAction::VolumeSource => &VOLUME_SOURCE,
         SnapshotAction::Update => &UPDATE,
+        SnapshotAction::Unmanage => &UNMANAGE,
     }
 }
 

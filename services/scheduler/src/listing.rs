@@ -120,6 +120,55 @@ impl<C: Copy> SortColumns<C> {
     }
 }
 
+/// Sorts and pages `items` of a listing that comes from a node rather than the database (what a
+/// pool holds): by Cinder's `reference` (the name; the default) and `size`, then by name; the
+/// marker is a name. `key` gives each item's name and size.
+pub fn page_by_name<T: Clone>(
+    items: &mut [T],
+    sort: &[SortKey],
+    page: Option<&PageRequest>,
+    key: impl Fn(&T) -> (&str, u64),
+) -> Result<(Vec<T>, PageInfo), ServiceError> {
+    let mut order = Vec::new();
+    for sort_key in sort {
+        match sort_key.key.as_str() {
+            "reference" | "source-name" => order.push((false, sort_key.descending)),
+            "size" => order.push((true, sort_key.descending)),
+            other => {
+                return Err(ServiceError::invalid(format!(
+                    "cannot sort by {:?}: use reference or size",
+                    basalt::error::excerpt(other)
+                )));
+            }
+        }
+    }
+    items.sort_by(|a, b| {
+        let ((a_name, a_size), (b_name, b_size)) = (key(a), key(b));
+        order
+            .iter()
+            .map(|(by_size, descending)| {
+                let ordering = if *by_size { a_size.cmp(&b_size) } else { a_name.cmp(b_name) };
+                if *descending { ordering.reverse() } else { ordering }
+            })
+            .find(|ordering| ordering.is_ne())
+            .unwrap_or_else(|| a_name.cmp(b_name))
+    });
+    let page = page.cloned().unwrap_or_default();
+    let start = match page.marker.as_str() {
+        "" => 0,
+        marker => items.iter().position(|item| key(item).0 == marker).map(|index| index + 1).ok_or_else(|| {
+            ServiceError::invalid(format!("marker {:?} is not an item of this listing", basalt::error::excerpt(marker)))
+        })?,
+    } + page.offset as usize;
+    let limit = if page.limit == 0 { MAX_PAGE_SIZE } else { (page.limit as usize).min(MAX_PAGE_SIZE) };
+    let rows: Vec<T> = items.iter().skip(start).take(limit).cloned().collect();
+    let next_marker = match items.len() > start + rows.len() {
+        true => rows.last().map(|item| key(item).0.to_owned()).unwrap_or_default(),
+        false => String::new(),
+    };
+    Ok((rows, PageInfo { next_marker, total_count: None }))
+}
+
 /// A listing the database sorts and pages: ordered by `order`, then by id ascending so pages are
 /// stable; a marker is the last row of the previous page, and the next page starts strictly after
 /// it in that order (keyset pagination, so a page costs the same at any depth).

@@ -45,6 +45,13 @@ impl<'a> Transfers<'a> {
         let name = request.name.trim().to_owned();
         fields::check_name("a transfer's name", &name)?;
         let volume = status::load::<volume::Model>(&self.core.db, context, &request.volume_id).await?;
+        if let Some(group_id) = volume.group_id {
+            // The group stays with the project; its volume cannot leave it for another.
+            return Err(ServiceError::invalid(format!(
+                "volume {} is in group {group_id}; remove it from the group before transferring it",
+                volume.id
+            )));
+        }
         let txn = self.core.begin_write().await?;
         let snapshots = snapshots_of(&*txn, &volume).await?;
         if request.no_snapshots && !snapshots.is_empty() {

@@ -12,8 +12,9 @@ use basalt::{
         NodeCreateVolumeRequest, NodeDeleteBackupRequest, NodeDeleteBackupResponse, NodeDeleteSnapshotResponse,
         NodeDeleteVolumeRequest, NodeDeleteVolumeResponse, NodeExport, NodeExportRequest, NodeExtendVolumeRequest,
         NodeGetCapacityRequest, NodeGetVolumeRequest, NodeInitiatorRequest, NodeListManageableRequest,
-        NodeListManageableResponse, NodeListStorageRequest, NodeListStorageResponse, NodeManageVolumeRequest,
-        NodeManageable, NodeRestoreRequest, NodeRevertVolumeRequest, NodeSnapshot, NodeSnapshotRequest,
+        NodeListManageableResponse, NodeListManageableSnapshotsResponse, NodeListStorageRequest,
+        NodeListStorageResponse, NodeManageSnapshotRequest, NodeManageVolumeRequest, NodeManageable,
+        NodeManageableSnapshot, NodeRestoreRequest, NodeRevertVolumeRequest, NodeSnapshot, NodeSnapshotRequest,
         NodeUnexportResponse, NodeVolume, node_agent_server::NodeAgent,
     },
 };
@@ -272,6 +273,38 @@ impl NodeAgent for Agent {
         tracing::info!(volume_id = %volume_id, pool = %request.pool, source = %request.source_name, size_bytes = volume.size_bytes, "volume adopted");
         self.reporter.report_soon();
         Ok(Response::new(volume_to_proto(volume)))
+    }
+
+    async fn list_manageable_snapshots(
+        &self,
+        request: Request<NodeListManageableRequest>,
+    ) -> Result<Response<NodeListManageableSnapshotsResponse>, Status> {
+        let found = self.backend.manageable_snapshots(&request.get_ref().pool).await?;
+        let snapshots = found
+            .into_iter()
+            .map(|snapshot| NodeManageableSnapshot {
+                name: snapshot.name,
+                size_bytes: snapshot.size_bytes,
+                origin: snapshot.origin.unwrap_or_default(),
+                reason_not_safe: snapshot.reason_not_safe.unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(NodeListManageableSnapshotsResponse { snapshots }))
+    }
+
+    async fn manage_snapshot(
+        &self,
+        request: Request<NodeManageSnapshotRequest>,
+    ) -> Result<Response<NodeSnapshot>, Status> {
+        let request = request.into_inner();
+        let snapshot_id = SnapshotId::parse(&request.snapshot_id)?;
+        let volume_id = VolumeId::parse(&request.volume_id)?;
+        let _guard = self.locks.lock(*volume_id.as_uuid()).await;
+        let snapshot =
+            self.backend.manage_snapshot(&request.pool, snapshot_id, volume_id, &request.source_name).await?;
+        tracing::info!(%snapshot_id, %volume_id, source = %request.source_name, "snapshot adopted");
+        self.reporter.report_soon();
+        Ok(Response::new(snapshot_to_proto(snapshot, volume_id.to_string())))
     }
 
     async fn export_volume(&self, request: Request<NodeExportRequest>) -> Result<Response<NodeExport>, Status> {

@@ -600,6 +600,27 @@ pub fn table() -> Vec<Route> {
             .since(8)
             .body(schemas::volume_manage)
             .returns(202, schemas::volume_reply),
+        Route::post("/os-snapshot-manage", manage::manage_snapshot, "Adopt a snapshot object of a volume (admin)")
+            .body(schemas::snapshot_manage)
+            .returns(202, schemas::snapshot_reply),
+        Route::get("/os-snapshot-manage", manage::snapshots_list, "List snapshot objects a host could adopt (admin; legacy path)")
+            .query(&MANAGEABLE_QUERY)
+            .returns(200, schemas::manageable_snapshots),
+        Route::get("/os-snapshot-manage/detail", manage::snapshots_list_detail, "The same, with details (admin; legacy path)")
+            .query(&MANAGEABLE_QUERY)
+            .returns(200, schemas::manageable_snapshots_detail),
+        Route::post("/manageable_snapshots", manage::manage_snapshot, "Adopt a snapshot object of a volume (admin)")
+            .since(8)
+            .body(schemas::snapshot_manage)
+            .returns(202, schemas::snapshot_reply),
+        Route::get("/manageable_snapshots", manage::snapshots_list, "List snapshot objects a host could adopt (admin)")
+            .since(8)
+            .query(&MANAGEABLE_QUERY)
+            .returns(200, schemas::manageable_snapshots),
+        Route::get("/manageable_snapshots/detail", manage::snapshots_list_detail, "The same, with details (admin)")
+            .since(8)
+            .query(&MANAGEABLE_QUERY)
+            .returns(200, schemas::manageable_snapshots_detail),
         Route::get("/manageable_volumes", manage::list, "List what a host could adopt (admin)")
             .since(8)
             .query(&MANAGEABLE_QUERY)

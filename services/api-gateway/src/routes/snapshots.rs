@@ -10,7 +10,7 @@ use axum::{
 };
 use basalt::proto::{
     CreateSnapshotRequest, DeleteSnapshotRequest, GetSnapshotRequest, ListSnapshotsRequest, MetadataUpdate,
-    ResetSnapshotStatusRequest, Snapshot, SnapshotStatus, UpdateSnapshotRequest,
+    ResetSnapshotStatusRequest, Snapshot, SnapshotStatus, UnmanageSnapshotRequest, UpdateSnapshotRequest,
 };
 use serde_json::{Value, json};
 
@@ -109,7 +109,7 @@ pub async fn delete(rest: Rest) -> Result<Response, Fault> {
 
 pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
     let body = body::read_json(request_body).await?;
-    let (name, arguments) = body::action(&body, "os-reset_status, os-force_delete")?;
+    let (name, arguments) = body::action(&body, "os-reset_status, os-force_delete, os-unmanage")?;
     let snapshot_id = rest.param("snapshot_id").to_owned();
     match name {
         "os-reset_status" => {
@@ -128,8 +128,12 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
             rest.client().delete_snapshot(rest.request(DeleteSnapshotRequest { snapshot_id, force: true })).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
+        "os-unmanage" => {
+            rest.client().unmanage_snapshot(rest.request(UnmanageSnapshotRequest { snapshot_id })).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
         other => Err(Fault::bad_request(format!(
-            "unknown snapshot action {other:?}; actions: os-reset_status, os-force_delete"
+            "unknown snapshot action {other:?}; actions: os-reset_status, os-force_delete, os-unmanage"
         ))),
     }
 }

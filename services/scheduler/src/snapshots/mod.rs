@@ -2,6 +2,7 @@
 //! `gigabytes` quotas, and claims its size on the pool like a volume does; the node's part runs as
 //! a journalled operation (`operations.rs`).
 
+mod manage;
 pub mod operations;
 
 use std::{collections::HashMap, sync::Arc};
@@ -104,30 +105,12 @@ impl Snapshots {
                 format!("pool {host} cannot hold a {} GiB snapshot of volume {}", volume.size_gib, volume.id),
             ));
         }
-        let now = Utc::now();
-        let model = snapshot::ActiveModel {
-            id: Set(SnapshotId::new_random()),
-            project_id: Set(volume.project_id.clone()),
-            user_id: Set(context.user_id.clone()),
-            volume_id: Set(volume.id),
-            name: Set(request.name),
-            description: Set(request.description),
-            size_gib: Set(volume.size_gib),
-            status: Set(SnapshotStatus::Creating),
-            metadata: Set(StringMap::from(request.metadata)),
-            progress: Set(0),
-            error_reason: Set(String::new()),
-            node_id: Set(node_id.clone()),
-            backend: Set(volume.backend.clone().unwrap_or_default()),
-            pool: Set(pool.clone()),
-            volume_type_id: Set(volume.volume_type_id),
-            idempotency_key: Set((!request.idempotency_key.is_empty()).then_some(request.idempotency_key)),
-            created_at: Set(now),
-            updated_at: Set(now),
-        }
-        .insert(&*txn)
-        .await
-        .map_err(db::keyed_insert_error("snapshot"))?;
+        let placed = (node_id.clone(), pool.clone());
+        let model = new_row(context, &volume, placed, request.name, request.description, request.metadata)
+            .idempotency_key((!request.idempotency_key.is_empty()).then_some(request.idempotency_key))
+            .insert(&*txn)
+            .await
+            .map_err(db::keyed_insert_error("snapshot"))?;
         let operation =
             SnapshotOperation::CreateSnapshot { snapshot_id: model.id, volume_id: volume.id, node_id, pool };
         let record = journal::record(&*txn, &self.core, context, &operation).await?;
@@ -272,6 +255,51 @@ status::stateful! {
         quotas::release(txn, &self.project_id, &quotas::snapshot_usage(&type_name, self.size_gib)).await?;
         claims::release(txn, &self.host(), self.size_gib).await
     }
+}
+
+/// A new snapshot of `volume`, `creating`, in the volume's pool and of its size.
+struct NewSnapshot(snapshot::ActiveModel);
+
+impl NewSnapshot {
+    fn idempotency_key(mut self, key: Option<String>) -> Self {
+        self.0.idempotency_key = Set(key);
+        self
+    }
+
+    async fn insert(self, txn: &impl ConnectionTrait) -> Result<snapshot::Model, sea_orm::DbErr> {
+        self.0.insert(txn).await
+    }
+}
+
+fn new_row(
+    context: &CallContext,
+    volume: &volume::Model,
+    (node_id, pool): (basalt::ids::NodeId, String),
+    name: String,
+    description: String,
+    metadata: HashMap<String, String>,
+) -> NewSnapshot {
+    let now = Utc::now();
+    NewSnapshot(snapshot::ActiveModel {
+        id: Set(SnapshotId::new_random()),
+        project_id: Set(volume.project_id.clone()),
+        user_id: Set(context.user_id.clone()),
+        volume_id: Set(volume.id),
+        name: Set(name),
+        description: Set(description),
+        size_gib: Set(volume.size_gib),
+        status: Set(SnapshotStatus::Creating),
+        metadata: Set(StringMap::from(metadata)),
+        progress: Set(0),
+        error_reason: Set(String::new()),
+        node_id: Set(node_id),
+        backend: Set(volume.backend.clone().unwrap_or_default()),
+        pool: Set(pool),
+        volume_type_id: Set(volume.volume_type_id),
+        idempotency_key: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
 }
 
 pub fn to_proto(model: &snapshot::Model) -> proto::Snapshot {

@@ -4,7 +4,7 @@
 use basalt::{
     ServiceError,
     ids::{NodeId, SnapshotId, VolumeId},
-    proto::NodeSnapshotRequest,
+    proto::{NodeManageSnapshotRequest, NodeSnapshotRequest},
 };
 use sea_orm::DatabaseTransaction;
 use serde::{Deserialize, Serialize};
@@ -23,14 +23,33 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SnapshotOperation {
-    CreateSnapshot { snapshot_id: SnapshotId, volume_id: VolumeId, node_id: NodeId, pool: String },
-    DeleteSnapshot { snapshot_id: SnapshotId, node_id: NodeId, pool: String },
+    CreateSnapshot {
+        snapshot_id: SnapshotId,
+        volume_id: VolumeId,
+        node_id: NodeId,
+        pool: String,
+    },
+    DeleteSnapshot {
+        snapshot_id: SnapshotId,
+        node_id: NodeId,
+        pool: String,
+    },
+    /// The node renames a snapshot object of the volume to the snapshot's name.
+    ManageSnapshot {
+        snapshot_id: SnapshotId,
+        volume_id: VolumeId,
+        node_id: NodeId,
+        pool: String,
+        source_name: String,
+    },
 }
 
 impl SnapshotOperation {
     fn snapshot_id(&self) -> SnapshotId {
         match self {
-            Self::CreateSnapshot { snapshot_id, .. } | Self::DeleteSnapshot { snapshot_id, .. } => *snapshot_id,
+            Self::CreateSnapshot { snapshot_id, .. }
+            | Self::DeleteSnapshot { snapshot_id, .. }
+            | Self::ManageSnapshot { snapshot_id, .. } => *snapshot_id,
         }
     }
 }
@@ -42,6 +61,7 @@ impl Journalled for SnapshotOperation {
         match self {
             Self::CreateSnapshot { .. } => "create_snapshot",
             Self::DeleteSnapshot { .. } => "delete_snapshot",
+            Self::ManageSnapshot { .. } => "manage_snapshot",
         }
     }
 
@@ -51,13 +71,17 @@ impl Journalled for SnapshotOperation {
 
     fn node_id(&self) -> &str {
         match self {
-            Self::CreateSnapshot { node_id, .. } | Self::DeleteSnapshot { node_id, .. } => node_id.as_str(),
+            Self::CreateSnapshot { node_id, .. }
+            | Self::DeleteSnapshot { node_id, .. }
+            | Self::ManageSnapshot { node_id, .. } => node_id.as_str(),
         }
     }
 
     fn failure(&self, error: &ServiceError) -> Option<Failure> {
         let (action, failed) = match self {
-            Self::CreateSnapshot { .. } => (Action::SNAPSHOT_CREATE, Detail::SNAPSHOT_CREATE_ERROR),
+            Self::CreateSnapshot { .. } | Self::ManageSnapshot { .. } => {
+                (Action::SNAPSHOT_CREATE, Detail::SNAPSHOT_CREATE_ERROR)
+            }
             Self::DeleteSnapshot { .. } => (Action::SNAPSHOT_DELETE, Detail::SNAPSHOT_DELETE_ERROR),
         };
         let detail = Detail::of(error, failed, Detail::DRIVER_NOT_INITIALIZED);
@@ -65,30 +89,46 @@ impl Journalled for SnapshotOperation {
     }
 
     async fn execute(&self, core: &Core) -> Result<(), ServiceError> {
-        let request = match self {
-            Self::CreateSnapshot { snapshot_id, volume_id, pool, .. } => NodeSnapshotRequest {
-                snapshot_id: snapshot_id.to_string(),
-                volume_id: volume_id.to_string(),
-                pool: pool.clone(),
-            },
-            Self::DeleteSnapshot { snapshot_id, pool, .. } => NodeSnapshotRequest {
-                snapshot_id: snapshot_id.to_string(),
-                volume_id: String::new(),
-                pool: pool.clone(),
-            },
-        };
-        let creating = matches!(self, Self::CreateSnapshot { .. });
-        with_node(core, self.node_id(), |mut client| {
-            let request = request.clone();
-            async move {
-                if creating {
-                    client.create_snapshot(request).await.map(drop)
-                } else {
-                    client.delete_snapshot(request).await.map(drop)
-                }
+        let node_id = self.node_id();
+        match self {
+            Self::CreateSnapshot { snapshot_id, volume_id, pool, .. } => {
+                let request = NodeSnapshotRequest {
+                    snapshot_id: snapshot_id.to_string(),
+                    volume_id: volume_id.to_string(),
+                    pool: pool.clone(),
+                };
+                with_node(core, node_id, |mut client| {
+                    let request = request.clone();
+                    async move { client.create_snapshot(request).await.map(drop) }
+                })
+                .await
             }
-        })
-        .await
+            Self::DeleteSnapshot { snapshot_id, pool, .. } => {
+                let request = NodeSnapshotRequest {
+                    snapshot_id: snapshot_id.to_string(),
+                    volume_id: String::new(),
+                    pool: pool.clone(),
+                };
+                with_node(core, node_id, |mut client| {
+                    let request = request.clone();
+                    async move { client.delete_snapshot(request).await.map(drop) }
+                })
+                .await
+            }
+            Self::ManageSnapshot { snapshot_id, volume_id, pool, source_name, .. } => {
+                let request = NodeManageSnapshotRequest {
+                    snapshot_id: snapshot_id.to_string(),
+                    volume_id: volume_id.to_string(),
+                    pool: pool.clone(),
+                    source_name: source_name.clone(),
+                };
+                with_node(core, node_id, |mut client| {
+                    let request = request.clone();
+                    async move { client.manage_snapshot(request).await.map(drop) }
+                })
+                .await
+            }
+        }
     }
 
     async fn complete(
@@ -107,7 +147,7 @@ impl Journalled for SnapshotOperation {
             (Self::DeleteSnapshot { .. }, Err(_)) => {
                 status::finish::<snapshot::Model>(txn, snapshot_id, SnapshotAction::Delete, false, &reason).await?
             }
-            (Self::CreateSnapshot { .. }, outcome) => {
+            (Self::CreateSnapshot { .. } | Self::ManageSnapshot { .. }, outcome) => {
                 let action = SnapshotAction::Create;
                 status::finish::<snapshot::Model>(txn, snapshot_id, action, outcome.is_ok(), &reason).await?
             }

@@ -2,8 +2,6 @@
 //! admin adopts an object a pool already holds (a file, an LV) as a volume with its bytes, or
 //! releases a volume so the database forgets it while its bytes stay where they are.
 
-use std::time::Instant;
-
 use basalt::{
     ServiceError,
     context::CallContext,
@@ -18,6 +16,7 @@ use crate::{
     db::{attachment, db_error, json::StringMap, snapshot, volume},
     fields, journal,
     lifecycle::{self, VolumeAction},
+    listing,
     placement::{self, PoolCandidate},
     quotas, status, volume_types,
 };
@@ -25,8 +24,6 @@ use crate::{
 const GIB: u64 = 1 << 30;
 /// Names of volumes the backends give (`volume-<uuid>`): such an object may be a volume already.
 const VOLUME_PREFIX: &str = "volume-";
-/// The most objects one listing returns.
-const MAX_PAGE: usize = 1000;
 
 impl Volumes {
     /// Adopts `request.source_name` on `request.host` as a new volume of the caller's project.
@@ -37,7 +34,7 @@ impl Volumes {
     ) -> Result<volume::Model, ServiceError> {
         fields::check_common(&request.name, &request.description, &request.metadata)?;
         fields::check_name("availability_zone", &request.availability_zone)?;
-        let pool = self.pool_of_host(&request.host)?;
+        let pool = self.core.capacity.pool_of_host(&request.host)?;
         if !request.availability_zone.is_empty() && request.availability_zone != pool.availability_zone {
             return Err(ServiceError::invalid(format!(
                 "host {} is in availability zone {}, not {}",
@@ -135,54 +132,11 @@ impl Volumes {
         &self,
         request: &ListManageableVolumesRequest,
     ) -> Result<(Vec<ManageableVolume>, PageInfo), ServiceError> {
-        let pool = self.pool_of_host(&request.host)?;
+        let pool = self.core.capacity.pool_of_host(&request.host)?;
         let mut listed = self.manageable_on(&pool).await?;
-        let mut order = Vec::new();
-        for key in &request.sort {
-            match key.key.as_str() {
-                "reference" | "source-name" => order.push((false, key.descending)),
-                "size" => order.push((true, key.descending)),
-                other => {
-                    return Err(ServiceError::invalid(format!(
-                        "cannot sort manageable volumes by {:?}: use reference or size",
-                        basalt::error::excerpt(other)
-                    )));
-                }
-            }
-        }
-        listed.sort_by(|a, b| {
-            order
-                .iter()
-                .map(|(by_size, descending)| {
-                    let ordering =
-                        if *by_size { a.size_gib.cmp(&b.size_gib) } else { a.source_name.cmp(&b.source_name) };
-                    if *descending { ordering.reverse() } else { ordering }
-                })
-                .find(|ordering| ordering.is_ne())
-                .unwrap_or_else(|| a.source_name.cmp(&b.source_name))
-        });
-        let page = request.page.clone().unwrap_or_default();
-        let start = match page.marker.as_str() {
-            "" => 0,
-            marker => listed.iter().position(|object| object.source_name == marker).map(|index| index + 1).ok_or_else(
-                || {
-                    ServiceError::invalid(format!(
-                        "marker {:?} is not an object of this listing",
-                        basalt::error::excerpt(marker)
-                    ))
-                },
-            )?,
-        } + page.offset as usize;
-        let limit = match page.limit {
-            0 => MAX_PAGE,
-            limit => (limit as usize).min(MAX_PAGE),
-        };
-        let rows: Vec<ManageableVolume> = listed.iter().skip(start).take(limit).cloned().collect();
-        let next_marker = match listed.len() > start + rows.len() {
-            true => rows.last().map(|object| object.source_name.clone()).unwrap_or_default(),
-            false => String::new(),
-        };
-        Ok((rows, PageInfo { next_marker, total_count: None }))
+        listing::page_by_name(&mut listed, &request.sort, request.page.as_ref(), |object| {
+            (object.source_name.as_str(), object.size_gib)
+        })
     }
 
     /// Forgets the volume: its row goes with its quota and capacity claim, its bytes stay in the
@@ -190,6 +144,12 @@ impl Volumes {
     pub async fn unmanage(&self, context: &CallContext, volume_id: &str) -> Result<volume::Model, ServiceError> {
         let model = self.get(context, volume_id).await?;
         status::check(&model, VolumeAction::Unmanage, "unmanaging")?;
+        if let Some(group_id) = model.group_id {
+            return Err(ServiceError::invalid(format!(
+                "volume {} is in group {group_id}; remove it from the group before unmanaging it",
+                model.id
+            )));
+        }
         let txn = self.core.begin_write().await?;
         status::lock::<volume::Model>(&*txn, model.id, lifecycle::volume(VolumeAction::Unmanage).from, "unmanaging")
             .await?;
@@ -224,41 +184,6 @@ impl Volumes {
         tracing::info!(volume_id = %model.id, host = %model.host(), "volume unmanaged; its bytes stay in the pool");
         self.core.publish(removed).await;
         Ok(model)
-    }
-
-    /// The pool `host` names: `node@backend#pool`, or `node@backend` when the backend has one
-    /// pool on the node; from the node's latest report.
-    fn pool_of_host(&self, host: &str) -> Result<PoolCandidate, ServiceError> {
-        let (node_backend, pool_name) = match host.split_once('#') {
-            Some((node_backend, pool)) => (node_backend, Some(pool)),
-            None => (host, None),
-        };
-        let (node_id, backend) = node_backend.split_once('@').ok_or_else(|| {
-            ServiceError::invalid(format!(
-                "host {:?} is not node@backend or node@backend#pool, as os-services and get_pools name them",
-                basalt::error::excerpt(host)
-            ))
-        })?;
-        let node = self.core.capacity.node(node_id).filter(|node| node.is_fresh(Instant::now())).ok_or_else(|| {
-            ServiceError::not_found(format!("host {} is not reporting", basalt::error::excerpt(host)))
-        })?;
-        let mut pools = node.report.pools.iter().filter(|pool| pool.backend == backend);
-        let pool = match pool_name {
-            Some(name) => pools.find(|pool| pool.name == name),
-            None => match (pools.next(), pools.next()) {
-                (Some(only), None) => Some(only),
-                (Some(_), Some(_)) => {
-                    return Err(ServiceError::invalid(format!(
-                        "backend {backend} has several pools on {node_id}; name one as node@backend#pool"
-                    )));
-                }
-                _ => None,
-            },
-        };
-        let pool = pool.ok_or_else(|| {
-            ServiceError::not_found(format!("host {} has no such pool", basalt::error::excerpt(host)))
-        })?;
-        Ok(PoolCandidate::from_report(node_id, &node.report.availability_zone, pool))
     }
 
     /// Every object of `pool` by name, with whether it may be adopted: the node's word, then

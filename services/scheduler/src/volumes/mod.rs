@@ -636,6 +636,13 @@ impl Volumes {
         };
         let model = self.get(context, &request.volume_id).await?;
         status::check(&model, VolumeAction::Retype, "retyping")?;
+        if let Some(group_id) = model.group_id {
+            // A group allows only its volume types.
+            return Err(ServiceError::invalid(format!(
+                "volume {} is in group {group_id}; remove it from the group before retyping it",
+                model.id
+            )));
+        }
         let db = &self.core.db;
         let new_type = volume_types::resolve(db, context, &request.new_type).await?;
         if model.volume_type_id == Some(new_type.id) {

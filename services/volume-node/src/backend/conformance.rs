@@ -35,6 +35,9 @@ pub const CASES: &[(&str, Case)] = &[
     ("capacity_follows_what_is_provisioned", |backend, pool| Box::pin(capacity_follows(backend, pool))),
     ("unknown_pools_and_ids_are_refused", |backend, pool| Box::pin(unknown_refused(backend, pool))),
     ("adopting_keeps_the_bytes_under_the_new_name", |backend, pool| Box::pin(adopting_keeps_bytes(backend, pool))),
+    ("adopting_a_snapshot_keeps_it_a_snapshot_of_its_volume", |backend, pool| {
+        Box::pin(adopting_a_snapshot(backend, pool))
+    }),
 ];
 
 /// Runs every case (or those whose name contains `filter`), reporting each as it finishes.
@@ -282,6 +285,44 @@ async fn adopting_keeps_bytes(backend: &ConfiguredBackend, pool: &str) -> Result
     }
     .await;
     let cleaned = remove(backend, pool, &[adopted, released, other], &[]).await;
+    outcome.and(cleaned)
+}
+
+/// A snapshot released by its row is adopted under a new id, as a snapshot of its own volume
+/// only; the adopted snapshot still holds the volume's bytes of when it was taken.
+async fn adopting_a_snapshot(backend: &ConfiguredBackend, pool: &str) -> Result<(), String> {
+    let (volume, path) = create(backend, pool, 32 * MIB, VolumeSource::Empty).await?;
+    let (other, _) = create(backend, pool, 16 * MIB, VolumeSource::Empty).await?;
+    let (released, adopted) = (SnapshotId::new_random(), SnapshotId::new_random());
+    let outcome = async {
+        write_at(&path, MIB, pattern(10, MIB, 4096)).await?;
+        backend.create_snapshot(pool, released, volume).await.map_err(|error| fail("snapshot", error))?;
+        write_at(&path, MIB, pattern(11, MIB, 4096)).await?;
+        let listed = backend.manageable_snapshots(pool).await.map_err(|error| fail("list snapshots", error))?;
+        let entry = listed.iter().find(|entry| entry.name.ends_with(&released.to_string()));
+        let name = entry
+            .filter(|entry| entry.reason_not_safe.is_none())
+            .map(|entry| entry.name.clone())
+            .ok_or_else(|| format!("the released snapshot is not listed as manageable: {listed:?}"))?;
+        expect_code(
+            "adopt it as a snapshot of another volume",
+            backend.manage_snapshot(pool, adopted, other, &name).await,
+            ErrorCode::InvalidArgument,
+        )?;
+        let snapshot =
+            backend.manage_snapshot(pool, adopted, volume, &name).await.map_err(|error| fail("adopt", error))?;
+        check(snapshot.snapshot_id == adopted, || format!("adopted as {snapshot:?}"))?;
+        let again =
+            backend.manage_snapshot(pool, adopted, volume, &name).await.map_err(|error| fail("adopt again", error))?;
+        check(again == snapshot, || format!("a repeated adoption changed the snapshot: {again:?}"))?;
+        let gone = backend.get_snapshot(pool, released).await.map_err(|error| fail("get", error))?;
+        check(gone.is_none(), || "the adopted snapshot still answers to its old id".into())?;
+        // Reverting to it gives the bytes of when it was taken.
+        backend.revert_volume(pool, volume, adopted).await.map_err(|error| fail("revert", error))?;
+        expect_bytes(&path, MIB, &pattern(10, MIB, 4096), "the volume reverted to the adopted snapshot").await
+    }
+    .await;
+    let cleaned = remove(backend, pool, &[volume, other], &[adopted, released]).await;
     outcome.and(cleaned)
 }
 

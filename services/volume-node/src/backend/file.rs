@@ -24,8 +24,8 @@ use basalt::{
 };
 
 use super::{
-    Backend, BackendSnapshot, BackendVolume, Manageable, VolumeClear, VolumeSource, adoption, blocking,
-    check_manageable_name, sparse,
+    Backend, BackendSnapshot, BackendVolume, Manageable, ManageableSnapshot, VolumeClear, VolumeSource, adoption,
+    blocking, check_manageable_name, sparse,
 };
 
 const VOLUME_PREFIX: &str = "volume-";
@@ -312,6 +312,71 @@ impl Backend for FileBackend {
         })
         .await?;
         self.describe_volume(pool, volume_id).await
+    }
+
+    async fn manageable_snapshots(&self, pool: &str) -> Result<Vec<ManageableSnapshot>, ServiceError> {
+        self.check_pool(pool)?;
+        let root = self.config.root.clone();
+        blocking(move || {
+            let mut found = Vec::new();
+            for (name, path) in pool_files(&root)? {
+                if !name.starts_with(SNAPSHOT_PREFIX) {
+                    continue;
+                }
+                let metadata = fs::symlink_metadata(&path).map_err(|error| io_error("inspect", &path, error))?;
+                // A file snapshot does not record its volume: the admin names it when adopting.
+                let reason_not_safe = unsafe_to_adopt(&metadata);
+                found.push(ManageableSnapshot { name, size_bytes: metadata.len(), origin: None, reason_not_safe });
+            }
+            found.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn manage_snapshot(
+        &self,
+        pool: &str,
+        snapshot_id: SnapshotId,
+        volume_id: VolumeId,
+        source_name: &str,
+    ) -> Result<BackendSnapshot, ServiceError> {
+        self.check_pool(pool)?;
+        check_manageable_name(source_name, &[], &[STAGING_MARK])?;
+        if !source_name.starts_with(SNAPSHOT_PREFIX) {
+            return Err(adoption::unsafe_object(source_name, "the file backend's snapshots are named snapshot-..."));
+        }
+        let source = self.config.root.join(source_name);
+        let path = self.snapshot_path(snapshot_id);
+        let volume = self.volume_path(volume_id);
+        let source_name = source_name.to_owned();
+        blocking(move || {
+            if source == path {
+                return Ok(());
+            }
+            let metadata = match fs::symlink_metadata(&source) {
+                Ok(metadata) => metadata,
+                // A repeat after the rename finds the snapshot in its place.
+                Err(error) if error.kind() == io::ErrorKind::NotFound && inspect(&path)?.is_some() => return Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(adoption::missing(&source_name)),
+                Err(error) => return Err(io_error("inspect", &source, error)),
+            };
+            if let Some(reason) = unsafe_to_adopt(&metadata) {
+                return Err(adoption::unsafe_object(&source_name, &reason));
+            }
+            let (volume_bytes, _) = inspect(&volume)?
+                .ok_or_else(|| ServiceError::not_found(format!("volume {volume_id} is not on this node")))?;
+            if metadata.len() != volume_bytes {
+                let why = format!("it holds {} bytes, the volume {volume_bytes}", metadata.len());
+                return Err(adoption::not_of_volume(&source_name, volume_id, &why));
+            }
+            fs::rename(&source, &path).map_err(|error| io_error("rename", &source, error))?;
+            sync_parent(&path).map_err(|error| io_error("sync the directory of", &path, error))
+        })
+        .await?;
+        self.get_snapshot(pool, snapshot_id).await?.ok_or_else(|| {
+            ServiceError::internal(format!("snapshot {snapshot_id} vanished right after it was adopted"))
+        })
     }
 
     async fn list(&self) -> Result<(Vec<BackendVolume>, Vec<BackendSnapshot>), ServiceError> {

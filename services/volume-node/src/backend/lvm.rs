@@ -32,8 +32,8 @@ use basalt::{
 use serde::Deserialize;
 
 use super::{
-    Backend, BackendSnapshot, BackendVolume, Manageable, VolumeClear, VolumeSource, adoption, block, blocking,
-    check_manageable_name,
+    Backend, BackendSnapshot, BackendVolume, Manageable, ManageableSnapshot, VolumeClear, VolumeSource, adoption,
+    block, blocking, check_manageable_name,
 };
 use basalt::command::{Finished, Runner, SystemRunner};
 
@@ -747,6 +747,71 @@ impl<R: Runner> Backend for LvmBackend<R> {
             self.lvm(&["lvchange", "--addtag", TAG, &self.qualified(&name)], "tag the adopted LV").await?;
         }
         self.extend_volume(pool, volume_id, size_bytes).await
+    }
+
+    async fn manageable_snapshots(&self, pool: &str) -> Result<Vec<ManageableSnapshot>, ServiceError> {
+        self.check_pool(pool)?;
+        let mut found: Vec<ManageableSnapshot> = self
+            .pool_lvs()
+            .await?
+            .into_iter()
+            .filter(|lv| !lv.origin.is_empty() && !lv.lv_name.starts_with(STAGING_PREFIX))
+            .map(|lv| ManageableSnapshot {
+                reason_not_safe: lv.is_open().then(|| "it is in use (open by a process, a mount or an export)".into()),
+                size_bytes: lv.size_bytes(),
+                origin: Some(lv.origin.clone()),
+                name: lv.lv_name,
+            })
+            .collect();
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(found)
+    }
+
+    async fn manage_snapshot(
+        &self,
+        pool: &str,
+        snapshot_id: SnapshotId,
+        volume_id: VolumeId,
+        source_name: &str,
+    ) -> Result<BackendSnapshot, ServiceError> {
+        self.check_pool(pool)?;
+        check_manageable_name(source_name, &[STAGING_PREFIX], &[])?;
+        let name = snapshot_name(snapshot_id);
+        let lvs = self.pool_lvs().await?;
+        if source_name != name {
+            match (lvs.iter().find(|lv| lv.lv_name == source_name), lvs.iter().any(|lv| lv.lv_name == name)) {
+                (Some(_), true) => {
+                    return Err(ServiceError::new(
+                        ErrorCode::AlreadyExists,
+                        format!("snapshot {snapshot_id} already exists; {source_name:?} was not adopted"),
+                    ));
+                }
+                (Some(source), false) => {
+                    if source.origin != volume_name(volume_id) {
+                        let why = match source.origin.as_str() {
+                            "" => "it is not a snapshot".to_owned(),
+                            origin => format!("its origin is {origin}"),
+                        };
+                        return Err(adoption::not_of_volume(source_name, volume_id, &why));
+                    }
+                    if source.is_open() {
+                        return Err(adoption::unsafe_object(source_name, "it is in use"));
+                    }
+                    let group = self.config.volume_group.as_str();
+                    self.lvm(&["lvrename", group, source_name, &name], "rename the adopted snapshot").await?;
+                }
+                (None, true) => {}
+                (None, false) => return Err(adoption::missing(source_name)),
+            }
+        }
+        let adopted = self.pool_lvs().await?.into_iter().find(|lv| lv.lv_name == name);
+        let adopted =
+            adopted.ok_or_else(|| ServiceError::not_found(format!("snapshot {snapshot_id} is not on this node")))?;
+        if !adopted.tags().any(|tag| tag == TAG) {
+            self.lvm(&["lvchange", "--addtag", TAG, &self.qualified(&name)], "tag the adopted snapshot").await?;
+        }
+        let lv = self.require(&name, &format!("snapshot {snapshot_id}, just adopted,")).await?;
+        Ok(self.describe_snapshot(snapshot_id, &lv))
     }
 
     async fn list(&self) -> Result<(Vec<BackendVolume>, Vec<BackendSnapshot>), ServiceError> {

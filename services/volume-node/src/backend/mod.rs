@@ -83,6 +83,17 @@ pub struct Manageable {
     pub reason_not_safe: Option<String>,
 }
 
+/// A snapshot in a pool that a snapshot row could be adopted from (Cinder's manageable
+/// snapshots).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManageableSnapshot {
+    pub name: String,
+    pub size_bytes: u64,
+    /// The name of the volume it is a snapshot of, where the backend records it (LVM's origin).
+    pub origin: Option<String>,
+    pub reason_not_safe: Option<String>,
+}
+
 /// Checks a name a client gave for an object to adopt: one plain name within the pool, never a
 /// path, never one of the backend's own snapshot or work-in-progress names (those starting with
 /// one of `reserved_prefixes` or holding one of `reserved_marks`).
@@ -136,6 +147,10 @@ pub mod adoption {
 
     pub fn missing(source_name: &str) -> ServiceError {
         ServiceError::not_found(format!("{source_name:?} is not in the pool"))
+    }
+
+    pub fn not_of_volume(source_name: &str, volume_id: VolumeId, why: &str) -> ServiceError {
+        ServiceError::invalid(format!("{source_name:?} is not a snapshot of volume {volume_id}: {why}"))
     }
 }
 
@@ -233,6 +248,25 @@ pub trait Backend: Send + Sync {
         size_bytes: u64,
     ) -> impl Future<Output = Result<BackendVolume, ServiceError>> + Send;
 
+    /// The snapshots in `pool` a snapshot could be adopted from: the backend's own snapshot
+    /// objects, Basalt's included by their names (the scheduler knows which it manages). Reads
+    /// only.
+    fn manageable_snapshots(
+        &self,
+        pool: &str,
+    ) -> impl Future<Output = Result<Vec<ManageableSnapshot>, ServiceError>> + Send;
+
+    /// Adopts the snapshot object `source_name` as snapshot `snapshot_id` of volume `volume_id`:
+    /// only an object that is that volume's snapshot (LVM: its origin; file: of the volume's
+    /// size), renamed, bytes kept. A repeat, once the rename happened, returns the snapshot.
+    fn manage_snapshot(
+        &self,
+        pool: &str,
+        snapshot_id: SnapshotId,
+        volume_id: VolumeId,
+        source_name: &str,
+    ) -> impl Future<Output = Result<BackendSnapshot, ServiceError>> + Send;
+
     /// Every volume and snapshot the backend holds, for reconciliation with the scheduler's rows.
     fn list(&self) -> impl Future<Output = Result<(Vec<BackendVolume>, Vec<BackendSnapshot>), ServiceError>> + Send;
 
@@ -325,6 +359,20 @@ impl Backend for ConfiguredBackend {
         size_bytes: u64,
     ) -> Result<BackendVolume, ServiceError> {
         dispatch!(self, backend => backend.manage_volume(pool, volume_id, source_name, size_bytes).await)
+    }
+
+    async fn manageable_snapshots(&self, pool: &str) -> Result<Vec<ManageableSnapshot>, ServiceError> {
+        dispatch!(self, backend => backend.manageable_snapshots(pool).await)
+    }
+
+    async fn manage_snapshot(
+        &self,
+        pool: &str,
+        snapshot_id: SnapshotId,
+        volume_id: VolumeId,
+        source_name: &str,
+    ) -> Result<BackendSnapshot, ServiceError> {
+        dispatch!(self, backend => backend.manage_snapshot(pool, snapshot_id, volume_id, source_name).await)
     }
 
     async fn list(&self) -> Result<(Vec<BackendVolume>, Vec<BackendSnapshot>), ServiceError> {

@@ -12,7 +12,7 @@ use basalt::{
 };
 
 use super::{
-    Backend, BackendSnapshot, BackendVolume, Manageable, VolumeClear, VolumeSource,
+    Backend, BackendSnapshot, BackendVolume, Manageable, ManageableSnapshot, VolumeClear, VolumeSource,
     file::{FileBackend, FileBackendConfig},
 };
 use basalt::command::Runner;
@@ -210,6 +210,20 @@ impl Backend for NfsBackend {
         size_bytes: u64,
     ) -> Result<BackendVolume, ServiceError> {
         self.pool(pool)?.files.manage_volume(pool, volume_id, source_name, size_bytes).await
+    }
+
+    async fn manageable_snapshots(&self, pool: &str) -> Result<Vec<ManageableSnapshot>, ServiceError> {
+        self.pool(pool)?.files.manageable_snapshots(pool).await
+    }
+
+    async fn manage_snapshot(
+        &self,
+        pool: &str,
+        snapshot_id: SnapshotId,
+        volume_id: VolumeId,
+        source_name: &str,
+    ) -> Result<BackendSnapshot, ServiceError> {
+        self.pool(pool)?.files.manage_snapshot(pool, snapshot_id, volume_id, source_name).await
     }
 
     async fn list(&self) -> Result<(Vec<BackendVolume>, Vec<BackendSnapshot>), ServiceError> {
