@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+pub use tonic::transport::Channel;
+use tonic::transport::Endpoint;
 
 use crate::{
     ServiceError,

@@ -70,6 +70,8 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("group:update", "rule:project_member_or_admin"),
     ("group:delete", "rule:project_member_or_admin"),
     ("group:reset_status", "rule:admin_api"),
+    // Basalt's: recovering from a volume node that is gone.
+    ("basalt:node_recovery", "rule:admin_api"),
     // Manage and unmanage.
     ("volume_extension:volume_manage", "rule:admin_api"),
     ("volume_extension:volume_unmanage", "rule:admin_api"),

@@ -17,6 +17,7 @@ use basalt::{
 };
 use clap::{Args, Parser, Subcommand};
 
+mod admin;
 mod csi_check;
 mod storage_check;
 
@@ -55,6 +56,9 @@ enum Command {
     /// against its backend, or export a volume to a host and check the bytes it wrote.
     #[command(subcommand)]
     StorageCheck(StorageCheck),
+    /// Operators' calls that no Cinder API has: recovering from a volume node that is gone.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
 }
 
 #[derive(Subcommand)]
@@ -387,7 +391,7 @@ impl ControlArgs {
 /// The mesh's mutual TLS for one service: its certificate and key, and the CA every peer's
 /// certificate must come from (`basalt certs` makes them).
 #[derive(Args)]
-struct MeshTlsArgs {
+pub struct MeshTlsArgs {
     /// The mesh CA's certificate (PEM).
     #[arg(long, env = "BASALT_TLS_CA")]
     tls_ca: PathBuf,
@@ -400,7 +404,7 @@ struct MeshTlsArgs {
 }
 
 impl MeshTlsArgs {
-    fn load(&self, role: Role) -> Result<MeshTls> {
+    pub fn load(&self, role: Role) -> Result<MeshTls> {
         let files = TlsFiles { ca: self.tls_ca.clone(), cert: self.tls_cert.clone(), key: self.tls_key.clone() };
         Ok(MeshTls::load(&files, role)?)
     }
@@ -733,6 +737,7 @@ async fn main() -> Result<()> {
         Command::StorageCheck(StorageCheck::Backend(args)) => storage_check::backend(args).await,
         Command::StorageCheck(StorageCheck::Export(args)) => storage_check::export(args).await,
         Command::StorageCheck(StorageCheck::Csi(args)) => csi_check::run(args).await,
+        Command::Admin(command) => admin::run(command).await,
     }
 }
 

@@ -2,13 +2,6 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
-use basalt::proto::{
-    CreateGroupRequest, CreateGroupTypeRequest, DeleteGroupRequest, DeleteGroupTypeRequest, DeleteGroupTypeResponse,
-    GetGroupRequest, GetGroupTypeRequest, Group, GroupType, ListGroupTypesRequest, ListGroupTypesResponse,
-    ListGroupsRequest, ListGroupsResponse, ResetGroupStatusRequest, SetGroupSpecsRequest, UnsetGroupSpecRequest,
-    UpdateGroupRequest, UpdateGroupTypeRequest,
-};
-use basalt::proto::{ListManageableSnapshotsResponse, ManageSnapshotRequest, UnmanageSnapshotRequest};
 use basalt::{
     ServiceError,
     context::CallContext,
@@ -16,28 +9,34 @@ use basalt::{
     proto::{
         AcceptTransferRequest, AssociateQosSpecsRequest, AttachStateChange, AttachVolumeRequest, Attachment,
         AvailabilityZone, Backup, BackupRecord, ChangeAttachStateRequest, CompleteAttachmentRequest, ConnectionInfo,
-        CreateAttachmentRequest, CreateBackupRequest, CreateQosSpecsRequest, CreateSnapshotRequest,
-        CreateTransferRequest, CreateVolumeRequest, CreateVolumeTypeRequest, DeleteAttachmentRequest,
-        DeleteBackupRequest, DeleteMessageRequest, DeleteMessageResponse, DeleteQosSpecsRequest,
-        DeleteQosSpecsResponse, DeleteSnapshotRequest, DeleteTransferRequest, DeleteTransferResponse,
-        DeleteVolumeRequest, DeleteVolumeTypeRequest, DeleteVolumeTypeResponse, DetachVolumeRequest,
-        ExtendVolumeRequest, GetAttachmentRequest, GetBackupRequest, GetDefaultVolumeTypeRequest, GetMessageRequest,
+        CreateAttachmentRequest, CreateBackupRequest, CreateGroupRequest, CreateGroupTypeRequest,
+        CreateQosSpecsRequest, CreateSnapshotRequest, CreateTransferRequest, CreateVolumeRequest,
+        CreateVolumeTypeRequest, DeclareNodeLostRequest, DeleteAttachmentRequest, DeleteBackupRequest,
+        DeleteGroupRequest, DeleteGroupTypeRequest, DeleteGroupTypeResponse, DeleteMessageRequest,
+        DeleteMessageResponse, DeleteQosSpecsRequest, DeleteQosSpecsResponse, DeleteSnapshotRequest,
+        DeleteTransferRequest, DeleteTransferResponse, DeleteVolumeRequest, DeleteVolumeTypeRequest,
+        DeleteVolumeTypeResponse, DetachVolumeRequest, ExtendVolumeRequest, GetAttachmentRequest, GetBackupRequest,
+        GetDefaultVolumeTypeRequest, GetGroupRequest, GetGroupTypeRequest, GetMessageRequest,
         GetProjectDefaultTypeRequest, GetQosSpecsRequest, GetQuotasRequest, GetSnapshotRequest, GetTransferRequest,
-        GetVolumeRequest, GetVolumeTypeRequest, InitializeConnectionRequest, ListAttachmentsRequest,
+        GetVolumeRequest, GetVolumeTypeRequest, Group, GroupType, InitializeConnectionRequest, ListAttachmentsRequest,
         ListAttachmentsResponse, ListAvailabilityZonesRequest, ListAvailabilityZonesResponse, ListBackupsRequest,
-        ListBackupsResponse, ListManageableVolumesRequest, ListManageableVolumesResponse, ListMessagesRequest,
-        ListMessagesResponse, ListPoolsRequest, ListPoolsResponse, ListProjectDefaultTypesRequest,
+        ListBackupsResponse, ListGroupTypesRequest, ListGroupTypesResponse, ListGroupsRequest, ListGroupsResponse,
+        ListManageableSnapshotsResponse, ListManageableVolumesRequest, ListManageableVolumesResponse,
+        ListMessagesRequest, ListMessagesResponse, ListPoolsRequest, ListPoolsResponse, ListProjectDefaultTypesRequest,
         ListProjectDefaultTypesResponse, ListQosSpecsAssociationsResponse, ListQosSpecsRequest, ListQosSpecsResponse,
         ListServicesRequest, ListServicesResponse, ListSnapshotsRequest, ListSnapshotsResponse, ListTransfersRequest,
         ListTransfersResponse, ListVolumeTypesRequest, ListVolumeTypesResponse, ListVolumesRequest,
-        ListVolumesResponse, ManageVolumeRequest, Pool, PoolRef, ProjectDefaultType, QosSpecs, QuotaSet,
-        ResetBackupStatusRequest, ResetSnapshotStatusRequest, ResetVolumeStatusRequest, RestoreBackupRequest,
-        RestoreBackupResponse, RetypeVolumeRequest, RevertVolumeRequest, Service, SetProjectDefaultTypeRequest,
-        SetVolumeTypeExtraSpecsRequest, Snapshot, TerminateConnectionRequest, Transfer, UnmanageVolumeRequest,
-        UnmanageVolumeResponse, UnsetProjectDefaultTypeRequest, UnsetProjectDefaultTypeResponse,
-        UnsetVolumeTypeExtraSpecRequest, UpdateAttachmentRequest, UpdateBackupRequest, UpdateQosSpecsRequest,
-        UpdateQuotasRequest, UpdateSnapshotRequest, UpdateVolumeRequest, UpdateVolumeTypeRequest, UserMessage, Volume,
-        VolumeType, VolumeTypeAccessRequest, volume_service_server::VolumeService,
+        ListVolumesResponse, ManageSnapshotRequest, ManageVolumeRequest, MoveNodeResourcesRequest,
+        NodeRecoveryResponse, Pool, PoolRef, ProjectDefaultType, QosSpecs, QuotaSet, ResetBackupStatusRequest,
+        ResetGroupStatusRequest, ResetSnapshotStatusRequest, ResetVolumeStatusRequest, RestoreBackupRequest,
+        RestoreBackupResponse, RetypeVolumeRequest, RevertVolumeRequest, Service, SetGroupSpecsRequest,
+        SetProjectDefaultTypeRequest, SetVolumeTypeExtraSpecsRequest, Snapshot, TerminateConnectionRequest, Transfer,
+        UnmanageSnapshotRequest, UnmanageVolumeRequest, UnmanageVolumeResponse, UnsetGroupSpecRequest,
+        UnsetProjectDefaultTypeRequest, UnsetProjectDefaultTypeResponse, UnsetVolumeTypeExtraSpecRequest,
+        UpdateAttachmentRequest, UpdateBackupRequest, UpdateGroupRequest, UpdateGroupTypeRequest,
+        UpdateQosSpecsRequest, UpdateQuotasRequest, UpdateSnapshotRequest, UpdateVolumeRequest,
+        UpdateVolumeTypeRequest, UserMessage, Volume, VolumeType, VolumeTypeAccessRequest,
+        volume_service_server::VolumeService,
     },
 };
 use tonic::{Request, Response, Status};
@@ -50,7 +49,7 @@ use crate::{
     db::{self, volume},
     group_types,
     groups::Groups,
-    messages, placement,
+    messages, node_recovery, placement,
     qos::{self, Qos},
     quotas,
     snapshots::{self, Snapshots},
@@ -632,6 +631,26 @@ impl VolumeService for VolumeApi {
         let context = self.authorize(&request, "snapshot_extension:snapshot_unmanage")?;
         self.snapshots.unmanage(&context, &request.get_ref().snapshot_id).await?;
         Ok(Response::new(UnmanageVolumeResponse {}))
+    }
+
+    async fn declare_node_lost(
+        &self,
+        request: Request<DeclareNodeLostRequest>,
+    ) -> Result<Response<NodeRecoveryResponse>, Status> {
+        let context = self.authorize(&request, "basalt:node_recovery")?;
+        let request = request.get_ref();
+        let done = node_recovery::declare_lost(&self.core, &context, &request.node_id, &request.reason).await?;
+        Ok(Response::new(done))
+    }
+
+    async fn move_node_resources(
+        &self,
+        request: Request<MoveNodeResourcesRequest>,
+    ) -> Result<Response<NodeRecoveryResponse>, Status> {
+        self.authorize(&request, "basalt:node_recovery")?;
+        let request = request.get_ref();
+        let done = node_recovery::move_node(&self.core, &request.from_node_id, &request.to_node_id).await?;
+        Ok(Response::new(done))
     }
 
     async fn create_qos_specs(&self, request: Request<CreateQosSpecsRequest>) -> Result<Response<QosSpecs>, Status> {

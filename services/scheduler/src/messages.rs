@@ -91,6 +91,12 @@ impl Action {
     pub const BACKUP_DELETE: Code = code("014", "delete backup");
     pub const BACKUP_RESTORE: Code = code("015", "restore backup");
 
+    /// Basalt's own, in a range Cinder does not use (900+): the node holding the resource was
+    /// declared lost by an admin.
+    pub const NODE_LOST: Code = code("901", "lose the volume node");
+
+    const BASALT: [Code; 1] = [Self::NODE_LOST];
+
     const ALL: [Code; 15] = [
         Self::SCHEDULE_ALLOCATE_VOLUME,
         Self::ATTACH_VOLUME,
@@ -143,6 +149,11 @@ impl Detail {
     pub const BACKUP_RESTORE_ERROR: Code = code("026", "Backup driver failed to restore backup.");
     pub const VOLUME_INVALID_STATE: Code = code("027", "Volume status is invalid.");
 
+    /// Basalt's own (900+): the node holding the resource is gone with its storage.
+    pub const NODE_LOST: Code = code("901", "The volume node holding it was declared lost by an administrator.");
+
+    const BASALT: [Code; 1] = [Self::NODE_LOST];
+
     const ALL: [Code; 27] = [
         Self::UNKNOWN_ERROR,
         Self::DRIVER_NOT_INITIALIZED,
@@ -194,9 +205,10 @@ pub struct Failure {
 /// `<action>:<detail>` in Cinder's words; codes this release does not know read as Cinder's
 /// unknown ones.
 fn user_message(action_id: &str, detail_id: &str) -> String {
-    let action =
-        Action::ALL.iter().find(|action| action.id == action_id).map_or("unknown action", |action| action.text);
-    let detail = Detail::ALL.iter().find(|detail| detail.id == detail_id).unwrap_or(&Detail::UNKNOWN_ERROR).text;
+    let action = Action::ALL.iter().chain(&Action::BASALT).find(|action| action.id == action_id);
+    let action = action.map_or("unknown action", |action| action.text);
+    let detail = Detail::ALL.iter().chain(&Detail::BASALT).find(|detail| detail.id == detail_id);
+    let detail = detail.unwrap_or(&Detail::UNKNOWN_ERROR).text;
     format!("{action}:{detail}")
 }
 
@@ -363,6 +375,10 @@ mod tests {
         );
         assert_eq!(user_message("015", "026"), "restore backup:Backup driver failed to restore backup.");
         assert_eq!(user_message("999", "999"), "unknown action:An unknown error occurred.");
+        assert_eq!(
+            user_message("901", "901"),
+            "lose the volume node:The volume node holding it was declared lost by an administrator."
+        );
     }
 
     #[test]

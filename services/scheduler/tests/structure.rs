@@ -9,7 +9,7 @@ use std::{
 };
 
 /// The domain modules: each owns its resources and its journalled operations.
-const DOMAINS: [&str; 4] = ["volumes", "snapshots", "backups", "attachments"];
+const DOMAINS: [&str; 6] = ["volumes", "snapshots", "backups", "attachments", "groups", "node_recovery"];
 /// The modules allowed to see every domain.
 const ABOVE_DOMAINS: [&str; 3] = ["lib", "api", "operations"];
 

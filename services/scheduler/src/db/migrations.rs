@@ -30,7 +30,19 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 12, name: "messages", statements: messages_table },
     Migration { version: 13, name: "listing_in_sql", statements: listing_indexes },
     Migration { version: 14, name: "groups", statements: groups_tables },
+    Migration { version: 15, name: "lost_nodes", statements: lost_nodes_table },
 ];
+
+/// Volume nodes an admin declared gone for good.
+fn lost_nodes_table(backend: DbBackend) -> Vec<Statement> {
+    let lost = Table::create()
+        .table("lost_nodes")
+        .col(ColumnDef::new("node_id").string_len(64).not_null().primary_key())
+        .col(ColumnDef::new("reason").text().not_null())
+        .col(ColumnDef::new("declared_at").timestamp_with_time_zone().not_null())
+        .to_owned();
+    vec![backend.build(&lost)]
+}
 
 /// The name of the group type every deployment starts with (Cinder's).
 pub const DEFAULT_GROUP_TYPE: &str = "default_group_type";

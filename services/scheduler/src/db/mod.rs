@@ -8,6 +8,7 @@ pub mod default_type;
 pub mod group;
 pub mod group_type;
 pub mod json;
+pub mod lost_node;
 pub mod message;
 mod migrations;
 pub mod operation;

@@ -15,6 +15,7 @@ use crate::{
     events::PendingEvent,
     journal::{Journalled, with_node},
     lifecycle::{GroupAction, VolumeAction},
+    lost_nodes,
     messages::Failure,
     status,
 };
@@ -67,6 +68,9 @@ impl Journalled for GroupOperation {
         match self {
             Self::DeleteGroup { members, .. } => {
                 for member in members {
+                    if lost_nodes::is_lost(&core.db, member.node_id.as_str()).await? {
+                        continue;
+                    }
                     let request =
                         NodeDeleteVolumeRequest { volume_id: member.volume_id.to_string(), pool: member.pool.clone() };
                     with_node(core, member.node_id.as_str(), |mut client| {

@@ -18,6 +18,9 @@ where
 {
     let deadline = tokio::time::Instant::now() + core.config.node_retry_window;
     loop {
+        if crate::lost_nodes::is_lost(&core.db, node_id).await? {
+            return Err(crate::lost_nodes::lost_error(node_id));
+        }
         let attempt = match core.nodes.client(&core.capacity, node_id) {
             Ok(client) => call(client).await.map_err(|status| {
                 let retryable = is_retryable(&status);

@@ -15,6 +15,7 @@ use crate::{
     events::PendingEvent,
     journal::{Journalled, with_node},
     lifecycle::SnapshotAction,
+    lost_nodes,
     messages::{Action, Detail, Failure, Resource},
     status,
 };
@@ -104,6 +105,10 @@ impl Journalled for SnapshotOperation {
                 .await
             }
             Self::DeleteSnapshot { snapshot_id, pool, .. } => {
+                if lost_nodes::is_lost(&core.db, node_id).await? {
+                    tracing::warn!(%snapshot_id, node_id, "the snapshot's node was declared lost: its storage is gone");
+                    return Ok(());
+                }
                 let request = NodeSnapshotRequest {
                     snapshot_id: snapshot_id.to_string(),
                     volume_id: String::new(),

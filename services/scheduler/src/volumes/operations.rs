@@ -18,6 +18,7 @@ use crate::{
     events::PendingEvent,
     journal::{Journalled, with_node},
     lifecycle::{BackupAction, SnapshotAction, VolumeAction},
+    lost_nodes,
     messages::{Action, Detail, Failure, Resource},
     quotas, status, volume_types,
 };
@@ -181,6 +182,10 @@ impl Journalled for VolumeOperation {
                 .await
             }
             Self::DeleteVolume { volume_id, pool, snapshot_ids, .. } => {
+                if lost_nodes::is_lost(&core.db, node_id).await? {
+                    tracing::warn!(%volume_id, node_id, "the volume's node was declared lost: its storage is gone");
+                    return Ok(());
+                }
                 for snapshot_id in snapshot_ids {
                     let request = NodeSnapshotRequest {
                         snapshot_id: snapshot_id.to_string(),
