@@ -76,6 +76,54 @@ async fn a_lost_node_s_volumes_go_to_error_and_force_deletes_finish_at_once() ->
 }
 
 #[tokio::test]
+async fn a_lost_node_s_backups_are_deleted_through_another_node() -> Result<()> {
+    let mut mesh = InProcessMesh::start(2).await?;
+    let api = RestApi::start(&mesh).await?;
+    let rest_admin = RestCaller::new(PROJECT, "admin");
+    let created = rest_admin.call(&api, Method::POST, "/volumes", "3.0", Some(r#"{"volume": {"size": 1}}"#)).await?;
+    let volume = created.body["volume"]["id"].as_str().context("a volume id")?.to_owned();
+    let shown = rest_admin.wait_for(&api, &format!("/volumes/{volume}"), "volume", "available").await?;
+    let host = shown["os-vol-host-attr:host"].as_str().context("the volume's host")?.to_owned();
+    let node = host.split('@').next().context("a node")?.to_owned();
+    let body = format!(r#"{{"backup": {{"volume_id": "{volume}"}}}}"#);
+    let backup = rest_admin.call(&api, Method::POST, "/backups", "3.0", Some(&body)).await?;
+    let backup = backup.body["backup"]["id"].as_str().context("a backup id")?.to_owned();
+    rest_admin.wait_for(&api, &format!("/backups/{backup}"), "backup", "available").await?;
+
+    let store = mesh.backup_store_dir().join("projects").join(PROJECT);
+    let manifest = |files: &[std::path::PathBuf]| files.iter().any(|path| path.to_string_lossy().contains(&backup));
+    ensure!(manifest(&walk(&store)?), "the backup's manifest is in the shared store");
+    mesh.stop_node(if node == "node-0" { 0 } else { 1 }).await;
+    let client = volume_client(&mesh.grpc_addr).await?;
+    let operator = admin("ops");
+    let declare = DeclareNodeLostRequest { node_id: node.clone(), reason: String::new() };
+    eventually("the stopped node can be declared lost", || {
+        let (mut client, request) = (client.clone(), operator.request(declare.clone()));
+        async move { Ok(client.declare_node_lost(request).await.is_ok()) }
+    })
+    .await?;
+    let deleted = rest_admin.call(&api, Method::DELETE, &format!("/backups/{backup}"), "3.0", None).await?;
+    ensure!(deleted.status == StatusCode::ACCEPTED, "{:?}", deleted.body);
+    eventually("the lost node's backup is deleted through the other node", || async {
+        Ok(rest_admin.call(&api, Method::GET, &format!("/backups/{backup}"), "3.0", None).await?.status == 404)
+    })
+    .await?;
+    ensure!(!manifest(&walk(&store)?), "the backup's manifest stayed in the store");
+    mesh.shutdown().await;
+    Ok(())
+}
+
+fn walk(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(files) };
+    for entry in entries {
+        let path = entry?.path();
+        if path.is_dir() { files.extend(walk(&path)?) } else { files.push(path) }
+    }
+    Ok(files)
+}
+
+#[tokio::test]
 async fn a_node_s_volumes_move_to_the_node_that_took_over_its_storage() -> Result<()> {
     let mut mesh = InProcessMesh::start(1).await?;
     let api = RestApi::start(&mesh).await?;

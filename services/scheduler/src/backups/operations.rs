@@ -18,6 +18,7 @@ use crate::{
     events::PendingEvent,
     journal::{Journalled, with_node},
     lifecycle::{BackupAction, VolumeAction},
+    lost_nodes,
     messages::{Action, Detail, Failure, Resource},
     status,
 };
@@ -111,7 +112,19 @@ impl BackupOperation {
             project_id: self.project_id().to_string(),
             sweep,
         };
-        with_node(core, self.node_id(), |mut client| {
+        let mut node_id = self.node_id().to_owned();
+        if lost_nodes::is_lost(&core.db, &node_id).await? {
+            // The backup store is the deployment's, not the node's: another node removes it.
+            let now = std::time::Instant::now();
+            let reporting = core.capacity.nodes().into_iter().find(|node| node.is_fresh(now));
+            node_id = reporting.map(|node| node.report.node_id).ok_or_else(|| {
+                ServiceError::unavailable(format!(
+                    "backup {}'s node {node_id} was declared lost and no other volume node reports to delete it",
+                    self.backup_id()
+                ))
+            })?;
+        }
+        with_node(core, &node_id, |mut client| {
             let request = request.clone();
             async move { client.delete_backup(request).await.map(drop) }
         })
