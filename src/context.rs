@@ -54,7 +54,7 @@ impl CallContext {
     /// A caller with these roles, judged by Cinder's default policy.
     pub fn new(project_id: ProjectId, user_id: impl Into<String>, roles: &[&str]) -> Self {
         let roles = roles.iter().map(|role| role.to_ascii_lowercase()).collect();
-        Self::judged(project_id, user_id.into(), roles, true, Policy::defaults())
+        Self::judged(project_id, user_id.into(), roles, true, Policy::defaults(), new_request_id())
     }
 
     fn judged(
@@ -63,16 +63,9 @@ impl CallContext {
         roles: Vec<String>,
         is_admin_project: bool,
         policy: Arc<Policy>,
+        request_id: String,
     ) -> Self {
-        let mut context = Self {
-            project_id,
-            user_id,
-            roles,
-            is_admin_project,
-            is_admin: false,
-            request_id: new_request_id(),
-            policy,
-        };
+        let mut context = Self { project_id, user_id, roles, is_admin_project, is_admin: false, request_id, policy };
         context.is_admin = context.allows("context_is_admin");
         context
     }
@@ -80,15 +73,15 @@ impl CallContext {
     /// The same caller, in a project Keystone says is not its admin project (so `role:admin` there
     /// does not pass `admin_api`).
     pub fn outside_admin_project(self) -> Self {
-        Self::judged(self.project_id, self.user_id, self.roles, false, self.policy)
+        Self::judged(self.project_id, self.user_id, self.roles, false, self.policy, self.request_id)
     }
 
     /// The same caller, for the request `request_id` names (ignored unless it is `req-<uuid>`).
     pub fn for_request(self, request_id: &str) -> Self {
-        if !is_request_id(request_id) {
-            return self;
+        match is_request_id(request_id) {
+            true => Self { request_id: request_id.to_owned(), ..self },
+            false => self,
         }
-        Self { request_id: request_id.to_owned(), ..self }
     }
 
     /// The caller a request's metadata names, judged by `policy`.
@@ -108,8 +101,11 @@ impl CallContext {
             })
             .unwrap_or_default();
         let is_admin_project = text(ADMIN_PROJECT_HEADER).is_none_or(|value| !value.eq_ignore_ascii_case("false"));
-        let context = Self::judged(project_id, user_id, roles, is_admin_project, policy);
-        Ok(context.for_request(text(REQUEST_ID_HEADER).unwrap_or_default()))
+        let request_id = match text(REQUEST_ID_HEADER) {
+            Some(id) if is_request_id(id) => id.to_owned(),
+            _ => new_request_id(),
+        };
+        Ok(Self::judged(project_id, user_id, roles, is_admin_project, policy, request_id))
     }
 
     /// Wraps a message in a request that carries this context.

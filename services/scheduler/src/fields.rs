@@ -5,7 +5,10 @@
 
 use std::collections::HashMap;
 
-use basalt::{ServiceError, error::excerpt};
+use basalt::{ErrorCode, ServiceError, error::excerpt};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, Value};
+
+use crate::db::db_error;
 
 /// The longest name, description, key or value, as Cinder's schemas allow.
 pub const MAX_LEN: usize = 255;
@@ -81,6 +84,31 @@ pub fn check_common(name: &str, description: &str, metadata: &HashMap<String, St
     check_name("name", name)?;
     check_text("description", description)?;
     check_map(metadata, "metadata item")
+}
+
+/// Refuses `name` when another row of `E` has it in `name_column`; `except` is the row being
+/// renamed (its id column and id). `what` names the kind in the refusal: "a volume type".
+pub async fn check_unique_name<E: EntityTrait>(
+    db: &impl ConnectionTrait,
+    name_column: E::Column,
+    except: Option<(E::Column, Value)>,
+    name: &str,
+    what: &str,
+) -> Result<(), ServiceError>
+where
+    E::Model: Sync,
+{
+    let mut query = E::find().filter(name_column.eq(name));
+    if let Some((id_column, id)) = except {
+        query = query.filter(id_column.ne(id));
+    }
+    if query.count(db).await.map_err(db_error)? > 0 {
+        return Err(ServiceError::new(
+            ErrorCode::AlreadyExists,
+            format!("{what} named {} already exists", excerpt(name)),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

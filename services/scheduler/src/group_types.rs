@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use basalt::{
-    ErrorCode, ServiceError,
+    ServiceError,
     context::CallContext,
     ids::GroupTypeId,
     proto::{CreateGroupTypeRequest, GroupType, ListGroupTypesRequest, UpdateGroupTypeRequest},
@@ -63,17 +63,8 @@ async fn check_name_free(
     except: Option<GroupTypeId>,
 ) -> Result<(), ServiceError> {
     fields::check_required_name("a group type's name", name)?;
-    let mut query = group_type::Entity::find().filter(group_type::Column::Name.eq(name));
-    if let Some(except) = except {
-        query = query.filter(group_type::Column::Id.ne(except));
-    }
-    if query.count(db).await.map_err(db_error)? > 0 {
-        return Err(ServiceError::new(
-            ErrorCode::AlreadyExists,
-            format!("a group type named {} already exists", basalt::error::excerpt(name)),
-        ));
-    }
-    Ok(())
+    let except = except.map(|id| (group_type::Column::Id, id.into()));
+    fields::check_unique_name::<group_type::Entity>(db, group_type::Column::Name, except, name, "a group type").await
 }
 
 pub async fn create(core: &Core, request: CreateGroupTypeRequest) -> Result<group_type::Model, ServiceError> {

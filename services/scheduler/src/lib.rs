@@ -2,6 +2,7 @@
 //! serves the public `VolumeService`, places volumes on pools from the capacity reports on the
 //! bus, and drives the nodes through `NodeAgent` by way of the operation journal.
 
+pub mod adoption;
 pub mod api;
 pub mod attachments;
 pub mod backups;

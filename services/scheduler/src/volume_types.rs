@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use basalt::{
-    ErrorCode, ServiceError,
+    ServiceError,
     context::CallContext,
     ids::{ProjectId, VolumeTypeId},
     proto::{
@@ -217,14 +217,8 @@ pub async fn create(core: &Core, request: CreateVolumeTypeRequest) -> Result<vol
     fields::check_text("description", &request.description)?;
     fields::check_map(&request.extra_specs, "extra spec")?;
     let txn = core.begin_write().await?;
-    let taken =
-        volume_type::Entity::find().filter(volume_type::Column::Name.eq(name)).count(&*txn).await.map_err(db_error)?;
-    if taken > 0 {
-        return Err(ServiceError::new(
-            ErrorCode::AlreadyExists,
-            format!("a volume type named {} already exists", basalt::error::excerpt(name)),
-        ));
-    }
+    fields::check_unique_name::<volume_type::Entity>(&*txn, volume_type::Column::Name, None, name, "a volume type")
+        .await?;
     let now = Utc::now();
     let model = volume_type::ActiveModel {
         id: Set(VolumeTypeId::new_random()),
@@ -281,18 +275,15 @@ pub async fn update(core: &Core, request: UpdateVolumeTypeRequest) -> Result<vol
     if let Some(name) = request.name {
         let name = name.trim().to_owned();
         fields::check_required_name("a volume type's name", &name)?;
-        let taken = volume_type::Entity::find()
-            .filter(volume_type::Column::Name.eq(name.as_str()))
-            .filter(volume_type::Column::Id.ne(model_id))
-            .count(&*txn)
-            .await
-            .map_err(db_error)?;
-        if taken > 0 {
-            return Err(ServiceError::new(
-                ErrorCode::AlreadyExists,
-                format!("a volume type named {} already exists", basalt::error::excerpt(&name)),
-            ));
-        }
+        let except = Some((volume_type::Column::Id, model_id.into()));
+        fields::check_unique_name::<volume_type::Entity>(
+            &*txn,
+            volume_type::Column::Name,
+            except,
+            &name,
+            "a volume type",
+        )
+        .await?;
         active.name = Set(name);
     }
     if let Some(description) = request.description {

@@ -18,9 +18,6 @@ where
 {
     let deadline = tokio::time::Instant::now() + core.config.node_retry_window;
     loop {
-        if crate::lost_nodes::is_lost(&core.db, node_id).await? {
-            return Err(crate::lost_nodes::lost_error(node_id));
-        }
         let attempt = match core.nodes.client(&core.capacity, node_id) {
             Ok(client) => call(client).await.map_err(|status| {
                 let retryable = is_retryable(&status);
@@ -34,6 +31,11 @@ where
         match attempt {
             Ok(value) => return Ok(value),
             Err((error, true)) => {
+                // Only an unreachable node can be a lost one (it is declared lost once silent):
+                // asked here, the lookup stays off the path of every call that gets through.
+                if crate::lost_nodes::is_lost(&core.db, node_id).await? {
+                    return Err(crate::lost_nodes::lost_error(node_id));
+                }
                 if tokio::time::Instant::now() >= deadline {
                     return Err(ServiceError::unavailable(format!(
                         "volume node {node_id} stayed unreachable for {}s: {error}",

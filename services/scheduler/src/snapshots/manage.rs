@@ -14,7 +14,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
 use super::{Snapshots, new_row, operations::SnapshotOperation};
 use crate::{
-    claims,
+    adoption, claims,
     db::{self, db_error, snapshot, volume},
     fields, journal,
     lifecycle::{self, SnapshotAction, VolumeAction},
@@ -22,8 +22,6 @@ use crate::{
     placement::PoolCandidate,
     quotas, status, volume_types,
 };
-
-const GIB: u64 = 1 << 30;
 
 /// The id in a backend's name for a snapshot (`snapshot-<uuid>`, LVM's `_snapshot-<uuid>`).
 fn named_snapshot(name: &str) -> Option<SnapshotId> {
@@ -46,21 +44,9 @@ impl Snapshots {
             ServiceError::unavailable(format!("node {node_id} holding volume {} is not reporting", volume.id))
         })?;
         let listed = self.manageable_on(&pool).await?;
-        let object = listed.iter().find(|object| object.source_name == request.source_name).ok_or_else(|| {
-            ServiceError::not_found(format!(
-                "{:?} is not in pool {}; GET manageable_snapshots?host={} lists what is",
-                basalt::error::excerpt(&request.source_name),
-                pool.host(),
-                pool.host()
-            ))
+        adoption::pick(&listed, &request.source_name, &pool.host(), "manageable_snapshots", |object| {
+            (&object.source_name, object.safe_to_manage, &object.reason_not_safe)
         })?;
-        if !object.safe_to_manage {
-            return Err(ServiceError::invalid(format!(
-                "{:?} cannot be managed: {}",
-                basalt::error::excerpt(&request.source_name),
-                object.reason_not_safe
-            )));
-        }
         let type_name = volume_types::name_of(db, volume.volume_type_id).await?;
         let txn = self.core.begin_write().await?;
         let allowed = lifecycle::volume(VolumeAction::SnapshotForce).from;
@@ -141,13 +127,11 @@ impl Snapshots {
             .into_iter()
             .map(|object| {
                 let snapshot_id = named_snapshot(&object.name).filter(|id| managed.contains(id));
-                let reason = match snapshot_id {
-                    Some(_) => "already managed".to_owned(),
-                    None => object.reason_not_safe.clone(),
-                };
+                let (size_gib, reason) =
+                    adoption::verdict(object.size_bytes, &object.reason_not_safe, snapshot_id.is_some());
                 ManageableSnapshot {
                     source_name: object.name,
-                    size_gib: object.size_bytes.div_ceil(GIB).max(1),
+                    size_gib,
                     safe_to_manage: reason.is_empty(),
                     reason_not_safe: reason,
                     snapshot_id: snapshot_id.map(|id| id.to_string()).unwrap_or_default(),

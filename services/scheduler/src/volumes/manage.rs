@@ -12,7 +12,7 @@ use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 
 use super::{MAX_VOLUME_GIB, NewVolume, Volumes, operations::VolumeOperation};
 use crate::{
-    claims,
+    adoption, claims,
     db::{attachment, db_error, json::StringMap, snapshot, volume},
     fields, journal,
     lifecycle::{self, VolumeAction},
@@ -21,7 +21,6 @@ use crate::{
     quotas, status, volume_types,
 };
 
-const GIB: u64 = 1 << 30;
 /// Names of volumes the backends give (`volume-<uuid>`): such an object may be a volume already.
 const VOLUME_PREFIX: &str = "volume-";
 
@@ -44,21 +43,9 @@ impl Volumes {
             )));
         }
         let listed = self.manageable_on(&pool).await?;
-        let object = listed.iter().find(|object| object.source_name == request.source_name).ok_or_else(|| {
-            ServiceError::not_found(format!(
-                "{:?} is not in pool {}; GET manageable_volumes?host={} lists what is",
-                basalt::error::excerpt(&request.source_name),
-                pool.host(),
-                pool.host()
-            ))
+        let object = adoption::pick(&listed, &request.source_name, &pool.host(), "manageable_volumes", |object| {
+            (&object.source_name, object.safe_to_manage, &object.reason_not_safe)
         })?;
-        if !object.safe_to_manage {
-            return Err(ServiceError::invalid(format!(
-                "{:?} cannot be managed: {}",
-                basalt::error::excerpt(&request.source_name),
-                object.reason_not_safe
-            )));
-        }
         let size_gib = object.size_gib as i64;
         if object.size_gib > MAX_VOLUME_GIB {
             return Err(ServiceError::invalid(format!(
@@ -216,13 +203,11 @@ impl Volumes {
                     .strip_prefix(VOLUME_PREFIX)
                     .and_then(|id| VolumeId::parse(id).ok())
                     .filter(|id| managed.contains(id));
-                let reason = match (&volume_id, object.reason_not_safe.as_str()) {
-                    (Some(_), _) => "already managed".to_owned(),
-                    (None, reason) => reason.to_owned(),
-                };
+                let (size_gib, reason) =
+                    adoption::verdict(object.size_bytes, &object.reason_not_safe, volume_id.is_some());
                 ManageableVolume {
                     source_name: object.name,
-                    size_gib: object.size_bytes.div_ceil(GIB).max(1),
+                    size_gib,
                     safe_to_manage: reason.is_empty(),
                     reason_not_safe: reason,
                     volume_id: volume_id.map(|id| id.to_string()).unwrap_or_default(),
