@@ -10,10 +10,10 @@ use sea_orm::{
 
 use crate::{
     ids::{
-        AttachmentId, BackupId, GroupId, GroupTypeId, MessageId, NodeId, OperationId, ProjectId, QosSpecsId,
-        SnapshotId, TransferId, VolumeId, VolumeTypeId,
+        AttachmentId, BackupId, GroupId, GroupSnapshotId, GroupTypeId, MessageId, NodeId, OperationId, ProjectId,
+        QosSpecsId, SnapshotId, TransferId, VolumeId, VolumeTypeId,
     },
-    proto::{AttachMode, AttachStatus, BackupStatus, GroupStatus, SnapshotStatus, VolumeStatus},
+    proto::{AttachMode, AttachStatus, BackupStatus, GroupSnapshotStatus, GroupStatus, SnapshotStatus, VolumeStatus},
 };
 
 /// A value kept in a text column.
@@ -115,7 +115,8 @@ uuid_columns!(
     TransferId,
     MessageId,
     GroupTypeId,
-    GroupId
+    GroupId,
+    GroupSnapshotId
 );
 text_column!(ProjectId, 64, |id| id.as_str().to_owned(), |text| ProjectId::parse(text).ok());
 text_column!(NodeId, 64, |id| id.as_str().to_owned(), |text| NodeId::parse(text).ok());
@@ -126,7 +127,7 @@ macro_rules! status_columns {
     )*};
 }
 
-status_columns!(VolumeStatus, AttachStatus, SnapshotStatus, BackupStatus, GroupStatus);
+status_columns!(VolumeStatus, AttachStatus, SnapshotStatus, BackupStatus, GroupStatus, GroupSnapshotStatus);
 text_column!(AttachMode, 8, |mode| mode.cinder_name().to_owned(), |text| AttachMode::from_cinder_name(text));
 
 #[cfg(test)]

@@ -82,6 +82,7 @@ uuid_id!(TransferId, "transfer");
 uuid_id!(MessageId, "message");
 uuid_id!(GroupTypeId, "group type");
 uuid_id!(GroupId, "group");
+uuid_id!(GroupSnapshotId, "group snapshot");
 
 /// A storage host's id, chosen by its operator (the host name by default): 1 to 64 characters of
 /// letters, digits, '.', '_' and '-', starting with a letter or digit. That keeps it safe in NATS
@@ -163,7 +164,8 @@ serde_as_text!(
     OperationId,
     NodeId,
     ProjectId,
-    GroupId
+    GroupId,
+    GroupSnapshotId
 );
 
 #[cfg(test)]

@@ -70,6 +70,11 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("group:update", "rule:project_member_or_admin"),
     ("group:delete", "rule:project_member_or_admin"),
     ("group:reset_status", "rule:admin_api"),
+    ("group:create_group_snapshot", "rule:project_member_or_admin"),
+    ("group:get_group_snapshot", "rule:project_reader_or_admin"),
+    ("group:get_all_group_snapshots", "rule:project_reader_or_admin"),
+    ("group:delete_group_snapshot", "rule:project_member_or_admin"),
+    ("group:reset_group_snapshot_status", "rule:admin_api"),
     // Basalt's: recovering from a volume node that is gone.
     ("basalt:node_recovery", "rule:admin_api"),
     // Manage and unmanage.

@@ -1,7 +1,9 @@
 //! Cinder's status strings for Basalt's status enums. The database stores these strings and the
 //! REST gateway shows them, so the mapping lives here, once.
 
-use crate::proto::{AttachMode, AttachStatus, BackupStatus, GroupStatus, SnapshotStatus, VolumeStatus};
+use crate::proto::{
+    AttachMode, AttachStatus, BackupStatus, GroupSnapshotStatus, GroupStatus, SnapshotStatus, VolumeStatus,
+};
 
 const VOLUME_STATUS_NAMES: &[(VolumeStatus, &str)] = &[
     (VolumeStatus::Creating, "creating"),
@@ -67,6 +69,24 @@ const GROUP_STATUS_NAMES: &[(GroupStatus, &str)] = &[
     (GroupStatus::ErrorDeleting, "error_deleting"),
     (GroupStatus::InUse, "in-use"),
 ];
+
+const GROUP_SNAPSHOT_STATUS_NAMES: &[(GroupSnapshotStatus, &str)] = &[
+    (GroupSnapshotStatus::Creating, "creating"),
+    (GroupSnapshotStatus::Available, "available"),
+    (GroupSnapshotStatus::Deleting, "deleting"),
+    (GroupSnapshotStatus::Error, "error"),
+    (GroupSnapshotStatus::ErrorDeleting, "error_deleting"),
+];
+
+impl GroupSnapshotStatus {
+    pub fn cinder_name(self) -> &'static str {
+        lookup_name(GROUP_SNAPSHOT_STATUS_NAMES, self)
+    }
+
+    pub fn from_cinder_name(name: &str) -> Option<Self> {
+        lookup_value(GROUP_SNAPSHOT_STATUS_NAMES, name)
+    }
+}
 
 impl GroupStatus {
     pub fn cinder_name(self) -> &'static str {

@@ -629,6 +629,10 @@ struct ExportArgs {
     /// Where the node keeps its own state (export records); default beside the data directory.
     #[arg(long, env = "BASALT_NODE_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// The longest every write through the target may be held still while a group snapshot (or a
+    /// group clone) of in-use volumes is cut; a set that takes longer fails and is discarded.
+    #[arg(long, env = "BASALT_FREEZE_LIMIT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
+    freeze_limit_secs: u64,
 }
 
 impl ExportArgs {
@@ -636,6 +640,7 @@ impl ExportArgs {
         if let Some(state_dir) = &self.state_dir {
             config.state_dir = state_dir.clone();
         }
+        config.freeze_limit = Duration::from_secs(self.freeze_limit_secs);
         config.export = self.settings()?;
         Ok(())
     }

@@ -932,9 +932,21 @@ impl RestCaller {
 
     /// Polls `path` until the object under `key` has `status`; returns that object.
     pub async fn wait_for(&self, api: &RestApi, path: &str, key: &str, status: &str) -> Result<serde_json::Value> {
+        self.wait_for_at(api, path, "3.0", key, status).await
+    }
+
+    /// [`RestCaller::wait_for`] at microversion `version`, for what older ones do not have.
+    pub async fn wait_for_at(
+        &self,
+        api: &RestApi,
+        path: &str,
+        version: &str,
+        key: &str,
+        status: &str,
+    ) -> Result<serde_json::Value> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let reply = self.call(api, axum::http::Method::GET, path, "3.0", None).await?;
+            let reply = self.call(api, axum::http::Method::GET, path, version, None).await?;
             if reply.body[key]["status"] == status {
                 return Ok(reply.body[key].clone());
             }

@@ -471,6 +471,82 @@ async fn both_clients_run_group_types_and_groups() -> Result<()> {
     tokio::task::spawn_blocking(move || group_sequence(&clients)).await?
 }
 
+/// Polls `status` (what a client prints as the object's status) until it is `wanted`.
+fn wait_for_status(status: impl Fn() -> Result<String>, wanted: &str) -> Result<()> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let now = status()?;
+        if now.trim() == wanted {
+            return Ok(());
+        }
+        ensure!(std::time::Instant::now() < deadline, "never {wanted}: still {now:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Group snapshots (3.14) of `group` with both clients, and groups made from one and from the
+/// group; the group snapshots are deleted again. Returns the groups made.
+fn group_snapshot_sequence(clients: &Clients, group: &str) -> Result<Vec<String>> {
+    let v314 = ["--os-volume-api-version", "3.14"];
+    let cinder = |args: &[&str]| clients.cinder(&[&v314[..], args].concat());
+    let openstack = |args: &[&str]| clients.openstack(&[&v314[..], args].concat());
+    let made = cinder(&["group-snapshot-create", "--name", "gs1", group])?;
+    let first = cliff_field(&made, "id").with_context(|| format!("group-snapshot-create printed no id:\n{made}"))?;
+    let show = || cinder(&["group-snapshot-show", &first]);
+    wait_for_status(|| Ok(cliff_field(&show()?, "status").unwrap_or_default()), "available")?;
+    let shown = show()?;
+    ensure!(cliff_field(&shown, "group_id").as_deref() == Some(group), "group-snapshot-show:\n{shown}");
+    ensure!(cinder(&["group-snapshot-list"])?.contains(&first));
+
+    let made =
+        openstack(&["volume", "group", "snapshot", "create", "--name", "gs2", group, "-f", "value", "-c", "id"])?;
+    let second = made.trim().to_owned();
+    ensure!(uuid::Uuid::try_parse(&second).is_ok(), "volume group snapshot create printed {made:?}");
+    wait_for_status(
+        || openstack(&["volume", "group", "snapshot", "show", &second, "-f", "value", "-c", "status"]),
+        "available",
+    )?;
+    let listed = openstack(&["volume", "group", "snapshot", "list", "-f", "value", "-c", "ID"])?;
+    ensure!(listed.contains(&first) && listed.contains(&second), "volume group snapshot list:\n{listed}");
+
+    let mut copies = Vec::new();
+    let restored = cinder(&["group-create-from-src", "--group-snapshot", &first, "--name", "g-restored"])?;
+    copies.push(
+        cliff_field(&restored, "id").with_context(|| format!("group-create-from-src printed no id:\n{restored}"))?,
+    );
+    let cloned = cinder(&["group-create-from-src", "--source-group", group, "--name", "g-cloned"])?;
+    copies.push(cliff_field(&cloned, "id").with_context(|| format!("group-create-from-src printed no id:\n{cloned}"))?);
+    let made = openstack(&[
+        "volume",
+        "group",
+        "create",
+        "--group-snapshot",
+        &second,
+        "--name",
+        "g-os",
+        "-f",
+        "value",
+        "-c",
+        "id",
+    ])?;
+    copies.push(made.trim().to_owned());
+    for (copy, source) in copies.iter().zip([first.as_str(), group, second.as_str()]) {
+        let show = || cinder(&["group-show", copy]);
+        wait_for_status(|| Ok(cliff_field(&show()?, "status").unwrap_or_default()), "available")?;
+        let shown = show()?;
+        ensure!(shown.contains(source), "group-show names its source {source}:\n{shown}");
+    }
+
+    cinder(&["group-snapshot-delete", &first])?;
+    openstack(&["volume", "group", "snapshot", "delete", &second])?;
+    let deadline = std::time::Instant::now() + WAIT;
+    while cinder(&["group-snapshot-list"]).is_ok_and(|list| list.contains(&first) || list.contains(&second)) {
+        ensure!(std::time::Instant::now() < deadline, "the group snapshots were never deleted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(copies)
+}
+
 fn group_sequence(clients: &Clients) -> Result<()> {
     let v313 = ["--os-volume-api-version", "3.13"];
     let cinder = |args: &[&str]| clients.cinder(&[&v313[..], args].concat());
@@ -490,10 +566,18 @@ fn group_sequence(clients: &Clients) -> Result<()> {
     clients.wait_for(&volume, "available")?;
     ensure!(cliff_field(&cinder(&["show", &volume])?, "group_id").as_deref() == Some(group.as_str()));
     ensure!(cinder(&["group-list"])?.contains(&group));
-    cinder(&["group-delete", "--delete-volumes", &group])?;
+    let copies = group_snapshot_sequence(clients, &group)?;
+    for doomed in [&group].into_iter().chain(&copies) {
+        cinder(&["group-delete", "--delete-volumes", doomed])?;
+    }
     let deadline = std::time::Instant::now() + WAIT;
-    while cinder(&["group-list"])?.contains(&group) || clients.cinder(&["list"])?.contains(&volume) {
-        ensure!(std::time::Instant::now() < deadline, "the group and its volume were never deleted");
+    while [&group]
+        .into_iter()
+        .chain(&copies)
+        .any(|doomed| cinder(&["group-list"]).is_ok_and(|list| list.contains(doomed)))
+        || clients.cinder(&["list"])?.contains(&volume)
+    {
+        ensure!(std::time::Instant::now() < deadline, "the groups and their volumes were never deleted");
         std::thread::sleep(Duration::from_millis(200));
     }
 

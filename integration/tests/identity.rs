@@ -39,6 +39,9 @@ struct Ids {
     message: String,
     group_type: String,
     group: String,
+    /// A group with a volume, and a group snapshot of it.
+    snapped_group: String,
+    group_snapshot: String,
 }
 
 impl Ids {
@@ -53,6 +56,8 @@ impl Ids {
             .replace("{message_id}", &self.message)
             .replace("{group_type_id}", &self.group_type)
             .replace("{group_id}", &self.group)
+            .replace("{snapped_group_id}", &self.snapped_group)
+            .replace("{group_snapshot_id}", &self.group_snapshot)
             .replace("{target}", &self.project)
             .replace("{key}", "k")
             // The in-process mesh's one backend, as os-services lists it.
@@ -217,6 +222,23 @@ fn operations() -> Vec<(Method, &'static str, Access, Option<String>)> {
         (Method::PUT, "/groups/{group_id}", Write, body(r#"{"group": {"description": "d"}}"#)),
         (Method::POST, "/groups/{group_id}/action", Admin, action("reset_status", r#"{"status": "available"}"#)),
         (Method::POST, "/groups/{group_id}/action", Write, action("delete", r#"{"delete-volumes": false}"#)),
+        (Method::GET, "/group_snapshots", Read, None),
+        (Method::GET, "/group_snapshots/detail", Read, None),
+        (Method::GET, "/group_snapshots/{group_snapshot_id}", Read, None),
+        (Method::POST, "/group_snapshots", Write, body(r#"{"group_snapshot": {"group_id": "{snapped_group_id}"}}"#)),
+        (
+            Method::POST,
+            "/group_snapshots/{group_snapshot_id}/action",
+            Admin,
+            action("reset_status", r#"{"status": "available"}"#),
+        ),
+        (
+            Method::POST,
+            "/groups/action",
+            Write,
+            action("create-from-src", r#"{"group_snapshot_id": "{group_snapshot_id}"}"#),
+        ),
+        (Method::DELETE, "/group_snapshots/{group_snapshot_id}", Write, None),
         // Last: it goes once its group has gone.
         (Method::DELETE, "/group_types/{group_type_id}", Admin, None),
         // Late: an admin's unmanage forgets A's snapshot, which the calls above use.
@@ -329,6 +351,7 @@ async fn state(api: &RestApi, admin: &str, project: &str) -> Result<Vec<Value>> 
         "/messages",
         "/group_types",
         "/groups/detail",
+        "/group_snapshots/detail",
         &format!("/os-quota-sets/{project}?usage=True"),
     ] {
         let reply = api.call(Method::GET, &format!("/v3/{project}{path}"), Some(admin), Some("3.71"), None).await?;
@@ -441,6 +464,22 @@ async fn every_route_answers_each_caller_as_cinder_s_policy_says() -> Result<()>
     let group =
         setup("/groups", &format!(r#"{{"group": {{"group_type": "{group_type}", "volume_types": ["__DEFAULT__"]}}}}"#))
             .await?;
+    let snapped_group =
+        setup("/groups", &format!(r#"{{"group": {{"group_type": "{group_type}", "volume_types": ["__DEFAULT__"]}}}}"#))
+            .await?;
+    let snapped_group = snapped_group["group"]["id"].as_str().context("group id")?.to_owned();
+    let member_volume = CreateVolumeRequest { group_id: snapped_group.clone(), ..make_volume("matrix-grouped") };
+    let member_volume = client.create_volume(owner.request(member_volume)).await?.into_inner();
+    wait_for_status(&mut client, &owner, &member_volume.id, VolumeStatus::Available).await?;
+    let group_snapshot =
+        setup("/group_snapshots", &format!(r#"{{"group_snapshot": {{"group_id": "{snapped_group}"}}}}"#)).await?;
+    let group_snapshot = group_snapshot["group_snapshot"]["id"].as_str().context("group snapshot id")?.to_owned();
+    let shown = format!("/v3/{project_a}/group_snapshots/{group_snapshot}");
+    eventually("the matrix's group snapshot is made", || async {
+        let reply = api.call(Method::GET, &shown, Some(&admin), Some("3.71"), None).await?;
+        Ok(reply.body["group_snapshot"]["status"] == "available")
+    })
+    .await?;
     // A snapshot the node cannot take (its volume's file is gone) leaves A a user message.
     let lost = client.create_volume(owner.request(make_volume("matrix-lost"))).await?.into_inner();
     wait_for_status(&mut client, &owner, &lost.id, VolumeStatus::Available).await?;
@@ -462,6 +501,8 @@ async fn every_route_answers_each_caller_as_cinder_s_policy_says() -> Result<()>
         message: message.id.clone(),
         group_type,
         group: group["group"]["id"].as_str().context("group id")?.to_owned(),
+        snapped_group,
+        group_snapshot,
     };
 
     // The table covers the document: every operation, and every action of every action route.
@@ -526,6 +567,9 @@ async fn every_route_answers_each_caller_as_cinder_s_policy_says() -> Result<()>
             "{target}",
             "{transfer_id}",
             "{message_id}",
+            "{group_id}",
+            "{snapped_group_id}",
+            "{group_snapshot_id}",
         ]
         .iter()
         .any(|placeholder| {

@@ -561,7 +561,10 @@ async fn resource_filters_report_what_each_listing_accepts() -> Result<()> {
     assert_eq!(all.status, StatusCode::OK, "{:?}", all.body);
     let reported = all.body["resource_filters"].as_array().cloned().unwrap_or_default();
     let resources: Vec<&str> = reported.iter().filter_map(|entry| entry["resource"].as_str()).collect();
-    assert_eq!(resources, ["volume", "snapshot", "backup", "attachment", "volume_type", "pool", "message", "group"]);
+    assert_eq!(
+        resources,
+        ["volume", "snapshot", "backup", "attachment", "volume_type", "pool", "message", "group", "group_snapshot"]
+    );
     for entry in &reported {
         assert_eq!(sorted_keys(entry), ["filters", "resource"]);
     }

@@ -433,7 +433,7 @@ pub fn snapshot() -> Value {
             "os-extended-snapshot-attributes:progress": string(),
             "os-extended-snapshot-attributes:project_id": string(),
             "links": links(),
-            "group_snapshot_id": null_only(),
+            "group_snapshot_id": nullable(uuid()),
             "user_id": string(),
             "consumes_quota": boolean(),
         }),
@@ -616,6 +616,22 @@ pub fn group_update() -> Value {
     )
 }
 
+/// `POST /groups/action`: a group from a group snapshot or from another group (3.14).
+pub fn groups_action() -> Value {
+    actions(&[(
+        "create-from-src",
+        object(
+            json!({
+                "name": nullable(name()),
+                "description": nullable(text()),
+                "group_snapshot_id": nullable(uuid()),
+                "source_group_id": nullable(uuid()),
+            }),
+            &[],
+        ),
+    )])
+}
+
 pub fn group_action() -> Value {
     actions(&[
         ("delete", object(json!({"delete-volumes": flag()}), &[])),
@@ -639,8 +655,8 @@ fn group_detail() -> Value {
             "description": string(),
             "group_type": uuid(),
             "volume_types": {"type": "array", "items": uuid()},
-            "group_snapshot_id": null_only(),
-            "source_group_id": null_only(),
+            "group_snapshot_id": nullable(uuid()),
+            "source_group_id": nullable(uuid()),
             "volumes": {"type": "array", "items": uuid()},
             "replication_status": string(),
             "project_id": string(),
@@ -655,6 +671,62 @@ pub fn group_summary_reply() -> Value {
 
 pub fn group_reply() -> Value {
     wrapped("group", group_detail())
+}
+
+// ---- group snapshots
+
+pub fn group_snapshot_create() -> Value {
+    wrapped(
+        "group_snapshot",
+        object(json!({"group_id": uuid(), "name": nullable(name()), "description": nullable(text())}), &["group_id"]),
+    )
+}
+
+fn group_snapshot_summary() -> Value {
+    object(json!({"id": uuid(), "name": string(), "group_type_id": uuid()}), &["id", "name", "group_type_id"])
+}
+
+/// A group snapshot's details; `project_id` from 3.58.
+fn group_snapshot_detail() -> Value {
+    object(
+        json!({
+            "id": uuid(),
+            "group_id": uuid(),
+            "group_type_id": uuid(),
+            "status": {"enum": ["creating", "available", "deleting", "error", "error_deleting"]},
+            "created_at": nullable(string()),
+            "name": string(),
+            "description": string(),
+            "project_id": string(),
+        }),
+        &["id", "group_id", "group_type_id", "status", "created_at", "name", "description"],
+    )
+}
+
+pub fn group_snapshot_summary_reply() -> Value {
+    wrapped("group_snapshot", group_snapshot_summary())
+}
+
+pub fn group_snapshot_reply() -> Value {
+    wrapped("group_snapshot", group_snapshot_detail())
+}
+
+fn group_snapshot_list(item: Value) -> Value {
+    let mut listing = list_of("group_snapshots", item, false);
+    listing["properties"]["group_snapshot_links"] = links();
+    listing
+}
+
+pub fn group_snapshots() -> Value {
+    group_snapshot_list(group_snapshot_summary())
+}
+
+pub fn group_snapshots_detail() -> Value {
+    group_snapshot_list(group_snapshot_detail())
+}
+
+pub fn group_snapshot_action() -> Value {
+    actions(&[("reset_status", object(json!({"status": {"enum": ["available", "error"]}}), &["status"]))])
 }
 
 fn group_list(item: Value) -> Value {

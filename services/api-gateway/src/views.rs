@@ -18,7 +18,7 @@ pub fn timestamp(time: Option<&prost_types::Timestamp>) -> Value {
     }
 }
 
-fn optional_id(id: &str) -> Value {
+pub fn optional_id(id: &str) -> Value {
     if id.is_empty() { Value::Null } else { Value::String(id.to_owned()) }
 }
 
@@ -123,7 +123,7 @@ pub fn snapshot_detail(snapshot: &Snapshot, version: ApiVersion, base: &str) -> 
         "links": links(base, "snapshots", &snapshot.id),
     });
     if version.at_least(14) {
-        view["group_snapshot_id"] = Value::Null;
+        view["group_snapshot_id"] = optional_id(&snapshot.group_snapshot_id);
     }
     if version.at_least(41) {
         view["user_id"] = json!(snapshot.user_id);

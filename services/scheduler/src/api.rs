@@ -9,25 +9,27 @@ use basalt::{
     proto::{
         AcceptTransferRequest, AssociateQosSpecsRequest, AttachStateChange, AttachVolumeRequest, Attachment,
         AvailabilityZone, Backup, BackupRecord, ChangeAttachStateRequest, CompleteAttachmentRequest, ConnectionInfo,
-        CreateAttachmentRequest, CreateBackupRequest, CreateGroupRequest, CreateGroupTypeRequest,
-        CreateQosSpecsRequest, CreateSnapshotRequest, CreateTransferRequest, CreateVolumeRequest,
-        CreateVolumeTypeRequest, DeclareNodeLostRequest, DeleteAttachmentRequest, DeleteBackupRequest,
-        DeleteGroupRequest, DeleteGroupTypeRequest, DeleteGroupTypeResponse, DeleteMessageRequest,
-        DeleteMessageResponse, DeleteQosSpecsRequest, DeleteQosSpecsResponse, DeleteSnapshotRequest,
-        DeleteTransferRequest, DeleteTransferResponse, DeleteVolumeRequest, DeleteVolumeTypeRequest,
-        DeleteVolumeTypeResponse, DetachVolumeRequest, ExtendVolumeRequest, GetAttachmentRequest, GetBackupRequest,
-        GetDefaultVolumeTypeRequest, GetGroupRequest, GetGroupTypeRequest, GetMessageRequest,
-        GetProjectDefaultTypeRequest, GetQosSpecsRequest, GetQuotasRequest, GetSnapshotRequest, GetTransferRequest,
-        GetVolumeRequest, GetVolumeTypeRequest, Group, GroupType, InitializeConnectionRequest, ListAttachmentsRequest,
+        CreateAttachmentRequest, CreateBackupRequest, CreateGroupFromSourceRequest, CreateGroupRequest,
+        CreateGroupSnapshotRequest, CreateGroupTypeRequest, CreateQosSpecsRequest, CreateSnapshotRequest,
+        CreateTransferRequest, CreateVolumeRequest, CreateVolumeTypeRequest, DeclareNodeLostRequest,
+        DeleteAttachmentRequest, DeleteBackupRequest, DeleteGroupRequest, DeleteGroupSnapshotRequest,
+        DeleteGroupTypeRequest, DeleteGroupTypeResponse, DeleteMessageRequest, DeleteMessageResponse,
+        DeleteQosSpecsRequest, DeleteQosSpecsResponse, DeleteSnapshotRequest, DeleteTransferRequest,
+        DeleteTransferResponse, DeleteVolumeRequest, DeleteVolumeTypeRequest, DeleteVolumeTypeResponse,
+        DetachVolumeRequest, ExtendVolumeRequest, GetAttachmentRequest, GetBackupRequest, GetDefaultVolumeTypeRequest,
+        GetGroupRequest, GetGroupSnapshotRequest, GetGroupTypeRequest, GetMessageRequest, GetProjectDefaultTypeRequest,
+        GetQosSpecsRequest, GetQuotasRequest, GetSnapshotRequest, GetTransferRequest, GetVolumeRequest,
+        GetVolumeTypeRequest, Group, GroupSnapshot, GroupType, InitializeConnectionRequest, ListAttachmentsRequest,
         ListAttachmentsResponse, ListAvailabilityZonesRequest, ListAvailabilityZonesResponse, ListBackupsRequest,
-        ListBackupsResponse, ListGroupTypesRequest, ListGroupTypesResponse, ListGroupsRequest, ListGroupsResponse,
-        ListManageableSnapshotsResponse, ListManageableVolumesRequest, ListManageableVolumesResponse,
-        ListMessagesRequest, ListMessagesResponse, ListPoolsRequest, ListPoolsResponse, ListProjectDefaultTypesRequest,
-        ListProjectDefaultTypesResponse, ListQosSpecsAssociationsResponse, ListQosSpecsRequest, ListQosSpecsResponse,
-        ListServicesRequest, ListServicesResponse, ListSnapshotsRequest, ListSnapshotsResponse, ListTransfersRequest,
-        ListTransfersResponse, ListVolumeTypesRequest, ListVolumeTypesResponse, ListVolumesRequest,
-        ListVolumesResponse, ManageSnapshotRequest, ManageVolumeRequest, MoveNodeResourcesRequest,
-        NodeRecoveryResponse, Pool, PoolRef, ProjectDefaultType, QosSpecs, QuotaSet, ResetBackupStatusRequest,
+        ListBackupsResponse, ListGroupSnapshotsRequest, ListGroupSnapshotsResponse, ListGroupTypesRequest,
+        ListGroupTypesResponse, ListGroupsRequest, ListGroupsResponse, ListManageableSnapshotsResponse,
+        ListManageableVolumesRequest, ListManageableVolumesResponse, ListMessagesRequest, ListMessagesResponse,
+        ListPoolsRequest, ListPoolsResponse, ListProjectDefaultTypesRequest, ListProjectDefaultTypesResponse,
+        ListQosSpecsAssociationsResponse, ListQosSpecsRequest, ListQosSpecsResponse, ListServicesRequest,
+        ListServicesResponse, ListSnapshotsRequest, ListSnapshotsResponse, ListTransfersRequest, ListTransfersResponse,
+        ListVolumeTypesRequest, ListVolumeTypesResponse, ListVolumesRequest, ListVolumesResponse,
+        ManageSnapshotRequest, ManageVolumeRequest, MoveNodeResourcesRequest, NodeRecoveryResponse, Pool, PoolRef,
+        ProjectDefaultType, QosSpecs, QuotaSet, ResetBackupStatusRequest, ResetGroupSnapshotStatusRequest,
         ResetGroupStatusRequest, ResetSnapshotStatusRequest, ResetVolumeStatusRequest, RestoreBackupRequest,
         RestoreBackupResponse, RetypeVolumeRequest, RevertVolumeRequest, Service, SetGroupSpecsRequest,
         SetProjectDefaultTypeRequest, SetVolumeTypeExtraSpecsRequest, Snapshot, TerminateConnectionRequest, Transfer,
@@ -47,6 +49,7 @@ use crate::{
     backups::{self, Backups},
     claims,
     db::{self, volume},
+    group_snapshots::GroupSnapshots,
     group_types,
     groups::Groups,
     messages, node_recovery, placement,
@@ -67,6 +70,7 @@ pub struct VolumeApi {
     attachments: Attachments,
     backups: Backups,
     groups: Groups,
+    group_snapshots: GroupSnapshots,
 }
 
 impl VolumeApi {
@@ -77,12 +81,17 @@ impl VolumeApi {
             attachments: Attachments::new(core.clone()),
             backups: Backups::new(core.clone()),
             groups: Groups::new(core.clone()),
+            group_snapshots: GroupSnapshots::new(core.clone()),
             core,
         }
     }
 
     async fn group_reply(&self, model: &db::group::Model) -> Result<Response<Group>, Status> {
         Ok(Response::new(self.groups.to_proto(model).await?))
+    }
+
+    async fn group_snapshot_reply(&self, model: &db::group_snapshot::Model) -> Result<Response<GroupSnapshot>, Status> {
+        Ok(Response::new(self.group_snapshots.to_proto(model).await?))
     }
 
     async fn volume_reply(&self, model: &volume::Model) -> Result<Response<Volume>, Status> {
@@ -319,6 +328,64 @@ impl VolumeService for VolumeApi {
         let context = self.authorize(&request, "group:reset_status")?;
         let model = self.groups.reset_status(&context, request.into_inner()).await?;
         self.group_reply(&model).await
+    }
+
+    async fn create_group_from_source(
+        &self,
+        request: Request<CreateGroupFromSourceRequest>,
+    ) -> Result<Response<Group>, Status> {
+        let context = self.authorize(&request, "group:create")?;
+        let model = self.groups.create_from_source(&context, request.into_inner()).await?;
+        self.group_reply(&model).await
+    }
+
+    async fn create_group_snapshot(
+        &self,
+        request: Request<CreateGroupSnapshotRequest>,
+    ) -> Result<Response<GroupSnapshot>, Status> {
+        let context = self.authorize(&request, "group:create_group_snapshot")?;
+        let model = self.group_snapshots.create(&context, request.into_inner()).await?;
+        self.group_snapshot_reply(&model).await
+    }
+
+    async fn get_group_snapshot(
+        &self,
+        request: Request<GetGroupSnapshotRequest>,
+    ) -> Result<Response<GroupSnapshot>, Status> {
+        let context = self.authorize(&request, "group:get_group_snapshot")?;
+        let model = self.group_snapshots.get(&context, &request.get_ref().group_snapshot_id).await?;
+        self.group_snapshot_reply(&model).await
+    }
+
+    async fn list_group_snapshots(
+        &self,
+        request: Request<ListGroupSnapshotsRequest>,
+    ) -> Result<Response<ListGroupSnapshotsResponse>, Status> {
+        let context = self.authorize(&request, "group:get_all_group_snapshots")?;
+        let (models, page) = self.group_snapshots.list(&context, request.get_ref()).await?;
+        let mut group_snapshots = Vec::with_capacity(models.len());
+        for model in &models {
+            group_snapshots.push(self.group_snapshots.to_proto(model).await?);
+        }
+        Ok(Response::new(ListGroupSnapshotsResponse { group_snapshots, page: Some(page) }))
+    }
+
+    async fn delete_group_snapshot(
+        &self,
+        request: Request<DeleteGroupSnapshotRequest>,
+    ) -> Result<Response<GroupSnapshot>, Status> {
+        let context = self.authorize(&request, "group:delete_group_snapshot")?;
+        let model = self.group_snapshots.delete(&context, request.into_inner()).await?;
+        self.group_snapshot_reply(&model).await
+    }
+
+    async fn reset_group_snapshot_status(
+        &self,
+        request: Request<ResetGroupSnapshotStatusRequest>,
+    ) -> Result<Response<GroupSnapshot>, Status> {
+        let context = self.authorize(&request, "group:reset_group_snapshot_status")?;
+        let model = self.group_snapshots.reset_status(&context, request.into_inner()).await?;
+        self.group_snapshot_reply(&model).await
     }
 
     async fn create_volume_type(

@@ -19,6 +19,12 @@ use crate::{
 
 /// The most a pool may hold, by Cinder's formulas: thin pools `(total - reserved) * ratio`, thick
 /// pools `total - reserved`.
+/// What a pool can hold for snapshots (thin where it can be), from its node's latest report; 0
+/// when the node has not reported it.
+pub fn pool_capacity(core: &Core, node_id: &str, pool: &str) -> i64 {
+    core.capacity.pool(node_id, pool).map_or(0, |pool| capacity_gib(&pool, false))
+}
+
 pub fn capacity_gib(pool: &PoolCandidate, thick: bool) -> i64 {
     let reserved = (pool.total_gib * f64::from(pool.reserved_percentage) / 100.0).floor();
     let available = pool.total_gib - reserved;

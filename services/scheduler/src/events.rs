@@ -9,6 +9,7 @@ pub const VOLUME: &str = "volume";
 pub const SNAPSHOT: &str = "snapshot";
 pub const BACKUP: &str = "backup";
 pub const GROUP: &str = "group";
+pub const GROUP_SNAPSHOT: &str = "group_snapshot";
 /// The `to_status` of a resource whose row was removed.
 pub const DELETED: &str = "deleted";
 

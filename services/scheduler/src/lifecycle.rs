@@ -3,7 +3,7 @@
 //! request that finds the resource in the wrong status fails with a message naming the statuses
 //! that would have been accepted.
 
-use basalt::proto::{AttachStatus, BackupStatus, GroupStatus, SnapshotStatus, VolumeStatus};
+use basalt::proto::{AttachStatus, BackupStatus, GroupSnapshotStatus, GroupStatus, SnapshotStatus, VolumeStatus};
 
 /// One action's passage through the machine: accepted from `from`, shown as `during` while its
 /// operation runs, then `success` or `failure`. `None` for `during` means the action does not
@@ -361,10 +361,14 @@ pub fn backup(action: BackupAction) -> &'static Transition<BackupStatus> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupAction {
+    /// Made from a source (`create-from-src`): its volumes are copied on the node.
+    Create,
     /// Name, description, members: on an available group only (no status of its own).
     Update,
     /// Its volumes' deletes on the node, then the row.
     Delete,
+    /// The group is snapshotted, or copied into a new group; its status does not change.
+    Source,
 }
 
 use GroupStatus as G;
@@ -373,6 +377,10 @@ use GroupStatus as G;
 pub const GROUP_RESETTABLE: &[GroupStatus] = &[G::Available, G::Error];
 
 pub fn group(action: GroupAction) -> &'static Transition<GroupStatus> {
+    const CREATE: Transition<GroupStatus> =
+        Transition { from: &[], during: Some(G::Creating), success: Some(G::Available), failure: G::Error };
+    const SOURCE: Transition<GroupStatus> =
+        Transition { from: &[G::Available], during: None, success: None, failure: G::Available };
     const UPDATE: Transition<GroupStatus> =
         Transition { from: &[G::Available], during: None, success: None, failure: G::Available };
     const DELETE: Transition<GroupStatus> = Transition {
@@ -382,8 +390,43 @@ pub fn group(action: GroupAction) -> &'static Transition<GroupStatus> {
         failure: G::ErrorDeleting,
     };
     match action {
+        GroupAction::Create => &CREATE,
         GroupAction::Update => &UPDATE,
         GroupAction::Delete => &DELETE,
+        GroupAction::Source => &SOURCE,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupSnapshotAction {
+    /// Every member cut on the node at one point in time.
+    Create,
+    /// Every member's snapshot deleted on the node, then the rows.
+    Delete,
+    /// A new group is made from it; its status does not change.
+    Source,
+}
+
+use GroupSnapshotStatus as GS;
+
+/// Statuses an admin may reset a group snapshot to.
+pub const GROUP_SNAPSHOT_RESETTABLE: &[GroupSnapshotStatus] = &[GS::Available, GS::Error];
+
+pub fn group_snapshot(action: GroupSnapshotAction) -> &'static Transition<GroupSnapshotStatus> {
+    const CREATE: Transition<GroupSnapshotStatus> =
+        Transition { from: &[], during: Some(GS::Creating), success: Some(GS::Available), failure: GS::Error };
+    const DELETE: Transition<GroupSnapshotStatus> = Transition {
+        from: &[GS::Available, GS::Error, GS::ErrorDeleting],
+        during: Some(GS::Deleting),
+        success: None,
+        failure: GS::ErrorDeleting,
+    };
+    const SOURCE: Transition<GroupSnapshotStatus> =
+        Transition { from: &[GS::Available], during: None, success: None, failure: GS::Available };
+    match action {
+        GroupSnapshotAction::Create => &CREATE,
+        GroupSnapshotAction::Delete => &DELETE,
+        GroupSnapshotAction::Source => &SOURCE,
     }
 }
 

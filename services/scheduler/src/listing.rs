@@ -120,6 +120,41 @@ impl<C: Copy> SortColumns<C> {
     }
 }
 
+/// The columns of the sort keys Cinder's group and group snapshot listings take.
+pub struct GroupSortColumns<C> {
+    pub created_at: C,
+    pub name: C,
+    pub status: C,
+    pub id: C,
+}
+
+impl<C: Copy> GroupSortColumns<C> {
+    /// The columns `sort` names, each with whether it is descending; newest first when it names
+    /// none. `what` names the listing in errors.
+    pub fn order(&self, sort: &[SortKey], what: &str) -> Result<Vec<(C, bool)>, ServiceError> {
+        if sort.is_empty() {
+            return Ok(vec![(self.created_at, true)]);
+        }
+        sort.iter()
+            .map(|key| {
+                let column = match key.key.as_str() {
+                    "created_at" => self.created_at,
+                    "name" => self.name,
+                    "status" => self.status,
+                    "id" => self.id,
+                    other => {
+                        return Err(ServiceError::invalid(format!(
+                            "cannot sort {what} by {:?}: use created_at, name, status or id",
+                            basalt::error::excerpt(other)
+                        )));
+                    }
+                };
+                Ok((column, key.descending))
+            })
+            .collect()
+    }
+}
+
 /// Sorts and pages `items` of a listing that comes from a node rather than the database (what a
 /// pool holds): by Cinder's `reference` (the name; the default) and `size`, then by name; the
 /// marker is a name. `key` gives each item's name and size.

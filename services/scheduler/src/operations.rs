@@ -11,6 +11,7 @@ use crate::{
     Core,
     backups::operations::BackupOperation,
     db::operation,
+    group_snapshots::operations::GroupSnapshotOperation,
     groups::operations::GroupOperation,
     journal::{self, Journalled},
     snapshots::operations::SnapshotOperation,
@@ -26,6 +27,7 @@ pub enum Operation {
     Snapshot(SnapshotOperation),
     Backup(BackupOperation),
     Group(GroupOperation),
+    GroupSnapshot(GroupSnapshotOperation),
 }
 
 impl Operation {
@@ -44,6 +46,7 @@ impl Operation {
             Self::Snapshot(operation) => operation.kind(),
             Self::Backup(operation) => operation.kind(),
             Self::Group(operation) => operation.kind(),
+            Self::GroupSnapshot(operation) => operation.kind(),
         }
     }
 }
@@ -55,6 +58,7 @@ pub fn relaunch(core: Arc<Core>, record: operation::Model) -> Result<(), Service
         Operation::Snapshot(operation) => journal::launch(core, record, operation),
         Operation::Backup(operation) => journal::launch(core, record, operation),
         Operation::Group(operation) => journal::launch(core, record, operation),
+        Operation::GroupSnapshot(operation) => journal::launch(core, record, operation),
     }
     Ok(())
 }

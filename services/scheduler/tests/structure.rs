@@ -9,7 +9,8 @@ use std::{
 };
 
 /// The domain modules: each owns its resources and its journalled operations.
-const DOMAINS: [&str; 6] = ["volumes", "snapshots", "backups", "attachments", "groups", "node_recovery"];
+const DOMAINS: [&str; 7] =
+    ["volumes", "snapshots", "backups", "attachments", "groups", "group_snapshots", "node_recovery"];
 /// The modules allowed to see every domain.
 const ABOVE_DOMAINS: [&str; 3] = ["lib", "api", "operations"];
 

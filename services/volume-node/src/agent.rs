@@ -1,7 +1,7 @@
 //! The NodeAgent gRPC service: the scheduler's commands to this host, each idempotent by UUID and
 //! serialised per volume so a retry never races the call it retries.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use basalt::{
     ServiceError,
@@ -9,13 +9,14 @@ use basalt::{
     locks::KeyedLocks,
     proto::{
         CapacityReport, ExportProtocol, NodeBackup, NodeBackupProgress, NodeBackupRef, NodeBackupRequest,
-        NodeCreateVolumeRequest, NodeDeleteBackupRequest, NodeDeleteBackupResponse, NodeDeleteSnapshotResponse,
-        NodeDeleteVolumeRequest, NodeDeleteVolumeResponse, NodeExport, NodeExportRequest, NodeExtendVolumeRequest,
-        NodeGetCapacityRequest, NodeGetVolumeRequest, NodeInitiatorRequest, NodeListManageableRequest,
-        NodeListManageableResponse, NodeListManageableSnapshotsResponse, NodeListStorageRequest,
-        NodeListStorageResponse, NodeManageSnapshotRequest, NodeManageVolumeRequest, NodeManageable,
-        NodeManageableSnapshot, NodeRestoreRequest, NodeRevertVolumeRequest, NodeSnapshot, NodeSnapshotRequest,
-        NodeUnexportResponse, NodeVolume, node_agent_server::NodeAgent,
+        NodeCopySetRequest, NodeCopySetResponse, NodeCreateVolumeRequest, NodeDeleteBackupRequest,
+        NodeDeleteBackupResponse, NodeDeleteSnapshotResponse, NodeDeleteVolumeRequest, NodeDeleteVolumeResponse,
+        NodeExport, NodeExportRequest, NodeExtendVolumeRequest, NodeGetCapacityRequest, NodeGetVolumeRequest,
+        NodeInitiatorRequest, NodeListManageableRequest, NodeListManageableResponse,
+        NodeListManageableSnapshotsResponse, NodeListStorageRequest, NodeListStorageResponse,
+        NodeManageSnapshotRequest, NodeManageVolumeRequest, NodeManageable, NodeManageableSnapshot, NodeRestoreRequest,
+        NodeRevertVolumeRequest, NodeSnapshot, NodeSnapshotRequest, NodeUnexportResponse, NodeVolume,
+        node_agent_server::NodeAgent,
     },
 };
 use tonic::{Request, Response, Status};
@@ -23,6 +24,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     backend::{Backend, BackendSnapshot, BackendVolume, ConfiguredBackend, VolumeSource},
     backup::{BackupOrder, Backups, engine::Manifest},
+    copy_set::{CopyKind, CopySet},
     reporter::Reporter,
     target::{Export, Target},
 };
@@ -36,6 +38,8 @@ pub struct Agent {
     reporter: Arc<Reporter>,
     /// One lock per resource id (volume, snapshot or backup).
     locks: Arc<KeyedLocks<Uuid>>,
+    /// The longest writers are held still for a set of copies.
+    freeze_limit: Duration,
 }
 
 impl Agent {
@@ -45,7 +49,25 @@ impl Agent {
         backups: Arc<Backups>,
         reporter: Arc<Reporter>,
     ) -> Self {
-        Self { backend, target, backups, reporter, locks: Arc::default() }
+        Self { backend, target, backups, reporter, locks: Arc::default(), freeze_limit: Duration::from_secs(10) }
+    }
+
+    pub fn with_freeze_limit(mut self, freeze_limit: Duration) -> Self {
+        self.freeze_limit = freeze_limit;
+        self
+    }
+
+    async fn cut_set(&self, kind: CopyKind, request: NodeCopySetRequest) -> Result<NodeCopySetResponse, ServiceError> {
+        let set = CopySet {
+            backend: &self.backend,
+            target: &self.target,
+            locks: &self.locks,
+            freeze_limit: self.freeze_limit,
+        };
+        let writers_held = set.cut(kind, &request).await?;
+        tracing::info!(pool = %request.pool, copies = request.copies.len(), ?kind, writers_held, "copy set cut");
+        self.reporter.report_soon();
+        Ok(NodeCopySetResponse { writers_held })
     }
 
     async fn volume_path(&self, pool: &str, volume_id: VolumeId) -> Result<String, ServiceError> {
@@ -212,6 +234,20 @@ impl NodeAgent for Agent {
         tracing::info!(snapshot_id = %snapshot_id, volume_id = %volume_id, "snapshot created");
         self.reporter.report_soon();
         Ok(Response::new(snapshot_to_proto(snapshot, request.volume_id)))
+    }
+
+    async fn create_snapshot_set(
+        &self,
+        request: Request<NodeCopySetRequest>,
+    ) -> Result<Response<NodeCopySetResponse>, Status> {
+        Ok(Response::new(self.cut_set(CopyKind::Snapshot, request.into_inner()).await?))
+    }
+
+    async fn clone_volume_set(
+        &self,
+        request: Request<NodeCopySetRequest>,
+    ) -> Result<Response<NodeCopySetResponse>, Status> {
+        Ok(Response::new(self.cut_set(CopyKind::Clone, request.into_inner()).await?))
     }
 
     async fn delete_snapshot(

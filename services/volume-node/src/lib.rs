@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod backend;
 pub mod backup;
+pub mod copy_set;
 pub mod reporter;
 pub mod target;
 
@@ -102,6 +103,9 @@ pub struct NodeConfig {
     pub volume_clear: VolumeClear,
     /// How volumes are exported to hosts.
     pub export: ExportSettings,
+    /// The longest the target's writers are held still while a set of copies is cut
+    /// (`copy_set.rs`).
+    pub freeze_limit: Duration,
     /// Where the node keeps its own state (export records).
     pub state_dir: PathBuf,
     /// Where backups are kept (a directory shared by the nodes, or an S3 bucket); `None` when
@@ -131,6 +135,7 @@ impl NodeConfig {
             reserved_percentage: 0,
             volume_clear: VolumeClear::Zero,
             export: ExportSettings::None,
+            freeze_limit: Duration::from_secs(10),
             state_dir,
             backup_store: None,
             report_interval: Duration::from_secs(10),
@@ -245,7 +250,8 @@ pub async fn start(config: NodeConfig, bus: Bus) -> Result<RunningNode, ServiceE
 
     let reporter = Arc::new(Reporter::new(&config, endpoint, bus));
     let backups = Backups::open(config.backup_store.as_ref())?;
-    let agent = Agent::new(Arc::new(backend), Arc::new(target), Arc::new(backups), reporter.clone());
+    let agent = Agent::new(Arc::new(backend), Arc::new(target), Arc::new(backups), reporter.clone())
+        .with_freeze_limit(config.freeze_limit);
     let mut tasks = Tasks::new();
     let reporting = reporter.run(agent.backend(), tasks.stopped()).await?;
     tasks.spawn(reporting);

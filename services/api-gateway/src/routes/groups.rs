@@ -7,9 +7,10 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use basalt::proto::{
-    CreateGroupRequest, CreateGroupTypeRequest, DeleteGroupRequest, DeleteGroupTypeRequest, GetGroupRequest,
-    GetGroupTypeRequest, Group, GroupStatus, GroupType, ListGroupTypesRequest, ListGroupsRequest,
-    ResetGroupStatusRequest, SetGroupSpecsRequest, UnsetGroupSpecRequest, UpdateGroupRequest, UpdateGroupTypeRequest,
+    CreateGroupFromSourceRequest, CreateGroupRequest, CreateGroupTypeRequest, DeleteGroupRequest,
+    DeleteGroupTypeRequest, GetGroupRequest, GetGroupTypeRequest, Group, GroupStatus, GroupType, ListGroupTypesRequest,
+    ListGroupsRequest, ResetGroupStatusRequest, SetGroupSpecsRequest, UnsetGroupSpecRequest, UpdateGroupRequest,
+    UpdateGroupTypeRequest,
 };
 use serde_json::{Map, Value, json};
 
@@ -169,8 +170,8 @@ fn detail(rest: &Rest, group: &Group, list_volume: bool) -> Value {
         "volume_types": group.volume_type_ids,
     });
     if rest.version.at_least(14) {
-        view["group_snapshot_id"] = Value::Null;
-        view["source_group_id"] = Value::Null;
+        view["group_snapshot_id"] = views::optional_id(&group.group_snapshot_id);
+        view["source_group_id"] = views::optional_id(&group.source_group_id);
     }
     if rest.version.at_least(25) && list_volume {
         view["volumes"] = json!(group.volume_ids);
@@ -272,6 +273,29 @@ pub async fn update(rest: Rest, request_body: Body) -> Result<Response, Fault> {
     }
     rest.client().update_group(rest.request(request)).await?;
     Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// `POST /groups/action`: Cinder's one collection action, `create-from-src` (3.14).
+pub async fn collection_action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
+    const ACTIONS: &str = "create-from-src";
+    let body = body::read_json(request_body).await?;
+    let (name, arguments) = body::action(&body, ACTIONS)?;
+    if name != "create-from-src" {
+        return Err(Fault::bad_request(format!(
+            "unknown groups action {}; actions: {ACTIONS}",
+            basalt::error::excerpt(name)
+        )));
+    }
+    rest.require_version(14, "making a group from a source")?;
+    let arguments = arguments.with(&["name", "description", "group_snapshot_id", "source_group_id"])?;
+    let request = CreateGroupFromSourceRequest {
+        name: body::string(arguments, "name")?.unwrap_or_default(),
+        description: body::string(arguments, "description")?.unwrap_or_default(),
+        group_snapshot_id: body::string(arguments, "group_snapshot_id")?.unwrap_or_default(),
+        source_group_id: body::string(arguments, "source_group_id")?.unwrap_or_default(),
+    };
+    let created = rest.client().create_group_from_source(rest.request(request)).await?.into_inner();
+    Ok((StatusCode::ACCEPTED, Json(json!({"group": summary(&created)}))).into_response())
 }
 
 pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {

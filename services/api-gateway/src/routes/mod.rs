@@ -4,6 +4,7 @@ pub mod attachments;
 pub mod backups;
 pub mod default_types;
 pub mod deployment;
+pub mod group_snapshots;
 pub mod groups;
 pub mod manage;
 pub mod messages;
@@ -260,6 +261,17 @@ const GROUP_DETAIL_QUERY: [Query; 8] = [
     GROUP_QUERY[5],
     GROUP_QUERY[6],
     query("list_volume", flag_schema),
+];
+const GROUP_SNAPSHOT_QUERY: [Query; 9] = [
+    GROUP_QUERY[0],
+    GROUP_QUERY[1],
+    GROUP_QUERY[2],
+    GROUP_QUERY[3],
+    GROUP_QUERY[4],
+    GROUP_QUERY[5],
+    GROUP_QUERY[6],
+    query("status", || json!({"enum": ["creating", "available", "deleting", "error", "error_deleting"]})),
+    query("group_id", || json!({"type": "string", "format": "uuid"})),
 ];
 const LIST_VOLUME_QUERY: [Query; 1] = [query("list_volume", flag_schema)];
 const MANAGEABLE_QUERY: [Query; 7] = [
@@ -585,6 +597,33 @@ pub fn table() -> Vec<Route> {
         Route::post("/groups/{group_id}/action", groups::action, "delete (with its volumes: delete-volumes), reset_status (admin, 3.20)")
             .since(13)
             .body(schemas::group_action)
+            .empty(202),
+        Route::post("/groups/action", groups::collection_action, "create-from-src: a group from a group snapshot or another group (3.14)")
+            .since(14)
+            .body(schemas::groups_action)
+            .returns(202, schemas::group_summary_reply),
+        Route::get("/group_snapshots", group_snapshots::list, "List group snapshots (id, name, group type)")
+            .since(14)
+            .query(&GROUP_SNAPSHOT_QUERY)
+            .returns(200, schemas::group_snapshots),
+        Route::post("/group_snapshots", group_snapshots::create, "Snapshot every volume of a group at one point in time")
+            .since(14)
+            .body(schemas::group_snapshot_create)
+            .returns(202, schemas::group_snapshot_summary_reply)
+            .creates("group_snapshot_id", "/group_snapshot/id"),
+        Route::get("/group_snapshots/detail", group_snapshots::list_detail, "List group snapshots with details")
+            .since(14)
+            .query(&GROUP_SNAPSHOT_QUERY)
+            .returns(200, schemas::group_snapshots_detail),
+        Route::get("/group_snapshots/{group_snapshot_id}", group_snapshots::show, "Show a group snapshot")
+            .since(14)
+            .returns(200, schemas::group_snapshot_reply),
+        Route::delete("/group_snapshots/{group_snapshot_id}", group_snapshots::delete, "Delete a group snapshot with its snapshots")
+            .since(14)
+            .empty(202),
+        Route::post("/group_snapshots/{group_snapshot_id}/action", group_snapshots::action, "reset_status (admin, 3.19)")
+            .since(19)
+            .body(schemas::group_snapshot_action)
             .empty(202),
         // Manage existing (admin).
         Route::post("/os-volume-manage", manage::manage, "Adopt an object a pool holds as a volume (admin)")

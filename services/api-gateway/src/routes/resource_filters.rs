@@ -21,6 +21,7 @@ const RESOURCE_FILTERS: &[(&str, &[&str])] = &[
     ("pool", &["name"]),
     ("message", &["resource_uuid", "resource_type", "event_id", "request_id", "message_level"]),
     ("group", &[]),
+    ("group_snapshot", &["status", "group_id"]),
 ];
 
 /// The filters `resource`'s listing accepts.

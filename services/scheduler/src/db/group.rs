@@ -2,7 +2,7 @@
 //! `volumes.group_id`.
 
 use basalt::{
-    ids::{GroupId, GroupTypeId, NodeId, ProjectId},
+    ids::{GroupId, GroupSnapshotId, GroupTypeId, NodeId, ProjectId},
     proto::GroupStatus,
 };
 use sea_orm::entity::prelude::*;
@@ -30,6 +30,9 @@ pub struct Model {
     pub pool: String,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// What it was made from (`create-from-src`), if it was.
+    pub group_snapshot_id: Option<GroupSnapshotId>,
+    pub source_group_id: Option<GroupId>,
 }
 
 impl Model {

@@ -31,7 +31,55 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 13, name: "listing_in_sql", statements: listing_indexes },
     Migration { version: 14, name: "groups", statements: groups_tables },
     Migration { version: 15, name: "lost_nodes", statements: lost_nodes_table },
+    Migration { version: 16, name: "group_snapshots", statements: group_snapshots_tables },
 ];
+
+/// Group snapshots, the group snapshot each snapshot was cut in, and what a group was made from.
+fn group_snapshots_tables(backend: DbBackend) -> Vec<Statement> {
+    let group_snapshots = Table::create()
+        .table("group_snapshots")
+        .col(ColumnDef::new("id").string_len(36).not_null().primary_key())
+        .col(ColumnDef::new("project_id").string_len(64).not_null())
+        .col(ColumnDef::new("user_id").string_len(255).not_null())
+        .col(ColumnDef::new("group_id").string_len(36).not_null())
+        .col(ColumnDef::new("group_type_id").string_len(36).not_null())
+        .col(ColumnDef::new("name").string_len(255).not_null())
+        .col(ColumnDef::new("description").string_len(255).not_null())
+        .col(ColumnDef::new("status").string_len(32).not_null())
+        .col(ColumnDef::new("node_id").string_len(64).not_null())
+        .col(ColumnDef::new("backend").string_len(64).not_null())
+        .col(ColumnDef::new("pool").string_len(255).not_null())
+        .col(ColumnDef::new("created_at").timestamp_with_time_zone().not_null())
+        .col(ColumnDef::new("updated_at").timestamp_with_time_zone().not_null())
+        .to_owned();
+    let by_project = Index::create()
+        .name("group_snapshots_by_project")
+        .table("group_snapshots")
+        .col("project_id")
+        .col("created_at")
+        .to_owned();
+    let by_group = Index::create().name("group_snapshots_by_group").table("group_snapshots").col("group_id").to_owned();
+    let snapshot_column = Table::alter()
+        .table("snapshots")
+        .add_column(ColumnDef::new("group_snapshot_id").string_len(36).null())
+        .to_owned();
+    let snapshots_by_group_snapshot =
+        Index::create().name("snapshots_by_group_snapshot").table("snapshots").col("group_snapshot_id").to_owned();
+    // SQLite adds one column per ALTER TABLE.
+    let from_group_snapshot =
+        Table::alter().table("groups").add_column(ColumnDef::new("group_snapshot_id").string_len(36).null()).to_owned();
+    let from_group =
+        Table::alter().table("groups").add_column(ColumnDef::new("source_group_id").string_len(36).null()).to_owned();
+    vec![
+        backend.build(&group_snapshots),
+        backend.build(&by_project),
+        backend.build(&by_group),
+        backend.build(&snapshot_column),
+        backend.build(&snapshots_by_group_snapshot),
+        backend.build(&from_group_snapshot),
+        backend.build(&from_group),
+    ]
+}
 
 /// Volume nodes an admin declared gone for good.
 fn lost_nodes_table(backend: DbBackend) -> Vec<Statement> {

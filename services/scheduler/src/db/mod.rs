@@ -6,6 +6,7 @@ pub mod attachment;
 pub mod backup;
 pub mod default_type;
 pub mod group;
+pub mod group_snapshot;
 pub mod group_type;
 pub mod json;
 pub mod lost_node;

@@ -1,7 +1,7 @@
 //! The `snapshots` table.
 
 use basalt::{
-    ids::{NodeId, ProjectId, SnapshotId, VolumeId, VolumeTypeId},
+    ids::{GroupSnapshotId, NodeId, ProjectId, SnapshotId, VolumeId, VolumeTypeId},
     proto::SnapshotStatus,
 };
 use sea_orm::entity::prelude::*;
@@ -32,6 +32,8 @@ pub struct Model {
     pub idempotency_key: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// The group snapshot it was cut in; it is deleted with it, never alone.
+    pub group_snapshot_id: Option<GroupSnapshotId>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -3,6 +3,7 @@
 //! type it allows; its volumes are made there (`group_id` on a new volume) or added when they are
 //! already there. Deleting a group with its volumes is one journalled operation.
 
+mod from_source;
 pub mod operations;
 
 use std::{collections::HashSet, sync::Arc};
@@ -24,7 +25,7 @@ use sea_orm::{
 use self::operations::{GroupOperation, Member};
 use crate::{
     Core, claims,
-    db::{db_error, group, json::IdList, snapshot, volume},
+    db::{db_error, group, group_snapshot, json::IdList, snapshot, volume},
     fields, group_types, journal,
     lifecycle::{self, GroupAction, VolumeAction},
     listing,
@@ -113,6 +114,8 @@ impl Groups {
             pool: Set(pool.pool.clone()),
             created_at: Set(now),
             updated_at: Set(now),
+            group_snapshot_id: Set(None),
+            source_group_id: Set(None),
         }
         .insert(&*txn)
         .await
@@ -141,25 +144,13 @@ impl Groups {
                 .map_err(|_| ServiceError::invalid(format!("unknown group status {}", request.status)))?;
             condition = condition.add(group::Column::Status.eq(status));
         }
-        let mut order = Vec::new();
-        for key in &request.sort {
-            let column = match key.key.as_str() {
-                "created_at" => group::Column::CreatedAt,
-                "name" => group::Column::Name,
-                "status" => group::Column::Status,
-                "id" => group::Column::Id,
-                other => {
-                    return Err(ServiceError::invalid(format!(
-                        "cannot sort groups by {:?}: use created_at, name, status or id",
-                        basalt::error::excerpt(other)
-                    )));
-                }
-            };
-            order.push((column, key.descending));
-        }
-        if order.is_empty() {
-            order.push((group::Column::CreatedAt, true));
-        }
+        let columns = listing::GroupSortColumns {
+            created_at: group::Column::CreatedAt,
+            name: group::Column::Name,
+            status: group::Column::Status,
+            id: group::Column::Id,
+        };
+        let order = columns.order(&request.sort, "groups")?;
         let keyset = listing::Keyset::<group::Entity> { order, id: group::Column::Id, id_of: |row| row.id.to_string() };
         keyset.page(&self.core.db, condition, request.page.as_ref(), false, "group").await
     }
@@ -244,6 +235,17 @@ impl Groups {
         status::check(&model, GroupAction::Delete, "deleting the group")?;
         let txn = self.core.begin_write().await?;
         let (before, deleting) = status::transition::<group::Model>(&*txn, model.id, GroupAction::Delete, "").await?;
+        let group_snapshots = group_snapshot::Entity::find()
+            .filter(group_snapshot::Column::GroupId.eq(model.id))
+            .count(&*txn)
+            .await
+            .map_err(db_error)?;
+        if group_snapshots > 0 {
+            return Err(ServiceError::invalid(format!(
+                "group {} has {group_snapshots} group snapshots; delete them first",
+                model.id
+            )));
+        }
         let members =
             volume::Entity::find().filter(volume::Column::GroupId.eq(model.id)).all(&*txn).await.map_err(db_error)?;
         if members.is_empty() {
@@ -328,6 +330,8 @@ impl Groups {
                 backend: model.backend.clone(),
                 pool: model.pool.clone(),
             }),
+            group_snapshot_id: model.group_snapshot_id.map(|id| id.to_string()).unwrap_or_default(),
+            source_group_id: model.source_group_id.map(|id| id.to_string()).unwrap_or_default(),
         })
     }
 }

@@ -12,13 +12,14 @@ use basalt::{
 };
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
-use super::{Snapshots, new_row, operations::SnapshotOperation};
+use super::{Snapshots, operations::SnapshotOperation};
 use crate::{
     adoption, claims,
     db::{self, db_error, snapshot, volume},
     fields, journal,
     lifecycle::{self, SnapshotAction, VolumeAction},
     listing,
+    new_rows::NewSnapshot,
     placement::PoolCandidate,
     quotas, status, volume_types,
 };
@@ -56,7 +57,8 @@ impl Snapshots {
         // The bytes are in the pool already: booked whatever the pool's claims say.
         claims::book(&*txn, &volume.host(), claims::capacity_gib(&pool, false), volume.size_gib).await?;
         let placed = (node_id.clone(), pool_name.clone());
-        let model = new_row(context, &volume, placed, request.name, request.description, request.metadata)
+        let model = NewSnapshot::of(context, &volume, placed, request.name, request.description)
+            .metadata(request.metadata)
             .insert(&*txn)
             .await
             .map_err(db::keyed_insert_error("snapshot"))?;

@@ -16,10 +16,7 @@ use basalt::{
         SnapshotStatus, UpdateSnapshotRequest, VolumeStatus,
     },
 };
-use chrono::Utc;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, UpdateMany, sea_query::Expr,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, UpdateMany, sea_query::Expr};
 
 use self::operations::SnapshotOperation;
 use crate::{
@@ -27,7 +24,9 @@ use crate::{
     db::{self, db_error, json::StringMap, snapshot, volume},
     journal,
     lifecycle::{self, SnapshotAction, VolumeAction},
-    listing, quotas, status, volume_types,
+    listing,
+    new_rows::NewSnapshot,
+    quotas, status, volume_types,
 };
 
 /// The columns Cinder's sort keys name.
@@ -98,7 +97,7 @@ impl Snapshots {
             &quotas::snapshot_usage(&type_name, volume.size_gib),
         )
         .await?;
-        let capacity = self.pool_capacity(node_id.as_str(), &pool);
+        let capacity = claims::pool_capacity(&self.core, node_id.as_str(), &pool);
         if !claims::claim(&*txn, &host, capacity, volume.size_gib).await? {
             return Err(ServiceError::new(
                 ErrorCode::NoCapacity,
@@ -106,7 +105,8 @@ impl Snapshots {
             ));
         }
         let placed = (node_id.clone(), pool.clone());
-        let model = new_row(context, &volume, placed, request.name, request.description, request.metadata)
+        let model = NewSnapshot::of(context, &volume, placed, request.name, request.description)
+            .metadata(request.metadata)
             .idempotency_key((!request.idempotency_key.is_empty()).then_some(request.idempotency_key))
             .insert(&*txn)
             .await
@@ -118,10 +118,6 @@ impl Snapshots {
         self.core.publish([status::created(&model)]).await;
         journal::launch(self.core.clone(), record, operation);
         Ok(model)
-    }
-
-    fn pool_capacity(&self, node_id: &str, pool: &str) -> i64 {
-        self.core.capacity.pool(node_id, pool).map_or(0, |pool| claims::capacity_gib(&pool, false))
     }
 
     pub async fn get(&self, context: &CallContext, snapshot_id: &str) -> Result<snapshot::Model, ServiceError> {
@@ -208,6 +204,12 @@ impl Snapshots {
         if model.status == SnapshotStatus::Deleting {
             return Ok(model);
         }
+        if let Some(group_snapshot_id) = model.group_snapshot_id {
+            return Err(ServiceError::invalid(format!(
+                "snapshot {} is part of group snapshot {group_snapshot_id}; delete the group snapshot instead",
+                model.id
+            )));
+        }
         let action = if request.force { SnapshotAction::ForceDelete } else { SnapshotAction::Delete };
         let txn = self.core.begin_write().await?;
         let (before, model) = status::transition::<snapshot::Model>(&*txn, model.id, action, "").await?;
@@ -257,51 +259,6 @@ status::stateful! {
     }
 }
 
-/// A new snapshot of `volume`, `creating`, in the volume's pool and of its size.
-struct NewSnapshot(snapshot::ActiveModel);
-
-impl NewSnapshot {
-    fn idempotency_key(mut self, key: Option<String>) -> Self {
-        self.0.idempotency_key = Set(key);
-        self
-    }
-
-    async fn insert(self, txn: &impl ConnectionTrait) -> Result<snapshot::Model, sea_orm::DbErr> {
-        self.0.insert(txn).await
-    }
-}
-
-fn new_row(
-    context: &CallContext,
-    volume: &volume::Model,
-    (node_id, pool): (basalt::ids::NodeId, String),
-    name: String,
-    description: String,
-    metadata: HashMap<String, String>,
-) -> NewSnapshot {
-    let now = Utc::now();
-    NewSnapshot(snapshot::ActiveModel {
-        id: Set(SnapshotId::new_random()),
-        project_id: Set(volume.project_id.clone()),
-        user_id: Set(context.user_id.clone()),
-        volume_id: Set(volume.id),
-        name: Set(name),
-        description: Set(description),
-        size_gib: Set(volume.size_gib),
-        status: Set(SnapshotStatus::Creating),
-        metadata: Set(StringMap::from(metadata)),
-        progress: Set(0),
-        error_reason: Set(String::new()),
-        node_id: Set(node_id),
-        backend: Set(volume.backend.clone().unwrap_or_default()),
-        pool: Set(pool),
-        volume_type_id: Set(volume.volume_type_id),
-        idempotency_key: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
-    })
-}
-
 pub fn to_proto(model: &snapshot::Model) -> proto::Snapshot {
     proto::Snapshot {
         id: model.id.to_string(),
@@ -318,5 +275,6 @@ pub fn to_proto(model: &snapshot::Model) -> proto::Snapshot {
         created_at: Some(std::time::SystemTime::from(model.created_at).into()),
         updated_at: Some(std::time::SystemTime::from(model.updated_at).into()),
         idempotency_key: model.idempotency_key.clone().unwrap_or_default(),
+        group_snapshot_id: model.group_snapshot_id.map(|id| id.to_string()).unwrap_or_default(),
     }
 }

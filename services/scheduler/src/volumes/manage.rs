@@ -10,13 +10,14 @@ use basalt::{
 };
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 
-use super::{MAX_VOLUME_GIB, NewVolume, Volumes, operations::VolumeOperation};
+use super::{MAX_VOLUME_GIB, Volumes, operations::VolumeOperation};
 use crate::{
     adoption, claims,
     db::{attachment, db_error, json::StringMap, snapshot, volume},
     fields, journal,
     lifecycle::{self, VolumeAction},
     listing,
+    new_rows::NewVolume,
     placement::{self, PoolCandidate},
     quotas, status, volume_types,
 };

@@ -18,17 +18,16 @@ use basalt::{
     },
 };
 use chrono::Utc;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set, sea_query::Expr,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, sea_query::Expr};
 
 use self::operations::{SourceBackup, VolumeOperation};
 use crate::{
     Core, claims,
-    db::{self, attachment, backup, db_error, group, json::StringMap, snapshot, volume},
+    db::{attachment, backup, db_error, group, json::StringMap, snapshot, volume},
     fields, journal,
     lifecycle::{self, BackupAction, SnapshotAction, VolumeAction},
     listing,
+    new_rows::NewVolume,
     placement::{self, PlacementRequest, PoolCandidate},
     quotas, status, sweeps, transfers, volume_types,
 };
@@ -690,59 +689,6 @@ impl Volumes {
         txn.commit().await?;
         tracing::info!(volume_id = %model.id, from = %old_type, to = %new_type.name, "volume retyped");
         self.get(context, &model.id.to_string()).await
-    }
-}
-
-/// A new volume's row, `creating` on its pool: what each way of making one decides.
-struct NewVolume<'a> {
-    context: &'a CallContext,
-    pool: &'a PoolCandidate,
-    node_id: NodeId,
-    volume_type_id: VolumeTypeId,
-    size_gib: i64,
-    name: String,
-    description: String,
-    metadata: StringMap,
-    bootable: bool,
-    multiattach: bool,
-    snapshot_id: Option<SnapshotId>,
-    source_volume_id: Option<VolumeId>,
-    idempotency_key: Option<String>,
-    group_id: Option<GroupId>,
-}
-
-impl NewVolume<'_> {
-    async fn insert(self, txn: &impl ConnectionTrait) -> Result<volume::Model, ServiceError> {
-        let now = Utc::now();
-        volume::ActiveModel {
-            id: Set(VolumeId::new_random()),
-            project_id: Set(self.context.project_id.clone()),
-            user_id: Set(self.context.user_id.clone()),
-            name: Set(self.name),
-            description: Set(self.description),
-            size_gib: Set(self.size_gib),
-            status: Set(VolumeStatus::Creating),
-            attach_status: Set(AttachStatus::Detached),
-            availability_zone: Set(self.pool.availability_zone.clone()),
-            volume_type_id: Set(Some(self.volume_type_id)),
-            node_id: Set(Some(self.node_id)),
-            backend: Set(Some(self.pool.backend.clone())),
-            pool: Set(Some(self.pool.pool.clone())),
-            snapshot_id: Set(self.snapshot_id),
-            source_volume_id: Set(self.source_volume_id),
-            metadata: Set(self.metadata),
-            bootable: Set(self.bootable),
-            readonly: Set(false),
-            multiattach: Set(self.multiattach),
-            error_reason: Set(String::new()),
-            idempotency_key: Set(self.idempotency_key),
-            group_id: Set(self.group_id),
-            created_at: Set(now),
-            updated_at: Set(now),
-        }
-        .insert(txn)
-        .await
-        .map_err(db::keyed_insert_error("volume"))
     }
 }
 

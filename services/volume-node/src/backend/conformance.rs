@@ -15,9 +15,15 @@ use std::{
 use basalt::{
     ErrorCode, ServiceError,
     ids::{SnapshotId, VolumeId},
+    locks::KeyedLocks,
+    proto::{NodeCopy, NodeCopySetRequest},
 };
 
 use super::{Backend, ConfiguredBackend, VolumeSource};
+use crate::{
+    copy_set::{CopyKind, CopySet},
+    target::Target,
+};
 
 const MIB: u64 = 1 << 20;
 
@@ -38,6 +44,7 @@ pub const CASES: &[(&str, Case)] = &[
     ("adopting_a_snapshot_keeps_it_a_snapshot_of_its_volume", |backend, pool| {
         Box::pin(adopting_a_snapshot(backend, pool))
     }),
+    ("copy_sets_are_cut_whole_or_cut_again", |backend, pool| Box::pin(copy_sets_are_whole(backend, pool))),
 ];
 
 /// Runs every case (or those whose name contains `filter`), reporting each as it finishes.
@@ -552,4 +559,65 @@ pub async fn remanence(backend: &ConfiguredBackend, pool: &str, device: &std::pa
     check(left == 0, || {
         format!("{left} marked blocks of a deleted volume and its snapshot are still on {}", device.display())
     })
+}
+
+/// A set of snapshots, then of clones, of two volumes: a set found cut part-way (one snapshot
+/// taken at an earlier moment) is cut again whole, a repeat of a whole set changes nothing, and
+/// every copy holds its own source's bytes.
+async fn copy_sets_are_whole(backend: &ConfiguredBackend, pool: &str) -> Result<(), String> {
+    let (first, first_path) = create(backend, pool, 32 * MIB, VolumeSource::Empty).await?;
+    let (second, second_path) = create(backend, pool, 32 * MIB, VolumeSource::Empty).await?;
+    let snapshots = [SnapshotId::new_random(), SnapshotId::new_random()];
+    let clones = [VolumeId::new_random(), VolumeId::new_random()];
+    let locks = KeyedLocks::default();
+    let set =
+        CopySet { backend, target: &Target::None, locks: &locks, freeze_limit: std::time::Duration::from_secs(30) };
+    let request = |copies: [String; 2]| NodeCopySetRequest {
+        pool: pool.to_owned(),
+        copies: [first, second]
+            .iter()
+            .zip(copies)
+            .map(|(source, copy_id)| NodeCopy {
+                source_volume_id: source.to_string(),
+                copy_id,
+                size_bytes: 32 * MIB,
+                in_use: false,
+            })
+            .collect(),
+    };
+    let outcome = async {
+        write_at(&first_path, 0, pattern(5, 0, 4096)).await?;
+        backend.create_snapshot(pool, snapshots[0], first).await.map_err(|error| fail("early snapshot", error))?;
+        write_at(&first_path, 0, pattern(6, 0, 4096)).await?;
+        write_at(&second_path, 0, pattern(7, 0, 4096)).await?;
+        let snapshot_set = request(snapshots.map(|id| id.to_string()));
+        set.cut(CopyKind::Snapshot, &snapshot_set).await.map_err(|error| fail("snapshot set", error))?;
+        let paths = [
+            backend.get_snapshot(pool, snapshots[0]).await.map_err(|error| fail("get snapshot", error))?,
+            backend.get_snapshot(pool, snapshots[1]).await.map_err(|error| fail("get snapshot", error))?,
+        ]
+        .map(|found| found.map(|snapshot| snapshot.path));
+        let [Some(first_snapshot), Some(second_snapshot)] = paths else {
+            return Err(format!("the snapshot set is not whole: {paths:?}"));
+        };
+        expect_bytes(&first_snapshot, 0, &pattern(6, 0, 4096), "the set's snapshot of the first volume").await?;
+        expect_bytes(&second_snapshot, 0, &pattern(7, 0, 4096), "the set's snapshot of the second").await?;
+        write_at(&first_path, 0, pattern(8, 0, 4096)).await?;
+        set.cut(CopyKind::Snapshot, &snapshot_set).await.map_err(|error| fail("snapshot set again", error))?;
+        expect_bytes(&first_snapshot, 0, &pattern(6, 0, 4096), "a repeated set").await?;
+
+        let clone_set = request(clones.map(|id| id.to_string()));
+        set.cut(CopyKind::Clone, &clone_set).await.map_err(|error| fail("clone set", error))?;
+        for (clone, expected) in clones.iter().zip([8, 7]) {
+            let volume = backend.get_volume(pool, *clone).await.map_err(|error| fail("get clone", error))?;
+            let volume = volume.ok_or_else(|| format!("clone {clone} of the set is missing"))?;
+            check(volume.size_bytes == 32 * MIB, || format!("clone of {} bytes", volume.size_bytes))?;
+            expect_bytes(&volume.path, 0, &pattern(expected, 0, 4096), "a clone of the set").await?;
+        }
+        Ok(())
+    }
+    .await;
+    remove(backend, pool, &clones, &[]).await?;
+    remove(backend, pool, &[first, second], &snapshots).await?;
+    outcome
 }

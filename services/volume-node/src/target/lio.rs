@@ -7,11 +7,14 @@
 //! After every change the driver reads configfs again and fails, with targetcli's own words, if
 //! anything it asked for is missing: targetcli does not stop at the first failed command of a batch.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use basalt::{ErrorCode, ServiceError, ids::VolumeId};
 
-use super::{Export, TargetDriver};
+use super::{Export, TargetDriver, freeze::Frozen};
 use basalt::command::{Finished, Runner};
 
 const TARGETCLI: &str = "targetcli";
@@ -265,6 +268,13 @@ impl<R: Runner> TargetDriver for LioDriver<R> {
 
     async fn exported(&self) -> Result<Vec<String>, ServiceError> {
         Ok(names_in(&self.configfs.join("iscsi")).into_iter().filter(|name| name.contains(':')).collect())
+    }
+
+    /// LIO serves its LUNs in the kernel, with no handle to pause them.
+    async fn freeze(&self, _limit: Duration) -> Result<Frozen, ServiceError> {
+        Err(ServiceError::conflict(
+            "the lio target serves in-use volumes from the kernel, where Basalt cannot hold their writes still for a consistent copy; detach them first, or export through tgt",
+        ))
     }
 }
 

@@ -7,6 +7,7 @@
 //! 0600: it holds the CHAP password), so a restarted node (or target daemon) re-creates its exports
 //! with the same credentials and hosts reconnect with the `connection_info` they already have.
 
+pub mod freeze;
 pub mod lio;
 pub mod tgt;
 
@@ -16,11 +17,15 @@ use std::{
     io::Write,
     os::unix::fs::{OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
 };
 
 use basalt::{ServiceError, ids::VolumeId};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use self::freeze::Frozen;
 
 use basalt::command::SystemRunner;
 
@@ -62,6 +67,9 @@ pub trait TargetDriver: Send + Sync + 'static {
     fn refresh(&self, export: &Export) -> impl Future<Output = Result<(), ServiceError>> + Send;
     /// The IQNs of the targets the daemon has now.
     fn exported(&self) -> impl Future<Output = Result<Vec<String>, ServiceError>> + Send;
+    /// Stops every write through the target's LUNs until the result is thawed (`freeze.rs`), at
+    /// most for `limit`; `Err` when this target cannot.
+    fn freeze(&self, limit: Duration) -> impl Future<Output = Result<Frozen, ServiceError>> + Send;
 }
 
 #[derive(Debug, Clone)]
@@ -79,7 +87,7 @@ pub struct Exports<D: TargetDriver> {
     config: ExportConfig,
     pub(crate) driver: D,
     /// Record changes are serialised.
-    lock: Mutex<()>,
+    lock: Arc<Mutex<()>>,
 }
 
 impl<D: TargetDriver> Exports<D> {
@@ -89,7 +97,7 @@ impl<D: TargetDriver> Exports<D> {
             .map_err(|error| {
                 ServiceError::internal(format!("cannot prepare {}: {error}", config.state_dir.display()))
             })?;
-        Ok(Self { config, driver, lock: Mutex::new(()) })
+        Ok(Self { config, driver, lock: Arc::default() })
     }
 
     pub fn iqn(&self, volume_id: VolumeId) -> String {
@@ -224,6 +232,32 @@ impl<D: TargetDriver> Exports<D> {
     pub async fn exported(&self) -> Result<Vec<String>, ServiceError> {
         self.driver.exported().await
     }
+
+    /// No export is made or removed until the result is released; with `writers`, no write
+    /// reaches any LUN either.
+    async fn hold_still(&self, writers: bool, limit: Duration) -> Result<Held, ServiceError> {
+        let exports = self.lock.clone().lock_owned().await;
+        let frozen = if writers { Some(self.driver.freeze(limit).await?) } else { None };
+        Ok(Held { _exports: Some(exports), frozen })
+    }
+}
+
+/// Volumes held still while copies of several of them are cut (`Target::hold_still`).
+#[derive(Debug)]
+pub struct Held {
+    _exports: Option<OwnedMutexGuard<()>>,
+    frozen: Option<Frozen>,
+}
+
+impl Held {
+    /// Lets writes and exports go on; `Err` when the writers were held longer than the limit, so
+    /// the copies cut meanwhile are not at one point in time.
+    pub fn release(self) -> Result<bool, ServiceError> {
+        match self.frozen {
+            Some(frozen) => frozen.thaw().map(|_| true),
+            None => Ok(false),
+        }
+    }
 }
 
 /// How a node exports volumes.
@@ -285,6 +319,19 @@ impl Target {
     /// The IQNs the target daemon has now.
     pub async fn exported(&self) -> Result<Vec<String>, ServiceError> {
         dispatch!(self, Ok(Vec::new()), exports => exports.exported().await)
+    }
+
+    /// Holds the node's exports still, and with `writers` every write through them, so that
+    /// copies of several volumes are cut at one point in time.
+    pub async fn hold_still(&self, writers: bool, limit: Duration) -> Result<Held, ServiceError> {
+        match self {
+            Self::None if writers => Err(ServiceError::conflict(
+                "this node exports nothing (export target none): its in-use volumes are attached locally, where Basalt cannot hold their writes still for a consistent copy; detach them first",
+            )),
+            Self::None => Ok(Held { _exports: None, frozen: None }),
+            Self::Tgt(exports) => exports.hold_still(writers, limit).await,
+            Self::Lio(exports) => exports.hold_still(writers, limit).await,
+        }
     }
 }
 

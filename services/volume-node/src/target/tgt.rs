@@ -10,7 +10,7 @@
 //! the driver name, the total length, target id -1, LUN all ones) and `user=...,password=...\0`;
 //! the answer is an error number and a length.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use basalt::{ErrorCode, ServiceError, ids::VolumeId};
 use tokio::{
@@ -19,7 +19,7 @@ use tokio::{
     sync::Mutex,
 };
 
-use super::{Export, TargetDriver};
+use super::{Export, TargetDriver, freeze::Frozen};
 use basalt::command::{Finished, Runner};
 
 const TGTADM: &str = "tgtadm";
@@ -135,6 +135,19 @@ impl<R: Runner> TgtDriver<R> {
 
     async fn target(&self, iqn: &str) -> Result<Option<TargetInfo>, ServiceError> {
         Ok(self.targets().await?.into_iter().find(|target| target.iqn == iqn))
+    }
+
+    /// The process of the tgtd behind the control port: the peer of its management socket.
+    async fn daemon_pid(&self) -> Result<i32, ServiceError> {
+        let unreachable = |error: std::io::Error| {
+            ServiceError::unavailable(format!(
+                "tgtd's management socket {} is not reachable: {error}",
+                self.socket.display()
+            ))
+        };
+        let stream = UnixStream::connect(&self.socket).await.map_err(unreachable)?;
+        let credentials = stream.peer_cred().map_err(unreachable)?;
+        credentials.pid().ok_or_else(|| ServiceError::internal("the kernel did not name tgtd's process"))
     }
 
     async fn has_account(&self, username: &str) -> Result<bool, ServiceError> {
@@ -271,6 +284,13 @@ impl<R: Runner> TargetDriver for TgtDriver<R> {
 
     async fn exported(&self) -> Result<Vec<String>, ServiceError> {
         Ok(self.targets().await?.into_iter().map(|target| target.iqn).collect())
+    }
+
+    async fn freeze(&self, limit: Duration) -> Result<Frozen, ServiceError> {
+        let pid = self.daemon_pid().await?;
+        tokio::task::spawn_blocking(move || Frozen::stop(pid, limit))
+            .await
+            .map_err(|error| ServiceError::internal(format!("the freeze task failed: {error}")))?
     }
 }
 
