@@ -432,7 +432,6 @@ pub fn snapshot() -> Value {
             "metadata": {"type": "object", "additionalProperties": string()},
             "os-extended-snapshot-attributes:progress": string(),
             "os-extended-snapshot-attributes:project_id": string(),
-            "links": links(),
             "group_snapshot_id": nullable(uuid()),
             "user_id": string(),
             "consumes_quota": boolean(),

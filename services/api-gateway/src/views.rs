@@ -34,7 +34,10 @@ pub fn volume_summary(volume: &Volume, base: &str) -> Value {
     json!({"id": volume.id, "name": volume.name, "links": links(base, "volumes", &volume.id)})
 }
 
-pub fn volume_detail(volume: &Volume, version: ApiVersion, is_admin: bool, base: &str) -> Value {
+/// Cinder's volume detail view. `extended` adds what its controller extensions add to `show` and
+/// the detail list (the tenant, host and migration attributes), which create, update and manage
+/// answers lack.
+pub fn volume_detail(volume: &Volume, version: ApiVersion, is_admin: bool, base: &str, extended: bool) -> Value {
     let status = VolumeStatus::try_from(volume.status).unwrap_or_default();
     let attachments: Vec<Value> = volume
         .attachments
@@ -75,9 +78,13 @@ pub fn volume_detail(volume: &Volume, version: ApiVersion, is_admin: bool, base:
     put("replication_status", Value::Null);
     put("consistencygroup_id", Value::Null);
     put("multiattach", json!(volume.multiattach));
-    put("os-vol-tenant-attr:tenant_id", json!(volume.project_id));
+    if extended {
+        put("os-vol-tenant-attr:tenant_id", json!(volume.project_id));
+    }
     if is_admin {
         put("migration_status", Value::Null);
+    }
+    if is_admin && extended {
         let host = volume.pool.as_ref().map(|pool| format!("{}@{}#{}", pool.node_id, pool.backend, pool.pool));
         put("os-vol-host-attr:host", json!(host));
         put("os-vol-mig-status-attr:migstat", Value::Null);
@@ -106,7 +113,19 @@ pub fn volume_detail(volume: &Volume, version: ApiVersion, is_admin: bool, base:
     Value::Object(view)
 }
 
-pub fn snapshot_detail(snapshot: &Snapshot, version: ApiVersion, base: &str) -> Value {
+/// Which of Cinder's snapshot views an answer shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotView {
+    /// The plain list: the base keys only, at every microversion.
+    Summary,
+    /// Show and the detail list: with the microversions' keys and the extended attributes.
+    Detail,
+    /// Create, update and manage: the microversions' keys, no extended attributes (the controller
+    /// extension adds them to show and the detail list only).
+    Written,
+}
+
+pub fn snapshot_view(snapshot: &Snapshot, version: ApiVersion, form: SnapshotView) -> Value {
     let status = SnapshotStatus::try_from(snapshot.status).unwrap_or_default();
     let mut view = json!({
         "id": snapshot.id,
@@ -118,10 +137,14 @@ pub fn snapshot_detail(snapshot: &Snapshot, version: ApiVersion, base: &str) -> 
         "status": status.cinder_name(),
         "size": snapshot.size_gib,
         "metadata": snapshot.metadata,
-        "os-extended-snapshot-attributes:progress": format!("{}%", snapshot.progress),
-        "os-extended-snapshot-attributes:project_id": snapshot.project_id,
-        "links": links(base, "snapshots", &snapshot.id),
     });
+    if form == SnapshotView::Summary {
+        return view;
+    }
+    if form == SnapshotView::Detail {
+        view["os-extended-snapshot-attributes:progress"] = json!(format!("{}%", snapshot.progress));
+        view["os-extended-snapshot-attributes:project_id"] = json!(snapshot.project_id);
+    }
     if version.at_least(14) {
         view["group_snapshot_id"] = optional_id(&snapshot.group_snapshot_id);
     }
@@ -266,18 +289,18 @@ mod tests {
 
     #[test]
     fn fields_appear_only_at_their_microversions() {
-        let old = volume_detail(&volume(), ApiVersion::new(0), false, "http://h/v3/p");
+        let old = volume_detail(&volume(), ApiVersion::new(0), false, "http://h/v3/p", true);
         for absent in ["group_id", "volume_type_id", "consumes_quota", "shared_targets", "os-vol-host-attr:host"] {
             assert!(old.get(absent).is_none(), "{absent} at 3.0");
         }
         assert_eq!(old["bootable"], "false");
         assert_eq!(old["status"], "available");
-        let new = volume_detail(&volume(), ApiVersion::MAX, true, "http://h/v3/p");
+        let new = volume_detail(&volume(), ApiVersion::MAX, true, "http://h/v3/p", true);
         for present in ["group_id", "volume_type_id", "consumes_quota", "shared_targets", "cluster_name", "provider_id"]
         {
             assert!(new.get(present).is_some(), "{present} at 3.71");
         }
-        let member = volume_detail(&volume(), ApiVersion::MAX, false, "http://h/v3/p");
+        let member = volume_detail(&volume(), ApiVersion::MAX, false, "http://h/v3/p", true);
         assert!(member.get("os-vol-host-attr:host").is_none() && member.get("provider_id").is_none());
     }
 

@@ -41,7 +41,7 @@ pub async fn manage(rest: Rest, request_body: Body) -> Result<Response, Fault> {
         bootable: body::boolean(section, "bootable")?.unwrap_or(false),
     };
     let volume = rest.client().manage_volume(rest.request(request)).await?.into_inner();
-    let view = views::volume_detail(&volume, rest.version, rest.context.is_admin, &rest.base);
+    let view = views::volume_detail(&volume, rest.version, rest.context.is_admin, &rest.base, false);
     Ok((StatusCode::ACCEPTED, Json(json!({"volume": view}))).into_response())
 }
 
@@ -140,7 +140,7 @@ pub async fn manage_snapshot(rest: Rest, request_body: Body) -> Result<Response,
         metadata: body::string_map(section, "metadata")?.unwrap_or_default(),
     };
     let snapshot = rest.client().manage_snapshot(rest.request(request)).await?.into_inner();
-    let view = views::snapshot_detail(&snapshot, rest.version, &rest.base);
+    let view = views::snapshot_view(&snapshot, rest.version, views::SnapshotView::Written);
     Ok((StatusCode::ACCEPTED, Json(json!({"snapshot": view}))).into_response())
 }
 

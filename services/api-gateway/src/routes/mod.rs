@@ -361,7 +361,7 @@ pub fn table() -> Vec<Route> {
             .consumes("volume_id", &["snapshot", "volume_id"])
             .returns(202, schemas::snapshot_reply)
             .creates("snapshot_id", "/snapshot/id"),
-        Route::get("/snapshots/detail", snapshots::list, "List snapshots with details")
+        Route::get("/snapshots/detail", snapshots::list_detail, "List snapshots with details")
             .query(&SNAPSHOT_QUERY)
             .returns(200, schemas::snapshots),
         Route::get("/snapshots/{snapshot_id}", snapshots::show, "Show a snapshot").returns(200, schemas::snapshot_reply),

@@ -15,14 +15,18 @@ use basalt::proto::{
 use serde_json::{Value, json};
 
 use super::{all_tenants, check_filters, metadata_filter, next_link, paging, with_count};
-use crate::{Rest, body, fault::Fault, views};
+use crate::{
+    Rest, body,
+    fault::Fault,
+    views::{self, SnapshotView},
+};
 
 const CREATE_KEYS: &[&str] =
     &["volume_id", "name", "description", "display_name", "display_description", "force", "metadata"];
 const UPDATE_KEYS: &[&str] = &["name", "description", "display_name", "display_description"];
 
-fn view(rest: &Rest, snapshot: &Snapshot) -> Value {
-    views::snapshot_detail(snapshot, rest.version, &rest.base)
+fn view(rest: &Rest, snapshot: &Snapshot, form: SnapshotView) -> Value {
+    views::snapshot_view(snapshot, rest.version, form)
 }
 
 pub async fn create(rest: Rest, request_body: Body) -> Result<Response, Fault> {
@@ -43,10 +47,18 @@ pub async fn create(rest: Rest, request_body: Body) -> Result<Response, Fault> {
         idempotency_key: String::new(),
     };
     let snapshot = rest.client().create_snapshot(rest.request(request)).await?.into_inner();
-    Ok((StatusCode::ACCEPTED, Json(json!({"snapshot": view(&rest, &snapshot)}))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(json!({"snapshot": view(&rest, &snapshot, SnapshotView::Written)}))).into_response())
 }
 
 pub async fn list(rest: Rest) -> Result<Response, Fault> {
+    listed(rest, SnapshotView::Summary, "snapshots").await
+}
+
+pub async fn list_detail(rest: Rest) -> Result<Response, Fault> {
+    listed(rest, SnapshotView::Detail, "snapshots/detail").await
+}
+
+async fn listed(rest: Rest, form: SnapshotView, path: &str) -> Result<Response, Fault> {
     check_filters(&rest, "snapshot")?;
     let (page, sort) = paging(&rest)?;
     let status = match rest.query("status") {
@@ -67,8 +79,8 @@ pub async fn list(rest: Rest) -> Result<Response, Fault> {
     let response = rest.client().list_snapshots(rest.request(request)).await?.into_inner();
     let page = response.page.unwrap_or_default();
     let mut body =
-        json!({"snapshots": response.snapshots.iter().map(|snapshot| view(&rest, snapshot)).collect::<Vec<_>>()});
-    if let Some(links) = next_link(&rest, "snapshots", &page.next_marker) {
+        json!({"snapshots": response.snapshots.iter().map(|snapshot| view(&rest, snapshot, form)).collect::<Vec<_>>()});
+    if let Some(links) = next_link(&rest, path, &page.next_marker) {
         body["snapshots_links"] = links;
     }
     if let Some(count) = page.total_count {
@@ -84,7 +96,7 @@ async fn fetch(rest: &Rest) -> Result<Snapshot, Fault> {
 
 pub async fn show(rest: Rest) -> Result<Response, Fault> {
     let snapshot = fetch(&rest).await?;
-    Ok(Json(json!({"snapshot": view(&rest, &snapshot)})).into_response())
+    Ok(Json(json!({"snapshot": view(&rest, &snapshot, SnapshotView::Detail)})).into_response())
 }
 
 pub async fn update(rest: Rest, request_body: Body) -> Result<Response, Fault> {
@@ -98,7 +110,7 @@ pub async fn update(rest: Rest, request_body: Body) -> Result<Response, Fault> {
         metadata: None,
     };
     let snapshot = rest.client().update_snapshot(rest.request(request)).await?.into_inner();
-    Ok(Json(json!({"snapshot": view(&rest, &snapshot)})).into_response())
+    Ok(Json(json!({"snapshot": view(&rest, &snapshot, SnapshotView::Written)})).into_response())
 }
 
 pub async fn delete(rest: Rest) -> Result<Response, Fault> {

@@ -45,8 +45,14 @@ async fn fetch(rest: &Rest, volume_id: &str) -> Result<Volume, Fault> {
     Ok(rest.client().get_volume(rest.request(GetVolumeRequest { volume_id: volume_id.into() })).await?.into_inner())
 }
 
+/// The detail view as show and the detail list give it.
 fn detail(rest: &Rest, volume: &Volume) -> Value {
-    views::volume_detail(volume, rest.version, rest.context.is_admin, &rest.base)
+    views::volume_detail(volume, rest.version, rest.context.is_admin, &rest.base, true)
+}
+
+/// The detail view as create and update give it.
+fn written(rest: &Rest, volume: &Volume) -> Value {
+    views::volume_detail(volume, rest.version, rest.context.is_admin, &rest.base, false)
 }
 
 pub async fn create(rest: Rest, request_body: Body) -> Result<Response, Fault> {
@@ -97,7 +103,7 @@ pub async fn create(rest: Rest, request_body: Body) -> Result<Response, Fault> {
         return Err(Fault::bad_request("size is required: a whole number of GiB from 1 to 1048576"));
     }
     let volume = rest.client().create_volume(rest.request(request)).await?.into_inner();
-    Ok((StatusCode::ACCEPTED, Json(json!({"volume": detail(&rest, &volume)}))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(json!({"volume": written(&rest, &volume)}))).into_response())
 }
 
 /// `name`, or its v1 alias `display_name`.
@@ -212,7 +218,7 @@ pub async fn update(rest: Rest, request_body: Body) -> Result<Response, Fault> {
         ..Default::default()
     };
     let volume = rest.client().update_volume(rest.request(request)).await?.into_inner();
-    Ok(Json(json!({"volume": detail(&rest, &volume)})).into_response())
+    Ok(Json(json!({"volume": written(&rest, &volume)})).into_response())
 }
 
 pub async fn delete(rest: Rest) -> Result<Response, Fault> {
