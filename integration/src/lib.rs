@@ -669,7 +669,8 @@ pub struct ProcessMesh {
     pub nodes: Vec<Option<BasaltProcess>>,
     pub node_ids: Vec<String>,
     root: tempfile::TempDir,
-    extra_node_args: Vec<String>,
+    /// Each node's own arguments, beside the ones every node gets.
+    node_args: Vec<Vec<String>>,
 }
 
 impl ProcessMesh {
@@ -680,6 +681,16 @@ impl ProcessMesh {
         nodes: usize,
         extra_node_args: &[&str],
     ) -> Result<Self> {
+        Self::start_with_node_args(database_url, schedulers, &vec![extra_node_args; nodes])
+    }
+
+    /// A mesh whose node `i` also gets `node_args[i]` (an availability zone, a backup store...).
+    pub fn start_with_node_args(
+        database_url: Option<String>,
+        schedulers: usize,
+        node_args: &[&[&str]],
+    ) -> Result<Self> {
+        let nodes = node_args.len();
         let root = tempfile::tempdir()?;
         let database_url =
             database_url.unwrap_or_else(|| format!("sqlite://{}?mode=rwc", root.path().join("basalt.db").display()));
@@ -690,7 +701,7 @@ impl ProcessMesh {
             nodes: Vec::new(),
             node_ids: (0..nodes).map(|index| format!("node-{index}")).collect(),
             root,
-            extra_node_args: extra_node_args.iter().map(|arg| (*arg).to_owned()).collect(),
+            node_args: node_args.iter().map(|args| args.iter().map(|arg| (*arg).to_owned()).collect()).collect(),
         };
         for index in 0..schedulers {
             let scheduler = mesh.spawn_scheduler(index)?;
@@ -748,7 +759,7 @@ impl ProcessMesh {
         ];
         let tls = pki().args(&Role::Node(NodeId::parse(&self.node_ids[index])?));
         args.extend(tls.iter().map(String::as_str));
-        args.extend(self.extra_node_args.iter().map(String::as_str));
+        args.extend(self.node_args[index].iter().map(String::as_str));
         BasaltProcess::spawn(&args, &[], &["grpc"])
     }
 

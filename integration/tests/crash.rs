@@ -263,3 +263,64 @@ async fn killing_both_at_once_loses_nothing() -> Result<()> {
     mesh.restart_node(source_node)?;
     check_outcome(&mesh, &mesh.scheduler_addr(0), &source, &extend, &delete, &accepted).await
 }
+
+/// The scheduler killed while a volume moves to another node (a retype with on-demand
+/// migration): the restarted scheduler takes the move over from its journal, and the volume ends
+/// on the new node, its bytes whole, the old copy removed, or (had it failed) where it was.
+#[tokio::test]
+async fn killing_the_scheduler_mid_migration_moves_the_volume_whole() -> Result<()> {
+    use basalt::proto::{CreateVolumeTypeRequest, GetVolumeRequest, RetypeVolumeRequest};
+    let store = tempfile::tempdir()?;
+    let store = store.path().to_str().context("utf-8 temp dir")?.to_owned();
+    let near: [&str; 4] = ["--backup-store-dir", &store, "--availability-zone", "nova"];
+    let far: [&str; 4] = ["--backup-store-dir", &store, "--availability-zone", "far"];
+    let mut mesh = ProcessMesh::start_with_node_args(None, 1, &[&near, &far])?;
+    mesh.wait_for_nodes(0).await?;
+    let mut client = volume_client(&mesh.scheduler_addr(0)).await?;
+    let owner = project("crash");
+    let far_type = CreateVolumeTypeRequest {
+        name: "far".into(),
+        extra_specs: [("RESKEY:availability_zones".to_owned(), "far".to_owned())].into(),
+        ..Default::default()
+    };
+    client.create_volume_type(admin("ops").request(far_type)).await?;
+    let created = CreateVolumeRequest {
+        size_gib: 1,
+        name: "mover".into(),
+        availability_zone: "nova".into(),
+        ..Default::default()
+    };
+    let created = client.create_volume(owner.request(created)).await?.into_inner();
+    wait_for_status(&mut client, &owner, &created.id, VolumeStatus::Available).await?;
+    let (old_file, new_file) = (
+        mesh.node_dir(0).join(format!("volume-{}", created.id)),
+        mesh.node_dir(1).join(format!("volume-{}", created.id)),
+    );
+    for index in 0..DATA_MIB {
+        write_at(&old_file, index * MIB, &pattern(index as u8, MIB as usize))?;
+    }
+
+    let retype = RetypeVolumeRequest {
+        volume_id: created.id.clone(),
+        new_type: "far".into(),
+        migration_policy: "on-demand".into(),
+    };
+    client.retype_volume(owner.request(retype)).await?;
+    mesh.kill_scheduler(0);
+    mesh.restart_scheduler(0)?;
+
+    let mut client = volume_client(&mesh.scheduler_addr(0)).await?;
+    let moved = wait_for_status(&mut client, &owner, &created.id, VolumeStatus::Available).await?;
+    ensure!(moved.pool.as_ref().is_some_and(|pool| pool.node_id == "node-1"), "the volume stayed: {moved:?}");
+    for index in 0..DATA_MIB {
+        ensure!(read_at(&new_file, index * MIB, MIB as usize)? == pattern(index as u8, MIB as usize), "MiB {index}");
+    }
+    eventually("the old copy is removed", || {
+        let gone = !old_file.exists();
+        async move { Ok(gone) }
+    })
+    .await?;
+    let shown = client.get_volume(owner.request(GetVolumeRequest { volume_id: created.id.clone() })).await?;
+    ensure!(shown.into_inner().volume_type_name == "far");
+    Ok(())
+}

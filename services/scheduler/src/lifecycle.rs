@@ -49,6 +49,8 @@ pub enum VolumeAction {
     RollDetaching,
     /// A new volume type on the same pool; the status does not change.
     Retype,
+    /// A new volume type on another node: available -> retyping while the bytes move -> available.
+    RetypeMigrate,
     /// A host's connector arrived for a reserved volume: reserved -> attaching.
     Connect,
     /// The host attached the volume: attaching -> in-use.
@@ -178,6 +180,13 @@ pub fn volume(action: VolumeAction) -> &'static Transition<VolumeStatus> {
         Transition { from: &[V::Detaching], during: Some(V::InUse), success: None, failure: V::Detaching };
     const RETYPE: Transition<VolumeStatus> =
         Transition { from: &[V::Available, V::InUse], during: None, success: None, failure: V::Available };
+    // Detached only: nothing may write the bytes while they are copied.
+    const RETYPE_MIGRATE: Transition<VolumeStatus> = Transition {
+        from: &[V::Available],
+        during: Some(V::Retyping),
+        success: Some(V::Available),
+        failure: V::Available,
+    };
     const CONNECT: Transition<VolumeStatus> = Transition {
         from: &[V::Reserved, V::Attaching],
         during: Some(V::Attaching),
@@ -247,6 +256,7 @@ pub fn volume(action: VolumeAction) -> &'static Transition<VolumeStatus> {
         VolumeAction::BeginDetaching => &BEGIN_DETACHING,
         VolumeAction::RollDetaching => &ROLL_DETACHING,
         VolumeAction::Retype => &RETYPE,
+        VolumeAction::RetypeMigrate => &RETYPE_MIGRATE,
         VolumeAction::Connect => &CONNECT,
         VolumeAction::CompleteAttach => &COMPLETE_ATTACH,
         VolumeAction::LegacyDetach => &LEGACY_DETACH,

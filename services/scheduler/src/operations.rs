@@ -15,7 +15,7 @@ use crate::{
     groups::operations::GroupOperation,
     journal::{self, Journalled},
     snapshots::operations::SnapshotOperation,
-    volumes::operations::VolumeOperation,
+    volumes::{migration::MigrationOperation, operations::VolumeOperation},
 };
 
 /// A journal payload: each domain's operations are tagged by `kind`, and no two domains share a
@@ -28,6 +28,7 @@ pub enum Operation {
     Backup(BackupOperation),
     Group(GroupOperation),
     GroupSnapshot(GroupSnapshotOperation),
+    Migration(MigrationOperation),
 }
 
 impl Operation {
@@ -47,6 +48,7 @@ impl Operation {
             Self::Backup(operation) => operation.kind(),
             Self::Group(operation) => operation.kind(),
             Self::GroupSnapshot(operation) => operation.kind(),
+            Self::Migration(operation) => operation.kind(),
         }
     }
 }
@@ -59,6 +61,7 @@ pub fn relaunch(core: Arc<Core>, record: operation::Model) -> Result<(), Service
         Operation::Backup(operation) => journal::launch(core, record, operation),
         Operation::Group(operation) => journal::launch(core, record, operation),
         Operation::GroupSnapshot(operation) => journal::launch(core, record, operation),
+        Operation::Migration(operation) => journal::launch(core, record, operation),
     }
     Ok(())
 }

@@ -253,7 +253,7 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
                     Fault::bad_request(format!("unknown volume status {}", basalt::error::excerpt(&name)))
                 })?),
             };
-            // Basalt does not migrate volumes; the field is checked and left alone.
+            // Basalt keeps no migration status (a move shows as retyping); the field is checked and left alone.
             body::string(arguments, "migration_status")?;
             let attach_status = match body::string(arguments, "attach_status")? {
                 None => basalt::proto::AttachStatus::Unspecified,

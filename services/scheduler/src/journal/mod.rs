@@ -52,6 +52,11 @@ pub trait Journalled: Serialize + Send + Sync + Sized + 'static {
         txn: &DatabaseTransaction,
         outcome: &Result<Self::Output, ServiceError>,
     ) -> impl Future<Output = Result<Vec<PendingEvent>, ServiceError>> + Send;
+    /// An operation that must follow this outcome: recorded in the completion's transaction, so
+    /// it runs even if this scheduler dies right after the commit, and never before it.
+    fn follow_up(&self, _outcome: &Result<Self::Output, ServiceError>) -> Option<Self> {
+        None
+    }
 }
 
 /// Re-launches a journal row taken over by the reconciler: decodes it into its domain's type.
@@ -63,6 +68,16 @@ pub async fn record(
     txn: &impl ConnectionTrait,
     core: &Core,
     context: &CallContext,
+    operation: &impl Journalled,
+) -> Result<operation::Model, ServiceError> {
+    record_for(txn, core, &context.request_id, operation).await
+}
+
+/// [`record`] on behalf of the request `request_id` (a follow-up names its predecessor's).
+async fn record_for(
+    txn: &impl ConnectionTrait,
+    core: &Core,
+    request_id: &str,
     operation: &impl Journalled,
 ) -> Result<operation::Model, ServiceError> {
     let now = Utc::now();
@@ -77,7 +92,7 @@ pub async fn record(
         lease_expires_at: Set(now + lease(core)),
         attempt: Set(1),
         created_at: Set(now),
-        request_id: Set(context.request_id.clone()),
+        request_id: Set(request_id.to_owned()),
     }
     .insert(txn)
     .await
@@ -148,7 +163,7 @@ async fn renew_lease(core: &Core, operation_id: OperationId) -> Result<(), Servi
 /// Removes the journal row and applies the outcome in one transaction; a no-op when another
 /// scheduler took the operation over meanwhile.
 async fn complete<O: Journalled>(
-    core: &Core,
+    core: &Arc<Core>,
     record: &operation::Model,
     operation: &O,
     outcome: Result<O::Output, ServiceError>,
@@ -176,9 +191,16 @@ async fn complete<O: Journalled>(
     {
         messages::record(&*txn, core, &record.request_id, failure).await?;
     }
+    let follow_up = match operation.follow_up(&outcome) {
+        Some(next) => Some((record_for(&*txn, core, &record.request_id, &next).await?, next)),
+        None => None,
+    };
     txn.commit().await?;
     tracing::info!(operation_id = %record.id, kind = operation.kind(), succeeded = outcome.is_ok(), "operation completed");
     core.publish(events).await;
+    if let Some((next_record, next)) = follow_up {
+        launch(core.clone(), next_record, next);
+    }
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 //! journal (`operations.rs`) for everything a node must do.
 
 mod manage;
+pub mod migration;
 pub mod operations;
 
 use std::{collections::HashMap, sync::Arc};
@@ -10,7 +11,7 @@ use std::{collections::HashMap, sync::Arc};
 use basalt::{
     ErrorCode, ServiceError,
     context::CallContext,
-    ids::{GroupId, NodeId, SnapshotId, VolumeId, VolumeTypeId},
+    ids::{BackupId, GroupId, NodeId, SnapshotId, VolumeId, VolumeTypeId},
     proto::{
         self, AttachStateChange, AttachStatus, ChangeAttachStateRequest, CreateVolumeRequest, DeleteVolumeRequest,
         ExtendVolumeRequest, GroupStatus, ListVolumesRequest, PageInfo, PoolRef, ResetVolumeStatusRequest,
@@ -18,9 +19,12 @@ use basalt::{
     },
 };
 use chrono::Utc;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, sea_query::Expr};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, sea_query::Expr};
 
-use self::operations::{SourceBackup, VolumeOperation};
+use self::{
+    migration::{MigrationOperation, Place},
+    operations::{SourceBackup, VolumeOperation},
+};
 use crate::{
     Core, claims,
     db::{attachment, backup, db_error, group, json::StringMap, snapshot, volume},
@@ -617,8 +621,8 @@ impl Volumes {
         self.get(context, &model.id.to_string()).await
     }
 
-    /// Gives the volume a new type when its pool already satisfies it. A retype that needs the
-    /// volume moved to another pool is refused: Basalt does not migrate volumes.
+    /// Gives the volume a new type: at once when its pool already satisfies it; with
+    /// `migration_policy: on-demand` by moving it to a node whose pool does (`migration.rs`).
     pub async fn retype(
         &self,
         context: &CallContext,
@@ -658,12 +662,12 @@ impl Volumes {
             && (pool.thick_provisioning_support || !volume_types::wants_thick(&specs));
         if !fits {
             let reason = format!("pool {} does not satisfy volume type {}", pool.host(), new_type.name);
-            return Err(ServiceError::invalid(match policy {
-                "on-demand" => {
-                    format!("{reason}, and moving the volume to another pool (migration) is not something Basalt does")
-                }
-                _ => format!("{reason}; with migration_policy never the volume must stay where it is"),
-            }));
+            if policy != "on-demand" {
+                return Err(ServiceError::invalid(format!(
+                    "{reason}; with migration_policy never the volume must stay where it is"
+                )));
+            }
+            return self.migrate(context, model, new_type, &reason).await;
         }
         let old_type = volume_types::name_of(db, model.volume_type_id).await?;
         let txn = self.core.begin_write().await?;
@@ -689,6 +693,98 @@ impl Volumes {
         txn.commit().await?;
         tracing::info!(volume_id = %model.id, from = %old_type, to = %new_type.name, "volume retyped");
         self.get(context, &model.id.to_string()).await
+    }
+}
+
+impl Volumes {
+    /// Records the move of a detached volume to the best node whose pool satisfies `new_type`,
+    /// with the capacity and the new type's quotas taken there now (given back if it fails).
+    async fn migrate(
+        &self,
+        context: &CallContext,
+        model: volume::Model,
+        new_type: crate::db::volume_type::Model,
+        why: &str,
+    ) -> Result<volume::Model, ServiceError> {
+        if model.status != VolumeStatus::Available {
+            return Err(ServiceError::invalid(format!(
+                "{why}, and volume {} is {}: a volume moves to another node only while detached (available), so nothing writes it while it is copied",
+                model.id,
+                model.status.cinder_name()
+            )));
+        }
+        let snapshots = snapshot::Entity::find()
+            .filter(snapshot::Column::VolumeId.eq(model.id))
+            .count(&self.core.db)
+            .await
+            .map_err(db_error)?;
+        if snapshots > 0 {
+            return Err(ServiceError::invalid(format!(
+                "{why}, and volume {} has {snapshots} snapshots, which stay with it on its node; delete them to move it",
+                model.id
+            )));
+        }
+        let (from_node, from_pool) = model.placement()?;
+        let specs = new_type.extra_specs.to_hash_map();
+        let request = PlacementRequest {
+            size_gib: model.size_gib as f64,
+            availability_zones: volume_types::zones(&specs),
+            thick: volume_types::wants_thick(&specs),
+            extra_specs: specs,
+        };
+        let candidates: Vec<PoolCandidate> = claims::candidates(&self.core)
+            .await?
+            .into_iter()
+            .filter(|candidate| candidate.node_id != from_node.as_str())
+            .collect();
+        let ranked = placement::rank(&candidates, &request, &self.core.config.weighers).map_err(|error| {
+            ServiceError::new(error.code, format!("{why}, and no other node can take it: {}", error.message))
+        })?;
+        let old_type = volume_types::name_of(&self.core.db, model.volume_type_id).await?;
+        let txn = self.core.begin_write().await?;
+        let per_type = |name: &str| vec![(format!("volumes_{name}"), 1), (format!("gigabytes_{name}"), model.size_gib)];
+        quotas::reserve(&*txn, &self.core.config.quota_defaults, &model.project_id, &per_type(&new_type.name)).await?;
+        let mut chosen = None;
+        for pool in &ranked {
+            if claims::claim(&*txn, &pool.host(), claims::capacity_gib(pool, request.thick), model.size_gib).await? {
+                chosen = Some(pool.clone());
+                break;
+            }
+        }
+        let Some(to) = chosen else {
+            return Err(ServiceError::new(
+                ErrorCode::NoCapacity,
+                format!("{why}, and every other pool that satisfies it is fully booked"),
+            ));
+        };
+        let (before, retyping) =
+            status::transition::<volume::Model>(&*txn, model.id, VolumeAction::RetypeMigrate, "").await?;
+        let operation = MigrationOperation::MigrateVolume {
+            volume_id: model.id,
+            project_id: model.project_id.clone(),
+            size_gib: model.size_gib,
+            from: Box::new(Place {
+                node_id: from_node,
+                backend: model.backend.clone().unwrap_or_default(),
+                pool: from_pool,
+                availability_zone: model.availability_zone.clone(),
+            }),
+            to: Box::new(Place {
+                node_id: NodeId::parse(&to.node_id)?,
+                backend: to.backend.clone(),
+                pool: to.pool.clone(),
+                availability_zone: to.availability_zone.clone(),
+            }),
+            transit_backup_id: BackupId::new_random(),
+            old_type_id: model.volume_type_id,
+            new_type_id: new_type.id,
+        };
+        let record = journal::record(&*txn, &self.core, context, &operation).await?;
+        txn.commit().await?;
+        tracing::info!(volume_id = %model.id, from = %old_type, to = %new_type.name, destination = %to.host(), "volume moving for a retype");
+        self.core.publish([status::changed(before, &retyping)]).await;
+        journal::launch(self.core.clone(), record, operation);
+        Ok(retyping)
     }
 }
 
