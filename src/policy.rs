@@ -44,6 +44,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("volume:attach", "rule:project_member_or_admin"),
     ("volume:detach", "rule:project_member_or_admin"),
     ("volume_extension:volume_admin_actions:reset_status", "rule:admin_api"),
+    ("volume_extension:volume_admin_actions:migrate_volume", "rule:admin_api"),
     // Snapshots.
     ("volume:create_snapshot", "rule:project_member_or_admin"),
     ("volume:get_snapshot", "rule:project_reader_or_admin"),

@@ -611,3 +611,71 @@ fn group_sequence(clients: &Clients) -> Result<()> {
     cinder(&["group-type-delete", "gold-group"])?;
     Ok(())
 }
+
+/// Both clients move volumes between two nodes of a deployment of separate processes (a
+/// scheduler, two volume nodes in different zones sharing a backup store, a gateway): `cinder
+/// retype --migration-policy on-demand`, `cinder migrate`, `openstack volume migrate --host` and
+/// `openstack volume set --type --retype-policy on-demand`.
+#[tokio::test(flavor = "multi_thread")]
+async fn both_clients_move_volumes_between_nodes() -> Result<()> {
+    let store = tempfile::tempdir()?;
+    let store = store.path().to_str().context("utf-8 temp dir")?.to_owned();
+    let near: [&str; 4] = ["--backup-store-dir", &store, "--availability-zone", "nova"];
+    let far: [&str; 4] = ["--backup-store-dir", &store, "--availability-zone", "far"];
+    let mesh = ProcessMesh::start_with_node_args(None, 1, &[&near, &far])?;
+    mesh.wait_for_nodes(0).await?;
+    let scheduler = mesh.scheduler_addr(0);
+    let mut args = vec!["gateway", "--listen", "127.0.0.1:0", "--scheduler-endpoint", &scheduler];
+    let tls = pki().args(&basalt::tls::Role::Gateway);
+    args.extend(tls.iter().map(String::as_str));
+    let gateway = BasaltProcess::spawn(&args, &[], &["rest"])?;
+    let clients = Clients {
+        bin: cinder_clients()?,
+        endpoint: format!("{}/{PROJECT}", gateway.endpoint("rest")),
+        home: tempfile::tempdir()?,
+    };
+    tokio::task::spawn_blocking(move || migration_sequence(&clients)).await?
+}
+
+fn migration_sequence(clients: &Clients) -> Result<()> {
+    clients.cinder(&["type-create", "far"])?;
+    clients.cinder(&["type-key", "far", "set", "RESKEY:availability_zones=far"])?;
+    let make = |name: &str| -> Result<String> {
+        let created = clients.cinder(&["create", "--name", name, "--availability-zone", "nova", "1"])?;
+        let id = cliff_field(&created, "id").with_context(|| format!("create printed no id:\n{created}"))?;
+        clients.wait_for(&id, "available")?;
+        Ok(id)
+    };
+    // Polls until the volume is available again on node-1; returns what `cinder show` printed.
+    let moved = |id: &str| -> Result<String> {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let shown = clients.cinder(&["show", id])?;
+            let host = cliff_field(&shown, "os-vol-host-attr:host").unwrap_or_default();
+            if host.starts_with("node-1@") && cliff_field(&shown, "status").as_deref() == Some("available") {
+                return Ok(shown);
+            }
+            ensure!(std::time::Instant::now() < deadline, "volume {id} never reached node-1:\n{shown}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    let retyped = make("retyped")?;
+    clients.cinder(&["retype", "--migration-policy", "on-demand", &retyped, "far"])?;
+    let shown = moved(&retyped)?;
+    ensure!(cliff_field(&shown, "volume_type").as_deref() == Some("far"), "after retype:\n{shown}");
+    let migrated = make("migrated")?;
+    clients.cinder(&["migrate", &migrated, "node-1@file#default"])?;
+    let shown = moved(&migrated)?;
+    ensure!(cliff_field(&shown, "volume_type").as_deref() == Some("__DEFAULT__"), "after migrate:\n{shown}");
+
+    let by_openstack = make("by-openstack")?;
+    clients.openstack(&["volume", "migrate", "--host", "node-1@file#default", &by_openstack])?;
+    moved(&by_openstack)?;
+    let retyped_by_openstack = make("retyped-by-openstack")?;
+    let set = ["volume", "set", "--type", "far", "--retype-policy", "on-demand", &retyped_by_openstack];
+    clients.openstack(&set)?;
+    let shown = moved(&retyped_by_openstack)?;
+    ensure!(cliff_field(&shown, "volume_type").as_deref() == Some("far"), "after volume set --type:\n{shown}");
+    Ok(())
+}

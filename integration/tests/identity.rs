@@ -294,6 +294,12 @@ fn operations() -> Vec<(Method, &'static str, Access, Option<String>)> {
         (Method::POST, "/volumes/{volume_id}/action", Write, action("os-retype", r#"{"new_type": "{type_id}"}"#)),
         (
             Method::POST,
+            "/volumes/{volume_id}/action",
+            Admin,
+            action("os-migrate_volume", r#"{"host": "node-0@file#default"}"#),
+        ),
+        (
+            Method::POST,
             "/snapshots/{snapshot_id}/action",
             Admin,
             action("os-reset_status", r#"{"status": "available"}"#),

@@ -85,6 +85,38 @@ async fn an_on_demand_retype_moves_the_bytes_to_a_fitting_node_and_wipes_the_old
     refused.assert_fault(400, "badRequest", "only while detached");
     ensure!(mesh.node_dir("node-0").join(format!("volume-{attached}")).exists());
 
+    // An admin moves a volume, its type kept, to a pool that satisfies it (os-migrate_volume).
+    let created = member.call(&api, Method::POST, "/volumes", "3.0", Some(&made("migrated"))).await?;
+    let migrated = created.body["volume"]["id"].as_str().context("a volume id")?.to_owned();
+    member.wait_for(&api, &format!("/volumes/{migrated}"), "volume", "available").await?;
+    let marker = random_bytes(11, MIB as usize);
+    write_at(&mesh.node_dir("node-0").join(format!("volume-{migrated}")), 5 * MIB, &marker)?;
+    let action = format!("/volumes/{migrated}/action");
+    let to_far = r#"{"os-migrate_volume": {"host": "node-1@file#default", "force_host_copy": false}}"#;
+    let refused = member.call(&api, Method::POST, &action, "3.0", Some(to_far)).await?;
+    ensure!(refused.status == StatusCode::FORBIDDEN, "a member migrated a volume: {:?}", refused.body);
+    let here = r#"{"os-migrate_volume": {"host": "node-0@file#default"}}"#;
+    admin.call(&api, Method::POST, &action, "3.0", Some(here)).await?.assert_fault(400, "badRequest", "already");
+    let unknown = r#"{"os-migrate_volume": {"host": "node-9@file#default"}}"#;
+    admin.call(&api, Method::POST, &action, "3.0", Some(unknown)).await?.assert_fault(
+        400,
+        "badRequest",
+        "no reporting pool",
+    );
+    let started = admin.call(&api, Method::POST, &action, "3.0", Some(to_far)).await?;
+    ensure!(started.status == StatusCode::ACCEPTED, "{:?}", started.body);
+    let shown = member.wait_for(&api, &format!("/volumes/{migrated}"), "volume", "available").await?;
+    ensure!(shown["volume_type"] == "__DEFAULT__" && shown["availability_zone"] == "far", "{shown:?}");
+    let moved_file = mesh.node_dir("node-1").join(format!("volume-{migrated}"));
+    ensure!(read_at(&moved_file, 5 * MIB, marker.len())? == marker, "the migrated volume's bytes differ");
+    let stale = mesh.node_dir("node-0").join(format!("volume-{migrated}"));
+    eventually("the migrated volume's old copy is removed", || {
+        let gone = !stale.exists();
+        async move { Ok(gone) }
+    })
+    .await?;
+    ensure!(in_use(&api, &admin, "volumes___DEFAULT__").await? == 2, "an admin's migration keeps the type's quota");
+
     // The moved volume is an ordinary volume of its new node: it goes like any other.
     ensure!(member.call(&api, Method::DELETE, &format!("/volumes/{volume}"), "3.0", None).await?.status == 202);
     eventually("the moved volume is deleted", || {

@@ -359,6 +359,17 @@ pub fn volume_action() -> Value {
         ),
         ("os-detach", object(json!({"attachment_id": nullable(uuid())}), &[])),
         (
+            "os-migrate_volume",
+            object(
+                json!({
+                    "host": {"type": "string", "minLength": 1, "maxLength": 255},
+                    "force_host_copy": flag(),
+                    "lock_volume": flag(),
+                }),
+                &["host"],
+            ),
+        ),
+        (
             "os-retype",
             object(json!({"new_type": name(), "migration_policy": {"enum": ["never", "on-demand"]}}), &["new_type"]),
         ),

@@ -28,15 +28,15 @@ use basalt::{
         ListQosSpecsAssociationsResponse, ListQosSpecsRequest, ListQosSpecsResponse, ListServicesRequest,
         ListServicesResponse, ListSnapshotsRequest, ListSnapshotsResponse, ListTransfersRequest, ListTransfersResponse,
         ListVolumeTypesRequest, ListVolumeTypesResponse, ListVolumesRequest, ListVolumesResponse,
-        ManageSnapshotRequest, ManageVolumeRequest, MoveNodeResourcesRequest, NodeRecoveryResponse, Pool, PoolRef,
-        ProjectDefaultType, QosSpecs, QuotaSet, ResetBackupStatusRequest, ResetGroupSnapshotStatusRequest,
-        ResetGroupStatusRequest, ResetSnapshotStatusRequest, ResetVolumeStatusRequest, RestoreBackupRequest,
-        RestoreBackupResponse, RetypeVolumeRequest, RevertVolumeRequest, Service, SetGroupSpecsRequest,
-        SetProjectDefaultTypeRequest, SetVolumeTypeExtraSpecsRequest, Snapshot, TerminateConnectionRequest, Transfer,
-        UnmanageSnapshotRequest, UnmanageVolumeRequest, UnmanageVolumeResponse, UnsetGroupSpecRequest,
-        UnsetProjectDefaultTypeRequest, UnsetProjectDefaultTypeResponse, UnsetVolumeTypeExtraSpecRequest,
-        UpdateAttachmentRequest, UpdateBackupRequest, UpdateGroupRequest, UpdateGroupTypeRequest,
-        UpdateQosSpecsRequest, UpdateQuotasRequest, UpdateSnapshotRequest, UpdateVolumeRequest,
+        ManageSnapshotRequest, ManageVolumeRequest, MigrateVolumeRequest, MoveNodeResourcesRequest,
+        NodeRecoveryResponse, Pool, PoolRef, ProjectDefaultType, QosSpecs, QuotaSet, ResetBackupStatusRequest,
+        ResetGroupSnapshotStatusRequest, ResetGroupStatusRequest, ResetSnapshotStatusRequest, ResetVolumeStatusRequest,
+        RestoreBackupRequest, RestoreBackupResponse, RetypeVolumeRequest, RevertVolumeRequest, Service,
+        SetGroupSpecsRequest, SetProjectDefaultTypeRequest, SetVolumeTypeExtraSpecsRequest, Snapshot,
+        TerminateConnectionRequest, Transfer, UnmanageSnapshotRequest, UnmanageVolumeRequest, UnmanageVolumeResponse,
+        UnsetGroupSpecRequest, UnsetProjectDefaultTypeRequest, UnsetProjectDefaultTypeResponse,
+        UnsetVolumeTypeExtraSpecRequest, UpdateAttachmentRequest, UpdateBackupRequest, UpdateGroupRequest,
+        UpdateGroupTypeRequest, UpdateQosSpecsRequest, UpdateQuotasRequest, UpdateSnapshotRequest, UpdateVolumeRequest,
         UpdateVolumeTypeRequest, UserMessage, Volume, VolumeType, VolumeTypeAccessRequest,
         volume_service_server::VolumeService,
     },
@@ -649,6 +649,12 @@ impl VolumeService for VolumeApi {
     async fn retype_volume(&self, request: Request<RetypeVolumeRequest>) -> Result<Response<Volume>, Status> {
         let context = self.authorize(&request, "volume:retype")?;
         let model = self.volumes.retype(&context, request.into_inner()).await?;
+        self.volume_reply(&model).await
+    }
+
+    async fn migrate_volume(&self, request: Request<MigrateVolumeRequest>) -> Result<Response<Volume>, Status> {
+        let context = self.authorize(&request, "volume_extension:volume_admin_actions:migrate_volume")?;
+        let model = self.volumes.migrate_to_host(&context, request.into_inner()).await?;
         self.volume_reply(&model).await
     }
 

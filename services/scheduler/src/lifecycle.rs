@@ -51,6 +51,8 @@ pub enum VolumeAction {
     Retype,
     /// A new volume type on another node: available -> retyping while the bytes move -> available.
     RetypeMigrate,
+    /// The same type on another node (admin): available -> maintenance while the bytes move.
+    Migrate,
     /// A host's connector arrived for a reserved volume: reserved -> attaching.
     Connect,
     /// The host attached the volume: attaching -> in-use.
@@ -187,6 +189,12 @@ pub fn volume(action: VolumeAction) -> &'static Transition<VolumeStatus> {
         success: Some(V::Available),
         failure: V::Available,
     };
+    const MIGRATE: Transition<VolumeStatus> = Transition {
+        from: &[V::Available],
+        during: Some(V::Maintenance),
+        success: Some(V::Available),
+        failure: V::Available,
+    };
     const CONNECT: Transition<VolumeStatus> = Transition {
         from: &[V::Reserved, V::Attaching],
         during: Some(V::Attaching),
@@ -257,6 +265,7 @@ pub fn volume(action: VolumeAction) -> &'static Transition<VolumeStatus> {
         VolumeAction::RollDetaching => &ROLL_DETACHING,
         VolumeAction::Retype => &RETYPE,
         VolumeAction::RetypeMigrate => &RETYPE_MIGRATE,
+        VolumeAction::Migrate => &MIGRATE,
         VolumeAction::Connect => &CONNECT,
         VolumeAction::CompleteAttach => &COMPLETE_ATTACH,
         VolumeAction::LegacyDetach => &LEGACY_DETACH,

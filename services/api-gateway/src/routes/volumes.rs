@@ -11,8 +11,8 @@ use axum::{
 use basalt::proto::{
     AttachMode, AttachStateChange, AttachVolumeRequest, ChangeAttachStateRequest, CreateVolumeRequest,
     DeleteVolumeRequest, DetachVolumeRequest, ExtendVolumeRequest, GetVolumeRequest, InitializeConnectionRequest,
-    ListVolumesRequest, MetadataUpdate, ResetVolumeStatusRequest, RetypeVolumeRequest, RevertVolumeRequest,
-    TerminateConnectionRequest, UnmanageVolumeRequest, UpdateVolumeRequest, Volume, VolumeStatus,
+    ListVolumesRequest, MetadataUpdate, MigrateVolumeRequest, ResetVolumeStatusRequest, RetypeVolumeRequest,
+    RevertVolumeRequest, TerminateConnectionRequest, UnmanageVolumeRequest, UpdateVolumeRequest, Volume, VolumeStatus,
 };
 use serde_json::{Map, Value, json};
 
@@ -38,7 +38,7 @@ const CREATE_KEYS: &[&str] = &[
 ];
 const UPDATE_KEYS: &[&str] = &["name", "description", "display_name", "display_description", "metadata"];
 const ACTIONS: &str = "os-extend, os-reset_status, os-force_delete, os-set_bootable, os-update_readonly_flag, revert, \
-                       os-reserve, os-unreserve, os-begin_detaching, os-roll_detaching, os-retype, \
+                       os-reserve, os-unreserve, os-begin_detaching, os-roll_detaching, os-retype, os-migrate_volume, \
                        os-initialize_connection, os-terminate_connection, os-attach, os-detach, os-unmanage";
 
 async fn fetch(rest: &Rest, volume_id: &str) -> Result<Volume, Fault> {
@@ -351,6 +351,17 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
             let arguments = arguments.with(&["attachment_id"])?;
             let attachment_id = body::string(arguments, "attachment_id")?.unwrap_or_default();
             client.detach_volume(rest.request(DetachVolumeRequest { volume_id, attachment_id })).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        "os-migrate_volume" => {
+            // Basalt always copies through the hosts and holds the volume (maintenance) meanwhile,
+            // so the two flags are accepted and change nothing.
+            let arguments = arguments.with(&["host", "force_host_copy", "lock_volume"])?;
+            body::boolean(arguments, "force_host_copy")?;
+            body::boolean(arguments, "lock_volume")?;
+            let host = body::string(arguments, "host")?
+                .ok_or_else(|| Fault::bad_request("os-migrate_volume needs host: a pool as node@backend#pool"))?;
+            client.migrate_volume(rest.request(MigrateVolumeRequest { volume_id, host })).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
         "os-retype" => {

@@ -54,7 +54,8 @@ impl Place {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum MigrationOperation {
-    /// Copies the volume from `from` to `to` and, on success, gives it `new_type_id`.
+    /// Copies the volume from `from` to `to` and, on success, gives it `new_type_id` (a retype;
+    /// for an admin's migration it is the type the volume has).
     MigrateVolume {
         volume_id: VolumeId,
         project_id: ProjectId,
@@ -63,10 +64,22 @@ pub enum MigrationOperation {
         to: Box<Place>,
         transit_backup_id: BackupId,
         old_type_id: Option<VolumeTypeId>,
-        new_type_id: VolumeTypeId,
+        new_type_id: Option<VolumeTypeId>,
     },
     /// Wipes and removes a copy of the volume no row names any more.
     WipeCopy { volume_id: VolumeId, node_id: NodeId, pool: String },
+}
+
+impl MigrationOperation {
+    /// Whose running status the move owns: a retype's, or an admin's migration's.
+    fn action(&self) -> VolumeAction {
+        match self {
+            Self::MigrateVolume { old_type_id, new_type_id, .. } if old_type_id != new_type_id => {
+                VolumeAction::RetypeMigrate
+            }
+            _ => VolumeAction::Migrate,
+        }
+    }
 }
 
 impl Journalled for MigrationOperation {
@@ -178,11 +191,13 @@ impl Journalled for MigrationOperation {
         };
         let per_type = |name: &str| vec![(format!("volumes_{name}"), 1), (format!("gigabytes_{name}"), *size_gib)];
         let (kept, released) = match outcome {
-            Ok(()) => ((&**to, Some(*new_type_id)), (&**from, *old_type_id)),
-            Err(_) => ((&**from, *old_type_id), (&**to, Some(*new_type_id))),
+            Ok(()) => ((&**to, *new_type_id), (&**from, *old_type_id)),
+            Err(_) => ((&**from, *old_type_id), (&**to, *new_type_id)),
         };
-        let released_type = volume_types::name_of(txn, released.1).await?;
-        quotas::release(txn, project_id, &per_type(&released_type)).await?;
+        if old_type_id != new_type_id {
+            let released_type = volume_types::name_of(txn, released.1).await?;
+            quotas::release(txn, project_id, &per_type(&released_type)).await?;
+        }
         claims::release(txn, &released.0.host(), *size_gib).await?;
         if outcome.is_ok() {
             volume::Entity::update_many()
@@ -201,7 +216,7 @@ impl Journalled for MigrationOperation {
         let finished = status::finish::<volume::Model>(
             txn,
             *volume_id,
-            VolumeAction::RetypeMigrate,
+            self.action(),
             outcome.is_ok(),
             reason.as_deref().unwrap_or_default(),
         );

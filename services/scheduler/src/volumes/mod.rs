@@ -14,8 +14,8 @@ use basalt::{
     ids::{BackupId, GroupId, NodeId, SnapshotId, VolumeId, VolumeTypeId},
     proto::{
         self, AttachStateChange, AttachStatus, ChangeAttachStateRequest, CreateVolumeRequest, DeleteVolumeRequest,
-        ExtendVolumeRequest, GroupStatus, ListVolumesRequest, PageInfo, PoolRef, ResetVolumeStatusRequest,
-        RetypeVolumeRequest, RevertVolumeRequest, UpdateVolumeRequest, VolumeStatus,
+        ExtendVolumeRequest, GroupStatus, ListVolumesRequest, MigrateVolumeRequest, PageInfo, PoolRef,
+        ResetVolumeStatusRequest, RetypeVolumeRequest, RevertVolumeRequest, UpdateVolumeRequest, VolumeStatus,
     },
 };
 use chrono::Utc;
@@ -697,8 +697,7 @@ impl Volumes {
 }
 
 impl Volumes {
-    /// Records the move of a detached volume to the best node whose pool satisfies `new_type`,
-    /// with the capacity and the new type's quotas taken there now (given back if it fails).
+    /// Records the move of a detached volume to the best node whose pool satisfies `new_type`.
     async fn migrate(
         &self,
         context: &CallContext,
@@ -706,32 +705,9 @@ impl Volumes {
         new_type: crate::db::volume_type::Model,
         why: &str,
     ) -> Result<volume::Model, ServiceError> {
-        if model.status != VolumeStatus::Available {
-            return Err(ServiceError::invalid(format!(
-                "{why}, and volume {} is {}: a volume moves to another node only while detached (available), so nothing writes it while it is copied",
-                model.id,
-                model.status.cinder_name()
-            )));
-        }
-        let snapshots = snapshot::Entity::find()
-            .filter(snapshot::Column::VolumeId.eq(model.id))
-            .count(&self.core.db)
-            .await
-            .map_err(db_error)?;
-        if snapshots > 0 {
-            return Err(ServiceError::invalid(format!(
-                "{why}, and volume {} has {snapshots} snapshots, which stay with it on its node; delete them to move it",
-                model.id
-            )));
-        }
-        let (from_node, from_pool) = model.placement()?;
-        let specs = new_type.extra_specs.to_hash_map();
-        let request = PlacementRequest {
-            size_gib: model.size_gib as f64,
-            availability_zones: volume_types::zones(&specs),
-            thick: volume_types::wants_thick(&specs),
-            extra_specs: specs,
-        };
+        check_movable(&model, why, &self.core.db).await?;
+        let (from_node, _) = model.placement()?;
+        let request = placement_for(&new_type, model.size_gib);
         let candidates: Vec<PoolCandidate> = claims::candidates(&self.core)
             .await?
             .into_iter()
@@ -740,13 +716,82 @@ impl Volumes {
         let ranked = placement::rank(&candidates, &request, &self.core.config.weighers).map_err(|error| {
             ServiceError::new(error.code, format!("{why}, and no other node can take it: {}", error.message))
         })?;
-        let old_type = volume_types::name_of(&self.core.db, model.volume_type_id).await?;
+        self.start_move(context, model, ranked, request.thick, Some(new_type), why).await
+    }
+
+    /// An admin's migration (Cinder's `os-migrate_volume`): the detached volume, its type kept,
+    /// to the pool `host` names, which must be another node's and satisfy the type.
+    pub async fn migrate_to_host(
+        &self,
+        context: &CallContext,
+        request: MigrateVolumeRequest,
+    ) -> Result<volume::Model, ServiceError> {
+        let model = self.get(context, &request.volume_id).await?;
+        let why = format!("moving volume {} to {}", model.id, basalt::error::excerpt(&request.host));
+        let pool = claims::candidates(&self.core)
+            .await?
+            .into_iter()
+            .find(|candidate| candidate.host() == request.host)
+            .ok_or_else(|| {
+                ServiceError::invalid(format!(
+                    "no reporting pool is named {}: give one as the pools listing names it (node@backend#pool)",
+                    basalt::error::excerpt(&request.host)
+                ))
+            })?;
+        let (from_node, _) = model.placement()?;
+        if pool.node_id == from_node.as_str() {
+            return Err(ServiceError::invalid(format!(
+                "volume {} is on node {from_node} already; a volume moves between nodes",
+                model.id
+            )));
+        }
+        check_movable(&model, &why, &self.core.db).await?;
+        let volume_type = match model.volume_type_id {
+            Some(type_id) => Some(volume_types::resolve(&self.core.db, context, &type_id.to_string()).await?),
+            None => None,
+        };
+        let (placement, type_name) = match &volume_type {
+            Some(volume_type) => (placement_for(volume_type, model.size_gib), volume_type.name.clone()),
+            None => (PlacementRequest { size_gib: model.size_gib as f64, ..Default::default() }, String::new()),
+        };
+        let zones = &placement.availability_zones;
+        let fits = placement::filters::capabilities(&pool, &placement.extra_specs)
+            && (zones.is_empty() || zones.contains(&pool.availability_zone))
+            && (pool.thick_provisioning_support || !placement.thick);
+        if !fits {
+            return Err(ServiceError::invalid(format!(
+                "pool {} does not satisfy volume type {type_name}; retype the volume instead",
+                pool.host()
+            )));
+        }
+        // The type stays: only the node changes.
+        self.start_move(context, model, vec![pool], placement.thick, None, &why).await
+    }
+
+    /// Takes the first of `ranked` with room, the new type's quotas when it changes, the volume's
+    /// moving status, and records the move.
+    async fn start_move(
+        &self,
+        context: &CallContext,
+        model: volume::Model,
+        ranked: Vec<PoolCandidate>,
+        thick: bool,
+        new_type: Option<crate::db::volume_type::Model>,
+        why: &str,
+    ) -> Result<volume::Model, ServiceError> {
+        let (from_node, from_pool) = model.placement()?;
+        let new_type_id = new_type.as_ref().map_or(model.volume_type_id, |new_type| Some(new_type.id));
         let txn = self.core.begin_write().await?;
-        let per_type = |name: &str| vec![(format!("volumes_{name}"), 1), (format!("gigabytes_{name}"), model.size_gib)];
-        quotas::reserve(&*txn, &self.core.config.quota_defaults, &model.project_id, &per_type(&new_type.name)).await?;
+        if let Some(new_type) = &new_type {
+            let usage = vec![
+                (format!("volumes_{}", new_type.name), 1),
+                (format!("gigabytes_{}", new_type.name), model.size_gib),
+            ];
+            quotas::reserve(&*txn, &self.core.config.quota_defaults, &model.project_id, &usage).await?;
+        }
         let mut chosen = None;
         for pool in &ranked {
-            if claims::claim(&*txn, &pool.host(), claims::capacity_gib(pool, request.thick), model.size_gib).await? {
+            if claims::claim(&*txn, &pool.host(), claims::capacity_gib(pool, thick), model.size_gib).await? {
                 chosen = Some(pool.clone());
                 break;
             }
@@ -754,11 +799,11 @@ impl Volumes {
         let Some(to) = chosen else {
             return Err(ServiceError::new(
                 ErrorCode::NoCapacity,
-                format!("{why}, and every other pool that satisfies it is fully booked"),
+                format!("{why}: every pool that could take it is fully booked"),
             ));
         };
-        let (before, retyping) =
-            status::transition::<volume::Model>(&*txn, model.id, VolumeAction::RetypeMigrate, "").await?;
+        let action = if new_type.is_some() { VolumeAction::RetypeMigrate } else { VolumeAction::Migrate };
+        let (before, moving) = status::transition::<volume::Model>(&*txn, model.id, action, "").await?;
         let operation = MigrationOperation::MigrateVolume {
             volume_id: model.id,
             project_id: model.project_id.clone(),
@@ -777,15 +822,47 @@ impl Volumes {
             }),
             transit_backup_id: BackupId::new_random(),
             old_type_id: model.volume_type_id,
-            new_type_id: new_type.id,
+            new_type_id,
         };
         let record = journal::record(&*txn, &self.core, context, &operation).await?;
         txn.commit().await?;
-        tracing::info!(volume_id = %model.id, from = %old_type, to = %new_type.name, destination = %to.host(), "volume moving for a retype");
-        self.core.publish([status::changed(before, &retyping)]).await;
+        tracing::info!(volume_id = %model.id, destination = %to.host(), "volume moving to another node");
+        self.core.publish([status::changed(before, &moving)]).await;
         journal::launch(self.core.clone(), record, operation);
-        Ok(retyping)
+        Ok(moving)
     }
+}
+
+/// Where a volume of `volume_type` may be placed.
+fn placement_for(volume_type: &crate::db::volume_type::Model, size_gib: i64) -> PlacementRequest {
+    let specs = volume_type.extra_specs.to_hash_map();
+    PlacementRequest {
+        size_gib: size_gib as f64,
+        availability_zones: volume_types::zones(&specs),
+        thick: volume_types::wants_thick(&specs),
+        extra_specs: specs,
+    }
+}
+
+/// A volume moves only detached (nothing may write it while it is copied) and without snapshots
+/// (they stay on its node).
+async fn check_movable(model: &volume::Model, why: &str, db: &impl ConnectionTrait) -> Result<(), ServiceError> {
+    if model.status != VolumeStatus::Available {
+        return Err(ServiceError::invalid(format!(
+            "{why}, and volume {} is {}: a volume moves to another node only while detached (available), so nothing writes it while it is copied",
+            model.id,
+            model.status.cinder_name()
+        )));
+    }
+    let snapshots =
+        snapshot::Entity::find().filter(snapshot::Column::VolumeId.eq(model.id)).count(db).await.map_err(db_error)?;
+    if snapshots > 0 {
+        return Err(ServiceError::invalid(format!(
+            "{why}, and volume {} has {snapshots} snapshots, which stay with it on its node; delete them to move it",
+            model.id
+        )));
+    }
+    Ok(())
 }
 
 /// What a new volume copies.
