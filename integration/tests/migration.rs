@@ -54,6 +54,13 @@ async fn an_on_demand_retype_moves_the_bytes_to_a_fitting_node_and_wipes_the_old
     let as_admin = admin.call(&api, Method::GET, &format!("/volumes/{volume}"), "3.0", None).await?;
     let host = as_admin.body["volume"]["os-vol-host-attr:host"].as_str().unwrap_or_default();
     ensure!(host.starts_with("node-1@"), "the volume is on {host}");
+    ensure!(
+        as_admin.body["volume"]["migration_status"] == "success"
+            && as_admin.body["volume"]["os-vol-mig-status-attr:migstat"] == "success",
+        "{:?}",
+        as_admin.body
+    );
+    ensure!(shown.get("migration_status").is_none(), "a member sees the migration status: {shown:?}");
     ensure!(read_at(&new_file, MIB, head.len())? == head, "the moved volume's bytes differ");
     ensure!(read_at(&new_file, 1023 * MIB, tail.len())? == tail, "the moved volume's last bytes differ");
     eventually("the old copy is wiped and removed", || {

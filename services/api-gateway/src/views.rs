@@ -82,12 +82,12 @@ pub fn volume_detail(volume: &Volume, version: ApiVersion, is_admin: bool, base:
         put("os-vol-tenant-attr:tenant_id", json!(volume.project_id));
     }
     if is_admin {
-        put("migration_status", Value::Null);
+        put("migration_status", optional_id(&volume.migration_status));
     }
     if is_admin && extended {
         let host = volume.pool.as_ref().map(|pool| format!("{}@{}#{}", pool.node_id, pool.backend, pool.pool));
         put("os-vol-host-attr:host", json!(host));
-        put("os-vol-mig-status-attr:migstat", Value::Null);
+        put("os-vol-mig-status-attr:migstat", optional_id(&volume.migration_status));
         put("os-vol-mig-status-attr:name_id", Value::Null);
     }
     if version.at_least(13) {

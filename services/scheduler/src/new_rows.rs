@@ -62,6 +62,7 @@ impl NewVolume<'_> {
             error_reason: Set(String::new()),
             idempotency_key: Set(self.idempotency_key),
             group_id: Set(self.group_id),
+            migration_status: Set(None),
             created_at: Set(now),
             updated_at: Set(now),
         }

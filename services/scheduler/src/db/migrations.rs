@@ -32,7 +32,15 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 14, name: "groups", statements: groups_tables },
     Migration { version: 15, name: "lost_nodes", statements: lost_nodes_table },
     Migration { version: 16, name: "group_snapshots", statements: group_snapshots_tables },
+    Migration { version: 17, name: "migration_status", statements: migration_status_column },
 ];
+
+/// How a volume's latest move to another node went.
+fn migration_status_column(backend: DbBackend) -> Vec<Statement> {
+    let column =
+        Table::alter().table("volumes").add_column(ColumnDef::new("migration_status").string_len(32).null()).to_owned();
+    vec![backend.build(&column)]
+}
 
 /// Group snapshots, the group snapshot each snapshot was cut in, and what a group was made from.
 fn group_snapshots_tables(backend: DbBackend) -> Vec<Statement> {

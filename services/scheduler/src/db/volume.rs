@@ -37,6 +37,8 @@ pub struct Model {
     pub idempotency_key: Option<String>,
     /// The group it is a member of.
     pub group_id: Option<GroupId>,
+    /// How its latest move went (Cinder's `migration_status`: migrating, success, error).
+    pub migration_status: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

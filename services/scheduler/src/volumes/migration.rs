@@ -20,7 +20,7 @@ use basalt::{
     },
 };
 use chrono::Utc;
-use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, sea_query::Expr};
+use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, sea_query::Expr};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -35,6 +35,22 @@ use crate::{
 };
 
 const GIB: u64 = 1 << 30;
+
+/// Cinder's `migration_status` while a volume moves, and after.
+pub const MIGRATING: &str = "migrating";
+const SUCCEEDED: &str = "success";
+const FAILED: &str = "error";
+
+/// Records how the volume's latest move stands (admins see it as `migration_status`).
+pub async fn set_status(txn: &impl ConnectionTrait, volume_id: VolumeId, status: &str) -> Result<(), ServiceError> {
+    volume::Entity::update_many()
+        .col_expr(volume::Column::MigrationStatus, Expr::value(status))
+        .filter(volume::Column::Id.eq(volume_id))
+        .exec(txn)
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
 
 /// Where a copy of the volume is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,6 +228,7 @@ impl Journalled for MigrationOperation {
                 .await
                 .map_err(db_error)?;
         }
+        set_status(txn, *volume_id, if outcome.is_ok() { SUCCEEDED } else { FAILED }).await?;
         let reason = outcome.as_ref().err().map(|error| format!("the move to {} failed: {}", to.host(), error.message));
         let finished = status::finish::<volume::Model>(
             txn,

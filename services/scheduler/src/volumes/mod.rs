@@ -22,7 +22,7 @@ use chrono::Utc;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, sea_query::Expr};
 
 use self::{
-    migration::{MigrationOperation, Place},
+    migration::{MIGRATING, MigrationOperation, Place},
     operations::{SourceBackup, VolumeOperation},
 };
 use crate::{
@@ -804,6 +804,7 @@ impl Volumes {
         };
         let action = if new_type.is_some() { VolumeAction::RetypeMigrate } else { VolumeAction::Migrate };
         let (before, moving) = status::transition::<volume::Model>(&*txn, model.id, action, "").await?;
+        migration::set_status(&*txn, model.id, MIGRATING).await?;
         let operation = MigrationOperation::MigrateVolume {
             volume_id: model.id,
             project_id: model.project_id.clone(),
@@ -973,6 +974,7 @@ pub fn to_proto(
         updated_at: Some(std::time::SystemTime::from(model.updated_at).into()),
         idempotency_key: model.idempotency_key.clone().unwrap_or_default(),
         group_id: model.group_id.map(|id| id.to_string()).unwrap_or_default(),
+        migration_status: model.migration_status.clone().unwrap_or_default(),
         ..Default::default()
     }
 }

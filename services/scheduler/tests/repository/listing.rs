@@ -229,6 +229,7 @@ async fn volume_listings_in_sql_match_the_in_memory_definition() {
                 error_reason: Set(String::new()),
                 idempotency_key: Set(None),
                 group_id: Set(None),
+                migration_status: Set(None),
                 created_at: Set(created),
                 updated_at: Set(created),
             }

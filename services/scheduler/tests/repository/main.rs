@@ -61,6 +61,7 @@ async fn insert_volume(db: &DatabaseConnection, project: &ProjectId, status: Vol
         error_reason: Set(String::new()),
         idempotency_key: Set(None),
         group_id: Set(None),
+        migration_status: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
     }
