@@ -28,6 +28,13 @@ macro_rules! uuid_id {
             }
         }
 
+        /// An id whose text is already known to be a UUID.
+        impl From<Uuid> for $name {
+            fn from(uuid: Uuid) -> Self {
+                Self(uuid)
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 self.0.hyphenated().fmt(f)

@@ -48,13 +48,9 @@ impl Agent {
         target: Arc<Target>,
         backups: Arc<Backups>,
         reporter: Arc<Reporter>,
+        freeze_limit: Duration,
     ) -> Self {
-        Self { backend, target, backups, reporter, locks: Arc::default(), freeze_limit: Duration::from_secs(10) }
-    }
-
-    pub fn with_freeze_limit(mut self, freeze_limit: Duration) -> Self {
-        self.freeze_limit = freeze_limit;
-        self
+        Self { backend, target, backups, reporter, locks: Arc::default(), freeze_limit }
     }
 
     async fn cut_set(&self, kind: CopyKind, request: NodeCopySetRequest) -> Result<NodeCopySetResponse, ServiceError> {

@@ -87,9 +87,7 @@ impl CopySet<'_> {
                 break;
             }
         }
-        let released = held.release();
-        let outcome = outcome.and(released);
-        if let Err(error) = outcome {
+        if let Err(error) = outcome.and(held.release()) {
             for copy in &copies {
                 if let Err(discard) = self.discard(kind, pool, copy).await {
                     tracing::error!(copy = %copy.copy, error = %discard, "cannot discard a copy of a failed set");
@@ -102,18 +100,19 @@ impl CopySet<'_> {
 
     async fn exists(&self, kind: CopyKind, pool: &str, copy: &Copy) -> Result<bool, ServiceError> {
         Ok(match kind {
-            CopyKind::Snapshot => self.backend.get_snapshot(pool, snapshot_id(copy)?).await?.is_some(),
-            CopyKind::Clone => self.backend.get_volume(pool, clone_id(copy)?).await?.is_some(),
+            CopyKind::Snapshot => self.backend.get_snapshot(pool, SnapshotId::from(copy.copy)).await?.is_some(),
+            CopyKind::Clone => self.backend.get_volume(pool, VolumeId::from(copy.copy)).await?.is_some(),
         })
     }
 
     async fn make(&self, kind: CopyKind, pool: &str, copy: &Copy) -> Result<(), ServiceError> {
         match kind {
-            CopyKind::Snapshot => self.backend.create_snapshot(pool, snapshot_id(copy)?, copy.source).await.map(drop),
+            CopyKind::Snapshot => {
+                self.backend.create_snapshot(pool, SnapshotId::from(copy.copy), copy.source).await.map(drop)
+            }
             CopyKind::Clone => {
                 let source = VolumeSource::Volume(copy.source);
-                let volume_id = clone_id(copy)?;
-                self.backend.create_volume(pool, volume_id, copy.size_bytes, source).await.map(drop)
+                self.backend.create_volume(pool, VolumeId::from(copy.copy), copy.size_bytes, source).await.map(drop)
             }
         }
     }
@@ -121,18 +120,10 @@ impl CopySet<'_> {
     /// Removes a copy (wiped as any delete is); a copy that was never made is no error.
     async fn discard(&self, kind: CopyKind, pool: &str, copy: &Copy) -> Result<(), ServiceError> {
         match kind {
-            CopyKind::Snapshot => self.backend.delete_snapshot(pool, snapshot_id(copy)?).await.map(drop),
-            CopyKind::Clone => self.backend.delete_volume(pool, clone_id(copy)?).await.map(drop),
+            CopyKind::Snapshot => self.backend.delete_snapshot(pool, SnapshotId::from(copy.copy)).await.map(drop),
+            CopyKind::Clone => self.backend.delete_volume(pool, VolumeId::from(copy.copy)).await.map(drop),
         }
     }
-}
-
-fn snapshot_id(copy: &Copy) -> Result<SnapshotId, ServiceError> {
-    SnapshotId::parse(&copy.copy.to_string())
-}
-
-fn clone_id(copy: &Copy) -> Result<VolumeId, ServiceError> {
-    VolumeId::parse(&copy.copy.to_string())
 }
 
 fn parse(kind: CopyKind, request: &NodeCopySetRequest) -> Result<Vec<Copy>, ServiceError> {

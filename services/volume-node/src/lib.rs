@@ -250,8 +250,8 @@ pub async fn start(config: NodeConfig, bus: Bus) -> Result<RunningNode, ServiceE
 
     let reporter = Arc::new(Reporter::new(&config, endpoint, bus));
     let backups = Backups::open(config.backup_store.as_ref())?;
-    let agent = Agent::new(Arc::new(backend), Arc::new(target), Arc::new(backups), reporter.clone())
-        .with_freeze_limit(config.freeze_limit);
+    let agent =
+        Agent::new(Arc::new(backend), Arc::new(target), Arc::new(backups), reporter.clone(), config.freeze_limit);
     let mut tasks = Tasks::new();
     let reporting = reporter.run(agent.backend(), tasks.stopped()).await?;
     tasks.spawn(reporting);

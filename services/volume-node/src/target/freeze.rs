@@ -73,7 +73,7 @@ impl Frozen {
 
     /// Resumes the daemon; `Err` when the freeze lasted past its limit, so the watchdog may have
     /// resumed it before the copies were done.
-    pub fn thaw(mut self) -> Result<Duration, ServiceError> {
+    pub fn thaw(mut self) -> Result<(), ServiceError> {
         self.resume();
         let held = self.since.elapsed();
         if held >= self.limit {
@@ -83,7 +83,7 @@ impl Frozen {
                 self.limit.as_secs_f64()
             )));
         }
-        Ok(held)
+        Ok(())
     }
 
     fn resume(&mut self) {
@@ -135,7 +135,8 @@ mod tests {
     fn a_frozen_process_stops_every_thread_and_runs_again_after_the_thaw() {
         let threads =
             "import threading, time\nfor _ in range(3): threading.Thread(target=time.sleep, args=(30,)).start()";
-        let mut child = Command::new("python3").args(["-c", threads]).stdout(Stdio::null()).spawn().expect("sh runs");
+        let mut child =
+            Command::new("python3").args(["-c", threads]).stdout(Stdio::null()).spawn().expect("python3 runs");
         let pid = child.id() as i32;
         while fs::read_dir(format!("/proc/{pid}/task")).unwrap().count() < 4 {
             std::thread::sleep(Duration::from_millis(10));

@@ -252,11 +252,8 @@ pub struct Held {
 impl Held {
     /// Lets writes and exports go on; `Err` when the writers were held longer than the limit, so
     /// the copies cut meanwhile are not at one point in time.
-    pub fn release(self) -> Result<bool, ServiceError> {
-        match self.frozen {
-            Some(frozen) => frozen.thaw().map(|_| true),
-            None => Ok(false),
-        }
+    pub fn release(self) -> Result<(), ServiceError> {
+        self.frozen.map_or(Ok(()), Frozen::thaw)
     }
 }
 

@@ -83,12 +83,7 @@ impl<R: Runner> TgtDriver<R> {
         request[76..80].copy_from_slice(&(-1i32).to_ne_bytes());
         request[88..96].copy_from_slice(&u64::MAX.to_ne_bytes());
         request.extend_from_slice(parameters.as_bytes());
-        let unreachable = |error: std::io::Error| {
-            ServiceError::new(
-                ErrorCode::Unavailable,
-                format!("tgtd's management socket {} is not reachable: {error}", self.socket.display()),
-            )
-        };
+        let unreachable = |error| self.unreachable(error);
         let mut stream = UnixStream::connect(&self.socket).await.map_err(unreachable)?;
         stream.write_all(&request).await.map_err(unreachable)?;
         let mut header = [0u8; 8];
@@ -137,16 +132,18 @@ impl<R: Runner> TgtDriver<R> {
         Ok(self.targets().await?.into_iter().find(|target| target.iqn == iqn))
     }
 
+    /// tgtd's management socket failed us: tgtd is down, or not on this control port.
+    fn unreachable(&self, error: std::io::Error) -> ServiceError {
+        ServiceError::new(
+            ErrorCode::Unavailable,
+            format!("tgtd's management socket {} is not reachable: {error}", self.socket.display()),
+        )
+    }
+
     /// The process of the tgtd behind the control port: the peer of its management socket.
     async fn daemon_pid(&self) -> Result<i32, ServiceError> {
-        let unreachable = |error: std::io::Error| {
-            ServiceError::unavailable(format!(
-                "tgtd's management socket {} is not reachable: {error}",
-                self.socket.display()
-            ))
-        };
-        let stream = UnixStream::connect(&self.socket).await.map_err(unreachable)?;
-        let credentials = stream.peer_cred().map_err(unreachable)?;
+        let stream = UnixStream::connect(&self.socket).await.map_err(|error| self.unreachable(error))?;
+        let credentials = stream.peer_cred().map_err(|error| self.unreachable(error))?;
         credentials.pid().ok_or_else(|| ServiceError::internal("the kernel did not name tgtd's process"))
     }
 
