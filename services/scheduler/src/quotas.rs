@@ -72,12 +72,14 @@ impl QuotaDefaults {
 
 /// What a resource consumes: the global counters plus the per-type ones.
 pub fn volume_usage(type_name: &str, size_gib: i64) -> Vec<(String, i64)> {
-    vec![
-        (VOLUMES.into(), 1),
-        (GIGABYTES.into(), size_gib),
-        (format!("volumes_{type_name}"), 1),
-        (format!("gigabytes_{type_name}"), size_gib),
-    ]
+    let mut usage = vec![(VOLUMES.into(), 1), (GIGABYTES.into(), size_gib)];
+    usage.extend(volume_type_usage(type_name, size_gib));
+    usage
+}
+
+/// A volume's share of its type's own counters: what a retype moves from one type to another.
+pub fn volume_type_usage(type_name: &str, size_gib: i64) -> Vec<(String, i64)> {
+    vec![(format!("volumes_{type_name}"), 1), (format!("gigabytes_{type_name}"), size_gib)]
 }
 
 /// Snapshots count against `gigabytes` too, as in Cinder.

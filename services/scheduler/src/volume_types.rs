@@ -23,6 +23,7 @@ use crate::{
     Core,
     db::{db_error, default_type, json::StringMap, snapshot, volume, volume_type, volume_type_access},
     fields,
+    placement::PlacementRequest,
 };
 
 /// `provisioning:type=thick` in a type forces thick capacity math.
@@ -33,6 +34,18 @@ pub fn wants_thick(specs: &HashMap<String, String>) -> bool {
 /// Cinder's `multiattach="<is> True"`: volumes of the type may be attached to several hosts.
 pub fn allows_multiattach(specs: &HashMap<String, String>) -> bool {
     specs.get("multiattach").is_some_and(|value| crate::placement::extra_specs::matches("True", value))
+}
+
+/// Where `size_gib` of a volume of `volume_type` may be placed: the type's zones, extra specs and
+/// provisioning.
+pub fn placement_request(volume_type: &volume_type::Model, size_gib: i64) -> PlacementRequest {
+    let specs = volume_type.extra_specs.to_hash_map();
+    PlacementRequest {
+        size_gib: size_gib as f64,
+        availability_zones: zones(&specs),
+        thick: wants_thick(&specs),
+        extra_specs: specs,
+    }
 }
 
 /// The zones a type restricts volumes to (`RESKEY:availability_zones`, comma-separated).

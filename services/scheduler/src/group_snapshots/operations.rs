@@ -4,7 +4,7 @@
 use basalt::{
     ServiceError,
     ids::{GroupSnapshotId, NodeId, SnapshotId, VolumeId},
-    proto::{NodeCopy, NodeCopySetRequest, NodeSnapshotRequest},
+    proto::{NodeCopy, NodeCopySetRequest},
 };
 use sea_orm::DatabaseTransaction;
 use serde::{Deserialize, Serialize};
@@ -13,9 +13,8 @@ use crate::{
     Core,
     db::{group_snapshot, snapshot},
     events::PendingEvent,
-    journal::{Journalled, with_node},
+    journal::{Journalled, delete_snapshot_on, with_node},
     lifecycle::{GroupSnapshotAction, SnapshotAction},
-    lost_nodes,
     messages::Failure,
     status,
 };
@@ -112,20 +111,8 @@ impl Journalled for GroupSnapshotOperation {
                 .await
             }
             Self::DeleteGroupSnapshot { pool, snapshot_ids, .. } => {
-                if lost_nodes::is_lost(&core.db, node_id).await? {
-                    return Ok(());
-                }
                 for snapshot_id in snapshot_ids {
-                    let request = NodeSnapshotRequest {
-                        snapshot_id: snapshot_id.to_string(),
-                        volume_id: String::new(),
-                        pool: pool.clone(),
-                    };
-                    with_node(core, node_id, |mut client| {
-                        let request = request.clone();
-                        async move { client.delete_snapshot(request).await.map(drop) }
-                    })
-                    .await?;
+                    delete_snapshot_on(core, node_id, *snapshot_id, pool).await?;
                 }
                 Ok(())
             }

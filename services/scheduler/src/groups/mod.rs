@@ -75,11 +75,7 @@ impl Groups {
             .filter(|pool| request.availability_zone.is_empty() || pool.availability_zone == request.availability_zone)
             .filter(|pool| {
                 types.iter().all(|volume_type| {
-                    let specs = volume_type.extra_specs.to_hash_map();
-                    let zones = volume_types::zones(&specs);
-                    placement::filters::capabilities(pool, &specs)
-                        && (zones.is_empty() || zones.contains(&pool.availability_zone))
-                        && (pool.thick_provisioning_support || !volume_types::wants_thick(&specs))
+                    placement::filters::satisfies(pool, &volume_types::placement_request(volume_type, 0))
                 })
             })
             .collect();

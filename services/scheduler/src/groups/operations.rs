@@ -4,7 +4,7 @@
 use basalt::{
     ServiceError,
     ids::{GroupId, NodeId, SnapshotId, VolumeId},
-    proto::{NodeCopy, NodeCopySetRequest, NodeCreateVolumeRequest, NodeDeleteVolumeRequest},
+    proto::{NodeCopy, NodeCopySetRequest, NodeCreateVolumeRequest},
 };
 use sea_orm::DatabaseTransaction;
 use serde::{Deserialize, Serialize};
@@ -13,9 +13,8 @@ use crate::{
     Core,
     db::{group, volume},
     events::PendingEvent,
-    journal::{Journalled, with_node},
+    journal::{Journalled, delete_volume_on, with_node},
     lifecycle::{GroupAction, VolumeAction},
-    lost_nodes,
     messages::Failure,
     status,
 };
@@ -87,16 +86,7 @@ impl Journalled for GroupOperation {
         match self {
             Self::DeleteGroup { members, .. } => {
                 for member in members {
-                    if lost_nodes::is_lost(&core.db, member.node_id.as_str()).await? {
-                        continue;
-                    }
-                    let request =
-                        NodeDeleteVolumeRequest { volume_id: member.volume_id.to_string(), pool: member.pool.clone() };
-                    with_node(core, member.node_id.as_str(), |mut client| {
-                        let request = request.clone();
-                        async move { client.delete_volume(request).await.map(drop) }
-                    })
-                    .await?;
+                    delete_volume_on(core, member.node_id.as_str(), member.volume_id, &member.pool).await?;
                 }
                 Ok(())
             }

@@ -22,7 +22,7 @@ use sea_orm::{
 };
 use serde::Serialize;
 
-pub use self::node::with_node;
+pub use self::node::{delete_snapshot_on, delete_volume_on, with_node};
 use crate::{
     Core,
     db::{db_error, operation},

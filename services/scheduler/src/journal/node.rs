@@ -3,7 +3,11 @@
 
 use std::time::Duration;
 
-use basalt::{ErrorCode, ServiceError, proto::node_agent_client::NodeAgentClient};
+use basalt::{
+    ErrorCode, ServiceError,
+    ids::{SnapshotId, VolumeId},
+    proto::{NodeDeleteVolumeRequest, NodeSnapshotRequest, node_agent_client::NodeAgentClient},
+};
 use tonic::transport::Channel;
 
 use crate::Core;
@@ -47,6 +51,41 @@ where
             Err((error, false)) => return Err(error),
         }
     }
+}
+
+/// Wipes and removes a volume on its node; nothing is left to do on a node declared lost, whose
+/// storage went with it.
+pub async fn delete_volume_on(core: &Core, node_id: &str, volume_id: VolumeId, pool: &str) -> Result<(), ServiceError> {
+    if crate::lost_nodes::is_lost(&core.db, node_id).await? {
+        tracing::warn!(%volume_id, node_id, "the volume's node was declared lost: its storage is gone");
+        return Ok(());
+    }
+    let request = NodeDeleteVolumeRequest { volume_id: volume_id.to_string(), pool: pool.to_owned() };
+    with_node(core, node_id, |mut client| {
+        let request = request.clone();
+        async move { client.delete_volume(request).await.map(drop) }
+    })
+    .await
+}
+
+/// Wipes and removes a snapshot on its node, as [`delete_volume_on`] does a volume.
+pub async fn delete_snapshot_on(
+    core: &Core,
+    node_id: &str,
+    snapshot_id: SnapshotId,
+    pool: &str,
+) -> Result<(), ServiceError> {
+    if crate::lost_nodes::is_lost(&core.db, node_id).await? {
+        tracing::warn!(%snapshot_id, node_id, "the snapshot's node was declared lost: its storage is gone");
+        return Ok(());
+    }
+    let request =
+        NodeSnapshotRequest { snapshot_id: snapshot_id.to_string(), volume_id: String::new(), pool: pool.to_owned() };
+    with_node(core, node_id, |mut client| {
+        let request = request.clone();
+        async move { client.delete_snapshot(request).await.map(drop) }
+    })
+    .await
 }
 
 /// Whether a failed node call may succeed on a retry: the node was unreachable, or the connection

@@ -19,6 +19,14 @@ pub fn capabilities(pool: &PoolCandidate, specs: &HashMap<String, String>) -> bo
     })
 }
 
+/// Whether `pool` can hold volumes of the request's type, space aside: its zone, the type's
+/// capabilities, and thick provisioning when the type wants it.
+pub fn satisfies(pool: &PoolCandidate, request: &PlacementRequest) -> bool {
+    availability_zone(pool, request)
+        && capabilities(pool, &request.extra_specs)
+        && (pool.thick_provisioning_support || !request.thick)
+}
+
 /// The largest request [`capacity`] would let through, for error messages.
 pub fn largest_fit_gib(pool: &PoolCandidate, thick: bool) -> f64 {
     if pool.total_gib <= 0.0 {

@@ -13,9 +13,8 @@ use crate::{
     Core,
     db::snapshot,
     events::PendingEvent,
-    journal::{Journalled, with_node},
+    journal::{Journalled, delete_snapshot_on, with_node},
     lifecycle::SnapshotAction,
-    lost_nodes,
     messages::{Action, Detail, Failure, Resource},
     status,
 };
@@ -105,20 +104,7 @@ impl Journalled for SnapshotOperation {
                 .await
             }
             Self::DeleteSnapshot { snapshot_id, pool, .. } => {
-                if lost_nodes::is_lost(&core.db, node_id).await? {
-                    tracing::warn!(%snapshot_id, node_id, "the snapshot's node was declared lost: its storage is gone");
-                    return Ok(());
-                }
-                let request = NodeSnapshotRequest {
-                    snapshot_id: snapshot_id.to_string(),
-                    volume_id: String::new(),
-                    pool: pool.clone(),
-                };
-                with_node(core, node_id, |mut client| {
-                    let request = request.clone();
-                    async move { client.delete_snapshot(request).await.map(drop) }
-                })
-                .await
+                delete_snapshot_on(core, node_id, *snapshot_id, pool).await
             }
             Self::ManageSnapshot { snapshot_id, volume_id, pool, source_name, .. } => {
                 let request = NodeManageSnapshotRequest {

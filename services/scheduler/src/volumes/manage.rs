@@ -60,12 +60,8 @@ impl Volumes {
             "" => volume_types::default_type(db, &context.project_id).await?,
             wanted => volume_types::resolve(db, context, wanted).await?,
         };
-        let specs = volume_type.extra_specs.to_hash_map();
-        let zones = volume_types::zones(&specs);
-        let fits = placement::filters::capabilities(&pool, &specs)
-            && (zones.is_empty() || zones.contains(&pool.availability_zone))
-            && (pool.thick_provisioning_support || !volume_types::wants_thick(&specs));
-        if !fits {
+        let placement = volume_types::placement_request(&volume_type, size_gib);
+        if !placement::filters::satisfies(&pool, &placement) {
             return Err(ServiceError::invalid(format!(
                 "pool {} does not satisfy volume type {}; manage it with a type the pool satisfies",
                 pool.host(),
@@ -79,8 +75,7 @@ impl Volumes {
         let txn = self.core.begin_write().await?;
         quotas::reserve(&*txn, &self.core.config.quota_defaults, project, &usage).await?;
         // The bytes are in the pool already: booked whatever the pool's claims say.
-        let thick = volume_types::wants_thick(&specs);
-        claims::book(&*txn, &pool.host(), claims::capacity_gib(&pool, thick), size_gib).await?;
+        claims::book(&*txn, &pool.host(), claims::capacity_gib(&pool, placement.thick), size_gib).await?;
         let node_id = NodeId::parse(&pool.node_id)?;
         let model = NewVolume {
             context,
@@ -92,7 +87,7 @@ impl Volumes {
             description: request.description.clone(),
             metadata: StringMap::from(&request.metadata),
             bootable: request.bootable,
-            multiattach: volume_types::allows_multiattach(&specs),
+            multiattach: volume_types::allows_multiattach(&placement.extra_specs),
             snapshot_id: None,
             source_volume_id: None,
             idempotency_key: None,

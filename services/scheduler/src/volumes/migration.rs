@@ -14,10 +14,7 @@
 use basalt::{
     ServiceError,
     ids::{BackupId, NodeId, ProjectId, VolumeId, VolumeTypeId},
-    proto::{
-        NodeBackupRequest, NodeCreateVolumeRequest, NodeDeleteBackupRequest, NodeDeleteVolumeRequest,
-        NodeRestoreRequest,
-    },
+    proto::{NodeBackupRequest, NodeCreateVolumeRequest, NodeDeleteBackupRequest, NodeRestoreRequest},
 };
 use chrono::Utc;
 use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, sea_query::Expr};
@@ -27,9 +24,8 @@ use crate::{
     Core, claims,
     db::{db_error, volume},
     events::PendingEvent,
-    journal::{Journalled, with_node},
+    journal::{Journalled, delete_volume_on, with_node},
     lifecycle::VolumeAction,
-    lost_nodes,
     messages::Failure,
     quotas, status, volume_types,
 };
@@ -179,15 +175,7 @@ impl Journalled for MigrationOperation {
                 .await
             }
             Self::WipeCopy { volume_id, node_id, pool } => {
-                if lost_nodes::is_lost(&core.db, node_id.as_str()).await? {
-                    return Ok(());
-                }
-                let request = NodeDeleteVolumeRequest { volume_id: volume_id.to_string(), pool: pool.clone() };
-                with_node(core, node_id.as_str(), |mut client| {
-                    let request = request.clone();
-                    async move { client.delete_volume(request).await.map(drop) }
-                })
-                .await
+                delete_volume_on(core, node_id.as_str(), *volume_id, pool).await
             }
         }
     }
@@ -205,14 +193,13 @@ impl Journalled for MigrationOperation {
             tracing::warn!(%volume_id, "the volume of a finished migration is gone");
             return Ok(Vec::new());
         };
-        let per_type = |name: &str| vec![(format!("volumes_{name}"), 1), (format!("gigabytes_{name}"), *size_gib)];
         let (kept, released) = match outcome {
             Ok(()) => ((&**to, *new_type_id), (&**from, *old_type_id)),
             Err(_) => ((&**from, *old_type_id), (&**to, *new_type_id)),
         };
         if old_type_id != new_type_id {
             let released_type = volume_types::name_of(txn, released.1).await?;
-            quotas::release(txn, project_id, &per_type(&released_type)).await?;
+            quotas::release(txn, project_id, &quotas::volume_type_usage(&released_type, *size_gib)).await?;
         }
         claims::release(txn, &released.0.host(), *size_gib).await?;
         if outcome.is_ok() {

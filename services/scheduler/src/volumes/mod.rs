@@ -129,16 +129,10 @@ impl Volumes {
 
         let usage = quotas::volume_usage(&volume_type.name, size_gib);
         quotas::precheck(db, &self.core.config.quota_defaults, project, &usage).await?;
-        let specs = volume_type.extra_specs.to_hash_map();
-        let placement_request = PlacementRequest {
-            size_gib: size_gib as f64,
-            availability_zones: match request.availability_zone.as_str() {
-                "" => volume_types::zones(&specs),
-                zone => vec![zone.to_owned()],
-            },
-            thick: volume_types::wants_thick(&specs),
-            extra_specs: specs,
-        };
+        let mut placement_request = volume_types::placement_request(&volume_type, size_gib);
+        if !request.availability_zone.is_empty() {
+            placement_request.availability_zones = vec![request.availability_zone.clone()];
+        }
         let group = match request.group_id.as_str() {
             "" => None,
             group_id => Some(self.group_to_join(context, group_id, volume_type.id).await?),
@@ -651,16 +645,11 @@ impl Volumes {
         if model.volume_type_id == Some(new_type.id) {
             return Err(ServiceError::invalid(format!("volume {} is already of type {}", model.id, new_type.name)));
         }
-        let specs = new_type.extra_specs.to_hash_map();
         let (node_id, pool_name) = model.placement()?;
         let pool = self.core.capacity.pool(node_id.as_str(), &pool_name).ok_or_else(|| {
             ServiceError::unavailable(format!("node {node_id} holding the volume is not reporting; retry shortly"))
         })?;
-        let zones = volume_types::zones(&specs);
-        let fits = placement::filters::capabilities(&pool, &specs)
-            && (zones.is_empty() || zones.contains(&model.availability_zone))
-            && (pool.thick_provisioning_support || !volume_types::wants_thick(&specs));
-        if !fits {
+        if !placement::filters::satisfies(&pool, &volume_types::placement_request(&new_type, model.size_gib)) {
             let reason = format!("pool {} does not satisfy volume type {}", pool.host(), new_type.name);
             if policy != "on-demand" {
                 return Err(ServiceError::invalid(format!(
@@ -672,10 +661,10 @@ impl Volumes {
         let old_type = volume_types::name_of(db, model.volume_type_id).await?;
         let txn = self.core.begin_write().await?;
         // The new type's per-type quotas take the volume; the old type's give it back.
-        let per_type = |name: &str| vec![(format!("volumes_{name}"), 1), (format!("gigabytes_{name}"), model.size_gib)];
         let project = &model.project_id;
-        quotas::reserve(&*txn, &self.core.config.quota_defaults, project, &per_type(&new_type.name)).await?;
-        quotas::release(&*txn, project, &per_type(&old_type)).await?;
+        let new_usage = quotas::volume_type_usage(&new_type.name, model.size_gib);
+        quotas::reserve(&*txn, &self.core.config.quota_defaults, project, &new_usage).await?;
+        quotas::release(&*txn, project, &quotas::volume_type_usage(&old_type, model.size_gib)).await?;
         let updated = volume::Entity::update_many()
             .col_expr(volume::Column::VolumeTypeId, Expr::value(new_type.id))
             .col_expr(volume::Column::UpdatedAt, Expr::value(Utc::now()))
@@ -707,7 +696,7 @@ impl Volumes {
     ) -> Result<volume::Model, ServiceError> {
         check_movable(&model, why, &self.core.db).await?;
         let (from_node, _) = model.placement()?;
-        let request = placement_for(&new_type, model.size_gib);
+        let request = volume_types::placement_request(&new_type, model.size_gib);
         let candidates: Vec<PoolCandidate> = claims::candidates(&self.core)
             .await?
             .into_iter()
@@ -751,14 +740,12 @@ impl Volumes {
             None => None,
         };
         let (placement, type_name) = match &volume_type {
-            Some(volume_type) => (placement_for(volume_type, model.size_gib), volume_type.name.clone()),
+            Some(volume_type) => {
+                (volume_types::placement_request(volume_type, model.size_gib), volume_type.name.clone())
+            }
             None => (PlacementRequest { size_gib: model.size_gib as f64, ..Default::default() }, String::new()),
         };
-        let zones = &placement.availability_zones;
-        let fits = placement::filters::capabilities(&pool, &placement.extra_specs)
-            && (zones.is_empty() || zones.contains(&pool.availability_zone))
-            && (pool.thick_provisioning_support || !placement.thick);
-        if !fits {
+        if !placement::filters::satisfies(&pool, &placement) {
             return Err(ServiceError::invalid(format!(
                 "pool {} does not satisfy volume type {type_name}; retype the volume instead",
                 pool.host()
@@ -783,10 +770,7 @@ impl Volumes {
         let new_type_id = new_type.as_ref().map_or(model.volume_type_id, |new_type| Some(new_type.id));
         let txn = self.core.begin_write().await?;
         if let Some(new_type) = &new_type {
-            let usage = vec![
-                (format!("volumes_{}", new_type.name), 1),
-                (format!("gigabytes_{}", new_type.name), model.size_gib),
-            ];
+            let usage = quotas::volume_type_usage(&new_type.name, model.size_gib);
             quotas::reserve(&*txn, &self.core.config.quota_defaults, &model.project_id, &usage).await?;
         }
         let mut chosen = None;
@@ -831,17 +815,6 @@ impl Volumes {
         self.core.publish([status::changed(before, &moving)]).await;
         journal::launch(self.core.clone(), record, operation);
         Ok(moving)
-    }
-}
-
-/// Where a volume of `volume_type` may be placed.
-fn placement_for(volume_type: &crate::db::volume_type::Model, size_gib: i64) -> PlacementRequest {
-    let specs = volume_type.extra_specs.to_hash_map();
-    PlacementRequest {
-        size_gib: size_gib as f64,
-        availability_zones: volume_types::zones(&specs),
-        thick: volume_types::wants_thick(&specs),
-        extra_specs: specs,
     }
 }
 

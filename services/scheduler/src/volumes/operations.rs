@@ -5,8 +5,8 @@ use basalt::{
     ServiceError,
     ids::{BackupId, NodeId, ProjectId, SnapshotId, VolumeId},
     proto::{
-        NodeCreateVolumeRequest, NodeDeleteVolumeRequest, NodeExtendVolumeRequest, NodeManageVolumeRequest,
-        NodeRestoreRequest, NodeRevertVolumeRequest, NodeSnapshotRequest,
+        NodeCreateVolumeRequest, NodeExtendVolumeRequest, NodeManageVolumeRequest, NodeRestoreRequest,
+        NodeRevertVolumeRequest,
     },
 };
 use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, sea_query::Expr};
@@ -16,9 +16,8 @@ use crate::{
     Core, claims,
     db::{backup, db_error, snapshot, volume},
     events::PendingEvent,
-    journal::{Journalled, with_node},
+    journal::{Journalled, delete_snapshot_on, delete_volume_on, with_node},
     lifecycle::{BackupAction, SnapshotAction, VolumeAction},
-    lost_nodes,
     messages::{Action, Detail, Failure, Resource},
     quotas, status, volume_types,
 };
@@ -182,28 +181,10 @@ impl Journalled for VolumeOperation {
                 .await
             }
             Self::DeleteVolume { volume_id, pool, snapshot_ids, .. } => {
-                if lost_nodes::is_lost(&core.db, node_id).await? {
-                    tracing::warn!(%volume_id, node_id, "the volume's node was declared lost: its storage is gone");
-                    return Ok(());
-                }
                 for snapshot_id in snapshot_ids {
-                    let request = NodeSnapshotRequest {
-                        snapshot_id: snapshot_id.to_string(),
-                        volume_id: volume_id.to_string(),
-                        pool: pool.clone(),
-                    };
-                    with_node(core, node_id, |mut client| {
-                        let request = request.clone();
-                        async move { client.delete_snapshot(request).await.map(drop) }
-                    })
-                    .await?;
+                    delete_snapshot_on(core, node_id, *snapshot_id, pool).await?;
                 }
-                let request = NodeDeleteVolumeRequest { volume_id: volume_id.to_string(), pool: pool.clone() };
-                with_node(core, node_id, |mut client| {
-                    let request = request.clone();
-                    async move { client.delete_volume(request).await.map(drop) }
-                })
-                .await
+                delete_volume_on(core, node_id, *volume_id, pool).await
             }
             Self::ExtendVolume { volume_id, pool, new_size_gib, .. } => {
                 let request = NodeExtendVolumeRequest {
