@@ -84,53 +84,17 @@ pub fn metadata_holds(
 /// The columns the sort keys of Cinder's volume, snapshot and backup listings name.
 pub struct SortColumns<C> {
     pub created_at: C,
-    pub updated_at: C,
+    /// Volumes, snapshots and backups sort by these too; groups and group snapshots do not.
+    pub updated_at: Option<C>,
     pub name: C,
-    pub size: C,
+    pub size: Option<C>,
     pub status: C,
     pub id: C,
 }
 
 impl<C: Copy> SortColumns<C> {
     /// The columns `sort` names, each with whether it is descending; newest first when it names
-    /// none, as Cinder lists.
-    pub fn order(&self, sort: &[SortKey]) -> Result<Vec<(C, bool)>, ServiceError> {
-        if sort.is_empty() {
-            return Ok(vec![(self.created_at, true)]);
-        }
-        sort.iter()
-            .map(|key| {
-                let column = match key.key.as_str() {
-                    "created_at" => self.created_at,
-                    "updated_at" => self.updated_at,
-                    "name" | "display_name" => self.name,
-                    "size" => self.size,
-                    "status" => self.status,
-                    "id" => self.id,
-                    other => {
-                        return Err(ServiceError::invalid(format!(
-                            "cannot sort by {:?}: use created_at, updated_at, name, size, status or id",
-                            basalt::error::excerpt(other)
-                        )));
-                    }
-                };
-                Ok((column, key.descending))
-            })
-            .collect()
-    }
-}
-
-/// The columns of the sort keys Cinder's group and group snapshot listings take.
-pub struct GroupSortColumns<C> {
-    pub created_at: C,
-    pub name: C,
-    pub status: C,
-    pub id: C,
-}
-
-impl<C: Copy> GroupSortColumns<C> {
-    /// The columns `sort` names, each with whether it is descending; newest first when it names
-    /// none. `what` names the listing in errors.
+    /// none, as Cinder lists. `what` names the listing in errors.
     pub fn order(&self, sort: &[SortKey], what: &str) -> Result<Vec<(C, bool)>, ServiceError> {
         if sort.is_empty() {
             return Ok(vec![(self.created_at, true)]);
@@ -138,17 +102,29 @@ impl<C: Copy> GroupSortColumns<C> {
         sort.iter()
             .map(|key| {
                 let column = match key.key.as_str() {
-                    "created_at" => self.created_at,
-                    "name" => self.name,
-                    "status" => self.status,
-                    "id" => self.id,
-                    other => {
-                        return Err(ServiceError::invalid(format!(
-                            "cannot sort {what} by {:?}: use created_at, name, status or id",
-                            basalt::error::excerpt(other)
-                        )));
-                    }
+                    "created_at" => Some(self.created_at),
+                    "updated_at" => self.updated_at,
+                    "name" | "display_name" => Some(self.name),
+                    "size" => self.size,
+                    "status" => Some(self.status),
+                    "id" => Some(self.id),
+                    _ => None,
                 };
+                let column = column.ok_or_else(|| {
+                    let keys = [
+                        Some("created_at"),
+                        self.updated_at.map(|_| "updated_at"),
+                        Some("name"),
+                        self.size.map(|_| "size"),
+                        Some("status"),
+                    ];
+                    let keys: Vec<&str> = keys.into_iter().flatten().collect();
+                    ServiceError::invalid(format!(
+                        "cannot sort {what} by {:?}: use {} or id",
+                        basalt::error::excerpt(&key.key),
+                        keys.join(", ")
+                    ))
+                })?;
                 Ok((column, key.descending))
             })
             .collect()
@@ -291,11 +267,14 @@ mod tests {
 
     #[test]
     fn only_known_sort_keys_are_accepted_and_newest_first_is_the_default() {
-        let columns = SortColumns { created_at: 1, updated_at: 2, name: 3, size: 4, status: 5, id: 6 };
+        let columns = SortColumns { created_at: 1, updated_at: Some(2), name: 3, size: Some(4), status: 5, id: 6 };
         let key = |key: &str, descending| SortKey { key: key.into(), descending };
-        assert_eq!(columns.order(&[]).unwrap(), [(1, true)]);
-        assert_eq!(columns.order(&[key("display_name", false), key("size", true)]).unwrap(), [(3, false), (4, true)]);
-        let error = columns.order(&[key("password", false)]).unwrap_err();
+        assert_eq!(columns.order(&[], "volumes").unwrap(), [(1, true)]);
+        assert_eq!(
+            columns.order(&[key("display_name", false), key("size", true)], "volumes").unwrap(),
+            [(3, false), (4, true)]
+        );
+        let error = columns.order(&[key("password", false)], "volumes").unwrap_err();
         assert!(error.message.contains("created_at"), "{}", error.message);
     }
 }

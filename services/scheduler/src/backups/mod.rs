@@ -42,9 +42,9 @@ const BACKUP_SERVICE: &str = "basalt.backup.posix";
 /// The columns Cinder's sort keys name.
 const SORT_COLUMNS: listing::SortColumns<backup::Column> = listing::SortColumns {
     created_at: backup::Column::CreatedAt,
-    updated_at: backup::Column::UpdatedAt,
+    updated_at: Some(backup::Column::UpdatedAt),
     name: backup::Column::Name,
-    size: backup::Column::SizeGib,
+    size: Some(backup::Column::SizeGib),
     status: backup::Column::Status,
     id: backup::Column::Id,
 };
@@ -195,7 +195,7 @@ impl Backups {
             condition = condition.add(backup::Column::Status.eq(status));
         }
         let keyset = listing::Keyset::<backup::Entity> {
-            order: SORT_COLUMNS.order(&request.sort)?,
+            order: SORT_COLUMNS.order(&request.sort, "backups")?,
             id: backup::Column::Id,
             id_of: |row| row.id.to_string(),
         };

@@ -158,9 +158,11 @@ impl GroupSnapshots {
                 .map_err(|_| ServiceError::invalid(format!("unknown group snapshot status {}", request.status)))?;
             condition = condition.add(group_snapshot::Column::Status.eq(status));
         }
-        let columns = listing::GroupSortColumns {
+        let columns = listing::SortColumns {
             created_at: group_snapshot::Column::CreatedAt,
+            updated_at: None,
             name: group_snapshot::Column::Name,
+            size: None,
             status: group_snapshot::Column::Status,
             id: group_snapshot::Column::Id,
         };

@@ -140,9 +140,11 @@ impl Groups {
                 .map_err(|_| ServiceError::invalid(format!("unknown group status {}", request.status)))?;
             condition = condition.add(group::Column::Status.eq(status));
         }
-        let columns = listing::GroupSortColumns {
+        let columns = listing::SortColumns {
             created_at: group::Column::CreatedAt,
+            updated_at: None,
             name: group::Column::Name,
+            size: None,
             status: group::Column::Status,
             id: group::Column::Id,
         };

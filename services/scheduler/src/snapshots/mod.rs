@@ -32,9 +32,9 @@ use crate::{
 /// The columns Cinder's sort keys name.
 const SORT_COLUMNS: listing::SortColumns<snapshot::Column> = listing::SortColumns {
     created_at: snapshot::Column::CreatedAt,
-    updated_at: snapshot::Column::UpdatedAt,
+    updated_at: Some(snapshot::Column::UpdatedAt),
     name: snapshot::Column::Name,
-    size: snapshot::Column::SizeGib,
+    size: Some(snapshot::Column::SizeGib),
     status: snapshot::Column::Status,
     id: snapshot::Column::Id,
 };
@@ -158,7 +158,7 @@ impl Snapshots {
         let backend = self.core.db.get_database_backend();
         let condition = listing::metadata_holds(condition, backend, "snapshots", &request.metadata);
         let keyset = listing::Keyset::<snapshot::Entity> {
-            order: SORT_COLUMNS.order(&request.sort)?,
+            order: SORT_COLUMNS.order(&request.sort, "snapshots")?,
             id: snapshot::Column::Id,
             id_of: |row| row.id.to_string(),
         };

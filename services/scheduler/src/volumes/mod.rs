@@ -39,9 +39,9 @@ use crate::{
 /// The columns Cinder's sort keys name.
 const SORT_COLUMNS: listing::SortColumns<volume::Column> = listing::SortColumns {
     created_at: volume::Column::CreatedAt,
-    updated_at: volume::Column::UpdatedAt,
+    updated_at: Some(volume::Column::UpdatedAt),
     name: volume::Column::Name,
-    size: volume::Column::SizeGib,
+    size: Some(volume::Column::SizeGib),
     status: volume::Column::Status,
     id: volume::Column::Id,
 };
@@ -363,7 +363,7 @@ impl Volumes {
         let backend = self.core.db.get_database_backend();
         let condition = listing::metadata_holds(condition, backend, "volumes", &request.metadata);
         let keyset = listing::Keyset::<volume::Entity> {
-            order: SORT_COLUMNS.order(&request.sort)?,
+            order: SORT_COLUMNS.order(&request.sort, "volumes")?,
             id: volume::Column::Id,
             id_of: |row| row.id.to_string(),
         };
