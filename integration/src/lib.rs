@@ -888,6 +888,15 @@ impl Tgtd {
         .to_vec()
     }
 
+    /// A node's settings for exporting through this daemon.
+    pub fn settings(&self) -> basalt_volume_node::TgtSettings {
+        basalt_volume_node::TgtSettings {
+            control_port: Some(self.control_port),
+            portal: self.portal(),
+            iqn_prefix: "iqn.2010-10.org.basalt:".into(),
+        }
+    }
+
     /// `tgtadm --op show --mode target` of this daemon.
     pub fn show_targets(&self) -> Result<String> {
         let output = Command::new("tgtadm")

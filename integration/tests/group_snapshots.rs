@@ -302,11 +302,7 @@ fn filled_with(path: &Path) -> Result<u8> {
 async fn in_use_members_are_cut_at_one_point_while_a_host_keeps_writing_through_tgt() -> Result<()> {
     let tgtd = Tgtd::start()?;
     let mut mesh = InProcessMesh::start(0).await?;
-    let settings = basalt_volume_node::TgtSettings {
-        control_port: Some(tgtd.control_port),
-        portal: tgtd.portal(),
-        iqn_prefix: "iqn.2010-10.org.basalt:".into(),
-    };
+    let settings = tgtd.settings();
     mesh.add_node_with("tgt-node", |config| config.export = basalt_volume_node::ExportSettings::Tgt(settings)).await?;
     let api = RestApi::start(&mesh).await?;
     let member = RestCaller::new(PROJECT, "alice");

@@ -28,14 +28,6 @@ fn read_through(opts: &str, mib: u32, destination: &std::path::Path) -> Result<(
     qemu_img(&["dd", "--image-opts", "-O", "raw", "bs=1M", &count, &input, &output])
 }
 
-fn tgt_settings(tgtd: &Tgtd) -> basalt_volume_node::TgtSettings {
-    basalt_volume_node::TgtSettings {
-        control_port: Some(tgtd.control_port),
-        portal: tgtd.portal(),
-        iqn_prefix: "iqn.2010-10.org.basalt:".into(),
-    }
-}
-
 fn image_opts(export: &NodeExport, initiator: &str, password: &str) -> String {
     format!(
         "driver=iscsi,transport=tcp,portal={},target={},lun={},user={},password={password},initiator-name={initiator}",
@@ -75,7 +67,7 @@ fn qemu_img(args: &[&str]) -> Result<()> {
 async fn bytes_reach_the_host_through_the_tgt_export() -> Result<()> {
     let mut tgtd = Tgtd::start()?;
     let mut mesh = InProcessMesh::start(0).await?;
-    let settings = tgt_settings(&tgtd);
+    let settings = tgtd.settings();
     let configure = |config: &mut basalt_volume_node::NodeConfig| {
         config.export = basalt_volume_node::ExportSettings::Tgt(settings.clone())
     };
@@ -180,7 +172,7 @@ async fn attachments_connect_hosts_through_iscsi_and_clean_up_after_them() -> Re
     };
     let tgtd = Tgtd::start()?;
     let mut mesh = InProcessMesh::start(0).await?;
-    let settings = tgt_settings(&tgtd);
+    let settings = tgtd.settings();
     let configure = |config: &mut basalt_volume_node::NodeConfig| {
         config.export = basalt_volume_node::ExportSettings::Tgt(settings.clone())
     };
@@ -466,7 +458,7 @@ struct RestSetup {
 async fn rest_setup(node: &str) -> Result<RestSetup> {
     let tgtd = Tgtd::start()?;
     let mut mesh = InProcessMesh::start(0).await?;
-    let settings = tgt_settings(&tgtd);
+    let settings = tgtd.settings();
     mesh.add_node_with(node, |config| config.export = basalt_volume_node::ExportSettings::Tgt(settings)).await?;
     let api = RestApi::start(&mesh).await?;
     let project = project_id("rest-iscsi");
@@ -490,7 +482,7 @@ async fn a_multiattach_type_lets_two_hosts_share_a_volume() -> Result<()> {
     const SECOND: &str = "iqn.2024-01.org.basalt.test:host2";
     let tgtd = Tgtd::start()?;
     let mut mesh = InProcessMesh::start(0).await?;
-    let settings = tgt_settings(&tgtd);
+    let settings = tgtd.settings();
     mesh.add_node_with("shared-node", |config| config.export = basalt_volume_node::ExportSettings::Tgt(settings))
         .await?;
     let mut client = volume_client(&mesh.grpc_addr).await?;

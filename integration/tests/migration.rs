@@ -61,6 +61,21 @@ async fn an_on_demand_retype_moves_the_bytes_to_a_fitting_node_and_wipes_the_old
         as_admin.body
     );
     ensure!(shown.get("migration_status").is_none(), "a member sees the migration status: {shown:?}");
+    // An admin resets it, to one of Cinder's names; `none` clears it.
+    let action = format!("/volumes/{volume}/action");
+    let unknown = r#"{"os-reset_status": {"migration_status": "moved"}}"#;
+    let refused = admin.call(&api, Method::POST, &action, "3.0", Some(unknown)).await?;
+    refused.assert_fault(400, "badRequest", "use one of migrating, error, success, completing, starting, none");
+    let empty = admin.call(&api, Method::POST, &action, "3.0", Some(r#"{"os-reset_status": {}}"#)).await?;
+    empty.assert_fault(400, "badRequest", "needs status, attach_status or migration_status");
+    for (reset, shown) in [("error", serde_json::json!("error")), ("none", serde_json::Value::Null)] {
+        let body = format!(r#"{{"os-reset_status": {{"migration_status": "{reset}"}}}}"#);
+        let done = admin.call(&api, Method::POST, &action, "3.0", Some(&body)).await?;
+        ensure!(done.status == StatusCode::ACCEPTED, "{:?}", done.body);
+        let after = admin.call(&api, Method::GET, &format!("/volumes/{volume}"), "3.0", None).await?;
+        ensure!(after.body["volume"]["migration_status"] == shown, "reset to {reset}: {:?}", after.body);
+        ensure!(after.body["volume"]["status"] == "available", "the status stayed: {:?}", after.body);
+    }
     ensure!(read_at(&new_file, MIB, head.len())? == head, "the moved volume's bytes differ");
     ensure!(read_at(&new_file, 1023 * MIB, tail.len())? == tail, "the moved volume's last bytes differ");
     eventually("the old copy is wiped and removed", || {

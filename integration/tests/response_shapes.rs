@@ -2,8 +2,11 @@
 //! project admin and a project member: exactly the keys Cinder's view builders (and the controller
 //! extensions that add to some of them) give for that caller at that version, no more, no fewer.
 //! Strict clients (tempest's schemas, with `additionalProperties: false`) reject a response for one
-//! extra key. Every GET route of the OpenAPI document is either checked here or named as one whose
-//! answer is not an object view (so a new route is covered the day it is added).
+//! extra key. Every GET, POST and PUT route of the OpenAPI document is either checked here or named
+//! as one whose answer is not an object view (so a new route is covered the day it is added): what
+//! lists and shows answer, and what creates, updates and the actions that answer an object do,
+//! including views whose keys depend on the deployment (a quota set's per-type keys) and admins'
+//! routes (members get 403). Attachments connect through a real tgtd.
 //!
 //! The tables are written from Cinder's views (`cinder/api/v3/views/`, `cinder/api/views/`,
 //! `cinder/api/contrib/*_attribute*.py`) and `../shared/docs/cinder-api.md`, not from Basalt's code.
@@ -16,6 +19,8 @@ use basalt_integration::*;
 use serde_json::Value;
 
 const PROJECT: &str = "0123456789abcdef0123456789abcdef";
+/// The project transfers go to.
+const OTHER: &str = "fedcba9876543210fedcba9876543210";
 const VERSIONS: [u16; 5] = [0, 27, 55, 64, 71];
 
 /// One kind of object a response shows.
@@ -58,17 +63,71 @@ enum View {
     ManageableVolumeDetail,
     ManageableSnapshotSummary,
     ManageableSnapshotDetail,
+    /// A manage's answer: Cinder's v2 volume view builder at every microversion.
+    VolumeManaged,
+    /// A snapshot manage's answer: the v2 snapshot view.
+    SnapshotManaged,
+    /// A volume type as create answers it (the access extension's key, no QoS specs id).
+    VolumeTypeCreated,
+    /// A volume type as update answers it.
+    VolumeTypeUpdated,
+    TransferCreated,
+    Restore,
+    /// Show and defaults: every resource of the deployment, each volume type's three included.
+    QuotaSet,
+    /// An update's answer: the same without the project's id.
+    QuotaSetUpdated,
+    /// A service other than a volume service.
+    Service,
+    VolumeService,
+    PoolSummary,
+    PoolDetail,
 }
 
-/// The keys Cinder shows of `view` at microversion `3.<version>` to an admin or a member.
-fn expected(view: View, version: u16, admin: bool) -> BTreeSet<&'static str> {
-    let mut keys: Vec<&str> = Vec::new();
-    let mut from = |since: u16, added: &[&'static str]| {
+/// The keys Cinder shows of `view` at microversion `3.<version>` to an admin or a member, in a
+/// deployment whose volume types are named `types` (a quota set has three keys for each).
+fn expected(view: View, version: u16, admin: bool, types: &[String]) -> BTreeSet<String> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut from = |since: u16, added: &[&str]| {
         if version >= since {
-            keys.extend(added);
+            keys.extend(added.iter().map(|key| (*key).to_owned()));
         }
     };
     match view {
+        View::VolumeManaged => return expected(View::VolumeWritten, 0, admin, types),
+        View::SnapshotManaged => return expected(View::SnapshotWritten, 0, admin, types),
+        View::QuotaSet | View::QuotaSetUpdated => {
+            if matches!(view, View::QuotaSet) {
+                from(0, &["id"]);
+            }
+            from(
+                0,
+                &["volumes", "snapshots", "gigabytes", "backups", "backup_gigabytes", "per_volume_gigabytes", "groups"],
+            );
+            for name in types {
+                keys.extend(["volumes", "snapshots", "gigabytes"].map(|prefix| format!("{prefix}_{name}")));
+            }
+        }
+        View::Service | View::VolumeService => {
+            from(0, &["binary", "host", "zone", "status", "state", "updated_at", "disabled_reason"]);
+            from(7, &["cluster"]);
+            if matches!(view, View::VolumeService) {
+                from(0, &["replication_status", "active_backend_id", "frozen"]);
+                from(49, &["backend_state"]);
+            }
+        }
+        View::PoolSummary => from(0, &["name"]),
+        View::PoolDetail => from(0, &["name", "capabilities"]),
+        View::VolumeTypeCreated => {
+            from(0, &["id", "name", "description", "is_public", "os-volume-type-access:is_public", "extra_specs"]);
+        }
+        View::VolumeTypeUpdated => from(0, &["id", "name", "description", "is_public", "extra_specs"]),
+        View::TransferCreated => {
+            from(0, &["id", "created_at", "name", "volume_id", "auth_key", "links"]);
+            from(55, &["no_snapshots"]);
+            from(57, &["destination_project_id", "source_project_id", "accepted"]);
+        }
+        View::Restore => from(0, &["backup_id", "volume_id", "volume_name"]),
         View::VolumeSummary => from(0, &["id", "name", "links"]),
         View::VolumeDetail | View::VolumeWritten => {
             from(
@@ -280,8 +339,7 @@ fn expected(view: View, version: u16, admin: bool) -> BTreeSet<&'static str> {
 
 /// GET routes whose answer is no object view, and where each is checked instead: maps of
 /// arbitrary keys (metadata, extra and group specs), association actions that answer nothing,
-/// views whose keys depend on the deployment (quota sets name each volume type; services and
-/// pools each backend's capabilities), and the one-off shapes with their own exact tests.
+/// and the one-off shapes with their own exact tests.
 const NOT_OBJECT_VIEWS: &[&str] = &[
     // Maps of whatever keys were set.
     "/volumes/{volume_id}/metadata",
@@ -296,11 +354,6 @@ const NOT_OBJECT_VIEWS: &[&str] = &[
     "/qos-specs/{qos_id}/associate",
     "/qos-specs/{qos_id}/disassociate",
     "/qos-specs/{qos_id}/disassociate_all",
-    // Keys that depend on the deployment: rest_api.rs and the identity matrix check these.
-    "/os-quota-sets/{target}",
-    "/os-quota-sets/{target}/defaults",
-    "/os-services",
-    "/scheduler-stats/get_pools",
     // Exact tests of their own: types (rest_api.rs, per caller and response), the default group
     // type (groups.rs), type access and resource filters (rest_api.rs).
     "/types/default",
@@ -335,8 +388,9 @@ fn keys(object: &Value) -> BTreeSet<&str> {
 }
 
 /// The differences between what `object` has and what `view` should have, in words.
-fn difference(object: &Value, view: View, version: u16, admin: bool) -> Option<String> {
-    let (got, wanted) = (keys(object), expected(view, version, admin));
+fn difference(object: &Value, view: View, version: u16, admin: bool, types: &[String]) -> Option<String> {
+    let wanted = expected(view, version, admin, types);
+    let got: BTreeSet<String> = keys(object).into_iter().map(str::to_owned).collect();
     if got == wanted {
         return None;
     }
@@ -349,20 +403,32 @@ fn difference(object: &Value, view: View, version: u16, admin: bool) -> Option<S
 }
 
 async fn created(reply: RestReply, key: &str) -> Result<String> {
+    id_in(&reply, key)
+}
+
+/// The id of the `key` object a successful create answered.
+fn id_in(reply: &RestReply, key: &str) -> Result<String> {
     ensure!(reply.status.is_success(), "{:?}", reply.body);
     Ok(reply.body[key]["id"].as_str().with_context(|| format!("no {key} id in {:?}", reply.body))?.to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_view_has_exactly_cinder_s_keys_at_each_microversion_for_each_caller() -> Result<()> {
-    let mesh = InProcessMesh::start(1).await?;
+    let database = tempfile::tempdir()?;
+    let database_url = format!("sqlite://{}?mode=rwc", database.path().join("basalt.db").display());
+    // A real tgtd, so that attachments connect.
+    let tgtd = Tgtd::start()?;
+    let mut mesh = InProcessMesh::start_with_database(0, Some(database_url.clone())).await?;
+    let settings = tgtd.settings();
+    mesh.add_node_with("node-0", |config| config.export = basalt_volume_node::ExportSettings::Tgt(settings)).await?;
     let api = RestApi::start(&mesh).await?;
     let admin = RestCaller::new(PROJECT, "admin");
     let member = RestCaller::new(PROJECT, "alice");
 
     let quotas = format!("/os-quota-sets/{PROJECT}");
-    let lifted = r#"{"quota_set": {"volumes": 100, "snapshots": 100, "gigabytes": 1000}}"#;
-    ensure!(admin.call(&api, Method::PUT, &quotas, "3.0", Some(lifted)).await?.status == StatusCode::OK);
+    ensure!(admin.call(&api, Method::PUT, &quotas, "3.0", Some(LIFTED)).await?.status == StatusCode::OK);
+    let receiving = format!("/os-quota-sets/{OTHER}");
+    ensure!(admin.call(&api, Method::PUT, &receiving, "3.0", Some(LIFTED)).await?.status == StatusCode::OK);
 
     // One of everything, in the member's project.
     let volume = created(
@@ -463,6 +529,55 @@ async fn every_view_has_exactly_cinder_s_keys_at_each_microversion_for_each_call
             admin_only: false,
         },
         Route { path: "/limits", pointer: "/limits", view: View::Limits, since: 0, admin_only: false },
+        Route {
+            path: "/os-quota-sets/{target}",
+            pointer: "/quota_set",
+            view: View::QuotaSet,
+            since: 0,
+            admin_only: false,
+        },
+        Route {
+            path: "/os-quota-sets/{target}?usage=true",
+            pointer: "/quota_set",
+            view: View::QuotaSet,
+            since: 0,
+            admin_only: false,
+        },
+        Route {
+            path: "/os-quota-sets/{target}/defaults",
+            pointer: "/quota_set",
+            view: View::QuotaSet,
+            since: 0,
+            admin_only: false,
+        },
+        Route {
+            path: "/os-services?binary=cinder-scheduler",
+            pointer: "/services",
+            view: View::Service,
+            since: 0,
+            admin_only: true,
+        },
+        Route {
+            path: "/os-services?binary=cinder-volume",
+            pointer: "/services",
+            view: View::VolumeService,
+            since: 0,
+            admin_only: true,
+        },
+        Route {
+            path: "/scheduler-stats/get_pools",
+            pointer: "/pools",
+            view: View::PoolSummary,
+            since: 0,
+            admin_only: true,
+        },
+        Route {
+            path: "/scheduler-stats/get_pools?detail=true",
+            pointer: "/pools",
+            view: View::PoolDetail,
+            since: 0,
+            admin_only: true,
+        },
         Route { path: "/limits", pointer: "/limits/absolute", view: View::AbsoluteLimits, since: 0, admin_only: false },
         Route {
             path: "/os-availability-zone",
@@ -702,8 +817,9 @@ async fn every_view_has_exactly_cinder_s_keys_at_each_microversion_for_each_call
 
     // The table covers the document's GET routes.
     let document = api.call(Method::GET, "/openapi.json", None, None, None).await?.body;
+    let paths = document["paths"].as_object().context("paths")?;
     let mut uncovered = Vec::new();
-    for (path, methods) in document["paths"].as_object().context("paths")? {
+    for (path, methods) in paths {
         if methods.get("get").is_none() || path.starts_with("/v3") || path == "/" {
             continue;
         }
@@ -714,11 +830,24 @@ async fn every_view_has_exactly_cinder_s_keys_at_each_microversion_for_each_call
     }
     ensure!(uncovered.is_empty(), "GET routes neither checked nor named as not object views: {uncovered:?}");
 
+    let fixtures = Fixtures {
+        api: &api,
+        admin: &admin,
+        database_url: &database_url,
+        pool_dir: mesh.node_dir("node-0"),
+        volume: &volume,
+        snapshot: &snapshot,
+        volume_type: &volume_type,
+        group_type: &group_type,
+        group: &group,
+    };
     let mut wrong = Vec::new();
     let mut checked = 0;
+    let mut writes_checked = BTreeSet::new();
     for (caller, is_admin) in [(&admin, true), (&member, false)] {
         for version in VERSIONS {
             let header = format!("3.{version}");
+            let types = type_names(&api, &admin).await?;
             for Route { path, pointer, view, since, admin_only } in &routes {
                 let reply = caller.call(&api, Method::GET, &fill(path), &header, None).await?;
                 if version < *since {
@@ -733,40 +862,299 @@ async fn every_view_has_exactly_cinder_s_keys_at_each_microversion_for_each_call
                 let shown = objects(&reply.body, pointer);
                 ensure!(!shown.is_empty(), "{path} at {header} shows nothing: {:?}", reply.body);
                 for object in shown {
-                    if let Some(difference) = difference(object, *view, version, is_admin) {
+                    if let Some(difference) = difference(object, *view, version, is_admin, &types) {
                         wrong.push(format!("GET {path}: {difference}"));
                     }
                     checked += 1;
                 }
             }
 
-            // What create and update answer.
-            let made = caller.call(&api, Method::POST, "/volumes", &header, Some(r#"{"volume": {"size": 1}}"#)).await?;
-            let body = r#"{"volume": {"name": "renamed"}}"#;
-            let renamed = caller.call(&api, Method::PUT, &format!("/volumes/{volume}"), &header, Some(body)).await?;
-            let body = r#"{"snapshot": {"name": "renamed"}}"#;
-            let snapshot_renamed =
-                caller.call(&api, Method::PUT, &format!("/snapshots/{snapshot}"), &header, Some(body)).await?;
-            let body = format!(r#"{{"snapshot": {{"volume_id": "{volume}"}}}}"#);
-            let snapshot_made = caller.call(&api, Method::POST, "/snapshots", &header, Some(&body)).await?;
-            for (what, reply, key, view) in [
-                ("POST /volumes", &made, "volume", View::VolumeWritten),
-                ("PUT /volumes/{id}", &renamed, "volume", View::VolumeWritten),
-                ("PUT /snapshots/{id}", &snapshot_renamed, "snapshot", View::SnapshotWritten),
-                ("POST /snapshots", &snapshot_made, "snapshot", View::SnapshotWritten),
-            ] {
-                ensure!(reply.status.is_success(), "{what} at {header}: {:?}", reply.body);
-                if let Some(difference) = difference(&reply.body[key], view, version, is_admin) {
+            let answers = write_answers(&fixtures, caller, is_admin, version).await?;
+            let types = type_names(&api, &admin).await?;
+            for Written { what, reply, pointer, view, since, admin_only } in answers {
+                writes_checked.insert(what);
+                if version < since {
+                    ensure!(reply.status == StatusCode::NOT_FOUND, "{what} at {header}: {:?}", reply.body);
+                    continue;
+                }
+                if admin_only && !is_admin {
+                    ensure!(reply.status == StatusCode::FORBIDDEN, "a member's {what}: {:?}", reply.body);
+                    continue;
+                }
+                ensure!(reply.status.is_success(), "{what} at {header}: {} {:?}", reply.status, reply.body);
+                let object = reply.body.pointer(pointer).with_context(|| format!("{what}: {:?}", reply.body))?;
+                if let Some(difference) = difference(object, view, version, is_admin, &types) {
                     wrong.push(format!("{what}: {difference}"));
                 }
                 checked += 1;
             }
-            let created_snapshot = snapshot_made.body["snapshot"]["id"].as_str().context("a snapshot id")?.to_owned();
-            member.wait_for(&api, &format!("/snapshots/{created_snapshot}"), "snapshot", "available").await?;
-            member.call(&api, Method::DELETE, &format!("/snapshots/{created_snapshot}"), "3.0", None).await?;
         }
     }
     ensure!(wrong.is_empty(), "{} of {checked} objects differ from Cinder's views:\n{}", wrong.len(), wrong.join("\n"));
+
+    // The writes cover the document's POST and PUT routes.
+    let mut unchecked = Vec::new();
+    for (path, methods) in paths {
+        for method in ["post", "put"] {
+            let route = format!("{} {path}", method.to_uppercase());
+            if methods.get(method).is_some()
+                && !path.starts_with("/v3")
+                && !writes_checked.contains(route.as_str())
+                && !NO_OBJECT_WRITES.iter().any(|(named, _)| *named == route)
+            {
+                unchecked.push(route);
+            }
+        }
+    }
+    ensure!(unchecked.is_empty(), "writes neither checked nor named as answering no object view: {unchecked:?}");
     mesh.shutdown().await;
     Ok(())
+}
+
+const LIFTED: &str = r#"{"quota_set": {"volumes": 1000, "snapshots": 1000, "gigabytes": 10000, "backups": 100,
+    "backup_gigabytes": 1000, "groups": 100}}"#;
+
+/// POST and PUT routes whose answer is no object view, and why.
+const NO_OBJECT_WRITES: &[(&str, &str)] = &[
+    ("POST /volumes/{volume_id}/metadata", "the metadata map"),
+    ("PUT /volumes/{volume_id}/metadata", "the metadata map"),
+    ("PUT /volumes/{volume_id}/metadata/{key}", "the one key's map"),
+    ("POST /snapshots/{snapshot_id}/metadata", "the metadata map"),
+    ("PUT /snapshots/{snapshot_id}/metadata", "the metadata map"),
+    ("PUT /snapshots/{snapshot_id}/metadata/{key}", "the one key's map"),
+    ("POST /types/{type_id}/extra_specs", "the extra specs map"),
+    ("PUT /types/{type_id}/extra_specs/{key}", "the one key's map"),
+    ("POST /group_types/{group_type_id}/group_specs", "the group specs map"),
+    ("PUT /group_types/{group_type_id}/group_specs/{key}", "the one key's map"),
+    ("PUT /qos-specs/{qos_id}", "the specs map"),
+    ("PUT /qos-specs/{qos_id}/delete_keys", "no body"),
+    (
+        "POST /volumes/{volume_id}/action",
+        "no body, but for os-initialize_connection's connection_info: the target's keys, which iscsi.rs checks",
+    ),
+    ("POST /snapshots/{snapshot_id}/action", "no body"),
+    ("POST /types/{type_id}/action", "no body"),
+    ("POST /attachments/{attachment_id}/action", "no body"),
+    ("POST /backups/{backup_id}/action", "no body"),
+    ("PUT /groups/{group_id}", "no body"),
+    ("POST /groups/{group_id}/action", "no body"),
+    ("POST /group_snapshots/{group_snapshot_id}/action", "no body"),
+];
+
+/// A write, and where its answer shows an object of `view`.
+struct Written {
+    /// The method and path as the OpenAPI document names them.
+    what: &'static str,
+    reply: RestReply,
+    pointer: &'static str,
+    view: View,
+    since: u16,
+    admin_only: bool,
+}
+
+impl Written {
+    fn new(what: &'static str, reply: RestReply, pointer: &'static str, view: View) -> Self {
+        Self { what, reply, pointer, view, since: 0, admin_only: false }
+    }
+
+    fn since(self, since: u16) -> Self {
+        Self { since, ..self }
+    }
+
+    fn admin_only(self) -> Self {
+        Self { admin_only: true, ..self }
+    }
+}
+
+/// What the writes work on, made once.
+struct Fixtures<'a> {
+    api: &'a RestApi,
+    admin: &'a RestCaller,
+    database_url: &'a str,
+    pool_dir: std::path::PathBuf,
+    volume: &'a str,
+    snapshot: &'a str,
+    volume_type: &'a str,
+    group_type: &'a str,
+    group: &'a str,
+}
+
+impl Fixtures<'_> {
+    /// A new available volume of the project, made by its admin.
+    async fn available_volume(&self) -> Result<String> {
+        let reply = self.admin.call(self.api, Method::POST, "/volumes", "3.0", Some(r#"{"volume": {"size": 1}}"#));
+        let volume = created(reply.await?, "volume").await?;
+        self.admin.wait_for(self.api, &format!("/volumes/{volume}"), "volume", "available").await?;
+        Ok(volume)
+    }
+
+    /// An object in the pool that no volume or snapshot row names: a snapshot taken and unmanaged.
+    async fn unmanaged_snapshot(&self) -> Result<String> {
+        let body = format!(r#"{{"snapshot": {{"volume_id": "{}"}}}}"#, self.volume);
+        let snapshot =
+            created(self.admin.call(self.api, Method::POST, "/snapshots", "3.0", Some(&body)).await?, "snapshot")
+                .await?;
+        self.admin.wait_for(self.api, &format!("/snapshots/{snapshot}"), "snapshot", "available").await?;
+        let action = format!("/snapshots/{snapshot}/action");
+        let released =
+            self.admin.call(self.api, Method::POST, &action, "3.0", Some(r#"{"os-unmanage": null}"#)).await?;
+        ensure!(released.status == StatusCode::ACCEPTED, "{:?}", released.body);
+        Ok(format!("snapshot-{snapshot}"))
+    }
+}
+
+/// Every volume type's name, public or not: a quota set has keys for each.
+async fn type_names(api: &RestApi, admin: &RestCaller) -> Result<Vec<String>> {
+    let listed = admin.call(api, Method::GET, "/types?is_public=None", "3.0", None).await?;
+    let types = listed.body["volume_types"].as_array().with_context(|| format!("{:?}", listed.body))?;
+    Ok(types.iter().filter_map(|volume_type| volume_type["name"].as_str().map(str::to_owned)).collect())
+}
+
+/// Calls every POST and PUT route whose answer shows an object, as `caller` at `3.<version>`,
+/// making what each needs first (new names each time, so every call can succeed).
+async fn write_answers(
+    fixtures: &Fixtures<'_>,
+    caller: &RestCaller,
+    is_admin: bool,
+    version: u16,
+) -> Result<Vec<Written>> {
+    let Fixtures { api, admin, volume, snapshot, volume_type, group_type, group, .. } = *fixtures;
+    let header = format!("3.{version}");
+    let unique = format!("{}-{version}", if is_admin { "admin" } else { "member" });
+    let call = |method: Method, path: String, body: String| {
+        let header = header.clone();
+        async move { caller.call(api, method, &path, &header, Some(&body)).await }
+    };
+    let mut answers = Vec::new();
+
+    // Volumes and snapshots.
+    let reply = call(Method::POST, "/volumes".into(), r#"{"volume": {"size": 1}}"#.into()).await?;
+    answers.push(Written::new("POST /volumes", reply, "/volume", View::VolumeWritten));
+    let reply = call(Method::PUT, format!("/volumes/{volume}"), r#"{"volume": {"name": "renamed"}}"#.into()).await?;
+    answers.push(Written::new("PUT /volumes/{volume_id}", reply, "/volume", View::VolumeWritten));
+    let reply =
+        call(Method::PUT, format!("/snapshots/{snapshot}"), r#"{"snapshot": {"name": "renamed"}}"#.into()).await?;
+    answers.push(Written::new("PUT /snapshots/{snapshot_id}", reply, "/snapshot", View::SnapshotWritten));
+    let body = format!(r#"{{"snapshot": {{"volume_id": "{volume}"}}}}"#);
+    let reply = call(Method::POST, "/snapshots".into(), body).await?;
+    let made = id_in(&reply, "snapshot")?;
+    answers.push(Written::new("POST /snapshots", reply, "/snapshot", View::SnapshotWritten));
+    admin.wait_for(api, &format!("/snapshots/{made}"), "snapshot", "available").await?;
+    admin.call(api, Method::DELETE, &format!("/snapshots/{made}"), "3.0", None).await?;
+
+    // Types, QoS specs, group types, default types and quotas: admins'.
+    let body = format!(r#"{{"volume_type": {{"name": "type-{unique}"}}}}"#);
+    let reply = call(Method::POST, "/types".into(), body).await?;
+    answers.push(Written::new("POST /types", reply, "/volume_type", View::VolumeTypeCreated).admin_only());
+    let body = r#"{"volume_type": {"description": "updated"}}"#.to_owned();
+    let reply = call(Method::PUT, format!("/types/{volume_type}"), body).await?;
+    answers.push(Written::new("PUT /types/{type_id}", reply, "/volume_type", View::VolumeTypeUpdated).admin_only());
+    let body = format!(r#"{{"qos_specs": {{"name": "qos-{unique}", "total_iops_sec": "500"}}}}"#);
+    let reply = call(Method::POST, "/qos-specs".into(), body).await?;
+    answers.push(Written::new("POST /qos-specs", reply, "/qos_specs", View::QosSpecs).admin_only());
+    let body = format!(r#"{{"group_type": {{"name": "group-type-{unique}"}}}}"#);
+    let reply = call(Method::POST, "/group_types".into(), body).await?;
+    answers.push(Written::new("POST /group_types", reply, "/group_type", View::GroupType).since(11).admin_only());
+    let body = r#"{"group_type": {"description": "updated"}}"#.to_owned();
+    let reply = call(Method::PUT, format!("/group_types/{group_type}"), body).await?;
+    let written = Written::new("PUT /group_types/{group_type_id}", reply, "/group_type", View::GroupType);
+    answers.push(written.since(11).admin_only());
+    let body = format!(r#"{{"default_type": {{"volume_type": "{volume_type}"}}}}"#);
+    let reply = call(Method::PUT, format!("/default-types/{PROJECT}"), body).await?;
+    let written = Written::new("PUT /default-types/{target}", reply, "/default_type", View::DefaultType);
+    answers.push(written.since(62).admin_only());
+    let reply = call(Method::PUT, format!("/os-quota-sets/{PROJECT}"), LIFTED.into()).await?;
+    let written = Written::new("PUT /os-quota-sets/{target}", reply, "/quota_set", View::QuotaSetUpdated);
+    answers.push(written.admin_only());
+
+    // Manage: an object of the pool adopted, under both paths.
+    for (what, path, since) in
+        [("POST /os-volume-manage", "/os-volume-manage", 0), ("POST /manageable_volumes", "/manageable_volumes", 8)]
+    {
+        let source = format!("legacy-{unique}-{since}");
+        std::fs::write(fixtures.pool_dir.join(&source), pattern(7, 1 << 20))?;
+        let body = format!(r#"{{"volume": {{"host": "node-0@file#default", "ref": {{"source-name": "{source}"}}}}}}"#);
+        let reply = call(Method::POST, path.into(), body).await?;
+        answers.push(Written::new(what, reply, "/volume", View::VolumeManaged).since(since).admin_only());
+    }
+    for (what, path, since) in [
+        ("POST /os-snapshot-manage", "/os-snapshot-manage", 0),
+        ("POST /manageable_snapshots", "/manageable_snapshots", 8),
+    ] {
+        let source = fixtures.unmanaged_snapshot().await?;
+        let body = format!(r#"{{"snapshot": {{"volume_id": "{volume}", "ref": {{"source-name": "{source}"}}}}}}"#);
+        let reply = call(Method::POST, path.into(), body).await?;
+        answers.push(Written::new(what, reply, "/snapshot", View::SnapshotManaged).since(since).admin_only());
+    }
+
+    // Backups: create, update, restore, and a record imported after the database lost its row.
+    let body = format!(r#"{{"backup": {{"volume_id": "{volume}"}}}}"#);
+    let reply = call(Method::POST, "/backups".into(), body).await?;
+    let backup = id_in(&reply, "backup")?;
+    answers.push(Written::new("POST /backups", reply, "/backup", View::BackupSummary));
+    admin.wait_for(api, &format!("/backups/{backup}"), "backup", "available").await?;
+    let body = r#"{"backup": {"name": "renamed"}}"#.to_owned();
+    let reply = call(Method::PUT, format!("/backups/{backup}"), body).await?;
+    answers.push(Written::new("PUT /backups/{backup_id}", reply, "/backup", View::BackupSummary).since(9));
+    let reply = call(Method::POST, format!("/backups/{backup}/restore"), r#"{"restore": {}}"#.into()).await?;
+    answers.push(Written::new("POST /backups/{backup_id}/restore", reply, "/restore", View::Restore));
+    admin.wait_for(api, &format!("/backups/{backup}"), "backup", "available").await?;
+    let record = admin.call(api, Method::GET, &format!("/backups/{backup}/export_record"), "3.0", None).await?;
+    ensure!(record.status == StatusCode::OK, "{:?}", record.body);
+    let database = sea_orm::Database::connect(fixtures.database_url).await?;
+    let lost = format!("DELETE FROM backups WHERE id = '{backup}'");
+    sea_orm::ConnectionTrait::execute_unprepared(&database, &lost).await?;
+    database.close().await?;
+    let body = serde_json::json!({"backup-record": record.body["backup-record"]}).to_string();
+    let reply = call(Method::POST, "/backups/import_record".into(), body).await?;
+    answers.push(Written::new("POST /backups/import_record", reply, "/backup", View::BackupSummary).admin_only());
+
+    // Transfers, under both paths, accepted by the other project's caller of the same role.
+    let receiver = RestCaller::new(OTHER, if is_admin { "admin" } else { "bob" });
+    for (prefix, since) in [("/os-volume-transfer", 0), ("/volume-transfers", 55)] {
+        let offered = fixtures.available_volume().await?;
+        let body = format!(r#"{{"transfer": {{"volume_id": "{offered}"}}}}"#);
+        let reply = call(Method::POST, prefix.into(), body).await?;
+        let (what, accept_what) = if since == 0 {
+            ("POST /os-volume-transfer", "POST /os-volume-transfer/{transfer_id}/accept")
+        } else {
+            ("POST /volume-transfers", "POST /volume-transfers/{transfer_id}/accept")
+        };
+        let (transfer, key) = (reply.body["transfer"]["id"].clone(), reply.body["transfer"]["auth_key"].clone());
+        answers.push(Written::new(what, reply, "/transfer", View::TransferCreated).since(since));
+        let body = serde_json::json!({"accept": {"auth_key": key}}).to_string();
+        let path = format!("{prefix}/{}/accept", transfer.as_str().unwrap_or("none"));
+        let reply = receiver.call(api, Method::POST, &path, &header, Some(&body)).await?;
+        answers.push(Written::new(accept_what, reply, "/transfer", View::TransferSummary).since(since));
+    }
+
+    // Groups: create, create from a source group, and a group snapshot.
+    let body = format!(r#"{{"group": {{"group_type": "{group_type}", "volume_types": ["__DEFAULT__"]}}}}"#);
+    let reply = call(Method::POST, "/groups".into(), body).await?;
+    answers.push(Written::new("POST /groups", reply, "/group", View::GroupSummary).since(13));
+    let body = format!(r#"{{"create-from-src": {{"source_group_id": "{group}"}}}}"#);
+    let reply = call(Method::POST, "/groups/action".into(), body).await?;
+    if let Some(copy) = reply.body["group"]["id"].as_str() {
+        admin.wait_for_at(api, &format!("/groups/{copy}"), "3.14", "group", "available").await?;
+    }
+    answers.push(Written::new("POST /groups/action", reply, "/group", View::GroupSummary).since(14));
+    let body = format!(r#"{{"group_snapshot": {{"group_id": "{group}"}}}}"#);
+    let reply = call(Method::POST, "/group_snapshots".into(), body).await?;
+    if let Some(cut) = reply.body["group_snapshot"]["id"].as_str() {
+        let path = format!("/group_snapshots/{cut}");
+        admin.wait_for_at(api, &path, "3.14", "group_snapshot", "available").await?;
+    }
+    answers.push(Written::new("POST /group_snapshots", reply, "/group_snapshot", View::GroupSnapshotSummary).since(14));
+
+    // Attachments: reserved, then connected.
+    let attached = fixtures.available_volume().await?;
+    let body = format!(r#"{{"attachment": {{"volume_uuid": "{attached}", "instance_uuid": "vm-{unique}"}}}}"#);
+    let reply = call(Method::POST, "/attachments".into(), body).await?;
+    let attachment = reply.body["attachment"]["id"].as_str().unwrap_or("none").to_owned();
+    answers.push(Written::new("POST /attachments", reply, "/attachment", View::AttachmentDetail).since(27));
+    let body = r#"{"attachment": {"connector": {"initiator": "iqn.2004-10.com.example:vm", "host": "vm"}}}"#;
+    let reply = call(Method::PUT, format!("/attachments/{attachment}"), body.into()).await?;
+    let written = Written::new("PUT /attachments/{attachment_id}", reply, "/attachment", View::AttachmentDetail);
+    answers.push(written.since(27));
+    Ok(answers)
 }

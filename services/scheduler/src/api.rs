@@ -593,7 +593,9 @@ impl VolumeService for VolumeApi {
         // Defaults too are another project's business only for admins, as in Cinder.
         let project = quota_project(&context, &request.get_ref().project_id)?;
         if request.get_ref().defaults_only {
-            return Ok(Response::new(quotas::default_set(&self.core.config.quota_defaults, &project)));
+            return Ok(Response::new(
+                quotas::default_set(&self.core.db, &self.core.config.quota_defaults, &project).await?,
+            ));
         }
         Ok(Response::new(quotas::quota_set(&self.core.db, &self.core.config.quota_defaults, &project).await?))
     }

@@ -246,24 +246,47 @@ async fn in_use(db: &impl ConnectionTrait, project: &ProjectId, resource: &str) 
         .map_or(0, |row| row.in_use))
 }
 
-/// The deployment's default limits.
-pub fn default_set(defaults: &QuotaDefaults, project: &ProjectId) -> QuotaSet {
-    let quotas = QuotaDefaults::global_resources()
-        .into_iter()
-        .map(|resource| (resource.to_owned(), QuotaValue { limit: defaults.get(resource), in_use: 0, reserved: 0 }))
-        .collect();
-    QuotaSet { project_id: project.to_string(), quotas }
+/// Every resource a quota set shows: the global ones, and for each volume type (public or not)
+/// its `volumes_`, `snapshots_` and `gigabytes_` ones, as Cinder registers a resource per type.
+async fn resources(db: &impl ConnectionTrait) -> Result<Vec<String>, ServiceError> {
+    let mut resources: Vec<String> = QuotaDefaults::global_resources().into_iter().map(str::to_owned).collect();
+    let types = volume_type::Entity::find().all(db).await.map_err(db_error)?;
+    for volume_type in types {
+        for prefix in ["volumes_", "snapshots_", "gigabytes_"] {
+            resources.push(format!("{prefix}{}", volume_type.name));
+        }
+    }
+    Ok(resources)
 }
 
-/// The project's quota set with usage: the global resources always, per-type ones when set or used.
+/// The deployment's default limits.
+pub async fn default_set(
+    db: &impl ConnectionTrait,
+    defaults: &QuotaDefaults,
+    project: &ProjectId,
+) -> Result<QuotaSet, ServiceError> {
+    let quotas = resources(db)
+        .await?
+        .into_iter()
+        .map(|resource| {
+            let limit = defaults.get(&resource);
+            (resource, QuotaValue { limit, in_use: 0, reserved: 0 })
+        })
+        .collect();
+    Ok(QuotaSet { project_id: project.to_string(), quotas })
+}
+
+/// The project's quota set with usage: every resource of [`resources`], and any other the project
+/// has a limit or usage recorded for.
 pub async fn quota_set(
     db: &impl ConnectionTrait,
     defaults: &QuotaDefaults,
     project: &ProjectId,
 ) -> Result<QuotaSet, ServiceError> {
     let mut values: BTreeMap<String, QuotaValue> = BTreeMap::new();
-    for resource in QuotaDefaults::global_resources() {
-        values.insert(resource.into(), QuotaValue { limit: defaults.get(resource), in_use: 0, reserved: 0 });
+    for resource in resources(db).await? {
+        let limit = defaults.get(&resource);
+        values.insert(resource, QuotaValue { limit, in_use: 0, reserved: 0 });
     }
     let limits = quota_limit::Entity::find()
         .filter(quota_limit::Column::ProjectId.eq(project.clone()))

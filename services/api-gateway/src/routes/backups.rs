@@ -58,11 +58,7 @@ pub async fn create(rest: Rest, request_body: Body) -> Result<Response, Fault> {
         container: body::string(section, "container")?.unwrap_or_default(),
     };
     let backup = rest.client().create_backup(rest.request(request)).await?.into_inner();
-    let mut shown = summary(&rest, &backup);
-    if rest.version.at_least(43) {
-        shown["metadata"] = json!(backup.metadata);
-    }
-    Ok((StatusCode::ACCEPTED, Json(json!({"backup": shown}))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(json!({"backup": summary(&rest, &backup)}))).into_response())
 }
 
 /// A page of backups, with Cinder's filters, sorting and paging, as `path` lists them.
@@ -125,7 +121,8 @@ pub async fn update(rest: Rest, request_body: Body) -> Result<Response, Fault> {
         metadata: metadata.unwrap_or_default(),
     };
     let backup = rest.client().update_backup(rest.request(request)).await?.into_inner();
-    Ok(Json(json!({"backup": view(&rest, &backup)})).into_response())
+    // Cinder answers an update with the summary view, as it does a create.
+    Ok(Json(json!({"backup": summary(&rest, &backup)})).into_response())
 }
 
 pub async fn delete(rest: Rest) -> Result<Response, Fault> {

@@ -42,15 +42,18 @@ pub async fn services(rest: Rest) -> Result<Response, Fault> {
                 "state": service.state,
                 "updated_at": views::timestamp(service.updated_at.as_ref()),
                 "disabled_reason": if service.disabled_reason.is_empty() { Value::Null } else { json!(service.disabled_reason) },
-                "replication_status": "disabled",
-                "active_backend_id": Value::Null,
-                "frozen": false,
             });
             if rest.version.at_least(7) {
                 view["cluster"] = Value::Null;
             }
-            if rest.version.at_least(49) && service.binary == "basalt-volume" {
-                view["backend_state"] = json!(if service.state == "up" { "up" } else { "down" });
+            // Replication and backend state are volume services' alone, as Cinder shows them.
+            if service.binary == "basalt-volume" {
+                view["replication_status"] = json!("disabled");
+                view["active_backend_id"] = Value::Null;
+                view["frozen"] = json!(false);
+                if rest.version.at_least(49) {
+                    view["backend_state"] = json!(if service.state == "up" { "up" } else { "down" });
+                }
             }
             view
         })

@@ -15,7 +15,7 @@ use basalt::proto::{
 use serde_json::{Value, json};
 
 use super::{next_link, paging_by_name};
-use crate::{Rest, body, fault::Fault, views};
+use crate::{Rest, body, fault::Fault, microversion::ApiVersion, views};
 
 pub async fn manage(rest: Rest, request_body: Body) -> Result<Response, Fault> {
     let body = body::read_json(request_body).await?;
@@ -41,7 +41,8 @@ pub async fn manage(rest: Rest, request_body: Body) -> Result<Response, Fault> {
         bootable: body::boolean(section, "bootable")?.unwrap_or(false),
     };
     let volume = rest.client().manage_volume(rest.request(request)).await?.into_inner();
-    let view = views::volume_detail(&volume, rest.version, rest.context.is_admin, &rest.base, false);
+    // Cinder answers a manage with its v2 view builder at every microversion: the 3.0 keys.
+    let view = views::volume_detail(&volume, ApiVersion::MIN, rest.context.is_admin, &rest.base, false);
     Ok((StatusCode::ACCEPTED, Json(json!({"volume": view}))).into_response())
 }
 
@@ -140,7 +141,8 @@ pub async fn manage_snapshot(rest: Rest, request_body: Body) -> Result<Response,
         metadata: body::string_map(section, "metadata")?.unwrap_or_default(),
     };
     let snapshot = rest.client().manage_snapshot(rest.request(request)).await?.into_inner();
-    let view = views::snapshot_view(&snapshot, rest.version, views::SnapshotView::Written);
+    // Likewise a snapshot's: the v2 snapshot view, without 3.14's and later keys.
+    let view = views::snapshot_view(&snapshot, ApiVersion::MIN, views::SnapshotView::Written);
     Ok((StatusCode::ACCEPTED, Json(json!({"snapshot": view}))).into_response())
 }
 

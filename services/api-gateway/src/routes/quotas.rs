@@ -17,9 +17,13 @@ async fn quota_set(rest: &Rest, project: &str) -> Result<QuotaSet, Fault> {
     Ok(rest.client().get_quotas(rest.request(request)).await?.into_inner())
 }
 
-fn quota_view(set: &QuotaSet, usage: bool) -> Value {
+/// Cinder's quota set: every resource's limit (or, with `usage`, limit and use), under the
+/// project's `id` in show and defaults but not in an update's answer.
+fn quota_view(set: &QuotaSet, usage: bool, with_id: bool) -> Value {
     let mut view = serde_json::Map::new();
-    view.insert("id".into(), json!(set.project_id));
+    if with_id {
+        view.insert("id".into(), json!(set.project_id));
+    }
     let sorted: BTreeMap<_, _> = set.quotas.iter().collect();
     for (resource, value) in sorted {
         let entry = if usage {
@@ -35,13 +39,13 @@ fn quota_view(set: &QuotaSet, usage: bool) -> Value {
 pub async fn quota_show(rest: Rest) -> Result<Response, Fault> {
     let usage = super::query_flag(&rest, "usage")?.unwrap_or(false);
     let set = quota_set(&rest, rest.param("target")).await?;
-    Ok(Json(json!({"quota_set": quota_view(&set, usage)})).into_response())
+    Ok(Json(json!({"quota_set": quota_view(&set, usage, true)})).into_response())
 }
 
 pub async fn quota_defaults(rest: Rest) -> Result<Response, Fault> {
     let request = GetQuotasRequest { project_id: rest.param("target").into(), defaults_only: true };
     let set = rest.client().get_quotas(rest.request(request)).await?.into_inner();
-    Ok(Json(json!({"quota_set": quota_view(&set, false)})).into_response())
+    Ok(Json(json!({"quota_set": quota_view(&set, false, true)})).into_response())
 }
 
 pub async fn quota_update(rest: Rest, request_body: Body) -> Result<Response, Fault> {
@@ -69,7 +73,7 @@ pub async fn quota_update(rest: Rest, request_body: Body) -> Result<Response, Fa
     }
     let request = UpdateQuotasRequest { project_id: rest.param("target").into(), limits, reset: false };
     let set = rest.client().update_quotas(rest.request(request)).await?.into_inner();
-    Ok(Json(json!({"quota_set": quota_view(&set, false)})).into_response())
+    Ok(Json(json!({"quota_set": quota_view(&set, false, false)})).into_response())
 }
 
 pub async fn quota_reset(rest: Rest) -> Result<Response, Fault> {

@@ -253,18 +253,27 @@ pub async fn action(rest: Rest, request_body: Body) -> Result<Response, Fault> {
                     Fault::bad_request(format!("unknown volume status {}", basalt::error::excerpt(&name)))
                 })?),
             };
-            // Basalt keeps no migration status (a move shows as retyping); the field is checked and left alone.
-            body::string(arguments, "migration_status")?;
+            let migration_status = body::string(arguments, "migration_status")?;
             let attach_status = match body::string(arguments, "attach_status")? {
                 None => basalt::proto::AttachStatus::Unspecified,
                 Some(name) => basalt::proto::AttachStatus::from_cinder_name(&name).ok_or_else(|| {
                     Fault::bad_request(format!("unknown attach status {}", basalt::error::excerpt(&name)))
                 })?,
             };
+            if status.is_none()
+                && attach_status == basalt::proto::AttachStatus::Unspecified
+                && migration_status.is_none()
+            {
+                return Err(Fault::bad_request("os-reset_status needs status, attach_status or migration_status"));
+            }
             let current = fetch(&rest, &volume_id).await?;
             let status = status.unwrap_or_else(|| VolumeStatus::try_from(current.status).unwrap_or_default());
-            let request =
-                ResetVolumeStatusRequest { volume_id, status: status as i32, attach_status: attach_status as i32 };
+            let request = ResetVolumeStatusRequest {
+                volume_id,
+                status: status as i32,
+                attach_status: attach_status as i32,
+                migration_status,
+            };
             client.reset_volume_status(rest.request(request)).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }

@@ -37,8 +37,15 @@ pub const MIGRATING: &str = "migrating";
 const SUCCEEDED: &str = "success";
 const FAILED: &str = "error";
 
+/// What an admin may reset `migration_status` to, as Cinder's schema allows (`none` clears it).
+pub const RESETTABLE: &[&str] = &[MIGRATING, FAILED, SUCCEEDED, "completing", "starting", "none"];
+
 /// Records how the volume's latest move stands (admins see it as `migration_status`).
-pub async fn set_status(txn: &impl ConnectionTrait, volume_id: VolumeId, status: &str) -> Result<(), ServiceError> {
+pub async fn set_status(
+    txn: &impl ConnectionTrait,
+    volume_id: VolumeId,
+    status: Option<&str>,
+) -> Result<(), ServiceError> {
     volume::Entity::update_many()
         .col_expr(volume::Column::MigrationStatus, Expr::value(status))
         .filter(volume::Column::Id.eq(volume_id))
@@ -215,7 +222,7 @@ impl Journalled for MigrationOperation {
                 .await
                 .map_err(db_error)?;
         }
-        set_status(txn, *volume_id, if outcome.is_ok() { SUCCEEDED } else { FAILED }).await?;
+        set_status(txn, *volume_id, Some(if outcome.is_ok() { SUCCEEDED } else { FAILED })).await?;
         let reason = outcome.as_ref().err().map(|error| format!("the move to {} failed: {}", to.host(), error.message));
         let finished = status::finish::<volume::Model>(
             txn,

@@ -526,6 +526,15 @@ impl Volumes {
         if attach_status == AttachStatus::Attached || target == VolumeStatus::InUse {
             return Err(ServiceError::invalid("a volume without attachments cannot be reset to attached or in-use"));
         }
+        if let Some(name) = &request.migration_status
+            && !migration::RESETTABLE.contains(&name.as_str())
+        {
+            return Err(ServiceError::invalid(format!(
+                "unknown migration status {}: use one of {}",
+                basalt::error::excerpt(name),
+                migration::RESETTABLE.join(", ")
+            )));
+        }
         let model = self.get(context, &request.volume_id).await?;
         let txn = self.core.begin_write().await?;
         status::reset(&*txn, &model, target, lifecycle::VOLUME_RESETTABLE).await?;
@@ -536,6 +545,11 @@ impl Volumes {
                 .exec(&*txn)
                 .await
                 .map_err(db_error)?;
+        }
+        // `none` clears it, as in Cinder.
+        if let Some(migration_status) = &request.migration_status {
+            let value = Some(migration_status.as_str()).filter(|name| *name != "none");
+            migration::set_status(&*txn, model.id, value).await?;
         }
         txn.commit().await?;
         tracing::warn!(volume_id = %model.id, from = model.status.cinder_name(), to = target.cinder_name(), "volume status reset by an admin");
@@ -788,7 +802,7 @@ impl Volumes {
         };
         let action = if new_type.is_some() { VolumeAction::RetypeMigrate } else { VolumeAction::Migrate };
         let (before, moving) = status::transition::<volume::Model>(&*txn, model.id, action, "").await?;
-        migration::set_status(&*txn, model.id, MIGRATING).await?;
+        migration::set_status(&*txn, model.id, Some(MIGRATING)).await?;
         let operation = MigrationOperation::MigrateVolume {
             volume_id: model.id,
             project_id: model.project_id.clone(),
