@@ -442,7 +442,7 @@ struct ResealArgs {
 
 async fn reseal_secrets(args: ResealArgs) -> Result<()> {
     let keys = args.secrets.load(Path::new("basalt-secret.key"))?;
-    let db = basalt_scheduler::db::connect(&args.database_url).await?;
+    let db = basalt_scheduler::db::connect(&args.database_url, 1).await?;
     let changed = basalt_scheduler::secrets::reseal(&db, &keys).await?;
     println!("resealed: {changed}");
     Ok(())
@@ -453,6 +453,11 @@ struct SchedulerArgs {
     /// `sqlite://path?mode=rwc` or `postgres://user@host/db`.
     #[arg(long, env = "BASALT_DATABASE_URL", default_value = "sqlite://basalt.db?mode=rwc")]
     database_url: String,
+    /// The most connections kept to the database (PostgreSQL: size it with the server's
+    /// `max_connections` shared among the replicas).
+    #[arg(long, env = "BASALT_DATABASE_POOL_SIZE", default_value_t = basalt_scheduler::db::DEFAULT_POOL_SIZE,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    database_pool_size: u32,
     #[arg(long, env = "BASALT_GRPC_LISTEN", default_value = "127.0.0.1:8780")]
     listen: SocketAddr,
     /// This replica's name in the service list (default: the host name).
@@ -762,6 +767,7 @@ async fn up(args: UpArgs) -> Result<()> {
     let scheduler = basalt_scheduler::start(
         basalt_scheduler::SchedulerConfig {
             database_url,
+            database_pool_size: basalt_scheduler::db::DEFAULT_POOL_SIZE,
             listen: args.grpc_listen,
             instance: host_name(),
             initial_report_wait: Duration::from_millis(500),
@@ -826,6 +832,7 @@ async fn scheduler(args: SchedulerArgs) -> Result<()> {
     let scheduler = basalt_scheduler::start(
         basalt_scheduler::SchedulerConfig {
             database_url: args.database_url,
+            database_pool_size: args.database_pool_size,
             listen: args.listen,
             instance: args.instance.unwrap_or_else(host_name),
             initial_report_wait: Duration::from_secs(2),

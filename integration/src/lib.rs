@@ -269,6 +269,7 @@ impl InProcessMesh {
         let scheduler = basalt_scheduler::start(
             basalt_scheduler::SchedulerConfig {
                 database_url,
+                database_pool_size: basalt_scheduler::db::DEFAULT_POOL_SIZE,
                 listen: "127.0.0.1:0".parse()?,
                 instance: "test-scheduler".into(),
                 initial_report_wait: Duration::from_millis(100),
@@ -400,7 +401,18 @@ impl BasaltProcess {
 
     /// [`Self::spawn`] with the process's log (its stderr) going to `log`.
     pub fn spawn_logging(args: &[&str], env: &[(&str, &str)], ready_keys: &[&str], log: Stdio) -> Result<Self> {
-        let mut command = Command::new(basalt_binary()?);
+        Self::spawn_binary(&basalt_binary()?, args, env, ready_keys, log)
+    }
+
+    /// [`Self::spawn_logging`] of another build of basalt (a benchmark's baseline).
+    pub fn spawn_binary(
+        binary: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        ready_keys: &[&str],
+        log: Stdio,
+    ) -> Result<Self> {
+        let mut command = Command::new(binary);
         command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
         for (key, value) in env {
             command.env(key, value);
@@ -438,10 +450,15 @@ impl BasaltProcess {
 
     /// [`Self::up`] with the log going to `log`.
     pub fn up_logging(data: &Path, flags: &[&str], env: &[(&str, &str)], log: Stdio) -> Result<Self> {
+        Self::up_with(&basalt_binary()?, data, flags, env, log)
+    }
+
+    /// [`Self::up_logging`] of another build of basalt.
+    pub fn up_with(binary: &Path, data: &Path, flags: &[&str], env: &[(&str, &str)], log: Stdio) -> Result<Self> {
         let data = data.to_str().context("a utf-8 data directory")?;
         let mut args = vec!["up", "--data-dir", data, "--rest-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"];
         args.extend(flags);
-        Self::spawn_logging(&args, env, &["rest", "grpc", "tls", "data"], log)
+        Self::spawn_binary(binary, &args, env, &["rest", "grpc", "tls", "data"], log)
     }
 
     pub fn endpoint(&self, key: &str) -> &str {

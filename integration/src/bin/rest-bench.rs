@@ -37,6 +37,7 @@ async fn main() -> Result<()> {
     let scheduler = basalt_scheduler::start(
         basalt_scheduler::SchedulerConfig {
             database_url: format!("sqlite://{}?mode=rwc", root.path().join("basalt.db").display()),
+            database_pool_size: basalt_scheduler::db::DEFAULT_POOL_SIZE,
             listen: "127.0.0.1:0".parse()?,
             instance: "bench".into(),
             initial_report_wait: Duration::from_millis(100),

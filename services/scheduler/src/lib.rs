@@ -53,6 +53,8 @@ use crate::{api::VolumeApi, capacity::CapacityView, nodes::NodeClients};
 pub struct SchedulerConfig {
     /// `sqlite://path?mode=rwc` or `postgres://user@host/db`.
     pub database_url: String,
+    /// The most connections kept to the database.
+    pub database_pool_size: u32,
     pub listen: SocketAddr,
     /// This replica's name in the service list.
     pub instance: String,
@@ -91,7 +93,7 @@ impl RunningScheduler {
 }
 
 pub async fn start(config: SchedulerConfig, bus: Bus) -> Result<RunningScheduler, ServiceError> {
-    let db = db::connect(&config.database_url).await?;
+    let db = db::connect(&config.database_url, config.database_pool_size).await?;
     let (listener, grpc_addr) = server::bind(config.listen, config.limits, Protocol::Grpc, "volume service").await?;
     let mut tasks = Tasks::new();
 

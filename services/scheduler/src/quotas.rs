@@ -129,6 +129,32 @@ pub async fn check_volume_size(
     Ok(())
 }
 
+/// The project's limits of `resources`: its own where set, the deployment's defaults elsewhere.
+async fn limits(
+    db: &impl ConnectionTrait,
+    defaults: &QuotaDefaults,
+    project: &ProjectId,
+    resources: &[&str],
+) -> Result<BTreeMap<String, i64>, ServiceError> {
+    let mut limits: BTreeMap<String, i64> =
+        resources.iter().map(|resource| ((*resource).to_owned(), defaults.get(resource))).collect();
+    let rows = quota_limit::Entity::find()
+        .filter(quota_limit::Column::ProjectId.eq(project.clone()))
+        .filter(quota_limit::Column::Resource.is_in(resources.iter().copied()))
+        .all(db)
+        .await
+        .map_err(db_error)?;
+    for row in rows {
+        limits.insert(row.resource, row.hard_limit);
+    }
+    Ok(limits)
+}
+
+/// The resources a usage change touches, leaving out those it does not change.
+fn changed(usage: &[(String, i64)]) -> Vec<&str> {
+    usage.iter().filter(|(_, delta)| *delta != 0).map(|(resource, _)| resource.as_str()).collect()
+}
+
 /// Fails like [`reserve`] would, without reserving: lets a request learn it is over quota before
 /// placement is even tried. [`reserve`] stays the authority.
 pub async fn precheck(
@@ -137,9 +163,18 @@ pub async fn precheck(
     project: &ProjectId,
     usage: &[(String, i64)],
 ) -> Result<(), ServiceError> {
-    for (resource, delta) in usage {
-        let hard_limit = limit(db, defaults, project, resource).await?;
-        let in_use = in_use(db, project, resource).await?;
+    let resources = changed(usage);
+    let limits = limits(db, defaults, project, &resources).await?;
+    let rows = quota_usage::Entity::find()
+        .filter(quota_usage::Column::ProjectId.eq(project.clone()))
+        .filter(quota_usage::Column::Resource.is_in(resources.iter().copied()))
+        .all(db)
+        .await
+        .map_err(db_error)?;
+    let used: BTreeMap<String, i64> = rows.into_iter().map(|row| (row.resource, row.in_use)).collect();
+    for (resource, delta) in usage.iter().filter(|(_, delta)| *delta != 0) {
+        let hard_limit = limits.get(resource).copied().unwrap_or(-1);
+        let in_use = used.get(resource).copied().unwrap_or(0);
         if hard_limit >= 0 && in_use + delta > hard_limit {
             return Err(over_quota(resource, *delta, in_use, hard_limit));
         }
@@ -165,21 +200,13 @@ pub async fn reserve(
     project: &ProjectId,
     usage: &[(String, i64)],
 ) -> Result<(), ServiceError> {
-    for (resource, delta) in usage {
-        if *delta == 0 {
-            continue;
-        }
-        ensure_usage_row(txn, project, resource).await?;
-        let hard_limit = limit(txn, defaults, project, resource).await?;
-        let mut update = quota_usage::Entity::update_many()
-            .col_expr(quota_usage::Column::InUse, Expr::col(quota_usage::Column::InUse).add(*delta))
-            .filter(quota_usage::Column::ProjectId.eq(project.clone()))
-            .filter(quota_usage::Column::Resource.eq(resource.as_str()));
-        if hard_limit >= 0 {
-            update = update.filter(Expr::col(quota_usage::Column::InUse).add(*delta).lte(hard_limit));
-        }
-        let updated = update.exec(txn).await.map_err(db_error)?;
-        if updated.rows_affected == 0 {
+    let limits = limits(txn, defaults, project, &changed(usage)).await?;
+    for (resource, delta) in usage.iter().filter(|(_, delta)| *delta != 0) {
+        let hard_limit = limits.get(resource).copied().unwrap_or(-1);
+        let limited = (hard_limit >= 0).then_some(hard_limit);
+        if limited.is_some_and(|hard_limit| *delta > hard_limit)
+            || !add(txn, project, resource, *delta, limited).await?
+        {
             let in_use = in_use(txn, project, resource).await?;
             return Err(over_quota(resource, *delta, in_use, hard_limit));
         }
@@ -193,20 +220,35 @@ pub async fn release(
     project: &ProjectId,
     usage: &[(String, i64)],
 ) -> Result<(), ServiceError> {
-    for (resource, delta) in usage {
-        if *delta == 0 {
-            continue;
-        }
-        ensure_usage_row(txn, project, resource).await?;
-        quota_usage::Entity::update_many()
-            .col_expr(quota_usage::Column::InUse, Expr::col(quota_usage::Column::InUse).sub(*delta))
-            .filter(quota_usage::Column::ProjectId.eq(project.clone()))
-            .filter(quota_usage::Column::Resource.eq(resource.as_str()))
-            .exec(txn)
-            .await
-            .map_err(db_error)?;
+    for (resource, delta) in usage.iter().filter(|(_, delta)| *delta != 0) {
+        add(txn, project, resource, -delta, None).await?;
     }
     Ok(())
+}
+
+/// Adds `delta` to the project's `resource` counter in one statement, making the row if it is
+/// missing; with a `limit`, only while the sum stays within it (the row is locked meanwhile, so
+/// concurrent transactions on PostgreSQL cannot both pass). Whether it was added.
+async fn add(
+    txn: &impl ConnectionTrait,
+    project: &ProjectId,
+    resource: &str,
+    delta: i64,
+    limit: Option<i64>,
+) -> Result<bool, ServiceError> {
+    let counter = || Expr::col((quota_usage::Entity, quota_usage::Column::InUse));
+    let mut on_conflict = OnConflict::columns([quota_usage::Column::ProjectId, quota_usage::Column::Resource]);
+    on_conflict.value(quota_usage::Column::InUse, counter().add(delta));
+    if let Some(limit) = limit {
+        on_conflict.action_and_where(counter().add(delta).lte(limit));
+    }
+    let upsert = Query::insert()
+        .into_table(quota_usage::Entity)
+        .columns([quota_usage::Column::ProjectId, quota_usage::Column::Resource, quota_usage::Column::InUse])
+        .values_panic([project.clone().into(), resource.into(), delta.into()])
+        .on_conflict(on_conflict.to_owned())
+        .to_owned();
+    Ok(txn.execute(&upsert).await.map_err(db_error)?.rows_affected() == 1)
 }
 
 /// Locks the project's `resource` counter row until the transaction ends (on PostgreSQL; SQLite

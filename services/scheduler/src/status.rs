@@ -159,18 +159,19 @@ pub async fn transition<R: Stateful>(
     let Some(during) = rule.during else {
         return Ok((before.status(), before));
     };
-    set::<R>(txn, id, rule.from, during, reason).await?;
-    Ok((before.status(), must_find::<R>(txn, id).await?))
+    let after = set::<R>(txn, id, rule.from, during, reason).await?;
+    Ok((before.status(), after))
 }
 
-/// `UPDATE ... SET status = to WHERE id = ? AND status IN (from)`, failing when nothing matched.
+/// `UPDATE ... SET status = to WHERE id = ? AND status IN (from) RETURNING *`, failing when
+/// nothing matched; the row as it is now.
 pub async fn set<R: Stateful>(
     txn: &impl ConnectionTrait,
     id: R::Id,
     from: &[R::Status],
     to: R::Status,
     reason: &str,
-) -> Result<(), ServiceError> {
+) -> Result<R, ServiceError> {
     let mut update = R::Entity::update_many().col_expr(R::status_column(), Expr::value(to));
     if let Some(column) = R::reason_column() {
         update = update.col_expr(column, Expr::value(reason));
@@ -181,11 +182,11 @@ pub async fn set<R: Stateful>(
     let updated = R::with_status(update, to)
         .filter(R::id_column().eq(id))
         .filter(condition::<R>(from))
-        .exec(txn)
+        .exec_with_returning(txn)
         .await
         .map_err(db_error)?;
-    if updated.rows_affected == 1 {
-        return Ok(());
+    if let Some(row) = updated.into_iter().next() {
+        return Ok(row);
     }
     let current = must_find::<R>(txn, id).await?;
     Err(ServiceError::conflict(format!(

@@ -23,13 +23,26 @@ pub mod volume;
 pub mod volume_type;
 pub mod volume_type_access;
 
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait,
+};
 
 use basalt::ServiceError;
 
-/// Connects to `url` (`sqlite://path?mode=rwc`, `postgres://...`) and applies pending migrations.
-pub async fn connect(url: &str) -> Result<DatabaseConnection, ServiceError> {
-    let db = Database::connect(url)
+/// Connections a scheduler keeps to the database unless told otherwise (`--database-pool-size`).
+pub const DEFAULT_POOL_SIZE: u32 = 16;
+
+/// Connects to `url` (`sqlite://path?mode=rwc`, `postgres://...`) with at most `pool_size`
+/// connections, and applies pending migrations. Statements are prepared once per connection and
+/// cached (sqlx's statement cache); each is logged at debug level, and at warn when it takes a
+/// second or more.
+pub async fn connect(url: &str, pool_size: u32) -> Result<DatabaseConnection, ServiceError> {
+    let mut options = ConnectOptions::new(url);
+    options
+        .max_connections(pool_size.max(1))
+        .sqlx_logging_level(log::LevelFilter::Debug)
+        .sqlx_slow_statements_logging_settings(log::LevelFilter::Warn, std::time::Duration::from_secs(1));
+    let db = Database::connect(options)
         .await
         .map_err(|error| ServiceError::unavailable(format!("cannot open the database {}: {error}", redact(url))))?;
     if db.get_database_backend() == DbBackend::Sqlite {
@@ -130,10 +143,10 @@ mod tests {
     async fn migrations_apply_once_on_sqlite() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("b.db").display());
-        let db = connect(&url).await.unwrap();
+        let db = connect(&url, DEFAULT_POOL_SIZE).await.unwrap();
         drop(db);
         // A second start finds everything applied and changes nothing.
-        let db = connect(&url).await.unwrap();
+        let db = connect(&url, DEFAULT_POOL_SIZE).await.unwrap();
         let rows = db
             .query_all_raw(Statement::from_string(DbBackend::Sqlite, "SELECT version FROM basalt_schema_migrations"))
             .await

@@ -37,7 +37,9 @@ impl TestDatabase {
 
     /// Opens the database as the scheduler does: migrations applied.
     pub async fn open(&self) -> DatabaseConnection {
-        basalt_scheduler::db::connect(&self.url).await.unwrap_or_else(|error| panic!("{}: {error}", self.label))
+        basalt_scheduler::db::connect(&self.url, basalt_scheduler::db::DEFAULT_POOL_SIZE)
+            .await
+            .unwrap_or_else(|error| panic!("{}: {error}", self.label))
     }
 
     pub async fn drop_database(self) {
