@@ -1,11 +1,15 @@
 //! The VolumeService gRPC surface: reads the call context and hands over to the domain modules.
 
-use std::{collections::BTreeMap, sync::Arc, time::Instant};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Instant,
+};
 
 use basalt::{
     ServiceError,
     context::CallContext,
-    ids::ProjectId,
+    ids::{ProjectId, VolumeTypeId},
     proto::{
         AcceptTransferRequest, AssociateQosSpecsRequest, AttachStateChange, AttachVolumeRequest, Attachment,
         AvailabilityZone, Backup, BackupRecord, ChangeAttachStateRequest, CompleteAttachmentRequest, ConnectionInfo,
@@ -95,9 +99,18 @@ impl VolumeApi {
     }
 
     async fn volume_reply(&self, model: &volume::Model) -> Result<Response<Volume>, Status> {
-        let names = volume_types::names(&self.core.db).await?;
+        let names = volume_types::names(&self.core.db, [model.volume_type_id]).await?;
+        self.volume_reply_named(model, &names).await
+    }
+
+    /// [`Self::volume_reply`] with the type's name already read.
+    async fn volume_reply_named(
+        &self,
+        model: &volume::Model,
+        names: &HashMap<VolumeTypeId, String>,
+    ) -> Result<Response<Volume>, Status> {
         let attached = attachments::for_volumes(&self.core.db, std::slice::from_ref(&model.id)).await?;
-        Ok(Response::new(volumes::to_proto(model, &names, &attached)))
+        Ok(Response::new(volumes::to_proto(model, names, &attached)))
     }
 
     async fn backup_reply(&self, model: &db::backup::Model) -> Result<Response<Backup>, Status> {
@@ -138,8 +151,10 @@ impl VolumeService for VolumeApi {
 
     async fn get_volume(&self, request: Request<GetVolumeRequest>) -> Result<Response<Volume>, Status> {
         let context = self.authorize(&request, "volume:get")?;
-        let model = self.volumes.get(&context, &request.get_ref().volume_id).await?;
-        self.volume_reply(&model).await
+        // Polled by every client that waits for a volume: the row and its type in one query.
+        let (model, volume_type) = self.volumes.get_with_type(&context, &request.get_ref().volume_id).await?;
+        let names = volume_type.into_iter().map(|volume_type| (volume_type.id, volume_type.name)).collect();
+        self.volume_reply_named(&model, &names).await
     }
 
     async fn list_volumes(
@@ -148,7 +163,7 @@ impl VolumeService for VolumeApi {
     ) -> Result<Response<ListVolumesResponse>, Status> {
         let context = self.authorize(&request, "volume:get_all")?;
         let (rows, page) = self.volumes.list(&context, request.get_ref()).await?;
-        let names = volume_types::names(&self.core.db).await?;
+        let names = volume_types::names(&self.core.db, rows.iter().map(|row| row.volume_type_id)).await?;
         let ids: Vec<_> = rows.iter().map(|row| row.id).collect();
         let attached = attachments::for_volumes(&self.core.db, &ids).await?;
         Ok(Response::new(ListVolumesResponse {

@@ -105,7 +105,7 @@ pub fn names<R: Stateful>(statuses: &[R::Status]) -> String {
     statuses.iter().map(|status| R::status_name(*status)).collect::<Vec<_>>().join(", ")
 }
 
-fn not_found<R: Stateful>(id: impl Display) -> ServiceError {
+pub fn not_found<R: Stateful>(id: impl Display) -> ServiceError {
     ServiceError::not_found(format!("{} {id} not found", R::KIND))
 }
 

@@ -65,8 +65,17 @@ pub async fn name_of(db: &impl ConnectionTrait, type_id: Option<VolumeTypeId>) -
     Ok(found.map(|model| model.name).unwrap_or_default())
 }
 
-pub async fn names(db: &impl ConnectionTrait) -> Result<HashMap<VolumeTypeId, String>, ServiceError> {
-    let types = volume_type::Entity::find().all(db).await.map_err(db_error)?;
+/// The names of the types `ids` name (each once, whatever the number of volumes).
+pub async fn names(
+    db: &impl ConnectionTrait,
+    ids: impl IntoIterator<Item = Option<VolumeTypeId>>,
+) -> Result<HashMap<VolumeTypeId, String>, ServiceError> {
+    let ids: std::collections::BTreeSet<VolumeTypeId> = ids.into_iter().flatten().collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let types =
+        volume_type::Entity::find().filter(volume_type::Column::Id.is_in(ids)).all(db).await.map_err(db_error)?;
     Ok(types.into_iter().map(|model| (model.id, model.name)).collect())
 }
 

@@ -44,7 +44,21 @@ pub struct Model {
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    /// Read with the volume in one query where a view needs the type's name.
+    #[sea_orm(
+        belongs_to = "super::volume_type::Entity",
+        from = "Column::VolumeTypeId",
+        to = "super::volume_type::Column::Id"
+    )]
+    VolumeType,
+}
+
+impl Related<super::volume_type::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::VolumeType.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}
 

@@ -27,7 +27,7 @@ use self::{
 };
 use crate::{
     Core, claims,
-    db::{attachment, backup, db_error, group, json::StringMap, snapshot, volume},
+    db::{attachment, backup, db_error, group, json::StringMap, snapshot, volume, volume_type},
     fields, journal,
     lifecycle::{self, BackupAction, SnapshotAction, VolumeAction},
     listing,
@@ -324,6 +324,26 @@ impl Volumes {
 
     pub async fn get(&self, context: &CallContext, volume_id: &str) -> Result<volume::Model, ServiceError> {
         status::load(&self.core.db, context, volume_id).await
+    }
+
+    /// [`Self::get`], with the volume's type read in the same query.
+    pub async fn get_with_type(
+        &self,
+        context: &CallContext,
+        volume_id: &str,
+    ) -> Result<(volume::Model, Option<volume_type::Model>), ServiceError> {
+        let id = VolumeId::parse(volume_id)?;
+        let found = volume::Entity::find_by_id(id)
+            .find_also_related(volume_type::Entity)
+            .one(&self.core.db)
+            .await
+            .map_err(db_error)?;
+        match found {
+            Some((model, volume_type)) if context.is_admin || model.project_id == context.project_id => {
+                Ok((model, volume_type))
+            }
+            _ => Err(status::not_found::<volume::Model>(id)),
+        }
     }
 
     pub async fn list(
