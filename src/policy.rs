@@ -133,6 +133,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("volume_extension:availability_zone_list", "rule:project_reader_or_admin"),
     ("scheduler_extension:scheduler_stats:get_pools", "rule:admin_api"),
     ("volume_extension:services:index", "rule:admin_api"),
+    ("volume_extension:services:update", "rule:admin_api"),
 ];
 
 /// What the caller is, as the policy sees it.

@@ -466,6 +466,57 @@ fn manage_sequence(clients: &Clients, data: &std::path::Path) -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn both_clients_disable_and_enable_a_volume_service() -> Result<()> {
+    let (_up, clients, _data) = tokio::task::spawn_blocking(start_clients).await??;
+    tokio::task::spawn_blocking(move || service_sequence(&clients)).await?
+}
+
+fn service_sequence(clients: &Clients) -> Result<()> {
+    let listed = clients.cinder(&["service-list", "--binary", "cinder-volume"])?;
+    let host = listed
+        .lines()
+        .find(|line| line.contains("cinder-volume"))
+        .and_then(|line| line.split('|').nth(2))
+        .map(|field| field.trim().to_owned())
+        .with_context(|| format!("service-list names the volume service:\n{listed}"))?;
+
+    // cinderclient: disabled with a reason, which the list shows; new volumes then find no pool.
+    let disabled = clients.cinder(&["service-disable", "--reason", "disk swap", &host, "cinder-volume"])?;
+    ensure!(disabled.contains("disabled") && disabled.contains("disk swap"), "service-disable:\n{disabled}");
+    let listed = clients.cinder(&["service-list", "--binary", "cinder-volume"])?;
+    ensure!(listed.contains("disabled") && listed.contains("disk swap"), "service-list:\n{listed}");
+    let refused = clients.cinder(&["create", "--name", "nowhere", "1"]).expect_err("a volume with no pool to go to");
+    ensure!(format!("{refused:#}").contains("every volume service that reports is disabled"), "{refused:#}");
+    let enabled = clients.cinder(&["service-enable", &host, "cinder-volume"])?;
+    ensure!(enabled.contains("enabled"), "service-enable:\n{enabled}");
+    let placed = cliff_field(&clients.cinder(&["create", "--name", "placed", "1"])?, "id").context("volume id")?;
+    clients.wait_for(&placed, "available")?;
+
+    // The openstack CLI likewise.
+    let set = ["volume", "service", "set", "--disable", "--disable-reason", "firmware", &host, "cinder-volume"];
+    clients.openstack(&set)?;
+    let columns = ["-f", "value", "-c", "Host", "-c", "Status", "-c", "Disabled Reason"];
+    let seen = clients.openstack(
+        &[&["volume", "service", "list", "--long", "--service", "cinder-volume"][..], &columns[..]].concat(),
+    )?;
+    ensure!(seen.contains(&host) && seen.contains("disabled") && seen.contains("firmware"), "{seen}");
+    clients.openstack(&["volume", "service", "set", "--enable", &host, "cinder-volume"])?;
+    let seen = clients.openstack(&[
+        "volume",
+        "service",
+        "list",
+        "--service",
+        "cinder-volume",
+        "-f",
+        "value",
+        "-c",
+        "Status",
+    ])?;
+    ensure!(seen.trim() == "enabled", "{seen}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn both_clients_run_group_types_and_groups() -> Result<()> {
     let (_up, clients, _data) = tokio::task::spawn_blocking(start_clients).await??;
     tokio::task::spawn_blocking(move || group_sequence(&clients)).await?

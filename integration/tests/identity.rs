@@ -62,6 +62,8 @@ impl Ids {
             .replace("{key}", "k")
             // The in-process mesh's one backend, as os-services lists it.
             .replace("{host}", "node-0@file")
+            // Enabling an enabled service changes nothing the later calls need.
+            .replace("{service_action}", "enable")
     }
 }
 
@@ -253,6 +255,12 @@ fn operations() -> Vec<(Method, &'static str, Access, Option<String>)> {
         (Method::GET, "/os-hosts", Admin, None),
         (Method::GET, "/capabilities/{host}", Admin, None),
         (Method::GET, "/os-services", Admin, None),
+        (
+            Method::PUT,
+            "/os-services/{service_action}",
+            Admin,
+            body(r#"{"host": "node-0@file", "binary": "cinder-volume"}"#),
+        ),
         (Method::GET, "/scheduler-stats/get_pools", Admin, None),
         // Actions, one line each.
         (Method::POST, "/volumes/{volume_id}/action", Write, action("os-extend", r#"{"new_size": 2}"#)),

@@ -77,6 +77,10 @@ enum View {
     QuotaSet,
     /// An update's answer: the same without the project's id.
     QuotaSetUpdated,
+    /// What enabling or disabling a service answers (the reason only with disable-log-reason).
+    ServiceUpdated {
+        with_reason: bool,
+    },
     /// A service other than a volume service.
     Service,
     VolumeService,
@@ -114,6 +118,12 @@ fn expected(view: View, version: u16, admin: bool, types: &[String]) -> BTreeSet
             if matches!(view, View::VolumeService) {
                 from(0, &["replication_status", "active_backend_id", "frozen"]);
                 from(49, &["backend_state"]);
+            }
+        }
+        View::ServiceUpdated { with_reason } => {
+            from(0, &["disabled", "host", "service", "binary", "status"]);
+            if with_reason {
+                from(0, &["disabled_reason"]);
             }
         }
         View::PoolSummary => from(0, &["name"]),
@@ -1156,5 +1166,15 @@ async fn write_answers(
     let reply = call(Method::PUT, format!("/attachments/{attachment}"), body.into()).await?;
     let written = Written::new("PUT /attachments/{attachment_id}", reply, "/attachment", View::AttachmentDetail);
     answers.push(written.since(27));
+
+    // Services: the node's volume service disabled with a reason, then enabled again.
+    for (action, with_reason) in [("disable-log-reason", true), ("enable", false)] {
+        let body = r#"{"host": "node-0@file", "binary": "cinder-volume", "disabled_reason": "shapes"}"#;
+        let body = if with_reason { body.to_owned() } else { body.replace(r#", "disabled_reason": "shapes""#, "") };
+        let reply = call(Method::PUT, format!("/os-services/{action}"), body).await?;
+        let written =
+            Written::new("PUT /os-services/{service_action}", reply, "", View::ServiceUpdated { with_reason });
+        answers.push(written.admin_only());
+    }
     Ok(answers)
 }

@@ -734,3 +734,85 @@ async fn a_project_s_own_default_type_is_what_its_new_volumes_get() -> Result<()
     mesh.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_disabled_volume_service_takes_no_new_volumes_and_says_why() -> Result<()> {
+    let mesh = InProcessMesh::start(2).await?;
+    let api = RestApi::start(&mesh).await?;
+    let base = format!("/v3/{PROJECT_A}");
+    let (admin, member) = (admin_of(PROJECT_A), member_of(PROJECT_A));
+    let put = |action: &str, body: Value| {
+        let (api, base, admin) = (&api, &base, &admin);
+        let path = format!("{base}/os-services/{action}");
+        async move { api.call(Method::PUT, &path, Some(admin), None, Some(&body.to_string())).await }
+    };
+
+    let body = json!({"host": "node-0@file", "binary": "cinder-volume", "disabled_reason": "disk swap"});
+    let refused = api
+        .call(Method::PUT, &format!("{base}/os-services/disable"), Some(&member), None, Some(&body.to_string()))
+        .await?;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{:?}", refused.body);
+    let disabled = put("disable-log-reason", body).await?;
+    assert_eq!(disabled.status, StatusCode::OK, "{:?}", disabled.body);
+    assert_eq!(
+        disabled.body,
+        json!({"disabled": true, "host": "node-0@file", "service": "", "binary": "cinder-volume",
+               "status": "disabled", "disabled_reason": "disk swap"})
+    );
+    let services = format!("{base}/os-services?binary=cinder-volume");
+    let listed = api.call(Method::GET, &services, Some(&admin), None, None).await?;
+    let listed = listed.body["services"].as_array().cloned().unwrap_or_default();
+    let shown: Vec<(String, String, Value)> = listed
+        .iter()
+        .map(|service| {
+            (
+                service["host"].as_str().unwrap_or_default().to_owned(),
+                service["status"].to_string(),
+                service["disabled_reason"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("node-0@file".to_owned(), "\"disabled\"".to_owned(), json!("disk swap")),
+            ("node-1@file".to_owned(), "\"enabled\"".to_owned(), Value::Null)
+        ]
+    );
+
+    // New volumes go to the enabled node only; what the disabled one holds is still served.
+    for _ in 0..4 {
+        let created = api
+            .call(Method::POST, &format!("{base}/volumes"), Some(&admin), None, Some(r#"{"volume": {"size": 1}}"#))
+            .await?;
+        let id = created.body["volume"]["id"].as_str().unwrap_or_default().to_owned();
+        let caller = RestCaller::new(PROJECT_A, "admin");
+        let shown = caller.wait_for(&api, &format!("/volumes/{id}"), "volume", "available").await?;
+        assert!(shown["os-vol-host-attr:host"].as_str().is_some_and(|host| host.starts_with("node-1@")), "{shown:?}");
+    }
+
+    // Bad requests say what is allowed.
+    put("freeze", json!({"host": "node-0@file"})).await?.assert_fault(
+        400,
+        "badRequest",
+        "Basalt's have no replication",
+    );
+    put("disable", json!({"host": "node-9@file", "binary": "cinder-volume"})).await?.assert_fault(
+        404,
+        "itemNotFound",
+        "the hosts are: node-0@file, node-1@file",
+    );
+    put("disable-log-reason", json!({"host": "node-0@file", "binary": "cinder-volume"})).await?.assert_fault(
+        400,
+        "badRequest",
+        "needs a disabled_reason",
+    );
+
+    let enabled = put("enable", json!({"host": "node-0@file", "service": "cinder-volume"})).await?;
+    assert_eq!(
+        enabled.body,
+        json!({"disabled": false, "host": "node-0@file", "service": "cinder-volume", "binary": "", "status": "enabled"})
+    );
+    mesh.shutdown().await;
+    Ok(())
+}

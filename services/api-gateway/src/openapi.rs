@@ -60,6 +60,7 @@ fn path_parameter_schema(name: &str) -> Value {
         "target" => json!({"type": "string", "pattern": schemas::PROJECT_PATTERN}),
         // A volume type by id (its name also finds it, as the SDK's lookups expect).
         "type_id" => json!({"type": "string", "minLength": 1, "maxLength": 255}),
+        "service_action" => json!({"enum": ["enable", "disable", "disable-log-reason"]}),
         _ => schemas::uuid(),
     }
 }

@@ -1108,6 +1108,32 @@ pub fn services() -> Value {
     )
 }
 
+pub fn service_update() -> Value {
+    object(
+        json!({
+            "host": {"type": "string", "minLength": 1, "maxLength": 400},
+            "binary": {"enum": ["cinder-volume", "cinder-scheduler"]},
+            "service": {"enum": ["cinder-volume", "cinder-scheduler"]},
+            "disabled_reason": {"type": "string", "minLength": 1, "maxLength": 255},
+        }),
+        &["host"],
+    )
+}
+
+pub fn service_updated() -> Value {
+    object(
+        json!({
+            "disabled": boolean(),
+            "host": string(),
+            "service": string(),
+            "binary": string(),
+            "status": {"enum": ["enabled", "disabled"]},
+            "disabled_reason": string(),
+        }),
+        &["disabled", "host", "service", "binary", "status"],
+    )
+}
+
 pub fn pools() -> Value {
     list_of("pools", object(json!({"name": string(), "capabilities": {"type": "object"}}), &["name"]), false)
 }

@@ -40,9 +40,9 @@ use basalt::{
         TerminateConnectionRequest, Transfer, UnmanageSnapshotRequest, UnmanageVolumeRequest, UnmanageVolumeResponse,
         UnsetGroupSpecRequest, UnsetProjectDefaultTypeRequest, UnsetProjectDefaultTypeResponse,
         UnsetVolumeTypeExtraSpecRequest, UpdateAttachmentRequest, UpdateBackupRequest, UpdateGroupRequest,
-        UpdateGroupTypeRequest, UpdateQosSpecsRequest, UpdateQuotasRequest, UpdateSnapshotRequest, UpdateVolumeRequest,
-        UpdateVolumeTypeRequest, UserMessage, Volume, VolumeType, VolumeTypeAccessRequest,
-        volume_service_server::VolumeService,
+        UpdateGroupTypeRequest, UpdateQosSpecsRequest, UpdateQuotasRequest, UpdateServiceRequest,
+        UpdateSnapshotRequest, UpdateVolumeRequest, UpdateVolumeTypeRequest, UserMessage, Volume, VolumeType,
+        VolumeTypeAccessRequest, volume_service_server::VolumeService,
     },
 };
 use tonic::{Request, Response, Status};
@@ -58,7 +58,7 @@ use crate::{
     groups::Groups,
     messages, node_recovery, placement,
     qos::{self, Qos},
-    quotas,
+    quotas, service_states,
     snapshots::{self, Snapshots},
     transfers::{self, Transfers},
     volume_types,
@@ -940,39 +940,13 @@ impl VolumeService for VolumeApi {
         request: Request<ListServicesRequest>,
     ) -> Result<Response<ListServicesResponse>, Status> {
         self.authorize(&request, "volume_extension:services:index")?;
-        let filter = request.get_ref();
-        let now = Instant::now();
-        let mut services = vec![Service {
-            binary: "basalt-scheduler".into(),
-            host: self.core.instance.clone(),
-            zone: "nova".into(),
-            status: "enabled".into(),
-            state: "up".into(),
-            updated_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
-            disabled_reason: String::new(),
-        }];
-        for node in self.core.capacity.nodes() {
-            let backends: std::collections::BTreeSet<&str> =
-                node.report.pools.iter().map(|pool| pool.backend.as_str()).collect();
-            for backend in backends {
-                services.push(Service {
-                    binary: "basalt-volume".into(),
-                    host: format!("{}@{backend}", node.report.node_id),
-                    zone: node.report.availability_zone.clone(),
-                    status: "enabled".into(),
-                    state: if node.is_fresh(now) { "up" } else { "down" }.into(),
-                    updated_at: node.report.reported_at,
-                    disabled_reason: String::new(),
-                });
-            }
-        }
-        services.retain(|service| {
-            (filter.binary.is_empty() || service.binary == filter.binary)
-                && (filter.host.is_empty()
-                    || service.host == filter.host
-                    || service.host.starts_with(&format!("{}@", filter.host)))
-        });
+        let services = service_states::list(&self.core, request.get_ref()).await?;
         Ok(Response::new(ListServicesResponse { services }))
+    }
+
+    async fn update_service(&self, request: Request<UpdateServiceRequest>) -> Result<Response<Service>, Status> {
+        self.authorize(&request, "volume_extension:services:update")?;
+        Ok(Response::new(service_states::update(&self.core, request.into_inner()).await?))
     }
 
     async fn create_backup(&self, request: Request<CreateBackupRequest>) -> Result<Response<Backup>, Status> {

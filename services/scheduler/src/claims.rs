@@ -15,6 +15,7 @@ use crate::{
     Core,
     db::{db_error, pool_claim},
     placement::PoolCandidate,
+    service_states,
 };
 
 /// The most a pool may hold, by Cinder's formulas: thin pools `(total - reserved) * ratio`, thick
@@ -98,17 +99,35 @@ pub async fn release(txn: &impl ConnectionTrait, host: &str, gib: i64) -> Result
     Ok(())
 }
 
-/// Every pool of every fresh report, with what the database has booked on it.
+/// Every pool of every fresh report whose volume service is enabled, with what the database has
+/// booked on it.
 pub async fn candidates(core: &Core) -> Result<Vec<PoolCandidate>, ServiceError> {
     let booked = claimed(&core.db).await?;
+    let disabled = service_states::disabled_volume_hosts(&core.db).await?;
     let now = Instant::now();
     let mut candidates = Vec::new();
+    let mut left_out = std::collections::BTreeSet::new();
     for node in core.capacity.nodes().into_iter().filter(|node| node.is_fresh(now)) {
         for pool in &node.report.pools {
+            let service = format!("{}@{}", node.report.node_id, pool.backend);
+            if disabled.contains(&service) {
+                left_out.insert(service);
+                continue;
+            }
             let candidate = PoolCandidate::from_report(&node.report.node_id, &node.report.availability_zone, pool);
             let booked_gib = booked.get(&candidate.host()).copied().unwrap_or(0) as f64;
             candidates.push(candidate.with_booked(booked_gib));
         }
+    }
+    if candidates.is_empty() && !left_out.is_empty() {
+        return Err(ServiceError::new(
+            basalt::ErrorCode::NoCapacity,
+            format!(
+                "no valid node: every volume service that reports is disabled ({}); an admin enables one with \
+                 os-services enable",
+                left_out.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+        ));
     }
     Ok(candidates)
 }

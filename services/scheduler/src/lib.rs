@@ -28,6 +28,7 @@ pub mod placement;
 pub mod qos;
 pub mod quotas;
 pub mod secrets;
+pub mod service_states;
 pub mod snapshots;
 pub mod status;
 pub mod sweeps;

@@ -2,12 +2,13 @@
 
 use axum::{
     Json,
+    body::Body,
     response::{IntoResponse, Response},
 };
-use basalt::proto::{ListAvailabilityZonesRequest, ListPoolsRequest, ListServicesRequest};
+use basalt::proto::{ListAvailabilityZonesRequest, ListPoolsRequest, ListServicesRequest, UpdateServiceRequest};
 use serde_json::{Value, json};
 
-use crate::{Rest, fault::Fault, views};
+use crate::{Rest, body, fault::Fault, views};
 
 pub async fn availability_zones(rest: Rest) -> Result<Response, Fault> {
     let zones =
@@ -59,6 +60,62 @@ pub async fn services(rest: Rest) -> Result<Response, Fault> {
         })
         .collect();
     Ok(Json(json!({"services": views})).into_response())
+}
+
+/// `PUT /os-services/{enable,disable,disable-log-reason}` (admin): Cinder's answer echoes the
+/// body's `host`, `service` and `binary` with the new status.
+pub async fn update_service(rest: Rest, request_body: Body) -> Result<Response, Fault> {
+    let action = rest.param("service_action").to_owned();
+    let (disabled, with_reason) = match action.as_str() {
+        "enable" => (false, false),
+        "disable" => (true, false),
+        "disable-log-reason" => (true, true),
+        "freeze" | "thaw" | "failover_host" | "failover" => {
+            return Err(Fault::bad_request(format!(
+                "{action} is for replicated backends, and Basalt's have no replication: use enable, disable or \
+                 disable-log-reason"
+            )));
+        }
+        other => {
+            return Err(Fault::bad_request(format!(
+                "unknown action {}: use enable, disable or disable-log-reason",
+                basalt::error::excerpt(other)
+            )));
+        }
+    };
+    let body = body::read_json(request_body).await?;
+    let section = body::object(&body)?;
+    body::check_keys(section, &["host", "binary", "service", "disabled_reason"], true)?;
+    let host = body::string(section, "host")?.ok_or_else(|| Fault::bad_request("os-services needs the host"))?;
+    let binary = body::string(section, "binary")?.unwrap_or_default();
+    // `service` is the deprecated name of `binary`, still sent by old clients.
+    let service = body::string(section, "service")?.unwrap_or_default();
+    let named = if binary.is_empty() { &service } else { &binary };
+    if named.is_empty() {
+        return Err(Fault::bad_request("os-services needs the binary: cinder-volume or cinder-scheduler"));
+    }
+    let reason = body::string(section, "disabled_reason")?.unwrap_or_default();
+    if with_reason && reason.trim().is_empty() {
+        return Err(Fault::bad_request("disable-log-reason needs a disabled_reason of 1 to 255 characters"));
+    }
+    let request = UpdateServiceRequest {
+        host: host.clone(),
+        binary: named.replace("cinder-", "basalt-"),
+        disabled,
+        disabled_reason: if with_reason { reason.trim().to_owned() } else { String::new() },
+    };
+    let updated = rest.client().update_service(rest.request(request)).await?.into_inner();
+    let mut answer = json!({
+        "disabled": disabled,
+        "host": host,
+        "service": service,
+        "binary": binary,
+        "status": updated.status,
+    });
+    if with_reason {
+        answer["disabled_reason"] = json!(updated.disabled_reason);
+    }
+    Ok(Json(answer).into_response())
 }
 
 pub async fn pools(rest: Rest) -> Result<Response, Fault> {

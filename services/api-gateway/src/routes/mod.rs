@@ -538,6 +538,13 @@ pub fn table() -> Vec<Route> {
         Route::get("/os-services", deployment::services, "List services (admin)")
             .query(&SERVICE_QUERY)
             .returns(200, schemas::services),
+        Route::put(
+            "/os-services/{service_action}",
+            deployment::update_service,
+            "Enable or disable a service: enable, disable, disable-log-reason (admin)",
+        )
+        .body(schemas::service_update)
+        .returns(200, schemas::service_updated),
         Route::get("/scheduler-stats/get_pools", deployment::pools, "List pools; detail=true adds capabilities (admin)")
             .query(&POOL_QUERY)
             .returns(200, schemas::pools),

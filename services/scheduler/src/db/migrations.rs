@@ -33,7 +33,21 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 15, name: "lost_nodes", statements: lost_nodes_table },
     Migration { version: 16, name: "group_snapshots", statements: group_snapshots_tables },
     Migration { version: 17, name: "migration_status", statements: migration_status_column },
+    Migration { version: 18, name: "service_states", statements: service_states_table },
 ];
+
+/// Services an admin disabled, and why.
+fn service_states_table(backend: DbBackend) -> Vec<Statement> {
+    let states = Table::create()
+        .table("service_states")
+        .col(ColumnDef::new("binary").string_len(64).not_null())
+        .col(ColumnDef::new("host").string_len(400).not_null())
+        .col(ColumnDef::new("disabled_reason").text().not_null())
+        .col(ColumnDef::new("updated_at").timestamp_with_time_zone().not_null())
+        .primary_key(Index::create().col("binary").col("host"))
+        .to_owned();
+    vec![backend.build(&states)]
+}
 
 /// How a volume's latest move to another node went.
 fn migration_status_column(backend: DbBackend) -> Vec<Statement> {

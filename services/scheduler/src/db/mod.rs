@@ -17,6 +17,7 @@ pub mod pool_claim;
 pub mod qos_specs;
 pub mod quota_limit;
 pub mod quota_usage;
+pub mod service_state;
 pub mod snapshot;
 pub mod transfer;
 pub mod volume;
