@@ -1049,6 +1049,11 @@ pub fn quota_set() -> Value {
     )
 }
 
+/// An update's answer: every limit, without the project's id (Cinder's update leaves it out).
+pub fn quota_set_updated() -> Value {
+    wrapped("quota_set", json!({"type": "object", "additionalProperties": integer()}))
+}
+
 pub fn limits() -> Value {
     let absolute: Vec<&str> = vec![
         "maxTotalVolumes",

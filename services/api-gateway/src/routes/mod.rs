@@ -527,7 +527,7 @@ pub fn table() -> Vec<Route> {
             .returns(200, schemas::quota_set),
         Route::put("/os-quota-sets/{target}", quotas::quota_update, "Update a project's quotas (admin)")
             .body(schemas::quota_update)
-            .returns(200, schemas::quota_set),
+            .returns(200, schemas::quota_set_updated),
         Route::delete("/os-quota-sets/{target}", quotas::quota_reset, "Reset a project's quotas to the defaults (admin)")
             .empty(200),
         Route::get("/os-quota-sets/{target}/defaults", quotas::quota_defaults, "Show the default quotas")
