@@ -160,10 +160,14 @@ pub fn rank(
         ));
     }
     let weights = weighers::weigh(&fitting, request.thick, weighers);
-    let mut ranked: Vec<(&PoolCandidate, f64)> = fitting.into_iter().zip(weights).collect();
+    // Each host name made once, not twice per comparison.
+    let mut ranked: Vec<(&PoolCandidate, f64, String)> =
+        fitting.into_iter().zip(weights).map(|(pool, weight)| (pool, weight, pool.host())).collect();
     // Highest weight first; ties go to the first host name, so placement is deterministic.
-    ranked.sort_by(|(a, weight_a), (b, weight_b)| weight_b.total_cmp(weight_a).then_with(|| a.host().cmp(&b.host())));
-    Ok(ranked.into_iter().map(|(pool, _)| pool.clone()).collect())
+    ranked.sort_by(|(_, weight_a, host_a), (_, weight_b, host_b)| {
+        weight_b.total_cmp(weight_a).then_with(|| host_a.cmp(host_b))
+    });
+    Ok(ranked.into_iter().map(|(pool, _, _)| pool.clone()).collect())
 }
 
 #[cfg(test)]
