@@ -372,13 +372,17 @@ impl InProcessMesh {
     }
 }
 
-/// The `basalt` binary of this build: `BASALT_BIN`, or `basalt` beside the test's `deps/` folder.
+/// The `basalt` binary of this build: `BASALT_BIN`, or `basalt` in the profile folder: beside a
+/// test's `deps/` folder, or beside a benchmark binary.
 pub fn basalt_binary() -> Result<PathBuf> {
     if let Ok(path) = std::env::var("BASALT_BIN") {
         return Ok(PathBuf::from(path));
     }
     let exe = std::env::current_exe()?;
-    let profile_dir = exe.parent().and_then(Path::parent).context("test binary has no profile directory")?;
+    let mut profile_dir = exe.parent().context("the running binary has no folder")?;
+    if profile_dir.ends_with("deps") {
+        profile_dir = profile_dir.parent().context("test binary has no profile directory")?;
+    }
     let binary = profile_dir.join("basalt");
     if !binary.exists() {
         bail!("{} is missing: build it first with `cargo build` (the README's test command does)", binary.display());

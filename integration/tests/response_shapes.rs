@@ -412,10 +412,6 @@ fn difference(object: &Value, view: View, version: u16, admin: bool, types: &[St
     ))
 }
 
-async fn created(reply: RestReply, key: &str) -> Result<String> {
-    id_in(&reply, key)
-}
-
 /// The id of the `key` object a successful create answered.
 fn id_in(reply: &RestReply, key: &str) -> Result<String> {
     ensure!(reply.status.is_success(), "{:?}", reply.body);
@@ -441,54 +437,46 @@ async fn every_view_has_exactly_cinder_s_keys_at_each_microversion_for_each_call
     ensure!(admin.call(&api, Method::PUT, &receiving, "3.0", Some(LIFTED)).await?.status == StatusCode::OK);
 
     // One of everything, in the member's project.
-    let volume = created(
-        member.call(&api, Method::POST, "/volumes", "3.0", Some(r#"{"volume": {"size": 1}}"#)).await?,
+    let volume = id_in(
+        &member.call(&api, Method::POST, "/volumes", "3.0", Some(r#"{"volume": {"size": 1}}"#)).await?,
         "volume",
-    )
-    .await?;
+    )?;
     member.wait_for(&api, &format!("/volumes/{volume}"), "volume", "available").await?;
     let body = format!(r#"{{"snapshot": {{"volume_id": "{volume}"}}}}"#);
-    let snapshot =
-        created(member.call(&api, Method::POST, "/snapshots", "3.0", Some(&body)).await?, "snapshot").await?;
+    let snapshot = id_in(&member.call(&api, Method::POST, "/snapshots", "3.0", Some(&body)).await?, "snapshot")?;
     member.wait_for(&api, &format!("/snapshots/{snapshot}"), "snapshot", "available").await?;
     let body = format!(r#"{{"backup": {{"volume_id": "{volume}"}}}}"#);
-    let backup = created(member.call(&api, Method::POST, "/backups", "3.0", Some(&body)).await?, "backup").await?;
+    let backup = id_in(&member.call(&api, Method::POST, "/backups", "3.0", Some(&body)).await?, "backup")?;
     member.wait_for(&api, &format!("/backups/{backup}"), "backup", "available").await?;
-    let attached = created(
-        member.call(&api, Method::POST, "/volumes", "3.0", Some(r#"{"volume": {"size": 1}}"#)).await?,
+    let attached = id_in(
+        &member.call(&api, Method::POST, "/volumes", "3.0", Some(r#"{"volume": {"size": 1}}"#)).await?,
         "volume",
-    )
-    .await?;
+    )?;
     member.wait_for(&api, &format!("/volumes/{attached}"), "volume", "available").await?;
     let body = format!(r#"{{"attachment": {{"volume_uuid": "{attached}", "instance_uuid": "vm-1"}}}}"#);
-    let attachment =
-        created(member.call(&api, Method::POST, "/attachments", "3.27", Some(&body)).await?, "attachment").await?;
-    let offered = created(
-        member.call(&api, Method::POST, "/volumes", "3.0", Some(r#"{"volume": {"size": 1}}"#)).await?,
+    let attachment = id_in(&member.call(&api, Method::POST, "/attachments", "3.27", Some(&body)).await?, "attachment")?;
+    let offered = id_in(
+        &member.call(&api, Method::POST, "/volumes", "3.0", Some(r#"{"volume": {"size": 1}}"#)).await?,
         "volume",
-    )
-    .await?;
+    )?;
     member.wait_for(&api, &format!("/volumes/{offered}"), "volume", "available").await?;
     let body = format!(r#"{{"transfer": {{"volume_id": "{offered}"}}}}"#);
     let transfer =
-        created(member.call(&api, Method::POST, "/volume-transfers", "3.55", Some(&body)).await?, "transfer").await?;
-    let volume_type = created(
-        admin.call(&api, Method::POST, "/types", "3.0", Some(r#"{"volume_type": {"name": "shapes"}}"#)).await?,
+        id_in(&member.call(&api, Method::POST, "/volume-transfers", "3.55", Some(&body)).await?, "transfer")?;
+    let volume_type = id_in(
+        &admin.call(&api, Method::POST, "/types", "3.0", Some(r#"{"volume_type": {"name": "shapes"}}"#)).await?,
         "volume_type",
-    )
-    .await?;
+    )?;
     let body = r#"{"group_type": {"name": "shapes"}}"#;
-    let group_type =
-        created(admin.call(&api, Method::POST, "/group_types", "3.11", Some(body)).await?, "group_type").await?;
+    let group_type = id_in(&admin.call(&api, Method::POST, "/group_types", "3.11", Some(body)).await?, "group_type")?;
     let body = format!(r#"{{"group": {{"group_type": "{group_type}", "volume_types": ["__DEFAULT__"]}}}}"#);
-    let group = created(member.call(&api, Method::POST, "/groups", "3.13", Some(&body)).await?, "group").await?;
+    let group = id_in(&member.call(&api, Method::POST, "/groups", "3.13", Some(&body)).await?, "group")?;
     let body = format!(r#"{{"volume": {{"size": 1, "group_id": "{group}"}}}}"#);
-    let grouped = created(member.call(&api, Method::POST, "/volumes", "3.13", Some(&body)).await?, "volume").await?;
+    let grouped = id_in(&member.call(&api, Method::POST, "/volumes", "3.13", Some(&body)).await?, "volume")?;
     member.wait_for(&api, &format!("/volumes/{grouped}"), "volume", "available").await?;
     let body = format!(r#"{{"group_snapshot": {{"group_id": "{group}"}}}}"#);
     let group_snapshot =
-        created(member.call(&api, Method::POST, "/group_snapshots", "3.14", Some(&body)).await?, "group_snapshot")
-            .await?;
+        id_in(&member.call(&api, Method::POST, "/group_snapshots", "3.14", Some(&body)).await?, "group_snapshot")?;
     member
         .wait_for_at(&api, &format!("/group_snapshots/{group_snapshot}"), "3.14", "group_snapshot", "available")
         .await?;
@@ -501,15 +489,14 @@ async fn every_view_has_exactly_cinder_s_keys_at_each_microversion_for_each_call
     let set = admin.call(&api, Method::PUT, &format!("/default-types/{PROJECT}"), "3.62", Some(&body)).await?;
     ensure!(set.status.is_success(), "{:?}", set.body);
     // A snapshot the node cannot take leaves a user message.
-    let lost = created(
-        member.call(&api, Method::POST, "/volumes", "3.0", Some(r#"{"volume": {"size": 1}}"#)).await?,
+    let lost = id_in(
+        &member.call(&api, Method::POST, "/volumes", "3.0", Some(r#"{"volume": {"size": 1}}"#)).await?,
         "volume",
-    )
-    .await?;
+    )?;
     member.wait_for(&api, &format!("/volumes/{lost}"), "volume", "available").await?;
     std::fs::remove_file(mesh.node_dir("node-0").join(format!("volume-{lost}")))?;
     let body = format!(r#"{{"snapshot": {{"volume_id": "{lost}"}}}}"#);
-    let failed = created(member.call(&api, Method::POST, "/snapshots", "3.0", Some(&body)).await?, "snapshot").await?;
+    let failed = id_in(&member.call(&api, Method::POST, "/snapshots", "3.0", Some(&body)).await?, "snapshot")?;
     member.wait_for(&api, &format!("/snapshots/{failed}"), "snapshot", "error").await?;
     let messages = member.call(&api, Method::GET, "/messages", "3.3", None).await?;
     let message = messages.body["messages"][0]["id"].as_str().context("a user message")?.to_owned();
@@ -993,7 +980,7 @@ impl Fixtures<'_> {
     /// A new available volume of the project, made by its admin.
     async fn available_volume(&self) -> Result<String> {
         let reply = self.admin.call(self.api, Method::POST, "/volumes", "3.0", Some(r#"{"volume": {"size": 1}}"#));
-        let volume = created(reply.await?, "volume").await?;
+        let volume = id_in(&reply.await?, "volume")?;
         self.admin.wait_for(self.api, &format!("/volumes/{volume}"), "volume", "available").await?;
         Ok(volume)
     }
@@ -1002,8 +989,7 @@ impl Fixtures<'_> {
     async fn unmanaged_snapshot(&self) -> Result<String> {
         let body = format!(r#"{{"snapshot": {{"volume_id": "{}"}}}}"#, self.volume);
         let snapshot =
-            created(self.admin.call(self.api, Method::POST, "/snapshots", "3.0", Some(&body)).await?, "snapshot")
-                .await?;
+            id_in(&self.admin.call(self.api, Method::POST, "/snapshots", "3.0", Some(&body)).await?, "snapshot")?;
         self.admin.wait_for(self.api, &format!("/snapshots/{snapshot}"), "snapshot", "available").await?;
         let action = format!("/snapshots/{snapshot}/action");
         let released =

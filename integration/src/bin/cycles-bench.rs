@@ -36,8 +36,7 @@ async fn main() -> Result<()> {
             number => cycles = number.parse().with_context(|| format!("{number:?} is not a cycle count"))?,
         }
     }
-    // `basalt` of the same build, beside this benchmark.
-    let current = std::env::current_exe()?.with_file_name("basalt");
+    let current = basalt_integration::basalt_binary()?;
     println!("| concurrency | binary | cycles/s | create→available p50 | p99 |");
     println!("|---|---|---|---|---|");
     let mut ratios = Vec::new();

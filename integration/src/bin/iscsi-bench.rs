@@ -56,11 +56,7 @@ fn run(pattern: &Pattern, target: &[&str]) -> Result<f64> {
 async fn main() -> Result<()> {
     let tgtd = Tgtd::start()?;
     let mut mesh = InProcessMesh::start(0).await?;
-    let settings = basalt_volume_node::TgtSettings {
-        control_port: Some(tgtd.control_port),
-        portal: tgtd.portal(),
-        iqn_prefix: "iqn.2010-10.org.basalt:".into(),
-    };
+    let settings = tgtd.settings();
     mesh.add_node_with("bench-node", |config| config.export = basalt_volume_node::ExportSettings::Tgt(settings))
         .await?;
     let mut client = volume_client(&mesh.grpc_addr).await?;

@@ -101,17 +101,6 @@ pub fn extend_usage(type_name: &str, delta_gib: i64) -> Vec<(String, i64)> {
     vec![(GIGABYTES.into(), delta_gib), (format!("gigabytes_{type_name}"), delta_gib)]
 }
 
-async fn limit(
-    db: &impl ConnectionTrait,
-    defaults: &QuotaDefaults,
-    project: &ProjectId,
-    resource: &str,
-) -> Result<i64, ServiceError> {
-    let explicit =
-        quota_limit::Entity::find_by_id((project.clone(), resource.to_owned())).one(db).await.map_err(db_error)?;
-    Ok(explicit.map_or_else(|| defaults.get(resource), |row| row.hard_limit))
-}
-
 /// Refuses a volume larger than the project's `per_volume_gigabytes`.
 pub async fn check_volume_size(
     db: &impl ConnectionTrait,
@@ -119,7 +108,8 @@ pub async fn check_volume_size(
     project: &ProjectId,
     size_gib: i64,
 ) -> Result<(), ServiceError> {
-    let maximum = limit(db, defaults, project, PER_VOLUME_GIGABYTES).await?;
+    let limits = limits(db, defaults, project, &[PER_VOLUME_GIGABYTES]).await?;
+    let maximum = limits.get(PER_VOLUME_GIGABYTES).copied().unwrap_or(-1);
     if maximum >= 0 && size_gib > maximum {
         return Err(ServiceError::new(
             ErrorCode::QuotaExceeded,
@@ -254,30 +244,8 @@ async fn add(
 /// Locks the project's `resource` counter row until the transaction ends (on PostgreSQL; SQLite
 /// has one writer anyway): transactions that must not interleave for a project take it first.
 pub async fn lock(txn: &impl ConnectionTrait, project: &ProjectId, resource: &str) -> Result<(), ServiceError> {
-    ensure_usage_row(txn, project, resource).await?;
-    quota_usage::Entity::update_many()
-        .col_expr(quota_usage::Column::InUse, Expr::col(quota_usage::Column::InUse))
-        .filter(quota_usage::Column::ProjectId.eq(project.clone()))
-        .filter(quota_usage::Column::Resource.eq(resource))
-        .exec(txn)
-        .await
-        .map_err(db_error)
-        .map(drop)
-}
-
-async fn ensure_usage_row(txn: &impl ConnectionTrait, project: &ProjectId, resource: &str) -> Result<(), ServiceError> {
-    let insert = Query::insert()
-        .into_table(quota_usage::Entity)
-        .columns([quota_usage::Column::ProjectId, quota_usage::Column::Resource, quota_usage::Column::InUse])
-        .values_panic([project.clone().into(), resource.into(), 0i64.into()])
-        .on_conflict(
-            OnConflict::columns([quota_usage::Column::ProjectId, quota_usage::Column::Resource])
-                .do_nothing()
-                .to_owned(),
-        )
-        .to_owned();
-    txn.execute(&insert).await.map_err(db_error)?;
-    Ok(())
+    // Adding nothing makes the row if it is missing and, on PostgreSQL, locks it either way.
+    add(txn, project, resource, 0, None).await.map(drop)
 }
 
 async fn in_use(db: &impl ConnectionTrait, project: &ProjectId, resource: &str) -> Result<i64, ServiceError> {
@@ -325,11 +293,8 @@ pub async fn quota_set(
     defaults: &QuotaDefaults,
     project: &ProjectId,
 ) -> Result<QuotaSet, ServiceError> {
-    let mut values: BTreeMap<String, QuotaValue> = BTreeMap::new();
-    for resource in resources(db).await? {
-        let limit = defaults.get(&resource);
-        values.insert(resource, QuotaValue { limit, in_use: 0, reserved: 0 });
-    }
+    let mut values: BTreeMap<String, QuotaValue> =
+        default_set(db, defaults, project).await?.quotas.into_iter().collect();
     let limits = quota_limit::Entity::find()
         .filter(quota_limit::Column::ProjectId.eq(project.clone()))
         .all(db)

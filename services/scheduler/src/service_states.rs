@@ -95,7 +95,7 @@ pub async fn update(core: &Core, request: UpdateServiceRequest) -> Result<Servic
     }
     let exact = ListServicesRequest { binary: request.binary.clone(), host: String::new() };
     let known = list(core, &exact).await?;
-    if !known.iter().any(|service| service.host == request.host) {
+    let Some(mut service) = known.iter().find(|service| service.host == request.host).cloned() else {
         let hosts: Vec<&str> = known.iter().map(|service| service.host.as_str()).collect();
         return Err(ServiceError::not_found(format!(
             "no {} service on host {}; the hosts are: {}",
@@ -103,8 +103,8 @@ pub async fn update(core: &Core, request: UpdateServiceRequest) -> Result<Servic
             basalt::error::excerpt(&request.host),
             hosts.join(", ")
         )));
-    }
-    let key = (request.binary.clone(), request.host.clone());
+    };
+    let key = (request.binary, request.host);
     if request.disabled {
         let row = service_state::ActiveModel {
             binary: Set(key.0.clone()),
@@ -120,8 +120,7 @@ pub async fn update(core: &Core, request: UpdateServiceRequest) -> Result<Servic
         service_state::Entity::delete_by_id(key.clone()).exec(&core.db).await.map_err(db_error)?;
     }
     tracing::warn!(binary = %key.0, host = %key.1, disabled = request.disabled, reason, "service state changed by an admin");
-    let now = list(core, &ListServicesRequest { binary: key.0, host: String::new() }).await?;
-    now.into_iter()
-        .find(|service| service.host == key.1)
-        .ok_or_else(|| ServiceError::not_found(format!("service {} went away meanwhile", request.host)))
+    service.status = if request.disabled { "disabled" } else { "enabled" }.into();
+    service.disabled_reason = if request.disabled { reason.to_owned() } else { String::new() };
+    Ok(service)
 }

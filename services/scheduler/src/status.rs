@@ -122,9 +122,14 @@ async fn must_find<R: Stateful>(db: &impl ConnectionTrait, id: R::Id) -> Result<
 pub async fn load<R: Stateful>(db: &impl ConnectionTrait, context: &CallContext, id: &str) -> Result<R, ServiceError> {
     let id: R::Id = id.parse()?;
     match find::<R>(db, id).await? {
-        Some(model) if context.is_admin || model.project_id() == &context.project_id => Ok(model),
+        Some(model) if visible(context, &model) => Ok(model),
         _ => Err(not_found::<R>(id)),
     }
+}
+
+/// Whether the caller may see the row: its own project's, or any for an admin.
+pub fn visible<R: Stateful>(context: &CallContext, model: &R) -> bool {
+    context.is_admin || model.project_id() == &context.project_id
 }
 
 /// Fails with the statuses `action` accepts when the row is in another.

@@ -339,9 +339,7 @@ impl Volumes {
             .await
             .map_err(db_error)?;
         match found {
-            Some((model, volume_type)) if context.is_admin || model.project_id == context.project_id => {
-                Ok((model, volume_type))
-            }
+            Some((model, volume_type)) if status::visible(context, &model) => Ok((model, volume_type)),
             _ => Err(status::not_found::<volume::Model>(id)),
         }
     }
