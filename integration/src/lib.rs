@@ -141,6 +141,26 @@ pub async fn lift_volume_quotas(client: &VolumeServiceClient<Channel>, project: 
     Ok(())
 }
 
+/// One REST call as the benchmarks make it on a kept-alive `client`: the noauth token `token`
+/// (`role:project`), microversion 3.0; the status and the body as JSON (null when it is none).
+pub async fn rest_call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: &str,
+    body: Option<&str>,
+) -> Result<(reqwest::StatusCode, serde_json::Value)> {
+    let mut request =
+        client.request(method, url).header("X-Auth-Token", token).header("OpenStack-API-Version", "volume 3.0");
+    if let Some(body) = body {
+        request = request.header("Content-Type", "application/json").body(body.to_owned());
+    }
+    let reply = request.send().await?;
+    let status = reply.status();
+    let bytes = reply.bytes().await?;
+    Ok((status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)))
+}
+
 /// The median and 99th percentile of `samples` (sorted in place), for benchmarks.
 pub fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
     samples.sort();

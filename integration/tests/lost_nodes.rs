@@ -142,12 +142,17 @@ async fn a_node_s_volumes_move_to_the_node_that_took_over_its_storage() -> Resul
     let mut client = volume_client(&mesh.grpc_addr).await?;
     let operator = admin("ops");
     let request = MoveNodeResourcesRequest { from_node_id: "node-0".into(), to_node_id: "node-1".into() };
+    // The move needs node-0 silent and node-1 fresh at the same moment; on a loaded machine a
+    // report of node-1 can come late enough to make it briefly stale, so both refusals are waited out.
     let deadline = tokio::time::Instant::now() + WAIT;
     let moved = loop {
         match client.move_node_resources(operator.request(request.clone())).await {
             Ok(done) => break done.into_inner(),
-            Err(status) if status.message().contains("is reporting") => {
-                ensure!(tokio::time::Instant::now() < deadline, "node-0 never went silent");
+            Err(status) if status.message().contains("reporting") => {
+                ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "node-0 never went silent with node-1 reporting: {status:?}"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(status) => return Err(status.into()),
@@ -156,7 +161,8 @@ async fn a_node_s_volumes_move_to_the_node_that_took_over_its_storage() -> Resul
     ensure!(moved.volumes == 1, "moved {moved:?}");
     let backwards = MoveNodeResourcesRequest { from_node_id: "node-1".into(), to_node_id: "node-0".into() };
     let refused = client.move_node_resources(operator.request(backwards)).await.unwrap_err();
-    ensure!(refused.code() != Code::Ok && refused.message().contains("is reporting"), "{refused:?}");
+    // Refused because node-1 reports (or, should its report come late, because node-0 does not).
+    ensure!(refused.message().contains("reporting"), "{refused:?}");
 
     // The volume works on its new node: it grows there, bytes kept.
     let extend = r#"{"os-extend": {"new_size": 2}}"#;

@@ -13,7 +13,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use basalt_integration::{BasaltProcess, percentiles};
+use basalt_integration::{BasaltProcess, percentiles, rest_call};
 
 const PROJECT: &str = "0123456789abcdef0123456789abcdef";
 const POLL: Duration = Duration::from_millis(1);
@@ -135,15 +135,5 @@ async fn call(
     url: &str,
     body: Option<&str>,
 ) -> Result<(reqwest::StatusCode, serde_json::Value)> {
-    let mut request = client
-        .request(method, url)
-        .header("X-Auth-Token", format!("admin:{PROJECT}"))
-        .header("OpenStack-API-Version", "volume 3.0");
-    if let Some(body) = body {
-        request = request.header("Content-Type", "application/json").body(body.to_owned());
-    }
-    let reply = request.send().await?;
-    let status = reply.status();
-    let bytes = reply.bytes().await?;
-    Ok((status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)))
+    rest_call(client, method, url, &format!("admin:{PROJECT}"), body).await
 }

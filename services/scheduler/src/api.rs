@@ -898,15 +898,13 @@ impl VolumeService for VolumeApi {
         let mut pools = Vec::new();
         for node in self.core.capacity.nodes() {
             let report = &node.report;
-            for capacity in &report.pools {
-                let name = format!("{}@{}#{}", report.node_id, capacity.backend, capacity.name);
+            for (capacity, candidate) in report.pools.iter().zip(&node.pools) {
+                let name = candidate.host().to_owned();
                 if !request.get_ref().name.is_empty() && request.get_ref().name != name {
                     continue;
                 }
                 let booked_gib = claimed.get(&name).copied().unwrap_or(0).max(0) as u64;
-                let candidate =
-                    placement::PoolCandidate::from_report(&report.node_id, &report.availability_zone, capacity)
-                        .with_booked(booked_gib as f64);
+                let candidate = candidate.clone().with_booked(booked_gib as f64);
                 let largest_volume_gib = placement::filters::largest_fit_gib(&candidate, false).floor() as u64;
                 pools.push(Pool {
                     r#ref: Some(PoolRef {

@@ -2,7 +2,7 @@
 //! whose reports stop for three of its own intervals is stale: unschedulable, not "down".
 
 use std::{
-    collections::HashMap,
+    collections::BTreeMap,
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
@@ -10,20 +10,31 @@ use std::{
 use basalt::{ServiceError, bus::Bus, proto::CapacityReport};
 use futures::StreamExt;
 
-use crate::placement::PoolCandidate;
+use crate::{placement::PoolCandidate, pool_table::PoolTable};
 
 /// Reports older than this many of the node's intervals make it unschedulable.
 const STALE_AFTER_INTERVALS: u32 = 3;
 /// A floor on the staleness window, so a very short interval does not flap.
 const MIN_STALE_WINDOW: Duration = Duration::from_millis(500);
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct NodeReport {
     pub report: CapacityReport,
     pub received_at: Instant,
+    /// The report's pools as placement sees them, made once when the report comes.
+    pub pools: Vec<PoolCandidate>,
 }
 
 impl NodeReport {
+    fn new(report: CapacityReport) -> Self {
+        let pools = report
+            .pools
+            .iter()
+            .map(|pool| PoolCandidate::from_report(&report.node_id, &report.availability_zone, pool))
+            .collect();
+        Self { report, received_at: Instant::now(), pools }
+    }
+
     pub fn stale_window(&self) -> Duration {
         (Duration::from_millis(u64::from(self.report.report_interval_ms)) * STALE_AFTER_INTERVALS).max(MIN_STALE_WINDOW)
     }
@@ -35,7 +46,12 @@ impl NodeReport {
 
 #[derive(Debug, Default)]
 pub struct CapacityView {
-    nodes: RwLock<HashMap<String, NodeReport>>,
+    /// By node id, so every reader sees the nodes in one order.
+    nodes: RwLock<BTreeMap<String, Arc<NodeReport>>>,
+    /// The reports' pools as placement walks them. Taken after `nodes` when both are.
+    pools: RwLock<PoolTable>,
+    /// One reader of the bookings from the database at a time; the others wait for its figures.
+    pub reading_bookings: tokio::sync::Mutex<()>,
 }
 
 impl CapacityView {
@@ -48,18 +64,29 @@ impl CapacityView {
         {
             return false;
         }
-        nodes.insert(report.node_id.clone(), NodeReport { report, received_at: Instant::now() });
+        let node = Arc::new(NodeReport::new(report));
+        let previous = nodes.insert(node.report.node_id.clone(), node.clone());
+        let previous_pools = previous.as_ref().map_or(&[][..], |previous| &previous.pools[..]);
+        self.decide(|table| table.report(previous_pools, &node.pools, node.received_at, node.stale_window()));
         true
     }
 
-    pub fn nodes(&self) -> Vec<NodeReport> {
-        let nodes = self.nodes.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut all: Vec<_> = nodes.values().cloned().collect();
-        all.sort_by(|a, b| a.report.node_id.cmp(&b.report.node_id));
-        all
+    /// Reads the placement table.
+    pub fn pools<T>(&self, read: impl FnOnce(&PoolTable) -> T) -> T {
+        read(&self.pools.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
-    pub fn node(&self, node_id: &str) -> Option<NodeReport> {
+    /// Changes the placement table, alone: one decision, a report, or the bookings read.
+    pub fn decide<T>(&self, change: impl FnOnce(&mut PoolTable) -> T) -> T {
+        change(&mut self.pools.write().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    /// Every node's latest report, by node id.
+    pub fn nodes(&self) -> Vec<Arc<NodeReport>> {
+        self.nodes.read().unwrap_or_else(|poisoned| poisoned.into_inner()).values().cloned().collect()
+    }
+
+    pub fn node(&self, node_id: &str) -> Option<Arc<NodeReport>> {
         self.nodes.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(node_id).cloned()
     }
 
@@ -79,9 +106,9 @@ impl CapacityView {
         let node = self.node(node_id).filter(|node| node.is_fresh(Instant::now())).ok_or_else(|| {
             ServiceError::not_found(format!("host {} is not reporting", basalt::error::excerpt(host)))
         })?;
-        let mut pools = node.report.pools.iter().filter(|pool| pool.backend == backend);
+        let mut pools = node.pools.iter().filter(|pool| pool.identity.backend == backend);
         let pool = match pool_name {
-            Some(name) => pools.find(|pool| pool.name == name),
+            Some(name) => pools.find(|pool| pool.identity.pool == name),
             None => match (pools.next(), pools.next()) {
                 (Some(only), None) => Some(only),
                 (Some(_), Some(_)) => {
@@ -95,14 +122,12 @@ impl CapacityView {
         let pool = pool.ok_or_else(|| {
             ServiceError::not_found(format!("host {} has no such pool", basalt::error::excerpt(host)))
         })?;
-        Ok(PoolCandidate::from_report(node_id, &node.report.availability_zone, pool))
+        Ok(pool.clone())
     }
 
     /// Pool `pool` of node `node_id` as placement sees it, from the node's latest report.
     pub fn pool(&self, node_id: &str, pool: &str) -> Option<PoolCandidate> {
-        let node = self.node(node_id)?;
-        let capacity = node.report.pools.iter().find(|candidate| candidate.name == pool)?;
-        Some(PoolCandidate::from_report(node_id, &node.report.availability_zone, capacity))
+        self.node(node_id)?.pools.iter().find(|candidate| candidate.identity.pool == pool).cloned()
     }
 
     /// Returns the loop that follows the bus until `stopped` resolves. Subscribes before returning, so a poll sent
@@ -162,7 +187,7 @@ mod tests {
     #[test]
     fn a_node_goes_stale_after_three_intervals() {
         let received_at = Instant::now();
-        let node = NodeReport { report: report("n1", "b1", 1), received_at };
+        let node = NodeReport { received_at, ..NodeReport::new(report("n1", "b1", 1)) };
         assert!(node.is_fresh(received_at + Duration::from_millis(2900)));
         assert!(!node.is_fresh(received_at + Duration::from_millis(3100)));
     }

@@ -1,10 +1,16 @@
 //! Capacity claims: the GiB booked on each pool, the database's authority over what the nodes'
 //! reports may not show yet. A claim is a guarded increment in the transaction that writes the
 //! volume or snapshot row, so two schedulers on one PostgreSQL never book the same space twice.
+//! Placement reads them from memory (the [`PoolTable`](crate::pool_table::PoolTable)), so a
+//! decision over thousands of pools reads no table.
 
-use std::{collections::HashMap, time::Instant};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use basalt::ServiceError;
+use basalt::{ErrorCode, ServiceError};
 use chrono::Utc;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
@@ -14,7 +20,8 @@ use sea_orm::{
 use crate::{
     Core,
     db::{db_error, pool_claim},
-    placement::PoolCandidate,
+    placement::{self, PlacementRequest, PoolCandidate},
+    pool_table::{BOOKINGS_MAX_AGE, BOOKINGS_REFRESH},
     service_states,
 };
 
@@ -48,6 +55,24 @@ pub async fn claim(txn: &impl ConnectionTrait, host: &str, capacity_gib: i64, gi
         .await
         .map_err(db_error)?;
     Ok(updated.rows_affected == 1)
+}
+
+/// Claims `gib` on the first pool of `ranked` with room for it; `None` when none has. When the
+/// pool a decision counted on has no room after all, the next decision reads the bookings again.
+pub async fn claim_first(
+    core: &Core,
+    txn: &impl ConnectionTrait,
+    ranked: &[PoolCandidate],
+    thick: bool,
+    gib: i64,
+) -> Result<Option<PoolCandidate>, ServiceError> {
+    for pool in ranked {
+        if claim(txn, pool.host(), capacity_gib(pool, thick), gib).await? {
+            return Ok(Some(pool.clone()));
+        }
+        core.capacity.decide(|table| table.forget_bookings());
+    }
+    Ok(None)
 }
 
 /// Books `gib` on `pool` whatever it holds: for bytes already in the pool (an adopted volume),
@@ -99,37 +124,80 @@ pub async fn release(txn: &impl ConnectionTrait, host: &str, gib: i64) -> Result
     Ok(())
 }
 
-/// Every pool of every fresh report whose volume service is enabled, with what the database has
-/// booked on it.
-pub async fn candidates(core: &Core) -> Result<Vec<PoolCandidate>, ServiceError> {
+/// Reads the bookings from the database unless a read within `age` is held.
+async fn read_bookings(core: &Core, age: Duration) -> Result<(), ServiceError> {
+    if core.capacity.pools(|table| table.read_within(age)) {
+        return Ok(());
+    }
+    let _reading = core.capacity.reading_bookings.lock().await;
+    if core.capacity.pools(|table| table.read_within(age)) {
+        return Ok(());
+    }
+    let read_at = Instant::now();
     let booked = claimed(&core.db).await?;
     let disabled = service_states::disabled_volume_hosts(&core.db).await?;
-    let now = Instant::now();
-    let mut candidates = Vec::new();
-    let mut left_out = std::collections::BTreeSet::new();
-    for node in core.capacity.nodes().into_iter().filter(|node| node.is_fresh(now)) {
-        for pool in &node.report.pools {
-            let service = format!("{}@{}", node.report.node_id, pool.backend);
-            if disabled.contains(&service) {
-                left_out.insert(service);
-                continue;
+    core.capacity.decide(|table| table.apply_bookings(booked, disabled, read_at));
+    Ok(())
+}
+
+/// Keeps the bookings current in the background until `stopped` resolves, so decisions do not
+/// wait for the read.
+pub async fn keep_bookings_current(core: Arc<Core>, stopped: impl Future<Output = ()>) {
+    tokio::pin!(stopped);
+    let mut every = tokio::time::interval(BOOKINGS_REFRESH);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                // Half a period of slack, so a tick that comes a little early still reads.
+                if let Err(error) = read_bookings(&core, BOOKINGS_REFRESH / 2).await {
+                    tracing::warn!(%error, "reading the capacity claims failed; placement keeps the last ones");
+                }
             }
-            let candidate = PoolCandidate::from_report(&node.report.node_id, &node.report.availability_zone, pool);
-            let booked_gib = booked.get(&candidate.host()).copied().unwrap_or(0) as f64;
-            candidates.push(candidate.with_booked(booked_gib));
+            _ = &mut stopped => return,
         }
     }
-    if candidates.is_empty() && !left_out.is_empty() {
-        return Err(ServiceError::new(
-            basalt::ErrorCode::NoCapacity,
-            format!(
-                "no valid node: every volume service that reports is disabled ({}); an admin enables one with \
-                 os-services enable",
-                left_out.into_iter().collect::<Vec<_>>().join(", ")
-            ),
-        ));
+}
+
+/// Every pool of every fresh report whose volume service is enabled, with what is booked on it.
+pub async fn candidates(core: &Core) -> Result<Vec<PoolCandidate>, ServiceError> {
+    read_bookings(core, BOOKINGS_MAX_AGE).await?;
+    core.capacity.pools(|table| Ok(table.usable(Instant::now())?.cloned().collect()))
+}
+
+/// The best pools among [`candidates`] that `keep` keeps and that can take `request`, best
+/// first; the request's size counts on the first of them at once, so the next decision, however
+/// soon, sees it. A refusal ("no valid node") made from the figures in memory is made again from
+/// the database's before it is given, so a pool the database holds free is never refused.
+pub async fn place(
+    core: &Core,
+    request: &PlacementRequest,
+    keep: impl Fn(&PoolCandidate) -> bool,
+) -> Result<Vec<PoolCandidate>, ServiceError> {
+    read_bookings(core, BOOKINGS_MAX_AGE).await?;
+    match decide(core, request, &keep) {
+        Err(refused) if refused.code == ErrorCode::NoCapacity => {
+            core.capacity.decide(|table| table.forget_bookings());
+            read_bookings(core, BOOKINGS_MAX_AGE).await?;
+            decide(core, request, &keep)
+        }
+        decided => decided,
     }
-    Ok(candidates)
+}
+
+/// One decision, ranked and counted while no other decision runs, so decisions made at the same
+/// time see each other's.
+fn decide(
+    core: &Core,
+    request: &PlacementRequest,
+    keep: &impl Fn(&PoolCandidate) -> bool,
+) -> Result<Vec<PoolCandidate>, ServiceError> {
+    core.capacity.decide(|table| {
+        let candidates = table.usable(Instant::now())?.filter(|pool| keep(pool));
+        let ranked = placement::rank(candidates, request, &core.config.weighers)?;
+        table.count(ranked[0].host(), request.size_gib.ceil() as i64);
+        Ok(ranked)
+    })
 }
 
 /// GiB claimed per pool host.

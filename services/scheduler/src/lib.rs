@@ -25,6 +25,7 @@ pub mod node_recovery;
 pub mod nodes;
 pub mod operations;
 pub mod placement;
+pub mod pool_table;
 pub mod qos;
 pub mod quotas;
 pub mod secrets;
@@ -118,6 +119,7 @@ pub async fn start(config: SchedulerConfig, bus: Bus) -> Result<RunningScheduler
         });
     }
 
+    tasks.spawn(claims::keep_bookings_current(core.clone(), tasks.stopped()));
     {
         let core = core.clone();
         let interval = config.control.message_reap_interval;

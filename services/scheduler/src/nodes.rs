@@ -41,16 +41,16 @@ impl NodeClients {
                 "volume node {node_id} stopped reporting; waiting for it to come back"
             )));
         }
-        let endpoint = node.report.endpoint;
+        let endpoint = &node.report.endpoint;
         let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some((known, channel)) = channels.get(node_id)
-            && *known == endpoint
+            && known == endpoint
         {
             return Ok(NodeAgentClient::new(channel.clone()));
         }
         let role = Role::Node(NodeId::parse(node_id)?);
-        let channel = channel(&endpoint, &self.tls, &role)?;
-        channels.insert(node_id.to_owned(), (endpoint, channel.clone()));
+        let channel = channel(endpoint, &self.tls, &role)?;
+        channels.insert(node_id.to_owned(), (endpoint.clone(), channel.clone()));
         Ok(NodeAgentClient::new(channel))
     }
 }

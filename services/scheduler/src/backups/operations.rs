@@ -117,7 +117,7 @@ impl BackupOperation {
             // The backup store is the deployment's, not the node's: another node removes it.
             let now = std::time::Instant::now();
             let reporting = core.capacity.nodes().into_iter().find(|node| node.is_fresh(now));
-            node_id = reporting.map(|node| node.report.node_id).ok_or_else(|| {
+            node_id = reporting.map(|node| node.report.node_id.clone()).ok_or_else(|| {
                 ServiceError::unavailable(format!(
                     "backup {}'s node {node_id} was declared lost and no other volume node reports to delete it",
                     self.backup_id()

@@ -72,7 +72,9 @@ impl Groups {
         let fitting: Vec<PoolCandidate> = claims::candidates(&self.core)
             .await?
             .into_iter()
-            .filter(|pool| request.availability_zone.is_empty() || pool.availability_zone == request.availability_zone)
+            .filter(|pool| {
+                request.availability_zone.is_empty() || pool.availability_zone() == request.availability_zone
+            })
             .filter(|pool| {
                 types.iter().all(|volume_type| {
                     placement::filters::satisfies(pool, &volume_types::placement_request(volume_type, 0))
@@ -81,7 +83,7 @@ impl Groups {
             .collect();
         let pool = fitting
             .into_iter()
-            .max_by(|a, b| a.free_gib.total_cmp(&b.free_gib).then_with(|| b.host().cmp(&a.host())))
+            .max_by(|a, b| a.free_gib.total_cmp(&b.free_gib).then_with(|| b.host().cmp(a.host())))
             .ok_or_else(|| {
                 let names: Vec<&str> = types.iter().map(|volume_type| volume_type.name.as_str()).collect();
                 ServiceError::invalid(format!(
@@ -104,10 +106,10 @@ impl Groups {
             volume_type_ids: Set(IdList(types.iter().map(|volume_type| volume_type.id.to_string()).collect())),
             // A generic group needs nothing of its node until it has volumes.
             status: Set(GroupStatus::Available),
-            availability_zone: Set(pool.availability_zone.clone()),
-            node_id: Set(NodeId::parse(&pool.node_id)?),
-            backend: Set(pool.backend.clone()),
-            pool: Set(pool.pool.clone()),
+            availability_zone: Set(pool.identity.availability_zone.clone()),
+            node_id: Set(NodeId::parse(pool.node_id())?),
+            backend: Set(pool.identity.backend.clone()),
+            pool: Set(pool.identity.pool.clone()),
             created_at: Set(now),
             updated_at: Set(now),
             group_snapshot_id: Set(None),

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use super::{PlacementRequest, PoolCandidate, extra_specs};
 
 pub fn availability_zone(pool: &PoolCandidate, request: &PlacementRequest) -> bool {
-    request.availability_zones.is_empty() || request.availability_zones.contains(&pool.availability_zone)
+    request.availability_zones.is_empty()
+        || request.availability_zones.iter().any(|zone| zone == pool.availability_zone())
 }
 
 /// Cinder's CapabilitiesFilter: every checked extra spec must match the pool's capability.
@@ -14,7 +15,7 @@ pub fn capabilities(pool: &PoolCandidate, specs: &HashMap<String, String>) -> bo
     specs.iter().all(|(key, requirement)| match extra_specs::capability_key(key) {
         None => true,
         Some(capability) => {
-            pool.capabilities.get(capability).is_some_and(|have| extra_specs::matches(have, requirement))
+            pool.identity.capabilities.get(capability).is_some_and(|have| extra_specs::matches(have, requirement))
         }
     })
 }

@@ -6,7 +6,7 @@ pub mod extra_specs;
 pub mod filters;
 pub mod weighers;
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use basalt::{ErrorCode, ServiceError};
 
@@ -14,13 +14,24 @@ pub use weighers::Weigher;
 
 const GIB: f64 = (1u64 << 30) as f64;
 
-/// One pool as placement sees it, in GiB like Cinder's formulas.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PoolCandidate {
+/// What a node's report says of one of its pools that no decision changes: made once per report
+/// and shared by every decision that reads it, so a decision copies numbers, not names and maps.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PoolIdentity {
     pub node_id: String,
     pub backend: String,
     pub pool: String,
     pub availability_zone: String,
+    /// Cinder's `host@backend#pool`.
+    pub host: String,
+    /// Capabilities matched against volume-type extra specs.
+    pub capabilities: HashMap<String, String>,
+}
+
+/// One pool as placement sees it, in GiB like Cinder's formulas.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolCandidate {
+    pub identity: Arc<PoolIdentity>,
     pub total_gib: f64,
     pub free_gib: f64,
     pub provisioned_gib: f64,
@@ -30,17 +41,20 @@ pub struct PoolCandidate {
     pub thick_provisioning_support: bool,
     pub max_over_subscription_ratio: f64,
     pub reserved_percentage: u32,
-    /// Capabilities matched against volume-type extra specs.
-    pub capabilities: HashMap<String, String>,
 }
 
 impl PoolCandidate {
     pub fn from_report(node_id: &str, availability_zone: &str, pool: &basalt::proto::PoolCapacity) -> Self {
-        let mut candidate = Self {
+        let mut identity = PoolIdentity {
             node_id: node_id.to_owned(),
             backend: pool.backend.clone(),
             pool: pool.name.clone(),
             availability_zone: availability_zone.to_owned(),
+            host: format!("{node_id}@{}#{}", pool.backend, pool.name),
+            capabilities: pool.capabilities.clone(),
+        };
+        let candidate = Self {
+            identity: Arc::default(),
             total_gib: pool.total_bytes as f64 / GIB,
             free_gib: pool.free_bytes as f64 / GIB,
             provisioned_gib: pool.provisioned_bytes as f64 / GIB,
@@ -50,19 +64,18 @@ impl PoolCandidate {
             thick_provisioning_support: pool.thick_provisioning_support,
             max_over_subscription_ratio: pool.max_over_subscription_ratio,
             reserved_percentage: pool.reserved_percentage,
-            capabilities: pool.capabilities.clone(),
         };
-        candidate.add_standard_capabilities(pool.multiattach);
-        candidate
+        candidate.add_standard_capabilities(&mut identity, pool.multiattach);
+        Self { identity: Arc::new(identity), ..candidate }
     }
 
     /// The report's fields as capabilities too, as Cinder's host state exposes them.
-    fn add_standard_capabilities(&mut self, multiattach: bool) {
+    fn add_standard_capabilities(&self, identity: &mut PoolIdentity, multiattach: bool) {
         let title = |value: bool| if value { "True" } else { "False" }.to_owned();
         let standard = [
-            ("pool_name", self.pool.clone()),
-            ("backend", self.backend.clone()),
-            ("availability_zone", self.availability_zone.clone()),
+            ("pool_name", identity.pool.clone()),
+            ("backend", identity.backend.clone()),
+            ("availability_zone", identity.availability_zone.clone()),
             ("total_capacity_gb", format!("{}", self.total_gib.floor())),
             ("free_capacity_gb", format!("{}", self.free_gib.floor())),
             ("reserved_percentage", self.reserved_percentage.to_string()),
@@ -72,7 +85,7 @@ impl PoolCandidate {
             ("multiattach", title(multiattach)),
         ];
         for (key, value) in standard {
-            self.capabilities.entry(key.to_owned()).or_insert(value);
+            identity.capabilities.entry(key.to_owned()).or_insert(value);
         }
     }
 
@@ -87,9 +100,23 @@ impl PoolCandidate {
         self
     }
 
+    pub fn node_id(&self) -> &str {
+        &self.identity.node_id
+    }
+
+    pub fn availability_zone(&self) -> &str {
+        &self.identity.availability_zone
+    }
+
     /// Cinder's `host@backend#pool`.
-    pub fn host(&self) -> String {
-        format!("{}@{}#{}", self.node_id, self.backend, self.pool)
+    pub fn host(&self) -> &str {
+        &self.identity.host
+    }
+
+    /// The volume service the pool belongs to, as `os-services` names it: `host@backend`.
+    pub fn service(&self) -> &str {
+        // The host is made as `{node_id}@{backend}#{pool}`.
+        &self.host()[..self.identity.node_id.len() + 1 + self.identity.backend.len()]
     }
 }
 
@@ -104,22 +131,45 @@ pub struct PlacementRequest {
     pub extra_specs: HashMap<String, String>,
 }
 
-/// Every pool that passes the filters, best first; or why none does.
-pub fn rank(
-    candidates: &[PoolCandidate],
+/// How many pools a ranking returns: the ones a create tries to claim, in order.
+pub const RANKED: usize = 16;
+
+/// The best [`RANKED`] pools that pass the filters, best first; or why none does. Two passes over
+/// `candidates` and no copy of them: the first filters and finds each weigher's range, the second
+/// weighs and keeps the best.
+pub fn rank<'a>(
+    candidates: impl Iterator<Item = &'a PoolCandidate> + Clone,
     request: &PlacementRequest,
     weighers: &[(Weigher, f64)],
 ) -> Result<Vec<PoolCandidate>, ServiceError> {
-    if candidates.is_empty() {
+    let (mut any, mut in_zone, mut capable, mut fitting) = (false, false, false, false);
+    let mut largest = 0.0_f64;
+    let mut normaliser = weighers::Normaliser::new(weighers);
+    for pool in candidates.clone() {
+        any = true;
+        if !filters::availability_zone(pool, request) {
+            continue;
+        }
+        in_zone = true;
+        if !filters::capabilities(pool, &request.extra_specs) {
+            continue;
+        }
+        capable = true;
+        if !filters::capacity(pool, request) {
+            largest = largest.max(filters::largest_fit_gib(pool, request.thick));
+            continue;
+        }
+        fitting = true;
+        normaliser.see(pool, request.thick);
+    }
+    if !any {
         return Err(ServiceError::new(
             ErrorCode::NoCapacity,
             "no valid node: no volume node is reporting capacity; start a volume node or check that it reaches the bus",
         ));
     }
-    let in_zone: Vec<&PoolCandidate> =
-        candidates.iter().filter(|pool| filters::availability_zone(pool, request)).collect();
-    if in_zone.is_empty() {
-        let mut zones: Vec<&str> = candidates.iter().map(|pool| pool.availability_zone.as_str()).collect();
+    if !in_zone {
+        let mut zones: Vec<&str> = candidates.map(PoolCandidate::availability_zone).collect();
         zones.sort_unstable();
         zones.dedup();
         return Err(ServiceError::new(
@@ -131,9 +181,7 @@ pub fn rank(
             ),
         ));
     }
-    let capable: Vec<&PoolCandidate> =
-        in_zone.into_iter().filter(|pool| filters::capabilities(pool, &request.extra_specs)).collect();
-    if capable.is_empty() {
+    if !capable {
         let mut specs: Vec<String> = request
             .extra_specs
             .iter()
@@ -146,10 +194,7 @@ pub fn rank(
             format!("no valid node: no pool has the capabilities the volume type asks for ({})", specs.join(", ")),
         ));
     }
-    let fitting: Vec<&PoolCandidate> =
-        capable.iter().copied().filter(|pool| filters::capacity(pool, request)).collect();
-    if fitting.is_empty() {
-        let largest = capable.iter().map(|pool| filters::largest_fit_gib(pool, request.thick)).fold(0.0_f64, f64::max);
+    if !fitting {
         return Err(ServiceError::new(
             ErrorCode::NoCapacity,
             format!(
@@ -159,15 +204,26 @@ pub fn rank(
             ),
         ));
     }
-    let weights = weighers::weigh(&fitting, request.thick, weighers);
-    // Each host name made once, not twice per comparison.
-    let mut ranked: Vec<(&PoolCandidate, f64, String)> =
-        fitting.into_iter().zip(weights).map(|(pool, weight)| (pool, weight, pool.host())).collect();
     // Highest weight first; ties go to the first host name, so placement is deterministic.
-    ranked.sort_by(|(_, weight_a, host_a), (_, weight_b, host_b)| {
-        weight_b.total_cmp(weight_a).then_with(|| host_a.cmp(host_b))
-    });
-    Ok(ranked.into_iter().map(|(pool, _, _)| pool.clone()).collect())
+    let mut best: Vec<(f64, &PoolCandidate)> = Vec::with_capacity(RANKED + 1);
+    let fits = |pool: &&PoolCandidate| {
+        filters::availability_zone(pool, request)
+            && filters::capabilities(pool, &request.extra_specs)
+            && filters::capacity(pool, request)
+    };
+    for pool in candidates.filter(fits) {
+        let weight = normaliser.weight(pool, request.thick);
+        let ahead = best.partition_point(|(other_weight, other)| match other_weight.total_cmp(&weight) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Equal => other.host() < pool.host(),
+        });
+        if ahead < RANKED {
+            best.insert(ahead, (weight, pool));
+            best.truncate(RANKED);
+        }
+    }
+    Ok(best.into_iter().map(|(_, pool)| pool.clone()).collect())
 }
 
 #[cfg(test)]
@@ -175,11 +231,16 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn pool(node: &str, total: f64, free: f64, provisioned: f64) -> PoolCandidate {
-        let mut candidate = PoolCandidate {
+        let mut identity = PoolIdentity {
             node_id: node.into(),
             backend: "file".into(),
             pool: "default".into(),
             availability_zone: "nova".into(),
+            host: format!("{node}@file#default"),
+            capabilities: HashMap::new(),
+        };
+        let candidate = PoolCandidate {
+            identity: Arc::default(),
             total_gib: total,
             free_gib: free,
             provisioned_gib: provisioned,
@@ -189,10 +250,15 @@ pub(crate) mod tests {
             thick_provisioning_support: false,
             max_over_subscription_ratio: 1.0,
             reserved_percentage: 0,
-            capabilities: HashMap::new(),
         };
-        candidate.add_standard_capabilities(true);
-        candidate
+        candidate.add_standard_capabilities(&mut identity, true);
+        PoolCandidate { identity: Arc::new(identity), ..candidate }
+    }
+
+    /// `pool` with its identity changed by `change` (its zone, its capabilities).
+    pub(crate) fn with_identity(mut pool: PoolCandidate, change: impl FnOnce(&mut PoolIdentity)) -> PoolCandidate {
+        change(Arc::make_mut(&mut pool.identity));
+        pool
     }
 
     fn request(size: f64) -> PlacementRequest {
@@ -200,15 +266,15 @@ pub(crate) mod tests {
     }
 
     fn best(pools: &[PoolCandidate], request: &PlacementRequest) -> Result<String, ServiceError> {
-        rank(pools, request, &[(Weigher::Capacity, 1.0)]).map(|ranked| ranked[0].node_id.clone())
+        rank(pools.iter(), request, &[(Weigher::Capacity, 1.0)]).map(|ranked| ranked[0].node_id().to_owned())
     }
 
     #[test]
     fn the_pool_with_most_virtual_free_space_wins() {
         let pools = [pool("a", 100.0, 100.0, 80.0), pool("b", 100.0, 100.0, 10.0), pool("c", 50.0, 50.0, 0.0)];
         assert_eq!(best(&pools, &request(5.0)).unwrap(), "b");
-        let ranked = rank(&pools, &request(5.0), &[(Weigher::Capacity, 1.0)]).unwrap();
-        let order: Vec<&str> = ranked.iter().map(|pool| pool.node_id.as_str()).collect();
+        let ranked = rank(pools.iter(), &request(5.0), &[(Weigher::Capacity, 1.0)]).unwrap();
+        let order: Vec<&str> = ranked.iter().map(PoolCandidate::node_id).collect();
         assert_eq!(order, ["b", "c", "a"]);
     }
 
@@ -252,14 +318,16 @@ pub(crate) mod tests {
         let mut thick = pool("thick", 200.0, 150.0, 50.0);
         thick.thin_provisioning_support = false;
         thick.thick_provisioning_support = true;
-        thick.capabilities.insert("thin_provisioning_support".into(), "False".into());
-        thick.capabilities.insert("thick_provisioning_support".into(), "True".into());
+        let thick = with_identity(thick, |identity| {
+            identity.capabilities.insert("thin_provisioning_support".into(), "False".into());
+            identity.capabilities.insert("thick_provisioning_support".into(), "True".into());
+        });
         let mut reserved = pool("reserved", 100.0, 100.0, 0.0);
         reserved.reserved_percentage = 50;
-        let mut az2 = pool("az2", 700.0, 700.0, 0.0);
-        az2.availability_zone = "az2".into();
-        let mut ssd = pool("ssd", 50.0, 50.0, 0.0);
-        ssd.capabilities.insert("disk".into(), "ssd nvme".into());
+        let az2 = with_identity(pool("az2", 700.0, 700.0, 0.0), |identity| identity.availability_zone = "az2".into());
+        let ssd = with_identity(pool("ssd", 50.0, 50.0, 0.0), |identity| {
+            identity.capabilities.insert("disk".into(), "ssd nvme".into());
+        });
         let pools = [thin_oversubscribed, thick, reserved, az2, ssd];
 
         let nova = |request: PlacementRequest| PlacementRequest { availability_zones: vec!["nova".into()], ..request };

@@ -41,34 +41,50 @@ pub fn virtual_free_gib(pool: &PoolCandidate, thick: bool) -> f64 {
     pool.free_gib.min(available - pool.provisioned_gib)
 }
 
-/// The summed, normalised weights of `pools`, in their order.
-pub fn weigh(pools: &[&PoolCandidate], thick: bool, weighers: &[(Weigher, f64)]) -> Vec<f64> {
-    let mut total = vec![0.0; pools.len()];
-    for (weigher, multiplier) in weighers {
-        let raw: Vec<f64> = pools
-            .iter()
-            .map(|pool| match weigher {
-                Weigher::Capacity => virtual_free_gib(pool, thick),
-                Weigher::AllocatedCapacity => pool.allocated_gib,
-                Weigher::VolumeNumber => pool.total_volumes as f64,
-            })
-            .collect();
-        for (sum, weight) in total.iter_mut().zip(normalise(raw)) {
-            *sum += weight * multiplier;
-        }
+/// What `weigher` says of `pool`, before normalisation.
+fn raw(weigher: Weigher, pool: &PoolCandidate, thick: bool) -> f64 {
+    match weigher {
+        Weigher::Capacity => virtual_free_gib(pool, thick),
+        Weigher::AllocatedCapacity => pool.allocated_gib,
+        Weigher::VolumeNumber => pool.total_volumes as f64,
     }
-    total
 }
 
-/// Cinder's `base_weight.normalize`: (w - min) / (max - min).
-fn normalise(weights: Vec<f64>) -> Vec<f64> {
-    let min = weights.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = weights.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    // Also catches an empty list (inf, -inf) and NaN weights.
-    if max.partial_cmp(&min) != Some(std::cmp::Ordering::Greater) {
-        return vec![0.0; weights.len()];
+/// Cinder's `base_weight.normalize` over a set of pools, seen one at a time: each weigher's
+/// lowest and highest raw weight, then each pool's weight as the sum over the weighers of
+/// `(w - min) / (max - min)` times the multiplier.
+pub struct Normaliser<'a> {
+    weighers: &'a [(Weigher, f64)],
+    ranges: Vec<(f64, f64)>,
+}
+
+impl<'a> Normaliser<'a> {
+    pub fn new(weighers: &'a [(Weigher, f64)]) -> Self {
+        Self { weighers, ranges: vec![(f64::INFINITY, f64::NEG_INFINITY); weighers.len()] }
     }
-    weights.into_iter().map(|weight| (weight - min) / (max - min)).collect()
+
+    pub fn see(&mut self, pool: &PoolCandidate, thick: bool) {
+        for ((weigher, _), (min, max)) in self.weighers.iter().zip(&mut self.ranges) {
+            let weight = raw(*weigher, pool, thick);
+            (*min, *max) = (min.min(weight), max.max(weight));
+        }
+    }
+
+    pub fn weight(&self, pool: &PoolCandidate, thick: bool) -> f64 {
+        self.weighers
+            .iter()
+            .zip(&self.ranges)
+            .map(|((weigher, multiplier), (min, max))| normalised(raw(*weigher, pool, thick), *min, *max) * multiplier)
+            .sum()
+    }
+}
+
+fn normalised(weight: f64, min: f64, max: f64) -> f64 {
+    // Also catches a range never seen (inf, -inf) and NaN weights.
+    if max.partial_cmp(&min) != Some(std::cmp::Ordering::Greater) {
+        return 0.0;
+    }
+    (weight - min) / (max - min)
 }
 
 #[cfg(test)]
@@ -86,10 +102,18 @@ mod tests {
         assert_eq!(virtual_free_gib(&thin, true), -60.0);
     }
 
+    /// The summed, normalised weights of `pools`, in their order.
+    fn weigh(pools: &[&PoolCandidate], thick: bool, weighers: &[(Weigher, f64)]) -> Vec<f64> {
+        let mut normaliser = Normaliser::new(weighers);
+        pools.iter().for_each(|pool| normaliser.see(pool, thick));
+        pools.iter().map(|pool| normaliser.weight(pool, thick)).collect()
+    }
+
     #[test]
     fn weights_are_normalised() {
-        assert_eq!(normalise(vec![10.0, 20.0, 30.0]), vec![0.0, 0.5, 1.0]);
-        assert_eq!(normalise(vec![5.0, 5.0]), vec![0.0, 0.0]);
+        assert_eq!([10.0, 20.0, 30.0].map(|weight| normalised(weight, 10.0, 30.0)), [0.0, 0.5, 1.0]);
+        assert_eq!(normalised(5.0, 5.0, 5.0), 0.0);
+        assert_eq!(normalised(f64::NAN, f64::NAN, f64::NAN), 0.0);
     }
 
     #[test]

@@ -45,7 +45,7 @@ impl Snapshots {
             ServiceError::unavailable(format!("node {node_id} holding volume {} is not reporting", volume.id))
         })?;
         let listed = self.manageable_on(&pool).await?;
-        adoption::pick(&listed, &request.source_name, &pool.host(), "manageable_snapshots", |object| {
+        adoption::pick(&listed, &request.source_name, pool.host(), "manageable_snapshots", |object| {
             (&object.source_name, object.safe_to_manage, &object.reason_not_safe)
         })?;
         let type_name = volume_types::name_of(db, volume.volume_type_id).await?;
@@ -109,9 +109,9 @@ impl Snapshots {
     /// Every snapshot object of `pool`, with whether it may be adopted: the node's word, then
     /// whether it is a snapshot this deployment already manages.
     async fn manageable_on(&self, pool: &PoolCandidate) -> Result<Vec<ManageableSnapshot>, ServiceError> {
-        let mut client = self.core.nodes.client(&self.core.capacity, &pool.node_id)?;
+        let mut client = self.core.nodes.client(&self.core.capacity, pool.node_id())?;
         let found = client
-            .list_manageable_snapshots(NodeListManageableRequest { pool: pool.pool.clone() })
+            .list_manageable_snapshots(NodeListManageableRequest { pool: pool.identity.pool.clone() })
             .await
             .map_err(ServiceError::from)?
             .into_inner()

@@ -35,16 +35,16 @@ impl Volumes {
         fields::check_common(&request.name, &request.description, &request.metadata)?;
         fields::check_name("availability_zone", &request.availability_zone)?;
         let pool = self.core.capacity.pool_of_host(&request.host)?;
-        if !request.availability_zone.is_empty() && request.availability_zone != pool.availability_zone {
+        if !request.availability_zone.is_empty() && request.availability_zone != pool.availability_zone() {
             return Err(ServiceError::invalid(format!(
                 "host {} is in availability zone {}, not {}",
                 pool.host(),
-                pool.availability_zone,
+                pool.availability_zone(),
                 basalt::error::excerpt(&request.availability_zone)
             )));
         }
         let listed = self.manageable_on(&pool).await?;
-        let object = adoption::pick(&listed, &request.source_name, &pool.host(), "manageable_volumes", |object| {
+        let object = adoption::pick(&listed, &request.source_name, pool.host(), "manageable_volumes", |object| {
             (&object.source_name, object.safe_to_manage, &object.reason_not_safe)
         })?;
         let size_gib = object.size_gib as i64;
@@ -75,8 +75,8 @@ impl Volumes {
         let txn = self.core.begin_write().await?;
         quotas::reserve(&*txn, &self.core.config.quota_defaults, project, &usage).await?;
         // The bytes are in the pool already: booked whatever the pool's claims say.
-        claims::book(&*txn, &pool.host(), claims::capacity_gib(&pool, placement.thick), size_gib).await?;
-        let node_id = NodeId::parse(&pool.node_id)?;
+        claims::book(&*txn, pool.host(), claims::capacity_gib(&pool, placement.thick), size_gib).await?;
+        let node_id = NodeId::parse(pool.node_id())?;
         let model = NewVolume {
             context,
             pool: &pool,
@@ -98,7 +98,7 @@ impl Volumes {
         let operation = VolumeOperation::ManageVolume {
             volume_id: model.id,
             node_id,
-            pool: pool.pool.clone(),
+            pool: pool.identity.pool.clone(),
             source_name: request.source_name.clone(),
             size_gib,
         };
@@ -172,9 +172,9 @@ impl Volumes {
     /// Every object of `pool` by name, with whether it may be adopted: the node's word, then
     /// whether it is a volume this deployment already manages.
     async fn manageable_on(&self, pool: &PoolCandidate) -> Result<Vec<ManageableVolume>, ServiceError> {
-        let mut client = self.core.nodes.client(&self.core.capacity, &pool.node_id)?;
+        let mut client = self.core.nodes.client(&self.core.capacity, pool.node_id())?;
         let objects = client
-            .list_manageable(NodeListManageableRequest { pool: pool.pool.clone() })
+            .list_manageable(NodeListManageableRequest { pool: pool.identity.pool.clone() })
             .await
             .map_err(ServiceError::from)?
             .into_inner()

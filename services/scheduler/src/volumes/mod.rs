@@ -149,10 +149,7 @@ impl Volumes {
                     ))
                 })?]
             }
-            (None, None) => {
-                let candidates = claims::candidates(&self.core).await?;
-                placement::rank(&candidates, &placement_request, &self.core.config.weighers)?
-            }
+            (None, None) => claims::place(&self.core, &placement_request, |_| true).await?,
         };
         if let (Some(group), Some(pool)) = (&group, ranked.first())
             && pool.host() != group.host()
@@ -170,21 +167,14 @@ impl Volumes {
             source.lock(&*txn).await?;
         }
         quotas::reserve(&*txn, &self.core.config.quota_defaults, project, &usage).await?;
-        let mut chosen = None;
-        for pool in &ranked {
-            let capacity = claims::capacity_gib(pool, placement_request.thick);
-            if claims::claim(&*txn, &pool.host(), capacity, size_gib).await? {
-                chosen = Some(pool.clone());
-                break;
-            }
-        }
+        let chosen = claims::claim_first(&self.core, &*txn, &ranked, placement_request.thick, size_gib).await?;
         let Some(pool) = chosen else {
             return Err(ServiceError::new(
                 ErrorCode::NoCapacity,
                 format!("no valid node: every pool that could take a {size_gib} GiB volume is fully booked"),
             ));
         };
-        let node_id = NodeId::parse(&pool.node_id)?;
+        let node_id = NodeId::parse(pool.node_id())?;
         let model = NewVolume {
             context,
             pool: &pool,
@@ -213,7 +203,7 @@ impl Volumes {
         let operation = VolumeOperation::CreateVolume {
             volume_id: model.id,
             node_id,
-            pool: pool.pool.clone(),
+            pool: pool.identity.pool.clone(),
             size_gib,
             source_snapshot_id: model.snapshot_id,
             source_volume_id: model.source_volume_id,
@@ -729,12 +719,9 @@ impl Volumes {
         check_movable(&model, why, &self.core.db).await?;
         let (from_node, _) = model.placement()?;
         let request = volume_types::placement_request(&new_type, model.size_gib);
-        let candidates: Vec<PoolCandidate> = claims::candidates(&self.core)
-            .await?
-            .into_iter()
-            .filter(|candidate| candidate.node_id != from_node.as_str())
-            .collect();
-        let ranked = placement::rank(&candidates, &request, &self.core.config.weighers).map_err(|error| {
+        let ranked = claims::place(&self.core, &request, |candidate| candidate.node_id() != from_node.as_str())
+            .await
+            .map_err(|error| {
             ServiceError::new(error.code, format!("{why}, and no other node can take it: {}", error.message))
         })?;
         self.start_move(context, model, ranked, request.thick, Some(new_type), why).await
@@ -760,7 +747,7 @@ impl Volumes {
                 ))
             })?;
         let (from_node, _) = model.placement()?;
-        if pool.node_id == from_node.as_str() {
+        if pool.node_id() == from_node.as_str() {
             return Err(ServiceError::invalid(format!(
                 "volume {} is on node {from_node} already; a volume moves between nodes",
                 model.id
@@ -805,13 +792,7 @@ impl Volumes {
             let usage = quotas::volume_type_usage(&new_type.name, model.size_gib);
             quotas::reserve(&*txn, &self.core.config.quota_defaults, &model.project_id, &usage).await?;
         }
-        let mut chosen = None;
-        for pool in &ranked {
-            if claims::claim(&*txn, &pool.host(), claims::capacity_gib(pool, thick), model.size_gib).await? {
-                chosen = Some(pool.clone());
-                break;
-            }
-        }
+        let chosen = claims::claim_first(&self.core, &*txn, &ranked, thick, model.size_gib).await?;
         let Some(to) = chosen else {
             return Err(ServiceError::new(
                 ErrorCode::NoCapacity,
@@ -832,10 +813,10 @@ impl Volumes {
                 availability_zone: model.availability_zone.clone(),
             }),
             to: Box::new(Place {
-                node_id: NodeId::parse(&to.node_id)?,
-                backend: to.backend.clone(),
-                pool: to.pool.clone(),
-                availability_zone: to.availability_zone.clone(),
+                node_id: NodeId::parse(to.node_id())?,
+                backend: to.identity.backend.clone(),
+                pool: to.identity.pool.clone(),
+                availability_zone: to.identity.availability_zone.clone(),
             }),
             transit_backup_id: BackupId::new_random(),
             old_type_id: model.volume_type_id,

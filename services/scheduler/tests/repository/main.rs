@@ -265,3 +265,57 @@ async fn the_journal_takes_over_only_operations_whose_lease_ran_out() {
         database.drop_database().await;
     }
 }
+
+/// A node's report with one thin pool of 10 GiB, nothing on it yet.
+fn ten_gib_report(node_id: &str) -> basalt::proto::CapacityReport {
+    basalt::proto::CapacityReport {
+        node_id: node_id.into(),
+        boot_id: "test".into(),
+        sequence: 1,
+        report_interval_ms: 60_000,
+        pools: vec![basalt::proto::PoolCapacity {
+            name: "default".into(),
+            backend: "file".into(),
+            total_bytes: 10 << 30,
+            free_bytes: 10 << 30,
+            thin_provisioning_support: true,
+            max_over_subscription_ratio: 1.0,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// Placement reads the claims from memory: a decision counts at once (so volumes asked for
+/// together spread), and a refusal the figures in memory lead to is made again from the
+/// database's, so space the database holds free is never refused.
+#[tokio::test]
+async fn placement_counts_each_decision_at_once_and_rechecks_a_refusal_with_the_database() {
+    for database in TestDatabase::both().await {
+        let db = database.open().await;
+        let capacity = Arc::new(basalt_scheduler::capacity::CapacityView::default());
+        capacity.record(ten_gib_report("node-1"));
+        capacity.record(ten_gib_report("node-2"));
+        let authority = CertificateAuthority::create().unwrap();
+        let nodes = NodeClients::new(authority.mesh_tls(Role::Scheduler).unwrap());
+        let core = Core::new(db.clone(), capacity, nodes, Bus::local(), "test".into(), Default::default());
+        let five = basalt_scheduler::placement::PlacementRequest { size_gib: 5.0, ..Default::default() };
+        let best = async || claims::place(&core, &five, |_| true).await.map(|ranked| ranked[0].host().to_owned());
+        let other = "node-2@file#default";
+
+        // Equal pools: the first host name wins; the decision counts, so the next goes elsewhere.
+        assert_eq!(best().await.unwrap(), HOST, "{}", database.label);
+        assert_eq!(best().await.unwrap(), other, "{}", database.label);
+        assert_eq!(best().await.unwrap(), HOST, "{}", database.label);
+        assert_eq!(best().await.unwrap(), other, "{}", database.label);
+        // Both are full in memory, but nothing was claimed: the database's figures place it.
+        assert_eq!(best().await.unwrap(), HOST, "{}", database.label);
+        // Claimed for real, both full: the refusal stands.
+        assert!(claims::claim(&db, HOST, 10, 10).await.unwrap());
+        assert!(claims::claim(&db, other, 10, 8).await.unwrap());
+        core.capacity.decide(|table| table.forget_bookings());
+        let refused = best().await.unwrap_err();
+        assert_eq!(refused.code, ErrorCode::NoCapacity, "{}: {}", database.label, refused.message);
+        database.drop_database().await;
+    }
+}
