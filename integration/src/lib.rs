@@ -812,6 +812,15 @@ impl ProcessMesh {
         self.node_ids.iter().position(|id| id == node_id).expect("a node of this mesh")
     }
 
+    /// A `basalt gateway` (noauth) in front of scheduler `index`.
+    pub fn spawn_gateway(&self, index: usize) -> Result<BasaltProcess> {
+        let endpoint = self.scheduler_addr(index);
+        let mut args = vec!["gateway", "--listen", "127.0.0.1:0", "--scheduler-endpoint", &endpoint];
+        let tls = pki().args(&Role::Gateway);
+        args.extend(tls.iter().map(String::as_str));
+        BasaltProcess::spawn(&args, &[], &["rest"])
+    }
+
     pub fn scheduler_addr(&self, index: usize) -> String {
         self.schedulers[index].as_ref().expect("scheduler running").endpoint("grpc").to_owned()
     }

@@ -9,20 +9,36 @@
 //! delete them (polling until gone). It prints the figures, how the volumes spread over the
 //! nodes, and checks that every capacity claim was given back.
 //!
+//! `--reporting-nodes N` adds N nodes that only publish capacity reports on NATS (each at
+//! `--reporting-interval-ms`, spread evenly over it), in an availability zone of their own that
+//! the creates do not ask for: every placement walks their pools. After the workload it prints how
+//! far behind the schedulers are with those reports (the age of the newest report each holds, next
+//! to the interval), then silences one of them and measures how long until it is unschedulable
+//! (a scheduler gives a node three of its intervals).
+//!
 //!     cargo run --release -p basalt-integration --bin scale-sim -- \
-//!         [--nodes 200] [--schedulers 2] [--clients 32] [--volumes 8] [--report-interval-ms 1000]
+//!         [--nodes 200] [--schedulers 2] [--clients 32] [--volumes 8] [--report-interval-ms 1000] \
+//!         [--reporting-nodes 10000] [--reporting-interval-ms 10000]
 
 use std::{
     collections::HashMap,
     path::Path,
-    time::{Duration, Instant},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use basalt::{bus::Bus, ids::NodeId, proto::ListPoolsRequest, tls::Role};
+use basalt::{
+    bus::Bus,
+    ids::NodeId,
+    proto::{CapacityReport, ListPoolsRequest, Pool, PoolCapacity},
+    tls::Role,
+};
 use basalt_integration::{
-    BasaltProcess, NATS_URL, PostgresDatabase, ProcessMesh, WAIT, admin, eventually, percentiles, pki, rest_call,
-    volume_client,
+    NATS_URL, PostgresDatabase, ProcessMesh, WAIT, admin, eventually, percentiles, pki, rest_call, volume_client,
 };
 use reqwest::{Method, StatusCode};
 
@@ -31,6 +47,9 @@ const POLL: Duration = Duration::from_millis(2);
 /// Listing pages each client reads, of [`PAGE`] volumes.
 const PAGES_PER_CLIENT: usize = 10;
 const PAGE: usize = 100;
+/// The zone of the nodes that only report; the creates ask for the real nodes' zone.
+const REPORTING_ZONE: &str = "reports-only";
+const GIB: u64 = 1 << 30;
 
 struct Settings {
     nodes: usize,
@@ -38,12 +57,21 @@ struct Settings {
     clients: usize,
     volumes: usize,
     report_interval: Duration,
+    reporting_nodes: usize,
+    reporting_interval: Duration,
 }
 
 impl Settings {
     fn from_args() -> Result<Self> {
-        let mut settings =
-            Self { nodes: 200, schedulers: 2, clients: 32, volumes: 8, report_interval: Duration::from_millis(1000) };
+        let mut settings = Self {
+            nodes: 200,
+            schedulers: 2,
+            clients: 32,
+            volumes: 8,
+            report_interval: Duration::from_millis(1000),
+            reporting_nodes: 0,
+            reporting_interval: Duration::from_secs(10),
+        };
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
             let value: u64 = args
@@ -57,8 +85,11 @@ impl Settings {
                 "--clients" => settings.clients = value as usize,
                 "--volumes" => settings.volumes = value as usize,
                 "--report-interval-ms" => settings.report_interval = Duration::from_millis(value),
+                "--reporting-nodes" => settings.reporting_nodes = value as usize,
+                "--reporting-interval-ms" => settings.reporting_interval = Duration::from_millis(value),
                 other => bail!(
-                    "unknown flag {other}: use --nodes, --schedulers, --clients, --volumes or --report-interval-ms"
+                    "unknown flag {other}: use --nodes, --schedulers, --clients, --volumes, --report-interval-ms, \
+                     --reporting-nodes or --reporting-interval-ms"
                 ),
             }
         }
@@ -85,31 +116,30 @@ async fn simulate(settings: &Settings, database_url: &str) -> Result<()> {
     for index in 0..settings.nodes {
         nodes.push(start_node(index, storage.path(), &bus, settings.report_interval).await?);
     }
-    let gateways = (0..settings.schedulers)
-        .map(|index| {
-            let endpoint = mesh.scheduler_addr(index);
-            let mut args = vec!["gateway".to_owned(), "--listen".into(), "127.0.0.1:0".into()];
-            args.extend(["--scheduler-endpoint".to_owned(), endpoint]);
-            args.extend(pki().args(&Role::Gateway));
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            BasaltProcess::spawn(&args, &[], &["rest"])
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let silenced = Arc::new(AtomicBool::new(false));
+    let (stop_reports, reports_stopped) = tokio::sync::oneshot::channel::<()>();
+    let reporter = tokio::spawn(report_only(
+        bus.clone(),
+        settings.reporting_nodes,
+        settings.reporting_interval,
+        silenced.clone(),
+        async move {
+            reports_stopped.await.ok();
+        },
+    ));
+    let gateways = (0..settings.schedulers).map(|index| mesh.spawn_gateway(index)).collect::<Result<Vec<_>>>()?;
     for index in 0..settings.schedulers {
-        let client = volume_client(&mesh.scheduler_addr(index)).await?;
-        eventually(&format!("scheduler {index} hears every node"), || {
-            let mut client = client.clone();
-            async move {
-                let pools =
-                    client.list_pools(admin("ops").request(ListPoolsRequest::default())).await?.into_inner().pools;
-                Ok(pools.iter().filter(|pool| pool.schedulable).count() == settings.nodes)
-            }
+        let address = mesh.scheduler_addr(index);
+        eventually(&format!("scheduler {index} hears every node"), || async {
+            let pools = list_pools(&address, "").await?;
+            Ok(pools.iter().filter(|pool| pool.schedulable).count() == settings.nodes + settings.reporting_nodes)
         })
         .await?;
     }
     println!(
-        "{} volume nodes, {} schedulers on PostgreSQL, {} gateways: up and heard in {:.1} s",
+        "{} volume nodes and {} that only report, {} schedulers on PostgreSQL, {} gateways: up and heard in {:.1} s",
         settings.nodes,
+        settings.reporting_nodes,
         settings.schedulers,
         gateways.len(),
         started.elapsed().as_secs_f64()
@@ -182,10 +212,9 @@ async fn simulate(settings: &Settings, database_url: &str) -> Result<()> {
     let delete_rate = total as f64 / phase.elapsed().as_secs_f64();
 
     // Every claim given back: each pool books nothing once the nodes report their empty pools.
-    let mut scheduler = volume_client(&mesh.scheduler_addr(0)).await?;
     let deadline = tokio::time::Instant::now() + WAIT;
     let left = loop {
-        let pools = scheduler.list_pools(admin("ops").request(ListPoolsRequest::default())).await?.into_inner().pools;
+        let pools = list_pools(&mesh.scheduler_addr(0), "").await?;
         let booked: Vec<String> = pools
             .iter()
             .filter(|pool| pool.allocated_capacity_gib > 0 || pool.provisioned_capacity_gib > 0)
@@ -217,6 +246,11 @@ async fn simulate(settings: &Settings, database_url: &str) -> Result<()> {
         per_host.len()
     );
     println!("| pools still booked after the deletes | {} |", left.len());
+    if settings.reporting_nodes > 0 {
+        report_lag_and_silence(&mesh, settings, &silenced).await?;
+    }
+    stop_reports.send(()).ok();
+    reporter.await??;
     for node in nodes {
         node.shutdown().await;
     }
@@ -242,11 +276,132 @@ async fn start_node(
     Ok(basalt_volume_node::start(config, bus.clone()).await?)
 }
 
+/// How far behind each scheduler is with the reports of the nodes that only report, and how long
+/// one of them, silenced, stays schedulable.
+async fn report_lag_and_silence(mesh: &ProcessMesh, settings: &Settings, silenced: &AtomicBool) -> Result<()> {
+    let interval = settings.reporting_interval;
+    for index in 0..settings.schedulers {
+        let pools = list_pools(&mesh.scheduler_addr(index), "").await?;
+        let now = SystemTime::now();
+        let mut ages: Vec<Duration> = pools
+            .iter()
+            .filter(|pool| pool.availability_zone == REPORTING_ZONE)
+            .filter_map(|pool| pool.reported_at.and_then(|at| SystemTime::try_from(at).ok()))
+            .map(|at| now.duration_since(at).unwrap_or_default())
+            .collect();
+        ensure!(ages.len() == settings.reporting_nodes, "scheduler {index} holds {} of the reports", ages.len());
+        let (p50, p99) = percentiles(&mut ages);
+        let oldest = ages.last().copied().unwrap_or_default();
+        println!(
+            "| scheduler {index}: age of the reports it holds, p50 / p99 / oldest (interval {:.0} s; older than the interval means behind) | {:.1} s / {:.1} s / {:.1} s |",
+            interval.as_secs_f64(),
+            p50.as_secs_f64(),
+            p99.as_secs_f64(),
+            oldest.as_secs_f64()
+        );
+    }
+    silenced.store(true, Ordering::Relaxed);
+    let silenced_at = Instant::now();
+    let host = format!("{}@file#default", reporting_node_id(0));
+    let deadline = tokio::time::Instant::now() + interval * 5;
+    loop {
+        let pools = list_pools(&mesh.scheduler_addr(0), &host).await?;
+        if pools.iter().all(|pool| !pool.schedulable) {
+            break;
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{host} was still schedulable five intervals after it went silent"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = silenced_at.elapsed();
+    println!(
+        "| a silenced node unschedulable after | {:.1} s ({:.2} intervals; at most 3 plus the age of its last report) |",
+        elapsed.as_secs_f64(),
+        elapsed.as_secs_f64() / interval.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn reporting_node_id(index: usize) -> String {
+    format!("rep-{index:05}")
+}
+
+/// Publishes the capacity reports of `count` nodes that only report, each every `interval`, spread
+/// evenly over it, until `stopped` resolves; node 0's stop once `silenced` is set.
+async fn report_only(
+    bus: Bus,
+    count: usize,
+    interval: Duration,
+    silenced: Arc<AtomicBool>,
+    stopped: impl Future<Output = ()>,
+) -> Result<()> {
+    if count == 0 {
+        stopped.await;
+        return Ok(());
+    }
+    tokio::pin!(stopped);
+    const TICK: Duration = Duration::from_millis(10);
+    let per_tick = (count as f64 * TICK.as_secs_f64() / interval.as_secs_f64()).max(1.0);
+    let mut ticker = tokio::time::interval(TICK);
+    let (mut sent, mut due) = (0usize, 0.0f64);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = &mut stopped => return Ok(()),
+        }
+        due += per_tick;
+        while (sent as f64) < due {
+            let index = sent % count;
+            let round = (sent / count) as u64 + 1;
+            sent += 1;
+            if index == 0 && silenced.load(Ordering::Relaxed) {
+                continue;
+            }
+            bus.publish_capacity(&reporting_node_report(index, round, interval)).await?;
+        }
+    }
+}
+
+/// Node `index`'s `round`th report: one thin pool of 1 TiB, nothing on it.
+fn reporting_node_report(index: usize, round: u64, interval: Duration) -> CapacityReport {
+    CapacityReport {
+        node_id: reporting_node_id(index),
+        boot_id: "scale-sim".into(),
+        sequence: round,
+        // Never dialed: no volume is placed in its zone.
+        endpoint: "https://127.0.0.1:9".into(),
+        availability_zone: REPORTING_ZONE.into(),
+        report_interval_ms: interval.as_millis() as u32,
+        reported_at: Some(SystemTime::now().into()),
+        pools: vec![PoolCapacity {
+            name: "default".into(),
+            backend: "file".into(),
+            total_bytes: 1024 * GIB,
+            free_bytes: 1024 * GIB,
+            thin_provisioning_support: true,
+            max_over_subscription_ratio: 1.0,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// The pools scheduler `address` lists (named `name`, or all), allowing for the size of a list of
+/// thousands.
+async fn list_pools(address: &str, name: &str) -> Result<Vec<Pool>> {
+    let mut client = volume_client(address).await?.max_decoding_message_size(256 << 20);
+    let request = ListPoolsRequest { name: name.to_owned() };
+    Ok(client.list_pools(admin("ops").request(request)).await?.into_inner().pools)
+}
+
 async fn create_volumes(client: reqwest::Client, base: String, count: usize) -> Result<(Vec<String>, Vec<Duration>)> {
     let (mut ids, mut times) = (Vec::with_capacity(count), Vec::with_capacity(count));
     for _ in 0..count {
         let started = Instant::now();
-        let body = Some(r#"{"volume": {"size": 1}}"#);
+        // The real nodes' zone: the nodes that only report are in another.
+        let body = Some(r#"{"volume": {"size": 1, "availability_zone": "nova"}}"#);
         let (status, body) = call(&client, Method::POST, &format!("{base}/volumes"), body).await?;
         ensure!(status.is_success(), "create: {status} {body}");
         let id = body["volume"]["id"].as_str().context("a volume id")?.to_owned();

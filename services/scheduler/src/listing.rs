@@ -246,8 +246,15 @@ where
 }
 
 /// The rows after `marker` in the order of `keys`: greater (or, descending, smaller) in the first
-/// key, or equal in it and after in the rest.
+/// key, or equal in it and after in the rest. The first key's bound is also stated alone (it
+/// follows from the rest), so the database walks that key's index from the marker on instead of
+/// reading every row to test the alternatives.
 fn after<M: ModelTrait>(marker: &M, keys: &[(<M::Entity as EntityTrait>::Column, bool)]) -> Condition {
+    let mut bounded = Condition::all();
+    if let Some((first, descending)) = keys.first() {
+        let value = marker.get(*first);
+        bounded = bounded.add(if *descending { first.lte(value) } else { first.gte(value) });
+    }
     let mut any = Condition::any();
     for (index, (column, descending)) in keys.iter().enumerate() {
         let mut step = Condition::all();
@@ -258,7 +265,7 @@ fn after<M: ModelTrait>(marker: &M, keys: &[(<M::Entity as EntityTrait>::Column,
         step = step.add(if *descending { column.lt(value) } else { column.gt(value) });
         any = any.add(step);
     }
-    any
+    bounded.add(any)
 }
 
 #[cfg(test)]

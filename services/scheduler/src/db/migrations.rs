@@ -34,7 +34,27 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 16, name: "group_snapshots", statements: group_snapshots_tables },
     Migration { version: 17, name: "migration_status", statements: migration_status_column },
     Migration { version: 18, name: "service_states", statements: service_states_table },
+    Migration { version: 19, name: "listing_across_projects", statements: listing_across_projects_indexes },
 ];
+
+/// Admins list every project's rows (`all_tenants`): the default order (newest first, then id),
+/// and the volume filters they use most, indexed without the project, so a page of a million rows
+/// reads a page's worth of index instead of sorting the table.
+fn listing_across_projects_indexes(backend: DbBackend) -> Vec<Statement> {
+    let indexes = [
+        ("volumes_by_created", "volumes", ["created_at", "id"]),
+        ("volumes_by_name", "volumes", ["name", "created_at"]),
+        ("volumes_by_status", "volumes", ["status", "created_at"]),
+        ("snapshots_by_created", "snapshots", ["created_at", "id"]),
+        ("backups_by_created", "backups", ["created_at", "id"]),
+    ];
+    indexes
+        .into_iter()
+        .map(|(name, table, [first, second])| {
+            backend.build(&Index::create().name(name).table(table).col(first).col(second).to_owned())
+        })
+        .collect()
+}
 
 /// Services an admin disabled, and why.
 fn service_states_table(backend: DbBackend) -> Vec<Statement> {
