@@ -67,17 +67,17 @@ impl CapacityView {
         let node = Arc::new(NodeReport::new(report));
         let previous = nodes.insert(node.report.node_id.clone(), node.clone());
         let previous_pools = previous.as_ref().map_or(&[][..], |previous| &previous.pools[..]);
-        self.decide(|table| table.report(previous_pools, &node.pools, node.received_at, node.stale_window()));
+        self.update_pools(|table| table.report(previous_pools, &node.pools, node.received_at, node.stale_window()));
         true
     }
 
     /// Reads the placement table.
-    pub fn pools<T>(&self, read: impl FnOnce(&PoolTable) -> T) -> T {
+    pub fn read_pools<T>(&self, read: impl FnOnce(&PoolTable) -> T) -> T {
         read(&self.pools.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
     /// Changes the placement table, alone: one decision, a report, or the bookings read.
-    pub fn decide<T>(&self, change: impl FnOnce(&mut PoolTable) -> T) -> T {
+    pub fn update_pools<T>(&self, change: impl FnOnce(&mut PoolTable) -> T) -> T {
         change(&mut self.pools.write().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 

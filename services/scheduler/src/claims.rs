@@ -70,7 +70,7 @@ pub async fn claim_first(
         if claim(txn, pool.host(), capacity_gib(pool, thick), gib).await? {
             return Ok(Some(pool.clone()));
         }
-        core.capacity.decide(|table| table.forget_bookings());
+        core.capacity.update_pools(|table| table.forget_bookings());
     }
     Ok(None)
 }
@@ -126,17 +126,17 @@ pub async fn release(txn: &impl ConnectionTrait, host: &str, gib: i64) -> Result
 
 /// Reads the bookings from the database unless a read within `age` is held.
 async fn read_bookings(core: &Core, age: Duration) -> Result<(), ServiceError> {
-    if core.capacity.pools(|table| table.read_within(age)) {
+    if core.capacity.read_pools(|table| table.read_within(age)) {
         return Ok(());
     }
     let _reading = core.capacity.reading_bookings.lock().await;
-    if core.capacity.pools(|table| table.read_within(age)) {
+    if core.capacity.read_pools(|table| table.read_within(age)) {
         return Ok(());
     }
     let read_at = Instant::now();
     let booked = claimed(&core.db).await?;
     let disabled = service_states::disabled_volume_hosts(&core.db).await?;
-    core.capacity.decide(|table| table.apply_bookings(booked, disabled, read_at));
+    core.capacity.update_pools(|table| table.apply_bookings(booked, disabled, read_at));
     Ok(())
 }
 
@@ -162,7 +162,7 @@ pub async fn keep_bookings_current(core: Arc<Core>, stopped: impl Future<Output 
 /// Every pool of every fresh report whose volume service is enabled, with what is booked on it.
 pub async fn candidates(core: &Core) -> Result<Vec<PoolCandidate>, ServiceError> {
     read_bookings(core, BOOKINGS_MAX_AGE).await?;
-    core.capacity.pools(|table| Ok(table.usable(Instant::now())?.cloned().collect()))
+    core.capacity.read_pools(|table| Ok(table.usable(Instant::now())?.cloned().collect()))
 }
 
 /// The best pools among [`candidates`] that `keep` keeps and that can take `request`, best
@@ -177,7 +177,7 @@ pub async fn place(
     read_bookings(core, BOOKINGS_MAX_AGE).await?;
     match decide(core, request, &keep) {
         Err(refused) if refused.code == ErrorCode::NoCapacity => {
-            core.capacity.decide(|table| table.forget_bookings());
+            core.capacity.update_pools(|table| table.forget_bookings());
             read_bookings(core, BOOKINGS_MAX_AGE).await?;
             decide(core, request, &keep)
         }
@@ -192,7 +192,7 @@ fn decide(
     request: &PlacementRequest,
     keep: &impl Fn(&PoolCandidate) -> bool,
 ) -> Result<Vec<PoolCandidate>, ServiceError> {
-    core.capacity.decide(|table| {
+    core.capacity.update_pools(|table| {
         let candidates = table.usable(Instant::now())?.filter(|pool| keep(pool));
         let ranked = placement::rank(candidates, request, &core.config.weighers)?;
         table.count(ranked[0].host(), request.size_gib.ceil() as i64);

@@ -120,7 +120,7 @@ pub async fn update(core: &Core, request: UpdateServiceRequest) -> Result<Servic
         service_state::Entity::delete_by_id(key.clone()).exec(&core.db).await.map_err(db_error)?;
     }
     // This scheduler's next placement reads the change; the others read it with their next bookings.
-    core.capacity.decide(|table| table.forget_bookings());
+    core.capacity.update_pools(|table| table.forget_bookings());
     tracing::warn!(binary = %key.0, host = %key.1, disabled = request.disabled, reason, "service state changed by an admin");
     service.status = if request.disabled { "disabled" } else { "enabled" }.into();
     service.disabled_reason = if request.disabled { reason.to_owned() } else { String::new() };

@@ -382,6 +382,21 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_ranking_keeps_the_best_few_best_first_and_ties_by_host_name() {
+        // Forty pools, two of each size: the ranking is the largest first, and of two equal
+        // pools the one whose host name sorts first.
+        let pools: Vec<PoolCandidate> =
+            (0..40).map(|index| pool(&format!("n{index:02}"), 100.0 + (index / 2) as f64, 200.0, 0.0)).collect();
+        let ranked = rank(pools.iter(), &request(1.0), &[(Weigher::Capacity, 1.0)]).unwrap();
+        let order: Vec<&str> = ranked.iter().map(PoolCandidate::node_id).collect();
+        let expected: Vec<String> = (0..RANKED / 2)
+            .flat_map(|pair| [38 - 2 * pair, 39 - 2 * pair])
+            .map(|index| format!("n{index:02}"))
+            .collect();
+        assert_eq!(order, expected);
+    }
+
+    #[test]
     fn reserved_pools_keep_their_reserve_in_placement() {
         let mut reserved = pool("reserved", 100.0, 100.0, 0.0);
         reserved.reserved_percentage = 50;

@@ -313,7 +313,7 @@ async fn placement_counts_each_decision_at_once_and_rechecks_a_refusal_with_the_
         // Claimed for real, both full: the refusal stands.
         assert!(claims::claim(&db, HOST, 10, 10).await.unwrap());
         assert!(claims::claim(&db, other, 10, 8).await.unwrap());
-        core.capacity.decide(|table| table.forget_bookings());
+        core.capacity.update_pools(|table| table.forget_bookings());
         let refused = best().await.unwrap_err();
         assert_eq!(refused.code, ErrorCode::NoCapacity, "{}: {}", database.label, refused.message);
         database.drop_database().await;
