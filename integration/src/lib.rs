@@ -161,6 +161,54 @@ pub async fn rest_call(
     Ok((status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)))
 }
 
+/// A benchmark's REST client as a Cinder client drives Basalt: kept-alive connections, one noauth
+/// token, paths under `base` (`http://host:port/v3/<project>`), volumes polled every `poll`.
+#[derive(Clone)]
+pub struct RestLoad {
+    pub client: reqwest::Client,
+    pub base: String,
+    pub token: String,
+    pub poll: Duration,
+}
+
+impl RestLoad {
+    /// [`rest_call`] of `path` under the base.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<(reqwest::StatusCode, serde_json::Value)> {
+        rest_call(&self.client, method, &format!("{}{path}", self.base), &self.token, body).await
+    }
+
+    /// `POST /volumes` with `body`, then `GET` until the volume is available; its id.
+    pub async fn create_available(&self, body: &str) -> Result<String> {
+        let (status, created) = self.call(reqwest::Method::POST, "/volumes", Some(body)).await?;
+        ensure!(status.is_success(), "create: {status} {created}");
+        let id = created["volume"]["id"].as_str().context("a volume id")?.to_owned();
+        loop {
+            let (_, shown) = self.call(reqwest::Method::GET, &format!("/volumes/{id}"), None).await?;
+            match shown["volume"]["status"].as_str() {
+                Some("available") => return Ok(id),
+                Some("creating") => tokio::time::sleep(self.poll).await,
+                other => bail!("volume {id} became {other:?}"),
+            }
+        }
+    }
+
+    /// `DELETE /volumes/{id}`, then `GET` until it answers 404.
+    pub async fn delete_gone(&self, id: &str) -> Result<()> {
+        let path = format!("/volumes/{id}");
+        let (status, body) = self.call(reqwest::Method::DELETE, &path, None).await?;
+        ensure!(status.is_success(), "delete: {status} {body}");
+        while self.call(reqwest::Method::GET, &path, None).await?.0 != reqwest::StatusCode::NOT_FOUND {
+            tokio::time::sleep(self.poll).await;
+        }
+        Ok(())
+    }
+}
+
 /// The median and 99th percentile of `samples` (sorted in place), for benchmarks.
 pub fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
     samples.sort();

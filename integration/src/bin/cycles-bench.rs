@@ -12,8 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, bail, ensure};
-use basalt_integration::{BasaltProcess, percentiles, rest_call};
+use anyhow::{Context, Result, ensure};
+use basalt_integration::{BasaltProcess, RestLoad, percentiles};
 
 const PROJECT: &str = "0123456789abcdef0123456789abcdef";
 const POLL: Duration = Duration::from_millis(1);
@@ -72,19 +72,23 @@ fn print_row(concurrency: usize, binary: &str, measured: &Measured) {
 async fn measure(binary: &Path, concurrency: usize, cycles: usize) -> Result<Measured> {
     let data = tempfile::tempdir()?;
     let process = BasaltProcess::up_with(binary, data.path(), &[], &[], Stdio::null())?;
-    let base = format!("{}/{PROJECT}", process.endpoint("rest").trim_end_matches('/'));
-    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+    let load = RestLoad {
+        client: reqwest::Client::builder().pool_max_idle_per_host(64).build()?,
+        base: format!("{}/{PROJECT}", process.endpoint("rest").trim_end_matches('/')),
+        token: format!("admin:{PROJECT}"),
+        poll: POLL,
+    };
     let lifted = r#"{"quota_set": {"volumes": -1, "gigabytes": -1}}"#;
-    let reply = call(&client, reqwest::Method::PUT, &format!("{base}/os-quota-sets/{PROJECT}"), Some(lifted)).await?;
+    let reply = load.call(reqwest::Method::PUT, &format!("/os-quota-sets/{PROJECT}"), Some(lifted)).await?;
     ensure!(reply.0.is_success(), "lifting quotas: {reply:?}");
     // One cycle first, so that no level pays for the first connection or the first statement.
-    run_cycles(client.clone(), base.clone(), 1).await?;
+    run_cycles(load.clone(), 1).await?;
 
     let started = Instant::now();
     let mut workers = Vec::new();
     for worker in 0..concurrency {
         let share = cycles / concurrency + usize::from(worker < cycles % concurrency);
-        workers.push(tokio::spawn(run_cycles(client.clone(), base.clone(), share)));
+        workers.push(tokio::spawn(run_cycles(load.clone(), share)));
     }
     let mut creates = Vec::new();
     for worker in workers {
@@ -97,43 +101,13 @@ async fn measure(binary: &Path, concurrency: usize, cycles: usize) -> Result<Mea
 }
 
 /// `count` cycles one after another; the create→available time of each.
-async fn run_cycles(client: reqwest::Client, base: String, count: usize) -> Result<Vec<Duration>> {
+async fn run_cycles(load: RestLoad, count: usize) -> Result<Vec<Duration>> {
     let mut creates = Vec::with_capacity(count);
     for _ in 0..count {
         let started = Instant::now();
-        let (status, body) =
-            call(&client, reqwest::Method::POST, &format!("{base}/volumes"), Some(r#"{"volume": {"size": 1}}"#))
-                .await?;
-        ensure!(status.is_success(), "create: {status} {body}");
-        let id = body["volume"]["id"].as_str().context("a volume id")?.to_owned();
-        let path = format!("{base}/volumes/{id}");
-        loop {
-            let (_, body) = call(&client, reqwest::Method::GET, &path, None).await?;
-            match body["volume"]["status"].as_str() {
-                Some("available") => break,
-                Some("creating") => tokio::time::sleep(POLL).await,
-                other => bail!("volume {id} became {other:?}"),
-            }
-        }
+        let id = load.create_available(r#"{"volume": {"size": 1}}"#).await?;
         creates.push(started.elapsed());
-        let (status, body) = call(&client, reqwest::Method::DELETE, &path, None).await?;
-        ensure!(status.is_success(), "delete: {status} {body}");
-        loop {
-            let (status, _) = call(&client, reqwest::Method::GET, &path, None).await?;
-            if status == reqwest::StatusCode::NOT_FOUND {
-                break;
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        load.delete_gone(&id).await?;
     }
     Ok(creates)
-}
-
-async fn call(
-    client: &reqwest::Client,
-    method: reqwest::Method,
-    url: &str,
-    body: Option<&str>,
-) -> Result<(reqwest::StatusCode, serde_json::Value)> {
-    rest_call(client, method, url, &format!("admin:{PROJECT}"), body).await
 }

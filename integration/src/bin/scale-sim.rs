@@ -38,7 +38,7 @@ use basalt::{
     tls::Role,
 };
 use basalt_integration::{
-    NATS_URL, PostgresDatabase, ProcessMesh, WAIT, admin, eventually, percentiles, pki, rest_call, volume_client,
+    NATS_URL, PostgresDatabase, ProcessMesh, RestLoad, WAIT, admin, eventually, percentiles, pki, volume_client,
 };
 use reqwest::{Method, StatusCode};
 
@@ -145,22 +145,27 @@ async fn simulate(settings: &Settings, database_url: &str) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    let bases: Vec<String> = gateways
-        .iter()
-        .map(|gateway| format!("{}/{PROJECT}", gateway.endpoint("rest").trim_end_matches('/')))
-        .collect();
+    // One client per gateway's address, the clients spread over the gateways in turn.
     let client = reqwest::Client::builder().pool_max_idle_per_host(settings.clients * 2).build()?;
+    let loads: Vec<RestLoad> = gateways
+        .iter()
+        .map(|gateway| RestLoad {
+            client: client.clone(),
+            base: format!("{}/{PROJECT}", gateway.endpoint("rest").trim_end_matches('/')),
+            token: format!("admin:{PROJECT}"),
+            poll: POLL,
+        })
+        .collect();
+    let load_of = |index: usize| loads[index % loads.len()].clone();
     let lifted = r#"{"quota_set": {"volumes": -1, "gigabytes": -1}}"#;
-    let url = format!("{}/os-quota-sets/{PROJECT}", bases[0]);
-    let (status, body) = call(&client, Method::PUT, &url, Some(lifted)).await?;
+    let (status, body) = loads[0].call(Method::PUT, &format!("/os-quota-sets/{PROJECT}"), Some(lifted)).await?;
     ensure!(status.is_success(), "lifting quotas: {status} {body}");
 
     // Creates: every client makes its volumes one after another, each polled until available.
     let phase = Instant::now();
     let mut workers = Vec::new();
     for index in 0..settings.clients {
-        let (client, base) = (client.clone(), bases[index % bases.len()].clone());
-        workers.push(tokio::spawn(create_volumes(client, base, settings.volumes)));
+        workers.push(tokio::spawn(create_volumes(load_of(index), settings.volumes)));
     }
     let (mut created, mut create_times) = (Vec::new(), Vec::new());
     for worker in workers {
@@ -174,13 +179,12 @@ async fn simulate(settings: &Settings, database_url: &str) -> Result<()> {
     // Listing: every client reads pages of the detail listing at once; then one walk by marker.
     let mut workers = Vec::new();
     for index in 0..settings.clients {
-        let (client, base) = (client.clone(), bases[index % bases.len()].clone());
+        let load = load_of(index);
         workers.push(tokio::spawn(async move {
             let mut times = Vec::with_capacity(PAGES_PER_CLIENT);
             for _ in 0..PAGES_PER_CLIENT {
                 let started = Instant::now();
-                let (status, body) =
-                    call(&client, Method::GET, &format!("{base}/volumes/detail?limit={PAGE}"), None).await?;
+                let (status, body) = load.call(Method::GET, &format!("/volumes/detail?limit={PAGE}"), None).await?;
                 ensure!(status == StatusCode::OK, "listing: {status} {body}");
                 times.push(started.elapsed());
             }
@@ -192,7 +196,7 @@ async fn simulate(settings: &Settings, database_url: &str) -> Result<()> {
         page_times.extend(worker.await??);
     }
     let (page_p50, page_p99) = percentiles(&mut page_times);
-    let per_host = walk_listing(&client, &bases[0]).await?;
+    let per_host = walk_listing(&loads[0]).await?;
     let total: usize = created.iter().map(Vec::len).sum();
     ensure!(per_host.values().sum::<usize>() == total, "the listing shows {per_host:?}, not {total} volumes");
     let mut counts: Vec<usize> = per_host.values().copied().collect();
@@ -203,8 +207,13 @@ async fn simulate(settings: &Settings, database_url: &str) -> Result<()> {
     let phase = Instant::now();
     let mut workers = Vec::new();
     for (index, ids) in created.into_iter().enumerate() {
-        let (client, base) = (client.clone(), bases[index % bases.len()].clone());
-        workers.push(tokio::spawn(delete_volumes(client, base, ids)));
+        let load = load_of(index);
+        workers.push(tokio::spawn(async move {
+            for id in ids {
+                load.delete_gone(&id).await?;
+            }
+            anyhow::Ok(())
+        }));
     }
     for worker in workers {
         worker.await??;
@@ -396,48 +405,24 @@ async fn list_pools(address: &str, name: &str) -> Result<Vec<Pool>> {
     Ok(client.list_pools(admin("ops").request(request)).await?.into_inner().pools)
 }
 
-async fn create_volumes(client: reqwest::Client, base: String, count: usize) -> Result<(Vec<String>, Vec<Duration>)> {
+/// `count` volumes made one after another, each polled until available; their ids and times.
+async fn create_volumes(load: RestLoad, count: usize) -> Result<(Vec<String>, Vec<Duration>)> {
     let (mut ids, mut times) = (Vec::with_capacity(count), Vec::with_capacity(count));
     for _ in 0..count {
         let started = Instant::now();
         // The real nodes' zone: the nodes that only report are in another.
-        let body = Some(r#"{"volume": {"size": 1, "availability_zone": "nova"}}"#);
-        let (status, body) = call(&client, Method::POST, &format!("{base}/volumes"), body).await?;
-        ensure!(status.is_success(), "create: {status} {body}");
-        let id = body["volume"]["id"].as_str().context("a volume id")?.to_owned();
-        loop {
-            let (_, body) = call(&client, Method::GET, &format!("{base}/volumes/{id}"), None).await?;
-            match body["volume"]["status"].as_str() {
-                Some("available") => break,
-                Some("creating") => tokio::time::sleep(POLL).await,
-                other => bail!("volume {id} became {other:?}"),
-            }
-        }
+        ids.push(load.create_available(r#"{"volume": {"size": 1, "availability_zone": "nova"}}"#).await?);
         times.push(started.elapsed());
-        ids.push(id);
     }
     Ok((ids, times))
 }
 
-async fn delete_volumes(client: reqwest::Client, base: String, ids: Vec<String>) -> Result<()> {
-    for id in ids {
-        let path = format!("{base}/volumes/{id}");
-        let (status, body) = call(&client, Method::DELETE, &path, None).await?;
-        ensure!(status.is_success(), "delete: {status} {body}");
-        while call(&client, Method::GET, &path, None).await?.0 != StatusCode::NOT_FOUND {
-            tokio::time::sleep(POLL).await;
-        }
-    }
-    Ok(())
-}
-
 /// The project's volumes by the pool that holds them, read page by page with markers.
-async fn walk_listing(client: &reqwest::Client, base: &str) -> Result<HashMap<String, usize>> {
+async fn walk_listing(load: &RestLoad) -> Result<HashMap<String, usize>> {
     let mut per_host = HashMap::new();
     let mut marker = String::new();
     loop {
-        let url = format!("{base}/volumes/detail?limit=1000{marker}");
-        let (status, body) = call(client, Method::GET, &url, None).await?;
+        let (status, body) = load.call(Method::GET, &format!("/volumes/detail?limit=1000{marker}"), None).await?;
         ensure!(status == StatusCode::OK, "listing: {status} {body}");
         let page = body["volumes"].as_array().context("a volume list")?;
         for volume in page {
@@ -451,15 +436,6 @@ async fn walk_listing(client: &reqwest::Client, base: &str) -> Result<HashMap<St
             _ => return Ok(per_host),
         }
     }
-}
-
-async fn call(
-    client: &reqwest::Client,
-    method: Method,
-    url: &str,
-    body: Option<&str>,
-) -> Result<(StatusCode, serde_json::Value)> {
-    rest_call(client, method, url, &format!("admin:{PROJECT}"), body).await
 }
 
 fn millis(duration: Duration) -> f64 {

@@ -78,28 +78,28 @@ impl PoolTable {
             }
         }
         for pool in pools {
-            let index = match self.by_host.get(pool.host()) {
-                Some(&index) => index,
+            match self.by_host.get(pool.host()) {
+                Some(&index) => {
+                    let slot = &mut self.slots[index];
+                    (slot.as_reported, slot.received_at, slot.stale_window, slot.reported) =
+                        (pool.clone(), received_at, stale_window, true);
+                    slot.book(slot.booked_gib);
+                }
                 None => {
-                    self.by_host.insert(pool.host().to_owned(), self.slots.len());
-                    self.slots.push(PoolSlot {
+                    let mut slot = PoolSlot {
                         candidate: pool.clone(),
                         received_at,
                         stale_window,
                         reported: true,
                         disabled: self.disabled.contains(pool.service()),
-                        booked_gib: self.booked.get(pool.host()).copied().unwrap_or(0),
+                        booked_gib: 0,
                         as_reported: pool.clone(),
-                    });
-                    self.slots.len() - 1
+                    };
+                    slot.book(self.booked.get(pool.host()).copied().unwrap_or(0));
+                    self.by_host.insert(pool.host().to_owned(), self.slots.len());
+                    self.slots.push(slot);
                 }
-            };
-            let slot = &mut self.slots[index];
-            slot.as_reported = pool.clone();
-            slot.received_at = received_at;
-            slot.stale_window = stale_window;
-            slot.reported = true;
-            slot.book(slot.booked_gib);
+            }
         }
     }
 

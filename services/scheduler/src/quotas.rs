@@ -194,6 +194,8 @@ pub async fn reserve(
     for (resource, delta) in usage.iter().filter(|(_, delta)| *delta != 0) {
         let hard_limit = limits.get(resource).copied().unwrap_or(-1);
         let limited = (hard_limit >= 0).then_some(hard_limit);
+        // The upsert's guard applies to an existing row only: a first use beyond the limit is
+        // refused here, before the insert would make it.
         if limited.is_some_and(|hard_limit| *delta > hard_limit)
             || !add(txn, project, resource, *delta, limited).await?
         {

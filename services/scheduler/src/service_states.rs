@@ -13,7 +13,7 @@ use basalt::{
     proto::{ListServicesRequest, Service, UpdateServiceRequest},
 };
 use chrono::Utc;
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, sea_query::OnConflict};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait, sea_query::OnConflict};
 
 use crate::{
     core::Core,
@@ -32,12 +32,8 @@ pub async fn disabled(db: &impl ConnectionTrait) -> Result<HashMap<(String, Stri
 
 /// The hosts (`node@backend`) of the volume services that take no new volumes.
 pub async fn disabled_volume_hosts(db: &impl ConnectionTrait) -> Result<BTreeSet<String>, ServiceError> {
-    let rows = service_state::Entity::find()
-        .filter(service_state::Column::Binary.eq(VOLUME))
-        .all(db)
-        .await
-        .map_err(db_error)?;
-    Ok(rows.into_iter().map(|row| row.host).collect())
+    let disabled = disabled(db).await?;
+    Ok(disabled.into_keys().filter(|(binary, _)| binary == VOLUME).map(|(_, host)| host).collect())
 }
 
 /// Every service, with its state, as `filter` narrows them (by binary, and by host or node).

@@ -26,10 +26,15 @@ fn cinder_binary(binary: &str) -> String {
     binary.replace("basalt-", "cinder-")
 }
 
+/// The binary a client names as Cinder does, as the scheduler names it (`basalt-volume`).
+fn basalt_binary(binary: &str) -> String {
+    binary.replace("cinder-", "basalt-")
+}
+
 pub async fn services(rest: Rest) -> Result<Response, Fault> {
     let request = ListServicesRequest {
         host: rest.query("host").unwrap_or_default().to_owned(),
-        binary: rest.query("binary").unwrap_or_default().replace("cinder-", "basalt-"),
+        binary: basalt_binary(rest.query("binary").unwrap_or_default()),
     };
     let services = rest.client().list_services(rest.request(request)).await?.into_inner().services;
     let views: Vec<Value> = services
@@ -100,7 +105,7 @@ pub async fn update_service(rest: Rest, request_body: Body) -> Result<Response, 
     }
     let request = UpdateServiceRequest {
         host: host.clone(),
-        binary: named.replace("cinder-", "basalt-"),
+        binary: basalt_binary(named),
         disabled,
         disabled_reason: if with_reason { reason.trim().to_owned() } else { String::new() },
     };

@@ -16,7 +16,7 @@ const GIB: f64 = (1u64 << 30) as f64;
 
 /// What a node's report says of one of its pools that no decision changes: made once per report
 /// and shared by every decision that reads it, so a decision copies numbers, not names and maps.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PoolIdentity {
     pub node_id: String,
     pub backend: String,
@@ -45,18 +45,37 @@ pub struct PoolCandidate {
 
 impl PoolCandidate {
     pub fn from_report(node_id: &str, availability_zone: &str, pool: &basalt::proto::PoolCapacity) -> Self {
-        let mut identity = PoolIdentity {
-            node_id: node_id.to_owned(),
-            backend: pool.backend.clone(),
-            pool: pool.name.clone(),
-            availability_zone: availability_zone.to_owned(),
-            host: format!("{node_id}@{}#{}", pool.backend, pool.name),
-            capabilities: pool.capabilities.clone(),
-        };
-        let candidate = Self {
-            identity: Arc::default(),
-            total_gib: pool.total_bytes as f64 / GIB,
-            free_gib: pool.free_bytes as f64 / GIB,
+        let total_gib = pool.total_bytes as f64 / GIB;
+        let free_gib = pool.free_bytes as f64 / GIB;
+        // The report's fields as capabilities too, as Cinder's host state exposes them.
+        let title = |value: bool| if value { "True" } else { "False" }.to_owned();
+        let standard = [
+            ("pool_name", pool.name.clone()),
+            ("backend", pool.backend.clone()),
+            ("availability_zone", availability_zone.to_owned()),
+            ("total_capacity_gb", format!("{}", total_gib.floor())),
+            ("free_capacity_gb", format!("{}", free_gib.floor())),
+            ("reserved_percentage", pool.reserved_percentage.to_string()),
+            ("max_over_subscription_ratio", pool.max_over_subscription_ratio.to_string()),
+            ("thin_provisioning_support", title(pool.thin_provisioning_support)),
+            ("thick_provisioning_support", title(pool.thick_provisioning_support)),
+            ("multiattach", title(pool.multiattach)),
+        ];
+        let mut capabilities = pool.capabilities.clone();
+        for (key, value) in standard {
+            capabilities.entry(key.to_owned()).or_insert(value);
+        }
+        Self {
+            identity: Arc::new(PoolIdentity {
+                node_id: node_id.to_owned(),
+                backend: pool.backend.clone(),
+                pool: pool.name.clone(),
+                availability_zone: availability_zone.to_owned(),
+                host: format!("{node_id}@{}#{}", pool.backend, pool.name),
+                capabilities,
+            }),
+            total_gib,
+            free_gib,
             provisioned_gib: pool.provisioned_bytes as f64 / GIB,
             allocated_gib: pool.allocated_bytes as f64 / GIB,
             total_volumes: pool.total_volumes,
@@ -64,28 +83,6 @@ impl PoolCandidate {
             thick_provisioning_support: pool.thick_provisioning_support,
             max_over_subscription_ratio: pool.max_over_subscription_ratio,
             reserved_percentage: pool.reserved_percentage,
-        };
-        candidate.add_standard_capabilities(&mut identity, pool.multiattach);
-        Self { identity: Arc::new(identity), ..candidate }
-    }
-
-    /// The report's fields as capabilities too, as Cinder's host state exposes them.
-    fn add_standard_capabilities(&self, identity: &mut PoolIdentity, multiattach: bool) {
-        let title = |value: bool| if value { "True" } else { "False" }.to_owned();
-        let standard = [
-            ("pool_name", identity.pool.clone()),
-            ("backend", identity.backend.clone()),
-            ("availability_zone", identity.availability_zone.clone()),
-            ("total_capacity_gb", format!("{}", self.total_gib.floor())),
-            ("free_capacity_gb", format!("{}", self.free_gib.floor())),
-            ("reserved_percentage", self.reserved_percentage.to_string()),
-            ("max_over_subscription_ratio", self.max_over_subscription_ratio.to_string()),
-            ("thin_provisioning_support", title(self.thin_provisioning_support)),
-            ("thick_provisioning_support", title(self.thick_provisioning_support)),
-            ("multiattach", title(multiattach)),
-        ];
-        for (key, value) in standard {
-            identity.capabilities.entry(key.to_owned()).or_insert(value);
         }
     }
 
@@ -230,29 +227,22 @@ pub fn rank<'a>(
 pub(crate) mod tests {
     use super::*;
 
+    /// A thin pool of node `node` in zone `nova`, its sizes in GiB, as its report would give it.
     pub(crate) fn pool(node: &str, total: f64, free: f64, provisioned: f64) -> PoolCandidate {
-        let mut identity = PoolIdentity {
-            node_id: node.into(),
+        let bytes = |gib: f64| (gib * GIB) as u64;
+        let report = basalt::proto::PoolCapacity {
+            name: "default".into(),
             backend: "file".into(),
-            pool: "default".into(),
-            availability_zone: "nova".into(),
-            host: format!("{node}@file#default"),
-            capabilities: HashMap::new(),
-        };
-        let candidate = PoolCandidate {
-            identity: Arc::default(),
-            total_gib: total,
-            free_gib: free,
-            provisioned_gib: provisioned,
-            allocated_gib: provisioned,
-            total_volumes: 0,
+            total_bytes: bytes(total),
+            free_bytes: bytes(free),
+            provisioned_bytes: bytes(provisioned),
+            allocated_bytes: bytes(provisioned),
             thin_provisioning_support: true,
-            thick_provisioning_support: false,
             max_over_subscription_ratio: 1.0,
-            reserved_percentage: 0,
+            multiattach: true,
+            ..Default::default()
         };
-        candidate.add_standard_capabilities(&mut identity, true);
-        PoolCandidate { identity: Arc::new(identity), ..candidate }
+        PoolCandidate::from_report(node, "nova", &report)
     }
 
     /// `pool` with its identity changed by `change` (its zone, its capabilities).
