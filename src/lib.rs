@@ -13,6 +13,7 @@ pub mod hex;
 pub mod ids;
 pub mod listener;
 pub mod locks;
+pub mod metrics;
 pub mod policy;
 pub mod server;
 pub mod status;

@@ -78,6 +78,8 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("group:reset_group_snapshot_status", "rule:admin_api"),
     // Basalt's: recovering from a volume node that is gone.
     ("basalt:node_recovery", "rule:admin_api"),
+    // Basalt's: reading the operation journal.
+    ("basalt:journal:index", "rule:admin_api"),
     // Manage and unmanage.
     ("volume_extension:volume_manage", "rule:admin_api"),
     ("volume_extension:volume_unmanage", "rule:admin_api"),

@@ -23,10 +23,13 @@ use tower::ServiceExt;
 use crate::{
     ServiceError,
     listener::{BoundedListener, ListenerLimits, Protocol},
+    metrics::GrpcMetricsLayer,
     tls::MeshTls,
 };
 
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
+const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
 const LISTEN_BACKLOG: u32 = 4096;
 /// How often a unix-socket server pings a quiet peer.
 const LOCAL_PING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
@@ -118,7 +121,9 @@ impl GrpcServices {
         let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
         let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
         let routes = self.routes.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
-        let mut server = Server::builder();
+        let served: Vec<&'static str> =
+            self.names.iter().copied().chain([HEALTH_SERVICE, REFLECTION_V1, REFLECTION_V1ALPHA]).collect();
+        let mut server = Server::builder().layer(GrpcMetricsLayer::new(&served));
         if let Some(tls) = tls {
             server = server
                 .tls_config(tls)
@@ -216,6 +221,24 @@ pub async fn serve_http1(listener: BoundedListener, app: axum::Router, shutdown:
     }
     let _ = stop.send(true);
     while connections.join_next().await.is_some() {}
+}
+
+/// Runs `pass` at once and then every `period` until `stopped` resolves: a pass that overruns
+/// delays the next instead of bunching them, and a pass under way finishes before the loop ends.
+pub async fn every<Pass: Future<Output = ()>>(
+    period: std::time::Duration,
+    stopped: impl Future<Output = ()>,
+    mut pass: impl FnMut() -> Pass,
+) {
+    let mut stopped = pin!(stopped);
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => pass().await,
+            () = &mut stopped => return,
+        }
+    }
 }
 
 /// The background tasks of a started service and the one signal that stops them all.

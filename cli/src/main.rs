@@ -149,6 +149,8 @@ struct UpArgs {
     secrets: SecretArgs,
     #[command(flatten)]
     listeners: ListenerArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 /// Bounds on every listener of the process (REST and gRPC).
@@ -171,6 +173,32 @@ struct ListenerArgs {
     #[arg(long, env = "BASALT_IDLE_TIMEOUT_MS", default_value_t = millis(ListenerLimits::default().idle_timeout),
           value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout_ms: u64,
+}
+
+#[derive(Args)]
+struct MetricsArgs {
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP: keep it on a private
+    /// network); none when unset.
+    #[arg(long, env = "BASALT_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+}
+
+impl MetricsArgs {
+    /// Starts the endpoint when one is asked for, and prints where it is.
+    async fn start(&self) -> Result<Option<basalt::metrics::RunningMetrics>> {
+        let Some(listen) = self.metrics_listen else { return Ok(None) };
+        // A scraper or two, never a crowd.
+        let limits = ListenerLimits { max_connections: 16, ..ListenerLimits::default() };
+        let metrics = basalt::metrics::serve(listen, limits).await?;
+        println!("  metrics: http://{}/metrics", metrics.addr);
+        Ok(Some(metrics))
+    }
+}
+
+async fn stop_metrics(metrics: Option<basalt::metrics::RunningMetrics>) {
+    if let Some(metrics) = metrics {
+        metrics.shutdown().await;
+    }
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -475,6 +503,8 @@ struct SchedulerArgs {
     tls: MeshTlsArgs,
     #[command(flatten)]
     listeners: ListenerArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 #[derive(Args)]
@@ -614,6 +644,8 @@ struct VolumeNodeArgs {
     tls: MeshTlsArgs,
     #[command(flatten)]
     listeners: ListenerArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 #[derive(Args)]
@@ -684,6 +716,8 @@ struct GatewayArgs {
     auth: AuthArgs,
     #[command(flatten)]
     listeners: ListenerArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 #[derive(Args)]
@@ -815,9 +849,11 @@ async fn up(args: UpArgs) -> Result<()> {
     );
     args.auth.announce(gateway.rest_addr);
     println!("  data: {}", data_dir.display());
+    let metrics = args.metrics.start().await?;
     println!("Press Ctrl-C to stop.");
 
     wait_for_shutdown_signal().await;
+    stop_metrics(metrics).await;
     gateway.shutdown().await;
     node.shutdown().await;
     scheduler.shutdown().await;
@@ -848,7 +884,9 @@ async fn scheduler(args: SchedulerArgs) -> Result<()> {
     .await?;
     println!("basalt scheduler");
     println!("  grpc: https://{}", scheduler.grpc_addr);
+    let metrics = args.metrics.start().await?;
     wait_for_shutdown_signal().await;
+    stop_metrics(metrics).await;
     scheduler.shutdown().await;
     Ok(())
 }
@@ -872,7 +910,9 @@ async fn volume_node(args: VolumeNodeArgs) -> Result<()> {
     let node = basalt_volume_node::start(config, bus).await?;
     println!("basalt volume-node");
     println!("  grpc: https://{}", node.grpc_addr);
+    let metrics = args.metrics.start().await?;
     wait_for_shutdown_signal().await;
+    stop_metrics(metrics).await;
     node.shutdown().await;
     Ok(())
 }
@@ -889,7 +929,9 @@ async fn gateway(args: GatewayArgs) -> Result<()> {
     println!("basalt gateway");
     println!("  rest: http://{}/v3", gateway.rest_addr);
     args.auth.announce(gateway.rest_addr);
+    let metrics = args.metrics.start().await?;
     wait_for_shutdown_signal().await;
+    stop_metrics(metrics).await;
     gateway.shutdown().await;
     Ok(())
 }

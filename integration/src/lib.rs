@@ -823,9 +823,11 @@ impl ProcessMesh {
             NATS_URL,
             "--bus-namespace",
             &self.namespace,
+            "--metrics-listen",
+            "127.0.0.1:0",
         ];
         args.extend(tls.iter().map(String::as_str));
-        BasaltProcess::spawn(&args, &[], &["grpc"])
+        BasaltProcess::spawn(&args, &[], &["grpc", "metrics"])
     }
 
     fn spawn_node(&self, index: usize) -> Result<BasaltProcess> {
@@ -839,17 +841,21 @@ impl ProcessMesh {
             dir,
             "--listen",
             "127.0.0.1:0",
-            "--report-interval-ms",
-            "200",
             "--nats-url",
             NATS_URL,
             "--bus-namespace",
             &self.namespace,
+            "--metrics-listen",
+            "127.0.0.1:0",
         ];
+        // A fast heartbeat unless the node's own arguments set one.
+        if !self.node_args[index].iter().any(|arg| arg == "--report-interval-ms") {
+            args.extend(["--report-interval-ms", "200"]);
+        }
         let tls = pki().args(&Role::Node(NodeId::parse(&self.node_ids[index])?));
         args.extend(tls.iter().map(String::as_str));
         args.extend(self.node_args[index].iter().map(String::as_str));
-        BasaltProcess::spawn(&args, &[], &["grpc"])
+        BasaltProcess::spawn(&args, &[], &["grpc", "metrics"])
     }
 
     pub fn node_dir(&self, index: usize) -> PathBuf {
@@ -863,10 +869,18 @@ impl ProcessMesh {
     /// A `basalt gateway` (noauth) in front of scheduler `index`.
     pub fn spawn_gateway(&self, index: usize) -> Result<BasaltProcess> {
         let endpoint = self.scheduler_addr(index);
-        let mut args = vec!["gateway", "--listen", "127.0.0.1:0", "--scheduler-endpoint", &endpoint];
+        let mut args = vec![
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--scheduler-endpoint",
+            &endpoint,
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ];
         let tls = pki().args(&Role::Gateway);
         args.extend(tls.iter().map(String::as_str));
-        BasaltProcess::spawn(&args, &[], &["rest"])
+        BasaltProcess::spawn(&args, &[], &["rest", "metrics"])
     }
 
     pub fn scheduler_addr(&self, index: usize) -> String {
@@ -925,6 +939,37 @@ impl ProcessMesh {
         }
         names.sort();
         Ok(names)
+    }
+}
+
+/// One scrape of a process's Prometheus metrics (its `metrics:` endpoint).
+pub struct Scraped(String);
+
+impl Scraped {
+    pub async fn from(process: &BasaltProcess) -> Result<Self> {
+        let reply = reqwest::get(process.endpoint("metrics")).await?;
+        ensure!(reply.status().is_success(), "metrics answered {}", reply.status());
+        Ok(Self(reply.text().await?))
+    }
+
+    /// The sum of the samples of `name` whose labels include every one of `labels`; 0 when there
+    /// is none (a counter not yet moved has no sample).
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let wanted: Vec<String> = labels.iter().map(|(key, value)| format!("{key}=\"{value}\"")).collect();
+        self.0
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.rsplit_once(' '))
+            .filter(|(series, _)| {
+                let (series_name, series_labels) = series.split_once('{').unwrap_or((series, ""));
+                series_name == name && wanted.iter().all(|label| series_labels.contains(label.as_str()))
+            })
+            .filter_map(|(_, value)| value.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub fn text(&self) -> &str {
+        &self.0
     }
 }
 

@@ -1,7 +1,8 @@
 //! The Kubernetes manifests (`deploy/kubernetes/`) and the README's examples are valid for the
 //! Kubernetes releases Basalt supports, checked offline against their OpenAPI schemas
 //! (kubernetes-validate from PyPI, strict: no unknown field), and they run `basalt csi` with
-//! flags and environment variables the binary has.
+//! flags and environment variables the binary has. The Grafana dashboard (`deploy/grafana/`)
+//! charts only metrics the services register.
 
 use std::process::Command;
 
@@ -60,5 +61,45 @@ fn the_manifests_are_valid_kubernetes_and_run_the_plugin_as_it_is() -> Result<()
             );
         }
     }
+    Ok(())
+}
+
+#[test]
+fn the_dashboard_charts_only_metrics_the_services_register() -> Result<()> {
+    let root = repo_root();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("deploy/grafana/basalt-dashboard.json"))?)?;
+    let mut sources = String::new();
+    for file in [
+        "src/metrics.rs",
+        "services/api-gateway/src/metrics.rs",
+        "services/scheduler/src/metrics.rs",
+        "services/volume-node/src/metrics.rs",
+    ] {
+        sources.push_str(&std::fs::read_to_string(root.join(file))?);
+    }
+    let mut charted = 0;
+    for panel in dashboard["panels"].as_array().context("panels")? {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().context("a target's expression")?;
+            let names = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|word| word.starts_with("basalt_"));
+            for name in names {
+                // A histogram's series are its family's name with a suffix.
+                let family = ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .filter(|family| sources.contains(&format!("\"{family}\"")))
+                    .unwrap_or(name);
+                ensure!(
+                    sources.contains(&format!("\"{family}\"")),
+                    "the dashboard charts {name}, which no service registers"
+                );
+                charted += 1;
+            }
+        }
+    }
+    ensure!(charted >= 20, "the dashboard charts too little: {charted} series");
     Ok(())
 }

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod body;
 pub mod fault;
+mod metrics;
 pub mod microversion;
 pub mod openapi;
 pub mod routes;
@@ -120,9 +121,11 @@ pub fn router(state: GatewayState) -> Router {
         .route("/healthcheck", get(healthcheck))
         .route("/openapi.json", get(openapi::document))
         .merge(api)
+        .route_layer(middleware::from_fn(metrics::matched_route))
         .fallback(versions::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), bounded_request))
         .layer(middleware::from_fn(fault_bodies))
+        .layer(middleware::from_fn(metrics::metered))
         .with_state(state)
 }
 

@@ -28,19 +28,19 @@ use basalt::{
         ListBackupsResponse, ListGroupSnapshotsRequest, ListGroupSnapshotsResponse, ListGroupTypesRequest,
         ListGroupTypesResponse, ListGroupsRequest, ListGroupsResponse, ListManageableSnapshotsResponse,
         ListManageableVolumesRequest, ListManageableVolumesResponse, ListMessagesRequest, ListMessagesResponse,
-        ListPoolsRequest, ListPoolsResponse, ListProjectDefaultTypesRequest, ListProjectDefaultTypesResponse,
-        ListQosSpecsAssociationsResponse, ListQosSpecsRequest, ListQosSpecsResponse, ListServicesRequest,
-        ListServicesResponse, ListSnapshotsRequest, ListSnapshotsResponse, ListTransfersRequest, ListTransfersResponse,
-        ListVolumeTypesRequest, ListVolumeTypesResponse, ListVolumesRequest, ListVolumesResponse,
-        ManageSnapshotRequest, ManageVolumeRequest, MigrateVolumeRequest, MoveNodeResourcesRequest,
-        NodeRecoveryResponse, Pool, PoolRef, ProjectDefaultType, QosSpecs, QuotaSet, ResetBackupStatusRequest,
-        ResetGroupSnapshotStatusRequest, ResetGroupStatusRequest, ResetSnapshotStatusRequest, ResetVolumeStatusRequest,
-        RestoreBackupRequest, RestoreBackupResponse, RetypeVolumeRequest, RevertVolumeRequest, Service,
-        SetGroupSpecsRequest, SetProjectDefaultTypeRequest, SetVolumeTypeExtraSpecsRequest, Snapshot,
-        TerminateConnectionRequest, Transfer, UnmanageSnapshotRequest, UnmanageVolumeRequest, UnmanageVolumeResponse,
-        UnsetGroupSpecRequest, UnsetProjectDefaultTypeRequest, UnsetProjectDefaultTypeResponse,
-        UnsetVolumeTypeExtraSpecRequest, UpdateAttachmentRequest, UpdateBackupRequest, UpdateGroupRequest,
-        UpdateGroupTypeRequest, UpdateQosSpecsRequest, UpdateQuotasRequest, UpdateServiceRequest,
+        ListOperationsRequest, ListOperationsResponse, ListPoolsRequest, ListPoolsResponse,
+        ListProjectDefaultTypesRequest, ListProjectDefaultTypesResponse, ListQosSpecsAssociationsResponse,
+        ListQosSpecsRequest, ListQosSpecsResponse, ListServicesRequest, ListServicesResponse, ListSnapshotsRequest,
+        ListSnapshotsResponse, ListTransfersRequest, ListTransfersResponse, ListVolumeTypesRequest,
+        ListVolumeTypesResponse, ListVolumesRequest, ListVolumesResponse, ManageSnapshotRequest, ManageVolumeRequest,
+        MigrateVolumeRequest, MoveNodeResourcesRequest, NodeRecoveryResponse, Pool, PoolRef, ProjectDefaultType,
+        QosSpecs, QuotaSet, ResetBackupStatusRequest, ResetGroupSnapshotStatusRequest, ResetGroupStatusRequest,
+        ResetSnapshotStatusRequest, ResetVolumeStatusRequest, RestoreBackupRequest, RestoreBackupResponse,
+        RetypeVolumeRequest, RevertVolumeRequest, Service, SetGroupSpecsRequest, SetProjectDefaultTypeRequest,
+        SetVolumeTypeExtraSpecsRequest, Snapshot, TerminateConnectionRequest, Transfer, UnmanageSnapshotRequest,
+        UnmanageVolumeRequest, UnmanageVolumeResponse, UnsetGroupSpecRequest, UnsetProjectDefaultTypeRequest,
+        UnsetProjectDefaultTypeResponse, UnsetVolumeTypeExtraSpecRequest, UpdateAttachmentRequest, UpdateBackupRequest,
+        UpdateGroupRequest, UpdateGroupTypeRequest, UpdateQosSpecsRequest, UpdateQuotasRequest, UpdateServiceRequest,
         UpdateSnapshotRequest, UpdateVolumeRequest, UpdateVolumeTypeRequest, UserMessage, Volume, VolumeType,
         VolumeTypeAccessRequest, volume_service_server::VolumeService,
     },
@@ -56,7 +56,7 @@ use crate::{
     group_snapshots::GroupSnapshots,
     group_types,
     groups::Groups,
-    messages, node_recovery, placement,
+    journal, messages, node_recovery, placement,
     qos::{self, Qos},
     quotas, service_states,
     snapshots::{self, Snapshots},
@@ -721,6 +721,15 @@ impl VolumeService for VolumeApi {
         let context = self.authorize(&request, "snapshot_extension:snapshot_unmanage")?;
         self.snapshots.unmanage(&context, &request.get_ref().snapshot_id).await?;
         Ok(Response::new(UnmanageVolumeResponse {}))
+    }
+
+    async fn list_operations(
+        &self,
+        request: Request<ListOperationsRequest>,
+    ) -> Result<Response<ListOperationsResponse>, Status> {
+        self.authorize(&request, "basalt:journal:index")?;
+        let (operations, total) = journal::list(&self.core.db, request.get_ref().limit).await?;
+        Ok(Response::new(ListOperationsResponse { operations, total }))
     }
 
     async fn declare_node_lost(

@@ -143,20 +143,13 @@ async fn read_bookings(core: &Core, age: Duration) -> Result<(), ServiceError> {
 /// Keeps the bookings current in the background until `stopped` resolves, so decisions do not
 /// wait for the read.
 pub async fn keep_bookings_current(core: Arc<Core>, stopped: impl Future<Output = ()>) {
-    tokio::pin!(stopped);
-    let mut every = tokio::time::interval(BOOKINGS_REFRESH);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = every.tick() => {
-                // Half a period of slack, so a tick that comes a little early still reads.
-                if let Err(error) = read_bookings(&core, BOOKINGS_REFRESH / 2).await {
-                    tracing::warn!(%error, "reading the capacity claims failed; placement keeps the last ones");
-                }
-            }
-            _ = &mut stopped => return,
+    basalt::server::every(BOOKINGS_REFRESH, stopped, || async {
+        // Half a period of slack, so a tick that comes a little early still reads.
+        if let Err(error) = read_bookings(&core, BOOKINGS_REFRESH / 2).await {
+            tracing::warn!(%error, "reading the capacity claims failed; placement keeps the last ones");
         }
-    }
+    })
+    .await
 }
 
 /// Every pool of every fresh report whose volume service is enabled, with what is booked on it.

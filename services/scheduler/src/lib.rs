@@ -20,6 +20,7 @@ pub mod lifecycle;
 pub mod listing;
 pub mod lost_nodes;
 pub mod messages;
+pub mod metrics;
 pub mod new_rows;
 pub mod node_recovery;
 pub mod nodes;
@@ -120,6 +121,7 @@ pub async fn start(config: SchedulerConfig, bus: Bus) -> Result<RunningScheduler
     }
 
     tasks.spawn(claims::keep_bookings_current(core.clone(), tasks.stopped()));
+    tasks.spawn(metrics::keep_current(core.clone(), tasks.stopped()));
     {
         let core = core.clone();
         let interval = config.control.message_reap_interval;

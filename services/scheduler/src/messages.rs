@@ -328,8 +328,7 @@ pub async fn list(
 
 /// Removes expired messages every `interval` until `stopped` resolves; listings already hide them.
 pub async fn reap(core: std::sync::Arc<Core>, interval: std::time::Duration, stopped: impl Future<Output = ()>) {
-    tokio::pin!(stopped);
-    loop {
+    basalt::server::every(interval, stopped, || async {
         let removed =
             message::Entity::delete_many().filter(message::Column::ExpiresAt.lte(Utc::now())).exec(&core.db).await;
         match removed {
@@ -339,11 +338,8 @@ pub async fn reap(core: std::sync::Arc<Core>, interval: std::time::Duration, sto
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "cannot remove expired user messages; retrying later"),
         }
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = &mut stopped => return,
-        }
-    }
+    })
+    .await
 }
 
 pub fn to_proto(model: &message::Model) -> UserMessage {

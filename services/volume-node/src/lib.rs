@@ -5,6 +5,7 @@ pub mod agent;
 pub mod backend;
 pub mod backup;
 pub mod copy_set;
+mod metrics;
 pub mod reporter;
 pub mod target;
 

@@ -14,10 +14,11 @@ mod node;
 
 use std::sync::Arc;
 
-use basalt::{ErrorCode, ServiceError, context::CallContext, ids::OperationId};
+use basalt::{ErrorCode, ServiceError, context::CallContext, ids::OperationId, proto::JournalOperation};
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set,
     sea_query::{Expr, ExprTrait},
 };
 use serde::Serialize;
@@ -28,6 +29,7 @@ use crate::{
     db::{db_error, operation},
     events::PendingEvent,
     messages::{self, Failure},
+    metrics,
 };
 
 /// An operation a domain records in the journal: everything needed to re-drive it is in its
@@ -109,6 +111,40 @@ pub async fn in_flight(db: &impl ConnectionTrait, resource_id: &str) -> Result<b
     Ok(count > 0)
 }
 
+/// The most operations one listing returns.
+const MAX_LISTED: u64 = 1000;
+
+/// The operations in flight, oldest first (at most `limit`, 0 for the most), and how many there
+/// are in all.
+pub async fn list(db: &impl ConnectionTrait, limit: u32) -> Result<(Vec<JournalOperation>, u64), ServiceError> {
+    let limit = match u64::from(limit) {
+        0 => MAX_LISTED,
+        limit => std::cmp::min(limit, MAX_LISTED),
+    };
+    let total = operation::Entity::find().count(db).await.map_err(db_error)?;
+    let rows = operation::Entity::find()
+        .order_by_asc(operation::Column::CreatedAt)
+        .order_by_asc(operation::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await
+        .map_err(db_error)?;
+    let operations = rows
+        .into_iter()
+        .map(|row| JournalOperation {
+            id: row.id.to_string(),
+            kind: row.kind,
+            resource_id: row.resource_id,
+            owner: row.owner,
+            attempt: u32::try_from(row.attempt).unwrap_or_default(),
+            created_at: Some(std::time::SystemTime::from(row.created_at).into()),
+            lease_expires_at: Some(std::time::SystemTime::from(row.lease_expires_at).into()),
+            request_id: row.request_id,
+        })
+        .collect();
+    Ok((operations, total))
+}
+
 fn lease(core: &Core) -> chrono::TimeDelta {
     chrono::TimeDelta::from_std(core.config.operation_lease).unwrap_or(chrono::TimeDelta::seconds(15))
 }
@@ -182,7 +218,9 @@ async fn complete<O: Journalled>(
             tracing::error!(operation_id = %record.id, kind = operation.kind(), %error, "the operation's resource moved on; closing the operation without applying its outcome");
             let txn = core.begin_write().await?;
             remove_if_owned(&*txn, core, record).await?;
-            return txn.commit().await;
+            txn.commit().await?;
+            metrics::operation_completed(operation.kind(), "closed");
+            return Ok(());
         }
         Err(error) => return Err(error),
     };
@@ -197,6 +235,7 @@ async fn complete<O: Journalled>(
     };
     txn.commit().await?;
     tracing::info!(operation_id = %record.id, kind = operation.kind(), succeeded = outcome.is_ok(), "operation completed");
+    metrics::operation_completed(operation.kind(), if outcome.is_ok() { "succeeded" } else { "failed" });
     core.publish(events).await;
     if let Some((next_record, next)) = follow_up {
         launch(core.clone(), next_record, next);
@@ -246,6 +285,7 @@ pub async fn reconcile_once(core: &Arc<Core>, relaunch: Relaunch) -> Result<usiz
             continue;
         };
         tracing::info!(operation_id = %record.id, kind = %record.kind, previous_owner = %record.owner, attempt = record.attempt, "taking over an interrupted operation");
+        metrics::operation_taken_over(&record.kind);
         let operation_id = record.id;
         if let Err(error) = relaunch(core.clone(), record) {
             // Kept for an operator: re-driving what cannot be read would only fail again.
@@ -259,14 +299,10 @@ pub async fn reconcile_once(core: &Arc<Core>, relaunch: Relaunch) -> Result<usiz
 
 /// The reconciler loop: re-drives abandoned operations until `stopped` resolves.
 pub async fn reconcile(core: Arc<Core>, relaunch: Relaunch, stopped: impl Future<Output = ()>) {
-    tokio::pin!(stopped);
-    loop {
+    basalt::server::every(core.config.reconcile_interval, stopped, || async {
         if let Err(error) = reconcile_once(&core, relaunch).await {
             tracing::warn!(%error, "reconciliation pass failed; retrying");
         }
-        tokio::select! {
-            _ = tokio::time::sleep(core.config.reconcile_interval) => {}
-            _ = &mut stopped => return,
-        }
-    }
+    })
+    .await
 }

@@ -6,6 +6,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
+    time::Instant,
 };
 
 use basalt::{
@@ -26,7 +27,10 @@ pub enum BackupStoreSettings {
     Posix(PathBuf),
     S3(S3Settings),
 }
-use crate::backend::{Backend, blocking};
+use crate::{
+    backend::{Backend, blocking},
+    metrics,
+};
 
 pub struct Backups {
     store: Option<Arc<BackupStore>>,
@@ -143,6 +147,7 @@ impl Backups {
             }
         };
         let backup_id = order.backup_id;
+        let started = Instant::now();
         let outcome = blocking(move || {
             let source = BackupSource {
                 backup_id: order.backup_id,
@@ -158,6 +163,7 @@ impl Backups {
             engine::backup(&store.project(&order.project_id), source, &progress)
         })
         .await;
+        metrics::backup_finished("backup", started, outcome.as_ref().ok().map(|manifest| manifest.size_bytes));
         if let Some(snapshot_id) = temporary
             && let Err(error) = backend.delete_snapshot(&order.pool, snapshot_id).await
         {
@@ -182,8 +188,13 @@ impl Backups {
             .ok_or_else(|| ServiceError::not_found(format!("volume {volume_id} is not in pool {pool:?}")))?;
         let (progress, _running) = self.start(backup_id)?;
         let project_id = project_id.clone();
-        blocking(move || engine::restore(&store.project(&project_id), &manifest, Path::new(&volume.path), &progress))
-            .await
+        let (started, size_bytes) = (Instant::now(), manifest.size_bytes);
+        let outcome = blocking(move || {
+            engine::restore(&store.project(&project_id), &manifest, Path::new(&volume.path), &progress)
+        })
+        .await;
+        metrics::backup_finished("restore", started, outcome.as_ref().ok().map(|()| size_bytes));
+        outcome
     }
 
     /// Deletes the backup, and with `sweep` the chunks no other backup names; `(existed, freed bytes)`.

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use self::freeze::Frozen;
+use crate::metrics;
 
 use basalt::command::SystemRunner;
 
@@ -141,7 +142,9 @@ impl<D: TargetDriver> Exports<D> {
     /// Creates the export of `path` (or returns the existing one, credentials unchanged).
     pub async fn export(&self, volume_id: VolumeId, path: &str) -> Result<Export, ServiceError> {
         let _guard = self.lock.lock().await;
-        let export = match self.load(volume_id)? {
+        let existing = self.load(volume_id)?;
+        let new = existing.is_none();
+        let export = match existing {
             Some(mut existing) => {
                 existing.path = path.to_owned();
                 existing.portal = self.config.portal.clone();
@@ -160,6 +163,9 @@ impl<D: TargetDriver> Exports<D> {
         };
         // Recorded first: a crash between the two leaves a record that the next start completes.
         self.save(&export)?;
+        if new {
+            metrics::EXPORTS.inc();
+        }
         self.driver.ensure(&export).await?;
         Ok(export)
     }
@@ -174,6 +180,7 @@ impl<D: TargetDriver> Exports<D> {
         if !export.initiators.iter().any(|known| known == initiator) {
             export.initiators.push(initiator.to_owned());
             self.save(&export)?;
+            metrics::INITIATORS.inc();
         }
         self.driver.ensure(&export).await?;
         Ok(export)
@@ -183,8 +190,10 @@ impl<D: TargetDriver> Exports<D> {
     pub async fn revoke(&self, volume_id: VolumeId, initiator: &str) -> Result<(), ServiceError> {
         let _guard = self.lock.lock().await;
         let Some(mut export) = self.load(volume_id)? else { return Ok(()) };
+        let before = export.initiators.len();
         export.initiators.retain(|known| known != initiator);
         self.save(&export)?;
+        metrics::INITIATORS.sub((before - export.initiators.len()) as i64);
         self.driver.revoke(&export, initiator).await
     }
 
@@ -194,7 +203,13 @@ impl<D: TargetDriver> Exports<D> {
         let record = self.load(volume_id)?;
         self.driver.remove(volume_id, &self.iqn(volume_id), record.as_ref()).await?;
         match fs::remove_file(self.record_path(volume_id)) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if let Some(record) = record {
+                    metrics::EXPORTS.dec();
+                    metrics::INITIATORS.sub(record.initiators.len() as i64);
+                }
+                Ok(())
+            }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(error) => Err(ServiceError::internal(format!("cannot remove the export record: {error}"))),
         }
@@ -218,6 +233,9 @@ impl<D: TargetDriver> Exports<D> {
             let name = entry.file_name().to_string_lossy().into_owned();
             let Some(id) = name.strip_prefix("export-").and_then(|rest| rest.strip_suffix(".json")) else { continue };
             let Some(export) = self.load(VolumeId::parse(id)?)? else { continue };
+            // The gauges count records, as `remove` does, restored or not.
+            metrics::EXPORTS.inc();
+            metrics::INITIATORS.add(export.initiators.len() as i64);
             if !Path::new(&export.path).exists() {
                 tracing::warn!(volume_id = %export.volume_id, "an export's volume is gone; not restoring it");
                 continue;
