@@ -1,15 +1,43 @@
 //! gRPC client channels with deadlines, over the mesh's mutual TLS: every command in the mesh is
 //! a call that cannot hang, to a peer that proved who it is.
 
-use std::time::Duration;
+use std::{
+    task::{Context, Poll},
+    time::Duration,
+};
 
-pub use tonic::transport::Channel;
-use tonic::transport::Endpoint;
+use tonic::{body::Body, transport::Endpoint};
 
 use crate::{
     ServiceError,
     tls::{MeshTls, Role},
 };
+
+/// A channel to a peer of the mesh: tonic's, with the caller's trace context in every request.
+#[derive(Debug, Clone)]
+pub struct Channel(tonic::transport::Channel);
+
+/// A channel built by other means (a test's deliberately unauthenticated peer).
+impl From<tonic::transport::Channel> for Channel {
+    fn from(channel: tonic::transport::Channel) -> Self {
+        Self(channel)
+    }
+}
+
+impl tower::Service<http::Request<Body>> for Channel {
+    type Response = http::Response<Body>;
+    type Error = tonic::transport::Error;
+    type Future = <tonic::transport::Channel as tower::Service<http::Request<Body>>>::Future;
+
+    fn poll_ready(&mut self, context: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower::Service::poll_ready(&mut self.0, context)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        crate::telemetry::inject_context(request.headers_mut());
+        self.0.call(request)
+    }
+}
 
 /// How long to wait for a TCP + TLS + HTTP/2 connection to a peer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -47,5 +75,5 @@ pub fn channel_with_timeout(
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10));
-    Ok(endpoint.connect_lazy())
+    Ok(Channel(endpoint.connect_lazy()))
 }

@@ -24,6 +24,7 @@ use crate::{
     ServiceError,
     listener::{BoundedListener, ListenerLimits, Protocol},
     metrics::GrpcMetricsLayer,
+    telemetry::TraceContextLayer,
     tls::MeshTls,
 };
 
@@ -123,7 +124,7 @@ impl GrpcServices {
         let routes = self.routes.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
         let served: Vec<&'static str> =
             self.names.iter().copied().chain([HEALTH_SERVICE, REFLECTION_V1, REFLECTION_V1ALPHA]).collect();
-        let mut server = Server::builder().layer(GrpcMetricsLayer::new(&served));
+        let mut server = Server::builder().layer(GrpcMetricsLayer::new(&served)).layer(TraceContextLayer);
         if let Some(tls) = tls {
             server = server
                 .tls_config(tls)

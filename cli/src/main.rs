@@ -27,6 +27,9 @@ struct Cli {
     /// Log JSON lines instead of human-readable text.
     #[arg(long, global = true, env = "BASALT_LOG_JSON")]
     log_json: bool,
+    /// Export traces over OTLP/gRPC to this collector (`http://host:4317`); none when unset.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -769,8 +772,22 @@ fn host_initiator() -> Option<String> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    basalt::telemetry::init(cli.log_json);
-    match cli.command {
+    let service = match &cli.command {
+        Command::Up(_) => "basalt",
+        Command::Scheduler(_) => "basalt-scheduler",
+        Command::VolumeNode(_) => "basalt-volume-node",
+        Command::Gateway(_) => "basalt-gateway",
+        Command::Csi(_) => "basalt-csi",
+        _ => "basalt-cli",
+    };
+    let telemetry = basalt::telemetry::init(cli.log_json, service, cli.otlp_endpoint.as_deref());
+    let outcome = run(cli.command).await;
+    telemetry.shutdown();
+    outcome
+}
+
+async fn run(command: Command) -> Result<()> {
+    match command {
         Command::Up(args) => up(args).await,
         Command::Scheduler(args) => scheduler(args).await,
         Command::VolumeNode(args) => volume_node(args).await,

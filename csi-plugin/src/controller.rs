@@ -13,6 +13,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use basalt::channel::Channel;
 use basalt::{
     GIB_BYTES,
     context::CallContext,
@@ -32,7 +33,7 @@ use basalt::{
     locks::KeyedLocks,
     proto::{self, AttachMode, Connector, SnapshotStatus, VolumeStatus, volume_service_client::VolumeServiceClient},
 };
-use tonic::{Code, Request, Response, Status, transport::Channel};
+use tonic::{Code, Request, Response, Status};
 
 use crate::{capability, node_ref::NodeRef, topology};
 

@@ -1,12 +1,13 @@
 //! The CSI Identity service: who the plugin is, what it offers, and whether it is ready, which it
 //! is only while the control plane answers.
 
+use basalt::channel::Channel;
 use basalt::csi::{
     GetPluginCapabilitiesRequest, GetPluginCapabilitiesResponse, GetPluginInfoRequest, GetPluginInfoResponse,
     PluginCapability, ProbeRequest, ProbeResponse,
     plugin_capability::{self, service, volume_expansion},
 };
-use tonic::{Request, Response, Status, transport::Channel};
+use tonic::{Request, Response, Status};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 use crate::{DRIVER_NAME, VENDOR_VERSION};

@@ -2,6 +2,7 @@
 //! processes, a fresh PostgreSQL database per test, the real NATS server, and a Python venv for
 //! outside clients. Every helper fails loudly with what is missing; none skips a test.
 
+pub mod chaos;
 pub mod csi;
 pub mod keystone;
 
@@ -15,6 +16,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
+use basalt::channel::Channel;
 use basalt::{
     bus::Bus,
     context::CallContext,
@@ -26,7 +28,6 @@ use basalt::{
     tls::{CertificateAuthority, MeshTls, Role, TlsFiles},
 };
 use sea_orm::{ConnectionTrait, Database};
-use tonic::transport::Channel;
 
 pub const NATS_URL: &str = "nats://127.0.0.1:4222";
 pub const GIB: u64 = 1 << 30;
@@ -755,11 +756,15 @@ pub struct ProcessMesh {
     pub database_url: String,
     pub namespace: String,
     pub schedulers: Vec<Option<BasaltProcess>>,
+    /// Where each scheduler listens, kept across restarts.
+    scheduler_listen: Vec<String>,
     pub nodes: Vec<Option<BasaltProcess>>,
     pub node_ids: Vec<String>,
     root: tempfile::TempDir,
     /// Each node's own arguments, beside the ones every node gets.
     node_args: Vec<Vec<String>>,
+    /// Environment variables every process of the mesh gets.
+    env: Vec<(String, String)>,
 }
 
 impl ProcessMesh {
@@ -779,6 +784,16 @@ impl ProcessMesh {
         schedulers: usize,
         node_args: &[&[&str]],
     ) -> Result<Self> {
+        Self::start_with_env(database_url, schedulers, node_args, &[])
+    }
+
+    /// A mesh whose every process also gets the environment variables `env`.
+    pub fn start_with_env(
+        database_url: Option<String>,
+        schedulers: usize,
+        node_args: &[&[&str]],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let nodes = node_args.len();
         let root = tempfile::tempdir()?;
         let database_url =
@@ -787,13 +802,16 @@ impl ProcessMesh {
             database_url,
             namespace: bus_namespace(),
             schedulers: Vec::new(),
+            scheduler_listen: Vec::new(),
             nodes: Vec::new(),
             node_ids: (0..nodes).map(|index| format!("node-{index}")).collect(),
             root,
             node_args: node_args.iter().map(|args| args.iter().map(|arg| (*arg).to_owned()).collect()).collect(),
+            env: env.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect(),
         };
         for index in 0..schedulers {
             let scheduler = mesh.spawn_scheduler(index)?;
+            mesh.scheduler_listen.push(scheduler.endpoint("grpc").trim_start_matches("https://").to_owned());
             mesh.schedulers.push(Some(scheduler));
         }
         for index in 0..nodes {
@@ -804,6 +822,11 @@ impl ProcessMesh {
     }
 
     fn spawn_scheduler(&self, index: usize) -> Result<BasaltProcess> {
+        // A restarted scheduler comes back on its address, as a service behind a fixed one does.
+        let listen = match self.schedulers.get(index) {
+            Some(_) => self.scheduler_listen[index].clone(),
+            None => "127.0.0.1:0".to_owned(),
+        };
         let instance = format!("scheduler-{index}");
         let key = self.root.path().join("secret.key");
         let tls = pki().args(&Role::Scheduler);
@@ -812,7 +835,7 @@ impl ProcessMesh {
             "--secret-key-file",
             key.to_str().context("utf-8 temp dir")?,
             "--listen",
-            "127.0.0.1:0",
+            &listen,
             "--database-url",
             &self.database_url,
             "--instance",
@@ -827,7 +850,11 @@ impl ProcessMesh {
             "127.0.0.1:0",
         ];
         args.extend(tls.iter().map(String::as_str));
-        BasaltProcess::spawn(&args, &[], &["grpc", "metrics"])
+        BasaltProcess::spawn(&args, &self.env_pairs(), &["grpc", "metrics"])
+    }
+
+    fn env_pairs(&self) -> Vec<(&str, &str)> {
+        self.env.iter().map(|(name, value)| (name.as_str(), value.as_str())).collect()
     }
 
     fn spawn_node(&self, index: usize) -> Result<BasaltProcess> {
@@ -855,7 +882,7 @@ impl ProcessMesh {
         let tls = pki().args(&Role::Node(NodeId::parse(&self.node_ids[index])?));
         args.extend(tls.iter().map(String::as_str));
         args.extend(self.node_args[index].iter().map(String::as_str));
-        BasaltProcess::spawn(&args, &[], &["grpc", "metrics"])
+        BasaltProcess::spawn(&args, &self.env_pairs(), &["grpc", "metrics"])
     }
 
     pub fn node_dir(&self, index: usize) -> PathBuf {
@@ -868,19 +895,17 @@ impl ProcessMesh {
 
     /// A `basalt gateway` (noauth) in front of scheduler `index`.
     pub fn spawn_gateway(&self, index: usize) -> Result<BasaltProcess> {
-        let endpoint = self.scheduler_addr(index);
-        let mut args = vec![
-            "gateway",
-            "--listen",
-            "127.0.0.1:0",
-            "--scheduler-endpoint",
-            &endpoint,
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ];
+        self.spawn_gateway_on(index, "127.0.0.1:0")
+    }
+
+    /// [`ProcessMesh::spawn_gateway`] listening on `listen` (a restart on its old address).
+    pub fn spawn_gateway_on(&self, index: usize, listen: &str) -> Result<BasaltProcess> {
+        let endpoint = format!("https://{}", self.scheduler_listen[index]);
+        let mut args =
+            vec!["gateway", "--listen", listen, "--scheduler-endpoint", &endpoint, "--metrics-listen", "127.0.0.1:0"];
         let tls = pki().args(&Role::Gateway);
         args.extend(tls.iter().map(String::as_str));
-        BasaltProcess::spawn(&args, &[], &["rest", "metrics"])
+        BasaltProcess::spawn(&args, &self.env_pairs(), &["rest", "metrics"])
     }
 
     pub fn scheduler_addr(&self, index: usize) -> String {

@@ -4,6 +4,7 @@
 //! with a new database.
 
 use anyhow::{Context, Result, ensure};
+use basalt::channel::Channel;
 use basalt::{
     context::CallContext,
     proto::{
@@ -13,7 +14,6 @@ use basalt::{
     },
 };
 use basalt_integration::*;
-use tonic::transport::Channel;
 
 const MIB: u64 = 1 << 20;
 

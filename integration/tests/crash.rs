@@ -5,12 +5,12 @@
 use std::collections::BTreeSet;
 
 use anyhow::{Context, Result, ensure};
+use basalt::channel::Channel;
 use basalt::proto::{
     CreateSnapshotRequest, CreateVolumeRequest, DeleteVolumeRequest, ExtendVolumeRequest, ListSnapshotsRequest,
     ListVolumesRequest, Snapshot, SnapshotStatus, Volume, VolumeStatus, volume_service_client::VolumeServiceClient,
 };
 use basalt_integration::*;
-use tonic::transport::Channel;
 
 const MIB: u64 = 1 << 20;
 /// Enough data that copies take a while, so the kill lands while they run.

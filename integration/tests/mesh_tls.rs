@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use basalt::{
+    channel::Channel,
     context::CallContext,
     ids::NodeId,
     proto::{
@@ -22,7 +23,7 @@ use prost::Message;
 use tonic::{
     Code, Status,
     codegen::http::uri::PathAndQuery,
-    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
+    transport::{Certificate, ClientTlsConfig, Endpoint},
 };
 
 /// How a test peer reaches a server.
@@ -55,9 +56,9 @@ impl Peer {
                 let ca = std::fs::read(pki().files(&Role::Gateway).ca)?;
                 let tls =
                     ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name(server.dns_name());
-                Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls)?.connect_lazy()
+                Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls)?.connect_lazy().into()
             }
-            Peer::PlainText => Endpoint::from_shared(format!("http://{addr}"))?.connect_lazy(),
+            Peer::PlainText => Endpoint::from_shared(format!("http://{addr}"))?.connect_lazy().into(),
         })
     }
 }

@@ -2,12 +2,20 @@
 //! a node with a real tgtd and a backup store) while a REST client creates, attaches, backs up,
 //! detaches and deletes a volume: each service's counters and gauges move with what it did, and
 //! nothing a client sends becomes a label. And `basalt admin status`: services, pools with their
-//! heartbeat, and the journal's operations in flight.
+//! heartbeat, and the journal's operations in flight. And traces: one REST request's trace, with
+//! the client's trace context, runs through every service to an OTLP collector.
 
 use anyhow::{Context, Result, ensure};
 use basalt::proto::{CreateVolumeRequest, ListOperationsRequest, VolumeStatus};
 use basalt_integration::{
     ProcessMesh, Scraped, Tgtd, basalt_binary, eventually, pki, project, volume_client, wait_for_status,
+};
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+        trace_service_server::{TraceService, TraceServiceServer},
+    },
+    common::v1::any_value,
 };
 use reqwest::Method;
 use serde_json::Value;
@@ -241,5 +249,101 @@ async fn basalt_admin_status_shows_services_pools_and_the_journal() -> Result<()
 
     wait_for_status(&mut client, &member, &volume.id, VolumeStatus::Available).await?;
     ensure!(status()?.contains("journal: 0 operations in flight"));
+    Ok(())
+}
+
+/// An OTLP collector that keeps what it is sent: (service name, trace id in hex, span name).
+#[derive(Clone, Default)]
+struct Collector(std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>);
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut kept = self.0.lock().unwrap();
+        for resource_spans in request.into_inner().resource_spans {
+            let service = resource_spans
+                .resource
+                .iter()
+                .flat_map(|resource| &resource.attributes)
+                .find(|attribute| attribute.key == "service.name")
+                .and_then(|attribute| attribute.value.as_ref()?.value.clone())
+                .map(|value| match value {
+                    any_value::Value::StringValue(name) => name,
+                    other => format!("{other:?}"),
+                })
+                .unwrap_or_default();
+            for span in resource_spans.scope_spans.into_iter().flat_map(|scope| scope.spans) {
+                let trace_id: String = span.trace_id.iter().map(|byte| format!("{byte:02x}")).collect();
+                kept.push((service.clone(), trace_id, span.name));
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+impl Collector {
+    async fn start() -> Result<(Self, std::net::SocketAddr)> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let collector = Self::default();
+        let server = tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(collector.clone()))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
+        tokio::spawn(server);
+        Ok((collector, addr))
+    }
+
+    fn spans_of(&self, trace_id: &str) -> Vec<(String, String)> {
+        let kept = self.0.lock().unwrap();
+        kept.iter()
+            .filter(|(_, trace, _)| trace == trace_id)
+            .map(|(service, _, name)| (service.clone(), name.clone()))
+            .collect()
+    }
+}
+
+/// A REST create that carries a client's `traceparent` leaves spans of that one trace in the
+/// gateway (the request), the scheduler (its gRPC call and the create operation) and the node
+/// (its gRPC call), each exported over OTLP as its own service.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_s_trace_runs_from_the_gateway_through_the_scheduler_to_the_node() -> Result<()> {
+    let (collector, addr) = Collector::start().await?;
+    let endpoint = format!("http://{addr}");
+    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
+    let mesh = ProcessMesh::start_with_env(None, 1, &[&[]], &env)?;
+    mesh.wait_for_nodes(0).await?;
+    let gateway = mesh.spawn_gateway(0)?;
+    let client = Client { http: reqwest::Client::new(), base: gateway.endpoint("rest").trim_end_matches('/').into() };
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let reply = client
+        .http
+        .post(format!("{}/{PROJECT}/volumes", client.base))
+        .header("X-Auth-Token", format!("admin:{PROJECT}"))
+        .header("Content-Type", "application/json")
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .body(r#"{"volume": {"size": 1}}"#)
+        .send()
+        .await?;
+    ensure!(reply.status().as_u16() == 202, "create: {}", reply.status());
+    let created: Value = serde_json::from_slice(&reply.bytes().await?)?;
+    let volume = created["volume"]["id"].as_str().context("volume id")?;
+    client.wait_for(&format!("/volumes/{volume}"), "volume", "available").await?;
+
+    let expected = [
+        ("basalt-gateway", "rest request"),
+        ("basalt-scheduler", "basalt.v1.VolumeService/CreateVolume"),
+        ("basalt-scheduler", "create_volume"),
+        ("basalt-volume-node", "basalt.v1.NodeAgent/CreateVolume"),
+    ];
+    eventually("every hop's span reaches the collector in the client's trace", || async {
+        let spans = collector.spans_of(trace_id);
+        Ok(expected.iter().all(|(service, name)| spans.iter().any(|span| span.0 == *service && span.1 == *name)))
+    })
+    .await
+    .with_context(|| format!("spans of the trace: {:?}", collector.spans_of(trace_id)))?;
     Ok(())
 }

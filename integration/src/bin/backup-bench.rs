@@ -17,6 +17,7 @@
 use std::{process::Command, time::Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use basalt::channel::Channel;
 use basalt::{
     context::CallContext,
     proto::{
@@ -27,7 +28,6 @@ use basalt::{
 use basalt_integration::{
     InProcessMesh, lift_volume_quotas, project, random_bytes, volume_client, wait_for_status, write_at,
 };
-use tonic::transport::Channel;
 
 const MIB: u64 = 1 << 20;
 

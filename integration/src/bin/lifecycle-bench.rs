@@ -8,12 +8,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use basalt::channel::Channel;
 use basalt::proto::{
     CreateVolumeRequest, DeleteVolumeRequest, GetVolumeRequest, NodeCreateVolumeRequest, NodeDeleteVolumeRequest,
     VolumeStatus, node_agent_client::NodeAgentClient, volume_service_client::VolumeServiceClient,
 };
 use basalt_integration::{InProcessMesh, lift_volume_quotas, percentiles, project, volume_client};
-use tonic::transport::Channel;
 
 const POLL: Duration = Duration::from_millis(1);
 

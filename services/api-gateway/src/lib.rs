@@ -26,6 +26,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use basalt::channel::Channel;
 use basalt::{
     ServiceError,
     channel::channel_with_timeout,
@@ -35,7 +36,6 @@ use basalt::{
     server::{self, Tasks},
     tls::{MeshTls, Role},
 };
-use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 pub use crate::auth::{AuthConfig, KeystoneConfig};
@@ -126,7 +126,29 @@ pub fn router(state: GatewayState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), bounded_request))
         .layer(middleware::from_fn(fault_bodies))
         .layer(middleware::from_fn(metrics::metered))
+        .layer(middleware::from_fn(traced))
         .with_state(state)
+}
+
+/// Each request runs in a span that continues the client's trace (W3C `traceparent`), so the
+/// gRPC calls it makes carry that trace on.
+async fn traced(request: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    let span = basalt::telemetry::continue_trace(
+        tracing::info_span!(
+            "rest",
+            otel.name = "rest request",
+            otel.kind = "server",
+            http.request.method = metrics::method_label(request.method()),
+            http.route = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+        ),
+        request.headers(),
+    );
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.route", metrics::route_of(&response));
+    span.record("http.response.status_code", response.status().as_u16());
+    response
 }
 
 /// The request's `x-openstack-request-id`, which the calls it makes carry to the scheduler.

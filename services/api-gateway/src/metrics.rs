@@ -45,14 +45,19 @@ pub async fn metered(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = method_label(request.method());
     let response = next.run(request).await;
-    let route = response.extensions().get::<MatchedRoute>().map_or("unmatched", |route| route.0.as_str());
+    let route = route_of(&response);
     REQUESTS.with_label_values(&[method, route, response.status().as_str()]).inc();
     SECONDS.with_label_values(&[method, route]).observe(started.elapsed().as_secs_f64());
     response
 }
 
+/// The route template that answered `response`, or `unmatched`.
+pub fn route_of(response: &Response) -> &str {
+    response.extensions().get::<MatchedRoute>().map_or("unmatched", |route| route.0.as_str())
+}
+
 /// The standard methods by name; any other a client invents counts as `other`.
-fn method_label(method: &Method) -> &'static str {
+pub fn method_label(method: &Method) -> &'static str {
     match method.as_str() {
         "GET" => "GET",
         "HEAD" => "HEAD",

@@ -4,6 +4,7 @@
 
 use std::{collections::HashMap, sync::Mutex, time::Instant};
 
+use basalt::channel::Channel;
 use basalt::{
     ErrorCode, ServiceError,
     channel::channel,
@@ -11,7 +12,6 @@ use basalt::{
     proto::node_agent_client::NodeAgentClient,
     tls::{MeshTls, Role},
 };
-use tonic::transport::Channel;
 
 use crate::capacity::CapacityView;
 

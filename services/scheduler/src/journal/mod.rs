@@ -22,6 +22,7 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait},
 };
 use serde::Serialize;
+use tracing::Instrument;
 
 pub use self::node::{delete_snapshot_on, delete_volume_on, with_node};
 use crate::{
@@ -151,7 +152,14 @@ fn lease(core: &Core) -> chrono::TimeDelta {
 
 /// Runs a recorded operation in the background.
 pub fn launch<O: Journalled>(core: Arc<Core>, record: operation::Model, operation: O) {
-    tokio::spawn(async move { run(core, record, operation).await });
+    // A child of the request's span when a request launched it, so its node calls join that trace.
+    let span = tracing::info_span!(
+        "operation",
+        otel.name = operation.kind(),
+        operation_id = %record.id,
+        resource_id = %operation.resource_id(),
+    );
+    tokio::spawn(async move { run(core, record, operation).await }.instrument(span));
 }
 
 async fn run<O: Journalled>(core: Arc<Core>, record: operation::Model, operation: O) {

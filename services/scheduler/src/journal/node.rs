@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
+use basalt::channel::Channel;
 use basalt::{
     ErrorCode, ServiceError,
     ids::{SnapshotId, VolumeId},
     proto::{NodeDeleteVolumeRequest, NodeSnapshotRequest, node_agent_client::NodeAgentClient},
 };
-use tonic::transport::Channel;
 
 use crate::Core;
 

@@ -1,0 +1,868 @@
+//! The chaos suite: a mixed workload from many REST clients against two schedulers on
+//! PostgreSQL, two gateways and two volume nodes (each with its own tgtd, one backup store), while
+//! a fault injector SIGKILLs and restarts a random gateway, scheduler or node, or freezes a node
+//! (SIGSTOP) for a while. Every volume holds its own data, written where its node keeps it; clones,
+//! snapshots, reverts, backups and restores are expected to carry exactly that data.
+//!
+//! When the workload is done and the faults stop, everything settles and the invariants are
+//! checked: no row in a transitional status, the journal empty, every row's backend object present
+//! and no object without its row, every volume's bytes and every backup's restored bytes as
+//! written, each project's quota usage equal to its rows; then everything is deleted and every
+//! claim and every quota usage must be back at zero and every node's storage and tgtd empty.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use basalt::proto::{
+    GetQuotasRequest, ListAttachmentsRequest, ListBackupsRequest, ListOperationsRequest, ListPoolsRequest,
+    ListSnapshotsRequest, ListVolumesRequest, PageRequest,
+};
+use serde_json::{Value, json};
+use tokio::sync::RwLock;
+
+use crate::{
+    BasaltProcess, GIB, PostgresDatabase, ProcessMesh, Tgtd, admin, project_id, random_bytes, read_at, volume_client,
+    write_at,
+};
+
+/// How long one object may take to settle, faults included.
+const SETTLE: Duration = Duration::from_secs(180);
+const POLL: Duration = Duration::from_millis(100);
+/// Bytes each write puts into a volume, at a few places.
+const CHUNK: usize = 64 << 10;
+
+#[derive(Debug, Clone)]
+pub struct ChaosSettings {
+    /// Operations the clients complete in all (refused and failed ones count too).
+    pub operations: usize,
+    pub clients: usize,
+    /// Time between two faults.
+    pub fault_interval: Duration,
+    pub seed: u64,
+}
+
+/// What a run did and checked.
+#[derive(Debug, Default)]
+pub struct ChaosReport {
+    /// Operations by kind: done, and failed (ended in an error status, or refused).
+    pub done: BTreeMap<&'static str, usize>,
+    pub failed: BTreeMap<&'static str, usize>,
+    pub faults: BTreeMap<&'static str, usize>,
+    /// Each invariant with what it covered.
+    pub invariants: Vec<String>,
+}
+
+impl ChaosReport {
+    pub fn print(&self) {
+        let done: usize = self.done.values().sum();
+        let failed: usize = self.failed.values().sum();
+        let faults: usize = self.faults.values().sum();
+        println!("operations: {done} done, {failed} failed or refused");
+        for (kind, count) in &self.done {
+            println!("  {kind}: {count} done, {} failed", self.failed.get(kind).unwrap_or(&0));
+        }
+        println!("faults injected: {faults}");
+        for (kind, count) in &self.faults {
+            println!("  {kind}: {count}");
+        }
+        println!("invariants held:");
+        for invariant in &self.invariants {
+            println!("  {invariant}");
+        }
+    }
+}
+
+/// A small deterministic generator: each client's choices follow from the seed.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound.max(1) as u64) as usize
+    }
+}
+
+/// Data a volume, snapshot or backup is expected to hold: chunks by offset (all else zero).
+type Content = BTreeMap<u64, Vec<u8>>;
+
+#[derive(Debug, Clone)]
+struct VolumeModel {
+    id: String,
+    size_gib: u64,
+    content: Content,
+    /// Its snapshots, oldest first, with what they hold.
+    snapshots: Vec<(String, Content)>,
+}
+
+/// The mesh under test and what the injector may do to it.
+struct World {
+    mesh: Mutex<ProcessMesh>,
+    /// Gateways by scheduler, on fixed addresses so clients keep their URLs across restarts.
+    gateways: Mutex<Vec<Option<BasaltProcess>>>,
+    gateway_listen: Vec<String>,
+    /// REST bases the clients use (`http://addr/v3`).
+    bases: RwLock<Vec<String>>,
+}
+
+/// One client: its project, its objects, and a kept-alive HTTP client.
+struct Client {
+    http: reqwest::Client,
+    world: Arc<World>,
+    project: String,
+    random: Random,
+    volumes: Vec<VolumeModel>,
+    /// Backups: id, the volume backed up, what it holds.
+    backups: Vec<(String, String, Content)>,
+}
+
+impl Client {
+    /// One REST call through any gateway; a gateway that is down is retried through the other,
+    /// until one answers (a gateway restart takes a moment).
+    async fn call(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        version: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value)> {
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        loop {
+            let bases = self.world.bases.read().await.clone();
+            let base = &bases[self.random.below(bases.len())];
+            let mut request = self
+                .http
+                .request(method.clone(), format!("{base}/{}{path}", self.project))
+                .header("X-Auth-Token", format!("admin:{}", self.project))
+                .header("OpenStack-API-Version", format!("volume {version}"))
+                .timeout(Duration::from_secs(60));
+            if let Some(body) = body {
+                request = request.header("Content-Type", "application/json").body(body.to_string());
+            }
+            match request.send().await {
+                Ok(reply) => {
+                    let status = reply.status().as_u16();
+                    let bytes = reply.bytes().await.unwrap_or_default();
+                    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                    // A scheduler down behind the gateway: the call did nothing, try again.
+                    if status != 503 && status != 502 {
+                        return Ok((status, value));
+                    }
+                }
+                Err(error) if tokio::time::Instant::now() > deadline => bail!("{method} {path}: {error}"),
+                Err(_) => {}
+            }
+            ensure!(tokio::time::Instant::now() < deadline, "{method} {path}: no gateway answered");
+            tokio::time::sleep(POLL * 3).await;
+        }
+    }
+
+    /// Polls `path` until its `key` object leaves the transitional statuses; its last status.
+    async fn settle(&mut self, path: &str, version: &str, key: &str) -> Result<String> {
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        loop {
+            let (status, body) = self.call(reqwest::Method::GET, path, version, None).await?;
+            if status == 404 {
+                return Ok("gone".into());
+            }
+            let now = body[key]["status"].as_str().unwrap_or_default().to_owned();
+            if !TRANSITIONAL.contains(&now.as_str()) {
+                return Ok(now);
+            }
+            ensure!(tokio::time::Instant::now() < deadline, "{path} is still {now}");
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    fn node_of(body: &Value) -> Option<usize> {
+        let host = body["volume"]["os-vol-host-attr:host"].as_str()?;
+        host.split('@').next()?.strip_prefix("node-")?.parse().ok()
+    }
+
+    async fn volume_file(&mut self, id: &str) -> Result<std::path::PathBuf> {
+        let (_, shown) = self.call(reqwest::Method::GET, &format!("/volumes/{id}"), "3.0", None).await?;
+        let node = Self::node_of(&shown).with_context(|| format!("volume {id} has no host: {shown}"))?;
+        Ok(self.world.mesh.lock().unwrap().node_dir(node).join(format!("volume-{id}")))
+    }
+
+    /// Writes this client's next unique chunks into volume `index`, where its node keeps it.
+    async fn fill(&mut self, index: usize) -> Result<()> {
+        let id = self.volumes[index].id.clone();
+        let file = self.volume_file(&id).await?;
+        let size = self.volumes[index].size_gib * GIB;
+        for _ in 0..3 {
+            let offset = (self.random.next() % (size / CHUNK as u64)) * CHUNK as u64;
+            let seed = self.random.next();
+            let bytes = random_bytes(seed, CHUNK);
+            write_at(&file, offset, &bytes)?;
+            self.volumes[index].content.insert(offset, bytes);
+        }
+        Ok(())
+    }
+
+    /// Makes a volume from `body`; its model with `content` once available.
+    async fn create(&mut self, body: Value, content: Content) -> Result<Option<usize>> {
+        let (status, created) = self.call(reqwest::Method::POST, "/volumes", "3.0", Some(&body)).await?;
+        if status != 202 {
+            return Ok(None);
+        }
+        let id = created["volume"]["id"].as_str().context("volume id")?.to_owned();
+        let size_gib = created["volume"]["size"].as_u64().unwrap_or(1);
+        match self.settle(&format!("/volumes/{id}"), "3.0", "volume").await?.as_str() {
+            "available" => {
+                self.volumes.push(VolumeModel { id, size_gib, content, snapshots: Vec::new() });
+                Ok(Some(self.volumes.len() - 1))
+            }
+            _ => {
+                self.delete_volume_id(&id).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn delete_volume_id(&mut self, id: &str) -> Result<bool> {
+        let path = format!("/volumes/{id}?cascade=true&force=true");
+        let (status, _) = self.call(reqwest::Method::DELETE, &path, "3.23", None).await?;
+        Ok(status == 202 && self.settle(&format!("/volumes/{id}"), "3.0", "volume").await? == "gone")
+    }
+
+    /// One operation of a random kind; `Ok(None)` when there was nothing to do it on.
+    async fn operate(&mut self) -> Result<Option<(&'static str, bool)>> {
+        let kinds = ["create", "clone", "snapshot", "revert", "extend", "attach", "backup", "restore", "delete"];
+        let kind = kinds[self.random.below(kinds.len())];
+        if self.volumes.is_empty() && kind != "create" {
+            return Ok(None);
+        }
+        let pick = self.random.below(self.volumes.len());
+        let done = match kind {
+            "create" => match self.create(json!({"volume": {"size": 1}}), Content::new()).await? {
+                Some(index) => {
+                    self.fill(index).await?;
+                    true
+                }
+                None => false,
+            },
+            "clone" => {
+                let source = self.volumes[pick].clone();
+                let body = json!({"volume": {"size": source.size_gib, "source_volid": source.id}});
+                self.create(body, source.content.clone()).await?.is_some()
+            }
+            "snapshot" => {
+                let volume = self.volumes[pick].id.clone();
+                let body = json!({"snapshot": {"volume_id": volume, "force": true}});
+                let (status, created) = self.call(reqwest::Method::POST, "/snapshots", "3.0", Some(&body)).await?;
+                let id = created["snapshot"]["id"].as_str().unwrap_or_default().to_owned();
+                if status == 202 && self.settle(&format!("/snapshots/{id}"), "3.0", "snapshot").await? == "available" {
+                    let content = self.volumes[pick].content.clone();
+                    self.volumes[pick].snapshots.push((id, content));
+                    true
+                } else {
+                    false
+                }
+            }
+            "revert" => {
+                let Some((snapshot, content)) = self.volumes[pick].snapshots.last().cloned() else { return Ok(None) };
+                let volume = self.volumes[pick].id.clone();
+                let body = json!({"revert": {"snapshot_id": snapshot}});
+                let path = format!("/volumes/{volume}/action");
+                let (status, _) = self.call(reqwest::Method::POST, &path, "3.40", Some(&body)).await?;
+                let settled = self.settle(&format!("/volumes/{volume}"), "3.0", "volume").await?;
+                if status == 202 && settled == "available" {
+                    self.volumes[pick].content = content;
+                    true
+                } else {
+                    false
+                }
+            }
+            "extend" => {
+                let volume = self.volumes[pick].clone();
+                let body = json!({"os-extend": {"new_size": volume.size_gib + 1}});
+                let path = format!("/volumes/{}/action", volume.id);
+                let (status, _) = self.call(reqwest::Method::POST, &path, "3.0", Some(&body)).await?;
+                let settled = self.settle(&format!("/volumes/{}", volume.id), "3.0", "volume").await?;
+                if status == 202 && settled == "available" {
+                    self.volumes[pick].size_gib += 1;
+                    true
+                } else {
+                    false
+                }
+            }
+            "attach" => self.attach_and_detach(pick).await?,
+            "backup" => {
+                let volume = self.volumes[pick].id.clone();
+                // Incremental when a full one of this volume exists, half the time.
+                let incremental =
+                    self.backups.iter().any(|(_, backed_up, _)| *backed_up == volume) && self.random.below(2) == 0;
+                let body = json!({"backup": {"volume_id": volume, "incremental": incremental}});
+                let (status, created) = self.call(reqwest::Method::POST, "/backups", "3.0", Some(&body)).await?;
+                let id = created["backup"]["id"].as_str().unwrap_or_default().to_owned();
+                if status == 202 && self.settle(&format!("/backups/{id}"), "3.0", "backup").await? == "available" {
+                    let content = self.volumes[pick].content.clone();
+                    self.backups.push((id, volume, content));
+                    true
+                } else {
+                    false
+                }
+            }
+            "restore" => {
+                if self.backups.is_empty() {
+                    return Ok(None);
+                }
+                let (backup, _, content) = self.backups[self.random.below(self.backups.len())].clone();
+                let path = format!("/backups/{backup}/restore");
+                let (status, restored) =
+                    self.call(reqwest::Method::POST, &path, "3.0", Some(&json!({"restore": {}}))).await?;
+                let volume = restored["restore"]["volume_id"].as_str().unwrap_or_default().to_owned();
+                if status != 202 || volume.is_empty() {
+                    false
+                } else if self.settle(&format!("/volumes/{volume}"), "3.0", "volume").await? == "available" {
+                    let (_, shown) =
+                        self.call(reqwest::Method::GET, &format!("/volumes/{volume}"), "3.0", None).await?;
+                    let size_gib = shown["volume"]["size"].as_u64().unwrap_or(1);
+                    self.volumes.push(VolumeModel { id: volume, size_gib, content, snapshots: Vec::new() });
+                    true
+                } else {
+                    self.delete_volume_id(&volume).await?;
+                    false
+                }
+            }
+            _ => {
+                let volume = self.volumes.remove(pick);
+                self.delete_volume_id(&volume.id).await?
+            }
+        };
+        Ok(Some((kind, done)))
+    }
+
+    /// Attaches volume `pick` to a host through the attachments API, completes it, and detaches.
+    async fn attach_and_detach(&mut self, pick: usize) -> Result<bool> {
+        let volume = self.volumes[pick].id.clone();
+        let connector = json!({"initiator": format!("iqn.2004-10.org.debian:chaos-{}", self.project), "host": "chaos"});
+        let body = json!({"attachment": {"volume_uuid": volume, "instance_uuid": "vm-chaos", "connector": connector}});
+        let (status, attached) = self.call(reqwest::Method::POST, "/attachments", "3.54", Some(&body)).await?;
+        if status != 200 {
+            return Ok(false);
+        }
+        let id = attached["attachment"]["id"].as_str().context("attachment id")?.to_owned();
+        let complete = json!({"os-complete": {}});
+        let path = format!("/attachments/{id}/action");
+        let (completed, _) = self.call(reqwest::Method::POST, &path, "3.54", Some(&complete)).await?;
+        // A host detaches until it is told the attachment is gone, as Nova does.
+        self.detach(&id).await?;
+        let settled = self.settle(&format!("/volumes/{volume}"), "3.0", "volume").await?;
+        Ok(completed == 204 && settled == "available")
+    }
+
+    async fn detach(&mut self, attachment: &str) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        loop {
+            let (status, body) =
+                self.call(reqwest::Method::DELETE, &format!("/attachments/{attachment}"), "3.54", None).await?;
+            if status == 200 || status == 404 {
+                return Ok(());
+            }
+            ensure!(tokio::time::Instant::now() < deadline, "attachment {attachment} would not go: {status} {body}");
+            tokio::time::sleep(POLL * 5).await;
+        }
+    }
+}
+
+/// Statuses an object passes through; `reserved` and `in-use` are not among them: they hold as
+/// long as their attachments do.
+const TRANSITIONAL: [&str; 13] = [
+    "creating",
+    "deleting",
+    "attaching",
+    "detaching",
+    "extending",
+    "backing-up",
+    "restoring-backup",
+    "restoring",
+    "reverting",
+    "retyping",
+    "downloading",
+    "uploading",
+    "maintenance",
+];
+
+#[derive(Clone, Copy)]
+enum Fault {
+    KillGateway,
+    KillScheduler,
+    KillNode,
+    FreezeNode,
+}
+
+impl Fault {
+    const ALL: [Fault; 4] = [Fault::KillGateway, Fault::KillScheduler, Fault::KillNode, Fault::FreezeNode];
+
+    fn name(self) -> &'static str {
+        match self {
+            Fault::KillGateway => "SIGKILL a gateway, restart it",
+            Fault::KillScheduler => "SIGKILL a scheduler, restart it",
+            Fault::KillNode => "SIGKILL a volume node, restart it",
+            Fault::FreezeNode => "freeze a volume node (SIGSTOP) for 1-3 s",
+        }
+    }
+}
+
+impl World {
+    async fn inject(&self, fault: Fault, random: &mut Random) -> Result<()> {
+        match fault {
+            Fault::KillGateway => {
+                let index = random.below(self.gateway_listen.len());
+                if let Some(mut process) = self.gateways.lock().unwrap()[index].take() {
+                    process.kill();
+                }
+                tokio::time::sleep(Duration::from_millis(200 + random.below(800) as u64)).await;
+                let restarted = self.mesh.lock().unwrap().spawn_gateway_on(index, &self.gateway_listen[index])?;
+                self.gateways.lock().unwrap()[index] = Some(restarted);
+            }
+            Fault::KillScheduler => {
+                let count = self.mesh.lock().unwrap().schedulers.len();
+                let index = random.below(count);
+                self.mesh.lock().unwrap().kill_scheduler(index);
+                tokio::time::sleep(Duration::from_millis(200 + random.below(1500) as u64)).await;
+                self.mesh.lock().unwrap().restart_scheduler(index)?;
+            }
+            Fault::KillNode => {
+                let count = self.mesh.lock().unwrap().node_ids.len();
+                let index = random.below(count);
+                self.mesh.lock().unwrap().kill_node(index);
+                tokio::time::sleep(Duration::from_millis(200 + random.below(1500) as u64)).await;
+                self.mesh.lock().unwrap().restart_node(index)?;
+            }
+            Fault::FreezeNode => {
+                let pid = {
+                    let mesh = self.mesh.lock().unwrap();
+                    let index = random.below(mesh.node_ids.len());
+                    mesh.nodes[index].as_ref().map(BasaltProcess::pid)
+                };
+                if let Some(pid) = pid {
+                    let signal =
+                        |name: &str| std::process::Command::new("kill").args([name, &pid.to_string()]).status();
+                    signal("-STOP")?;
+                    tokio::time::sleep(Duration::from_millis(1000 + random.below(2000) as u64)).await;
+                    signal("-CONT")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the workload and the faults, then checks every invariant; an `Err` names what broke.
+pub async fn run(settings: &ChaosSettings) -> Result<ChaosReport> {
+    let database = PostgresDatabase::create().await?;
+    let work = tempfile::tempdir()?;
+    let tgtds = [Tgtd::start()?, Tgtd::start()?];
+    let store = work.path().join("backups");
+    let node_args: Vec<Vec<String>> = tgtds
+        .iter()
+        .enumerate()
+        .map(|(index, tgtd)| {
+            // Each node its own export records: they name its tgtd's targets.
+            let state = work.path().join(format!("state-{index}"));
+            vec![
+                "--export-target".to_owned(),
+                "tgt".to_owned(),
+                "--tgt-control-port".to_owned(),
+                tgtd.control_port.to_string(),
+                "--iscsi-portal".to_owned(),
+                tgtd.portal(),
+                "--backup-store-dir".to_owned(),
+                store.display().to_string(),
+                "--state-dir".to_owned(),
+                state.display().to_string(),
+            ]
+        })
+        .collect();
+    let node_args: Vec<Vec<&str>> = node_args.iter().map(|args| args.iter().map(String::as_str).collect()).collect();
+    let node_args: Vec<&[&str]> = node_args.iter().map(Vec::as_slice).collect();
+    let mesh = ProcessMesh::start_with_node_args(Some(database.url.clone()), 2, &node_args)?;
+    mesh.wait_for_nodes(0).await?;
+    let gateways: Vec<BasaltProcess> = (0..2).map(|index| mesh.spawn_gateway(index)).collect::<Result<_>>()?;
+    let gateway_listen: Vec<String> = gateways
+        .iter()
+        .map(|gateway| gateway.endpoint("rest").trim_start_matches("http://").trim_end_matches("/v3").to_owned())
+        .collect();
+    let bases = gateways.iter().map(|gateway| gateway.endpoint("rest").trim_end_matches('/').to_owned()).collect();
+    let world = Arc::new(World {
+        mesh: Mutex::new(mesh),
+        gateways: Mutex::new(gateways.into_iter().map(Some).collect()),
+        gateway_listen,
+        bases: RwLock::new(bases),
+    });
+    let grpc = world.mesh.lock().unwrap().scheduler_addr(0);
+    let mut scheduler = volume_client(&grpc).await?;
+
+    let mut report = ChaosReport::default();
+    let projects: Vec<String> = (0..settings.clients).map(|index| project_id(&format!("chaos-{index}"))).collect();
+    for project in &projects {
+        let lift = basalt::proto::UpdateQuotasRequest {
+            project_id: project.clone(),
+            limits: ["volumes", "gigabytes", "snapshots", "backups", "backup_gigabytes"]
+                .iter()
+                .map(|key| ((*key).to_owned(), -1))
+                .collect(),
+            reset: false,
+        };
+        scheduler.update_quotas(admin("ops").request(lift)).await?;
+    }
+
+    // The workload, and the faults beside it until the workload is done.
+    let remaining = Arc::new(std::sync::atomic::AtomicUsize::new(settings.operations));
+    let finished = Arc::new(AtomicBool::new(false));
+    let faults = {
+        let (world, finished, interval, seed) =
+            (world.clone(), finished.clone(), settings.fault_interval, settings.seed);
+        tokio::spawn(async move {
+            let mut random = Random(seed ^ 0xFA17);
+            let mut injected: BTreeMap<&'static str, usize> = BTreeMap::new();
+            while !finished.load(Ordering::SeqCst) {
+                tokio::time::sleep(interval).await;
+                if finished.load(Ordering::SeqCst) {
+                    break;
+                }
+                let fault = Fault::ALL[random.below(Fault::ALL.len())];
+                world.inject(fault, &mut random).await?;
+                *injected.entry(fault.name()).or_default() += 1;
+            }
+            anyhow::Ok(injected)
+        })
+    };
+    let mut workers = Vec::new();
+    for (index, project) in projects.iter().enumerate() {
+        let mut client = Client {
+            http: reqwest::Client::new(),
+            world: world.clone(),
+            project: project.clone(),
+            random: Random(settings.seed.wrapping_add(index as u64 * 0x9E37_79B9) | 1),
+            volumes: Vec::new(),
+            backups: Vec::new(),
+        };
+        let remaining = remaining.clone();
+        workers.push(tokio::spawn(async move {
+            let mut done: BTreeMap<&'static str, (usize, usize)> = BTreeMap::new();
+            while remaining.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(1)).is_ok() {
+                match client.operate().await? {
+                    Some((kind, succeeded)) => {
+                        let entry = done.entry(kind).or_default();
+                        if succeeded { entry.0 += 1 } else { entry.1 += 1 }
+                    }
+                    None => {
+                        remaining.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+            anyhow::Ok((client, done))
+        }));
+    }
+    let mut clients = Vec::new();
+    for worker in workers {
+        let (client, done) = worker.await??;
+        for (kind, (succeeded, failed)) in done {
+            *report.done.entry(kind).or_default() += succeeded;
+            *report.failed.entry(kind).or_default() += failed;
+        }
+        clients.push(client);
+    }
+    finished.store(true, Ordering::SeqCst);
+    // The injector restarts what it kills before the next fault: every service is up now.
+    report.faults = faults.await??;
+
+    check_settled(&mut scheduler, &mut report).await?;
+    check_storage(&world, &mut scheduler, &tgtds, &mut report).await?;
+    check_contents(&mut clients, &mut report).await?;
+    check_quotas(&mut scheduler, &projects, &mut report).await?;
+    clean_up_and_check_zero(&world, &mut scheduler, &mut clients, &projects, &tgtds, &mut report).await?;
+
+    drop(clients);
+    drop(world);
+    database.drop_database().await?;
+    Ok(report)
+}
+
+type Scheduler = basalt::proto::volume_service_client::VolumeServiceClient<basalt::channel::Channel>;
+
+/// Every volume, snapshot and backup of every project (one page each: a run makes fewer).
+async fn everything(
+    scheduler: &mut Scheduler,
+) -> Result<(Vec<basalt::proto::Volume>, Vec<basalt::proto::Snapshot>, Vec<basalt::proto::Backup>)> {
+    let ops = admin("ops");
+    let page = || Some(PageRequest { limit: PAGE, ..Default::default() });
+    let volumes = scheduler
+        .list_volumes(ops.request(ListVolumesRequest { all_projects: true, page: page(), ..Default::default() }))
+        .await?
+        .into_inner()
+        .volumes;
+    let snapshots = scheduler
+        .list_snapshots(ops.request(ListSnapshotsRequest { all_projects: true, page: page(), ..Default::default() }))
+        .await?
+        .into_inner()
+        .snapshots;
+    let backups = scheduler
+        .list_backups(ops.request(ListBackupsRequest { all_projects: true, page: page(), ..Default::default() }))
+        .await?
+        .into_inner()
+        .backups;
+    let most = PAGE as usize;
+    ensure!(volumes.len() < most && snapshots.len() < most && backups.len() < most, "more objects than one page");
+    Ok((volumes, snapshots, backups))
+}
+
+const PAGE: u32 = 1000;
+
+async fn attachments(scheduler: &mut Scheduler) -> Result<Vec<basalt::proto::Attachment>> {
+    let request = ListAttachmentsRequest { all_projects: true, ..Default::default() };
+    Ok(scheduler.list_attachments(admin("ops").request(request)).await?.into_inner().attachments)
+}
+
+/// No row in a transitional status and the journal empty, within the settle time.
+async fn check_settled(scheduler: &mut Scheduler, report: &mut ChaosReport) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let (volumes, snapshots, backups) = everything(scheduler).await?;
+        let busy: Vec<String> = volumes
+            .iter()
+            .map(|volume| (format!("volume {}", volume.id), volume.status().cinder_name()))
+            .chain(
+                snapshots.iter().map(|snapshot| (format!("snapshot {}", snapshot.id), snapshot.status().cinder_name())),
+            )
+            .chain(backups.iter().map(|backup| (format!("backup {}", backup.id), backup.status().cinder_name())))
+            .filter(|(_, status)| TRANSITIONAL.contains(status))
+            .map(|(what, status)| format!("{what} {status}"))
+            .collect();
+        let journal =
+            scheduler.list_operations(admin("ops").request(ListOperationsRequest::default())).await?.into_inner();
+        if busy.is_empty() && journal.total == 0 {
+            // A volume is reserved or in use exactly while it has attachments (a client's retried
+            // request may have made one it never heard of).
+            let attachments = attachments(scheduler).await?;
+            for volume in &volumes {
+                let attached = attachments.iter().any(|attachment| attachment.volume_id == volume.id);
+                let status = volume.status().cinder_name();
+                ensure!(
+                    attached == matches!(status, "reserved" | "in-use"),
+                    "volume {} is {status} with attachments: {attached}",
+                    volume.id
+                );
+            }
+            report.invariants.push(format!(
+                "settled: {} volumes, {} snapshots, {} backups, none in a transitional status; {} attachments, each volume reserved or in use exactly while it has one; the journal is empty",
+                volumes.len(),
+                snapshots.len(),
+                backups.len(),
+                attachments.len()
+            ));
+            return Ok(());
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "not settled: {busy:?}; journal: {:?}",
+            journal
+                .operations
+                .iter()
+                .map(|operation| format!("{} {}", operation.kind, operation.resource_id))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Every volume and snapshot row has its file on its node, no file lacks its row, and no tgtd
+/// holds a target (every attachment was detached).
+async fn check_storage(
+    world: &World,
+    scheduler: &mut Scheduler,
+    tgtds: &[Tgtd],
+    report: &mut ChaosReport,
+) -> Result<()> {
+    let (volumes, snapshots, _) = everything(scheduler).await?;
+    let mut expected: Vec<String> = volumes
+        .iter()
+        .map(|volume| format!("volume-{}", volume.id))
+        .chain(snapshots.iter().map(|snapshot| format!("snapshot-{}", snapshot.id)))
+        .collect();
+    expected.sort();
+    let stored = world.mesh.lock().unwrap().stored_files()?;
+    ensure!(stored == expected, "storage and rows differ:\n stored   {stored:?}\n recorded {expected:?}");
+    // Exports: a target for each attachment that has a connection, and for nothing else.
+    let mut exported: Vec<String> = Vec::new();
+    for tgtd in tgtds {
+        let targets = tgtd.show_targets()?;
+        exported.extend(targets.lines().filter_map(|line| Some(line.split("volume-").nth(1)?.trim().to_owned())));
+    }
+    exported.sort();
+    let mut connected: Vec<String> = attachments(scheduler)
+        .await?
+        .into_iter()
+        .filter(|attachment| attachment.connection_info.is_some())
+        .map(|attachment| attachment.volume_id)
+        .collect();
+    connected.sort();
+    connected.dedup();
+    ensure!(
+        exported == connected,
+        "exports and attachments differ:\n exported  {exported:?}\n connected {connected:?}"
+    );
+    report.invariants.push(format!(
+        "storage: {} objects on the nodes, each with its row and none without; {} exports, one per connected volume",
+        stored.len(),
+        exported.len()
+    ));
+    Ok(())
+}
+
+fn expected_bytes(content: &Content, offset: u64) -> &[u8] {
+    content.get(&offset).map_or(&[][..], Vec::as_slice)
+}
+
+/// Every volume a client knows holds what it wrote (or what its source held), and every backup
+/// restores to what its volume held.
+async fn check_contents(clients: &mut [Client], report: &mut ChaosReport) -> Result<()> {
+    let (mut volumes, mut backups) = (0, 0);
+    for client in clients.iter_mut() {
+        for volume in client.volumes.clone() {
+            let file = client.volume_file(&volume.id).await?;
+            for offset in volume.content.keys() {
+                let read = read_at(&file, *offset, CHUNK)?;
+                ensure!(read == expected_bytes(&volume.content, *offset), "volume {} differs at {offset}", volume.id);
+            }
+            volumes += 1;
+        }
+        for (backup, _, content) in client.backups.clone() {
+            let path = format!("/backups/{backup}/restore");
+            let (status, restored) =
+                client.call(reqwest::Method::POST, &path, "3.0", Some(&json!({"restore": {}}))).await?;
+            ensure!(status == 202, "restoring backup {backup}: {status} {restored}");
+            let volume = restored["restore"]["volume_id"].as_str().context("restored volume")?.to_owned();
+            let settled = client.settle(&format!("/volumes/{volume}"), "3.0", "volume").await?;
+            ensure!(settled == "available", "the restore of backup {backup} ended {settled}");
+            let file = client.volume_file(&volume).await?;
+            for offset in content.keys() {
+                ensure!(
+                    read_at(&file, *offset, CHUNK)? == expected_bytes(&content, *offset),
+                    "backup {backup} restores different bytes at {offset}"
+                );
+            }
+            client.volumes.push(VolumeModel { id: volume, size_gib: 0, content, snapshots: Vec::new() });
+            backups += 1;
+        }
+    }
+    report
+        .invariants
+        .push(format!("data: {volumes} volumes hold what was written, {backups} backups restore byte-identical"));
+    Ok(())
+}
+
+/// Each project's quota usage equals what its rows hold.
+async fn check_quotas(scheduler: &mut Scheduler, projects: &[String], report: &mut ChaosReport) -> Result<()> {
+    let (volumes, snapshots, backups) = everything(scheduler).await?;
+    for project in projects {
+        let quotas = scheduler
+            .get_quotas(admin("ops").request(GetQuotasRequest { project_id: project.clone(), defaults_only: false }))
+            .await?
+            .into_inner();
+        let used = |key: &str| quotas.quotas.get(key).map_or(0, |value| value.in_use);
+        let own_volumes: Vec<_> = volumes.iter().filter(|volume| &volume.project_id == project).collect();
+        let own_snapshots: Vec<_> = snapshots.iter().filter(|snapshot| &snapshot.project_id == project).collect();
+        let own_backups: Vec<_> = backups.iter().filter(|backup| &backup.project_id == project).collect();
+        let gigabytes: u64 = own_volumes.iter().map(|volume| volume.size_gib).sum::<u64>()
+            + own_snapshots.iter().map(|snapshot| snapshot.size_gib).sum::<u64>();
+        ensure!(
+            used("volumes") == own_volumes.len() as i64,
+            "project {project}: volumes in use {} but {} rows",
+            used("volumes"),
+            own_volumes.len()
+        );
+        ensure!(
+            used("snapshots") == own_snapshots.len() as i64,
+            "project {project}: snapshots in use {} but {} rows",
+            used("snapshots"),
+            own_snapshots.len()
+        );
+        ensure!(
+            used("gigabytes") == gigabytes as i64,
+            "project {project}: gigabytes in use {} but rows hold {gigabytes}",
+            used("gigabytes")
+        );
+        ensure!(
+            used("backups") == own_backups.len() as i64,
+            "project {project}: backups in use {} but {} rows",
+            used("backups"),
+            own_backups.len()
+        );
+    }
+    report.invariants.push(format!("quotas: the usage of {} projects equals their rows", projects.len()));
+    Ok(())
+}
+
+/// Deletes everything; then every claim and every quota usage is zero and the nodes are empty.
+async fn clean_up_and_check_zero(
+    world: &World,
+    scheduler: &mut Scheduler,
+    clients: &mut [Client],
+    projects: &[String],
+    tgtds: &[Tgtd],
+    report: &mut ChaosReport,
+) -> Result<()> {
+    let (volumes, _, backups) = everything(scheduler).await?;
+    let client = &mut clients[0];
+    for attachment in attachments(scheduler).await? {
+        client.project = attachment.project_id.clone();
+        client.detach(&attachment.id).await?;
+    }
+    for backup in &backups {
+        // Admins act in any project through its URL.
+        client.project = backup.project_id.clone();
+        let (status, body) =
+            client.call(reqwest::Method::DELETE, &format!("/backups/{}", backup.id), "3.0", None).await?;
+        ensure!(status == 202, "deleting backup {}: {status} {body}", backup.id);
+        client.settle(&format!("/backups/{}", backup.id), "3.0", "backup").await?;
+    }
+    for volume in &volumes {
+        client.project = volume.project_id.clone();
+        ensure!(client.delete_volume_id(&volume.id).await?, "volume {} would not go", volume.id);
+    }
+    let (volumes, snapshots, backups) = everything(scheduler).await?;
+    ensure!(volumes.is_empty() && snapshots.is_empty() && backups.is_empty(), "rows outlived their delete");
+    check_quotas(scheduler, projects, report).await?;
+    report.invariants.pop();
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let pools = scheduler.list_pools(admin("ops").request(ListPoolsRequest::default())).await?.into_inner().pools;
+        let booked: Vec<String> = pools
+            .iter()
+            .filter(|pool| pool.allocated_capacity_gib > 0)
+            .map(|pool| format!("{} {} GiB", pool.name, pool.allocated_capacity_gib))
+            .collect();
+        if booked.is_empty() {
+            break;
+        }
+        ensure!(tokio::time::Instant::now() < deadline, "claims left after everything was deleted: {booked:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    ensure!(world.mesh.lock().unwrap().stored_files()?.is_empty(), "the nodes kept files");
+    for tgtd in tgtds {
+        ensure!(!tgtd.show_targets()?.contains("Target "), "a target outlived everything");
+    }
+    report.invariants.push(format!(
+        "cleanup: everything deleted; every claim and every quota usage of {} projects is zero, the nodes hold nothing",
+        projects.len()
+    ));
+    Ok(())
+}
