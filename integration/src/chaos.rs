@@ -11,7 +11,7 @@
 //! claim and every quota usage must be back at zero and every node's storage and tgtd empty.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -380,12 +380,12 @@ impl Client {
     }
 }
 
-/// Statuses an object passes through; `reserved` and `in-use` are not among them: they hold as
-/// long as their attachments do.
-const TRANSITIONAL: [&str; 13] = [
+/// Statuses an object passes through; `reserved`, `attaching` and `in-use` are not among them:
+/// they hold as long as their attachments do (a host that never completes or deletes its
+/// attachment keeps the volume attaching, in Cinder too).
+const TRANSITIONAL: [&str; 12] = [
     "creating",
     "deleting",
-    "attaching",
     "detaching",
     "extending",
     "backing-up",
@@ -649,20 +649,20 @@ async fn check_settled(scheduler: &mut Scheduler, report: &mut ChaosReport) -> R
         let journal =
             scheduler.list_operations(admin("ops").request(ListOperationsRequest::default())).await?.into_inner();
         if busy.is_empty() && journal.total == 0 {
-            // A volume is reserved or in use exactly while it has attachments (a client's retried
-            // request may have made one it never heard of).
+            // A volume is reserved, attaching or in use exactly while it has attachments (a
+            // client's retried request may have made one it never heard of).
             let attachments = attachments(scheduler).await?;
             for volume in &volumes {
                 let attached = attachments.iter().any(|attachment| attachment.volume_id == volume.id);
                 let status = volume.status().cinder_name();
                 ensure!(
-                    attached == matches!(status, "reserved" | "in-use"),
+                    attached == matches!(status, "reserved" | "attaching" | "in-use"),
                     "volume {} is {status} with attachments: {attached}",
                     volume.id
                 );
             }
             report.invariants.push(format!(
-                "settled: {} volumes, {} snapshots, {} backups, none in a transitional status; {} attachments, each volume reserved or in use exactly while it has one; the journal is empty",
+                "settled: {} volumes, {} snapshots, {} backups, none in a transitional status; {} attachments, each volume reserved, attaching or in use exactly while it has one; the journal is empty",
                 volumes.len(),
                 snapshots.len(),
                 backups.len(),
@@ -700,27 +700,31 @@ async fn check_storage(
     expected.sort();
     let stored = world.mesh.lock().unwrap().stored_files()?;
     ensure!(stored == expected, "storage and rows differ:\n stored   {stored:?}\n recorded {expected:?}");
-    // Exports: a target for each attachment that has a connection, and for nothing else.
-    let mut exported: Vec<String> = Vec::new();
+    // Exports: each connected attachment has its volume's target, and every target belongs to a
+    // volume with an attachment that named a host (one whose connect was cut short may hold one).
+    let mut exported: BTreeSet<String> = BTreeSet::new();
     for tgtd in tgtds {
-        let targets = tgtd.show_targets()?;
-        exported.extend(targets.lines().filter_map(|line| Some(line.split("volume-").nth(1)?.trim().to_owned())));
+        for line in tgtd.show_targets()?.lines().filter(|line| line.starts_with("Target ")) {
+            exported.extend(line.split("volume-").nth(1).map(|id| id.trim().to_owned()));
+        }
     }
-    exported.sort();
-    let mut connected: Vec<String> = attachments(scheduler)
-        .await?
-        .into_iter()
-        .filter(|attachment| attachment.connection_info.is_some())
-        .map(|attachment| attachment.volume_id)
+    let attachments = attachments(scheduler).await?;
+    let asked: BTreeSet<String> = attachments
+        .iter()
+        .filter(|attachment| attachment.connector.is_some())
+        .map(|attachment| attachment.volume_id.clone())
         .collect();
-    connected.sort();
-    connected.dedup();
-    ensure!(
-        exported == connected,
-        "exports and attachments differ:\n exported  {exported:?}\n connected {connected:?}"
-    );
+    let connected: BTreeSet<String> = attachments
+        .iter()
+        .filter(|attachment| attachment.connection_info.is_some())
+        .map(|attachment| attachment.volume_id.clone())
+        .collect();
+    let unasked: Vec<&String> = exported.difference(&asked).collect();
+    ensure!(unasked.is_empty(), "exports without an attachment that asked for them: {unasked:?}");
+    let unexported: Vec<&String> = connected.difference(&exported).collect();
+    ensure!(unexported.is_empty(), "connected attachments without their export: {unexported:?}");
     report.invariants.push(format!(
-        "storage: {} objects on the nodes, each with its row and none without; {} exports, one per connected volume",
+        "storage: {} objects on the nodes, each with its row and none without; {} exports, each for an attachment, every connected one exported",
         stored.len(),
         exported.len()
     ));
@@ -759,7 +763,8 @@ async fn check_contents(clients: &mut [Client], report: &mut ChaosReport) -> Res
                     "backup {backup} restores different bytes at {offset}"
                 );
             }
-            client.volumes.push(VolumeModel { id: volume, size_gib: 0, content, snapshots: Vec::new() });
+            // Gone again at once: the pools need not hold a copy of every backup at the same time.
+            ensure!(client.delete_volume_id(&volume).await?, "the restored volume {volume} would not go");
             backups += 1;
         }
     }

@@ -53,6 +53,14 @@ impl From<tonic::Status> for Fault {
         if matches!(status.code(), tonic::Code::Unavailable) && status.message().contains("transport") {
             return Self::new(StatusCode::SERVICE_UNAVAILABLE, "the volume service is unreachable; retry shortly");
         }
+        // The connection broke during the call (the scheduler restarted): unavailable too, but
+        // the request may have been applied before the break.
+        if matches!(status.code(), tonic::Code::Unknown) && status.message().starts_with("transport error") {
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the connection to the volume service broke during the call; check the resource before retrying",
+            );
+        }
         ServiceError::from(status).into()
     }
 }
@@ -84,5 +92,14 @@ mod tests {
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert!(response.headers().get(axum::http::header::RETRY_AFTER).is_none());
         assert_eq!(ErrorCode::QuotaExceeded.cinder_fault(), "overLimit");
+    }
+
+    #[test]
+    fn a_scheduler_lost_before_or_during_a_call_is_unavailable_not_internal() {
+        for status in [tonic::Status::unavailable("transport error"), tonic::Status::unknown("transport error: reset")]
+        {
+            assert_eq!(Fault::from(status).status, StatusCode::SERVICE_UNAVAILABLE);
+        }
+        assert_eq!(Fault::from(tonic::Status::unknown("a bug")).status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

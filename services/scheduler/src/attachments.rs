@@ -104,14 +104,24 @@ impl Attachments {
         let connector = Connector::from(&request.connector.unwrap_or_default());
         status::check(&model, AttachmentAction::Connect, "connecting a host")?;
         let volume = status::load::<volume::Model>(&self.core.db, context, &model.volume_id.to_string()).await?;
+        // The host is recorded before the node is asked: whatever happens from here on (the node
+        // fails half-way, this scheduler dies), the attachment's delete takes back what the node
+        // granted, so no export outlives the attachments that asked for it.
+        let txn = self.core.begin_write().await?;
+        attachment::Entity::update_many()
+            .col_expr(attachment::Column::HostName, Expr::value(connector.host.clone()))
+            .col_expr(attachment::Column::Connector, Expr::value(connector.clone()))
+            .filter(attachment::Column::Id.eq(model.id))
+            .exec(&*txn)
+            .await
+            .map_err(db_error)?;
+        txn.commit().await?;
         let export = self.export_to(&volume, &connector).await?;
         let info = sealed(connection_info(&export, model.mode, volume.readonly), &self.core.config.secrets);
         let txn = self.core.begin_write().await?;
         let connected = step(&*txn, &volume, VolumeAction::Connect, AttachStatus::Attaching).await?;
         status::transition::<attachment::Model>(&*txn, model.id, AttachmentAction::Connect, "").await?;
         attachment::Entity::update_many()
-            .col_expr(attachment::Column::HostName, Expr::value(connector.host.clone()))
-            .col_expr(attachment::Column::Connector, Expr::value(connector.clone()))
             .col_expr(attachment::Column::ConnectionInfo, Expr::value(info))
             .filter(attachment::Column::Id.eq(model.id))
             .exec(&*txn)
