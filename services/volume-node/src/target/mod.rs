@@ -309,8 +309,10 @@ impl Target {
         dispatch!(self, exports_nothing(), exports => exports.allow(volume_id, initiator).await)
     }
 
+    /// Takes `initiator`'s access away; a node that exports nothing granted nothing, so there is
+    /// nothing to take back.
     pub async fn revoke(&self, volume_id: VolumeId, initiator: &str) -> Result<(), ServiceError> {
-        dispatch!(self, exports_nothing(), exports => exports.revoke(volume_id, initiator).await)
+        dispatch!(self, Ok(()), exports => exports.revoke(volume_id, initiator).await)
     }
 
     /// Removes the export if there is one; exporting nothing is not an error here.
