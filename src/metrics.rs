@@ -19,7 +19,9 @@ use std::{
 use axum::{Router, http::header, response::IntoResponse, routing::get};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, TextEncoder};
+use prometheus::{
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, TextEncoder,
+};
 
 use crate::{
     ServiceError,
@@ -40,6 +42,14 @@ pub fn register<C: prometheus::core::Collector + Clone + 'static>(collector: C) 
 
 pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     register(IntCounterVec::new(Opts::new(name, help), labels).expect("a valid metric name and labels"))
+}
+
+pub fn gauge(name: &str, help: &str) -> Gauge {
+    register(Gauge::new(name, help).expect("a valid metric name"))
+}
+
+pub fn int_gauge(name: &str, help: &str) -> IntGauge {
+    register(IntGauge::new(name, help).expect("a valid metric name"))
 }
 
 pub fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> GaugeVec {

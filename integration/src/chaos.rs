@@ -420,6 +420,20 @@ impl Fault {
 }
 
 impl World {
+    /// SIGKILLs one of `count` processes of the mesh, and restarts it after a moment.
+    async fn kill_and_restart(
+        &self,
+        random: &mut Random,
+        count: usize,
+        kill: fn(&mut ProcessMesh, usize),
+        restart: fn(&mut ProcessMesh, usize) -> Result<()>,
+    ) -> Result<()> {
+        let index = random.below(count);
+        kill(&mut self.mesh.lock().unwrap(), index);
+        tokio::time::sleep(Duration::from_millis(200 + random.below(1500) as u64)).await;
+        restart(&mut self.mesh.lock().unwrap(), index)
+    }
+
     async fn inject(&self, fault: Fault, random: &mut Random) -> Result<()> {
         match fault {
             Fault::KillGateway => {
@@ -433,17 +447,12 @@ impl World {
             }
             Fault::KillScheduler => {
                 let count = self.mesh.lock().unwrap().schedulers.len();
-                let index = random.below(count);
-                self.mesh.lock().unwrap().kill_scheduler(index);
-                tokio::time::sleep(Duration::from_millis(200 + random.below(1500) as u64)).await;
-                self.mesh.lock().unwrap().restart_scheduler(index)?;
+                self.kill_and_restart(random, count, ProcessMesh::kill_scheduler, ProcessMesh::restart_scheduler)
+                    .await?;
             }
             Fault::KillNode => {
                 let count = self.mesh.lock().unwrap().node_ids.len();
-                let index = random.below(count);
-                self.mesh.lock().unwrap().kill_node(index);
-                tokio::time::sleep(Duration::from_millis(200 + random.below(1500) as u64)).await;
-                self.mesh.lock().unwrap().restart_node(index)?;
+                self.kill_and_restart(random, count, ProcessMesh::kill_node, ProcessMesh::restart_node).await?;
             }
             Fault::FreezeNode => {
                 let pid = {

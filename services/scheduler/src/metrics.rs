@@ -10,7 +10,7 @@ use std::{
 
 use basalt::{
     ServiceError,
-    metrics::{counter_vec, gauge_vec, int_gauge_vec, register},
+    metrics::{counter_vec, gauge, gauge_vec, int_gauge, int_gauge_vec},
     proto::AttachStatus,
 };
 use chrono::Utc;
@@ -45,16 +45,12 @@ static TAKEN_OVER: LazyLock<IntCounterVec> = LazyLock::new(|| {
 static JOURNAL_OPERATIONS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     int_gauge_vec("basalt_journal_operations", "Operations in the journal (in flight), by kind", &["kind"])
 });
-static JOURNAL_DEPTH: LazyLock<IntGauge> = LazyLock::new(|| {
-    register(IntGauge::new("basalt_journal_depth", "Operations in the journal (in flight)").expect("a valid name"))
-});
+static JOURNAL_DEPTH: LazyLock<IntGauge> =
+    LazyLock::new(|| int_gauge("basalt_journal_depth", "Operations in the journal (in flight)"));
 static JOURNAL_OLDEST: LazyLock<Gauge> = LazyLock::new(|| {
-    register(
-        Gauge::new(
-            "basalt_journal_oldest_operation_age_seconds",
-            "Age of the oldest operation in the journal; 0 when it is empty",
-        )
-        .expect("a valid name"),
+    gauge(
+        "basalt_journal_oldest_operation_age_seconds",
+        "Age of the oldest operation in the journal; 0 when it is empty",
     )
 });
 static ATTACHMENTS: LazyLock<IntGaugeVec> =

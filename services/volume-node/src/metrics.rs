@@ -5,15 +5,15 @@
 
 use std::{sync::LazyLock, time::Instant};
 
-use basalt::metrics::{LATENCY_BUCKETS, counter_vec, histogram_vec, register};
+use basalt::metrics::{LATENCY_BUCKETS, counter_vec, histogram_vec, int_gauge};
 use prometheus::{HistogramVec, IntCounterVec, IntGauge};
 
 /// Volumes this node exports.
 pub static EXPORTS: LazyLock<IntGauge> =
-    LazyLock::new(|| gauge("basalt_node_exports", "Volumes this node exports over iSCSI"));
+    LazyLock::new(|| int_gauge("basalt_node_exports", "Volumes this node exports over iSCSI"));
 /// Initiators its exports admit.
 pub static INITIATORS: LazyLock<IntGauge> = LazyLock::new(|| {
-    gauge("basalt_node_export_initiators", "Initiators admitted to this node's exports (one per attached host)")
+    int_gauge("basalt_node_export_initiators", "Initiators admitted to this node's exports (one per attached host)")
 });
 static BACKUP_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
@@ -30,10 +30,6 @@ static BACKUP_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
         LATENCY_BUCKETS,
     )
 });
-
-fn gauge(name: &str, help: &str) -> IntGauge {
-    register(IntGauge::new(name, help).expect("a valid metric name"))
-}
 
 /// A backup (`direction` "backup") or restore ("restore") that started at `started` ended; on
 /// success it moved `bytes` of the volume.
