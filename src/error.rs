@@ -234,6 +234,11 @@ impl From<ServiceError> for tonic::Status {
 
 impl From<tonic::Status> for ServiceError {
     fn from(status: tonic::Status) -> Self {
+        // A connection that broke during the call (the peer restarted) is reported by tonic as
+        // UNKNOWN with the transport error as its cause: the peer is unavailable, not faulty.
+        if status.code() == tonic::Code::Unknown && std::error::Error::source(&status).is_some() {
+            return Self::unavailable(format!("the connection broke during the call: {}", status.message()));
+        }
         let code = status
             .metadata()
             .get(ERROR_KIND_METADATA)
@@ -259,6 +264,14 @@ mod tests {
         assert_eq!(ErrorCode::InvalidArgument.cinder_fault(), "badRequest");
         assert_eq!(ErrorCode::Forbidden.cinder_fault(), "forbidden");
         assert_eq!(ErrorCode::Internal.cinder_fault(), "computeFault");
+    }
+
+    #[test]
+    fn a_connection_broken_during_a_call_is_unavailable_not_internal() {
+        let broken = tonic::Status::from_error(Box::new(std::fmt::Error));
+        assert_eq!(broken.code(), tonic::Code::Unknown);
+        assert_eq!(ServiceError::from(broken).code, ErrorCode::Unavailable);
+        assert_eq!(ServiceError::from(tonic::Status::unknown("a bug")).code, ErrorCode::Internal);
     }
 
     #[test]

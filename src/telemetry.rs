@@ -8,6 +8,7 @@
 //! The standard `OTEL_*` variables (service name, sampler, batch delay) apply.
 
 use std::{
+    io::IsTerminal,
     pin::Pin,
     task::{Context, Poll},
 };
@@ -43,7 +44,8 @@ impl Telemetry {
 /// `service` unless `OTEL_SERVICE_NAME` names it. Call inside the Tokio runtime.
 pub fn init(json: bool, service: &'static str, otlp_endpoint: Option<&str>) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let logs = fmt::layer().with_writer(std::io::stderr);
+    // Colours only for a person at a terminal: escape codes in journald or a log file are noise.
+    let logs = fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
     let logs = if json { logs.json().boxed() } else { logs.boxed() };
     let (traces, exporting) = match otlp_endpoint.map(|endpoint| tracer_provider(service, endpoint)) {
         Some(Ok(provider)) => {

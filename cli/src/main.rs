@@ -891,6 +891,8 @@ async fn scheduler(args: SchedulerArgs) -> Result<()> {
             initial_report_wait: Duration::from_secs(2),
             control: basalt_scheduler::ControlPlaneConfig {
                 policy: args.policy.load()?,
+                // Every scheduler of a deployment opens what any of them sealed, across restarts.
+                secrets: args.secrets.load(Path::new("basalt-secret.key"))?,
                 ..args.control.into_config()?
             },
             limits: args.listeners.limits(1),

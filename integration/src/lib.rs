@@ -5,6 +5,7 @@
 pub mod chaos;
 pub mod csi;
 pub mod keystone;
+pub mod private_servers;
 
 use std::{
     collections::HashMap,
@@ -459,6 +460,9 @@ pub fn basalt_binary() -> Result<PathBuf> {
     Ok(binary)
 }
 
+/// What `basalt up` prints once it serves: its REST, gRPC, TLS and data locations.
+pub const UP_READY_KEYS: &[&str] = &["rest", "grpc", "tls", "data"];
+
 /// A child process, killed (SIGKILL) when dropped.
 pub struct BasaltProcess {
     child: Child,
@@ -531,7 +535,7 @@ impl BasaltProcess {
         let data = data.to_str().context("a utf-8 data directory")?;
         let mut args = vec!["up", "--data-dir", data, "--rest-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"];
         args.extend(flags);
-        Self::spawn_binary(binary, &args, env, &["rest", "grpc", "tls", "data"], log)
+        Self::spawn_binary(binary, &args, env, UP_READY_KEYS, log)
     }
 
     pub fn endpoint(&self, key: &str) -> &str {
@@ -754,6 +758,7 @@ pub fn pattern(seed: u8, length: usize) -> Vec<u8> {
 /// test can kill (SIGKILL) and restart with the same database and data directories.
 pub struct ProcessMesh {
     pub database_url: String,
+    nats_url: String,
     pub namespace: String,
     pub schedulers: Vec<Option<BasaltProcess>>,
     /// Where each scheduler listens, kept across restarts.
@@ -794,12 +799,25 @@ impl ProcessMesh {
         node_args: &[&[&str]],
         env: &[(&str, &str)],
     ) -> Result<Self> {
+        Self::start_on_bus(NATS_URL, database_url, schedulers, node_args, env)
+    }
+
+    /// [`ProcessMesh::start_with_env`] on the NATS server at `nats_url` (a private one the test
+    /// may restart).
+    pub fn start_on_bus(
+        nats_url: &str,
+        database_url: Option<String>,
+        schedulers: usize,
+        node_args: &[&[&str]],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let nodes = node_args.len();
         let root = tempfile::tempdir()?;
         let database_url =
             database_url.unwrap_or_else(|| format!("sqlite://{}?mode=rwc", root.path().join("basalt.db").display()));
         let mut mesh = Self {
             database_url,
+            nats_url: nats_url.to_owned(),
             namespace: bus_namespace(),
             schedulers: Vec::new(),
             scheduler_listen: Vec::new(),
@@ -843,7 +861,7 @@ impl ProcessMesh {
             "--operation-lease-secs",
             "2",
             "--nats-url",
-            NATS_URL,
+            &self.nats_url,
             "--bus-namespace",
             &self.namespace,
             "--metrics-listen",
@@ -869,7 +887,7 @@ impl ProcessMesh {
             "--listen",
             "127.0.0.1:0",
             "--nats-url",
-            NATS_URL,
+            &self.nats_url,
             "--bus-namespace",
             &self.namespace,
             "--metrics-listen",
@@ -952,19 +970,21 @@ impl ProcessMesh {
     /// Names of the volume and snapshot files on every node (`volume-<id>`, `snapshot-<id>`, and
     /// anything else left behind).
     pub fn stored_files(&self) -> Result<Vec<String>> {
-        let mut names = Vec::new();
-        for index in 0..self.node_ids.len() {
-            let dir = self.node_dir(index);
-            if !dir.exists() {
-                continue;
-            }
-            for entry in std::fs::read_dir(dir)? {
-                names.push(entry?.file_name().to_string_lossy().into_owned());
-            }
-        }
-        names.sort();
-        Ok(names)
+        let dirs: Vec<PathBuf> = (0..self.node_ids.len()).map(|index| self.node_dir(index)).collect();
+        files_in(&dirs)
     }
+}
+
+/// The names of the files in `dirs` (a missing folder holds none), sorted.
+pub fn files_in(dirs: &[PathBuf]) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for dir in dirs.iter().filter(|dir| dir.exists()) {
+        for entry in std::fs::read_dir(dir)? {
+            names.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
 }
 
 /// One scrape of a process's Prometheus metrics (its `metrics:` endpoint).

@@ -324,3 +324,102 @@ async fn killing_the_scheduler_mid_migration_moves_the_volume_whole() -> Result<
     ensure!(shown.into_inner().volume_type_name == "far");
     Ok(())
 }
+
+/// An attach whose node is down fails, and the volume does not stay reserved by the attachment
+/// the failed call made: the scheduler takes it back as soon as the node can revoke whatever it
+/// may have granted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_attach_gives_its_reservation_back_once_the_node_returns() -> Result<()> {
+    let mut mesh = ProcessMesh::start(None, 1, 1, &[])?;
+    mesh.wait_for_nodes(0).await?;
+    let grpc = mesh.scheduler_addr(0);
+    let mut client = volume_client(&grpc).await?;
+    let owner = project("take-back");
+    let volume = client
+        .create_volume(owner.request(CreateVolumeRequest { size_gib: 1, ..Default::default() }))
+        .await?
+        .into_inner();
+    wait_for_status(&mut client, &owner, &volume.id, VolumeStatus::Available).await?;
+
+    mesh.kill_node(0);
+    let connector = basalt::proto::Connector {
+        initiator: "iqn.2004-10.org.debian:take-back".into(),
+        host: "take-back".into(),
+        ..Default::default()
+    };
+    let request = basalt::proto::CreateAttachmentRequest {
+        volume_id: volume.id.clone(),
+        instance_id: "vm-take-back".into(),
+        connector: Some(connector),
+        ..Default::default()
+    };
+    let refused = client.create_attachment(owner.request(request)).await;
+    ensure!(refused.is_err(), "an attach to a node that is down cannot succeed: {refused:?}");
+
+    mesh.restart_node(0)?;
+    wait_for_status(&mut client, &owner, &volume.id, VolumeStatus::Available).await?;
+    let listed = client
+        .list_attachments(
+            owner.request(basalt::proto::ListAttachmentsRequest { volume_id: volume.id.clone(), ..Default::default() }),
+        )
+        .await?
+        .into_inner();
+    ensure!(listed.attachments.is_empty(), "the failed attach left {:?}", listed.attachments);
+    Ok(())
+}
+
+/// A volume or snapshot that a new volume is still being copied from cannot be deleted (its node
+/// would find nothing to copy): the delete is refused until the copy is done, then succeeds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_cannot_be_deleted_while_a_volume_is_copied_from_it() -> Result<()> {
+    let mesh = ProcessMesh::start(None, 1, 1, &["--report-interval-ms", "5000"])?;
+    mesh.wait_for_nodes(0).await?;
+    let mut client = volume_client(&mesh.scheduler_addr(0)).await?;
+    let owner = project("copy-source");
+    let source = client
+        .create_volume(owner.request(CreateVolumeRequest { size_gib: 1, ..Default::default() }))
+        .await?
+        .into_inner();
+    wait_for_status(&mut client, &owner, &source.id, VolumeStatus::Available).await?;
+    let snapshot = client
+        .create_snapshot(owner.request(CreateSnapshotRequest { volume_id: source.id.clone(), ..Default::default() }))
+        .await?
+        .into_inner();
+    wait_for_snapshot(&mut client, &owner, &snapshot.id, SnapshotStatus::Available).await?;
+
+    // The node holds still, so both copies stay `creating`.
+    let node = mesh.nodes[0].as_ref().context("node")?.pid().to_string();
+    let signal = |name: &str| std::process::Command::new("kill").args([name, &node]).status();
+    ensure!(signal("-STOP")?.success());
+    let clone = client
+        .create_volume(owner.request(CreateVolumeRequest {
+            size_gib: 1,
+            source_volume_id: source.id.clone(),
+            ..Default::default()
+        }))
+        .await;
+    let from_snapshot = client
+        .create_volume(owner.request(CreateVolumeRequest {
+            size_gib: 1,
+            snapshot_id: snapshot.id.clone(),
+            ..Default::default()
+        }))
+        .await;
+    let refused_snapshot = client
+        .delete_snapshot(
+            owner.request(basalt::proto::DeleteSnapshotRequest { snapshot_id: snapshot.id.clone(), force: false }),
+        )
+        .await;
+    let delete_source = || DeleteVolumeRequest { volume_id: source.id.clone(), cascade: true, ..Default::default() };
+    let refused_volume = client.delete_volume(owner.request(delete_source())).await;
+    ensure!(signal("-CONT")?.success());
+    let (clone, from_snapshot) = (clone?.into_inner(), from_snapshot?.into_inner());
+    expect_refusal(refused_snapshot, tonic::Code::FailedPrecondition, "is being copied into 1 new volume(s)");
+    expect_refusal(refused_volume, tonic::Code::FailedPrecondition, "is being copied into 1 new volume(s)");
+
+    wait_for_status(&mut client, &owner, &clone.id, VolumeStatus::Available).await?;
+    wait_for_status(&mut client, &owner, &from_snapshot.id, VolumeStatus::Available).await?;
+    client.delete_volume(owner.request(delete_source())).await?;
+    wait_until_gone(&mut client, &owner, &source.id).await?;
+    Ok(())
+}

@@ -8,7 +8,7 @@
 use anyhow::{Context, Result, ensure};
 use basalt::proto::{CreateVolumeRequest, ListOperationsRequest, VolumeStatus};
 use basalt_integration::{
-    ProcessMesh, Scraped, Tgtd, basalt_binary, eventually, pki, project, volume_client, wait_for_status,
+    BasaltProcess, ProcessMesh, Scraped, Tgtd, basalt_binary, eventually, pki, project, volume_client, wait_for_status,
 };
 use opentelemetry_proto::tonic::{
     collector::trace::v1::{
@@ -345,5 +345,26 @@ async fn a_request_s_trace_runs_from_the_gateway_through_the_scheduler_to_the_no
     })
     .await
     .with_context(|| format!("spans of the trace: {:?}", collector.spans_of(trace_id)))?;
+    Ok(())
+}
+
+/// A log that goes to a file or journald (stderr not a terminal) is plain text: no colour codes
+/// for an operator's grep or a log shipper to trip over.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_written_to_a_file_carries_no_terminal_codes() -> Result<()> {
+    let data = tempfile::tempdir()?;
+    let log_path = data.path().join("basalt.log");
+    let mut up =
+        BasaltProcess::up_logging(&data.path().join("up"), &[], &[], std::fs::File::create(&log_path)?.into())?;
+    let listed = reqwest::Client::new()
+        .get(format!("{}/{PROJECT}/volumes", up.endpoint("rest")))
+        .header("X-Auth-Token", format!("member:{PROJECT}"))
+        .send()
+        .await?;
+    ensure!(listed.status().is_success(), "{}", listed.status());
+    ensure!(up.terminate()?, "basalt up stops cleanly");
+    let log = std::fs::read_to_string(&log_path)?;
+    ensure!(log.contains(" INFO "), "the log has its lines:\n{log}");
+    ensure!(!log.contains('\u{1b}'), "terminal escape codes in a log file:\n{log}");
     Ok(())
 }

@@ -38,6 +38,30 @@ fn password_of(attachment: &Value) -> Option<&str> {
     attachment["attachment"]["connection_info"]["data"]["auth_password"].as_str()
 }
 
+/// Creates a volume as `owner` and attaches it to `host` with a connector: the attachment.
+async fn attach_new_volume(rest: &Rest, owner: &str, host: &str) -> Result<Value> {
+    let created = rest
+        .call(reqwest::Method::POST, &format!("{PROJECT}/volumes"), owner, Some(r#"{"volume": {"size": 1}}"#.into()))
+        .await?;
+    let volume = created["volume"]["id"].as_str().context("volume id")?.to_owned();
+    let volume_path = format!("{PROJECT}/volumes/{volume}");
+    eventually("the volume is available", || {
+        let shown = rest.call(reqwest::Method::GET, &volume_path, owner, None);
+        async move { Ok(shown.await?["volume"]["status"] == "available") }
+    })
+    .await?;
+    rest.call(
+        reqwest::Method::POST,
+        &format!("{PROJECT}/attachments"),
+        owner,
+        Some(format!(
+            r#"{{"attachment": {{"volume_uuid": "{volume}", "instance_uuid": "11111111-2222-3333-4444-555555555555",
+                "connector": {{"initiator": "iqn.1993-08.org.debian:01:{host}", "host": "{host}", "ip": "127.0.0.1"}}}}}}"#
+        )),
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn chap_passwords_are_sealed_in_the_database_and_survive_a_key_rotation() -> Result<()> {
     let tgtd = Tgtd::start()?;
@@ -47,27 +71,7 @@ async fn chap_passwords_are_sealed_in_the_database_and_survive_a_key_rotation() 
     let up = BasaltProcess::up(data.path(), &flags, &[])?;
     let rest = Rest { base: format!("{}/", up.endpoint("rest")), http: reqwest::Client::new() };
     let owner = format!("alice:{PROJECT}");
-    let created = rest
-        .call(reqwest::Method::POST, &format!("{PROJECT}/volumes"), &owner, Some(r#"{"volume": {"size": 1}}"#.into()))
-        .await?;
-    let volume = created["volume"]["id"].as_str().context("volume id")?.to_owned();
-    let volume_path = format!("{PROJECT}/volumes/{volume}");
-    eventually("the volume is available", || {
-        let shown = rest.call(reqwest::Method::GET, &volume_path, &owner, None);
-        async move { Ok(shown.await?["volume"]["status"] == "available") }
-    })
-    .await?;
-    let attached = rest
-        .call(
-            reqwest::Method::POST,
-            &format!("{PROJECT}/attachments"),
-            &owner,
-            Some(format!(
-                r#"{{"attachment": {{"volume_uuid": "{volume}", "instance_uuid": "11111111-2222-3333-4444-555555555555",
-                    "connector": {{"initiator": "iqn.1993-08.org.debian:01:sealed", "host": "sealed", "ip": "127.0.0.1"}}}}}}"#
-            )),
-        )
-        .await?;
+    let attached = attach_new_volume(&rest, &owner, "sealed").await?;
     let attachment = attached["attachment"]["id"].as_str().context("attachment id")?.to_owned();
     let password = password_of(&attached).context("a CHAP password")?.to_owned();
     ensure!(password.len() >= 12, "a real password");
@@ -128,5 +132,33 @@ async fn chap_passwords_are_sealed_in_the_database_and_survive_a_key_rotation() 
     let rest = Rest { base: format!("{}/", up.endpoint("rest")), http: reqwest::Client::new() };
     let shown = rest.call(reqwest::Method::GET, &format!("{PROJECT}/attachments/{attachment}"), &owner, None).await?;
     ensure!(password_of(&shown) == Some(password.as_str()), "the password reads back under the new key: {shown}");
+    Ok(())
+}
+
+/// The distributed topology: a password one `basalt scheduler` sealed is opened by the other and
+/// by itself after a restart, since all of them read the deployment's key file.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_scheduler_opens_what_another_sealed_across_restarts() -> Result<()> {
+    let tgtd = Tgtd::start()?;
+    let export_flags = tgtd.export_flags();
+    let flags: Vec<&str> = export_flags.iter().map(String::as_str).collect();
+    let mut mesh = ProcessMesh::start(None, 2, 1, &flags)?;
+    mesh.wait_for_nodes(0).await?;
+    let gateways = [mesh.spawn_gateway(0)?, mesh.spawn_gateway(1)?];
+    let rest: Vec<Rest> = gateways
+        .iter()
+        .map(|gateway| Rest { base: format!("{}/", gateway.endpoint("rest")), http: reqwest::Client::new() })
+        .collect();
+    let owner = format!("alice:{PROJECT}");
+    let attached = attach_new_volume(&rest[0], &owner, "shared").await?;
+    let attachment_path = format!("{PROJECT}/attachments/{}", attached["attachment"]["id"].as_str().context("id")?);
+    let password = password_of(&attached).context("a CHAP password")?.to_owned();
+
+    let through_other = rest[1].call(reqwest::Method::GET, &attachment_path, &owner, None).await?;
+    ensure!(password_of(&through_other) == Some(password.as_str()), "the other scheduler: {through_other}");
+    mesh.kill_scheduler(0);
+    mesh.restart_scheduler(0)?;
+    let after_restart = rest[0].call(reqwest::Method::GET, &attachment_path, &owner, None).await?;
+    ensure!(password_of(&after_restart) == Some(password.as_str()), "after a restart: {after_restart}");
     Ok(())
 }

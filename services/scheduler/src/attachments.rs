@@ -40,6 +40,9 @@ pub struct Attachments {
     core: Arc<Core>,
 }
 
+/// How often a failed attachment's take-back is tried again while its node cannot be reached.
+const TAKE_BACK_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Attachments {
     pub fn new(core: Arc<Core>) -> Self {
         Self { core }
@@ -85,13 +88,37 @@ impl Attachments {
                 UpdateAttachmentRequest { attachment_id: attachment_id.clone(), connector: Some(connector) },
             )
             .await;
-        if connected.is_err() {
-            // The create fails whole: the reservation it made is taken back.
-            if let Err(error) = self.delete(context, &attachment_id).await {
-                tracing::warn!(%attachment_id, %error, "cannot take back the reservation of a failed attachment");
-            }
+        // The create fails whole: the reservation it made is taken back, at once or, when the
+        // node that may have granted access cannot be reached to revoke it, once it can.
+        if connected.is_err()
+            && let Err(error) = self.delete(context, &attachment_id).await
+        {
+            tracing::warn!(%attachment_id, %error, "cannot take back the reservation of a failed attachment yet; retrying");
+            let (attachments, context) = (Self::new(self.core.clone()), context.clone());
+            tokio::spawn(async move { attachments.take_back(&context, &attachment_id).await });
         }
         connected
+    }
+
+    /// Deletes a failed attachment as soon as its node answers, within the node retry window;
+    /// stops when someone else deleted it first.
+    async fn take_back(&self, context: &CallContext, attachment_id: &str) {
+        let deadline = tokio::time::Instant::now() + self.core.config.node_retry_window;
+        loop {
+            tokio::time::sleep(TAKE_BACK_PAUSE).await;
+            match self.delete(context, attachment_id).await {
+                Ok(_) => {
+                    tracing::info!(%attachment_id, "the reservation of a failed attachment was taken back");
+                    return;
+                }
+                Err(error) if error.code == basalt::ErrorCode::NotFound => return,
+                Err(error) if tokio::time::Instant::now() >= deadline => {
+                    tracing::warn!(%attachment_id, %error, "gave up taking back a failed attachment; it stays reserved until it is deleted");
+                    return;
+                }
+                Err(_) => {}
+            }
+        }
     }
 
     /// Exports the volume to the connector's initiator and records the connection info.

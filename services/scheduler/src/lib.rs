@@ -8,6 +8,7 @@ pub mod attachments;
 pub mod backups;
 pub mod capacity;
 pub mod claims;
+pub mod copy_sources;
 pub mod core;
 pub mod db;
 pub mod events;

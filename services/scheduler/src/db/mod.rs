@@ -71,7 +71,35 @@ pub fn redact(url: &str) -> String {
 }
 
 pub fn db_error(error: DbErr) -> ServiceError {
-    ServiceError::unavailable(format!("database error: {error}"))
+    if lost_connection(&error) {
+        ServiceError::unavailable(format!("{CONNECTION_LOST}: {error}"))
+    } else {
+        ServiceError::unavailable(format!("database error: {error}"))
+    }
+}
+
+/// How an error that says nothing about the request begins: the database went away under it (a
+/// restart, a failover, a network cut), so whatever it was doing may be done again.
+const CONNECTION_LOST: &str = "the connection to the database was lost";
+
+fn lost_connection(error: &DbErr) -> bool {
+    use sea_orm::{RuntimeErr, sqlx::Error};
+    match error {
+        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(error)) | DbErr::Query(RuntimeErr::SqlxError(error)) => {
+            matches!(
+                **error,
+                Error::Io(_) | Error::Tls(_) | Error::PoolTimedOut | Error::PoolClosed | Error::WorkerCrashed
+            )
+        }
+        _ => false,
+    }
+}
+
+/// Whether `error` is the database going away ([`db_error`] of a lost connection), not anything
+/// the request or the data did.
+pub fn is_connection_lost(error: &ServiceError) -> bool {
+    error.code == basalt::ErrorCode::Unavailable && error.message.starts_with(CONNECTION_LOST)
 }
 
 /// The error of inserting a `what` keyed by an idempotency key: a concurrent repeat that took the
@@ -138,6 +166,25 @@ mod tests {
         assert_eq!(redact("postgres://basalt:s3cret@db:5432/basalt"), "postgres://basalt:***@db:5432/basalt");
         assert_eq!(redact("postgres://basalt@db/basalt"), "postgres://basalt@db/basalt");
         assert_eq!(redact("sqlite://x.db?mode=rwc"), "sqlite://x.db?mode=rwc");
+    }
+
+    #[test]
+    fn only_a_lost_connection_counts_as_one() {
+        use sea_orm::{RuntimeErr, sqlx::Error};
+        let sqlx = |error: Error| RuntimeErr::SqlxError(std::sync::Arc::new(error));
+        let reset = || Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        for lost in [DbErr::Query(sqlx(reset())), DbErr::Exec(sqlx(reset())), DbErr::Query(sqlx(Error::PoolTimedOut))] {
+            assert!(is_connection_lost(&db_error(lost)));
+        }
+        for other in [
+            DbErr::Query(sqlx(Error::RowNotFound)),
+            DbErr::Exec(sqlx(Error::ColumnNotFound("size_gib".into()))),
+            DbErr::RecordNotFound("volume".into()),
+            DbErr::Custom("a constraint".into()),
+        ] {
+            assert!(!is_connection_lost(&db_error(other)));
+        }
+        assert!(!is_connection_lost(&ServiceError::unavailable("volume node node-0 stopped reporting")));
     }
 
     #[tokio::test]

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use basalt::{ErrorCode, ServiceError, context::CallContext, ids::OperationId, proto::JournalOperation};
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set,
     sea_query::{Expr, ExprTrait},
 };
 use serde::Serialize;
@@ -27,7 +27,7 @@ use tracing::Instrument;
 pub use self::node::{delete_snapshot_on, delete_volume_on, with_node};
 use crate::{
     Core,
-    db::{db_error, operation},
+    db::{db_error, is_connection_lost, operation},
     events::PendingEvent,
     messages::{self, Failure},
     metrics,
@@ -115,6 +115,9 @@ pub async fn in_flight(db: &impl ConnectionTrait, resource_id: &str) -> Result<b
 /// The most operations one listing returns.
 const MAX_LISTED: u64 = 1000;
 
+/// How long an operation waits before it runs again after the database went away under it.
+const DATABASE_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The operations in flight, oldest first (at most `limit`, 0 for the most), and how many there
 /// are in all.
 pub async fn list(db: &impl ConnectionTrait, limit: u32) -> Result<(Vec<JournalOperation>, u64), ServiceError> {
@@ -167,8 +170,21 @@ async fn run<O: Journalled>(core: Arc<Core>, record: operation::Model, operation
     let outcome = {
         let renewing = renew_lease(&core, record.id);
         tokio::pin!(renewing);
+        // The database going away mid-operation says nothing about the operation: it is run
+        // again (every operation can be, as a take-over does) rather than failed for the user.
+        let executing = async {
+            loop {
+                match operation.execute(&core).await {
+                    Err(error) if is_connection_lost(&error) => {
+                        tracing::warn!(operation_id = %record.id, %error, "the database went away during the operation; running it again");
+                        tokio::time::sleep(DATABASE_RETRY_PAUSE).await;
+                    }
+                    outcome => return outcome,
+                }
+            }
+        };
         tokio::select! {
-            outcome = operation.execute(&core) => outcome,
+            outcome = executing => outcome,
             lost = &mut renewing => {
                 tracing::warn!(operation_id = %record.id, ?lost, "lost the operation's lease; leaving it to its new owner");
                 return;
@@ -266,26 +282,29 @@ async fn remove_if_owned(
     Ok(removed.rows_affected == 1)
 }
 
-/// Takes over every operation whose lease ran out, and re-drives it. Returns how many.
+/// Takes over every operation whose lease ran out and re-drives it; returns how many. On SQLite,
+/// whose database one scheduler process serves, every operation another process owns was left
+/// by an earlier boot (a crash, a restart): it is taken over at once, without waiting for a lease
+/// nobody renews.
 pub async fn reconcile_once(core: &Arc<Core>, relaunch: Relaunch) -> Result<usize, ServiceError> {
     let now = Utc::now();
-    let expired = operation::Entity::find()
-        .filter(operation::Column::LeaseExpiresAt.lt(now))
-        .all(&core.db)
-        .await
-        .map_err(db_error)?;
+    let sole_scheduler = core.db.get_database_backend() == DbBackend::Sqlite;
+    let is_abandoned = if sole_scheduler {
+        operation::Column::Owner.ne(core.owner.as_str())
+    } else {
+        operation::Column::LeaseExpiresAt.lt(now)
+    };
+    let abandoned = operation::Entity::find().filter(is_abandoned.clone()).all(&core.db).await.map_err(db_error)?;
     let mut taken = 0;
-    for record in expired {
-        let claimed = operation::Entity::update_many()
+    for record in abandoned {
+        let claim = operation::Entity::update_many()
             .col_expr(operation::Column::Owner, Expr::value(core.owner.as_str()))
             .col_expr(operation::Column::LeaseExpiresAt, Expr::value(Utc::now() + lease(core)))
             .col_expr(operation::Column::Attempt, Expr::col(operation::Column::Attempt).add(1))
             .filter(operation::Column::Id.eq(record.id))
             .filter(operation::Column::Owner.eq(record.owner.as_str()))
-            .filter(operation::Column::LeaseExpiresAt.lt(now))
-            .exec(&core.db)
-            .await
-            .map_err(db_error)?;
+            .filter(is_abandoned.clone());
+        let claimed = claim.exec(&core.db).await.map_err(db_error)?;
         if claimed.rows_affected != 1 {
             continue;
         }

@@ -20,7 +20,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, UpdateMany
 
 use self::operations::SnapshotOperation;
 use crate::{
-    Core, claims,
+    Core, claims, copy_sources,
     db::{self, db_error, json::StringMap, snapshot, volume},
     journal,
     lifecycle::{self, SnapshotAction, VolumeAction},
@@ -213,6 +213,7 @@ impl Snapshots {
         let action = if request.force { SnapshotAction::ForceDelete } else { SnapshotAction::Delete };
         let txn = self.core.begin_write().await?;
         let (before, model) = status::transition::<snapshot::Model>(&*txn, model.id, action, "").await?;
+        copy_sources::refuse_while_copied(&*txn, copy_sources::CopySource::Snapshot(model.id)).await?;
         let operation = SnapshotOperation::DeleteSnapshot {
             snapshot_id: model.id,
             node_id: model.node_id.clone(),

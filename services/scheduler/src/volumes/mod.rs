@@ -27,6 +27,7 @@ use self::{
 };
 use crate::{
     Core, claims,
+    copy_sources::{self, CopySource},
     db::{attachment, backup, db_error, group, json::StringMap, snapshot, volume, volume_type},
     fields, journal,
     lifecycle::{self, BackupAction, SnapshotAction, VolumeAction},
@@ -500,6 +501,10 @@ impl Volumes {
                 model.id,
                 volume_snapshots.len()
             )));
+        }
+        copy_sources::refuse_while_copied(&*txn, CopySource::Volume(model.id)).await?;
+        for volume_snapshot in &volume_snapshots {
+            copy_sources::refuse_while_copied(&*txn, CopySource::Snapshot(volume_snapshot.id)).await?;
         }
         let snapshot_action = if request.force { SnapshotAction::ForceDelete } else { SnapshotAction::Delete };
         let mut events = Vec::new();
