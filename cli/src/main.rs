@@ -758,6 +758,8 @@ struct CsiArgs {
     /// Seconds CreateVolume and expansions wait for the volume before answering ABORTED.
     #[arg(long, env = "BASALT_CSI_READY_WAIT_SECS", default_value_t = 60)]
     ready_wait_secs: u64,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 /// The initiator name open-iscsi generated for this host, if it has one.
@@ -978,7 +980,9 @@ async fn csi(args: CsiArgs) -> Result<()> {
     .await?;
     println!("basalt csi");
     println!("  socket: {}", csi.socket.display());
+    let metrics = args.metrics.start().await?;
     wait_for_shutdown_signal().await;
+    stop_metrics(metrics).await;
     csi.shutdown().await;
     Ok(())
 }

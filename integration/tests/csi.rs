@@ -972,6 +972,37 @@ async fn capabilities_are_validated_and_types_modified() -> Result<()> {
     Ok(())
 }
 
+/// `basalt csi --mode node` as its own process against `harness`'s mesh, serving on `socket` and
+/// keeping its records in `state`, with `extra` flags; ready once it printed `ready_keys`.
+fn node_plugin(
+    harness: &CsiHarness,
+    socket: &std::path::Path,
+    state: &std::path::Path,
+    extra: &[&str],
+    ready_keys: &[&str],
+) -> Result<BasaltProcess> {
+    let tls = pki().args(&basalt::tls::Role::Csi);
+    let (endpoint, project) = (format!("unix://{}", socket.display()), project_id("csi"));
+    let mut args = vec![
+        "csi",
+        "--mode",
+        "node",
+        "--endpoint",
+        &endpoint,
+        "--scheduler-endpoint",
+        &harness.mesh.grpc_addr,
+        "--project-id",
+        &project,
+        "--node-id",
+        CSI_NODE,
+        "--state-dir",
+        state.to_str().unwrap_or_default(),
+    ];
+    args.extend(extra);
+    args.extend(tls.iter().map(String::as_str));
+    BasaltProcess::spawn(&args, &[], ready_keys)
+}
+
 /// The node plugin as its own process: SIGKILL between stage and publish, then a restart, and
 /// publish and unstage still work from what stage recorded.
 #[tokio::test(flavor = "multi_thread")]
@@ -982,27 +1013,7 @@ async fn a_node_plugin_killed_between_stage_and_publish_carries_on_after_restart
     let context = publish(&harness.clients, &volume, &capability).await?;
     let socket = harness.root.path().join("node.sock");
     let state = harness.root.path().join("node-state");
-    let tls = pki().args(&basalt::tls::Role::Csi);
-    let (endpoint, project) = (format!("unix://{}", socket.display()), project_id("csi"));
-    let spawn = || {
-        let mut args = vec![
-            "csi",
-            "--mode",
-            "node",
-            "--endpoint",
-            &endpoint,
-            "--scheduler-endpoint",
-            &harness.mesh.grpc_addr,
-            "--project-id",
-            &project,
-            "--node-id",
-            CSI_NODE,
-            "--state-dir",
-            state.to_str().unwrap_or_default(),
-        ];
-        args.extend(tls.iter().map(String::as_str));
-        BasaltProcess::spawn(&args, &[], &["socket"])
-    };
+    let spawn = || node_plugin(&harness, &socket, &state, &[], &["socket"]);
     let mut plugin = spawn()?;
     let node = CsiClients::connect(&socket).await?.node;
     let staging = harness.dir("killed-staging")?;
@@ -1175,5 +1186,25 @@ async fn another_project_s_volume_is_out_of_the_plugin_s_reach() -> Result<()> {
         .into_inner()
         .snapshots;
     ensure!(snapshots.is_empty(), "a snapshot was taken of another project's volume: {snapshots:?}");
+    Ok(())
+}
+
+/// The plugin as its own process serves Prometheus metrics like every other service: its CSI
+/// calls are counted by service, method and code.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_plugin_s_metrics_count_its_csi_calls() -> Result<()> {
+    let harness = CsiHarness::start().await?;
+    let socket = harness.root.path().join("metered.sock");
+    let state = harness.root.path().join("metered-state");
+    let metrics = ["--metrics-listen", "127.0.0.1:0"];
+    let plugin = node_plugin(&harness, &socket, &state, &metrics, &["socket", "metrics"])?;
+    let clients = CsiClients::connect(&socket).await?;
+    let call = [("service", "csi.v1.Identity"), ("method", "GetPluginInfo"), ("code", "Ok")];
+    let before = Scraped::from(&plugin).await?.value("basalt_grpc_server_calls_total", &call);
+    for _ in 0..3 {
+        clients.identity.clone().get_plugin_info(GetPluginInfoRequest {}).await?;
+    }
+    let after = Scraped::from(&plugin).await?.value("basalt_grpc_server_calls_total", &call);
+    ensure!(after == before + 3.0, "three GetPluginInfo calls counted as {before} -> {after}");
     Ok(())
 }
