@@ -326,8 +326,9 @@ async fn killing_the_scheduler_mid_migration_moves_the_volume_whole() -> Result<
 }
 
 /// An attach whose node is down fails, and the volume does not stay reserved by the attachment
-/// the failed call made: the scheduler takes it back as soon as the node can revoke whatever it
-/// may have granted.
+/// the failed call made: it is marked `error_attaching` and taken back as soon as the node can
+/// revoke whatever it may have granted, by whichever scheduler runs then (here the one that made
+/// it, killed and restarted in between).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_attach_gives_its_reservation_back_once_the_node_returns() -> Result<()> {
     let mut mesh = ProcessMesh::start(None, 1, 1, &[])?;
@@ -355,16 +356,19 @@ async fn a_failed_attach_gives_its_reservation_back_once_the_node_returns() -> R
     };
     let refused = client.create_attachment(owner.request(request)).await;
     ensure!(refused.is_err(), "an attach to a node that is down cannot succeed: {refused:?}");
+    let list = || basalt::proto::ListAttachmentsRequest { volume_id: volume.id.clone(), ..Default::default() };
+    let failed = client.list_attachments(owner.request(list())).await?.into_inner().attachments;
+    ensure!(
+        failed.len() == 1 && failed[0].status() == basalt::proto::AttachStatus::ErrorAttaching,
+        "the failed attach is marked for its take-back: {failed:?}"
+    );
 
+    mesh.kill_scheduler(0);
+    mesh.restart_scheduler(0)?;
     mesh.restart_node(0)?;
     wait_for_status(&mut client, &owner, &volume.id, VolumeStatus::Available).await?;
-    let listed = client
-        .list_attachments(
-            owner.request(basalt::proto::ListAttachmentsRequest { volume_id: volume.id.clone(), ..Default::default() }),
-        )
-        .await?
-        .into_inner();
-    ensure!(listed.attachments.is_empty(), "the failed attach left {:?}", listed.attachments);
+    let listed = client.list_attachments(owner.request(list())).await?.into_inner().attachments;
+    ensure!(listed.is_empty(), "the failed attach left {listed:?}");
     Ok(())
 }
 

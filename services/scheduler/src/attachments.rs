@@ -17,7 +17,7 @@ use basalt::{
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set,
-    sea_query::Expr,
+    Unchanged, sea_query::Expr,
 };
 
 use crate::{
@@ -39,9 +39,6 @@ use crate::{
 pub struct Attachments {
     core: Arc<Core>,
 }
-
-/// How often a failed attachment's take-back is tried again while its node cannot be reached.
-const TAKE_BACK_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Attachments {
     pub fn new(core: Arc<Core>) -> Self {
@@ -88,37 +85,23 @@ impl Attachments {
                 UpdateAttachmentRequest { attachment_id: attachment_id.clone(), connector: Some(connector) },
             )
             .await;
-        // The create fails whole: the reservation it made is taken back, at once or, when the
-        // node that may have granted access cannot be reached to revoke it, once it can.
+        // The create fails whole: the reservation it made is taken back at once or, when the node
+        // that may have granted access cannot be reached to revoke it, marked `error_attaching`
+        // for `take_back_failed`, which every scheduler runs until the node answers.
         if connected.is_err()
             && let Err(error) = self.delete(context, &attachment_id).await
         {
-            tracing::warn!(%attachment_id, %error, "cannot take back the reservation of a failed attachment yet; retrying");
-            let (attachments, context) = (Self::new(self.core.clone()), context.clone());
-            tokio::spawn(async move { attachments.take_back(&context, &attachment_id).await });
-        }
-        connected
-    }
-
-    /// Deletes a failed attachment as soon as its node answers, within the node retry window;
-    /// stops when someone else deleted it first.
-    async fn take_back(&self, context: &CallContext, attachment_id: &str) {
-        let deadline = tokio::time::Instant::now() + self.core.config.node_retry_window;
-        loop {
-            tokio::time::sleep(TAKE_BACK_PAUSE).await;
-            match self.delete(context, attachment_id).await {
-                Ok(_) => {
-                    tracing::info!(%attachment_id, "the reservation of a failed attachment was taken back");
-                    return;
-                }
-                Err(error) if error.code == basalt::ErrorCode::NotFound => return,
-                Err(error) if tokio::time::Instant::now() >= deadline => {
-                    tracing::warn!(%attachment_id, %error, "gave up taking back a failed attachment; it stays reserved until it is deleted");
-                    return;
-                }
-                Err(_) => {}
+            tracing::warn!(%attachment_id, %error, "cannot take back the reservation of a failed attachment yet; marking it for a retry");
+            let failed = attachment::ActiveModel {
+                id: Unchanged(model.id),
+                status: Set(AttachStatus::ErrorAttaching),
+                ..Default::default()
+            };
+            if let Err(error) = failed.update(&self.core.db).await {
+                tracing::warn!(%attachment_id, %error, "cannot mark a failed attachment; its project deletes it");
             }
         }
+        connected
     }
 
     /// Exports the volume to the connector's initiator and records the connection info.
@@ -223,16 +206,44 @@ impl Attachments {
         attachment_id: &str,
     ) -> Result<Vec<attachment::Model>, ServiceError> {
         let model = self.get(context, attachment_id).await?;
-        self.disconnect(&model).await?;
-        let txn = self.core.begin_write().await?;
-        attachment::Entity::delete_by_id(model.id).exec(&*txn).await.map_err(db_error)?;
-        self.free_if_last(txn, model.volume_id, VolumeAction::Unreserve).await?;
+        self.remove(&model).await?;
         let remaining = ListAttachmentsRequest { volume_id: model.volume_id.to_string(), ..Default::default() };
         self.list(context, &remaining).await
     }
 }
 
 impl Attachments {
+    /// Revokes what the attachment's host was granted, then removes the row (the last one frees
+    /// the volume).
+    async fn remove(&self, model: &attachment::Model) -> Result<(), ServiceError> {
+        self.disconnect(model).await?;
+        let txn = self.core.begin_write().await?;
+        attachment::Entity::delete_by_id(model.id).exec(&*txn).await.map_err(db_error)?;
+        self.free_if_last(txn, model.volume_id, VolumeAction::Unreserve).await
+    }
+
+    /// One pass over the attachments whose create failed (`error_attaching`): each is taken back
+    /// once its node can revoke what it may have granted. Passes of several schedulers at once
+    /// only repeat idempotent revokes.
+    async fn take_back_failed_once(&self) -> Result<(), ServiceError> {
+        let failed = attachment::Entity::find()
+            .filter(attachment::Column::Status.eq(AttachStatus::ErrorAttaching))
+            .all(&self.core.db)
+            .await
+            .map_err(db_error)?;
+        for model in failed {
+            match self.remove(&model).await {
+                Ok(()) => {
+                    tracing::info!(attachment_id = %model.id, "the reservation of a failed attachment was taken back")
+                }
+                Err(error) => {
+                    tracing::debug!(attachment_id = %model.id, %error, "a failed attachment waits for its node")
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Takes the host's access away on the node, and the export with the last connected host.
     /// Runs before the row goes: a node that cannot be reached fails the delete, so no ACL or
     /// target is ever forgotten.
@@ -583,6 +594,17 @@ pub fn to_proto(model: &attachment::Model, viewer: &CallContext, keys: &SecretKe
         attached_at: model.attached_at.map(|at| std::time::SystemTime::from(at).into()),
         detached_at: None,
     }
+}
+
+/// Takes back failed attachments (`error_attaching`) every reconcile interval until `stopped`.
+pub async fn take_back_failed(core: Arc<Core>, stopped: impl Future<Output = ()>) {
+    let attachments = Attachments::new(core.clone());
+    basalt::server::every(core.config.reconcile_interval, stopped, || async {
+        if let Err(error) = attachments.take_back_failed_once().await {
+            tracing::warn!(%error, "cannot look for failed attachments; retrying");
+        }
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -122,6 +122,7 @@ pub async fn start(config: SchedulerConfig, bus: Bus) -> Result<RunningScheduler
     }
 
     tasks.spawn(claims::keep_bookings_current(core.clone(), tasks.stopped()));
+    tasks.spawn(attachments::take_back_failed(core.clone(), tasks.stopped()));
     tasks.spawn(metrics::keep_current(core.clone(), tasks.stopped()));
     {
         let core = core.clone();
