@@ -232,11 +232,17 @@ impl From<ServiceError> for tonic::Status {
     }
 }
 
+/// Whether the connection to the peer broke during the call (the peer restarted): tonic reports it
+/// as UNKNOWN with the transport error as its cause (or, relayed, its message). The peer is
+/// unavailable, not faulty, and the request may have been applied before the break.
+pub fn broke_during_the_call(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unknown
+        && (std::error::Error::source(status).is_some() || status.message().starts_with("transport error"))
+}
+
 impl From<tonic::Status> for ServiceError {
     fn from(status: tonic::Status) -> Self {
-        // A connection that broke during the call (the peer restarted) is reported by tonic as
-        // UNKNOWN with the transport error as its cause: the peer is unavailable, not faulty.
-        if status.code() == tonic::Code::Unknown && std::error::Error::source(&status).is_some() {
+        if broke_during_the_call(&status) {
             return Self::unavailable(format!("the connection broke during the call: {}", status.message()));
         }
         let code = status

@@ -299,6 +299,10 @@ impl AuthArgs {
     }
 }
 
+/// A scheduler's key file when `--secret-key-file` names none (`basalt up` keeps its own in its
+/// data directory).
+const SCHEDULER_SECRET_KEY: &str = "basalt-secret.key";
+
 /// The key CHAP passwords are sealed with in the database.
 #[derive(Args)]
 struct SecretArgs {
@@ -472,7 +476,7 @@ struct ResealArgs {
 }
 
 async fn reseal_secrets(args: ResealArgs) -> Result<()> {
-    let keys = args.secrets.load(Path::new("basalt-secret.key"))?;
+    let keys = args.secrets.load(Path::new(SCHEDULER_SECRET_KEY))?;
     let db = basalt_scheduler::db::connect(&args.database_url, 1).await?;
     let changed = basalt_scheduler::secrets::reseal(&db, &keys).await?;
     println!("resealed: {changed}");
@@ -894,7 +898,7 @@ async fn scheduler(args: SchedulerArgs) -> Result<()> {
             control: basalt_scheduler::ControlPlaneConfig {
                 policy: args.policy.load()?,
                 // Every scheduler of a deployment opens what any of them sealed, across restarts.
-                secrets: args.secrets.load(Path::new("basalt-secret.key"))?,
+                secrets: args.secrets.load(Path::new(SCHEDULER_SECRET_KEY))?,
                 ..args.control.into_config()?
             },
             limits: args.listeners.limits(1),

@@ -163,9 +163,8 @@ enum Services {
 
 struct MeshServices {
     mesh: ProcessMesh,
-    /// Gateways by scheduler, on fixed addresses so clients keep their URLs across restarts.
+    /// Gateways by scheduler, each restarted on its address in `World::bases`.
     gateways: Vec<Option<BasaltProcess>>,
-    gateway_listen: Vec<String>,
     postgres: PostgresServer,
     nats: NatsServer,
 }
@@ -356,6 +355,24 @@ impl Client {
         }
     }
 
+    /// Creates a `key` object (`POST /{key}s`) and waits for it: its id once available.
+    async fn make(&mut self, key: &str, body: &Value) -> Result<std::result::Result<String, String>> {
+        let (status, created) = self.call(reqwest::Method::POST, &format!("/{key}s"), "3.0", Some(body)).await?;
+        if status != 202 {
+            return Ok(Err(refused(status, &created)));
+        }
+        let id = created[key]["id"].as_str().unwrap_or_default().to_owned();
+        Ok(ended(&self.settle(&format!("/{key}s/{id}"), "3.0", key).await?).map(|()| id))
+    }
+
+    /// A volume action (`POST /volumes/{id}/action`), and how the volume settled after it.
+    async fn act(&mut self, volume: &str, version: &str, body: &Value) -> Result<Outcome> {
+        let path = format!("/volumes/{volume}/action");
+        let (status, reply) = self.call(reqwest::Method::POST, &path, version, Some(body)).await?;
+        let settled = self.settle(&format!("/volumes/{volume}"), "3.0", "volume").await?;
+        Ok(if status != 202 { Err(refused(status, &reply)) } else { ended(&settled) })
+    }
+
     /// One operation of a random kind, and how it went; `None` when there was nothing to do it on.
     async fn operate(&mut self) -> Result<Option<(&'static str, Outcome)>> {
         let kinds = ["create", "clone", "snapshot", "revert", "extend", "attach", "backup", "restore", "delete"];
@@ -387,36 +404,21 @@ impl Client {
             }
             "snapshot" => {
                 let volume = self.volumes[pick].id.clone();
-                let body = json!({"snapshot": {"volume_id": volume, "force": true}});
-                let (status, created) = self.call(reqwest::Method::POST, "/snapshots", "3.0", Some(&body)).await?;
-                if status != 202 {
-                    Err(refused(status, &created))
-                } else {
-                    let id = created["snapshot"]["id"].as_str().unwrap_or_default().to_owned();
-                    let outcome = ended(&self.settle(&format!("/snapshots/{id}"), "3.0", "snapshot").await?);
-                    if outcome.is_ok() {
-                        let content = self.volumes[pick].content.clone();
-                        self.volumes[pick].snapshots.push((id, content));
-                    }
-                    outcome
+                let made = self.make("snapshot", &json!({"snapshot": {"volume_id": volume, "force": true}})).await?;
+                if let Ok(id) = &made {
+                    let content = self.volumes[pick].content.clone();
+                    self.volumes[pick].snapshots.push((id.clone(), content));
                 }
+                made.map(drop)
             }
             "revert" => {
                 let Some((snapshot, content)) = self.volumes[pick].snapshots.last().cloned() else { return Ok(None) };
                 let volume = self.volumes[pick].id.clone();
-                let body = json!({"revert": {"snapshot_id": snapshot}});
-                let path = format!("/volumes/{volume}/action");
-                let (status, reply) = self.call(reqwest::Method::POST, &path, "3.40", Some(&body)).await?;
-                let settled = self.settle(&format!("/volumes/{volume}"), "3.0", "volume").await?;
-                if status != 202 {
-                    Err(refused(status, &reply))
-                } else {
-                    let outcome = ended(&settled);
-                    if outcome.is_ok() {
-                        self.volumes[pick].content = content;
-                    }
-                    outcome
+                let outcome = self.act(&volume, "3.40", &json!({"revert": {"snapshot_id": snapshot}})).await?;
+                if outcome.is_ok() {
+                    self.volumes[pick].content = content;
                 }
+                outcome
             }
             "extend" => {
                 let volume = self.volumes[pick].clone();
@@ -424,18 +426,11 @@ impl Client {
                     return Ok(None);
                 }
                 let body = json!({"os-extend": {"new_size": volume.size_gib + 1}});
-                let path = format!("/volumes/{}/action", volume.id);
-                let (status, reply) = self.call(reqwest::Method::POST, &path, "3.0", Some(&body)).await?;
-                let settled = self.settle(&format!("/volumes/{}", volume.id), "3.0", "volume").await?;
-                if status != 202 {
-                    Err(refused(status, &reply))
-                } else {
-                    let outcome = ended(&settled);
-                    if outcome.is_ok() {
-                        self.volumes[pick].size_gib += 1;
-                    }
-                    outcome
+                let outcome = self.act(&volume.id, "3.0", &body).await?;
+                if outcome.is_ok() {
+                    self.volumes[pick].size_gib += 1;
                 }
+                outcome
             }
             "attach" => self.attach_and_detach(pick).await?,
             "backup" if self.backups.len() >= MAX_BACKUPS => {
@@ -450,18 +445,12 @@ impl Client {
                 let incremental =
                     self.backups.iter().any(|(_, backed_up, _)| *backed_up == volume) && self.random.below(2) == 0;
                 let body = json!({"backup": {"volume_id": volume, "incremental": incremental}});
-                let (status, created) = self.call(reqwest::Method::POST, "/backups", "3.0", Some(&body)).await?;
-                if status != 202 {
-                    Err(refused(status, &created))
-                } else {
-                    let id = created["backup"]["id"].as_str().unwrap_or_default().to_owned();
-                    let outcome = ended(&self.settle(&format!("/backups/{id}"), "3.0", "backup").await?);
-                    if outcome.is_ok() {
-                        let content = self.volumes[pick].content.clone();
-                        self.backups.push((id, volume, content));
-                    }
-                    outcome
+                let made = self.make("backup", &body).await?;
+                if let Ok(id) = &made {
+                    let content = self.volumes[pick].content.clone();
+                    self.backups.push((id.clone(), volume, content));
                 }
+                made.map(drop)
             }
             "restore" => {
                 if self.backups.is_empty() {
@@ -640,9 +629,9 @@ impl World {
                     process.kill();
                 }
                 tokio::time::sleep(downtime(random)).await;
+                let listen = self.bases[index].trim_start_matches("http://").trim_end_matches("/v3");
                 if let Services::Mesh(services) = &mut *self.services.lock().unwrap() {
-                    let restarted = services.mesh.spawn_gateway_on(index, &services.gateway_listen[index])?;
-                    services.gateways[index] = Some(restarted);
+                    services.gateways[index] = Some(services.mesh.spawn_gateway_on(index, listen)?);
                 }
             }
             Fault::KillScheduler => {
@@ -726,26 +715,21 @@ async fn deploy(deployment: Deployment, work: &std::path::Path) -> Result<(Vec<T
             let mesh = ProcessMesh::start_on_bus(&nats.url(), Some(postgres.url()), 2, &node_args, &[])?;
             mesh.wait_for_nodes(0).await?;
             let gateways: Vec<BasaltProcess> = (0..2).map(|index| mesh.spawn_gateway(index)).collect::<Result<_>>()?;
-            let bases = gateways.iter().map(|gateway| gateway.endpoint("rest").trim_end_matches('/').to_owned());
-            let bases: Vec<String> = bases.collect();
-            let gateway_listen = bases
-                .iter()
-                .map(|base| base.trim_start_matches("http://").trim_end_matches("/v3").to_owned())
-                .collect();
+            let bases =
+                gateways.iter().map(|gateway| gateway.endpoint("rest").trim_end_matches('/').to_owned()).collect();
             let volume_dirs = (0..mesh.node_ids.len()).map(|index| mesh.node_dir(index)).collect();
             let gateways = gateways.into_iter().map(Some).collect();
-            let services = Services::Mesh(Box::new(MeshServices { mesh, gateways, gateway_listen, postgres, nats }));
+            let services = Services::Mesh(Box::new(MeshServices { mesh, gateways, postgres, nats }));
             Ok((tgtds, World { services: Mutex::new(services), bases, volume_dirs }))
         }
         Deployment::Up => {
             let tgtd = Tgtd::start()?;
             let data = work.join("up");
             let (rest, grpc) = (format!("127.0.0.1:{}", free_port()?), format!("127.0.0.1:{}", free_port()?));
-            let mut args: Vec<String> = ["up", "--data-dir", &data.display().to_string(), "--rest-listen", &rest]
-                .into_iter()
-                .chain(["--grpc-listen", &grpc])
+            let data_dir = data.display().to_string();
+            let mut args: Vec<String> = ["up", "--data-dir", &data_dir, "--rest-listen", &rest, "--grpc-listen", &grpc]
                 .map(str::to_owned)
-                .collect();
+                .to_vec();
             args.extend(tgtd.export_flags());
             let process =
                 BasaltProcess::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[], UP_READY_KEYS)?;
@@ -758,17 +742,11 @@ async fn deploy(deployment: Deployment, work: &std::path::Path) -> Result<(Vec<T
 
 /// A VolumeService client of the deployment as an admin sees it.
 async fn scheduler_client(world: &World) -> Result<Scheduler> {
-    let (address, up) = match &*world.services.lock().unwrap() {
-        Services::Mesh(services) => (services.mesh.scheduler_addr(0), None),
-        Services::Up { process, .. } => {
-            let process = process.as_ref().context("basalt up is running")?;
-            (String::new(), Some(process.volume_client()?))
-        }
+    let address = match &*world.services.lock().unwrap() {
+        Services::Mesh(services) => services.mesh.scheduler_addr(0),
+        Services::Up { process, .. } => return process.as_ref().context("basalt up is running")?.volume_client(),
     };
-    match up {
-        Some(client) => Ok(client),
-        None => volume_client(&address).await,
-    }
+    volume_client(&address).await
 }
 
 /// Runs the workload and the faults, then checks every invariant; an `Err` names what broke.

@@ -2,7 +2,8 @@
 //! without disturbing the machine's shared ones (other tests run against those meanwhile).
 
 use std::{
-    path::{Path, PathBuf},
+    ffi::OsString,
+    path::PathBuf,
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -117,12 +118,19 @@ fn postgres_tool(name: &str) -> Result<PathBuf> {
 pub struct NatsServer {
     child: Child,
     port: u16,
+    /// Its own flags (credentials, TLS), kept for restarts.
+    flags: Vec<OsString>,
 }
 
 impl NatsServer {
     pub fn start() -> Result<Self> {
+        Self::start_with(Vec::new())
+    }
+
+    /// A server with `flags` besides its address and port.
+    pub fn start_with(flags: Vec<OsString>) -> Result<Self> {
         let port = free_port()?;
-        Ok(Self { child: Self::spawn(port)?, port })
+        Ok(Self { child: Self::spawn(port, &flags)?, port, flags })
     }
 
     pub fn url(&self) -> String {
@@ -134,21 +142,18 @@ impl NatsServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         std::thread::sleep(down);
-        self.child = Self::spawn(self.port)?;
+        self.child = Self::spawn(self.port, &self.flags)?;
         Ok(())
     }
 
-    fn spawn(port: u16) -> Result<Child> {
-        let binary = ["nats-server", "/usr/sbin/nats-server", "/usr/local/bin/nats-server"]
-            .into_iter()
-            .map(Path::new)
-            .find(|candidate| Command::new(candidate).arg("--version").output().is_ok())
-            .context("nats-server is required")?;
-        let child = Command::new(binary)
+    fn spawn(port: u16, flags: &[OsString]) -> Result<Child> {
+        let child = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()?;
+            .spawn()
+            .context("nats-server is required (Debian's nats-server)")?;
         let deadline = std::time::Instant::now() + WAIT;
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if std::time::Instant::now() > deadline {

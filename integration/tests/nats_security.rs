@@ -3,11 +3,7 @@
 //! scheduler and volume node reach with `--nats-user`, `BASALT_NATS_PASSWORD` and
 //! `--nats-tls-ca`, while clients without the password, or without the CA, are refused.
 
-use std::{
-    path::Path,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{ffi::OsString, path::Path, process::Command};
 
 use anyhow::{Context, Result, bail, ensure};
 use basalt::{
@@ -16,7 +12,7 @@ use basalt::{
     proto::ListPoolsRequest,
     tls::Role,
 };
-use basalt_integration::*;
+use basalt_integration::{private_servers::NatsServer, *};
 
 const PASSWORD: &str = "nats-test-secret-7f3a";
 
@@ -80,48 +76,20 @@ fn certificates(dir: &Path) -> Result<()> {
     ])
 }
 
-/// `nats-server` with a user, a password and TLS, killed when dropped.
-struct SecureNats {
-    child: Child,
-    url: String,
-}
-
-impl SecureNats {
-    fn start(dir: &Path) -> Result<Self> {
-        let port = free_port()?;
-        // The password is on this test server's own command line only.
-        let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "--user", "basalt", "--pass", PASSWORD, "--tls"])
-            .arg("--tlscert")
-            .arg(dir.join("server.pem"))
-            .arg("--tlskey")
-            .arg(dir.join("server.key"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("nats-server is required (Debian's nats-server)")?;
-        let nats = Self { child, url: format!("nats://127.0.0.1:{port}") };
-        let deadline = std::time::Instant::now() + WAIT;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            ensure!(std::time::Instant::now() < deadline, "nats-server did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(nats)
-    }
-}
-
-impl Drop for SecureNats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `nats-server` with a user, a password and TLS.
+fn secure_nats(dir: &Path) -> Result<NatsServer> {
+    // The password is on this test server's own command line only.
+    let mut flags: Vec<OsString> =
+        ["--user", "basalt", "--pass", PASSWORD, "--tls", "--tlscert"].into_iter().map(OsString::from).collect();
+    flags.extend([dir.join("server.pem").into(), "--tlskey".into(), dir.join("server.key").into()]);
+    NatsServer::start_with(flags)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn capacity_reports_travel_only_with_credentials_over_tls() -> Result<()> {
     let dir = tempfile::tempdir()?;
     certificates(dir.path())?;
-    let nats = SecureNats::start(dir.path())?;
+    let nats = secure_nats(dir.path())?;
     let ca = dir.path().join("ca.pem");
     let namespace = bus_namespace();
     let with = |user: Option<(&str, &str)>, tls: bool| NatsSecurity {
@@ -134,14 +102,14 @@ async fn capacity_reports_travel_only_with_credentials_over_tls() -> Result<()> 
         ("a wrong password", with(Some(("basalt", "guess")), true)),
         ("no CA for the server's certificate", with(Some(("basalt", PASSWORD)), false)),
     ] {
-        match Bus::connect_nats(&nats.url, &namespace, &security).await {
+        match Bus::connect_nats(&nats.url(), &namespace, &security).await {
             Ok(_) => bail!("connected with {what}"),
             Err(error) => {
                 ensure!(!error.message.contains(PASSWORD), "the error quotes the password: {}", error.message)
             }
         }
     }
-    Bus::connect_nats(&nats.url, &namespace, &with(Some(("basalt", PASSWORD)), true)).await?;
+    Bus::connect_nats(&nats.url(), &namespace, &with(Some(("basalt", PASSWORD)), true)).await?;
 
     // A scheduler and a node as processes, on that bus: the node's pool reaches the scheduler.
     let data = dir.path().join("data");
@@ -150,9 +118,10 @@ async fn capacity_reports_travel_only_with_credentials_over_tls() -> Result<()> 
     let key = data.join("secret.key");
     let volumes = data.join("volumes");
     let ca_arg = ca.to_str().context("utf-8")?;
+    let nats_url = nats.url();
     let bus_args = [
         "--nats-url",
-        nats.url.as_str(),
+        nats_url.as_str(),
         "--bus-namespace",
         &namespace,
         "--nats-user",

@@ -53,9 +53,8 @@ impl From<tonic::Status> for Fault {
         if matches!(status.code(), tonic::Code::Unavailable) && status.message().contains("transport") {
             return Self::new(StatusCode::SERVICE_UNAVAILABLE, "the volume service is unreachable; retry shortly");
         }
-        // The connection broke during the call (the scheduler restarted): unavailable too, but
-        // the request may have been applied before the break.
-        if matches!(status.code(), tonic::Code::Unknown) && status.message().starts_with("transport error") {
+        // Unavailable too, but the request may have been applied before the break.
+        if basalt::error::broke_during_the_call(&status) {
             return Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the connection to the volume service broke during the call; check the resource before retrying",

@@ -89,12 +89,10 @@ pub async fn delete_snapshot_on(
 }
 
 /// Whether a failed node call may succeed on a retry: the node was unreachable, or the connection
-/// broke mid-call (a transport error, which tonic reports as UNKNOWN with its cause attached).
+/// broke mid-call.
 fn is_retryable(status: &tonic::Status) -> bool {
-    use std::error::Error;
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => true,
-        tonic::Code::Unknown => status.source().is_some(),
-        _ => false,
+        _ => basalt::error::broke_during_the_call(status),
     }
 }
